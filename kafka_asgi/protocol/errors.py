@@ -1,0 +1,18 @@
+"""Exceptions of the protocol layer; every exception the library raises derives from KafkaError."""
+
+from __future__ import annotations
+
+
+class KafkaError(Exception):
+    """Root of every exception raised by kafka_asgi."""
+
+    retriable: bool = False
+    invalid_metadata: bool = False
+
+
+class ProtocolError(KafkaError):
+    """Malformed bytes: truncated, bad CRC, bad length, unknown magic or compression."""
+
+
+class UnsupportedCodecError(KafkaError):
+    """The library for a compression codec is not installed."""
