@@ -1,0 +1,55 @@
+"""The local broker harness: cold start under 60 s, every listener checked, nothing left behind."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import kafka_local
+
+
+def test_cold_start_and_stop_leave_no_process(tmp_path: Path) -> None:
+    if os.environ.get("KAFKA_ASGI_TEST_BOOTSTRAP"):
+        pytest.skip("an external cluster was given; the local harness is not in use")
+    broker = kafka_local.LocalKafka(state_dir=tmp_path / "state", base_port=19192)
+    t0 = time.monotonic()
+    try:
+        addr = broker.start(timeout=60.0)
+        elapsed = time.monotonic() - t0
+        assert elapsed < 60.0
+        assert addr.plaintext == "127.0.0.1:19192"
+        pid = broker.pid()
+        assert pid is not None
+        # start() already authenticated and verified the CA; check once more from outside.
+        kafka_local.check_listeners(addr)
+    finally:
+        broker.stop(remove_data=True)
+    assert broker.pid() is None
+    assert (
+        not Path(f"/proc/{pid}").exists()
+        or "Z" in Path(f"/proc/{pid}/stat").read_text().split(") ")[1][:1]
+    )
+    with pytest.raises(kafka_local.HarnessError):
+        kafka_local.check_listeners(addr, timeout=1.0)
+
+
+def test_failed_start_reports_log_tail(tmp_path: Path) -> None:
+    if os.environ.get("KAFKA_ASGI_TEST_BOOTSTRAP"):
+        pytest.skip("an external cluster was given; the local harness is not in use")
+    import socket
+
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 19292))
+    blocker.listen()
+    broker = kafka_local.LocalKafka(state_dir=tmp_path / "state", base_port=19292)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(kafka_local.HarnessError, match="19292"):
+            broker.start(timeout=60.0)
+        assert time.monotonic() - t0 < 60.0
+    finally:
+        blocker.close()
+        broker.stop(remove_data=True)
