@@ -1,0 +1,230 @@
+"""Compression codecs of Kafka record batches.
+
+The codec id lives in the low three bits of a batch's attributes (the same bits
+in legacy messages): 0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd (zstd needs magic 2,
+KIP-110).  gzip uses the standard library; snappy, lz4 and zstd come from
+``cramjam``, installed by the ``compression`` extra.  Asking for a codec whose
+library is missing raises :class:`UnsupportedCodecError`.
+
+Wire formats, as the Java client writes and reads them:
+
+* gzip: a gzip stream (RFC 1952), not a bare zlib stream.
+* snappy: the Java client wraps raw snappy blocks in the framing of the
+  ``snappy-java`` library ("xerial" framing): the magic ``\\x82SNAPPY\\x00``, two
+  big-endian int32 version numbers, then blocks each prefixed by a big-endian
+  int32 length.  librdkafka and older clients may send a single raw snappy
+  block, so the decoder accepts both.
+* lz4: the standard LZ4 frame format (KAFKA-3160 fixed the header checksum for
+  magic >= 1; magic-0 messages keep the broken checksum, see
+  :func:`fix_legacy_lz4_header`).
+* zstd: a standard zstd frame.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from enum import IntEnum
+from types import ModuleType
+
+from .errors import ProtocolError, UnsupportedCodecError
+
+__all__ = [
+    "Compression",
+    "compress",
+    "decompress",
+    "ensure_available",
+    "fix_legacy_lz4_header",
+]
+
+INSTALL_HINT = "pip install kafka-asgi[compression]"
+
+
+class Compression(IntEnum):
+    """Codec ids, as stored in the attributes of a batch or legacy message."""
+
+    NONE = 0
+    GZIP = 1
+    SNAPPY = 2
+    LZ4 = 3
+    ZSTD = 4
+
+
+_XERIAL_MAGIC = b"\x82SNAPPY\x00"
+# Header = magic + int32 version + int32 minimum compatible version.
+_XERIAL_HEADER = _XERIAL_MAGIC + struct.pack(">ii", 1, 1)
+# Block size used by snappy-java's SnappyOutputStream, which Kafka uses.
+_XERIAL_BLOCK_SIZE = 32 * 1024
+_LZ4_MAGIC = b"\x04\x22\x4d\x18"
+
+_int32 = struct.Struct(">i")
+
+
+def _cramjam(codec: Compression) -> ModuleType:
+    # Imported on each use (cheap once loaded) so a missing library is reported
+    # where the codec is requested, not when kafka_asgi is imported.
+    try:
+        import cramjam
+    except ImportError:
+        raise UnsupportedCodecError(
+            f"{codec.name.lower()} compression needs the cramjam library: {INSTALL_HINT}"
+        ) from None
+    return cramjam
+
+
+def _as_codec(codec: int) -> Compression:
+    try:
+        return Compression(codec)
+    except ValueError:
+        raise ProtocolError(f"unknown compression codec id {codec!r}") from None
+
+
+def ensure_available(codec: int) -> None:
+    """Raise UnsupportedCodecError now if ``codec`` cannot be used (e.g. at producer start)."""
+    try:
+        c = Compression(codec)
+    except ValueError:
+        raise ValueError(f"unknown compression codec {codec!r}") from None
+    if c in (Compression.SNAPPY, Compression.LZ4, Compression.ZSTD):
+        _cramjam(c)
+
+
+def compress(codec: int, data: bytes, level: int | None = None) -> bytes:
+    """Compress ``data`` with ``codec`` into the wire format Kafka expects."""
+    try:
+        c = Compression(codec)
+    except ValueError:
+        raise ValueError(f"unknown compression codec {codec!r}") from None
+    if c is Compression.NONE:
+        return bytes(data)
+    if c is Compression.GZIP:
+        # wbits=31 selects the gzip container (zlib writes mtime 0, so the
+        # output is deterministic).
+        z = zlib.compressobj(-1 if level is None else level, zlib.DEFLATED, 31)
+        return z.compress(data) + z.flush()
+    cramjam = _cramjam(c)
+    if c is Compression.SNAPPY:
+        raw = cramjam.snappy.compress_raw
+        parts = [_XERIAL_HEADER]
+        for start in range(0, len(data), _XERIAL_BLOCK_SIZE):
+            block = bytes(raw(data[start : start + _XERIAL_BLOCK_SIZE]))
+            parts.append(_int32.pack(len(block)))
+            parts.append(block)
+        return b"".join(parts)
+    if c is Compression.LZ4:
+        return bytes(cramjam.lz4.compress(data, level))
+    return bytes(cramjam.zstd.compress(data, level))
+
+
+def decompress(codec: int, data: bytes) -> bytes:
+    """Decompress a payload; malformed input raises ProtocolError."""
+    c = _as_codec(codec)
+    if c is Compression.NONE:
+        return bytes(data)
+    if c is Compression.GZIP:
+        return _gunzip(data)
+    cramjam = _cramjam(c)
+    try:
+        if c is Compression.SNAPPY:
+            return _unsnappy(cramjam, data)
+        if c is Compression.LZ4:
+            return bytes(cramjam.lz4.decompress(data))
+        return bytes(cramjam.zstd.decompress(data))
+    except cramjam.DecompressionError as exc:
+        raise ProtocolError(f"invalid {c.name.lower()} data: {exc}") from None
+    except (ValueError, OverflowError, MemoryError) as exc:
+        raise ProtocolError(f"invalid {c.name.lower()} data: {exc}") from None
+
+
+def _gunzip(data: bytes) -> bytes:
+    out = []
+    rest = bytes(data)
+    try:
+        # A gzip file may hold several members one after the other (RFC 1952 2.2).
+        while True:
+            # 47 = 32 + 15: accept a gzip or a zlib header.
+            d = zlib.decompressobj(47)
+            out.append(d.decompress(rest))
+            if not d.eof:
+                raise ProtocolError("truncated gzip data")
+            rest = d.unused_data
+            if not rest:
+                break
+    except zlib.error as exc:
+        raise ProtocolError(f"invalid gzip data: {exc}") from None
+    return b"".join(out)
+
+
+def _unsnappy(cramjam: ModuleType, data: bytes) -> bytes:
+    raw = cramjam.snappy.decompress_raw
+    if not data.startswith(_XERIAL_MAGIC):
+        return bytes(raw(data))
+    if len(data) < len(_XERIAL_HEADER):
+        raise ProtocolError("truncated xerial snappy header")
+    pos = len(_XERIAL_HEADER)
+    end = len(data)
+    out = []
+    while pos < end:
+        if pos + 4 > end:
+            raise ProtocolError("truncated xerial snappy block length")
+        (size,) = _int32.unpack_from(data, pos)
+        pos += 4
+        if size < 0 or pos + size > end:
+            raise ProtocolError(f"xerial snappy block length {size} exceeds the data")
+        out.append(bytes(raw(data[pos : pos + size])))
+        pos += size
+    return b"".join(out)
+
+
+# --- legacy lz4 (magic 0) ---------------------------------------------------
+
+_P1 = 2654435761
+_P2 = 2246822519
+_P3 = 3266489917
+_P4 = 668265263
+_P5 = 374761393
+_M32 = 0xFFFFFFFF
+
+
+def _rotl(x: int, r: int) -> int:
+    return ((x << r) | (x >> (32 - r))) & _M32
+
+
+def _xxh32_short(data: bytes, seed: int = 0) -> int:
+    # xxHash32 for inputs under 16 bytes: enough for an LZ4 frame descriptor
+    # (at most 11 bytes).
+    if len(data) >= 16:
+        raise ValueError("only short inputs are supported")
+    h = (seed + _P5 + len(data)) & _M32
+    pos = 0
+    while pos + 4 <= len(data):
+        (word,) = struct.unpack_from("<I", data, pos)
+        h = (_rotl((h + word * _P3) & _M32, 17) * _P4) & _M32
+        pos += 4
+    while pos < len(data):
+        h = (_rotl((h + data[pos] * _P5) & _M32, 11) * _P1) & _M32
+        pos += 1
+    h ^= h >> 15
+    h = (h * _P2) & _M32
+    h ^= h >> 13
+    h = (h * _P3) & _M32
+    h ^= h >> 16
+    return h
+
+
+def fix_legacy_lz4_header(data: bytes) -> bytes:
+    """Rewrite the header checksum of an lz4 frame written by a pre-0.10 client.
+
+    Kafka before KIP-57/KAFKA-3160 hashed the magic number together with the
+    frame descriptor; magic-0 messages still carry that checksum, which a
+    standard LZ4 reader rejects.  Return the frame with a correct checksum.
+    """
+    if len(data) < 7 or not data.startswith(_LZ4_MAGIC):
+        raise ProtocolError("invalid lz4 frame header")
+    flg = data[4]
+    desc_len = 2 + (8 if flg & 0x08 else 0) + (4 if flg & 0x01 else 0)
+    hc_pos = 4 + desc_len
+    if len(data) <= hc_pos:
+        raise ProtocolError("truncated lz4 frame header")
+    hc = (_xxh32_short(data[4:hc_pos]) >> 8) & 0xFF
+    return data[:hc_pos] + bytes((hc,)) + data[hc_pos + 1 :]
