@@ -124,7 +124,7 @@ def kafka() -> Iterator[KafkaCluster]:
         with KafkaContainer() as container:
             yield KafkaCluster(plaintext=container.get_bootstrap_server(), source="testcontainers")
         return
-    broker = kafka_local.LocalKafka()
+    broker = kafka_local.LocalKafka(base_port=int(os.environ.get("KAFKA_LOCAL_BASE_PORT", "9092")))
     owned = False
     try:
         if not broker.running():
