@@ -16,3 +16,12 @@ class ProtocolError(KafkaError):
 
 class UnsupportedCodecError(KafkaError):
     """The library for a compression codec is not installed."""
+
+
+class EncodeError(KafkaError, ValueError):
+    """A value cannot be encoded as asked.
+
+    Raised for a version the message does not have, a field the chosen version cannot
+    carry, None where that version allows no null, a number out of range for its wire
+    type, or a string longer than its length prefix allows. The message names the field.
+    """
