@@ -1,0 +1,195 @@
+"""Request/response headers and the 4-byte size-prefixed frames that carry them.
+
+Every Kafka message on the wire is ``int32 size`` followed by ``size`` bytes: a header,
+then the body (protocol guide, "Common Request and Response Structure").
+
+Header versions (RequestHeader.json / ResponseHeader.json):
+
+* request header v1: api key, api version, correlation id, client id (nullable STRING);
+  v2 adds tagged fields and is used by every flexible request version (KIP-482).
+  The client id stays a classic STRING even in v2, so any broker can read the header of
+  an ApiVersions request at a version it does not know.
+* request header v0 (no client id) is only used by ControlledShutdown v0.
+* response header v0: correlation id; v1 adds tagged fields for flexible responses,
+  except ApiVersions responses, always v0 so that a client can parse the broker's reply
+  before it knows which versions the broker speaks (KIP-511).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import TypeVar
+
+from kafka_asgi.protocol.errors import EncodeError, ProtocolError
+from kafka_asgi.protocol.messages import API_VERSIONS_SPEC, Message
+from kafka_asgi.protocol.primitives import (
+    ZERO_BYTE,
+    Reader,
+    encode_nullable_string,
+    pack_int16,
+    pack_int32,
+)
+
+__all__ = [
+    "MAX_FRAME_SIZE",
+    "SIZE_PREFIX_LENGTH",
+    "FrameBuffer",
+    "decode_response",
+    "encode_request",
+    "frame_size",
+    "peek_correlation_id",
+    "request_header_version",
+    "response_header_version",
+]
+
+SIZE_PREFIX_LENGTH = 4
+
+MAX_FRAME_SIZE = 100 * 1024 * 1024
+"""Largest frame accepted by default, in bytes (after the size prefix).
+
+Kafka brokers refuse requests above ``socket.request.max.bytes`` (100 MiB by default);
+responses are bounded by the client's own fetch limits. A size beyond this cap is far
+more likely a corrupted stream or a non-Kafka peer (for instance TLS spoken to a
+plaintext port) than a real message, and must not make us allocate gigabytes.
+"""
+
+_M = TypeVar("_M", bound=Message)
+
+_API_VERSIONS_KEY = 18
+_CONTROLLED_SHUTDOWN_KEY = 7
+_I32 = struct.Struct(">i")
+
+
+def _first_flexible(api_key: int, *, response: bool) -> int | None:
+    try:
+        spec = API_VERSIONS_SPEC[api_key]
+    except KeyError:
+        raise ValueError(f"unknown api key {api_key!r}") from None
+    return spec[4] if response else spec[3]
+
+
+def request_header_version(api_key: int, version: int) -> int:
+    """Request header version (0, 1 or 2) for ``api_key`` at ``version``."""
+    if api_key == _CONTROLLED_SHUTDOWN_KEY and version == 0:
+        return 0
+    flexible = _first_flexible(api_key, response=False)
+    return 2 if flexible is not None and version >= flexible else 1
+
+
+def response_header_version(api_key: int, version: int) -> int:
+    """Response header version (0 or 1) for ``api_key`` at ``version``."""
+    if api_key == _API_VERSIONS_KEY:
+        return 0
+    flexible = _first_flexible(api_key, response=True)
+    return 1 if flexible is not None and version >= flexible else 0
+
+
+def encode_request(
+    request: Message,
+    version: int,
+    correlation_id: int,
+    client_id: str | None,
+    *,
+    max_frame_size: int = MAX_FRAME_SIZE,
+) -> bytes:
+    """A complete request frame: size prefix, request header, body."""
+    body = request.encode(version)
+    api_key = request.API_KEY
+    header_version = request_header_version(api_key, version)
+    try:
+        parts = [pack_int16(api_key), pack_int16(version), pack_int32(correlation_id)]
+    except struct.error as exc:
+        raise EncodeError(f"correlation id {correlation_id!r} is not an int32") from exc
+    if header_version >= 1:
+        if client_id is not None and not isinstance(client_id, str):
+            raise EncodeError(f"client_id must be a str or None, got {client_id!r}")
+        parts.append(encode_nullable_string(client_id))
+    if header_version >= 2:
+        parts.append(ZERO_BYTE)  # no tagged fields in the header
+    parts.append(body)
+    size = sum(len(p) for p in parts)
+    if size > max_frame_size:
+        raise EncodeError(
+            f"{type(request).__name__} v{version} frame of {size} bytes exceeds "
+            f"the maximum frame size of {max_frame_size} bytes"
+        )
+    return _I32.pack(size) + b"".join(parts)
+
+
+def frame_size(
+    prefix: bytes | bytearray | memoryview, max_frame_size: int = MAX_FRAME_SIZE
+) -> int:
+    """Validate and return the frame length announced by a 4-byte size prefix."""
+    if len(prefix) < SIZE_PREFIX_LENGTH:
+        raise ProtocolError(f"size prefix needs 4 bytes, got {len(prefix)}")
+    (size,) = _I32.unpack_from(prefix, 0)
+    if size < 0:
+        raise ProtocolError(f"negative frame size {size}")
+    if size > max_frame_size:
+        raise ProtocolError(
+            f"frame of {size} bytes exceeds the maximum frame size of {max_frame_size} bytes"
+        )
+    return int(size)
+
+
+def peek_correlation_id(frame: bytes | bytearray | memoryview) -> int:
+    """The correlation id at the start of a response frame (after the size prefix)."""
+    if len(frame) < 4:
+        raise ProtocolError(f"response frame of {len(frame)} bytes has no correlation id")
+    return int(_I32.unpack_from(frame, 0)[0])
+
+
+def decode_response(
+    response_cls: type[_M], frame: bytes | bytearray | memoryview, version: int
+) -> tuple[int, _M]:
+    """Parse a response frame (the bytes after the size prefix) into its correlation id
+    and body. Raises ProtocolError for malformed bytes."""
+    reader = Reader(frame)
+    correlation_id = reader.int32()
+    if response_header_version(response_cls.API_KEY, version) >= 1:
+        reader.skip_tagged_fields()
+    body = memoryview(frame)[reader.pos :]
+    return correlation_id, response_cls.decode(body, version)
+
+
+class FrameBuffer:
+    """Accumulates bytes from a stream and splits them into frames (sans-I/O).
+
+    ``feed(data)`` appends received bytes; ``next_frame()`` returns the next complete
+    frame without its size prefix, or None if more bytes are needed. A size prefix above
+    ``max_frame_size`` raises ProtocolError, so the buffer never grows beyond one frame
+    plus one read.
+    """
+
+    __slots__ = ("_buf", "_max", "_need")
+
+    def __init__(self, max_frame_size: int = MAX_FRAME_SIZE) -> None:
+        self._buf = bytearray()
+        self._max = max_frame_size
+        self._need: int | None = None
+
+    def __len__(self) -> int:
+        return len(self._buf)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        self._buf += data
+
+    def next_frame(self) -> bytes | None:
+        if self._need is None:
+            if len(self._buf) < SIZE_PREFIX_LENGTH:
+                return None
+            self._need = frame_size(self._buf, self._max)
+            del self._buf[:SIZE_PREFIX_LENGTH]
+        if len(self._buf) < self._need:
+            return None
+        frame = bytes(self._buf[: self._need])
+        del self._buf[: self._need]
+        self._need = None
+        return frame
+
+    @property
+    def bytes_needed(self) -> int:
+        """How many more bytes complete the current frame (or its size prefix)."""
+        if self._need is None:
+            return SIZE_PREFIX_LENGTH - len(self._buf) if len(self._buf) < 4 else 0
+        return max(0, self._need - len(self._buf))
