@@ -1,1 +1,24 @@
-"""kafka_asgi.network layer."""
+"""kafka_asgi.network: one connection to one broker (framing, TLS, SASL, versions)."""
+
+from kafka_asgi.network.connection import BrokerConnection, ConnectionConfig
+from kafka_asgi.network.errors import (
+    AuthenticationError,
+    ConnectError,
+    ConnectionClosedError,
+    NetworkError,
+    RequestTimeout,
+    TLSError,
+)
+from kafka_asgi.network.sasl import SaslCredentials
+
+__all__ = [
+    "AuthenticationError",
+    "BrokerConnection",
+    "ConnectError",
+    "ConnectionClosedError",
+    "ConnectionConfig",
+    "NetworkError",
+    "RequestTimeout",
+    "SaslCredentials",
+    "TLSError",
+]

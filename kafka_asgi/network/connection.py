@@ -1,0 +1,683 @@
+"""One connection to one broker: framing, correlation ids, pipelining, TLS, SASL, versions.
+
+Kafka answers the requests of one connection in the order they were sent (protocol
+guide, "Network"), so the connection keeps its in-flight requests in send order: one
+reader task takes each response frame off the socket and hands it to the oldest waiting
+request, whose correlation id must match; anything else means the byte stream is out
+of step and the connection is closed. Writes go through a lock so frames never
+interleave, and each frame is written under a shield: a request cancelled half-way
+through ``send`` would leave a partial frame on the wire.
+
+A request that times out closes the connection (the Java client does the same): the
+broker answers in order, so every later response on it would wait behind the lost one.
+
+Setting up a connection: TCP (+ TLS) within ``connect_timeout``; then, sequentially
+and before the reader starts, ApiVersions (KIP-35, KIP-511) and SASL (KIP-43, KIP-152)
+within ``request_timeout``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import itertools
+import logging
+import math
+import ssl
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import anyio
+import anyio.abc
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+import kafka_asgi
+from kafka_asgi.network.errors import (
+    CONNECT_ERRORS,
+    IO_ERRORS,
+    AuthenticationError,
+    ConnectError,
+    ConnectionClosedError,
+    RequestTimeout,
+    map_exceptions,
+)
+from kafka_asgi.network.sasl import SaslCredentials
+from kafka_asgi.network.tls import build_ssl_context
+from kafka_asgi.protocol.errors import KafkaError, ProtocolError, UnsupportedVersionError
+from kafka_asgi.protocol.framing import (
+    MAX_FRAME_SIZE,
+    SIZE_PREFIX_LENGTH,
+    decode_response,
+    encode_request,
+    frame_size,
+    peek_correlation_id,
+)
+from kafka_asgi.protocol.messages import (
+    REQUEST_TYPES,
+    RESPONSE_TYPES,
+    ApiVersionsRequest,
+    ApiVersionsResponse,
+    Message,
+    SaslAuthenticateRequest,
+    SaslAuthenticateResponse,
+    SaslHandshakeRequest,
+    SaslHandshakeResponse,
+)
+
+__all__ = ["BrokerConnection", "ConnectionConfig", "check_timeout"]
+
+logger = logging.getLogger("kafka_asgi.network")
+
+_UNSUPPORTED_VERSION = 35
+_SOFTWARE_NAME = "kafka-asgi"
+# KIP-368: stop handing out a connection a little before the broker's session expires.
+_REAUTH_MARGIN = 0.9
+_CLOSE_TIMEOUT = 2.0
+
+
+def check_timeout(name: str, value: object, *, allow_none: bool = False) -> float | None:
+    """``value`` as a positive finite float, or a TypeError/ValueError naming ``name``."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+    return float(value)
+
+
+def _check_client_id(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"client_id must be a str, not {type(value).__name__}")
+    if len(value.encode("utf-8", "surrogatepass")) > 0x7FFF:
+        raise ValueError("client_id is longer than 32767 bytes")
+    return value
+
+
+@dataclass(frozen=True)
+class ConnectionConfig:
+    """Everything a connection needs to reach and talk to one broker (validated)."""
+
+    client_id: str = "kafka-asgi"
+    ssl_context: ssl.SSLContext | None = None
+    sasl: SaslCredentials | None = None
+    connect_timeout: float = 5.0
+    request_timeout: float = 30.0
+    resolver: Callable[[str], str] | None = field(default=None, compare=False)
+
+    @classmethod
+    def from_options(
+        cls,
+        *,
+        client_id: str = "kafka-asgi",
+        ssl: bool | ssl.SSLContext | None = None,
+        ssl_cafile: str | None = None,
+        ssl_certfile: str | None = None,
+        ssl_keyfile: str | None = None,
+        ssl_check_hostname: bool = True,
+        sasl_mechanism: str | None = None,
+        sasl_username: str | None = None,
+        sasl_password: str | None = None,
+        connect_timeout: float = 5.0,
+        request_timeout: float = 30.0,
+        resolver: Callable[[str], str] | None = None,
+    ) -> ConnectionConfig:
+        """Validate the connection-level client options (see the brief's option list)."""
+        sasl: SaslCredentials | None = None
+        if sasl_mechanism is not None:
+            if sasl_username is None or sasl_password is None:
+                raise ValueError("sasl_mechanism needs both sasl_username and sasl_password")
+            sasl = SaslCredentials(sasl_mechanism, sasl_username, sasl_password)
+        elif sasl_username is not None or sasl_password is not None:
+            raise ValueError("sasl_username/sasl_password given without sasl_mechanism")
+        if resolver is not None and not callable(resolver):
+            raise TypeError(f"resolver must be a callable host -> address, not {resolver!r}")
+        timeout = check_timeout("connect_timeout", connect_timeout)
+        req_timeout = check_timeout("request_timeout", request_timeout)
+        assert timeout is not None and req_timeout is not None
+        return cls(
+            client_id=_check_client_id(client_id),
+            ssl_context=build_ssl_context(
+                ssl,
+                cafile=ssl_cafile,
+                certfile=ssl_certfile,
+                keyfile=ssl_keyfile,
+                check_hostname=ssl_check_hostname,
+            ),
+            sasl=sasl,
+            connect_timeout=timeout,
+            request_timeout=req_timeout,
+            resolver=resolver,
+        )
+
+
+class _Waiter:
+    """One request waiting for its response frame."""
+
+    __slots__ = ("abandoned", "error", "event", "frame")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.frame: bytes | None = None
+        self.error: KafkaError | None = None
+        self.abandoned = False
+
+
+class BrokerConnection:
+    """A connection to one broker, carrying many requests at once.
+
+    ``async with BrokerConnection(host, port, **client_options) as conn:`` runs the
+    reader in a task group of its own; a client owning many connections passes its
+    task group to :meth:`connect` instead, and closes each with :meth:`aclose`.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        config: ConnectionConfig | None = None,
+        *,
+        node_id: int | None = None,
+        **options: Any,
+    ) -> None:
+        if not isinstance(host, str) or not host:
+            raise ValueError(f"host must be a non-empty str, not {host!r}")
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            raise ValueError(f"port must be an int in 1..65535, not {port!r}")
+        if config is not None and options:
+            raise TypeError("pass either config or client options, not both")
+        self.host = host
+        self.port = port
+        self.node_id = node_id
+        self.config = config if config is not None else ConnectionConfig.from_options(**options)
+        self.api_versions: dict[int, tuple[int, int]] = {}
+        self._stream: anyio.abc.ByteStream | None = None
+        self._rx: BufferedByteReceiveStream | None = None
+        self._write_lock = anyio.Lock()
+        self._pending: dict[int, _Waiter] = {}
+        self._correlation = itertools.count(1)
+        self._closed: KafkaError | None = None
+        self._reader_scope: anyio.CancelScope | None = None
+        self._reader_done = anyio.Event()
+        self._reader_started = False
+        self._exit_stack: AsyncExitStack | None = None
+        self._state = "new"
+        self.in_flight = 0
+        """Requests started on this connection and not finished (the pool balances on it)."""
+        self.last_used = 0.0
+        self.expires_at: float | None = None
+        """Event-loop time after which a SASL session must not be used (KIP-368)."""
+
+    def __repr__(self) -> str:
+        node = f" node={self.node_id}" if self.node_id is not None else ""
+        return f"<BrokerConnection {self.host}:{self.port}{node} {self.state}>"
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def state(self) -> str:
+        """``new``, ``connecting``, ``open`` or ``closed``."""
+        return "closed" if self._closed is not None else self._state
+
+    @property
+    def closed(self) -> bool:
+        return self._closed is not None
+
+    @property
+    def usable(self) -> bool:
+        """Open, and (for SASL with a session lifetime) not about to be expired."""
+        if self._closed is not None or self._state != "open":
+            return False
+        return self.expires_at is None or anyio.current_time() < self.expires_at
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> BrokerConnection:
+        async with AsyncExitStack() as stack:
+            tg = await stack.enter_async_context(anyio.create_task_group())
+            await self.connect(tg)
+            self._exit_stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+        stack, self._exit_stack = self._exit_stack, None
+        if stack is not None:
+            await stack.__aexit__(exc_type, exc, tb)
+
+    async def connect(self, task_group: anyio.abc.TaskGroup) -> None:
+        """Open the socket, negotiate versions, authenticate, start the reader.
+
+        Raises ConnectError (or TLSError) when the broker cannot be reached or the
+        TLS handshake fails, AuthenticationError when SASL fails.
+        """
+        if self._state != "new":
+            raise RuntimeError(f"{self!r} was already started")
+        self._state = "connecting"
+        try:
+            self._stream = await self._open_stream()
+            self._rx = BufferedByteReceiveStream(self._stream)
+            try:
+                with anyio.fail_after(self.config.request_timeout):
+                    await self._negotiate_versions()
+                    if self.config.sasl is not None:
+                        await self._authenticate(self.config.sasl)
+            except TimeoutError:
+                raise ConnectError(
+                    f"{self.address}: no answer to the connection handshake within"
+                    f" {self.config.request_timeout}s"
+                ) from None
+            await task_group.start(self._reader)
+        except BaseException as exc:
+            error = exc if isinstance(exc, KafkaError) else ConnectionClosedError("connect aborted")
+            self._fail(error)
+            await self._close_stream()
+            raise
+        self._state = "open"
+        self.last_used = anyio.current_time()
+
+    async def aclose(self) -> None:
+        """Close the connection; every waiting request fails with ConnectionClosedError."""
+        self._fail(ConnectionClosedError(f"{self.address}: connection closed by the client"))
+        if self._reader_started:
+            if self._reader_scope is not None:
+                self._reader_scope.cancel()
+            with anyio.CancelScope(shield=True), anyio.move_on_after(_CLOSE_TIMEOUT * 2):
+                await self._reader_done.wait()
+        else:
+            await self._close_stream()
+
+    def _fail(self, error: KafkaError) -> None:
+        """Mark the connection closed (first error wins) and wake every waiter."""
+        if self._closed is None:
+            self._closed = error
+            if self._state == "open":
+                logger.debug("connection to %s closed: %s", self.address, error)
+        pending, self._pending = self._pending, {}
+        for waiter in pending.values():
+            waiter.error = error
+            waiter.event.set()
+        if self._reader_scope is not None:
+            self._reader_scope.cancel()
+
+    async def _close_stream(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is None:
+            return
+        with anyio.CancelScope(shield=True):
+            with anyio.move_on_after(_CLOSE_TIMEOUT):
+                try:
+                    await stream.aclose()
+                    return
+                except Exception:  # closing a broken stream: nothing left to report
+                    pass
+            await anyio.aclose_forcefully(stream)
+
+    async def _open_stream(self) -> anyio.abc.ByteStream:
+        host = self.host
+        if self.config.resolver is not None:
+            try:
+                host = self.config.resolver(self.host)
+            except Exception as exc:
+                raise ConnectError(f"resolver failed for {self.host!r}: {exc!r}") from exc
+            if not isinstance(host, str) or not host:
+                raise ConnectError(f"resolver returned {host!r} for {self.host!r}, not a host")
+        context = f"connecting to {self.address}"
+        if host != self.host:
+            context += f" ({host})"
+        tls = self.config.ssl_context
+        try:
+            with anyio.fail_after(self.config.connect_timeout):
+                with map_exceptions(CONNECT_ERRORS, context):
+                    if tls is None:
+                        return await anyio.connect_tcp(host, self.port)
+                    # SNI and the host name check use the broker's advertised name even
+                    # when a resolver redirected the TCP connection.
+                    return await anyio.connect_tcp(
+                        host,
+                        self.port,
+                        tls=True,
+                        ssl_context=tls,
+                        tls_hostname=self.host,
+                        tls_standard_compatible=False,
+                    )
+        except TimeoutError:
+            raise ConnectError(
+                f"{context}: timed out after {self.config.connect_timeout}s"
+            ) from None
+
+    # ------------------------------------------------------------------ handshake I/O
+
+    async def _send_frame(self, data: bytes) -> None:
+        assert self._stream is not None
+        with map_exceptions(IO_ERRORS, f"sending to {self.address}"):
+            await self._stream.send(data)
+
+    async def _receive_frame(self) -> bytes:
+        """One size-prefixed frame, without the prefix."""
+        assert self._rx is not None
+        with map_exceptions(IO_ERRORS, f"reading from {self.address}"):
+            prefix = await self._rx.receive_exactly(SIZE_PREFIX_LENGTH)
+            try:
+                size = frame_size(prefix, MAX_FRAME_SIZE)
+            except ProtocolError as exc:
+                raise ProtocolError(f"{self.address}: {exc}; closing the connection") from None
+            return await self._rx.receive_exactly(size)
+
+    async def _roundtrip(self, request: Message, version: int) -> bytes:
+        """Send one request and read its response frame (before the reader runs)."""
+        correlation_id = self._next_correlation_id()
+        await self._send_frame(
+            encode_request(request, version, correlation_id, self.config.client_id)
+        )
+        frame = await self._receive_frame()
+        got = peek_correlation_id(frame)
+        if got != correlation_id:
+            raise ProtocolError(
+                f"{self.address} answered correlation id {got}, expected {correlation_id}"
+            )
+        return frame
+
+    async def _negotiate_versions(self) -> None:
+        version = ApiVersionsRequest.MAX_VERSION
+        request = ApiVersionsRequest(
+            client_software_name=_SOFTWARE_NAME,
+            client_software_version=kafka_asgi.__version__,
+        )
+        for _ in range(2):
+            frame = await self._roundtrip(request, version)
+            # KIP-511: a broker that does not know our ApiVersions version answers in
+            # v0 with UNSUPPORTED_VERSION and, in api_keys, the range it does support.
+            # Every version starts the body with the int16 error code (header v0 is
+            # the 4-byte correlation id).
+            if len(frame) >= 6 and int.from_bytes(frame[4:6], "big", signed=True) == (
+                _UNSUPPORTED_VERSION
+            ):
+                _, legacy = decode_response(ApiVersionsResponse, frame, 0)
+                theirs = {k.api_key: k.max_version for k in legacy.api_keys}
+                retry = min(theirs.get(ApiVersionsRequest.API_KEY, 0), version - 1)
+                logger.debug("%s: ApiVersions v%d unsupported, retrying v%d",
+                             self.address, version, retry)
+                version = max(retry, 0)
+                continue
+            _, response = decode_response(ApiVersionsResponse, frame, version)
+            if response.error_code:
+                raise ConnectError(
+                    f"{self.address}: ApiVersions failed with error code {response.error_code}"
+                )
+            self.api_versions = {
+                k.api_key: (k.min_version, k.max_version) for k in response.api_keys
+            }
+            return
+        raise ConnectError(f"{self.address}: no ApiVersions version in common with the broker")
+
+    def choose_api_version(
+        self, api_key: int, min: int | None = None, max: int | None = None
+    ) -> int:
+        """The highest version of ``api_key`` that both this client and the broker speak.
+
+        ``min``/``max`` narrow our own range (say, a feature needing v3+). Raises
+        UnsupportedVersionError naming the API and both ranges when they do not meet.
+        """
+        cls = REQUEST_TYPES.get(api_key)
+        if cls is None:
+            raise ValueError(f"api_key {api_key!r} is not an API this client implements")
+        name = f"{cls.API_NAME} (api key {api_key})"
+        lo = cls.MIN_VERSION if min is None else builtins.max(cls.MIN_VERSION, min)
+        hi = cls.MAX_VERSION if max is None else builtins.min(cls.MAX_VERSION, max)
+        ours = f"{lo}-{hi}"
+        if lo > hi:
+            raise UnsupportedVersionError(
+                f"{name}: the requested versions {min}-{max} are outside this client's"
+                f" {cls.MIN_VERSION}-{cls.MAX_VERSION}"
+            )
+        theirs = self.api_versions.get(api_key)
+        if theirs is None:
+            raise UnsupportedVersionError(
+                f"{name}: the broker at {self.address} does not offer this API"
+                f" (client speaks {ours})"
+            )
+        version = builtins.min(hi, theirs[1])
+        if version < builtins.max(lo, theirs[0]):
+            raise UnsupportedVersionError(
+                f"{name}: no version in common; client speaks {ours}, the broker at"
+                f" {self.address} speaks {theirs[0]}-{theirs[1]}"
+            )
+        return version
+
+    async def _authenticate(self, credentials: SaslCredentials) -> None:
+        mechanism = credentials.new_mechanism()
+        # KIP-152: with SaslAuthenticate the tokens travel in Kafka frames (and errors
+        # come back as error codes); without it, SaslHandshake v0 is followed by raw
+        # size-prefixed tokens and a failure just closes the connection.
+        framed = SaslAuthenticateRequest.API_KEY in self.api_versions
+        handshake_version = self.choose_api_version(
+            SaslHandshakeRequest.API_KEY, min=1 if framed else 0, max=1 if framed else 0
+        )
+        frame = await self._roundtrip(
+            SaslHandshakeRequest(mechanism=mechanism.name), handshake_version
+        )
+        _, handshake = decode_response(SaslHandshakeResponse, frame, handshake_version)
+        if handshake.error_code:
+            raise AuthenticationError(
+                f"{self.address}: SASL mechanism {mechanism.name} is not enabled on the"
+                f" broker (it offers {', '.join(handshake.mechanisms) or 'none'};"
+                f" error code {handshake.error_code})"
+            )
+        auth_version = (
+            self.choose_api_version(SaslAuthenticateRequest.API_KEY) if framed else None
+        )
+        token: bytes | None = mechanism.start()
+        while token is not None:
+            if auth_version is not None:
+                frame = await self._roundtrip(
+                    SaslAuthenticateRequest(auth_bytes=token), auth_version
+                )
+                _, reply = decode_response(SaslAuthenticateResponse, frame, auth_version)
+                if reply.error_code:
+                    raise AuthenticationError(
+                        f"{self.address}: SASL {mechanism.name} authentication failed:"
+                        f" {self._scrub(reply.error_message or '')}"
+                        f" (error code {reply.error_code})"
+                    )
+                if reply.session_lifetime_ms > 0:
+                    self.expires_at = (
+                        anyio.current_time() + _REAUTH_MARGIN * reply.session_lifetime_ms / 1000
+                    )
+                challenge = reply.auth_bytes
+            else:
+                await self._send_frame(len(token).to_bytes(4, "big") + token)
+                if mechanism.complete:
+                    break
+                try:
+                    challenge = await self._receive_frame()
+                except ConnectionClosedError:
+                    raise AuthenticationError(
+                        f"{self.address}: the broker closed the connection during SASL"
+                        f" {mechanism.name} authentication (wrong credentials?)"
+                    ) from None
+            token = mechanism.respond(challenge)
+        logger.debug("%s: authenticated with SASL %s", self.address, mechanism.name)
+
+    def _scrub(self, text: str) -> str:
+        """A broker message with the credentials (if it ever echoed them) masked."""
+        sasl = self.config.sasl
+        if sasl is not None:
+            for secret in (sasl.password, sasl.username):
+                if secret:
+                    text = text.replace(secret, "***")
+        return text
+
+    # ------------------------------------------------------------------ requests
+
+    def _next_correlation_id(self) -> int:
+        value = next(self._correlation)
+        if value >= 0x7FFFFFFF:
+            self._correlation = itertools.count(1)
+        return value & 0x7FFFFFFF
+
+    async def request(
+        self,
+        request: Message,
+        version: int,
+        *,
+        expect_response: bool = True,
+        request_timeout: float | None = None,
+    ) -> Any:
+        """Send ``request`` at ``version`` and return the decoded response.
+
+        With ``expect_response=False`` (Produce with acks=0, where the broker sends
+        nothing back) returns None once the frame is written. ``request_timeout``
+        defaults to the client option of that name. Raises RequestTimeout, ConnectionClosedError,
+        TLSError, ProtocolError; a broker error code inside the response is returned
+        as is (the caller knows which ones it can retry).
+        """
+        response_cls = RESPONSE_TYPES.get(request.API_KEY)
+        if response_cls is None:
+            raise ValueError(f"{type(request).__name__} is not a request this client knows")
+        limit = (
+            self.config.request_timeout
+            if request_timeout is None
+            else check_timeout("request_timeout", request_timeout)
+        )
+        assert limit is not None
+        self.in_flight += 1
+        try:
+            return await self._request(request, version, response_cls, expect_response, limit)
+        finally:
+            self.in_flight -= 1
+            self.last_used = anyio.current_time()
+
+    async def _request(
+        self,
+        request: Message,
+        version: int,
+        response_cls: type[Message],
+        expect_response: bool,
+        limit: float,
+    ) -> Any:
+        if self._closed is not None:
+            raise ConnectionClosedError(f"{self.address}: connection is closed ({self._closed})")
+        if self._state != "open":
+            raise ConnectionClosedError(f"{self.address}: connection is not open ({self.state})")
+        deadline = anyio.current_time() + limit
+        name = f"{request.API_NAME} v{version}"
+        with anyio.move_on_after(limit) as lock_scope:
+            await self._write_lock.acquire()
+        if lock_scope.cancelled_caught:
+            return self._timed_out(name, limit, "waiting to send")
+        waiter: _Waiter | None = None
+        try:
+            if self._closed is not None:
+                raise ConnectionClosedError(f"{self.address}: connection closed ({self._closed})")
+            correlation_id = self._next_correlation_id()
+            # An EncodeError here leaves the connection untouched: nothing was written.
+            data = encode_request(request, version, correlation_id, self.config.client_id)
+            if expect_response:
+                waiter = _Waiter()
+                # Registered before the write: the response may arrive before send returns.
+                self._pending[correlation_id] = waiter
+            with anyio.CancelScope(shield=True, deadline=deadline) as write_scope:
+                try:
+                    await self._send_frame(data)
+                except KafkaError as exc:
+                    self._fail(exc)
+                    raise
+        finally:
+            self._write_lock.release()
+        if write_scope.cancelled_caught:
+            return self._timed_out(name, limit, "sending")
+        if waiter is None:
+            return None
+        try:
+            with anyio.move_on_after(deadline - anyio.current_time()):
+                await waiter.event.wait()
+        finally:
+            if not waiter.event.is_set():
+                # Cancelled by the caller: the response still comes and is dropped.
+                waiter.abandoned = True
+        if not waiter.event.is_set():
+            return self._timed_out(name, limit, "waiting for the response")
+        if waiter.error is not None:
+            raise _copy_error(waiter.error, name)
+        assert waiter.frame is not None
+        _, response = decode_response(response_cls, waiter.frame, version)
+        return response
+
+    def _timed_out(self, name: str, limit: float, stage: str) -> Any:
+        error = RequestTimeout(f"{self.address}: {name} timed out after {limit}s ({stage})")
+        self._fail(
+            ConnectionClosedError(f"{self.address}: closed after a request timed out ({name})")
+        )
+        raise error
+
+    # ------------------------------------------------------------------ reader task
+
+    async def _reader(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        self._reader_started = True
+        try:
+            with anyio.CancelScope() as scope:
+                self._reader_scope = scope
+                if self._closed is not None:
+                    scope.cancel()
+                task_status.started()
+                try:
+                    await self._read_loop()
+                except KafkaError as exc:
+                    self._fail(exc)
+                except Exception as exc:
+                    logger.exception("unexpected error reading from %s", self.address)
+                    self._fail(ConnectionClosedError(f"{self.address}: reader failed: {exc!r}"))
+        finally:
+            self._fail(ConnectionClosedError(f"{self.address}: connection closed"))
+            await self._close_stream()
+            self._reader_done.set()
+
+    async def _read_loop(self) -> None:
+        while True:
+            try:
+                frame = await self._receive_frame()
+            except ConnectionClosedError as exc:
+                if not self._pending:
+                    # An idle connection closed by the broker (connections.max.idle.ms)
+                    # or by a restart: not an error for anyone.
+                    logger.debug("%s", exc)
+                raise
+            correlation_id = peek_correlation_id(frame)
+            if not self._pending:
+                raise ProtocolError(
+                    f"{self.address} sent a response (correlation id {correlation_id})"
+                    " with no request waiting; closing the connection"
+                )
+            expected = next(iter(self._pending))
+            if correlation_id != expected:
+                raise ProtocolError(
+                    f"{self.address} answered correlation id {correlation_id} but the"
+                    f" oldest request in flight is {expected}; closing the connection"
+                )
+            waiter = self._pending.pop(expected)
+            if not waiter.abandoned:
+                waiter.frame = frame
+                waiter.event.set()
+
+
+def _copy_error(error: KafkaError, name: str) -> KafkaError:
+    """A fresh exception per waiter (one instance raised in many tasks would share
+    its traceback), keeping the class and adding the request's name."""
+    try:
+        clone = type(error)(f"{name}: {error}")
+    except TypeError:
+        return error
+    clone.__cause__ = error
+    return clone
+
+

@@ -1,0 +1,114 @@
+"""Exceptions of the network layer, and the one place that translates anyio/ssl/OS errors.
+
+Callers of kafka_asgi never see an anyio, ``OSError`` or ``ssl`` exception: the
+connection code runs its I/O inside :func:`map_exceptions`, which turns them into the
+classes below (all under :class:`~kafka_asgi.protocol.errors.KafkaError`).
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+
+import anyio
+
+from kafka_asgi.protocol.errors import KafkaError
+
+__all__ = [
+    "AuthenticationError",
+    "ConnectError",
+    "ConnectionClosedError",
+    "NetworkError",
+    "RequestTimeout",
+    "TLSError",
+    "map_exceptions",
+]
+
+
+class NetworkError(KafkaError):
+    """The connection to a broker failed; trying again (maybe on another broker) may work."""
+
+    retriable = True
+    # Connection loss is one of the signs that the metadata (who leads what) is stale.
+    invalid_metadata = True
+
+
+class ConnectError(NetworkError):
+    """A connection to a broker could not be made (refused, unreachable, timed out)."""
+
+
+class ConnectionClosedError(NetworkError):
+    """The connection closed (or broke) while a request was waiting on it."""
+
+
+class RequestTimeout(NetworkError):
+    """No response arrived within the request timeout."""
+
+
+class TLSError(ConnectError):
+    """The TLS handshake failed: certificate not trusted, wrong host name, no client cert.
+
+    Not retriable: the same certificates will fail the same way next time.
+    """
+
+    retriable = False
+    invalid_metadata = False
+
+
+class AuthenticationError(KafkaError):
+    """SASL authentication failed (wrong credentials, mechanism not enabled on the broker).
+
+    Not retriable: retrying with the same credentials would only hammer the broker.
+    The message never contains the credentials.
+    """
+
+    retriable = False
+
+
+# Order matters: the first matching class wins (ssl.SSLError is an OSError).
+CONNECT_ERRORS: Mapping[type[BaseException], type[KafkaError]] = {
+    ssl.SSLError: TLSError,
+    ssl.CertificateError: TLSError,
+    anyio.BrokenResourceError: ConnectError,
+    anyio.EndOfStream: ConnectError,
+    anyio.IncompleteRead: ConnectError,
+    anyio.ClosedResourceError: ConnectError,
+    OSError: ConnectError,
+}
+
+IO_ERRORS: Mapping[type[BaseException], type[KafkaError]] = {
+    ssl.SSLError: TLSError,
+    anyio.BrokenResourceError: ConnectionClosedError,
+    anyio.EndOfStream: ConnectionClosedError,
+    anyio.IncompleteRead: ConnectionClosedError,
+    anyio.ClosedResourceError: ConnectionClosedError,
+    OSError: ConnectionClosedError,
+}
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    if isinstance(exc, ssl.SSLError) and getattr(exc, "reason", None):
+        text = f"{exc.reason}: {getattr(exc, 'verify_message', None) or text}"
+    return text or type(exc).__name__
+
+
+@contextmanager
+def map_exceptions(
+    mapping: Mapping[type[BaseException], type[KafkaError]], context: str
+) -> Iterator[None]:
+    """Re-raise an I/O exception as the first matching KafkaError class in ``mapping``.
+
+    ``context`` (say ``"connecting to 127.0.0.1:9092"``) starts the new message; the
+    original exception stays attached as ``__cause__`` for debugging.
+    """
+    try:
+        yield
+    except KafkaError:
+        raise
+    except Exception as exc:
+        for source, target in mapping.items():
+            if isinstance(exc, source):
+                raise target(f"{context}: {_describe(exc)}") from exc
+        raise

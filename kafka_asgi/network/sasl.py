@@ -1,0 +1,184 @@
+"""SASL mechanisms as sans-I/O state machines: tokens in, tokens out.
+
+The connection drives them over SaslAuthenticate (KIP-152) or, for brokers without
+it, over raw length-prefixed tokens after SaslHandshake v0. PLAIN is RFC 4616;
+SCRAM-SHA-256/512 (RFC 5802, KIP-84) is delegated to ``scramp``, which also checks
+the server's final signature, so a broker that does not know the password cannot
+pass for one that does.
+
+Credentials are kept out of every ``repr``, log line and exception message.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from scramp import ScramClient, ScramException  # type: ignore[import-untyped]
+
+from kafka_asgi.network.errors import AuthenticationError
+
+__all__ = [
+    "SASL_MECHANISMS",
+    "PlainMechanism",
+    "SaslCredentials",
+    "SaslMechanism",
+    "ScramMechanism",
+]
+
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+class SaslCredentials:
+    """A mechanism name with a username and password that never print."""
+
+    __slots__ = ("_password", "_username", "mechanism")
+
+    def __init__(self, mechanism: str, username: str, password: str) -> None:
+        if not isinstance(mechanism, str):
+            raise TypeError(f"sasl_mechanism must be a str, not {type(mechanism).__name__}")
+        if mechanism.upper() not in SASL_MECHANISMS:
+            raise ValueError(
+                f"sasl_mechanism={mechanism!r} is not supported; use one of"
+                f" {', '.join(SASL_MECHANISMS)}"
+            )
+        # The values are not echoed: a password passed as the username by mistake
+        # would otherwise end up in a traceback.
+        if not isinstance(username, str):
+            raise TypeError(f"sasl_username must be a str, not {type(username).__name__}")
+        if not isinstance(password, str):
+            raise TypeError(f"sasl_password must be a str, not {type(password).__name__}")
+        if not username:
+            raise ValueError("sasl_username must not be empty")
+        self.mechanism = mechanism.upper()
+        self._username = username
+        self._password = password
+
+    @property
+    def username(self) -> str:
+        return self._username
+
+    @property
+    def password(self) -> str:
+        return self._password
+
+    def __repr__(self) -> str:
+        return f"SaslCredentials(mechanism={self.mechanism!r}, username=***, password=***)"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SaslCredentials):
+            return NotImplemented
+        return (self.mechanism, self._username, self._password) == (
+            other.mechanism,
+            other._username,
+            other._password,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.mechanism, self._username, self._password))
+
+    def __reduce__(self) -> tuple[type[SaslCredentials], tuple[str, str, str]]:
+        # Pickling (multiprocessing hand-off) keeps working; printing does not leak.
+        return (SaslCredentials, (self.mechanism, self._username, self._password))
+
+    def new_mechanism(self) -> SaslMechanism:
+        """A fresh state machine for one authentication exchange."""
+        if self.mechanism == "PLAIN":
+            return PlainMechanism(self._username, self._password)
+        return ScramMechanism(self.mechanism, self._username, self._password)
+
+
+class SaslMechanism(Protocol):
+    name: str
+
+    @property
+    def complete(self) -> bool:
+        """True once the client has nothing more to send or to check."""
+        ...
+
+    def start(self) -> bytes:
+        """The client's first token."""
+        ...
+
+    def respond(self, challenge: bytes) -> bytes | None:
+        """The next token for the server's ``challenge``; None when the exchange is done.
+
+        Raises AuthenticationError when the server's message is wrong.
+        """
+        ...
+
+
+class PlainMechanism:
+    """RFC 4616: one message, ``authzid NUL authcid NUL passwd``; no server challenge."""
+
+    name = "PLAIN"
+
+    __slots__ = ("_password", "_started", "_username")
+
+    def __init__(self, username: str, password: str) -> None:
+        self._username = username
+        self._password = password
+        self._started = False
+
+    def __repr__(self) -> str:
+        return "PlainMechanism(***)"
+
+    @property
+    def complete(self) -> bool:
+        return self._started
+
+    def start(self) -> bytes:
+        self._started = True
+        return b"\x00" + self._username.encode() + b"\x00" + self._password.encode()
+
+    def respond(self, challenge: bytes) -> bytes | None:
+        return None
+
+
+class ScramMechanism:
+    """SCRAM (RFC 5802) client-first, client-final, then verifying server-final."""
+
+    __slots__ = ("_client", "_step", "name")
+
+    def __init__(self, name: str, username: str, password: str) -> None:
+        self.name = name
+        try:
+            self._client = ScramClient([name], username, password)
+        except ScramException:
+            # scramp's message may quote the offending character of the password.
+            raise AuthenticationError(
+                f"{name}: the username or password cannot be prepared for SCRAM"
+                " (RFC 4013 SASLprep rejects it)"
+            ) from None
+        self._step = 0
+
+    def __repr__(self) -> str:
+        return f"ScramMechanism({self.name!r}, ***)"
+
+    @property
+    def complete(self) -> bool:
+        return self._step >= 3
+
+    def start(self) -> bytes:
+        self._step = 1
+        return str(self._client.get_client_first()).encode()
+
+    def respond(self, challenge: bytes) -> bytes | None:
+        try:
+            text = challenge.decode("utf-8")
+        except UnicodeDecodeError:
+            raise AuthenticationError(f"{self.name}: the server's message is not UTF-8") from None
+        try:
+            if self._step == 1:
+                self._client.set_server_first(text)
+                self._step = 2
+                return str(self._client.get_client_final()).encode()
+            if self._step == 2:
+                # Raises unless the server proved it knows the salted password.
+                self._client.set_server_final(text)
+                self._step = 3
+                return None
+        except ScramException as exc:
+            raise AuthenticationError(f"{self.name}: {exc}") from None
+        raise AuthenticationError(f"{self.name}: unexpected message after the exchange ended")
