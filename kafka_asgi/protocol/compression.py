@@ -56,6 +56,9 @@ _XERIAL_HEADER = _XERIAL_MAGIC + struct.pack(">ii", 1, 1)
 # Block size used by snappy-java's SnappyOutputStream, which Kafka uses.
 _XERIAL_BLOCK_SIZE = 32 * 1024
 _LZ4_MAGIC = b"\x04\x22\x4d\x18"
+# Default levels of the Java client (KIP-390).
+_LZ4_LEVEL = 9
+_ZSTD_LEVEL = 3
 
 _int32 = struct.Struct(">i")
 
@@ -112,15 +115,25 @@ def compress(codec: int, data: bytes, level: int | None = None) -> bytes:
             parts.append(block)
         return b"".join(parts)
     if c is Compression.LZ4:
-        return bytes(cramjam.lz4.compress(data, level))
-    return bytes(cramjam.zstd.compress(data, level))
+        # Independent blocks and no content checksum, like the Java client's
+        # KafkaLZ4BlockOutputStream (KIP-57); level 9 is the Java default (KIP-390).
+        compressor = cramjam.lz4.Compressor(
+            level=_LZ4_LEVEL if level is None else level,
+            content_checksum=False,
+            block_linked=False,
+        )
+        compressor.compress(data)
+        return bytes(compressor.finish())
+    return bytes(cramjam.zstd.compress(data, _ZSTD_LEVEL if level is None else level))
 
 
-def decompress(codec: int, data: bytes) -> bytes:
+def decompress(codec: int, data: bytes | bytearray | memoryview) -> bytes:
     """Decompress a payload; malformed input raises ProtocolError."""
     c = _as_codec(codec)
+    if not isinstance(data, bytes):
+        data = bytes(data)
     if c is Compression.NONE:
-        return bytes(data)
+        return data
     if c is Compression.GZIP:
         return _gunzip(data)
     cramjam = _cramjam(c)

@@ -317,7 +317,7 @@ def _encode_records_checked(records: Sequence[RecordTuple], base_ts: int) -> tup
     out: list[bytes] = []
     max_delta = 0
     for i, record in enumerate(records):
-        if not isinstance(record, tuple) or len(record) != 4:
+        if not isinstance(record, (tuple, list)) or len(record) != 4:
             raise TypeError(
                 f"records[{i}] must be a (key, value, headers, timestamp_ms) tuple, "
                 f"got {record!r:.80}"
@@ -332,10 +332,17 @@ def _encode_records_checked(records: Sequence[RecordTuple], base_ts: int) -> tup
         d = ts - base_ts
         max_delta = max(max_delta, d)
         hp = b"\x00"
+        if headers is not None and (
+            not isinstance(headers, Sequence) or isinstance(headers, (str, bytes, bytearray))
+        ):
+            raise TypeError(
+                f"records[{i}] headers must be a sequence of (str, bytes | None) pairs or None, "
+                f"got {headers!r:.80}"
+            )
         if headers:
             checked: list[Header] = []
             for j, pair in enumerate(headers):
-                if not isinstance(pair, tuple) or len(pair) != 2:
+                if not isinstance(pair, (tuple, list)) or len(pair) != 2:
                     raise TypeError(
                         f"records[{i}] headers[{j}] must be a (str, bytes | None) pair, "
                         f"got {pair!r:.80}"
@@ -347,8 +354,6 @@ def _encode_records_checked(records: Sequence[RecordTuple], base_ts: int) -> tup
                     )
                 checked.append((hk, _check_bytes(hv, f"records[{i}] headers[{j}] value")))
             hp = _encode_headers(checked)
-        elif headers is not None and not isinstance(headers, (list, tuple)):
-            raise TypeError(f"records[{i}] headers must be a sequence or None, got {headers!r:.80}")
         kp = b"\x01" if key is None else _varint(len(key)) + key
         vp = b"\x01" if value is None else _varint(len(value)) + value
         rec = b"".join((b"\x00", _varlong(d), _varint(i), kp, vp, hp))
@@ -383,7 +388,7 @@ def encode_batch(
             f"timestamp_type must be CREATE_TIME or LOG_APPEND_TIME, got {timestamp_type!r}"
         )
     first = records[0]
-    if not isinstance(first, tuple) or len(first) != 4:
+    if not isinstance(first, (tuple, list)) or len(first) != 4:
         raise TypeError(
             f"records[0] must be a (key, value, headers, timestamp_ms) tuple, got {first!r:.80}"
         )
@@ -418,6 +423,8 @@ def encode_batch(
             crc32c(body, crc32c(tail)),
         )
     except struct.error as exc:
+        # Name the record if one of them is at fault.
+        _encode_records_checked(records, base_ts)
         raise ValueError(
             "batch field out of range (base_offset/producer_id/timestamps: int64, "
             "partition_leader_epoch/base_sequence: int32, producer_epoch: int16): "

@@ -1,0 +1,225 @@
+"""Compression codecs: round trips, interoperability with aiokafka's codecs, bad input."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+import sys
+
+import cramjam
+import pytest
+from aiokafka import codec as aiokafka_codec
+
+from kafka_asgi.protocol.compression import (
+    INSTALL_HINT,
+    Compression,
+    _xxh32_short,
+    compress,
+    decompress,
+    ensure_available,
+    fix_legacy_lz4_header,
+)
+from kafka_asgi.protocol.errors import ProtocolError, UnsupportedCodecError
+
+CODECS = list(Compression)
+COMPRESSED = [c for c in Compression if c is not Compression.NONE]
+CRAMJAM_CODECS = [Compression.SNAPPY, Compression.LZ4, Compression.ZSTD]
+
+PAYLOADS = [
+    b"",
+    b"x",
+    b"hello kafka " * 50,
+    os.urandom(1000),
+    # Larger than one xerial snappy block (32 KiB) and one lz4 block (64 KiB).
+    (b"0123456789abcdef" * 5000) + os.urandom(70_000),
+]
+
+
+@pytest.mark.parametrize("codec", CODECS)
+@pytest.mark.parametrize("payload", PAYLOADS, ids=lambda p: f"{len(p)}B")
+def test_round_trip(codec: Compression, payload: bytes) -> None:
+    encoded = compress(codec, payload)
+    assert decompress(codec, encoded) == payload
+
+
+def test_codec_ids_are_kafkas() -> None:
+    assert [(c.name, int(c)) for c in Compression] == [
+        ("NONE", 0),
+        ("GZIP", 1),
+        ("SNAPPY", 2),
+        ("LZ4", 3),
+        ("ZSTD", 4),
+    ]
+
+
+def test_gzip_is_a_gzip_stream_and_deterministic() -> None:
+    data = b"abc" * 1000
+    encoded = compress(Compression.GZIP, data)
+    assert encoded[:2] == b"\x1f\x8b"
+    assert gzip.decompress(encoded) == data
+    assert compress(Compression.GZIP, data) == encoded
+    assert len(compress(Compression.GZIP, data, level=1)) > 0
+
+
+def test_gzip_multiple_members() -> None:
+    data = gzip.compress(b"first ") + gzip.compress(b"second")
+    assert decompress(Compression.GZIP, data) == b"first second"
+
+
+def test_snappy_writes_xerial_framing_in_32k_blocks() -> None:
+    data = os.urandom(40_000)
+    encoded = compress(Compression.SNAPPY, data)
+    assert encoded[:16] == b"\x82SNAPPY\x00" + struct.pack(">ii", 1, 1)
+    pos = 16
+    blocks = []
+    while pos < len(encoded):
+        (size,) = struct.unpack_from(">i", encoded, pos)
+        blocks.append(bytes(cramjam.snappy.decompress_raw(encoded[pos + 4 : pos + 4 + size])))
+        pos += 4 + size
+    assert [len(b) for b in blocks] == [32 * 1024, 40_000 - 32 * 1024]
+    assert b"".join(blocks) == data
+
+
+@pytest.mark.parametrize("xerial", [True, False])
+def test_snappy_reads_xerial_and_raw(xerial: bool) -> None:
+    data = b"some snappy data " * 4000
+    theirs = bytes(aiokafka_codec.snappy_encode(data, xerial_compatible=xerial))
+    assert theirs.startswith(b"\x82SNAPPY\x00") is xerial
+    assert decompress(Compression.SNAPPY, theirs) == data
+
+
+@pytest.mark.parametrize(
+    ("codec", "encode", "decode"),
+    [
+        (Compression.GZIP, aiokafka_codec.gzip_encode, aiokafka_codec.gzip_decode),
+        (Compression.SNAPPY, aiokafka_codec.snappy_encode, aiokafka_codec.snappy_decode),
+        (Compression.LZ4, aiokafka_codec.lz4_encode, aiokafka_codec.lz4_decode),
+        (Compression.ZSTD, aiokafka_codec.zstd_encode, aiokafka_codec.zstd_decode),
+    ],
+)
+def test_interoperates_with_aiokafka_codecs(
+    codec: Compression, encode: object, decode: object
+) -> None:
+    assert callable(encode) and callable(decode)
+    data = b"interop " * 10_000 + os.urandom(100)
+    assert decompress(codec, encode(data)) == data
+    assert decode(compress(codec, data)) == data
+
+
+def test_lz4_is_a_standard_frame() -> None:
+    encoded = compress(Compression.LZ4, b"frame" * 100)
+    assert encoded[:4] == b"\x04\x22\x4d\x18"
+    flg = encoded[4]
+    # KIP-57: version 01, independent blocks; no content checksum or size.
+    assert flg >> 6 == 0b01
+    assert flg & 0x20
+    assert not flg & 0x0D
+    assert bytes(cramjam.lz4.decompress(encoded)) == b"frame" * 100
+
+
+@pytest.mark.parametrize("codec", COMPRESSED)
+@pytest.mark.parametrize(
+    "garbage",
+    [b"\x00", b"not compressed at all", os.urandom(64), b"\x82SNAPPY\x00\x00\x00\x00\x01"],
+    ids=["one-byte", "text", "random", "xerial-header-only-partial"],
+)
+def test_garbage_raises_protocol_error(codec: Compression, garbage: bytes) -> None:
+    if codec is Compression.SNAPPY and garbage == b"\x00":
+        # A valid raw snappy stream: uncompressed length 0.
+        assert decompress(codec, garbage) == b""
+        return
+    with pytest.raises(ProtocolError):
+        decompress(codec, garbage)
+
+
+@pytest.mark.parametrize("codec", COMPRESSED)
+def test_truncated_raises_protocol_error(codec: Compression) -> None:
+    encoded = compress(codec, os.urandom(5000))
+    for cut in (1, len(encoded) // 2, len(encoded) - 1):
+        with pytest.raises(ProtocolError):
+            decompress(codec, encoded[:cut])
+
+
+def test_xerial_bad_block_length() -> None:
+    header = b"\x82SNAPPY\x00" + struct.pack(">ii", 1, 1)
+    with pytest.raises(ProtocolError, match="block length"):
+        decompress(Compression.SNAPPY, header + struct.pack(">i", 1000) + b"abc")
+    with pytest.raises(ProtocolError, match="block length"):
+        decompress(Compression.SNAPPY, header + struct.pack(">i", -5))
+    with pytest.raises(ProtocolError, match="block length"):
+        decompress(Compression.SNAPPY, header + b"\x00\x00")
+
+
+def test_unknown_codec() -> None:
+    with pytest.raises(ProtocolError, match="7"):
+        decompress(7, b"abc")
+    with pytest.raises(ValueError, match="7"):
+        compress(7, b"abc")
+    with pytest.raises(ValueError, match="9"):
+        ensure_available(9)
+
+
+@pytest.mark.parametrize("codec", CRAMJAM_CODECS)
+def test_missing_cramjam_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, codec: Compression
+) -> None:
+    encoded = compress(codec, b"data")
+    monkeypatch.setitem(sys.modules, "cramjam", None)
+    for call in (
+        lambda: compress(codec, b"data"),
+        lambda: decompress(codec, encoded),
+        lambda: ensure_available(codec),
+    ):
+        with pytest.raises(UnsupportedCodecError) as info:
+            call()
+        assert INSTALL_HINT in str(info.value)
+        assert codec.name.lower() in str(info.value)
+    assert INSTALL_HINT == "pip install kafka-asgi[compression]"
+
+
+def test_gzip_and_none_need_no_cramjam(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "cramjam", None)
+    for codec in (Compression.NONE, Compression.GZIP):
+        ensure_available(codec)
+        assert decompress(codec, compress(codec, b"plain")) == b"plain"
+
+
+# xxHash32 reference values (seed 0) from the xxHash project's sanity checks.
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [(b"", 0x02CC5D05), (b"a", 0x550D7456), (b"abc", 0x32D153FF)],
+)
+def test_xxh32_short(data: bytes, expected: int) -> None:
+    assert _xxh32_short(data) == expected
+
+
+@pytest.mark.parametrize("level", [None, 1, 9])
+@pytest.mark.parametrize("size", [0, 10, 70_000])
+def test_xxh32_matches_lz4_frame_header_checksums(level: int | None, size: int) -> None:
+    # Independent check: the LZ4 library stores byte 1 of xxh32(descriptor).
+    for checksum in (False, True):
+        c = cramjam.lz4.Compressor(level=level, content_checksum=checksum)
+        c.compress(os.urandom(size))
+        frame = bytes(c.finish())
+        desc_end = 6 + (8 if frame[4] & 0x08 else 0) + (4 if frame[4] & 0x01 else 0)
+        assert (_xxh32_short(frame[4:desc_end]) >> 8) & 0xFF == frame[desc_end]
+
+
+def test_legacy_lz4_header_checksum_fix() -> None:
+    data = b"old kafka lz4 " * 300
+    frame = bytes(cramjam.lz4.compress(data))
+    flg = frame[4]
+    assert not flg & 0x09  # no content size, no dictionary id: descriptor is 2 bytes
+    # Kafka before 0.10 hashed the magic number as well (KAFKA-3160).
+    broken_hc = (_xxh32_short(frame[0:6]) >> 8) & 0xFF
+    assert broken_hc != frame[6]
+    broken = frame[:6] + bytes((broken_hc,)) + frame[7:]
+    with pytest.raises(ProtocolError):
+        decompress(Compression.LZ4, broken)
+    assert fix_legacy_lz4_header(broken) == frame
+    assert decompress(Compression.LZ4, fix_legacy_lz4_header(broken)) == data
+    with pytest.raises(ProtocolError):
+        fix_legacy_lz4_header(b"\x00\x01\x02\x03\x04\x05\x06")
+    with pytest.raises(ProtocolError):
+        fix_legacy_lz4_header(frame[:6])

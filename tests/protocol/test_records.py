@@ -1,0 +1,654 @@
+"""Record batches against independent encoders/decoders (aiokafka, kafka-python)."""
+
+from __future__ import annotations
+
+import os
+import struct
+import warnings
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from aiokafka.record.default_records import DefaultRecordBatch as AioBatch
+from aiokafka.record.default_records import DefaultRecordBatchBuilder as AioBuilder
+from aiokafka.record.legacy_records import LegacyRecordBatchBuilder as AioLegacyBuilder
+
+with warnings.catch_warnings():
+    # kafka-python's import uses importlib.resources.read_text, deprecated in 3.11.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from kafka.record.default_records import DefaultRecordBatch as KpBatch
+    from kafka.record.default_records import DefaultRecordBatchBuilder as KpBuilder
+    from kafka.record.legacy_records import LegacyRecordBatchBuilder as KpLegacyBuilder
+
+from kafka_asgi.protocol.compression import Compression, _xxh32_short, compress
+from kafka_asgi.protocol.crc import crc32c
+from kafka_asgi.protocol.errors import ProtocolError
+from kafka_asgi.protocol.records import (
+    BATCH_OVERHEAD,
+    CREATE_TIME,
+    LOG_APPEND_TIME,
+    ControlType,
+    Record,
+    RecordBatch,
+    RecordTuple,
+    TimestampType,
+    decode_batches,
+    encode_batch,
+    estimate_record_size,
+    set_producer_state,
+)
+
+TS = 1_700_000_000_000
+
+CASES: dict[str, list[RecordTuple]] = {
+    "plain": [(b"key-%d" % i, b"value-%d" % i, None, TS + i) for i in range(5)],
+    "null-key": [(None, b"v1", None, TS), (None, b"v2", None, TS)],
+    "null-value": [(b"tombstone", None, None, TS), (b"k2", None, [], TS + 1)],
+    "null-key-and-value": [(None, None, None, TS)],
+    "empty-key-and-value": [(b"", b"", None, TS)],
+    "headers": [
+        (b"k", b"v", [("trace-id", b"abc123"), ("empty", b""), ("null", None)], TS),
+        (None, b"v2", [("unicode-\u00e9\u4e2d", b"\x00\xff")], TS + 7),
+        (b"k3", b"v3", [("dup", b"1"), ("dup", b"2")], TS + 7),
+    ],
+    "timestamps-out-of-order": [
+        (None, b"a", None, TS),
+        (None, b"b", None, TS - 5000),
+        (None, b"c", None, TS + 10**9),
+        (None, b"d", None, 0),
+    ],
+    "big-values": [
+        (b"k" * 20_000, os.urandom(70_000), [("h", os.urandom(17_000))], TS),
+        (None, b"small", None, TS),
+    ],
+    "many-records": [(None, b"%d" % i, None, TS + (i % 3)) for i in range(17_000)],
+    "mixed": [
+        (None, b"x" * 100, None, TS),
+        (b"k", b"y" * 300, [("a", b"b")], TS + 200),
+        (None, None, None, TS + 20_000),
+        (b"z" * 200, b"", [("n", None)], TS - 1),
+    ],
+}
+
+
+def _aiokafka_batch(
+    records: Sequence[RecordTuple],
+    compression: int = 0,
+    producer: tuple[int, int, int] = (-1, -1, -1),
+    transactional: bool = False,
+) -> bytes:
+    builder = AioBuilder(
+        magic=2,
+        compression_type=compression,
+        is_transactional=int(transactional),
+        producer_id=producer[0],
+        producer_epoch=producer[1],
+        base_sequence=producer[2],
+        batch_size=1 << 30,
+    )
+    for i, (key, value, headers, ts) in enumerate(records):
+        assert builder.append(i, timestamp=ts, key=key, value=value, headers=list(headers or []))
+    return bytes(builder.build())
+
+
+def _kafka_python_batch(records: Sequence[RecordTuple], compression: int = 0) -> bytes:
+    builder = KpBuilder(
+        magic=2,
+        compression_type=compression,
+        is_transactional=0,
+        producer_id=-1,
+        producer_epoch=-1,
+        base_sequence=-1,
+        batch_size=1 << 30,
+    )
+    for i, (key, value, headers, ts) in enumerate(records):
+        assert builder.append(i, timestamp=ts, key=key, value=value, headers=list(headers or []))
+    return bytes(builder.build())
+
+
+def _expected_records(records: Sequence[RecordTuple], base_offset: int = 0) -> list[Record]:
+    return [
+        Record(base_offset + i, ts, key, value, tuple(headers or ()))
+        for i, (key, value, headers, ts) in enumerate(records)
+    ]
+
+
+def _their_records(reader: Any) -> list[Record]:
+    return [
+        Record(r.offset, r.timestamp, r.key, r.value, tuple(tuple(h) for h in r.headers))
+        for r in reader
+    ]
+
+
+# --- magic 2, uncompressed: byte-exact ---------------------------------------
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_uncompressed_bytes_equal_aiokafka(case: str) -> None:
+    records = CASES[case]
+    assert encode_batch(records) == _aiokafka_batch(records)
+
+
+@pytest.mark.parametrize("case", ["plain", "null-key", "null-value", "headers", "mixed"])
+def test_uncompressed_bytes_equal_kafka_python(case: str) -> None:
+    records = CASES[case]
+    # kafka-python writes partitionLeaderEpoch 0 where aiokafka and Java write -1.
+    assert encode_batch(records, partition_leader_epoch=0) == _kafka_python_batch(records)
+
+
+def test_producer_fields_and_transactional_equal_aiokafka() -> None:
+    records = CASES["headers"]
+    ours = encode_batch(
+        records, producer_id=123456789012, producer_epoch=7, base_sequence=42, transactional=True
+    )
+    assert ours == _aiokafka_batch(records, producer=(123456789012, 7, 42), transactional=True)
+
+
+def test_base_offset_and_leader_epoch_only_change_uncovered_fields() -> None:
+    records = CASES["plain"]
+    plain = encode_batch(records)
+    moved = encode_batch(records, base_offset=1_000_000_000_000, partition_leader_epoch=17)
+    assert moved[:8] == struct.pack(">q", 1_000_000_000_000)
+    assert moved[12:16] == struct.pack(">i", 17)
+    # The CRC covers neither field (it starts at the attributes).
+    assert moved[16:] == plain[16:]
+    assert moved[8:12] == plain[8:12]
+
+
+def test_header_layout() -> None:
+    records = [(b"k", b"v", None, TS), (None, b"w", None, TS + 3)]
+    data = encode_batch(records, base_offset=10, producer_id=5, producer_epoch=1, base_sequence=9)
+    fields = struct.unpack_from(">qiibIhiqqqhii", data)
+    assert (
+        fields
+        == (
+            10,  # base offset
+            len(data) - 12,  # batch length
+            -1,  # partition leader epoch
+            2,  # magic
+            crc32c(data[21:]),
+            0,  # attributes
+            1,  # last offset delta
+            TS,  # base timestamp
+            TS + 3,  # max timestamp
+            5,
+            1,
+            9,
+            2,  # record count
+        )
+    )
+    assert BATCH_OVERHEAD == 61
+
+
+# --- magic 2, decoded by their readers and ours ---------------------------------
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_their_readers_read_our_batches(case: str) -> None:
+    records = CASES[case]
+    data = encode_batch(records, base_offset=100)
+    for reader_cls in (AioBatch, KpBatch):
+        reader = reader_cls(data)
+        assert reader.validate_crc()
+        assert reader.base_offset == 100
+        assert _their_records(reader) == _expected_records(records, 100)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_we_read_their_batches(case: str) -> None:
+    records = CASES[case]
+    for data in (_aiokafka_batch(records), _kafka_python_batch(records)):
+        [batch] = decode_batches(data)
+        assert batch.records == _expected_records(records)
+        assert batch.base_timestamp == records[0][3]
+        assert batch.max_timestamp == max(r[3] for r in records)
+        assert batch.last_offset_delta == len(records) - 1
+
+
+# --- compression -----------------------------------------------------------------
+
+COMPRESSED = [Compression.GZIP, Compression.SNAPPY, Compression.LZ4, Compression.ZSTD]
+COMPRESSIBLE = {
+    "plain": [(b"key-%d" % i, b"value " * 20 + b"%d" % i, None, TS + i) for i in range(200)],
+    "headers-null-key-null-value": [
+        (None, b"repeat " * 50, [("trace", b"t" * 20), ("null", None)], TS),
+        (b"tombstone", None, [("h", b"v")], TS + 1),
+        (None, None, None, TS + 2),
+        (b"k", b"repeat " * 50, None, TS + 3),
+    ],
+    "large": [(None, b"0123456789" * 1000 + os.urandom(50), None, TS) for _ in range(30)],
+}
+
+
+@pytest.mark.parametrize("codec", COMPRESSED)
+@pytest.mark.parametrize("case", COMPRESSIBLE)
+def test_compressed_interop(codec: Compression, case: str) -> None:
+    records = COMPRESSIBLE[case]
+    ours = encode_batch(records, compression=codec, base_offset=7)
+    theirs = _aiokafka_batch(records, compression=codec)
+    # aiokafka falls back to no compression when it does not help: make sure
+    # this test compares compressed batches.
+    assert struct.unpack_from(">h", theirs, 21)[0] & 7 == codec
+    assert struct.unpack_from(">h", ours, 21)[0] & 7 == codec
+
+    reader = AioBatch(ours)
+    assert reader.validate_crc()
+    assert reader.compression_type == codec
+    assert _their_records(reader) == _expected_records(records, 7)
+
+    [batch] = decode_batches(theirs)
+    assert batch.compression is codec
+    assert batch.records == _expected_records(records)
+    [batch] = decode_batches(ours)
+    assert batch.records == _expected_records(records, 7)
+
+    if codec is not Compression.GZIP:
+        # snappy, lz4 and zstd are deterministic with the settings Kafka's Java
+        # client uses (xerial 32 KiB blocks, lz4 level 9 independent blocks,
+        # zstd level 3), which aiokafka uses too. gzip headers carry a time.
+        assert ours[8:] == theirs[8:]
+
+
+def test_gzip_interop_with_kafka_python() -> None:
+    records = COMPRESSIBLE["plain"]
+    [batch] = decode_batches(_kafka_python_batch(records, compression=Compression.GZIP))
+    assert batch.records == _expected_records(records)
+    reader = KpBatch(encode_batch(records, compression=Compression.GZIP))
+    assert _their_records(reader) == _expected_records(records)
+
+
+# --- decoded fields --------------------------------------------------------------
+
+
+def test_decoded_header_fields() -> None:
+    records = CASES["mixed"]
+    data = encode_batch(
+        records,
+        base_offset=500,
+        producer_id=99,
+        producer_epoch=3,
+        base_sequence=1000,
+        transactional=True,
+        partition_leader_epoch=12,
+        compression=Compression.GZIP,
+    )
+    [batch] = decode_batches(data)
+    assert isinstance(batch, RecordBatch)
+    assert (batch.base_offset, batch.last_offset_delta) == (500, 3)
+    assert (batch.last_offset, batch.next_offset) == (503, 504)
+    assert batch.partition_leader_epoch == 12
+    assert batch.magic == 2
+    assert batch.crc == crc32c(data[21:])
+    assert batch.compression is Compression.GZIP
+    assert batch.timestamp_type is TimestampType.CREATE_TIME
+    assert batch.is_transactional and not batch.is_control
+    assert batch.control_type is None
+    assert (batch.producer_id, batch.producer_epoch, batch.base_sequence) == (99, 3, 1000)
+    assert (batch.base_timestamp, batch.max_timestamp) == (TS, TS + 20_000)
+
+
+def test_log_append_time() -> None:
+    records = [(None, b"a", None, TS), (None, b"b", None, TS + 10)]
+    data = encode_batch(records, timestamp_type=LOG_APPEND_TIME)
+    assert struct.unpack_from(">h", data, 21)[0] == 0x08
+    # A broker using log-append time rewrites the max timestamp; readers then
+    # give every record that timestamp.
+    patched = bytearray(data)
+    struct.pack_into(">q", patched, 35, TS + 99_999)
+    struct.pack_into(">I", patched, 17, crc32c(bytes(patched[21:])))
+    [batch] = decode_batches(bytes(patched))
+    assert batch.timestamp_type is LOG_APPEND_TIME
+    assert [r.timestamp for r in batch.records] == [TS + 99_999, TS + 99_999]
+    assert [r.timestamp for r in AioBatch(bytes(patched))] == [TS + 99_999, TS + 99_999]
+    [plain] = decode_batches(encode_batch(records, timestamp_type=CREATE_TIME))
+    assert [r.timestamp for r in plain.records] == [TS, TS + 10]
+
+
+def _control_batch(marker: int, offset: int = 77) -> bytes:
+    # Written like a transaction coordinator would: a control batch holding one
+    # record whose key is (version 0, type) and value (version 0, coordinator epoch).
+    key = struct.pack(">hh", 0, marker)
+    value = struct.pack(">hi", 0, 5)
+    data = bytearray(
+        encode_batch(
+            [(key, value, None, TS)],
+            base_offset=offset,
+            producer_id=4,
+            producer_epoch=0,
+            transactional=True,
+        )
+    )
+    struct.pack_into(">h", data, 21, 0x10 | 0x20)
+    struct.pack_into(">I", data, 17, crc32c(bytes(data[21:])))
+    return bytes(data)
+
+
+@pytest.mark.parametrize(("marker", "expected"), [(0, ControlType.ABORT), (1, ControlType.COMMIT)])
+def test_control_batches(marker: int, expected: ControlType) -> None:
+    data = _control_batch(marker)
+    [batch] = decode_batches(data)
+    assert batch.is_control and batch.is_transactional
+    assert batch.control_type is expected
+    assert batch.records[0].offset == 77
+    # aiokafka agrees that this is a control batch.
+    assert AioBatch(data).is_control_batch
+
+
+def test_control_batch_unknown_type_kept_as_int() -> None:
+    [batch] = decode_batches(_control_batch(3))
+    assert batch.control_type == 3
+    assert not isinstance(batch.control_type, ControlType)
+
+
+def test_control_batch_without_key_is_malformed() -> None:
+    data = bytearray(encode_batch([(None, b"x", None, TS)]))
+    struct.pack_into(">h", data, 21, 0x20)
+    struct.pack_into(">I", data, 17, crc32c(bytes(data[21:])))
+    with pytest.raises(ProtocolError, match="control"):
+        decode_batches(bytes(data))
+
+
+# --- several batches, partial tail, memoryview -------------------------------------
+
+
+def test_several_batches_and_partial_tail() -> None:
+    a = encode_batch(CASES["plain"], base_offset=0)
+    b = encode_batch(CASES["headers"], base_offset=5, compression=Compression.LZ4)
+    c = encode_batch(CASES["null-key"], base_offset=8)
+    whole = a + b + c
+    batches = decode_batches(whole)
+    assert [x.base_offset for x in batches] == [0, 5, 8]
+    assert not batches.truncated and batches.remainder == 0
+    for cut in (1, 11, 12, 17, 60, 61, len(c) - 1):
+        partial = decode_batches(a + b + c[:cut])
+        assert [x.base_offset for x in partial] == [0, 5]
+        assert partial.truncated
+        assert partial.remainder == cut
+    for view in (memoryview(whole), bytearray(whole), memoryview(b"xx" + whole)[2:]):
+        assert decode_batches(view) == batches
+    empty = decode_batches(b"")
+    assert empty == [] and not empty.truncated
+
+
+def test_bad_crc_is_rejected_unless_disabled() -> None:
+    data = bytearray(encode_batch(CASES["plain"]))
+    data[-2] ^= 0x01  # the last byte of the last value (the header count follows)
+    with pytest.raises(ProtocolError, match="CRC"):
+        decode_batches(bytes(data))
+    [batch] = decode_batches(bytes(data), verify_crc=False)
+    assert batch.records[-1].value == b"value-5"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d.__setitem__(16, 3), "magic"),
+        (lambda d: struct.pack_into(">i", d, 8, 5), "length"),
+        (lambda d: struct.pack_into(">i", d, 8, -1), "length"),
+        (lambda d: struct.pack_into(">i", d, 8, 40), "too small"),
+        (lambda d: struct.pack_into(">i", d, 57, -2), "count"),
+        (lambda d: struct.pack_into(">i", d, 57, 999), "malformed record batch"),
+        (lambda d: struct.pack_into(">i", d, 57, 1), "left after"),
+        (lambda d: struct.pack_into(">h", d, 21, 6), "compression"),
+    ],
+    ids=[
+        "magic",
+        "length-5",
+        "length-neg",
+        "length-40",
+        "count-neg",
+        "count-big",
+        "count-small",
+        "codec",
+    ],
+)
+def test_malformed_headers_raise_protocol_error(mutate: Any, message: str) -> None:
+    data = bytearray(encode_batch(CASES["plain"]))
+    mutate(data)
+    struct.pack_into(">I", data, 17, crc32c(bytes(data[21:])))
+    with pytest.raises(ProtocolError, match=message):
+        decode_batches(bytes(data))
+
+
+# --- set_producer_state --------------------------------------------------------------
+
+
+def test_set_producer_state_matches_fresh_encoding() -> None:
+    records = CASES["headers"]
+    original = encode_batch(records, compression=Compression.SNAPPY)
+    patched = set_producer_state(original, producer_id=1234, producer_epoch=2, base_sequence=77)
+    assert patched == encode_batch(
+        records,
+        compression=Compression.SNAPPY,
+        producer_id=1234,
+        producer_epoch=2,
+        base_sequence=77,
+    )
+    txn = set_producer_state(
+        patched, producer_id=1234, producer_epoch=3, base_sequence=77, transactional=True
+    )
+    assert txn == encode_batch(
+        records,
+        compression=Compression.SNAPPY,
+        producer_id=1234,
+        producer_epoch=3,
+        base_sequence=77,
+        transactional=True,
+    )
+    assert set_producer_state(
+        txn, producer_id=1234, producer_epoch=3, base_sequence=77, transactional=False
+    ) == set_producer_state(original, producer_id=1234, producer_epoch=3, base_sequence=77)
+    [batch] = decode_batches(txn)
+    assert (batch.producer_id, batch.producer_epoch, batch.base_sequence) == (1234, 3, 77)
+
+
+def test_set_producer_state_bad_input() -> None:
+    with pytest.raises(ValueError, match="magic-2"):
+        set_producer_state(b"short", producer_id=1, producer_epoch=1, base_sequence=1)
+    data = encode_batch(CASES["plain"])
+    with pytest.raises(ValueError, match="producer_epoch=70000"):
+        set_producer_state(data, producer_id=1, producer_epoch=70000, base_sequence=1)
+
+
+# --- encode input validation ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("records", "error", "message"),
+    [
+        ([], ValueError, "at least one"),
+        ([("k", b"v", None, TS)], TypeError, r"records\[0\] key must be bytes or None, got str"),
+        ([(None, b"v", None, TS), (None, "v", None, TS)], TypeError, r"records\[1\] value"),
+        ([(None, b"v", None, 1.5)], TypeError, r"records\[0\] timestamp"),
+        ([(None, b"v", None, TS), (None, b"v", None, "x")], TypeError, r"records\[1\] timestamp"),
+        (
+            [(None, b"v", None, TS), (None, b"v", None, 2**63)],
+            ValueError,
+            r"records\[1\] timestamp",
+        ),
+        ([(None, b"v", None)], TypeError, r"records\[0\] must be a"),
+        ([(None, b"v", None, TS), (None, b"v", None)], TypeError, r"records\[1\] must be a"),
+        ([(None, b"v", [("k", "str")], TS)], TypeError, r"records\[0\] headers\[0\] value"),
+        (
+            [(None, b"v", [(b"k", b"v")], TS)],
+            TypeError,
+            r"records\[0\] headers\[0\] key must be str",
+        ),
+        ([(None, b"v", [("k",)], TS)], TypeError, r"records\[0\] headers\[0\] must be a"),
+        ([(None, b"v", "abc", TS)], TypeError, r"records\[0\] headers must be"),
+        ([(None, b"v", 5, TS)], TypeError, r"records\[0\] headers must be"),
+    ],
+)
+def test_encode_rejects_bad_records(records: Any, error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message):
+        encode_batch(records)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"compression": 9}, "compression"),
+        ({"timestamp_type": 2}, "timestamp_type"),
+        ({"base_offset": 2**63}, "base_offset"),
+        ({"producer_epoch": 2**15}, "producer_epoch"),
+        ({"base_sequence": 2**31}, "base_sequence"),
+    ],
+)
+def test_encode_rejects_bad_fields(kwargs: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        encode_batch([(None, b"v", None, TS)], **kwargs)
+
+
+def test_encode_accepts_bytes_like() -> None:
+    records = [(bytearray(b"k"), memoryview(b"value"), [("h", bytearray(b"x"))], TS)]
+    [batch] = decode_batches(encode_batch(records))  # type: ignore[arg-type]
+    assert batch.records == [Record(0, TS, b"k", b"value", (("h", b"x"),))]
+
+
+def test_estimate_record_size_is_an_upper_bound() -> None:
+    for records in CASES.values():
+        body = len(encode_batch(records)) - BATCH_OVERHEAD
+        assert body <= sum(estimate_record_size(k, v, h) for k, v, h, _ in records)
+
+
+# --- legacy message sets (magic 0 and 1) -------------------------------------------------
+
+LEGACY_RECORDS = [
+    (b"k1", b"v1", TS),
+    (None, b"v2", TS + 1),
+    (b"k3", None, TS + 2),
+    (b"", b"repeat " * 30, TS + 3),
+]
+
+
+def _legacy(builder_cls: Any, magic: int, codec: int, records: Any = LEGACY_RECORDS) -> bytes:
+    builder = builder_cls(magic=magic, compression_type=codec, batch_size=1 << 30)
+    for i, (key, value, ts) in enumerate(records):
+        assert builder.append(i, timestamp=ts, key=key, value=value) is not None
+    data = bytearray(builder.build())
+    if codec and magic == 1:
+        # As a broker stores it: the wrapper holds the absolute offset of the
+        # last inner message (the producer leaves 0 there).
+        struct.pack_into(">q", data, 0, len(records) - 1)
+    return bytes(data)
+
+
+def _legacy_expected(magic: int, base: int = 0) -> list[Record]:
+    return [
+        Record(base + i, ts if magic == 1 else -1, k, v, ())
+        for i, (k, v, ts) in enumerate(LEGACY_RECORDS)
+    ]
+
+
+@pytest.mark.parametrize("magic", [0, 1])
+def test_legacy_uncompressed_from_kafka_python(magic: int) -> None:
+    batches = decode_batches(_legacy(KpLegacyBuilder, magic, 0))
+    # One batch per top-level legacy message.
+    assert [b.records for b in batches] == [[r] for r in _legacy_expected(magic)]
+    for b in batches:
+        assert b.magic == magic
+        assert b.partition_leader_epoch == -1 and b.producer_id == -1
+        assert b.compression is Compression.NONE
+
+
+# aiokafka refuses lz4 with magic 0: see test_legacy_v0_lz4_broken_checksum.
+LEGACY_CODECS = [
+    pytest.param(
+        magic, builder, codec, id=f"v{magic}-{builder.__module__.split('.')[0]}-{codec.name}"
+    )
+    for magic in (0, 1)
+    for builder, codec in [
+        (KpLegacyBuilder, Compression.GZIP),
+        (AioLegacyBuilder, Compression.GZIP),
+        (AioLegacyBuilder, Compression.SNAPPY),
+        (AioLegacyBuilder, Compression.LZ4),
+    ]
+    if not (magic == 0 and codec is Compression.LZ4)
+]
+
+
+@pytest.mark.parametrize(("magic", "builder", "codec"), LEGACY_CODECS)
+def test_legacy_compressed(magic: int, builder: Any, codec: Compression) -> None:
+    data = _legacy(builder, magic, codec)
+    [batch] = decode_batches(data)
+    assert batch.magic == magic
+    assert batch.compression is codec
+    assert batch.records == _legacy_expected(magic)
+    assert batch.crc == zlib.crc32(data[16:])
+
+
+def test_legacy_v1_wrapper_offsets_are_relative() -> None:
+    # KIP-31: the wrapper carries the absolute offset of the last inner message.
+    data = bytearray(_legacy(KpLegacyBuilder, 1, Compression.GZIP))
+    struct.pack_into(">q", data, 0, 1003)
+    [batch] = decode_batches(bytes(data))
+    assert [r.offset for r in batch.records] == [1000, 1001, 1002, 1003]
+    assert (batch.base_offset, batch.last_offset_delta) == (1000, 3)
+
+
+def test_legacy_v0_inner_offsets_are_absolute() -> None:
+    inner = _legacy(KpLegacyBuilder, 0, 0)
+    inner_offsets = bytearray(inner)
+    pos = 0
+    while pos < len(inner_offsets):
+        (offset, size) = struct.unpack_from(">qi", inner_offsets, pos)
+        struct.pack_into(">q", inner_offsets, pos, 500 + offset)
+        pos += 12 + size
+    wrapper_value = zlib.compress(bytes(inner_offsets), wbits=31)
+    body = struct.pack(">bb", 0, Compression.GZIP) + struct.pack(">i", -1)
+    body += struct.pack(">i", len(wrapper_value)) + wrapper_value
+    message = struct.pack(">I", zlib.crc32(body)) + body
+    data = struct.pack(">qi", 503, len(message)) + message
+    [batch] = decode_batches(data)
+    assert [r.offset for r in batch.records] == [500, 501, 502, 503]
+
+
+def test_legacy_v1_log_append_time_wrapper() -> None:
+    data = bytearray(_legacy(KpLegacyBuilder, 1, Compression.GZIP))
+    data[17] |= 0x08
+    struct.pack_into(">q", data, 18, TS + 5555)
+    struct.pack_into(">I", data, 12, zlib.crc32(bytes(data[16:])))
+    [batch] = decode_batches(bytes(data))
+    assert batch.timestamp_type is LOG_APPEND_TIME
+    assert [r.timestamp for r in batch.records] == [TS + 5555] * 4
+
+
+@pytest.mark.parametrize("magic", [0, 1])
+def test_legacy_crc_checked(magic: int) -> None:
+    for codec in (0, Compression.GZIP):
+        data = bytearray(_legacy(KpLegacyBuilder, magic, codec))
+        data[-1] ^= 0x40
+        with pytest.raises(ProtocolError, match="CRC-32"):
+            decode_batches(bytes(data))
+
+
+def test_legacy_partial_tail() -> None:
+    data = _legacy(KpLegacyBuilder, 1, 0)
+    batches = decode_batches(data[:-3])
+    assert len(batches) == 3 and batches.truncated
+
+
+def test_mixed_legacy_and_v2_in_one_buffer() -> None:
+    data = _legacy(KpLegacyBuilder, 1, Compression.GZIP) + encode_batch(
+        CASES["plain"], base_offset=4
+    )
+    batches = decode_batches(data)
+    assert [b.magic for b in batches] == [1, 2]
+    assert [r.offset for b in batches for r in b.records] == list(range(9))
+
+
+def test_legacy_v0_lz4_broken_checksum() -> None:
+    # Kafka 0.8/0.9 clients hashed the lz4 magic number into the frame header
+    # checksum (KAFKA-3160); magic-0 messages keep that checksum.
+    inner = _legacy(KpLegacyBuilder, 0, 0)
+    frame = bytearray(compress(Compression.LZ4, inner))
+    broken_hc = (_xxh32_short(bytes(frame[0:6])) >> 8) & 0xFF
+    assert broken_hc != frame[6]
+    frame[6] = broken_hc
+    body = struct.pack(">bb", 0, Compression.LZ4) + struct.pack(">i", -1)
+    body += struct.pack(">i", len(frame)) + bytes(frame)
+    message = struct.pack(">I", zlib.crc32(body)) + body
+    data = struct.pack(">qi", 3, len(message)) + message
+    [batch] = decode_batches(data)
+    assert batch.records == _legacy_expected(0)
