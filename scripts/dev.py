@@ -27,8 +27,6 @@ PY = BIN / "python"
 
 
 def ensure_venv() -> None:
-    if sys.version_info < (3, 10):
-        sys.exit("kafka-asgi needs Python 3.10 or newer")
     stamp = VENV / ".kafka-asgi-installed"
     digest = hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()
     if stamp.exists() and stamp.read_text() == digest and PY.exists():
