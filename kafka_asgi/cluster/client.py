@@ -1,0 +1,883 @@
+"""KafkaClient: the cluster view (metadata, leaders), a connection pool, and admin calls.
+
+Everything the client runs in the background (each connection's reader, the metadata
+refresher, the idle-connection reaper) is a task in the task group the client enters
+in :meth:`KafkaClient.start` (``async with KafkaClient(...)``), cancelled and joined
+by :meth:`KafkaClient.aclose`.
+
+The client talks to the cluster lazily: starting it opens no connection, so an
+application can start while Kafka is down; the first call that needs the cluster
+bootstraps from the addresses given, trying them in turn.
+
+Metadata refreshes are single-flight: a caller that finds a refresh running queues the
+topics it needs and waits; the next refresh asks for all queued topics in one
+MetadataRequest, so a thousand concurrent lookups cost one or two requests.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, TypeVar
+
+import anyio
+import anyio.abc
+
+from kafka_asgi.cluster.metadata import (
+    BrokerMetadata,
+    ClusterMetadata,
+    TopicMetadata,
+    brokers_from_response,
+    topic_from_response,
+)
+from kafka_asgi.cluster.options import BootstrapSpec, ClientOptions, parse_bootstrap
+from kafka_asgi.network.connection import BrokerConnection, check_timeout
+from kafka_asgi.network.errors import (
+    AuthenticationError,
+    ConnectError,
+    NetworkError,
+    RequestTimeout,
+    TLSError,
+)
+from kafka_asgi.protocol.errors import (
+    BrokerNotAvailableError,
+    KafkaError,
+    LeaderNotAvailableError,
+    UnknownTopicOrPartitionError,
+    error_for_code,
+)
+from kafka_asgi.protocol.messages import (
+    CreateTopicsRequest,
+    CreateTopicsResponse,
+    DeleteTopicsRequest,
+    DeleteTopicsResponse,
+    Message,
+    MetadataRequest,
+    MetadataResponse,
+)
+from kafka_asgi.protocol.messages.create_topics import CreatableTopic, CreatableTopicConfig
+from kafka_asgi.protocol.messages.delete_topics import DeleteTopicState
+from kafka_asgi.protocol.messages.metadata import MetadataRequestTopic
+
+__all__ = ["ClientStats", "KafkaClient"]
+
+logger = logging.getLogger("kafka_asgi.cluster")
+
+_E = TypeVar("_E", bound=KafkaError)
+
+_UNKNOWN_TOPIC = UnknownTopicOrPartitionError.code
+_NOT_CONTROLLER = 41
+_TOPIC_ALREADY_EXISTS = 36
+# Above this many requests in flight on every connection to a broker, open another
+# one (up to max_connections_per_broker). A broker handles one request per connection
+# at a time, so more connections is what buys parallelism on the broker side.
+_PIPELINE_DEPTH = 16
+_MAX_BACKOFF = 1.0
+_MAX_REMEMBERED = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class ClientStats:
+    connections_open: int
+    connections_opened: int
+    connect_failures: int
+    metadata_requests: int
+    metadata_age: float | None
+    """Seconds since the last successful metadata refresh (None: never)."""
+
+
+def _copy(error: _E, note: str) -> _E:
+    """A fresh instance of ``error`` for another waiter, keeping the class."""
+    try:
+        clone = type(error)(f"{note}: {error}")
+    except TypeError:
+        return error
+    clone.__cause__ = error
+    return clone
+
+
+def _backoff(base: float, failures: int) -> float:
+    cap = max(_MAX_BACKOFF, base)
+    return float(min(base * (2 ** min(failures, 16)), cap))
+
+
+class _BrokerPool:
+    """The connections to one broker address: few, multiplexed, reaped when idle."""
+
+    def __init__(self, client: KafkaClient, host: str, port: int) -> None:
+        self.client = client
+        self.host = host
+        self.port = port
+        self.node_id: int | None = None
+        self.connections: list[BrokerConnection] = []
+        self.open_lock = anyio.Lock()
+        self.failures = 0
+        self.last_error: KafkaError | None = None
+        self.retry_at = 0.0
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def _prune(self) -> None:
+        self.connections = [c for c in self.connections if not c.closed]
+
+    def _pick(self) -> BrokerConnection | None:
+        """The least busy usable connection, unless a new one should be opened."""
+        self._prune()
+        usable = [c for c in self.connections if c.usable]
+        if not usable:
+            return None
+        best = min(usable, key=lambda c: c.in_flight)
+        room = len(self.connections) < self.client.options.max_connections_per_broker
+        if best.in_flight >= _PIPELINE_DEPTH and room:
+            return None
+        return best
+
+    async def get(self) -> BrokerConnection:
+        conn = self._pick()
+        if conn is not None:
+            return conn
+        config = self.client.options.connection
+        limit = config.connect_timeout + config.request_timeout
+        with anyio.move_on_after(limit) as scope:
+            await self.open_lock.acquire()
+        if scope.cancelled_caught:
+            raise ConnectError(f"{self.address}: timed out waiting for a connection")
+        try:
+            conn = self._pick()
+            if conn is not None:
+                return conn
+            if self.connections and len(self.connections) >= (
+                self.client.options.max_connections_per_broker
+            ):
+                # Full of connections that are not usable (expiring SASL sessions):
+                # retire the idlest to make room.
+                stale = min(self.connections, key=lambda c: c.in_flight)
+                await stale.aclose()
+                self._prune()
+            now = anyio.current_time()
+            if self.last_error is not None and now < self.retry_at:
+                # A connection just failed: fail fast rather than storm the broker.
+                raise _copy(
+                    self.last_error,
+                    f"{self.address}: not retrying for {self.retry_at - now:.2f}s",
+                )
+            return await self._open()
+        finally:
+            self.open_lock.release()
+
+    async def _open(self) -> BrokerConnection:
+        client = self.client
+        conn = BrokerConnection(
+            self.host, self.port, client.options.connection, node_id=self.node_id
+        )
+        tg = client._task_group()
+        try:
+            await conn.connect(tg)
+        except KafkaError as exc:
+            client._connect_failures += 1
+            self.failures += 1
+            self.last_error = exc
+            self.retry_at = anyio.current_time() + _backoff(
+                client.options.retry_backoff, self.failures - 1
+            )
+            logger.debug("connecting to %s failed: %s", self.address, exc)
+            raise
+        self.failures = 0
+        self.last_error = None
+        client._connections_opened += 1
+        self.connections.append(conn)
+        return conn
+
+    async def reap(self, now: float) -> None:
+        """Close connections idle past idle_timeout, and idle ones beyond max_idle."""
+        self._prune()
+        options = self.client.options
+        idle = sorted(
+            (c for c in self.connections if c.in_flight == 0), key=lambda c: c.last_used
+        )
+        keep = options.max_idle_connections
+        for index, conn in enumerate(idle):
+            expired = now - conn.last_used >= options.idle_timeout
+            surplus = len(idle) - index > keep
+            if expired or surplus or not conn.usable:
+                await conn.aclose()
+        self._prune()
+
+    async def aclose(self) -> None:
+        for conn in self.connections:
+            await conn.aclose()
+        self.connections = []
+
+
+class KafkaClient:
+    """The cluster as one object: bootstrap, metadata, leaders, pooled connections.
+
+    ``async with KafkaClient("host:9092", **options) as client:`` or ``await
+    client.start()`` and ``await client.aclose()`` from the same task. Options are the
+    client options of the brief (validated here, raising TypeError/ValueError naming
+    the option).
+    """
+
+    def __init__(self, bootstrap: BootstrapSpec, **options: Any) -> None:
+        self.bootstrap = parse_bootstrap(bootstrap)
+        self.options = ClientOptions.from_options(**options)
+        self._metadata = ClusterMetadata()
+        self._fetched_at: dict[str, float] = {}
+        self._pools: dict[tuple[str, int], _BrokerPool] = {}
+        self._stack: AsyncExitStack | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._closed = False
+        # Single-flight metadata refresh state (see the module docstring).
+        self._refresh_lock: anyio.Lock | None = None
+        self._refresh_wanted: anyio.Event | None = None
+        self._queued_topics: set[str] = set()
+        self._queued_all = False
+        self._next_seq = 0
+        self._all_seq = -1
+        self._topic_seq: dict[str, int] = {}
+        self._success_seq = -1
+        self._last_failure: tuple[int, frozenset[str] | None, KafkaError] | None = None
+        self._refreshed_at: float | None = None
+        # Error codes of topics absent from the cache, from the last answer about them.
+        self._topic_errors: dict[str, int] = {}
+        # Counters for stats().
+        self._connections_opened = 0
+        self._connect_failures = 0
+        self._metadata_requests = 0
+
+    def __repr__(self) -> str:
+        hosts = ",".join(f"{h}:{p}" for h, p in self.bootstrap)
+        state = "closed" if self._closed else "started" if self._tg else "new"
+        return f"<KafkaClient {hosts} {state}>"
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> KafkaClient:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Start the background tasks. Opens no connection (see the module docstring)."""
+        if self._tg is not None or self._closed:
+            raise RuntimeError(f"{self!r} cannot be started twice")
+        self._refresh_lock = anyio.Lock()
+        self._refresh_wanted = anyio.Event()
+        async with AsyncExitStack() as stack:
+            self._tg = await stack.enter_async_context(anyio.create_task_group())
+            self._tg.start_soon(self._refresher)
+            self._tg.start_soon(self._reaper)
+            self._stack = stack.pop_all()
+
+    async def aclose(self) -> None:
+        """Close every connection and stop the background tasks (must be the task
+        that called start)."""
+        if self._closed:
+            return
+        self._closed = True
+        for pool in list(self._pools.values()):
+            await pool.aclose()
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
+
+    def _task_group(self) -> anyio.abc.TaskGroup:
+        if self._tg is None or self._closed:
+            state = "closed" if self._closed else "not started"
+            raise RuntimeError(
+                f"KafkaClient is {state}: use 'async with KafkaClient(...)' or await start()"
+            )
+        return self._tg
+
+    # ------------------------------------------------------------------ cache views
+
+    @property
+    def brokers(self) -> dict[int, BrokerMetadata]:
+        return dict(self._metadata.brokers)
+
+    @property
+    def metadata(self) -> ClusterMetadata:
+        """The last known cluster metadata (no I/O)."""
+        return self._metadata
+
+    def cached_topic(self, topic: str) -> TopicMetadata | None:
+        """The cached metadata of ``topic`` if it is known and usable; no I/O.
+
+        A stale entry is still returned (and a background refresh requested): leaders
+        rarely move, and a send to a former leader fails with NOT_LEADER_OR_FOLLOWER,
+        which refreshes anyway.
+        """
+        meta = self._metadata.topics.get(topic)
+        if meta is None or meta.error_code:
+            return None
+        fetched = self._fetched_at.get(topic)
+        if fetched is not None and self._tg is not None:
+            if anyio.current_time() - fetched > self.options.metadata_max_age:
+                self.request_refresh()
+        return meta
+
+    def stats(self) -> ClientStats:
+        now = anyio.current_time() if self._tg is not None else None
+        age = None
+        if now is not None and self._refreshed_at is not None:
+            age = now - self._refreshed_at
+        return ClientStats(
+            connections_open=sum(
+                1 for pool in self._pools.values() for c in pool.connections if not c.closed
+            ),
+            connections_opened=self._connections_opened,
+            connect_failures=self._connect_failures,
+            metadata_requests=self._metadata_requests,
+            metadata_age=age,
+        )
+
+    def connection_count(self, node_id: int | None = None) -> int:
+        """Open connections (to one node, or to all)."""
+        count = 0
+        for pool in self._pools.values():
+            if node_id is None or pool.node_id == node_id:
+                count += sum(1 for c in pool.connections if not c.closed)
+        return count
+
+    # ------------------------------------------------------------------ connections
+
+    def _pool(self, host: str, port: int, node_id: int | None = None) -> _BrokerPool:
+        key = (host, port)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = _BrokerPool(self, host, port)
+        if node_id is not None:
+            pool.node_id = node_id
+        return pool
+
+    async def _node_connection(self, node_id: int) -> BrokerConnection:
+        broker = self._metadata.brokers.get(node_id)
+        if broker is None:
+            await self.refresh([])
+            broker = self._metadata.brokers.get(node_id)
+            if broker is None:
+                raise BrokerNotAvailableError(
+                    f"node {node_id} is not in the cluster metadata"
+                    f" (known: {sorted(self._metadata.brokers) or 'none'})"
+                )
+        return await self._pool(broker.host, broker.port, node_id).get()
+
+    async def send(
+        self,
+        node_id: int,
+        request: Message,
+        *,
+        min_version: int | None = None,
+        max_version: int | None = None,
+        expect_response: bool = True,
+        request_timeout: float | None = None,
+    ) -> Any:
+        """Send ``request`` to broker ``node_id`` at the best common version.
+
+        Returns the decoded response (None with ``expect_response=False``). Broker
+        error codes inside the response are left to the caller. A lost connection
+        raises ConnectionClosedError (or ConnectError/RequestTimeout) and requests a
+        metadata refresh.
+        """
+        return await self._send_built(
+            node_id,
+            request.API_KEY,
+            lambda _: request,
+            min_version=min_version,
+            max_version=max_version,
+            expect_response=expect_response,
+            request_timeout=request_timeout,
+        )
+
+    def _candidates(self) -> list[tuple[str, int, int | None]]:
+        """Where to send a request any broker can answer: known brokers with an open
+        connection first, then the other known brokers, then the bootstrap list."""
+        known: list[tuple[str, int, int | None]] = [
+            (b.host, b.port, b.node_id) for b in self._metadata.brokers.values()
+        ]
+        random.shuffle(known)
+        connected = [k for k in known if self._connected(k[0], k[1])]
+        others = [k for k in known if k not in connected]
+        seen = {(h, p) for h, p, _ in known}
+        boot: list[tuple[str, int, int | None]] = [
+            (h, p, None) for h, p in self.bootstrap if (h, p) not in seen
+        ]
+        return connected + others + boot
+
+    def _connected(self, host: str, port: int) -> bool:
+        pool = self._pools.get((host, port))
+        return pool is not None and any(c.usable for c in pool.connections)
+
+    async def _any_connection(self) -> BrokerConnection:
+        errors: list[str] = []
+        for host, port, node_id in self._candidates():
+            try:
+                return await self._pool(host, port, node_id).get()
+            except (AuthenticationError, TLSError):
+                # The same credentials/certificates fail everywhere: no point trying on.
+                raise
+            except NetworkError as exc:
+                errors.append(str(exc))
+        raise ConnectError("no broker reachable: " + "; ".join(errors))
+
+    async def send_any(
+        self,
+        request: Message,
+        *,
+        min_version: int | None = None,
+        max_version: int | None = None,
+        expect_response: bool = True,
+        request_timeout: float | None = None,
+    ) -> Any:
+        """Send ``request`` to any reachable broker (known brokers, then bootstrap)."""
+        return await self._send_built(
+            None,
+            request.API_KEY,
+            lambda _: request,
+            min_version=min_version,
+            max_version=max_version,
+            expect_response=expect_response,
+            request_timeout=request_timeout,
+        )
+
+    async def _send_built(
+        self,
+        node_id: int | None,
+        api_key: int,
+        build: Callable[[int], Message],
+        *,
+        min_version: int | None = None,
+        max_version: int | None = None,
+        expect_response: bool = True,
+        request_timeout: float | None = None,
+    ) -> Any:
+        """Send the request ``build(version)`` makes for the negotiated version (some
+        fields exist only in some versions) to ``node_id``, or any broker for None."""
+        self._task_group()
+        try:
+            if node_id is None:
+                conn = await self._any_connection()
+            else:
+                conn = await self._node_connection(node_id)
+            version = conn.choose_api_version(api_key, min_version, max_version)
+            return await conn.request(
+                build(version),
+                version,
+                expect_response=expect_response,
+                request_timeout=request_timeout,
+            )
+        except NetworkError:
+            self.request_refresh()
+            raise
+
+    # ------------------------------------------------------------------ metadata
+
+    def _refresh_limit(self) -> float:
+        config = self.options.connection
+        return config.connect_timeout + config.request_timeout
+
+    def _covered(self, wanted: frozenset[str] | None, since: int) -> bool:
+        """Did a refresh that started at or after ``since`` cover ``wanted``?"""
+        if wanted is None:
+            return self._all_seq >= since
+        if not wanted:
+            return self._success_seq >= since
+        return all(max(self._topic_seq.get(t, -1), self._all_seq) >= since for t in wanted)
+
+    async def refresh(self, topics: Iterable[str] | None = None) -> ClusterMetadata:
+        """Fetch metadata for ``topics`` (None: every topic; []: brokers only).
+
+        Concurrent callers share requests (single flight). Returns the whole cached
+        view after the refresh. Bounded by connect_timeout + request_timeout per
+        attempt; raises ConnectError/RequestTimeout when no broker answers.
+        """
+        self._task_group()
+        wanted: frozenset[str] | None
+        if topics is None:
+            wanted = None
+        else:
+            if isinstance(topics, str):
+                raise TypeError("topics must be a list of topic names, not a str")
+            names = list(topics)
+            for name in names:
+                if not isinstance(name, str) or not name:
+                    raise ValueError(f"bad topic name {name!r}")
+            wanted = frozenset(names)
+        if wanted is None:
+            self._queued_all = True
+        else:
+            self._queued_topics |= wanted
+        since = self._next_seq
+        lock = self._refresh_lock
+        assert lock is not None
+        with anyio.move_on_after(2 * self._refresh_limit()) as scope:
+            await lock.acquire()
+        if scope.cancelled_caught:
+            raise RequestTimeout("timed out waiting for a metadata refresh in progress")
+        try:
+            if self._covered(wanted, since):
+                return self._metadata
+            failure = self._last_failure
+            if failure is not None and failure[0] >= since:
+                _, failed_topics, error = failure
+                if failed_topics is None or (wanted is not None and wanted <= failed_topics):
+                    raise _copy(error, "metadata refresh failed")
+            await self._refresh_once()
+        finally:
+            lock.release()
+        return self._metadata
+
+    async def _refresh_once(self) -> None:
+        """One MetadataRequest for everything queued (lock held)."""
+        take: frozenset[str] | None = None if self._queued_all else frozenset(self._queued_topics)
+        self._queued_all = False
+        self._queued_topics = set()
+        seq = self._next_seq
+        self._next_seq += 1
+        topics = None if take is None else [MetadataRequestTopic(name=t) for t in sorted(take)]
+
+        def build(version: int) -> MetadataRequest:
+            # allow_auto_topic_creation exists from v4 on; before, the broker's
+            # auto.create.topics.enable alone decides.
+            if version >= 4:
+                return MetadataRequest(topics=topics, allow_auto_topic_creation=False)
+            return MetadataRequest(topics=topics)
+
+        self._metadata_requests += 1
+        try:
+            with anyio.fail_after(self._refresh_limit()):
+                # v1+: v0 reads an empty topic list as "all topics".
+                response: MetadataResponse = await self._send_built(
+                    None, MetadataRequest.API_KEY, build, min_version=1
+                )
+        except TimeoutError:
+            error: KafkaError = RequestTimeout(
+                f"metadata refresh timed out after {self._refresh_limit()}s"
+            )
+            self._last_failure = (seq, take, error)
+            raise error from None
+        except KafkaError as exc:
+            self._last_failure = (seq, take, exc)
+            raise
+        self._apply(response, take, seq)
+
+    def _apply(self, response: MetadataResponse, asked: frozenset[str] | None, seq: int) -> None:
+        now = anyio.current_time()
+        brokers = brokers_from_response(response)
+        topics = {} if asked is None else dict(self._metadata.topics)
+        if len(self._topic_errors) > _MAX_REMEMBERED or len(self._topic_seq) > _MAX_REMEMBERED:
+            # Names asked about once and never again must not grow these forever; the
+            # worst a dropped entry costs is one more refresh.
+            self._topic_errors.clear()
+            self._topic_seq = {t: n for t, n in self._topic_seq.items() if t in topics}
+        for t in response.topics:
+            if not t.name:
+                continue
+            if t.error_code == _UNKNOWN_TOPIC:
+                # Deleted, or never existed: forget it (fetch_metadata reports the code).
+                topics.pop(t.name, None)
+                self._fetched_at.pop(t.name, None)
+                self._topic_errors[t.name] = t.error_code
+            else:
+                topics[t.name] = topic_from_response(t)
+                self._fetched_at[t.name] = now
+                self._topic_errors.pop(t.name, None)
+            self._topic_seq[t.name] = seq
+        if asked is None:
+            for name in list(self._fetched_at):
+                if name not in topics:
+                    del self._fetched_at[name]
+        for node_id, broker in brokers.items():
+            self._pool(broker.host, broker.port, node_id)
+        self._metadata = ClusterMetadata(
+            brokers=brokers,
+            topics=topics,
+            controller_id=response.controller_id,
+            cluster_id=response.cluster_id,
+        )
+        if asked is None:
+            self._all_seq = seq
+        self._success_seq = seq
+        self._refreshed_at = now
+
+    async def fetch_metadata(self, topic: str) -> TopicMetadata:
+        """Metadata of ``topic``: from the cache when fresh, else refreshed.
+
+        Raises UnknownTopicOrPartitionError when the topic does not exist; retries a
+        topic-level retriable error (LEADER_NOT_AVAILABLE while a topic is being
+        created) with backoff within request_timeout, then raises it.
+        """
+        if not isinstance(topic, str) or not topic:
+            raise ValueError(f"topic must be a non-empty str, not {topic!r}")
+        self._task_group()
+        cached = self._metadata.topics.get(topic)
+        fetched = self._fetched_at.get(topic)
+        now = anyio.current_time()
+        if (
+            cached is not None
+            and not cached.error_code
+            and fetched is not None
+            and now - fetched < self.options.metadata_max_age
+        ):
+            return cached
+        deadline = now + self.options.connection.request_timeout
+        failures = 0
+        while True:
+            await self.refresh([topic])
+            meta = self._metadata.topics.get(topic)
+            if meta is None:
+                code = self._topic_errors.get(topic, _UNKNOWN_TOPIC)
+            else:
+                code = meta.error_code
+            if meta is not None and not code:
+                return meta
+            error = error_for_code(code)
+            delay = _backoff(self.options.retry_backoff, failures)
+            if not error.retriable or code == _UNKNOWN_TOPIC or (
+                anyio.current_time() + delay > deadline
+            ):
+                raise error(f"topic {topic!r}")
+            failures += 1
+            await anyio.sleep(delay)
+
+    async def leader_for(self, topic: str, partition: int) -> int:
+        """Node id of the leader of ``topic``/``partition``."""
+        meta = await self.fetch_metadata(topic)
+        part = meta.partitions.get(partition)
+        if part is None:
+            raise UnknownTopicOrPartitionError(
+                f"topic {topic!r} has no partition {partition!r}"
+                f" (it has {meta.partition_count})"
+            )
+        if part.leader < 0:
+            self.request_refresh()
+            raise LeaderNotAvailableError(f"{topic!r} partition {partition} has no leader now")
+        return part.leader
+
+    def request_refresh(self) -> None:
+        """Ask the background refresher for a refresh soon (coalesced, with backoff)."""
+        if self._refresh_wanted is not None and not self._closed:
+            self._refresh_wanted.set()
+
+    async def _refresher(self) -> None:
+        failures = 0
+        interval = self.options.refresh_interval
+        period = min(interval, self.options.metadata_max_age) if interval else (
+            self.options.metadata_max_age
+        )
+        while True:
+            assert self._refresh_wanted is not None
+            with anyio.move_on_after(period):
+                await self._refresh_wanted.wait()
+            self._refresh_wanted = anyio.Event()
+            known = list(self._metadata.topics)
+            try:
+                await self.refresh(known)
+                failures = 0
+            except KafkaError as exc:
+                failures += 1
+                logger.debug("background metadata refresh failed: %s", exc)
+                if not isinstance(exc, (AuthenticationError, TLSError)):
+                    self._refresh_wanted.set()
+            # Rate limit: requests arriving meanwhile are coalesced into the next one.
+            await anyio.sleep(_backoff(self.options.retry_backoff, failures))
+
+    async def _reaper(self) -> None:
+        period = min(max(self.options.idle_timeout / 2, 0.05), 5.0)
+        while True:
+            await anyio.sleep(period)
+            now = anyio.current_time()
+            for pool in list(self._pools.values()):
+                await pool.reap(now)
+
+    # ------------------------------------------------------------------ admin
+
+    def _controller(self) -> int | None:
+        controller = self._metadata.controller_id
+        return controller if controller in self._metadata.brokers else None
+
+    async def _send_controller(
+        self, api_key: int, build: Callable[[int], Message], request_timeout: float
+    ) -> Any:
+        # Admin requests go to the controller; under KRaft any broker forwards them
+        # (KIP-590), so a broker-only answer (controller_id of a broker) works too.
+        if self._controller() is None:
+            await self.refresh([])
+        return await self._send_built(
+            self._controller(), api_key, build, request_timeout=request_timeout
+        )
+
+    async def create_topics(
+        self,
+        topics: Sequence[str | tuple[str, int]],
+        num_partitions: int = 1,
+        replication_factor: int = 1,
+        configs: Mapping[str, str] | None = None,
+        timeout: float = 30.0,  # noqa: ASYNC109 - also the broker-side timeout_ms
+    ) -> None:
+        """Create topics and wait (bounded by ``timeout``) until metadata shows them
+        with a leader for every partition.
+
+        ``topics`` holds names (``num_partitions`` each) or ``(name, partitions)``.
+        Raises the broker's error (TopicAlreadyExistsError, InvalidTopicError, ...)
+        for the first topic that failed.
+        """
+        limit = check_timeout("timeout", timeout)
+        assert limit is not None
+        wanted = self._topic_specs(topics, num_partitions)
+        if isinstance(replication_factor, bool) or not isinstance(replication_factor, int):
+            raise TypeError("replication_factor must be an int")
+        if replication_factor < 1 and replication_factor != -1:
+            raise ValueError(f"replication_factor must be >= 1 (or -1), not {replication_factor}")
+        config_list = [
+            CreatableTopicConfig(name=str(k), value=None if v is None else str(v))
+            for k, v in (configs or {}).items()
+        ]
+        request = CreateTopicsRequest(
+            topics=[
+                CreatableTopic(
+                    name=name,
+                    num_partitions=parts,
+                    replication_factor=replication_factor,
+                    configs=config_list,
+                )
+                for name, parts in wanted.items()
+            ],
+            timeout_ms=int(limit * 1000),
+        )
+        self._task_group()
+        with anyio.fail_after(limit + self._refresh_limit()) as scope:
+            try:
+                for attempt in range(3):
+                    response: CreateTopicsResponse = await self._send_controller(
+                        CreateTopicsRequest.API_KEY,
+                        lambda _: request,
+                        limit + self.options.connection.request_timeout,
+                    )
+                    codes = {t.name: (t.error_code, t.error_message) for t in response.topics}
+                    if attempt < 2 and any(c == _NOT_CONTROLLER for c, _ in codes.values()):
+                        await self.refresh([])
+                        continue
+                    break
+                for name in wanted:
+                    code, message = codes.get(name, (0, None))
+                    if code:
+                        raise error_for_code(code)(f"topic {name!r}: {message or ''}".rstrip(": "))
+                await self._wait_for_topics(wanted, scope.deadline)
+            except TimeoutError:
+                raise RequestTimeout(
+                    f"create_topics: {sorted(wanted)} not ready within {limit}s"
+                ) from None
+
+    @staticmethod
+    def _topic_specs(
+        topics: Sequence[str | tuple[str, int]], num_partitions: int
+    ) -> dict[str, int]:
+        if isinstance(topics, str):
+            topics = [topics]
+        if isinstance(num_partitions, bool) or not isinstance(num_partitions, int):
+            raise TypeError("num_partitions must be an int")
+        result: dict[str, int] = {}
+        for entry in topics:
+            if isinstance(entry, str):
+                name, parts = entry, num_partitions
+            elif isinstance(entry, tuple) and len(entry) == 2:
+                name, parts = entry
+            else:
+                raise TypeError(f"topic {entry!r}: expected a name or (name, partitions)")
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"bad topic name {name!r}")
+            if isinstance(parts, bool) or not isinstance(parts, int) or parts < 1:
+                raise ValueError(f"topic {name!r}: partitions must be an int >= 1, not {parts!r}")
+            result[name] = parts
+        if not result:
+            raise ValueError("no topics given")
+        return result
+
+    async def _wait_for_topics(self, wanted: Mapping[str, int], deadline: float) -> None:
+        failures = 0
+        while True:
+            await self.refresh(list(wanted))
+            ready = True
+            for name, parts in wanted.items():
+                meta = self._metadata.topics.get(name)
+                if (
+                    meta is None
+                    or meta.error_code
+                    or meta.partition_count < parts
+                    or len(meta.available_partitions()) < meta.partition_count
+                ):
+                    ready = False
+                    break
+            if ready:
+                return
+            delay = min(_backoff(self.options.retry_backoff, failures), 0.5)
+            if anyio.current_time() + delay > deadline:
+                raise TimeoutError
+            failures += 1
+            await anyio.sleep(delay)
+
+    async def delete_topics(
+        self,
+        names: Sequence[str],
+        timeout: float = 30.0,  # noqa: ASYNC109 - also the broker-side timeout_ms
+    ) -> None:
+        """Delete topics and wait (bounded by ``timeout``) until metadata no longer
+        lists them. Raises the broker's error (UnknownTopicOrPartitionError, ...) for
+        the first topic that failed."""
+        limit = check_timeout("timeout", timeout)
+        assert limit is not None
+        wanted = list(self._topic_specs(names, 1))
+        self._task_group()
+
+        def build(version: int) -> DeleteTopicsRequest:
+            # v6 (KIP-516) names topics with DeleteTopicState (name or id).
+            if version >= 6:
+                return DeleteTopicsRequest(
+                    topics=[DeleteTopicState(name=n) for n in wanted],
+                    timeout_ms=int(limit * 1000),
+                )
+            return DeleteTopicsRequest(topic_names=wanted, timeout_ms=int(limit * 1000))
+
+        with anyio.fail_after(limit + self._refresh_limit()) as scope:
+            try:
+                response: DeleteTopicsResponse = await self._send_controller(
+                    DeleteTopicsRequest.API_KEY,
+                    build,
+                    limit + self.options.connection.request_timeout,
+                )
+                for result in response.responses:
+                    if result.error_code:
+                        raise error_for_code(result.error_code)(
+                            f"topic {result.name!r}: {result.error_message or ''}".rstrip(": ")
+                        )
+                failures = 0
+                while True:
+                    await self.refresh(wanted)
+                    gone = not any(n in self._metadata.topics for n in wanted)
+                    if gone:
+                        return
+                    delay = min(_backoff(self.options.retry_backoff, failures), 0.5)
+                    if anyio.current_time() + delay > scope.deadline:
+                        raise TimeoutError
+                    failures += 1
+                    await anyio.sleep(delay)
+            except TimeoutError:
+                raise RequestTimeout(
+                    f"delete_topics: {wanted} still listed after {limit}s"
+                ) from None

@@ -1,0 +1,206 @@
+"""The client options shared by KafkaClient, Producer and BasicConsumer, and bootstrap parsing.
+
+Everything is validated when the object is constructed, so a typo or a bad value fails
+at the line that made the client, with the option's name in the message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+from kafka_asgi.network.connection import ConnectionConfig, check_timeout
+
+__all__ = [
+    "CLIENT_OPTION_NAMES",
+    "DEFAULT_PORT",
+    "BootstrapSpec",
+    "ClientOptions",
+    "parse_bootstrap",
+    "split_client_options",
+]
+
+DEFAULT_PORT = 9092
+
+BootstrapSpec: TypeAlias = (
+    str | Sequence[str | tuple[str, int] | Mapping[str, Any]] | Mapping[str, Any]
+)
+
+_CONNECTION_OPTIONS = frozenset(
+    {
+        "client_id",
+        "ssl",
+        "ssl_cafile",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "ssl_check_hostname",
+        "sasl_mechanism",
+        "sasl_username",
+        "sasl_password",
+        "connect_timeout",
+        "request_timeout",
+        "resolver",
+    }
+)
+_CLUSTER_OPTIONS = frozenset(
+    {
+        "metadata_max_age",
+        "refresh_interval",
+        "retry_backoff",
+        "max_idle_connections",
+        "idle_timeout",
+        "max_connections_per_broker",
+    }
+)
+CLIENT_OPTION_NAMES = _CONNECTION_OPTIONS | _CLUSTER_OPTIONS
+"""Keyword options that KafkaClient accepts (Producer/BasicConsumer pass these through)."""
+
+
+def split_client_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(client options, the rest)``: for a producer or consumer taking both kinds."""
+    client = {k: v for k, v in options.items() if k in CLIENT_OPTION_NAMES}
+    rest = {k: v for k, v in options.items() if k not in CLIENT_OPTION_NAMES}
+    return client, rest
+
+
+def _check_count(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, not {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """Validated client options: the connection part plus metadata and pool settings."""
+
+    connection: ConnectionConfig
+    metadata_max_age: float = 300.0
+    refresh_interval: float | None = None
+    retry_backoff: float = 0.1
+    max_idle_connections: int = 2
+    idle_timeout: float = 60.0
+    max_connections_per_broker: int = 4
+    """Requests are multiplexed over connections; this caps how many one broker gets."""
+
+    @classmethod
+    def from_options(cls, **options: Any) -> ClientOptions:
+        unknown = sorted(set(options) - CLIENT_OPTION_NAMES)
+        if unknown:
+            raise TypeError(
+                f"unknown client option(s): {', '.join(unknown)}"
+                f" (known: {', '.join(sorted(CLIENT_OPTION_NAMES))})"
+            )
+        connection = ConnectionConfig.from_options(
+            **{k: v for k, v in options.items() if k in _CONNECTION_OPTIONS}
+        )
+        max_age = check_timeout("metadata_max_age", options.get("metadata_max_age", 300.0))
+        interval = check_timeout(
+            "refresh_interval", options.get("refresh_interval"), allow_none=True
+        )
+        backoff = check_timeout("retry_backoff", options.get("retry_backoff", 0.1))
+        idle_timeout = check_timeout("idle_timeout", options.get("idle_timeout", 60.0))
+        assert max_age is not None and backoff is not None and idle_timeout is not None
+        return cls(
+            connection=connection,
+            metadata_max_age=max_age,
+            refresh_interval=interval,
+            retry_backoff=backoff,
+            max_idle_connections=_check_count(
+                "max_idle_connections", options.get("max_idle_connections", 2), 0
+            ),
+            idle_timeout=idle_timeout,
+            max_connections_per_broker=_check_count(
+                "max_connections_per_broker", options.get("max_connections_per_broker", 4), 1
+            ),
+        )
+
+
+def _check_host(host: object, entry: object) -> str:
+    if not isinstance(host, str) or not host.strip() or any(c.isspace() for c in host):
+        raise ValueError(f"bootstrap entry {entry!r}: bad host {host!r}")
+    return host
+
+
+def _check_port(port: object, entry: object) -> int:
+    if isinstance(port, str) and port.isdigit():
+        port = int(port)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise ValueError(f"bootstrap entry {entry!r}: port must be 1..65535, not {port!r}")
+    return port
+
+
+def _parse_address(text: str) -> tuple[str, int]:
+    item = text.strip()
+    if not item:
+        raise ValueError(f"bootstrap entry {text!r} is empty")
+    if item.startswith("["):
+        # [IPv6]:port
+        close = item.find("]")
+        if close < 0:
+            raise ValueError(f"bootstrap entry {text!r}: unclosed '[' in an IPv6 address")
+        host, rest = item[1:close], item[close + 1 :]
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"bootstrap entry {text!r}: expected ':port' after ']'")
+        port_text = rest[1:] if rest else None
+    elif item.count(":") > 1:
+        raise ValueError(f"bootstrap entry {text!r}: write IPv6 addresses as [address]:port")
+    elif ":" in item:
+        host, port_text = item.rsplit(":", 1)
+    else:
+        host, port_text = item, None
+    port = DEFAULT_PORT if port_text is None else _check_port(port_text, text)
+    return _check_host(host, text), port
+
+
+def _parse_entry(entry: object) -> tuple[str, int]:
+    if isinstance(entry, str):
+        return _parse_address(entry)
+    if isinstance(entry, Mapping):
+        unknown = set(entry) - {"host", "port"}
+        if "host" not in entry or unknown:
+            raise ValueError(f"bootstrap entry {entry!r}: expected keys 'host' and 'port'")
+        return _check_host(entry["host"], entry), _check_port(
+            entry.get("port", DEFAULT_PORT), entry
+        )
+    if isinstance(entry, (tuple, list)):
+        if len(entry) != 2:
+            raise ValueError(f"bootstrap entry {entry!r}: expected (host, port)")
+        return _check_host(entry[0], entry), _check_port(entry[1], entry)
+    raise TypeError(
+        f"bootstrap entry {entry!r}: expected 'host:port', (host, port) or"
+        f" {{'host': ..., 'port': ...}}, not {type(entry).__name__}"
+    )
+
+
+def parse_bootstrap(bootstrap: object) -> tuple[tuple[str, int], ...]:
+    """``(host, port)`` pairs from any accepted bootstrap form, duplicates removed.
+
+    Accepts ``"h1:9092,h2:9092"``, ``["h1:9092", ("h2", 9092), {"host": "h3", "port":
+    9092}]``, a single ``(host, port)`` tuple or ``{"host", "port"}`` mapping. A missing
+    port means 9092; IPv6 addresses are written ``[::1]:9092``.
+    """
+    entries: list[object]
+    if isinstance(bootstrap, str):
+        entries = [part for part in bootstrap.split(",") if part.strip()]
+    elif isinstance(bootstrap, Mapping):
+        entries = [bootstrap]
+    elif (
+        isinstance(bootstrap, tuple)
+        and len(bootstrap) == 2
+        and isinstance(bootstrap[0], str)
+        and not isinstance(bootstrap[1], str)
+    ):
+        entries = [bootstrap]
+    elif isinstance(bootstrap, Sequence) and not isinstance(bootstrap, (bytes, bytearray)):
+        entries = list(bootstrap)
+    else:
+        raise TypeError(
+            f"bootstrap must be a 'host:port' string or a sequence of addresses,"
+            f" not {type(bootstrap).__name__}"
+        )
+    if not entries:
+        raise ValueError("bootstrap lists no broker address")
+    return tuple(dict.fromkeys(_parse_entry(e) for e in entries))
