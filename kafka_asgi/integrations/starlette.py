@@ -1,0 +1,98 @@
+"""Starlette helpers: a lifespan that composes with the app's own, and the request logger.
+
+::
+
+    from kafka_asgi.integrations.starlette import kafka_lifespan, event_logger
+    from kafka_asgi.integrations.asgi import AccessLogMiddleware
+
+    app = Starlette(
+        routes=[...],
+        lifespan=kafka_lifespan(bootstrap="127.0.0.1:9092", lifespan=my_lifespan),
+        middleware=[Middleware(AccessLogMiddleware, topic="access-log")],
+    )
+
+    async def checkout(request):
+        event_logger(request).log("orders", {"total": 42})   # or request.state.kafka
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+from starlette.requests import HTTPConnection
+
+from kafka_asgi.integrations.asgi import (
+    PRODUCER_STATE_KEY,
+    PRODUCERS_STATE_KEY,
+    AccessLogMiddleware,
+    EventLogger,
+    KafkaLifespan,
+    _validate_lifespan_options,
+    get_event_logger,
+    producer_lifespan,
+)
+
+__all__ = [
+    "AccessLogMiddleware",
+    "EventLogger",
+    "KafkaLifespan",
+    "event_logger",
+    "kafka_lifespan",
+]
+
+Lifespan = Callable[[Any], AbstractAsyncContextManager[Any]]
+
+
+def kafka_lifespan(
+    lifespan: Callable[[Any], Any] | None = None, **options: Any
+) -> Callable[[Any], AbstractAsyncContextManager[dict[str, Any]]]:
+    """A Starlette/FastAPI ``lifespan=`` running the producer around the app's own.
+
+    ``lifespan`` is the app's own lifespan (an async context manager factory or an
+    async generator function, as Starlette accepts); keyword options are those of
+    :func:`kafka_asgi.integrations.asgi.producer_lifespan`. The yielded state holds
+    ``kafka_producers`` ({cluster: producer}), ``kafka_producer`` for the "default"
+    cluster, and whatever state the app's own lifespan yields.
+    """
+    _validate_lifespan_options(
+        options.get("cluster", "default"),
+        options.get("on_unreachable", "buffer"),
+        options.get("startup_timeout", 5.0),
+        options.get("shutdown_timeout", 10.0),
+        options.get("create_topics", ()),
+    )
+    unknown = set(options) - set(inspect.signature(producer_lifespan).parameters)
+    if unknown:
+        raise TypeError(f"kafka_lifespan got unknown options: {sorted(unknown)}")
+    if lifespan is not None and not callable(lifespan):
+        raise TypeError(f"lifespan must be callable, not {lifespan!r}")
+    inner: Lifespan | None
+    if lifespan is not None and inspect.isasyncgenfunction(lifespan):
+        inner = asynccontextmanager(lifespan)
+    else:
+        inner = lifespan
+    cluster: str = options.get("cluster", "default")
+
+    @asynccontextmanager
+    async def combined(app: Any) -> AsyncIterator[dict[str, Any]]:
+        async with producer_lifespan(**options) as producer:
+            state: dict[str, Any] = {PRODUCERS_STATE_KEY: {cluster: producer}}
+            if cluster == "default":
+                state[PRODUCER_STATE_KEY] = producer
+            if inner is None:
+                yield state
+                return
+            async with inner(app) as own_state:
+                if own_state:
+                    state.update(own_state)
+                yield state
+
+    return combined
+
+
+def event_logger(conn: HTTPConnection, cluster: str = "default") -> EventLogger:
+    """The request's (or WebSocket's) EventLogger, also at ``request.state.kafka``."""
+    return get_event_logger(conn.scope, cluster)

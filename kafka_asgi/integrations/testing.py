@@ -1,0 +1,344 @@
+"""Test helpers for the test suites of apps that use kafka_asgi.
+
+:class:`InMemoryProducer` has the public methods of :class:`kafka_asgi.producer.Producer`
+and keeps every event in a list instead of shipping it, so an app's tests can assert on
+what it would have sent without a broker::
+
+    from kafka_asgi.integrations.testing import capture_events
+
+    def test_checkout(client):
+        with capture_events() as kafka:        # or the ``kafka_events`` pytest fixture
+            client.post("/checkout", json={...})
+        assert kafka.json_values("orders") == [{...}]
+
+:func:`capture_events` registers the in-memory producer under a cluster name and makes
+the kafka_asgi lifespans (ASGI, Starlette/FastAPI, Django) use it instead of creating a
+real producer, so the app under test needs no change.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import anyio
+
+from kafka_asgi.integrations._interim import (
+    BufferFullError,
+    ProducerStats,
+    RecordMetadata,
+    get_producer,
+    register_producer,
+    unregister_producer,
+)
+from kafka_asgi.integrations._producer_api import Headers
+from kafka_asgi.protocol.errors import KafkaError
+
+__all__ = [
+    "CapturedEvent",
+    "InMemoryProducer",
+    "capture_events",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class CapturedEvent:
+    """One event as the producer would have put it on the wire (str values are UTF-8)."""
+
+    topic: str
+    value: bytes | None
+    key: bytes | None = None
+    headers: tuple[tuple[str, bytes | None], ...] = ()
+    partition: int | None = None
+    timestamp: int | None = None
+
+    def json(self) -> Any:
+        """The value decoded as JSON."""
+        if self.value is None:
+            raise ValueError(f"event on {self.topic!r} has a null value, not JSON")
+        return json.loads(self.value)
+
+    def header(self, name: str) -> bytes | None:
+        """The last header called ``name`` (Kafka allows repeats); KeyError if absent."""
+        for hname, hvalue in reversed(self.headers):
+            if hname == name:
+                return hvalue
+        raise KeyError(name)
+
+
+def _as_bytes(what: str, value: object) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"{what} must be bytes, str or None, not {type(value).__name__}: {value!r}")
+
+
+def _headers(headers: Headers) -> tuple[tuple[str, bytes | None], ...]:
+    if headers is None:
+        return ()
+    items: Any = list(headers.items()) if isinstance(headers, Mapping) else headers
+    if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
+        raise TypeError(
+            "headers must be a mapping or a sequence of (name, value) pairs, "
+            f"not {type(headers).__name__}: {headers!r}"
+        )
+    out = []
+    for item in items:
+        if not isinstance(item, tuple) or len(item) != 2:
+            raise TypeError(f"header must be a (name, value) pair, not {item!r}")
+        name, value = item
+        if not isinstance(name, str):
+            raise TypeError(f"header name must be str, not {type(name).__name__}: {name!r}")
+        out.append((name, _as_bytes(f"header {name!r} value", value)))
+    return tuple(out)
+
+
+class InMemoryProducer:
+    """A producer that captures events in memory; same public methods as Producer.
+
+    ``send_nowait`` validates its arguments like the real producer (TypeError /
+    ValueError naming the bad value) and records the event at once. ``send``
+    returns a RecordMetadata with per-partition offsets counted from 0 (partition
+    0 unless one is given).
+
+    To exercise an app's failure paths, set ``buffer_full = True`` (``send_nowait``
+    raises BufferFullError, as a producer at ``max_buffering`` does), or
+    ``max_buffering`` to make that happen once that many events are held.
+    Setting ``reachable = False`` makes :meth:`check_reachable` fail, which the
+    lifespans use to decide whether Kafka is up at startup.
+
+    Thread-safe: events may be sent from any thread, as with the real producer
+    behind the integrations' thread hand-off.
+    """
+
+    def __init__(self, *, max_buffering: int | None = None, reachable: bool = True) -> None:
+        if max_buffering is not None and (not isinstance(max_buffering, int) or max_buffering < 1):
+            raise ValueError(f"max_buffering must be a positive int or None, not {max_buffering!r}")
+        self.max_buffering = max_buffering
+        self.buffer_full = False
+        self.reachable = reachable
+        self.events: list[CapturedEvent] = []
+        self.started = False
+        self.closed = False
+        self.flushes = 0
+        self._offsets: dict[tuple[str, int], int] = {}
+        self._rejected = 0
+        self._lock = threading.Lock()
+
+    # -- the Producer API --------------------------------------------------------------
+
+    def send_nowait(
+        self,
+        topic: str,
+        value: bytes | str | None,
+        key: bytes | str | None = None,
+        headers: Headers = None,
+        partition: int | None = None,
+        timestamp: int | None = None,
+    ) -> None:
+        self._capture(topic, value, key, headers, partition, timestamp)
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | str | None,
+        key: bytes | str | None = None,
+        headers: Headers = None,
+        partition: int | None = None,
+        timestamp: int | None = None,
+    ) -> RecordMetadata:
+        event = self._capture(topic, value, key, headers, partition, timestamp)
+        await anyio.lowlevel.checkpoint()
+        part = event.partition or 0
+        with self._lock:
+            offset = self._offsets.get((topic, part), 0)
+            self._offsets[(topic, part)] = offset + 1
+        ts = event.timestamp if event.timestamp is not None else int(time.time() * 1000)
+        return RecordMetadata(topic=topic, partition=part, offset=offset, timestamp=ts)
+
+    async def send_buffered(
+        self,
+        topic: str,
+        value: bytes | str | None,
+        key: bytes | str | None = None,
+        headers: Headers = None,
+        partition: int | None = None,
+        timestamp: int | None = None,
+    ) -> None:
+        self._capture(topic, value, key, headers, partition, timestamp)
+        await anyio.lowlevel.checkpoint()
+
+    async def flush(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - Producer API
+        if timeout is not None and timeout < 0:
+            raise ValueError(f"timeout must be >= 0 or None, not {timeout!r}")
+        self.flushes += 1
+        await anyio.lowlevel.checkpoint()
+
+    def stats(self) -> ProducerStats:
+        with self._lock:
+            n = len(self.events)
+            size = sum(len(e.value or b"") + len(e.key or b"") for e in self.events)
+        return ProducerStats(
+            enqueued=n, delivered=n, failed=self._rejected, bytes_sent=size, batches_sent=n
+        )
+
+    async def start(self) -> None:
+        if self.closed:
+            raise RuntimeError("InMemoryProducer was closed; make a new one")
+        self.started = True
+        await anyio.lowlevel.checkpoint()
+
+    async def aclose(self) -> None:
+        self.closed = True
+        await anyio.lowlevel.checkpoint()
+
+    async def __aenter__(self) -> InMemoryProducer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.flush()
+        await self.aclose()
+
+    # -- test-side helpers ----------------------------------------------------------------
+
+    async def check_reachable(self) -> None:
+        """What the lifespans call at startup (within a deadline); fails when ``reachable``
+        is False."""
+        await anyio.lowlevel.checkpoint()
+        if not self.reachable:
+            raise KafkaError("InMemoryProducer: Kafka marked unreachable (reachable=False)")
+
+    def events_for(self, topic: str) -> list[CapturedEvent]:
+        with self._lock:
+            return [e for e in self.events if e.topic == topic]
+
+    def json_values(self, topic: str) -> list[Any]:
+        """The values sent to ``topic``, decoded as JSON, in send order."""
+        return [e.json() for e in self.events_for(topic)]
+
+    def clear(self) -> None:
+        with self._lock:
+            self.events.clear()
+            self._offsets.clear()
+
+    async def wait_for(
+        self,
+        count: int,
+        topic: str | None = None,
+        timeout: float = 5.0,  # noqa: ASYNC109 - mirrors wait_for_sync
+    ) -> None:
+        """Wait until ``count`` events (on ``topic``, or any) were captured; TimeoutError."""
+        with anyio.fail_after(timeout):
+            # Polling, not an Event: events also arrive from other threads, which cannot
+            # set an anyio.Event.
+            while self._count(topic) < count:  # noqa: ASYNC110
+                await anyio.sleep(0.005)
+
+    def wait_for_sync(self, count: int, topic: str | None = None, timeout: float = 5.0) -> None:
+        """:meth:`wait_for` for synchronous tests (events sent from other threads)."""
+        deadline = time.monotonic() + timeout
+        while self._count(topic) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{self._count(topic)} of {count} events on {topic or 'any topic'} "
+                    f"after {timeout}s"
+                )
+            time.sleep(0.005)
+
+    def _count(self, topic: str | None) -> int:
+        if topic is None:
+            return len(self.events)
+        return len(self.events_for(topic))
+
+    def _capture(
+        self,
+        topic: object,
+        value: object,
+        key: object,
+        headers: Headers,
+        partition: object,
+        timestamp: object,
+    ) -> CapturedEvent:
+        if not isinstance(topic, str) or not topic:
+            raise ValueError(f"topic must be a non-empty str, not {topic!r}")
+        if partition is not None and (
+            not isinstance(partition, int) or isinstance(partition, bool) or partition < 0
+        ):
+            raise ValueError(f"partition must be an int >= 0 or None, not {partition!r}")
+        if timestamp is not None and (
+            not isinstance(timestamp, int) or isinstance(timestamp, bool) or timestamp < 0
+        ):
+            raise ValueError(
+                f"timestamp must be an int (ms since the epoch) or None, not {timestamp!r}"
+            )
+        event = CapturedEvent(
+            topic=topic,
+            value=_as_bytes("value", value),
+            key=_as_bytes("key", key),
+            headers=_headers(headers),
+            partition=partition,
+            timestamp=timestamp,
+        )
+        if self.closed:
+            raise RuntimeError("InMemoryProducer is closed")
+        with self._lock:
+            if self.buffer_full or (
+                self.max_buffering is not None and len(self.events) >= self.max_buffering
+            ):
+                self._rejected += 1
+                raise BufferFullError(
+                    f"InMemoryProducer buffer is full ({len(self.events)} events held)"
+                )
+            self.events.append(event)
+        return event
+
+
+# Lifespans started while capture_events() is active use the capturing producer.
+_overrides: dict[str, InMemoryProducer] = {}
+
+
+def override_for(cluster: str) -> InMemoryProducer | None:
+    """The producer a lifespan must use for ``cluster`` under :func:`capture_events`."""
+    return _overrides.get(cluster)
+
+
+@contextmanager
+def capture_events(
+    cluster: str = "default", producer: InMemoryProducer | None = None
+) -> Iterator[InMemoryProducer]:
+    """Capture what the app would ship to ``cluster`` in an InMemoryProducer.
+
+    The producer is registered under ``cluster`` (so ``get_producer(cluster)``, the
+    access-log middleware and the request loggers find it even where no lifespan
+    runs) and every kafka_asgi lifespan started meanwhile uses it instead of
+    connecting to Kafka.
+    """
+    if cluster in _overrides:
+        raise RuntimeError(f"capture_events({cluster!r}) is already active")
+    producer = producer if producer is not None else InMemoryProducer()
+    _overrides[cluster] = producer
+    register_producer(cluster, producer)
+    try:
+        yield producer
+    finally:
+        del _overrides[cluster]
+        try:
+            if get_producer(cluster) is producer:
+                unregister_producer(cluster)
+        except KeyError:
+            pass

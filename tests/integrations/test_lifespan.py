@@ -1,0 +1,206 @@
+"""KafkaLifespan (pure ASGI) and kafka_lifespan (Starlette/FastAPI), with in-memory producers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+
+from kafka_asgi.integrations._interim import ProducerStats, get_producer
+from kafka_asgi.integrations.asgi import (
+    KafkaLifespan,
+    KafkaUnreachableError,
+    producer_lifespan,
+)
+from kafka_asgi.integrations.starlette import kafka_lifespan
+from kafka_asgi.integrations.testing import InMemoryProducer, capture_events
+from kafka_asgi.integrations.threads import get_sender
+
+from .asgi_helpers import LifespanFailed, run_lifespan
+
+pytestmark = pytest.mark.anyio
+
+
+async def no_lifespan_app(scope: Any, receive: Any, send: Any) -> None:
+    # What Django's ASGIHandler does with a lifespan scope.
+    raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+
+
+async def test_wrapper_runs_producer_for_app_without_lifespan(anyio_backend: str) -> None:
+    made: list[InMemoryProducer] = []
+
+    def factory() -> InMemoryProducer:
+        made.append(InMemoryProducer())
+        return made[-1]
+
+    app = KafkaLifespan(no_lifespan_app, cluster="c-nolife", producer_factory=factory)
+    async with run_lifespan(app) as state:
+        (producer,) = made
+        assert producer.started and not producer.closed
+        assert get_producer("c-nolife") is producer
+        assert state["kafka_producers"] == {"c-nolife": producer}
+        assert "kafka_producer" not in state  # only the "default" cluster gets the short key
+        assert get_sender("c-nolife") is not None
+    assert producer.closed and producer.flushes >= 1
+    with pytest.raises(KeyError):
+        get_producer("c-nolife")
+    assert get_sender("c-nolife") is None
+
+
+async def test_wrapper_composes_with_app_lifespan(anyio_backend: str) -> None:
+    """The app's startup already has the producer; its shutdown still can send."""
+    order: list[str] = []
+
+    @asynccontextmanager
+    async def app_lifespan(app: Any) -> AsyncIterator[dict[str, Any]]:
+        producer = get_producer("default")
+        producer.send_nowait("app", b"started")
+        order.append("app-start")
+        yield {"db": "connected"}
+        producer.send_nowait("app", b"stopping")
+        order.append("app-stop")
+
+    inner = Starlette(lifespan=app_lifespan)
+    producer = InMemoryProducer()
+    app = KafkaLifespan(inner, producer_factory=lambda: producer)
+    async with run_lifespan(app) as state:
+        assert state["kafka_producer"] is producer
+        assert state["db"] == "connected"
+        assert order == ["app-start"]
+    assert order == ["app-start", "app-stop"]
+    assert [e.value for e in producer.events] == [b"started", b"stopping"]
+    assert producer.closed
+
+
+async def test_wrapper_reports_app_startup_failure(anyio_backend: str) -> None:
+    @asynccontextmanager
+    async def broken(app: Any) -> AsyncIterator[None]:
+        raise RuntimeError("database down")
+        yield  # pragma: no cover
+
+    producer = InMemoryProducer()
+    app = KafkaLifespan(Starlette(lifespan=broken), producer_factory=lambda: producer)
+    with pytest.raises(LifespanFailed, match="database down"):
+        async with run_lifespan(app):
+            pass  # pragma: no cover
+    assert producer.closed
+    with pytest.raises(KeyError):
+        get_producer("default")
+
+
+async def test_unreachable_fail_mode(anyio_backend: str) -> None:
+    producer = InMemoryProducer(reachable=False)
+    app = KafkaLifespan(no_lifespan_app, producer_factory=lambda: producer, on_unreachable="fail")
+    with pytest.raises(LifespanFailed, match="unreachable at startup"):
+        async with run_lifespan(app):
+            pass  # pragma: no cover
+    assert producer.closed
+    with pytest.raises(KafkaUnreachableError):
+        async with producer_lifespan(
+            producer_factory=lambda: InMemoryProducer(reachable=False), on_unreachable="fail"
+        ):
+            pass  # pragma: no cover
+
+
+async def test_unreachable_buffer_mode_warns_once(
+    anyio_backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    producer = InMemoryProducer(reachable=False)
+    app = KafkaLifespan(no_lifespan_app, producer_factory=lambda: producer)
+    with caplog.at_level(logging.WARNING, logger="kafka_asgi"):
+        async with run_lifespan(app):
+            producer.send_nowait("t", b"buffered")
+    warnings = [r for r in caplog.records if "unreachable at startup" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "buffering" in warnings[0].getMessage()
+    assert [e.value for e in producer.events] == [b"buffered"]
+
+
+class StuckProducer(InMemoryProducer):
+    """Reports events still buffered after the final flush, as with Kafka down."""
+
+    def stats(self) -> ProducerStats:
+        return ProducerStats(enqueued=7, delivered=4, buffered=3)
+
+
+async def test_shutdown_reports_what_is_left(
+    anyio_backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    producer = StuckProducer()
+    with caplog.at_level(logging.WARNING, logger="kafka_asgi"):
+        async with producer_lifespan(producer_factory=lambda: producer, shutdown_timeout=0.5):
+            pass
+    (warning,) = [r for r in caplog.records if "still unsent" in r.getMessage()]
+    assert "3 event(s)" in warning.getMessage()
+    assert producer.closed
+
+
+async def test_starlette_lifespan_helper_composes(anyio_backend: str) -> None:
+    seen: dict[str, Any] = {}
+
+    async def own(app: Any) -> AsyncIterator[dict[str, Any]]:  # an async generator, too
+        seen["producer_at_startup"] = get_producer("default")
+        yield {"cache": 1}
+        seen["stopped"] = True
+
+    producer = InMemoryProducer()
+    app = Starlette(lifespan=kafka_lifespan(own, producer_factory=lambda: producer))
+    async with run_lifespan(app) as state:
+        assert state["kafka_producer"] is producer
+        assert state["kafka_producers"] == {"default": producer}
+        assert state["cache"] == 1
+    assert seen == {"producer_at_startup": producer, "stopped": True}
+    assert producer.closed
+
+
+async def test_capture_events_overrides_the_lifespans(anyio_backend: str) -> None:
+    with capture_events() as captured:
+        app = Starlette(lifespan=kafka_lifespan(bootstrap="127.0.0.1:1"))
+        async with run_lifespan(app) as state:
+            assert state["kafka_producer"] is captured
+            get_producer().send_nowait("t", b"x")
+        # Not ours to close: the test still reads it.
+        assert not captured.closed
+    assert [e.value for e in captured.events] == [b"x"]
+
+
+@pytest.mark.parametrize(
+    ("options", "exc", "match"),
+    [
+        ({"on_unreachable": "retry"}, ValueError, "on_unreachable"),
+        ({"startup_timeout": -1}, ValueError, "startup_timeout"),
+        ({"shutdown_timeout": "10"}, ValueError, "shutdown_timeout"),
+        ({"cluster": ""}, ValueError, "cluster"),
+        ({"create_topics": "logs"}, TypeError, "create_topics"),
+        ({"create_topics": [("logs", 0)]}, ValueError, "create_topics"),
+        ({"bootstrap_servers": "x"}, TypeError, "bootstrap_servers"),
+    ],
+)
+def test_bad_options_fail_at_construction(
+    options: dict[str, Any], exc: type[Exception], match: str
+) -> None:
+    with pytest.raises(exc, match=match):
+        KafkaLifespan(no_lifespan_app, **options)
+    with pytest.raises(exc, match=match):
+        kafka_lifespan(**options)
+
+
+async def test_lifespan_without_bootstrap_or_factory(anyio_backend: str) -> None:
+    with pytest.raises(ValueError, match="bootstrap"):
+        async with producer_lifespan():
+            pass  # pragma: no cover
+
+
+async def test_other_scopes_pass_through(anyio_backend: str) -> None:
+    calls: list[str] = []
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        calls.append(scope["type"])
+
+    app = KafkaLifespan(inner, producer_factory=InMemoryProducer)
+    await app({"type": "http"}, None, None)
+    assert calls == ["http"]

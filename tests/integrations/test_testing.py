@@ -1,0 +1,165 @@
+"""The in-memory producer and capture_events: the helpers apps use in their own tests."""
+
+from __future__ import annotations
+
+import threading
+
+import anyio
+import pytest
+
+from kafka_asgi.integrations._interim import BufferFullError, get_producer
+from kafka_asgi.integrations.testing import (
+    CapturedEvent,
+    InMemoryProducer,
+    capture_events,
+    override_for,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_captures_every_send_method(anyio_backend: str) -> None:
+    async with InMemoryProducer() as p:
+        p.send_nowait("a", b"1", key="k", headers={"h": "v"}, partition=2, timestamp=5)
+        md = await p.send("a", "2")
+        md2 = await p.send("a", "3")
+        await p.send_buffered("b", None, headers=[("x", None), ("x", b"y")])
+    assert p.closed and p.started
+    assert p.events[0] == CapturedEvent("a", b"1", b"k", (("h", b"v"),), 2, 5)
+    assert [e.value for e in p.events_for("a")] == [b"1", b"2", b"3"]
+    assert (md.topic, md.partition, md.offset) == ("a", 0, 0)
+    assert md2.offset == 1
+    assert p.events[3].value is None
+    assert p.events[3].header("x") == b"y"
+    with pytest.raises(KeyError):
+        p.events[3].header("nope")
+    stats = p.stats()
+    assert stats.enqueued == stats.delivered == 4
+    assert p.flushes == 1
+
+
+async def test_json_values_and_clear(anyio_backend: str) -> None:
+    p = InMemoryProducer()
+    p.send_nowait("t", b'{"a": 1}')
+    p.send_nowait("t", '{"a": 2}')
+    p.send_nowait("other", b"[]")
+    assert p.json_values("t") == [{"a": 1}, {"a": 2}]
+    p.clear()
+    assert p.events == []
+    with pytest.raises(ValueError, match="null value"):
+        CapturedEvent("t", None).json()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"topic": ""}, ValueError, "topic"),
+        ({"topic": 3}, ValueError, "topic"),
+        ({"value": 12}, TypeError, "value must be bytes"),
+        ({"key": 1.5}, TypeError, "key must be bytes"),
+        ({"headers": "h"}, TypeError, "headers must be"),
+        ({"headers": [("a",)]}, TypeError, "pair"),
+        ({"headers": {1: b"x"}}, TypeError, "header name"),
+        ({"headers": {"a": 1}}, TypeError, "header 'a' value"),
+        ({"partition": -1}, ValueError, "partition"),
+        ({"partition": True}, ValueError, "partition"),
+        ({"timestamp": "now"}, ValueError, "timestamp"),
+    ],
+)
+def test_bad_input_is_named(kwargs: dict[str, object], exc: type[Exception], match: str) -> None:
+    p = InMemoryProducer()
+    args: dict[str, object] = {"topic": "t", "value": b"v", **kwargs}
+    with pytest.raises(exc, match=match):
+        p.send_nowait(**args)  # type: ignore[arg-type]
+    assert p.events == []
+
+
+def test_buffer_full_and_max_buffering() -> None:
+    p = InMemoryProducer(max_buffering=2)
+    p.send_nowait("t", b"1")
+    p.send_nowait("t", b"2")
+    with pytest.raises(BufferFullError, match="full"):
+        p.send_nowait("t", b"3")
+    q = InMemoryProducer()
+    q.buffer_full = True
+    with pytest.raises(BufferFullError):
+        q.send_nowait("t", b"1")
+    assert q.stats().failed == 1
+    with pytest.raises(ValueError, match="max_buffering"):
+        InMemoryProducer(max_buffering=0)
+
+
+async def test_closed_producer_refuses(anyio_backend: str) -> None:
+    p = InMemoryProducer()
+    await p.aclose()
+    with pytest.raises(RuntimeError, match="closed"):
+        p.send_nowait("t", b"x")
+    with pytest.raises(RuntimeError, match="closed"):
+        await p.start()
+    with pytest.raises(ValueError, match="timeout"):
+        await p.flush(timeout=-1)
+
+
+async def test_check_reachable(anyio_backend: str) -> None:
+    await InMemoryProducer().check_reachable()
+    with pytest.raises(Exception, match="unreachable"):
+        await InMemoryProducer(reachable=False).check_reachable()
+
+
+def test_thread_safe_capture() -> None:
+    p = InMemoryProducer()
+
+    def worker(n: int) -> None:
+        for i in range(500):
+            p.send_nowait("t", f"{n}-{i}")
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(e.value for e in p.events) == sorted(
+        f"{n}-{i}".encode() for n in range(4) for i in range(500)
+    )
+
+
+async def test_wait_for(anyio_backend: str) -> None:
+    p = InMemoryProducer()
+
+    def later() -> None:
+        p.send_nowait("t", b"x")
+
+    timer = threading.Timer(0.05, later)
+    timer.start()
+    await p.wait_for(1, topic="t", timeout=5)
+    with pytest.raises(TimeoutError):
+        await p.wait_for(2, timeout=0.05)
+    with pytest.raises(TimeoutError, match="1 of 2"):
+        p.wait_for_sync(2, topic="t", timeout=0.05)
+    await anyio.to_thread.run_sync(timer.join)
+
+
+def test_capture_events_registers_and_restores() -> None:
+    with pytest.raises(KeyError):
+        get_producer("cap-test")
+    with capture_events("cap-test") as p:
+        assert get_producer("cap-test") is p
+        assert override_for("cap-test") is p
+        with pytest.raises(RuntimeError, match="already active"):
+            with capture_events("cap-test"):
+                pass
+    assert override_for("cap-test") is None
+    with pytest.raises(KeyError):
+        get_producer("cap-test")
+
+
+def test_kafka_events_fixture(kafka_events: InMemoryProducer) -> None:
+    """The pytest plugin's fixture (entry point pytest11) captures the default cluster."""
+    assert get_producer("default") is kafka_events
+    get_producer("default").send_nowait("t", b"x")
+    assert kafka_events.events == [CapturedEvent("t", b"x")]
+
+
+def test_kafka_events_for_fixture(kafka_events_for) -> None:  # type: ignore[no-untyped-def]
+    p = kafka_events_for("analytics")
+    assert get_producer("analytics") is p
