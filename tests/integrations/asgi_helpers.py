@@ -59,3 +59,44 @@ async def run_lifespan(app: Any) -> AsyncIterator[dict[str, Any]]:
                 failure = reply.get("message", reply["type"])
     if failure is not None:
         raise LifespanFailed(failure)
+
+
+async def websocket_session(
+    app: Any,
+    path: str,
+    incoming: list[dict[str, Any]],
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> list[dict[str, Any]]:
+    """Run one WebSocket session: the client's messages in order, then a disconnect.
+
+    Returns what the app sent.
+    """
+    scope = {
+        "type": "websocket",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "scheme": "ws",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"testserver"), *(headers or [])],
+        "client": ("10.0.0.9", 4321),
+        "server": ("testserver", 80),
+        "subprotocols": [],
+    }
+    script = [{"type": "websocket.connect"}, *incoming]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        await anyio.lowlevel.checkpoint()
+        if script:
+            return script.pop(0)
+        return {"type": "websocket.disconnect", "code": 1000}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    with anyio.fail_after(10):
+        await app(scope, receive, send)
+    return sent

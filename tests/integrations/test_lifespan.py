@@ -46,7 +46,7 @@ async def test_wrapper_runs_producer_for_app_without_lifespan(anyio_backend: str
         assert "kafka_producer" not in state  # only the "default" cluster gets the short key
         assert get_sender("c-nolife") is not None
     assert producer.closed and producer.flushes >= 1
-    with pytest.raises(KeyError):
+    with pytest.raises(LookupError):
         get_producer("c-nolife")
     assert get_sender("c-nolife") is None
 
@@ -88,7 +88,7 @@ async def test_wrapper_reports_app_startup_failure(anyio_backend: str) -> None:
         async with run_lifespan(app):
             pass  # pragma: no cover
     assert producer.closed
-    with pytest.raises(KeyError):
+    with pytest.raises(LookupError):
         get_producer("default")
 
 

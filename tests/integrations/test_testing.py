@@ -140,7 +140,7 @@ async def test_wait_for(anyio_backend: str) -> None:
 
 
 def test_capture_events_registers_and_restores() -> None:
-    with pytest.raises(KeyError):
+    with pytest.raises(LookupError):
         get_producer("cap-test")
     with capture_events("cap-test") as p:
         assert get_producer("cap-test") is p
@@ -149,7 +149,7 @@ def test_capture_events_registers_and_restores() -> None:
             with capture_events("cap-test"):
                 pass
     assert override_for("cap-test") is None
-    with pytest.raises(KeyError):
+    with pytest.raises(LookupError):
         get_producer("cap-test")
 
 

@@ -1,0 +1,147 @@
+"""KafkaLogHandler: records as JSON events, never blocking, bounded, counted."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+
+import anyio
+import pytest
+
+from kafka_asgi.integrations.asgi import producer_lifespan
+from kafka_asgi.integrations.logging import KafkaLogHandler
+from kafka_asgi.integrations.testing import InMemoryProducer
+from kafka_asgi.integrations.threads import BackgroundProducer
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def log() -> Iterator[logging.Logger]:
+    logger = logging.getLogger(f"app.test.{threading.get_ident()}.{id(object())}")
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    yield logger
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+
+
+async def test_records_from_loop_and_threads(anyio_backend: str, log: logging.Logger) -> None:
+    handler = KafkaLogHandler("logs", cluster="log-a", extra={"service": "shop"})
+    log.addHandler(handler)
+    producer = InMemoryProducer()
+    async with producer_lifespan(cluster="log-a", producer_factory=lambda: producer):
+        log.info("hello %s", "loop", extra={"order_id": 7})
+
+        def from_thread() -> None:
+            try:
+                raise ValueError("bad")
+            except ValueError:
+                log.exception("failed in thread")
+
+        await anyio.to_thread.run_sync(from_thread)
+        await producer.wait_for(2, topic="logs")
+    first, second = producer.json_values("logs")
+    assert first["message"] == "hello loop"
+    assert first["level"] == "INFO"
+    assert first["logger"] == log.name
+    assert first["order_id"] == 7
+    assert first["service"] == "shop"
+    assert first["function"] == "test_records_from_loop_and_threads"
+    assert isinstance(first["timestamp"], int) and isinstance(first["line"], int)
+    assert second["level"] == "ERROR"
+    assert second["thread"] != first["thread"]
+    assert "ValueError: bad" in second["exception"]
+    assert handler.sent == 2 and handler.dropped == 0
+
+
+async def test_records_before_startup_wait_in_a_bounded_queue(
+    anyio_backend: str, log: logging.Logger
+) -> None:
+    handler = KafkaLogHandler("logs", cluster="log-b", max_queue=3)
+    log.addHandler(handler)
+    for i in range(5):
+        log.warning("early %d", i)
+    assert handler.pending == 3 and handler.dropped == 2
+    producer = InMemoryProducer()
+    async with producer_lifespan(cluster="log-b", producer_factory=lambda: producer):
+        log.warning("started")
+    assert [e["message"] for e in producer.json_values("logs")] == [
+        "early 0",
+        "early 1",
+        "early 2",
+        "started",
+    ]
+    assert handler.pending == 0 and handler.sent == 4
+
+
+async def test_full_producer_is_counted_not_raised(anyio_backend: str, log: logging.Logger) -> None:
+    handler = KafkaLogHandler("logs", cluster="log-c")
+    log.addHandler(handler)
+    producer = InMemoryProducer(max_buffering=2)
+    async with producer_lifespan(cluster="log-c", producer_factory=lambda: producer):
+        for i in range(5):
+            log.error("e%d", i)  # must not raise
+    assert len(producer.events) == 2
+    assert handler.dropped == 3 and handler.sent == 2
+
+
+async def test_own_logs_and_formatter(anyio_backend: str) -> None:
+    handler = KafkaLogHandler("logs", cluster="log-d")
+    handler.setFormatter(logging.Formatter("%(levelname)s|%(message)s"))
+    producer = InMemoryProducer()
+    own = logging.getLogger("kafka_asgi.integrations.test-own")
+    app = logging.getLogger("app.test-formatter")
+    for lg in (own, app):
+        lg.addHandler(handler)
+    try:
+        async with producer_lifespan(cluster="log-d", producer_factory=lambda: producer):
+            own.warning("from the library")
+            app.warning("from the app")
+    finally:
+        for lg in (own, app):
+            lg.removeHandler(handler)
+    assert [e["message"] for e in producer.json_values("logs")] == ["WARNING|from the app"]
+
+
+def test_serializer_failure_goes_to_handle_error(log: logging.Logger) -> None:
+    def broken(event: object) -> bytes:
+        raise RuntimeError("cannot serialize")
+
+    handler = KafkaLogHandler("logs", cluster="log-e", serializer=broken)
+    errors: list[logging.LogRecord] = []
+    handler.handleError = errors.append  # type: ignore[method-assign]
+    log.addHandler(handler)
+    log.info("x")
+    assert handler.dropped == 1 and len(errors) == 1
+
+
+def test_with_a_background_producer(log: logging.Logger) -> None:
+    """A WSGI process: the producer runs in its own thread with its own loop."""
+    producer = InMemoryProducer()
+    bg = BackgroundProducer(cluster="log-f", producer_factory=lambda: producer)
+    bg.ensure_started()
+    handler = KafkaLogHandler("logs", cluster="log-f")
+    log.addHandler(handler)
+    try:
+        for i in range(20):
+            log.info("line %d", i)
+        producer.wait_for_sync(20, topic="logs")
+    finally:
+        bg.stop()
+    assert [e["message"] for e in producer.json_values("logs")] == [f"line {i}" for i in range(20)]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"topic": ""}, ValueError, "topic"),
+        ({"topic": "t", "max_queue": 0}, ValueError, "max_queue"),
+        ({"topic": "t", "cluster": ""}, ValueError, "cluster"),
+        ({"topic": "t", "key": "k"}, TypeError, "key"),
+    ],
+)
+def test_bad_options(kwargs: dict[str, object], exc: type[Exception], match: str) -> None:
+    with pytest.raises(exc, match=match):
+        KafkaLogHandler(**kwargs)  # type: ignore[arg-type]

@@ -1,0 +1,122 @@
+"""Thread hand-off: ThreadSafeSender and BackgroundProducer (the WSGI case)."""
+
+from __future__ import annotations
+
+import threading
+
+import anyio
+import pytest
+
+from kafka_asgi.integrations._interim import BufferFullError, get_producer
+from kafka_asgi.integrations.asgi import producer_lifespan
+from kafka_asgi.integrations.testing import InMemoryProducer
+from kafka_asgi.integrations.threads import BackgroundProducer, ThreadSafeSender, get_sender
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_events_from_many_threads_reach_the_producer(anyio_backend: str) -> None:
+    producer = InMemoryProducer()
+    async with producer_lifespan(cluster="thr", producer_factory=lambda: producer):
+        sender = get_sender("thr")
+        assert sender is not None
+        sender.send_nowait("t", b"on-loop")  # the loop's own thread: direct
+        assert producer.events[-1].value == b"on-loop"
+
+        def worker(n: int) -> None:
+            for i in range(200):
+                sender.send_nowait("t", f"{n}:{i}".encode(), key=str(n))
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        await anyio.to_thread.run_sync(lambda: [t.join() for t in threads])
+        await producer.wait_for(801, topic="t")
+    values = [e.value for e in producer.events[1:]]
+    assert sorted(values) == sorted(f"{n}:{i}".encode() for n in range(4) for i in range(200))
+    # Per-thread order is kept.
+    for n in range(4):
+        mine = [v for v in values if v is not None and v.startswith(f"{n}:".encode())]
+        assert mine == [f"{n}:{i}".encode() for i in range(200)]
+    assert sender.dropped == 0
+
+
+async def test_queued_events_are_handed_over_at_shutdown(anyio_backend: str) -> None:
+    producer = InMemoryProducer()
+    async with producer_lifespan(cluster="thr2", producer_factory=lambda: producer):
+        sender = get_sender("thr2")
+        assert sender is not None
+        # Queued from a thread with no chance for the loop to drain before shutdown.
+        await anyio.to_thread.run_sync(sender.send_nowait, "t", b"late")
+    assert [e.value for e in producer.events] == [b"late"]
+    with pytest.raises(BufferFullError, match="not running"):
+        sender.send_nowait("t", b"after close")
+
+
+def test_full_queue_raises_and_counts() -> None:
+    sender = ThreadSafeSender(InMemoryProducer(), max_queue=2)
+
+    async def main() -> None:
+        sender.bind()
+        # Block the loop so nothing drains while the other thread fills the queue.
+        results: list[str] = []
+
+        def fill() -> None:
+            for i in range(3):
+                try:
+                    sender.send_nowait("t", b"%d" % i)
+                    results.append("ok")
+                except BufferFullError:
+                    results.append("full")
+
+        t = threading.Thread(target=fill)
+        t.start()
+        t.join()
+        assert results == ["ok", "ok", "full"]
+        assert sender.dropped == 1 and sender.queued == 2
+        sender.close()
+        assert sender.queued == 0
+
+    anyio.run(main)
+    with pytest.raises(ValueError, match="max_queue"):
+        ThreadSafeSender(InMemoryProducer(), max_queue=0)
+
+
+def test_producer_refusals_in_the_drain_are_counted() -> None:
+    producer = InMemoryProducer(max_buffering=1)
+    sender = ThreadSafeSender(producer)
+
+    async def main() -> None:
+        sender.bind()
+        t = threading.Thread(target=lambda: [sender.send_nowait("t", b"x") for _ in range(3)])
+        t.start()
+        t.join()
+        sender.close()
+
+    anyio.run(main)
+    assert len(producer.events) == 1 and sender.dropped == 2
+
+
+def test_background_producer_for_wsgi() -> None:
+    producer = InMemoryProducer()
+    bg = BackgroundProducer(cluster="bg", producer_factory=lambda: producer)
+    sender = bg.ensure_started()
+    assert bg.ensure_started() is sender  # cheap and idempotent in the same process
+    assert get_producer("bg") is producer
+    for i in range(50):
+        sender.send_nowait("t", b"%d" % i)
+    bg.stop()
+    assert [e.value for e in producer.events] == [b"%d" % i for i in range(50)]
+    assert producer.closed and producer.flushes >= 1
+    with pytest.raises(LookupError):
+        get_producer("bg")
+
+
+def test_background_producer_startup_failure_is_raised() -> None:
+    bg = BackgroundProducer(
+        cluster="bg-fail",
+        producer_factory=lambda: InMemoryProducer(reachable=False),
+        on_unreachable="fail",
+    )
+    with pytest.raises(RuntimeError, match="failed to start"):
+        bg.ensure_started()
