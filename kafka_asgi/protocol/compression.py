@@ -56,8 +56,10 @@ _XERIAL_HEADER = _XERIAL_MAGIC + struct.pack(">ii", 1, 1)
 # Block size used by snappy-java's SnappyOutputStream, which Kafka uses.
 _XERIAL_BLOCK_SIZE = 32 * 1024
 _LZ4_MAGIC = b"\x04\x22\x4d\x18"
-# Default levels of the Java client (KIP-390).
-_LZ4_LEVEL = 9
+# The Java client's default lz4 level (9, KIP-390) selects lz4's fast
+# compressor, not LZ4HC level 9; lz4 frame level 0 is that fast compressor.
+_LZ4_LEVEL = 0
+# The Java client's default zstd level (KIP-390), also zstd's own default.
 _ZSTD_LEVEL = 3
 
 _int32 = struct.Struct(">i")
@@ -116,7 +118,7 @@ def compress(codec: int, data: bytes, level: int | None = None) -> bytes:
         return b"".join(parts)
     if c is Compression.LZ4:
         # Independent blocks and no content checksum, like the Java client's
-        # KafkaLZ4BlockOutputStream (KIP-57); level 9 is the Java default (KIP-390).
+        # KafkaLZ4BlockOutputStream (KIP-57).
         compressor = cramjam.lz4.Compressor(
             level=_LZ4_LEVEL if level is None else level,
             content_checksum=False,

@@ -1,0 +1,1 @@
+"""Benchmarks (run as modules, e.g. ``python -m bench.codec``); never part of the test suite."""
