@@ -1,0 +1,391 @@
+"""The producer's buffers: records per topic, then per partition, then batches.
+
+The path of a record (see ARCHITECTURE.md):
+
+1. ``send_nowait`` appends a ``(key, value, headers, timestamp_ms)`` tuple, the
+   shape :func:`~kafka_asgi.protocol.records.encode_batch` takes, to its topic's
+   list (:class:`TopicBuffer`).  Nothing else happens per record on the caller's
+   side: no partitioning, no lock, no await.  The rare records that carry more
+   (an explicit partition, or a sync ``send()`` waiting for its result) also
+   leave an *extra* ``(index in the list, partition, Delivery)``.
+2. The flusher swaps the topic's list for an empty one and :func:`place`\\ s its
+   records on partitions (:class:`PartitionBuffer`).  Records without a key, with
+   a built-in partitioner, go to the topic's *sticky* partition (KIP-480) in
+   slices, without looking at them one by one; the rest are placed one by one.
+3. A partition's pending records become a :class:`Batch` (:func:`cut`) when they
+   reach the batch size, or when the flusher sends them.  A partition sends one
+   batch at a time, in order, so a retried batch can never be overtaken.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+
+from kafka_asgi.protocol.errors import KafkaError, UnknownTopicOrPartitionError
+
+from .errors import PartitionerError
+from .partitioner import crc32_partition, murmur2_partition
+
+__all__ = [
+    "RECORD_OVERHEAD",
+    "Batch",
+    "Delivery",
+    "PartitionBuffer",
+    "Record",
+    "TopicBuffer",
+    "cut",
+    "header_size",
+    "place",
+]
+
+Header = tuple[str, bytes | None]
+Record = tuple[bytes | None, bytes | None, list[Header] | None, int]
+"""(key, value, headers, timestamp_ms): one record, as encode_batch takes it."""
+
+RECORD_OVERHEAD = 16
+"""Bytes a small record adds to a batch beyond its key and value (length, attributes,
+timestamp and offset deltas, key/value lengths, header count: about 8 to 16)."""
+
+
+def header_size(headers: list[Header]) -> int:
+    """Bytes the headers add to a record (an upper bound)."""
+    size = 0
+    for k, v in headers:
+        size += 10 + len(k) * 4 + (len(v) if v is not None else 0)
+    return size
+
+
+class Delivery:
+    """Where the flusher leaves the outcome of one sync ``send()``."""
+
+    __slots__ = ("error", "event", "metadata")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.metadata: Any = None
+        self.error: KafkaError | None = None
+
+
+Waiters = list[tuple[int, Delivery]]
+"""(index of the record in its list, Delivery) for the records someone awaits."""
+
+
+class Batch:
+    """Records of one partition that travel together, with their retry state."""
+
+    __slots__ = (
+        "attempts",
+        "base_seq",
+        "data",
+        "done",
+        "maybe_written",
+        "nbytes",
+        "not_before",
+        "part",
+        "pid_gen",
+        "records",
+        "sent",
+        "waiters",
+    )
+
+    def __init__(
+        self, part: PartitionBuffer, records: list[Record], nbytes: int, waiters: Waiters | None
+    ) -> None:
+        self.part = part
+        self.records = records
+        self.nbytes = nbytes
+        self.waiters = waiters
+        self.data: bytes | None = None
+        self.attempts = 0
+        self.not_before = 0.0
+        # Idempotence (KIP-98): the producer id generation and first sequence number
+        # this batch was stamped with; -1 until it is first sent.
+        self.pid_gen = -1
+        self.base_seq = -1
+        self.sent = False
+        self.maybe_written = False
+        self.done = False
+
+
+class PartitionBuffer:
+    """Records placed on one partition: pending ones, then cut batches."""
+
+    __slots__ = (
+        "batches",
+        "index",
+        "inflight",
+        "nbytes",
+        "next_seq",
+        "pending",
+        "pid_gen",
+        "topic",
+        "waiters",
+    )
+
+    def __init__(self, topic: TopicBuffer, index: int) -> None:
+        self.topic = topic
+        self.index = index
+        self.pending: list[Record] = []
+        self.nbytes = 0
+        self.waiters: Waiters | None = None
+        self.batches: deque[Batch] = deque()
+        self.inflight = False
+        self.next_seq = 0
+        self.pid_gen = -1
+
+    def __repr__(self) -> str:
+        return f"<PartitionBuffer {self.topic.name}[{self.index}]>"
+
+
+class TopicBuffer:
+    """Records of one topic not yet placed on a partition."""
+
+    __slots__ = (
+        "available",
+        "drains",
+        "extras",
+        "fetching",
+        "meta",
+        "mixed",
+        "name",
+        "nbytes",
+        "partitions",
+        "records",
+        "rr",
+        "sticky",
+    )
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.records: list[Record] = []
+        self.nbytes = 0
+        # (index in records, explicit partition or None, Delivery or None)
+        self.extras: list[tuple[int, int | None, Delivery | None]] | None = None
+        # True when records must be placed one by one (a key, an extra, or a
+        # partitioner that looks at every record).
+        self.mixed = False
+        self.partitions: list[PartitionBuffer] = []
+        self.available: list[int] = []
+        self.meta: object = None
+        self.sticky = -1
+        self.rr = 0
+        self.fetching = False
+        self.drains = 0
+
+    def __repr__(self) -> str:
+        return f"<TopicBuffer {self.name} {len(self.records)} records>"
+
+    def set_partition_count(self, count: int) -> None:
+        """Grow to ``count`` partitions (Kafka never removes partitions)."""
+        parts = self.partitions
+        while len(parts) < count:
+            parts.append(PartitionBuffer(self, len(parts)))
+
+    def next_sticky(self) -> PartitionBuffer:
+        """Move the sticky partition on (KIP-480: a new one for each new batch).
+
+        Prefers a partition with a leader and nothing queued or in flight, so that
+        records without a key go where they can leave at once.
+        """
+        parts = self.partitions
+        candidates = self.available or range(len(parts))
+        n = len(candidates)
+        current = self.sticky
+        fallback = -1
+        # Start after the current sticky partition's position among the candidates.
+        start = 0
+        for pos, index in enumerate(candidates):
+            if index > current:
+                start = pos
+                break
+        for step in range(n):
+            index = candidates[(start + step) % n]
+            if index == current and n > 1:
+                continue
+            p = parts[index]
+            if not p.inflight and not p.batches:
+                self.sticky = index
+                return p
+            if fallback < 0:
+                fallback = index
+        self.sticky = fallback if fallback >= 0 else (current if current >= 0 else 0)
+        return parts[self.sticky]
+
+
+def cut(p: PartitionBuffer) -> Batch:
+    """Make ``p``'s pending records a batch, queued behind its earlier batches."""
+    batch = Batch(p, p.pending, p.nbytes, p.waiters)
+    p.pending = []
+    p.nbytes = 0
+    p.waiters = None
+    p.batches.append(batch)
+    return batch
+
+
+Failed = list[tuple[Record, Delivery | None, KafkaError]]
+
+
+def place(
+    t: TopicBuffer,
+    records: list[Record],
+    nbytes: int,
+    extras: list[tuple[int, int | None, Delivery | None]] | None,
+    mixed: bool,
+    partitioner: str | Callable[[bytes | None, int], int],
+    cap: int,
+    active: set[PartitionBuffer],
+) -> Failed:
+    """Put ``records`` (drained from ``t``) on ``t``'s partitions.
+
+    A partition whose pending bytes reach ``cap`` is cut into a batch.  Partitions
+    that receive records are added to ``active``.  Returns the records that could
+    not be placed (a partitioner error, a partition the topic lacks), with the error.
+    """
+    parts = t.partitions
+    if not parts or not records:
+        return []
+    if not mixed and (partitioner == "murmur2" or partitioner == "crc32"):
+        _place_sticky(t, records, nbytes, cap, active)
+        return []
+    return _place_each(t, records, extras, partitioner, cap, active)
+
+
+def _sticky(t: TopicBuffer) -> PartitionBuffer:
+    parts = t.partitions
+    if 0 <= t.sticky < len(parts):
+        return parts[t.sticky]
+    return t.next_sticky()
+
+
+def _place_sticky(
+    t: TopicBuffer, records: list[Record], nbytes: int, cap: int, active: set[PartitionBuffer]
+) -> None:
+    """Records without a key: whole slices to the sticky partition."""
+    n = len(records)
+    # Sizes are known per topic, not per record: slices are cut by the average
+    # (records of one topic are usually alike).  Encoding checks the real size.
+    per = nbytes // n + 1 + RECORD_OVERHEAD
+    i = 0
+    while i < n:
+        p = _sticky(t)
+        room = (cap - p.nbytes) // per
+        if room <= 0:
+            if p.pending:
+                cut(p)
+                t.next_sticky()
+                continue
+            room = 1
+        if i == 0 and room >= n:
+            chunk = records
+        else:
+            chunk = records[i : i + room]
+        taken = len(chunk)
+        if p.pending:
+            p.pending += chunk
+        else:
+            p.pending = chunk
+        p.nbytes += taken * per
+        active.add(p)
+        i += taken
+        if p.nbytes >= cap:
+            cut(p)
+            t.next_sticky()
+
+
+def _place_each(
+    t: TopicBuffer,
+    records: list[Record],
+    extras: list[tuple[int, int | None, Delivery | None]] | None,
+    partitioner: str | Callable[[bytes | None, int], int],
+    cap: int,
+    active: set[PartitionBuffer],
+) -> Failed:
+    """Records one by one: keys hashed, extras honoured, in order."""
+    parts = t.partitions
+    count = len(parts)
+    failed: Failed = []
+    if partitioner == "murmur2":
+        hash_key: Callable[[bytes, int], int] | None = murmur2_partition
+    elif partitioner == "crc32":
+        hash_key = crc32_partition
+    else:
+        hash_key = None
+    custom = partitioner if callable(partitioner) else None
+    round_robin = partitioner == "round_robin"
+    ex = extras or []
+    ei = 0
+    next_extra = ex[0][0] if ex else -1
+    sticky = _sticky(t) if hash_key is not None else None
+    overhead = RECORD_OVERHEAD
+    for i, rec in enumerate(records):
+        delivery: Delivery | None = None
+        explicit: int | None = None
+        if i == next_extra:
+            _, explicit, delivery = ex[ei]
+            ei += 1
+            next_extra = ex[ei][0] if ei < len(ex) else -1
+        key, value, headers, _ = rec
+        if explicit is not None:
+            if explicit >= count:
+                failed.append(
+                    (
+                        rec,
+                        delivery,
+                        UnknownTopicOrPartitionError(
+                            f"topic {t.name!r} has no partition {explicit} (it has {count})"
+                        ),
+                    )
+                )
+                continue
+            p = parts[explicit]
+        elif custom is not None:
+            try:
+                index = custom(key, count)
+            except Exception as exc:
+                failed.append((rec, delivery, PartitionerError(f"partitioner failed: {exc!r}")))
+                continue
+            if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < count:
+                failed.append(
+                    (
+                        rec,
+                        delivery,
+                        PartitionerError(
+                            f"partitioner returned {index!r} for topic {t.name!r}, "
+                            f"which has partitions 0..{count - 1}"
+                        ),
+                    )
+                )
+                continue
+            p = parts[index]
+        elif round_robin:
+            p = parts[t.rr % count]
+            t.rr += 1
+        elif key is None:
+            assert sticky is not None
+            p = sticky
+        else:
+            assert hash_key is not None
+            p = parts[hash_key(key, count)]
+        size = overhead + (len(value) if value is not None else 0)
+        if key is not None:
+            size += len(key)
+        if headers:
+            size += header_size(headers)
+        if p.nbytes and p.nbytes + size > cap:
+            cut(p)
+            if p is sticky:
+                sticky = t.next_sticky()
+                if key is None and explicit is None and custom is None and not round_robin:
+                    p = sticky
+        if delivery is not None:
+            if p.waiters is None:
+                p.waiters = []
+            p.waiters.append((len(p.pending), delivery))
+        p.pending.append(rec)
+        p.nbytes += size
+        active.add(p)
+    return failed

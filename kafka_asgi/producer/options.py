@@ -1,0 +1,276 @@
+"""The producer's options: names, defaults and meanings from lua-resty-kafka.
+
+Every option is validated when the Producer is constructed; a bad value raises
+TypeError or ValueError naming the option.  Durations are seconds (floats), where
+lua-resty-kafka takes milliseconds: its ``flush_time = 1000`` is ``flush_time=1.0``.
+
+lua-resty-kafka's producer options, with its defaults:
+
+``required_acks`` (1)
+    Acknowledgements the leader waits for: 0 (none: the broker sends no response),
+    1 (the leader wrote it), -1 or "all" (every in-sync replica has it).
+``request_timeout`` (30.0 here, as the client; lua: 2 s)
+    How long the broker may wait for the acknowledgements (the Produce request's
+    TimeoutMs), and how long the client waits for the response.
+``max_retry`` (3)
+    Retries of a batch after a retriable error (so at most 1 + max_retry attempts).
+``retry_backoff`` (0.1)
+    Pause before a retry; also the client's metadata refresh backoff.
+``flush_time`` (1.0)
+    Buffered records are sent at least this often (queue.buffering.max.ms).
+``batch_num`` (200)
+    A partition with this many records waiting is sent without waiting for
+    ``flush_time``.  Records that piled up meanwhile (say while the partition's
+    previous batch was in flight) travel together, up to ``batch_size`` bytes.
+``batch_size`` (1 MiB)
+    A partition with this many bytes waiting is sent at once; also the largest
+    batch, counted before compression.  (lua: must stay below the broker's limit.)
+``max_buffering`` (50000)
+    Records the producer holds at most, from ``send_nowait`` until acknowledged or
+    reported; beyond it ``BufferFullError`` ("buffer overflow").
+``wait_on_buffer_full`` (False) and ``wait_buffer_timeout`` (5.0)
+    Whether ``send_buffered``/``send`` wait for room, and for how long at most.
+``error_handle`` (None)
+    ``error_handle(topic, partition, records, error, retriable)``, called once per
+    failed batch with its records as ``(key, value, headers, timestamp_ms)`` tuples.
+    ``retriable`` True means Kafka surely did not store them (sending them again
+    is safe); False means it may have (or the error is permanent).  Without it,
+    failures are logged (and counted in ``stats()``).
+``partitioner`` ("murmur2")
+    "murmur2" (as the Java client), "crc32" (as lua-resty-kafka), "round_robin", or
+    a callable ``(key, partition_count) -> int``.
+
+Added here:
+
+``compression`` ("none"), ``compression_level`` (None)
+    "none", "gzip", "snappy", "lz4" or "zstd" (the last three need the
+    ``compression`` extra).
+``linger`` (0.0)
+    How long a sync ``send()`` lets other records join its batch before the
+    flusher sends it (Java's linger.ms for the sync path).
+``max_in_flight`` (5)
+    Produce requests outstanding per broker.  A partition has one batch in flight
+    at a time, so retries never reorder records.
+``on_delivery`` (None)
+    ``on_delivery(error, metadata, key, value, headers)`` once per record: error is
+    None and metadata a RecordMetadata on success; on failure error is the
+    KafkaError and metadata's offset is -1.
+``enable_idempotence`` (False)
+    InitProducerId and per-partition sequence numbers (KIP-98): retries never
+    duplicate.  Needs ``required_acks=-1`` and ``max_in_flight <= 5``.
+``value_serializer`` / ``key_serializer`` (None)
+    Without one, values and keys are bytes (bytearray/memoryview copied) or str
+    (UTF-8).  "json" serializes anything ``json.dumps`` accepts (bytes still pass
+    through untouched), or a callable ``obj -> bytes``.
+``max_request_size`` (1 MiB)
+    A record that cannot fit a request of this size is refused at the call
+    (RecordTooLargeError); requests are built no larger.
+``close_timeout`` (10.0)
+    How long closing may take to deliver what is buffered; what is left is
+    reported as undelivered (ProducerClosedError).
+``delivery_timeout`` (120.0)
+    How long ``send()`` and ``flush()`` wait at most (DeliveryTimeoutError).
+``cluster_name`` (None)
+    When set, the producer registers itself under that name when it starts (see
+    ``kafka_asgi.get_producer``) and unregisters when it closes.
+``client`` (None)
+    An already started KafkaClient to use instead of creating one; the producer
+    then neither starts nor closes it (and takes no client options).
+
+All client options (``client_id``, TLS and SASL options, ``connect_timeout``,
+``request_timeout``, ``metadata_max_age``, ``refresh_interval``, ``retry_backoff``,
+``resolver``, ...) are passed to the KafkaClient, which validates them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kafka_asgi.protocol.compression import Compression, ensure_available
+
+from .partitioner import BUILTIN_PARTITIONERS, PartitionerFunc
+
+__all__ = ["PRODUCER_OPTION_NAMES", "ProducerOptions", "Serializer"]
+
+Serializer = Callable[[Any], bytes]
+ErrorHandle = Callable[..., Any]
+OnDelivery = Callable[..., Any]
+
+_MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ProducerOptions:
+    """Validated producer options (client options are kept apart)."""
+
+    required_acks: int = 1
+    request_timeout: float = 30.0
+    max_retry: int = 3
+    retry_backoff: float = 0.1
+    flush_time: float = 1.0
+    batch_num: int = 200
+    batch_size: int = _MIB
+    max_buffering: int = 50_000
+    wait_on_buffer_full: bool = False
+    wait_buffer_timeout: float = 5.0
+    error_handle: ErrorHandle | None = None
+    partitioner: str | PartitionerFunc = "murmur2"
+    compression: Compression = Compression.NONE
+    compression_level: int | None = None
+    linger: float = 0.0
+    max_in_flight: int = 5
+    on_delivery: OnDelivery | None = None
+    enable_idempotence: bool = False
+    value_serializer: Serializer | None = None
+    key_serializer: Serializer | None = None
+    max_request_size: int = _MIB
+    close_timeout: float = 10.0
+    delivery_timeout: float = 120.0
+    cluster_name: str | None = None
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> ProducerOptions:
+        """Validate ``options`` (producer options only; TypeError for unknown names)."""
+        unknown = sorted(set(options) - PRODUCER_OPTION_NAMES)
+        if unknown:
+            raise TypeError(f"unknown producer option(s): {', '.join(unknown)}")
+        o = dict(options)
+        acks = _acks(o.get("required_acks", 1))
+        idempotent = _bool("enable_idempotence", o.get("enable_idempotence", False))
+        max_in_flight = _int("max_in_flight", o.get("max_in_flight", 5), 1)
+        if idempotent:
+            # KIP-98: the broker keeps the last five batches per producer and
+            # partition for duplicate detection, and only acks=all makes a retried
+            # batch's sequence number a safe test of "already written".
+            if acks != -1:
+                raise ValueError(
+                    "enable_idempotence=True needs required_acks=-1 ('all'), "
+                    f"not required_acks={acks!r}"
+                )
+            if max_in_flight > 5:
+                raise ValueError(
+                    f"enable_idempotence=True needs max_in_flight <= 5, not {max_in_flight}"
+                )
+        codec = _compression(o.get("compression", "none"))
+        level = o.get("compression_level")
+        if level is not None:
+            level = _int("compression_level", level, -131072)
+        return cls(
+            required_acks=acks,
+            request_timeout=_seconds("request_timeout", o.get("request_timeout", 30.0), 0.001),
+            max_retry=_int("max_retry", o.get("max_retry", 3), 0),
+            retry_backoff=_seconds("retry_backoff", o.get("retry_backoff", 0.1), 0.0),
+            flush_time=_seconds("flush_time", o.get("flush_time", 1.0), 0.001),
+            batch_num=_int("batch_num", o.get("batch_num", 200), 1),
+            batch_size=_int("batch_size", o.get("batch_size", _MIB), 1),
+            max_buffering=_int("max_buffering", o.get("max_buffering", 50_000), 1),
+            wait_on_buffer_full=_bool("wait_on_buffer_full", o.get("wait_on_buffer_full", False)),
+            wait_buffer_timeout=_seconds(
+                "wait_buffer_timeout", o.get("wait_buffer_timeout", 5.0), 0.0
+            ),
+            error_handle=_callable("error_handle", o.get("error_handle")),
+            partitioner=_partitioner(o.get("partitioner", "murmur2")),
+            compression=codec,
+            compression_level=level,
+            linger=_seconds("linger", o.get("linger", 0.0), 0.0),
+            max_in_flight=max_in_flight,
+            on_delivery=_callable("on_delivery", o.get("on_delivery")),
+            enable_idempotence=idempotent,
+            value_serializer=_serializer("value_serializer", o.get("value_serializer")),
+            key_serializer=_serializer("key_serializer", o.get("key_serializer")),
+            max_request_size=_int("max_request_size", o.get("max_request_size", _MIB), 1024),
+            close_timeout=_seconds("close_timeout", o.get("close_timeout", 10.0), 0.0),
+            delivery_timeout=_seconds("delivery_timeout", o.get("delivery_timeout", 120.0), 0.001),
+            cluster_name=_name(o.get("cluster_name")),
+        )
+
+
+PRODUCER_OPTION_NAMES = frozenset(ProducerOptions.__dataclass_fields__)
+
+
+def _int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, not {value!r}")
+    return value
+
+
+def _seconds(name: str, value: object, minimum: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    if not math.isfinite(value) or value < minimum:
+        raise ValueError(f"{name} must be a finite number of seconds >= {minimum}, not {value!r}")
+    return float(value)
+
+
+def _bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, not {value!r}")
+    return value
+
+
+def _acks(value: object) -> int:
+    if value == "all" and isinstance(value, str):
+        return -1
+    if isinstance(value, bool) or not isinstance(value, int) or value not in (0, 1, -1):
+        raise ValueError(f"required_acks must be 0, 1, -1 or 'all', not {value!r}")
+    return value
+
+
+def _compression(value: object) -> Compression:
+    if value is None:
+        return Compression.NONE
+    if isinstance(value, Compression):
+        codec = value
+    elif isinstance(value, str) and value.upper() in Compression.__members__:
+        codec = Compression[value.upper()]
+    else:
+        names = ", ".join(repr(c.name.lower()) for c in Compression)
+        raise ValueError(f"compression must be one of {names}, not {value!r}")
+    # A missing codec library should fail here, not when the first batch goes out.
+    ensure_available(codec)
+    return codec
+
+
+def _callable(name: str, value: object) -> Any:
+    if value is not None and not callable(value):
+        raise TypeError(f"{name} must be a callable or None, not {value!r}")
+    return value
+
+
+def _partitioner(value: object) -> str | PartitionerFunc:
+    if isinstance(value, str):
+        if value not in BUILTIN_PARTITIONERS:
+            raise ValueError(
+                f"partitioner must be one of {', '.join(BUILTIN_PARTITIONERS)} "
+                f"or a callable (key, partition_count) -> int, not {value!r}"
+            )
+        return value
+    if callable(value):
+        return value
+    raise TypeError(f"partitioner must be a str or a callable, not {value!r}")
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _serializer(name: str, value: object) -> Serializer | None:
+    if value is None:
+        return None
+    if value == "json":
+        return _json
+    if callable(value):
+        return value
+    raise TypeError(f"{name} must be None, 'json' or a callable obj -> bytes, not {value!r}")
+
+
+def _name(value: object) -> str | None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ValueError(f"cluster_name must be a non-empty str or None, not {value!r}")
+    return value
