@@ -268,6 +268,20 @@ def _encode_headers(headers: Sequence[Header]) -> bytes:
     return b"".join(parts)
 
 
+def _encode_headers_fast(headers: Sequence[Header]) -> bytes:
+    # Table lookups only: a long key or value raises IndexError, and the caller
+    # falls back to the checked encoder.
+    table = _VARINT
+    out = table[len(headers)]
+    for hk, hv in headers:
+        kb = hk.encode()
+        if hv is None:
+            out += b"%s%s\x01" % (table[len(kb)], kb)
+        else:
+            out += b"%s%s%s%s" % (table[len(kb)], kb, table[len(hv)], hv)
+    return out
+
+
 def _encode_records_fast(records: Sequence[RecordTuple], base_ts: int) -> tuple[bytes, int]:
     """Records section of a batch and its largest timestamp delta.
 
@@ -280,7 +294,7 @@ def _encode_records_fast(records: Sequence[RecordTuple], base_ts: int) -> tuple[
     out: list[bytes] = []
     ext = out.extend
     max_delta = 0
-    encode_headers = _encode_headers
+    encode_headers = _encode_headers_fast
     for i, (key, value, headers, ts) in enumerate(records):
         d = ts - base_ts
         if d == 0:
