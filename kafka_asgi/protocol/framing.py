@@ -116,9 +116,7 @@ def encode_request(
     return _I32.pack(size) + b"".join(parts)
 
 
-def frame_size(
-    prefix: bytes | bytearray | memoryview, max_frame_size: int = MAX_FRAME_SIZE
-) -> int:
+def frame_size(prefix: bytes | bytearray | memoryview, max_frame_size: int = MAX_FRAME_SIZE) -> int:
     """Validate and return the frame length announced by a 4-byte size prefix."""
     if len(prefix) < SIZE_PREFIX_LENGTH:
         raise ProtocolError(f"size prefix needs 4 bytes, got {len(prefix)}")

@@ -136,7 +136,7 @@ def encode_string(value: str) -> bytes:
     """Classic STRING: int16 length then UTF-8 bytes."""
     data = _utf8(value)
     if len(data) > _INT16_MAX:
-        raise EncodeError(f"string of {len(data)} bytes exceeds the int16 length prefix")
+        raise EncodeError(f"string of {len(data)} bytes exceeds the 32767-byte limit")
     return _I16.pack(len(data)) + data
 
 

@@ -101,9 +101,7 @@ class Message(Struct):
             raise
         except (struct.error, TypeError, AttributeError, ValueError, OverflowError) as exc:
             problem = find_encode_problem(self, version, cls.__name__)
-            raise EncodeError(
-                f"{cls.__name__} v{version}: {problem or exc}"
-            ) from exc
+            raise EncodeError(f"{cls.__name__} v{version}: {problem or exc}") from exc
         return b"".join(out)
 
     @classmethod
