@@ -54,6 +54,7 @@ from kafka_asgi.protocol.errors import KafkaError
 __all__ = [
     "ACCESS_LOG_FIELDS",
     "AccessLogMiddleware",
+    "AccessLogOptions",
     "EventLogger",
     "KafkaLifespan",
     "KafkaUnreachableError",
@@ -553,27 +554,12 @@ ACCESS_LOG_FIELDS = (
 )
 
 
-class AccessLogMiddleware:
-    """Pure ASGI middleware: one access-log event per HTTP response or WebSocket session.
-
-    The event is queued with ``send_nowait`` once the response is complete (for a
-    streaming response, after its last chunk; for a WebSocket, when it closes).
-    Nothing about the response depends on Kafka: a full buffer, an outage or a
-    failing ``enrich``/``serializer`` only increments ``dropped`` (and logs a warning
-    at most once a minute).
-
-    Event fields (``fields`` keeps a subset; ``extra`` adds static ones):
-    ``timestamp`` (ms since the epoch, response end), ``type`` ("http" /
-    "websocket"), ``method``, ``scheme``, ``path``, ``route`` (template, where the
-    framework records it), ``query``, ``status`` (WebSocket: 101 accepted, else the
-    denial status or 403), ``response_bytes`` / ``request_bytes`` (body bytes; for a
-    WebSocket, message bytes each way), ``duration_ms``, ``client``, ``user_agent``,
-    ``request_id``, ``http_version``, ``close_code`` (WebSocket only, else null).
-    """
+class AccessLogOptions:
+    """The access-log options and the part of the work that is not ASGI-specific
+    (client address, event shaping, emitting); shared with the Django middleware."""
 
     def __init__(
         self,
-        app: ASGIApp,
         *,
         topic: str = "access-log",
         cluster: str = "default",
@@ -630,7 +616,6 @@ class AccessLogMiddleware:
             if fn is not None and not callable(fn):
                 raise TypeError(f"{name} must be callable, not {fn!r}")
 
-        self.app = app
         self.topic = topic
         self.cluster = cluster
         self.producer = producer
@@ -670,6 +655,107 @@ class AccessLogMiddleware:
     def stats(self) -> dict[str, int]:
         return {"emitted": self.emitted, "dropped": self.dropped, "sampled_out": self.sampled_out}
 
+    def excluded(self, path: str) -> bool:
+        return path in self._exclude or (
+            bool(self._exclude_prefixes) and path.startswith(self._exclude_prefixes)
+        )
+
+    def request_id_from(self, raw: bytes | None) -> str:
+        if self._trust_rid:
+            # Echoed back in a response header: only short, printable ASCII is taken.
+            if raw and len(raw) <= 128 and raw.isascii() and raw.decode("ascii").isprintable():
+                return raw.decode("ascii")
+        return new_request_id()
+
+    def resolve_client(self, host: str | None, forwarded: str | None) -> str | None:
+        """The client address: the peer's, or from X-Forwarded-For when the peer is a
+        trusted proxy."""
+        if not self._use_proxies or host is None or forwarded is None or not self._trusted(host):
+            return host
+        hops = [h.strip() for h in forwarded.split(",") if h.strip()]
+        # Walk back from the nearest hop: each trusted proxy vouches for the one before
+        # it; the first untrusted address is the client.
+        for hop in reversed(hops):
+            if not self._trusted(hop):
+                return hop
+        return hops[0] if hops else host
+
+    def _trusted(self, host: str) -> bool:
+        if self._trust_all_proxies or host in self._proxy_hosts:
+            return True
+        if not self._proxy_nets:
+            return False
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(address in net for net in self._proxy_nets)
+
+    def sampled(self) -> bool:
+        if self.sample_rate < 1.0 and random() >= self.sample_rate:
+            self.sampled_out += 1
+            return False
+        return True
+
+    def emit(
+        self, context: Any, event: dict[str, Any], send: Callable[..., None] | None = None
+    ) -> None:
+        """Shape ``event`` (fields, extra, enrich(context, event), key), serialize and
+        queue it; any failure is a counted drop, never an exception."""
+        try:
+            if self._fields is not None:
+                event = {f: event[f] for f in self._fields}
+            if self._extra is not None:
+                event.update(self._extra)
+            if self.enrich is not None:
+                replaced = self.enrich(context, event)
+                if replaced is not None:
+                    event = dict(replaced)
+            if self._key_field is not None:
+                k = event.get(self._key_field)
+                key: bytes | str | None = (
+                    None if k is None else k if isinstance(k, (bytes, str)) else str(k)
+                )
+            elif self._key_fn is not None:
+                key = self._key_fn(event)
+            else:
+                key = None
+            value = self.serializer(event)
+            if send is None:
+                producer = (
+                    self.producer if self.producer is not None else get_producer(self.cluster)
+                )
+                send = producer.send_nowait
+            send(self.topic, value, key)
+        except Exception as exc:
+            self.dropped += 1
+            _warn_drop("access-log middleware", self.topic, exc)
+            return
+        self.emitted += 1
+
+
+class AccessLogMiddleware(AccessLogOptions):
+    """Pure ASGI middleware: one access-log event per HTTP response or WebSocket session.
+
+    The event is queued with ``send_nowait`` once the response is complete (for a
+    streaming response, after its last chunk; for a WebSocket, when it closes).
+    Nothing about the response depends on Kafka: a full buffer, an outage or a
+    failing ``enrich``/``serializer`` only increments ``dropped`` (and logs a warning
+    at most once a minute).
+
+    Event fields (``fields`` keeps a subset; ``extra`` adds static ones):
+    ``timestamp`` (ms since the epoch, response end), ``type`` ("http" /
+    "websocket"), ``method``, ``scheme``, ``path``, ``route`` (template, where the
+    framework records it), ``query``, ``status`` (WebSocket: 101 accepted, else the
+    denial status or 403), ``response_bytes`` / ``request_bytes`` (body bytes; for a
+    WebSocket, message bytes each way), ``duration_ms``, ``client``, ``user_agent``,
+    ``request_id``, ``http_version``, ``close_code`` (WebSocket only, else null).
+    """
+
+    def __init__(self, app: ASGIApp, **options: Any) -> None:
+        super().__init__(**options)
+        self.app = app
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
@@ -679,19 +765,6 @@ class AccessLogMiddleware:
         else:
             await self.app(scope, receive, send)
 
-    def _excluded(self, path: str) -> bool:
-        return path in self._exclude or (
-            bool(self._exclude_prefixes) and path.startswith(self._exclude_prefixes)
-        )
-
-    def _request_id(self, headers: dict[bytes, bytes]) -> str:
-        if self._trust_rid:
-            raw = headers.get(self._rid_header)  # type: ignore[arg-type]
-            # Echoed back in a response header: only short, printable ASCII is taken.
-            if raw and len(raw) <= 128 and raw.isascii() and raw.decode("ascii").isprintable():
-                return raw.decode("ascii")
-        return new_request_id()
-
     def _attach_logger(self, scope: Scope, request_id: str) -> None:
         state = scope.get("state")
         if state is None:
@@ -699,12 +772,14 @@ class AccessLogMiddleware:
         state[STATE_KEY] = EventLogger(scope, request_id, self.cluster)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self._excluded(scope["path"]):
+        if self.excluded(scope["path"]):
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
         headers = dict(scope["headers"])
-        request_id = self._request_id(headers)
+        request_id = self.request_id_from(
+            headers.get(self._rid_header) if self._trust_rid else None
+        )
         self._attach_logger(scope, request_id)
         rid_header = (self._rid_header, request_id.encode("ascii")) if self._echo_rid else None
         status = 0
@@ -748,9 +823,7 @@ class AccessLogMiddleware:
         finally:
             if not finished:
                 finished = time.perf_counter()
-            if self.sample_rate < 1.0 and random() >= self.sample_rate:
-                self.sampled_out += 1
-            else:
+            if self.sampled():
                 event = {
                     "timestamp": int(time.time() * 1000),
                     "type": "http",
@@ -772,15 +845,17 @@ class AccessLogMiddleware:
                     "http_version": scope.get("http_version"),
                     "close_code": None,
                 }
-                self._emit(scope, event)
+                self.emit(scope, event)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self._excluded(scope["path"]):
+        if self.excluded(scope["path"]):
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
         headers = dict(scope["headers"])
-        request_id = self._request_id(headers)
+        request_id = self.request_id_from(
+            headers.get(self._rid_header) if self._trust_rid else None
+        )
         self._attach_logger(scope, request_id)
         rid_header = (self._rid_header, request_id.encode("ascii")) if self._echo_rid else None
         status = 0
@@ -824,9 +899,7 @@ class AccessLogMiddleware:
             await self.app(scope, receive_wrapper, send_wrapper)
         finally:
             finished = time.perf_counter()
-            if self.sample_rate < 1.0 and random() >= self.sample_rate:
-                self.sampled_out += 1
-            else:
+            if self.sampled():
                 event = {
                     "timestamp": int(time.time() * 1000),
                     "type": "websocket",
@@ -847,62 +920,14 @@ class AccessLogMiddleware:
                     "http_version": scope.get("http_version"),
                     "close_code": close_code,
                 }
-                self._emit(scope, event)
+                self.emit(scope, event)
 
     def _client(self, scope: Scope, headers: dict[bytes, bytes]) -> str | None:
         client = scope.get("client")
         host: str | None = client[0] if client else None
-        if not self._use_proxies or host is None or not self._trusted(host):
+        if not self._use_proxies:
             return host
-        forwarded = headers.get(b"x-forwarded-for")
-        if forwarded is None:
-            return host
-        if len([1 for n, _ in scope["headers"] if n == b"x-forwarded-for"]) > 1:
-            # Several X-Forwarded-For headers are one list (RFC 9110 field lines).
-            forwarded = b",".join(v for n, v in scope["headers"] if n == b"x-forwarded-for")
-        hops = [h.strip() for h in forwarded.decode("latin-1").split(",") if h.strip()]
-        # Walk back from the nearest hop: each trusted proxy vouches for the one before
-        # it; the first untrusted address is the client.
-        for hop in reversed(hops):
-            if not self._trusted(hop):
-                return hop
-        return hops[0] if hops else host
-
-    def _trusted(self, host: str) -> bool:
-        if self._trust_all_proxies or host in self._proxy_hosts:
-            return True
-        if not self._proxy_nets:
-            return False
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            return False
-        return any(address in net for net in self._proxy_nets)
-
-    def _emit(self, scope: Scope, event: dict[str, Any]) -> None:
-        try:
-            if self._fields is not None:
-                event = {f: event[f] for f in self._fields}
-            if self._extra is not None:
-                event.update(self._extra)
-            if self.enrich is not None:
-                replaced = self.enrich(scope, event)
-                if replaced is not None:
-                    event = dict(replaced)
-            if self._key_field is not None:
-                k = event.get(self._key_field)
-                key: bytes | str | None = (
-                    None if k is None else k if isinstance(k, (bytes, str)) else str(k)
-                )
-            elif self._key_fn is not None:
-                key = self._key_fn(event)
-            else:
-                key = None
-            value = self.serializer(event)
-            producer = self.producer if self.producer is not None else get_producer(self.cluster)
-            producer.send_nowait(self.topic, value, key)
-        except Exception as exc:
-            self.dropped += 1
-            _warn_drop("access-log middleware", self.topic, exc)
-            return
-        self.emitted += 1
+        values = [v for n, v in scope["headers"] if n == b"x-forwarded-for"]
+        # Several X-Forwarded-For field lines are one list (RFC 9110, section 5.3).
+        forwarded = b",".join(values).decode("latin-1") if values else None
+        return self.resolve_client(host, forwarded)

@@ -1,0 +1,323 @@
+"""Django: settings, access-log middleware (ASGI and WSGI), ``request.kafka``, lifespan.
+
+``settings.py``::
+
+    KAFKA_ASGI = {
+        "BOOTSTRAP": "127.0.0.1:9092",
+        "PRODUCER_OPTIONS": {"compression": "lz4"},      # Producer options
+        "ACCESS_LOG": {"topic": "access-log"},           # AccessLogMiddleware options
+    }
+    MIDDLEWARE = ["kafka_asgi.django.KafkaMiddleware", ...]
+
+``asgi.py``::
+
+    from kafka_asgi.django import get_asgi_application
+    application = get_asgi_application()   # Django's, run inside the producer's lifespan
+
+Views log with ``request.kafka.log(topic, payload)`` (stamped with the request id and
+the route). Under ASGI the producer runs on the server's event loop, started by the
+lifespan. Under WSGI (or ASGI with Django's own ``get_asgi_application``) there is no
+lifespan: the first request of each process starts a producer on its own event loop in
+a background thread, flushed when the process exits; views and the middleware hand
+events to it through a bounded thread-safe queue.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.conf import settings  # type: ignore[import-untyped]
+from django.core.exceptions import ImproperlyConfigured  # type: ignore[import-untyped]
+
+from kafka_asgi.integrations.asgi import (
+    AccessLogOptions,
+    ASGIApp,
+    EventLogger,
+    KafkaLifespan,
+    _sender_for,
+    _validate_lifespan_options,
+)
+from kafka_asgi.integrations.threads import BackgroundProducer, get_sender
+
+__all__ = [
+    "DjangoEventLogger",
+    "KafkaMiddleware",
+    "KafkaSettings",
+    "get_asgi_application",
+    "kafka_settings",
+]
+
+# settings.KAFKA_ASGI key -> producer_lifespan option
+_LIFESPAN_KEYS = {
+    "BOOTSTRAP": "bootstrap",
+    "CLUSTER": "cluster",
+    "PRODUCER_OPTIONS": "producer_options",
+    "PRODUCER_FACTORY": "producer_factory",
+    "ON_UNREACHABLE": "on_unreachable",
+    "STARTUP_TIMEOUT": "startup_timeout",
+    "SHUTDOWN_TIMEOUT": "shutdown_timeout",
+    "CREATE_TOPICS": "create_topics",
+    "THREAD_QUEUE_SIZE": "thread_queue_size",
+}
+_ACCESS_LOG_DEFAULT: dict[str, Any] = {"topic": "access-log"}
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    """``settings.KAFKA_ASGI``, validated."""
+
+    lifespan: dict[str, Any] = field(default_factory=dict)
+    access_log: dict[str, Any] | None = field(default_factory=lambda: dict(_ACCESS_LOG_DEFAULT))
+
+    @property
+    def cluster(self) -> str:
+        cluster: str = self.lifespan.get("cluster", "default")
+        return cluster
+
+
+def kafka_settings() -> KafkaSettings:
+    """Read and validate ``settings.KAFKA_ASGI`` (ImproperlyConfigured names what is wrong).
+
+    Keys: BOOTSTRAP, CLUSTER, PRODUCER_OPTIONS, PRODUCER_FACTORY (a callable or a dotted
+    path), ON_UNREACHABLE, STARTUP_TIMEOUT, SHUTDOWN_TIMEOUT, CREATE_TOPICS,
+    THREAD_QUEUE_SIZE (the options of ``producer_lifespan``), and ACCESS_LOG: a dict of
+    AccessLogMiddleware options (``enrich`` is called with the Django request), or None
+    for no access log (``request.kafka`` still works).
+    """
+    raw = getattr(settings, "KAFKA_ASGI", None)
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ImproperlyConfigured(f"settings.KAFKA_ASGI must be a dict, not {raw!r}")
+    unknown = sorted(set(raw) - set(_LIFESPAN_KEYS) - {"ACCESS_LOG"})
+    if unknown:
+        raise ImproperlyConfigured(
+            f"settings.KAFKA_ASGI has unknown keys {unknown}; "
+            f"known: {sorted([*_LIFESPAN_KEYS, 'ACCESS_LOG'])}"
+        )
+    lifespan = {_LIFESPAN_KEYS[k]: v for k, v in raw.items() if k in _LIFESPAN_KEYS}
+    factory = lifespan.get("producer_factory")
+    if isinstance(factory, str):
+        from django.utils.module_loading import import_string  # type: ignore[import-untyped]
+
+        lifespan["producer_factory"] = import_string(factory)
+    try:
+        _validate_lifespan_options(
+            lifespan.get("cluster", "default"),
+            lifespan.get("on_unreachable", "buffer"),
+            lifespan.get("startup_timeout", 5.0),
+            lifespan.get("shutdown_timeout", 10.0),
+            lifespan.get("create_topics", ()),
+        )
+    except (TypeError, ValueError) as exc:
+        raise ImproperlyConfigured(f"settings.KAFKA_ASGI: {exc}") from exc
+    access_log = raw.get("ACCESS_LOG", _ACCESS_LOG_DEFAULT)
+    if access_log is not None and not isinstance(access_log, Mapping):
+        raise ImproperlyConfigured(
+            f"settings.KAFKA_ASGI['ACCESS_LOG'] must be a dict or None, not {access_log!r}"
+        )
+    return KafkaSettings(
+        lifespan=lifespan, access_log=dict(access_log) if access_log is not None else None
+    )
+
+
+def get_asgi_application(**overrides: Any) -> ASGIApp:
+    """Django's ASGI application wrapped in the producer's lifespan.
+
+    Django's handler does not implement the ASGI lifespan; this wrapper does, starting
+    the producer in each worker from ``settings.KAFKA_ASGI`` (``overrides`` are
+    ``producer_lifespan`` options that take precedence).
+    """
+    from django.core.asgi import get_asgi_application as django_asgi  # type: ignore[import-untyped]
+
+    app = django_asgi()
+    options = {**kafka_settings().lifespan, **overrides}
+    return KafkaLifespan(app, **options)
+
+
+class DjangoEventLogger(EventLogger):
+    """``request.kafka``: the route comes from Django's ``resolver_match.route``."""
+
+    __slots__ = ("_request",)
+
+    def __init__(self, request: Any, request_id: str, cluster: str = "default") -> None:
+        super().__init__(None, request_id, cluster)
+        self._request = request
+
+    @property
+    def route(self) -> str | None:
+        match = getattr(self._request, "resolver_match", None)
+        route = getattr(match, "route", None)
+        return route if isinstance(route, str) and route else None
+
+
+_background: dict[str, BackgroundProducer] = {}
+_background_lock = threading.Lock()
+
+
+def _ensure_producer(conf: KafkaSettings) -> None:
+    """Make sure something can take events for the cluster in this process.
+
+    A kafka_asgi lifespan (ASGI) registers a sender; without one (WSGI), start a
+    background producer once per process.
+    """
+    cluster = conf.cluster
+    if get_sender(cluster) is not None:
+        return
+    with _background_lock:
+        bg = _background.get(cluster)
+        if bg is None:
+            bg = _background[cluster] = BackgroundProducer(**conf.lifespan)
+            atexit.register(bg.stop)
+    bg.ensure_started()
+
+
+def _http_version(meta: Mapping[str, Any]) -> str | None:
+    protocol = meta.get("SERVER_PROTOCOL")
+    if isinstance(protocol, str) and protocol.startswith("HTTP/"):
+        return protocol[5:]
+    return None
+
+
+class KafkaMiddleware:
+    """Django middleware: ``request.kafka`` for views, and one access-log event per
+    response (after the last chunk of a streaming response).
+
+    Works in sync (WSGI) and async (ASGI) middleware chains. The request id comes
+    from the ``request_id_header`` (X-Request-ID) when present, else is generated,
+    and is echoed in the response. Kafka being down or the buffer being full never
+    changes the response; ``access_log.dropped`` counts what was lost.
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[Any], Any]) -> None:
+        self.get_response = get_response
+        self.conf = kafka_settings()
+        options = dict(self.conf.access_log or _ACCESS_LOG_DEFAULT)
+        options.setdefault("cluster", self.conf.cluster)
+        try:
+            self.access_log = AccessLogOptions(**options)
+        except (TypeError, ValueError) as exc:
+            raise ImproperlyConfigured(f"settings.KAFKA_ASGI['ACCESS_LOG']: {exc}") from exc
+        self.enabled = self.conf.access_log is not None
+        self.cluster = self.conf.cluster
+        self._header = self.access_log._rid_header.decode() if self.access_log._rid_header else None
+        self._meta_header = (
+            "HTTP_" + self._header.upper().replace("-", "_") if self._header else None
+        )
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: Any) -> Any:
+        if self.is_async:
+            return self.__acall__(request)
+        _ensure_producer(self.conf)
+        start = self._before(request)
+        response = self.get_response(request)
+        return self._after(request, response, start)
+
+    async def __acall__(self, request: Any) -> Any:
+        if get_sender(self.cluster) is None:
+            # ASGI without our lifespan wrapper: a background producer, as under WSGI.
+            from asgiref.sync import sync_to_async
+
+            await sync_to_async(_ensure_producer, thread_sensitive=False)(self.conf)
+        start = self._before(request)
+        response = await self.get_response(request)
+        return self._after(request, response, start)
+
+    def _before(self, request: Any) -> float:
+        raw = request.META.get(self._meta_header) if self._meta_header else None
+        request_id = self.access_log.request_id_from(
+            raw.encode("latin-1", "replace") if isinstance(raw, str) else None
+        )
+        request.kafka = DjangoEventLogger(request, request_id, self.cluster)
+        return time.perf_counter()
+
+    def _after(self, request: Any, response: Any, start: float) -> Any:
+        logger: DjangoEventLogger = request.kafka
+        if self.access_log._echo_rid and self._header:
+            response[self._header] = logger.request_id
+        if not self.enabled or self.access_log.excluded(request.path):
+            return response
+        if getattr(response, "streaming", False):
+            # Emitted when the server has consumed the stream (or closed it early).
+            if getattr(response, "is_async", False):
+                response.streaming_content = self._count_async(
+                    response.streaming_content, request, response, start
+                )
+            else:
+                response.streaming_content = self._count_sync(
+                    response.streaming_content, request, response, start
+                )
+            return response
+        self._emit(request, response, start, len(response.content))
+        return response
+
+    def _count_sync(
+        self, chunks: Iterable[bytes], request: Any, response: Any, start: float
+    ) -> Iterator[bytes]:
+        sent = 0
+        try:
+            for chunk in chunks:
+                sent += len(chunk)
+                yield chunk
+        finally:
+            self._emit(request, response, start, sent)
+
+    async def _count_async(
+        self, chunks: AsyncIterator[bytes], request: Any, response: Any, start: float
+    ) -> AsyncIterator[bytes]:
+        sent = 0
+        try:
+            async for chunk in chunks:
+                sent += len(chunk)
+                yield chunk
+        finally:
+            self._emit(request, response, start, sent)
+
+    def _emit(self, request: Any, response: Any, start: float, response_bytes: int) -> None:
+        finished = time.perf_counter()
+        opts = self.access_log
+        if not opts.sampled():
+            return
+        meta = request.META
+        logger: DjangoEventLogger = request.kafka
+        length = meta.get("CONTENT_LENGTH")
+        forwarded = meta.get("HTTP_X_FORWARDED_FOR")
+        event = {
+            "timestamp": int(time.time() * 1000),
+            "type": "http",
+            "method": request.method,
+            "scheme": request.scheme,
+            "path": request.path,
+            "route": logger.route,
+            "query": meta.get("QUERY_STRING", ""),
+            "status": response.status_code,
+            "response_bytes": response_bytes,
+            "request_bytes": int(length) if isinstance(length, str) and length.isdigit() else 0,
+            "duration_ms": (finished - start) * 1000.0,
+            "client": opts.resolve_client(meta.get("REMOTE_ADDR") or None, forwarded),
+            "user_agent": meta.get("HTTP_USER_AGENT"),
+            "request_id": logger.request_id,
+            "http_version": _http_version(meta),
+            "close_code": None,
+        }
+        try:
+            send = _sender_for(self.cluster)
+        except Exception as exc:
+            from kafka_asgi.integrations.asgi import _warn_drop
+
+            opts.dropped += 1
+            _warn_drop("Django access-log middleware", opts.topic, exc)
+            return
+        opts.emit(request, event, send)

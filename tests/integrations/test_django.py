@@ -1,0 +1,132 @@
+"""kafka_asgi.django in-process: settings, KafkaMiddleware (sync and async chains),
+request.kafka, the ASGI lifespan wrapper. Django's async runs on asyncio only."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.test import AsyncClient, Client, override_settings
+
+from kafka_asgi.django import KafkaMiddleware, get_asgi_application, kafka_settings
+from kafka_asgi.integrations import django as kdjango
+from kafka_asgi.integrations.testing import InMemoryProducer, capture_events
+from tests.integrations import django_testapp  # noqa: F401 - configures Django first
+
+from .asgi_helpers import run_lifespan
+
+
+@pytest.fixture
+def bg_producer() -> Iterator[InMemoryProducer]:
+    """What a WSGI process gets: a background producer (in memory here)."""
+    producer = InMemoryProducer()
+    conf = {"PRODUCER_FACTORY": lambda: producer, "ACCESS_LOG": {"topic": "access"}}
+    with override_settings(KAFKA_ASGI=conf):
+        yield producer
+    bg = kdjango._background.pop("default", None)
+    if bg is not None:
+        bg.stop()
+
+
+def test_sync_chain_logs_access_and_view_events(bg_producer: InMemoryProducer) -> None:
+    c = Client()
+    r = c.get("/items/5?a=b", HTTP_USER_AGENT="ua/1", HTTP_X_REQUEST_ID="rid-5")
+    assert r.status_code == 200 and r["X-Request-ID"] == "rid-5"
+    r2 = c.post("/echo", data=b"12345", content_type="application/octet-stream")
+    assert r2.content == b"12345"
+    r3 = c.get("/stream")
+    assert b"".join(r3.streaming_content) == b"y" * 10
+    r3.close()
+    bg_producer.wait_for_sync(3, topic="access")
+    bg_producer.wait_for_sync(1, topic="item-views")
+    first, second, third = bg_producer.json_values("access")
+    assert first["method"] == "GET" and first["path"] == "/items/5"
+    assert first["route"] == "items/<int:item_id>"
+    assert first["query"] == "a=b" and first["status"] == 200
+    assert first["user_agent"] == "ua/1" and first["request_id"] == "rid-5"
+    assert first["response_bytes"] == len(r.content)
+    assert first["client"] == "127.0.0.1"
+    assert second["request_bytes"] == 5 and second["response_bytes"] == 5
+    assert third["response_bytes"] == 10 and third["route"] == "stream"
+    assert bg_producer.json_values("item-views") == [
+        {"request_id": "rid-5", "route": "items/<int:item_id>", "item": 5}
+    ]
+
+
+async def test_async_chain(bg_producer: InMemoryProducer, anyio_backend: str) -> None:
+    if anyio_backend != "asyncio":
+        pytest.skip("Django's async support runs on asyncio only")
+    c = AsyncClient()
+    r = await c.get("/async-items/9")
+    rid = r["X-Request-ID"]
+    await bg_producer.wait_for(1, topic="access")
+    await bg_producer.wait_for(1, topic="item-views")
+    (event,) = bg_producer.json_values("access")
+    assert event["route"] == "async-items/<int:item_id>" and event["request_id"] == rid
+    assert bg_producer.json_values("item-views") == [
+        {"request_id": rid, "route": "async-items/<int:item_id>", "item": 9, "async": True}
+    ]
+
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_asgi_application_runs_the_lifespan(anyio_backend: str) -> None:
+    if anyio_backend != "asyncio":
+        pytest.skip("Django's async support runs on asyncio only")
+    with capture_events() as events:
+        app = get_asgi_application()
+        async with run_lifespan(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+                r = await c.get("/items/3")
+                r2 = await c.get("/astream")
+        assert r.status_code == 200 and r2.content == b"y" * 10
+        (a1, a2) = events.json_values("access")
+        assert a1["request_id"] == r.headers["x-request-id"]
+        assert a2["response_bytes"] == 10
+        assert events.json_values("item-views")[0]["request_id"] == a1["request_id"]
+    assert "default" not in kdjango._background  # the lifespan's producer was used
+
+
+def test_access_log_can_be_disabled(bg_producer: InMemoryProducer) -> None:
+    conf = {"PRODUCER_FACTORY": lambda: bg_producer, "ACCESS_LOG": None}
+    with override_settings(KAFKA_ASGI=conf):
+        r = Client().get("/items/1")
+    bg_producer.wait_for_sync(1, topic="item-views")
+    assert r.status_code == 200 and "X-Request-ID" in r
+    assert bg_producer.events_for("access") == []
+
+
+def test_no_kafka_never_changes_the_response() -> None:
+    producer = InMemoryProducer()
+    producer.buffer_full = True
+    conf = {"PRODUCER_FACTORY": lambda: producer, "ACCESS_LOG": {"topic": "access"}}
+    try:
+        with override_settings(KAFKA_ASGI=conf):
+            r = Client().get("/items/2")
+            assert r.status_code == 200 and r.json() == {"item": 2}
+    finally:
+        bg = kdjango._background.pop("default", None)
+        if bg is not None:
+            bg.stop()
+
+
+@pytest.mark.parametrize(
+    ("conf", "match"),
+    [
+        ({"BOOTSTRAPS": "x"}, "BOOTSTRAPS"),
+        ({"ON_UNREACHABLE": "crash"}, "on_unreachable"),
+        ({"ACCESS_LOG": "yes"}, "ACCESS_LOG"),
+        ({"ACCESS_LOG": {"topic": "a", "fields": ["nope"]}}, "nope"),
+        ({"ACCESS_LOG": {"colour": "red"}}, "colour"),
+    ],
+)
+def test_bad_settings_are_named(conf: dict[str, Any], match: str) -> None:
+    with override_settings(KAFKA_ASGI=conf), pytest.raises(ImproperlyConfigured, match=match):
+        KafkaMiddleware(lambda request: None)
+    with override_settings(KAFKA_ASGI="x"), pytest.raises(ImproperlyConfigured):
+        kafka_settings()
