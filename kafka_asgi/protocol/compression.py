@@ -30,6 +30,7 @@ from types import ModuleType
 from .errors import ProtocolError, UnsupportedCodecError
 
 __all__ = [
+    "MAX_DECOMPRESSED_SIZE",
     "Compression",
     "compress",
     "decompress",
@@ -129,37 +130,80 @@ def compress(codec: int, data: bytes, level: int | None = None) -> bytes:
     return bytes(cramjam.zstd.compress(data, _ZSTD_LEVEL if level is None else level))
 
 
-def decompress(codec: int, data: bytes | bytearray | memoryview) -> bytes:
-    """Decompress a payload; malformed input raises ProtocolError."""
+#: Default bound of a decompressed payload: far above any real batch (the
+#: broker's default message.max.bytes is 1 MiB compressed), low enough that a
+#: small "compression bomb" cannot take the process's memory.
+MAX_DECOMPRESSED_SIZE = 256 * 1024 * 1024
+
+
+def decompress(
+    codec: int,
+    data: bytes | bytearray | memoryview,
+    max_size: int = MAX_DECOMPRESSED_SIZE,
+) -> bytes:
+    """Decompress a payload.
+
+    Malformed input, or output larger than ``max_size`` bytes, raises
+    ProtocolError; a missing codec library raises UnsupportedCodecError.
+    """
     c = _as_codec(codec)
     if not isinstance(data, bytes):
         data = bytes(data)
     if c is Compression.NONE:
         return data
     if c is Compression.GZIP:
-        return _gunzip(data)
+        return _gunzip(data, max_size)
     cramjam = _cramjam(c)
     try:
         if c is Compression.SNAPPY:
-            return _unsnappy(cramjam, data)
-        if c is Compression.LZ4:
-            return bytes(cramjam.lz4.decompress(data))
-        return bytes(cramjam.zstd.decompress(data))
+            return _unsnappy(cramjam, data, max_size)
+        module = cramjam.lz4 if c is Compression.LZ4 else cramjam.zstd
+        return _bounded(module, data, max_size, c)
     except cramjam.DecompressionError as exc:
         raise ProtocolError(f"invalid {c.name.lower()} data: {exc}") from None
     except (ValueError, OverflowError, MemoryError) as exc:
         raise ProtocolError(f"invalid {c.name.lower()} data: {exc}") from None
 
 
-def _gunzip(data: bytes) -> bytes:
+def _too_large(codec: Compression, max_size: int) -> ProtocolError:
+    return ProtocolError(
+        f"{codec.name.lower()} data decompresses to more than max_size={max_size} bytes"
+    )
+
+
+def _bounded(module: ModuleType, data: bytes, max_size: int, codec: Compression) -> bytes:
+    # lz4 and zstd frames need not state their decompressed size: decompress
+    # into a buffer that grows up to max_size, so a bomb stops at the bound.
+    size = min(max_size, max(len(data) * 4, 1 << 16))
+    while True:
+        buf = bytearray(size)
+        try:
+            n = module.decompress_into(data, buf)
+        except Exception as exc:
+            # cramjam reports a full output buffer as this io error.
+            if "failed to write whole buffer" not in str(exc):
+                raise
+            if size >= max_size:
+                raise _too_large(codec, max_size) from None
+            size = min(max_size, size * 4)
+            continue
+        return bytes(memoryview(buf)[:n])
+
+
+def _gunzip(data: bytes, max_size: int) -> bytes:
     out = []
-    rest = bytes(data)
+    total = 0
+    rest = data
     try:
         # A gzip file may hold several members one after the other (RFC 1952 2.2).
         while True:
             # 47 = 32 + 15: accept a gzip or a zlib header.
             d = zlib.decompressobj(47)
-            out.append(d.decompress(rest))
+            chunk = d.decompress(rest, max_size - total + 1)
+            total += len(chunk)
+            if total > max_size:
+                raise _too_large(Compression.GZIP, max_size)
+            out.append(chunk)
             if not d.eof:
                 raise ProtocolError("truncated gzip data")
             rest = d.unused_data
@@ -170,25 +214,30 @@ def _gunzip(data: bytes) -> bytes:
     return b"".join(out)
 
 
-def _unsnappy(cramjam: ModuleType, data: bytes) -> bytes:
-    raw = cramjam.snappy.decompress_raw
+def _unsnappy(cramjam: ModuleType, data: bytes, max_size: int) -> bytes:
+    snappy = cramjam.snappy
     if not data.startswith(_XERIAL_MAGIC):
-        return bytes(raw(data))
-    if len(data) < len(_XERIAL_HEADER):
-        raise ProtocolError("truncated xerial snappy header")
-    pos = len(_XERIAL_HEADER)
-    end = len(data)
-    out = []
-    while pos < end:
-        if pos + 4 > end:
-            raise ProtocolError("truncated xerial snappy block length")
-        (size,) = _int32.unpack_from(data, pos)
-        pos += 4
-        if size < 0 or pos + size > end:
-            raise ProtocolError(f"xerial snappy block length {size} exceeds the data")
-        out.append(bytes(raw(data[pos : pos + size])))
-        pos += size
-    return b"".join(out)
+        blocks = [data]
+    else:
+        if len(data) < len(_XERIAL_HEADER):
+            raise ProtocolError("truncated xerial snappy header")
+        pos = len(_XERIAL_HEADER)
+        end = len(data)
+        blocks = []
+        while pos < end:
+            if pos + 4 > end:
+                raise ProtocolError("truncated xerial snappy block length")
+            (size,) = _int32.unpack_from(data, pos)
+            pos += 4
+            if size < 0 or pos + size > end:
+                raise ProtocolError(f"xerial snappy block length {size} exceeds the data")
+            blocks.append(data[pos : pos + size])
+            pos += size
+    # Raw snappy states its decompressed length up front: check it before
+    # decompressing anything.
+    if sum(snappy.decompress_raw_len(b) for b in blocks) > max_size:
+        raise _too_large(Compression.SNAPPY, max_size)
+    return b"".join(bytes(snappy.decompress_raw(b)) for b in blocks)
 
 
 # --- legacy lz4 (magic 0) ---------------------------------------------------

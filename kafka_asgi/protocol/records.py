@@ -23,13 +23,14 @@ transactional=None) -> bytes``
     re-encoding its records: a retried batch must keep its sequence numbers
     (KIP-98), and a producer whose epoch was bumped must rewrite them.
 
-``decode_batches(data, *, verify_crc=True) -> DecodedBatches``
+``decode_batches(data, *, verify_crc=True, max_decompressed_size=256 MiB) -> DecodedBatches``
     Decode every complete batch (magic 2) or legacy message (magic 0/1, one
     :class:`RecordBatch` per top-level message, a compressed wrapper holding its
     inner messages) in a buffer such as the ``records`` of a Fetch partition.
     A partial batch at the end (a Fetch response cut at ``max_bytes``) is not an
     error: it is left out and ``DecodedBatches.truncated`` is True.  Any
-    malformed input raises :class:`ProtocolError`, and nothing else.
+    malformed input raises :class:`ProtocolError`, and nothing else; so does a
+    compressed batch that would inflate beyond ``max_decompressed_size``.
 
 ``estimate_record_size(key, value, headers) -> int``
     An upper bound of the bytes one record adds to a batch (for batch sizing);
@@ -44,7 +45,13 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import NamedTuple
 
-from .compression import Compression, compress, decompress, fix_legacy_lz4_header
+from .compression import (
+    MAX_DECOMPRESSED_SIZE,
+    Compression,
+    compress,
+    decompress,
+    fix_legacy_lz4_header,
+)
 from .crc import crc32, crc32c
 from .errors import KafkaError, ProtocolError
 
@@ -499,7 +506,10 @@ _LEGACY_V1_MIN = 22  # ... plus timestamp
 
 
 def decode_batches(
-    data: bytes | bytearray | memoryview, *, verify_crc: bool = True
+    data: bytes | bytearray | memoryview,
+    *,
+    verify_crc: bool = True,
+    max_decompressed_size: int = MAX_DECOMPRESSED_SIZE,
 ) -> DecodedBatches:
     """Decode every complete batch in ``data`` (see the module docstring)."""
     buf = data if isinstance(data, bytes) else bytes(data)
@@ -522,9 +532,11 @@ def decode_batches(
                 break
             magic = buf[pos + 16]
             if magic == 2:
-                result.append(_decode_v2(buf, pos, batch_end, verify_crc))
+                result.append(_decode_v2(buf, pos, batch_end, verify_crc, max_decompressed_size))
             elif magic == 0 or magic == 1:
-                result.append(_decode_legacy(buf, pos, batch_end, verify_crc))
+                result.append(
+                    _decode_legacy(buf, pos, batch_end, verify_crc, max_decompressed_size)
+                )
             else:
                 raise ProtocolError(f"record batch at byte {pos}: unknown magic {magic}")
             pos = batch_end
@@ -539,7 +551,7 @@ def decode_batches(
     return result
 
 
-def _decode_v2(buf: bytes, pos: int, end: int, verify_crc: bool) -> RecordBatch:
+def _decode_v2(buf: bytes, pos: int, end: int, verify_crc: bool, max_size: int) -> RecordBatch:
     if end - pos < BATCH_OVERHEAD:
         raise ProtocolError(f"record batch at byte {pos}: length {end - pos - 12} too small")
     (
@@ -569,7 +581,7 @@ def _decode_v2(buf: bytes, pos: int, end: int, verify_crc: bool) -> RecordBatch:
     codec = attributes & _ATTR_CODEC_MASK
     start = pos + BATCH_OVERHEAD
     if codec:
-        body = decompress(codec, buf[start:end])
+        body = decompress(codec, buf[start:end], max_size)
         start = 0
         body_end = len(body)
     else:
@@ -785,7 +797,7 @@ def _read_legacy(buf: bytes, pos: int, end: int, verify_crc: bool) -> _LegacyMes
     return _LegacyMessage(offset, crc, magic, attributes & 0xFF, timestamp, key, value)
 
 
-def _decode_legacy(buf: bytes, pos: int, end: int, verify_crc: bool) -> RecordBatch:
+def _decode_legacy(buf: bytes, pos: int, end: int, verify_crc: bool, max_size: int) -> RecordBatch:
     msg = _read_legacy(buf, pos, end, verify_crc)
     codec = msg.attributes & _ATTR_CODEC_MASK
     log_append = msg.magic == 1 and msg.attributes & _ATTR_TIMESTAMP_TYPE
@@ -797,7 +809,7 @@ def _decode_legacy(buf: bytes, pos: int, end: int, verify_crc: bool) -> RecordBa
         payload = msg.value
         if codec == Compression.LZ4 and msg.magic == 0:
             payload = fix_legacy_lz4_header(payload)
-        inner_buf = decompress(codec, payload)
+        inner_buf = decompress(codec, payload, max_size)
         inner = []
         p = 0
         inner_end = len(inner_buf)

@@ -223,3 +223,21 @@ def test_legacy_lz4_header_checksum_fix() -> None:
         fix_legacy_lz4_header(b"\x00\x01\x02\x03\x04\x05\x06")
     with pytest.raises(ProtocolError):
         fix_legacy_lz4_header(frame[:6])
+
+
+@pytest.mark.parametrize("codec", COMPRESSED)
+def test_decompressed_size_is_bounded(codec: Compression) -> None:
+    # 8 MiB of zeros compresses to a few KiB: a small "bomb".
+    bomb = compress(codec, bytes(8 * 1024 * 1024))
+    assert len(bomb) < 512 * 1024
+    with pytest.raises(ProtocolError, match="max_size=1048576"):
+        decompress(codec, bomb, max_size=1024 * 1024)
+    assert decompress(codec, bomb, max_size=8 * 1024 * 1024) == bytes(8 * 1024 * 1024)
+    with pytest.raises(ProtocolError, match="max_size"):
+        decompress(codec, bomb, max_size=8 * 1024 * 1024 - 1)
+
+
+def test_default_bound() -> None:
+    from kafka_asgi.protocol.compression import MAX_DECOMPRESSED_SIZE
+
+    assert MAX_DECOMPRESSED_SIZE == 256 * 1024 * 1024

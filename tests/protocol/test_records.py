@@ -659,3 +659,14 @@ def test_legacy_v0_lz4_broken_checksum() -> None:
     data = struct.pack(">qi", 3, len(message)) + message
     [batch] = decode_batches(data)
     assert batch.records == _legacy_expected(0)
+
+
+@pytest.mark.parametrize("codec", COMPRESSED)
+def test_decompressed_size_bound(codec: Compression) -> None:
+    records = [(None, bytes(100_000), None, TS) for _ in range(20)]
+    data = encode_batch(records, compression=codec)
+    assert len(data) < 100_000
+    with pytest.raises(ProtocolError, match="max_size"):
+        decode_batches(data, max_decompressed_size=1_000_000)
+    [batch] = decode_batches(data, max_decompressed_size=3_000_000)
+    assert len(batch.records) == 20
