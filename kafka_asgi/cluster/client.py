@@ -685,6 +685,9 @@ class KafkaClient:
             with anyio.move_on_after(period):
                 await self._refresh_wanted.wait()
             self._refresh_wanted = anyio.Event()
+            if self._closed:
+                # aclose() runs (closing the pools) and cancels this task next.
+                return
             known = list(self._metadata.topics)
             try:
                 await self.refresh(known)
