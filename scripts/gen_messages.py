@@ -327,6 +327,9 @@ def default_expr(fd: FieldDef) -> str:
             raise SpecError(f"{fd.name}: unsupported array default {d!r}")
         return "[]"
     if fd.struct is not None:
+        if immutable(fd.struct):
+            # Frozen and list-free, so one shared instance serves every default.
+            return f"_DEFAULT_{fd.struct.name}"
         return f"{fd.struct.name}()"
     kind = fd.elem
     if kind in INT_TYPES:
@@ -362,6 +365,52 @@ def default_expr(fd: FieldDef) -> str:
         raw = base64.urlsafe_b64decode(str(d) + "==")
         return f"uuid.UUID(bytes={raw!r})"
     raise SpecError(f"{fd.name}: no default for {kind}")
+
+
+def immutable(sd: StructDef) -> bool:
+    """True when instances hold no lists (directly or in nested structs)."""
+    return all(
+        not f.array and (f.struct is None or immutable(f.struct)) for f in sd.fields
+    )
+
+
+FIXED_CODES = {
+    "int8": "b",
+    "int16": "h",
+    "uint16": "H",
+    "int32": "i",
+    "uint32": "I",
+    "int64": "q",
+    "float64": "d",
+}
+
+
+def fixed_runs(fields: list[FieldDef]) -> list[list[FieldDef]]:
+    """Group consecutive fixed-width fields with the same versions, to be packed and
+    unpacked by one precompiled struct.Struct call instead of one call per field."""
+    runs: list[list[FieldDef]] = []
+    for fd in fields:
+        groupable = not fd.array and fd.struct is None and fd.elem in FIXED_CODES
+        last = runs[-1] if runs else None
+        if (
+            groupable
+            and last is not None
+            and last[0].struct is None
+            and not last[0].array
+            and last[0].elem in FIXED_CODES
+            and last[0].versions == fd.versions
+        ):
+            last.append(fd)
+        else:
+            runs.append([fd])
+    return runs
+
+
+def struct_const(fields: list[FieldDef], consts: dict[str, str]) -> str:
+    fmt = "".join(FIXED_CODES[f.elem] for f in fields)
+    name = f"_S_{fmt}"
+    consts[name] = f'struct.Struct(">{fmt}")'
+    return name
 
 
 def differs(expr: str, fd: FieldDef) -> str:
@@ -542,7 +591,14 @@ def emit_variants(
 # -- struct emission -------------------------------------------------------------------------
 
 
-def emit_struct(e: Emitter, sd: StructDef, msg: MessageDef, is_root: bool) -> None:
+def emit_struct(
+    e: Emitter,
+    sd: StructDef,
+    msg: MessageDef,
+    is_root: bool,
+    consts: dict[str, str],
+    shared_defaults: set[str],
+) -> None:
     flex = intersect(msg.flexible, sd.versions)
     rng = sd.versions
     base = "Message" if is_root else "Struct"
@@ -584,13 +640,32 @@ def emit_struct(e: Emitter, sd: StructDef, msg: MessageDef, is_root: bool) -> No
     # ---- _write
     e(1, "def _write(self, out: list[bytes], version: int) -> None:")
     body_start = len(e.lines)
-    for fd in regular:
+    for run in fixed_runs(regular):
+        fd = run[0]
         if fd.versions is None:
-            if not fd.ignorable:
-                e(2, f"if {differs('self.' + fd.py, fd)}:")
-                e(3, f"raise absent_field_error(self, {q(fd.py)}, version)")
+            for fd in run:
+                if not fd.ignorable:
+                    e(2, f"if {differs('self.' + fd.py, fd)}:")
+                    e(3, f"raise absent_field_error(self, {q(fd.py)}, version)")
             continue
         c = cond(fd.versions, rng)
+        if len(run) > 1:
+            ind = 2
+            if c:
+                e(2, f"if {c}:")
+                ind = 3
+            codec = struct_const(run, consts)
+            e(ind, f"out.append({codec}.pack(")
+            for f in run:
+                e(ind + 1, f"self.{f.py},")
+            e(ind, "))")
+            checks = [f for f in run if not f.ignorable]
+            if c and checks:
+                e(2, "else:")
+                for f in checks:
+                    e(3, f"if {differs('self.' + f.py, f)}:")
+                    e(4, f"raise absent_field_error(self, {q(f.py)}, version)")
+            continue
         ind = 2
         if c:
             e(2, f"if {c}:")
@@ -648,10 +723,22 @@ def emit_struct(e: Emitter, sd: StructDef, msg: MessageDef, is_root: bool) -> No
     e(1, "@classmethod")
     e(1, f"def _read(cls, r: Reader, version: int) -> {sd.name}:")
     body_start = len(e.lines)
-    for fd in regular:
+    for run in fixed_runs(regular):
+        fd = run[0]
         if fd.versions is None:
             continue
         c = cond(fd.versions, rng)
+        if len(run) > 1:
+            codec = struct_const(run, consts)
+            names = ", ".join(f.py for f in run)
+            if c:
+                for f in run:
+                    e(2, f"{f.py}: {py_type(f)} = {default_expr(f)}")
+                e(2, f"if {c}:")
+                e(3, f"{names} = r.fixed({codec})")
+            else:
+                e(2, f"{names} = r.fixed({codec})")
+            continue
         vs = variants(fd, fd.versions, flex)
         ind = 2
         if c:
@@ -718,6 +805,9 @@ def emit_struct(e: Emitter, sd: StructDef, msg: MessageDef, is_root: bool) -> No
         e(2, ")")
     del body_start
     e(0)
+    if not is_root and immutable(sd) and sd.name in shared_defaults:
+        e(0)
+        e(0, f"_DEFAULT_{sd.name} = {sd.name}()")
 
 
 def isort_key(name: str) -> tuple[int, list[Any]]:
@@ -755,14 +845,26 @@ def emit_module(api: str, req: MessageDef, resp: MessageDef) -> str:
         HEADER.format(doc=doc, files=f"{req.name}.json\nand {resp.name}.json").rstrip("\n")
     )
     body = Emitter()
+    consts: dict[str, str] = {}
+    shared_defaults = {
+        f.struct.name
+        for msg in (req, resp)
+        for sd in msg.structs
+        for f in sd.fields
+        if f.struct is not None and not f.array
+    }
     for msg in (req, resp):
         for sd in msg.structs:
-            emit_struct(body, sd, msg, sd is msg.root)
+            emit_struct(body, sd, msg, sd is msg.root, consts, shared_defaults)
             body(0)
     code = "\n".join(body.lines)
+    if consts:
+        code = "\n".join(f"{n} = {consts[n]}" for n in sorted(consts)) + "\n\n\n" + code
     imports = ["from __future__ import annotations", ""]
     if "dataclasses.field" in code:
         imports.append("import dataclasses")
+    if consts:
+        imports.append("import struct")
     if "uuid." in code:
         imports.append("import uuid")
     imports.append("from dataclasses import dataclass")

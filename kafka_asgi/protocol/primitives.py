@@ -16,7 +16,7 @@ from __future__ import annotations
 import struct
 import uuid
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from kafka_asgi.protocol.errors import EncodeError, ProtocolError
 
@@ -439,6 +439,16 @@ class Reader:
         self.pos = pos + 1
         # Any non-zero byte reads as true (protocol guide, BOOLEAN).
         return self._buf[pos] != 0
+
+    def fixed(self, codec: struct.Struct) -> tuple[Any, ...]:
+        """Several consecutive fixed-width fields read by one precompiled Struct."""
+        pos = self.pos
+        try:
+            values = codec.unpack_from(self._buf, pos)
+        except struct.error:
+            raise self._truncated(f"fields {codec.format!r}", codec.size) from None
+        self.pos = pos + codec.size
+        return values
 
     def uuid(self) -> uuid.UUID:
         start = self._take(16, "uuid")

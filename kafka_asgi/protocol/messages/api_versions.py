@@ -8,6 +8,7 @@ Do not edit by hand: change the generator and regenerate.
 from __future__ import annotations
 
 import dataclasses
+import struct
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -33,6 +34,10 @@ __all__ = [
     "FinalizedFeatureKey",
     "SupportedFeatureKey",
 ]
+
+
+_S_hh = struct.Struct(">hh")
+_S_hhh = struct.Struct(">hhh")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,17 +89,17 @@ class ApiVersion(Struct):
     )
 
     def _write(self, out: list[bytes], version: int) -> None:
-        out.append(pack_int16(self.api_key))
-        out.append(pack_int16(self.min_version))
-        out.append(pack_int16(self.max_version))
+        out.append(_S_hhh.pack(
+            self.api_key,
+            self.min_version,
+            self.max_version,
+        ))
         if version >= 3:
             out.append(b"\x00")
 
     @classmethod
     def _read(cls, r: Reader, version: int) -> ApiVersion:
-        api_key = r.int16()
-        min_version = r.int16()
-        max_version = r.int16()
+        api_key, min_version, max_version = r.fixed(_S_hhh)
         if version >= 3:
             r.skip_tagged_fields()
         return cls(api_key, min_version, max_version)
@@ -114,15 +119,16 @@ class SupportedFeatureKey(Struct):
 
     def _write(self, out: list[bytes], version: int) -> None:
         out.append(encode_compact_string(self.name))
-        out.append(pack_int16(self.min_version))
-        out.append(pack_int16(self.max_version))
+        out.append(_S_hh.pack(
+            self.min_version,
+            self.max_version,
+        ))
         out.append(b"\x00")
 
     @classmethod
     def _read(cls, r: Reader, version: int) -> SupportedFeatureKey:
         name = r.compact_string()
-        min_version = r.int16()
-        max_version = r.int16()
+        min_version, max_version = r.fixed(_S_hh)
         r.skip_tagged_fields()
         return cls(name, min_version, max_version)
 
@@ -141,15 +147,16 @@ class FinalizedFeatureKey(Struct):
 
     def _write(self, out: list[bytes], version: int) -> None:
         out.append(encode_compact_string(self.name))
-        out.append(pack_int16(self.max_version_level))
-        out.append(pack_int16(self.min_version_level))
+        out.append(_S_hh.pack(
+            self.max_version_level,
+            self.min_version_level,
+        ))
         out.append(b"\x00")
 
     @classmethod
     def _read(cls, r: Reader, version: int) -> FinalizedFeatureKey:
         name = r.compact_string()
-        max_version_level = r.int16()
-        min_version_level = r.int16()
+        max_version_level, min_version_level = r.fixed(_S_hh)
         r.skip_tagged_fields()
         return cls(name, max_version_level, min_version_level)
 

@@ -8,6 +8,7 @@ Do not edit by hand: change the generator and regenerate.
 from __future__ import annotations
 
 import dataclasses
+import struct
 import uuid
 from dataclasses import dataclass
 from typing import ClassVar
@@ -43,6 +44,9 @@ __all__ = [
     "CreateTopicsRequest",
     "CreateTopicsResponse",
 ]
+
+
+_S_ih = struct.Struct(">ih")
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,8 +146,10 @@ class CreatableTopic(Struct):
             out.append(encode_string(self.name))
         else:
             out.append(encode_compact_string(self.name))
-        out.append(pack_int32(self.num_partitions))
-        out.append(pack_int16(self.replication_factor))
+        out.append(_S_ih.pack(
+            self.num_partitions,
+            self.replication_factor,
+        ))
         if version <= 4:
             out.append(pack_int32(len(self.assignments)))
             for assignments_item in self.assignments:
@@ -170,8 +176,7 @@ class CreatableTopic(Struct):
             name = r.string()
         else:
             name = r.compact_string()
-        num_partitions = r.int32()
-        replication_factor = r.int16()
+        num_partitions, replication_factor = r.fixed(_S_ih)
         assignments: list[CreatableReplicaAssignment]
         if version <= 4:
             n = r.array_length(1)
@@ -320,9 +325,10 @@ class CreatableTopicResult(Struct):
             else:
                 out.append(encode_compact_nullable_string(self.error_message))
         if version >= 5:
-            out.append(pack_int32(self.num_partitions))
-        if version >= 5:
-            out.append(pack_int16(self.replication_factor))
+            out.append(_S_ih.pack(
+                self.num_partitions,
+                self.replication_factor,
+            ))
         if version >= 5:
             if self.configs is None:
                 out.append(ZERO_BYTE)
@@ -358,11 +364,9 @@ class CreatableTopicResult(Struct):
             else:
                 error_message = r.compact_nullable_string()
         num_partitions: int = -1
-        if version >= 5:
-            num_partitions = r.int32()
         replication_factor: int = -1
         if version >= 5:
-            replication_factor = r.int16()
+            num_partitions, replication_factor = r.fixed(_S_ih)
         configs: list[CreatableTopicConfigs] | None = []
         if version >= 5:
             n = r.compact_nullable_array_length(1)

@@ -8,6 +8,7 @@ Do not edit by hand: change the generator and regenerate.
 from __future__ import annotations
 
 import dataclasses
+import struct
 import uuid
 from dataclasses import dataclass
 from typing import ClassVar
@@ -28,7 +29,6 @@ from kafka_asgi.protocol.primitives import (
     encode_string,
     encode_uvarint,
     pack_int8,
-    pack_int16,
     pack_int32,
     pack_int32_array,
     pack_int64,
@@ -53,6 +53,14 @@ __all__ = [
 ]
 
 
+_S_hi = struct.Struct(">hi")
+_S_ihq = struct.Struct(">ihq")
+_S_ii = struct.Struct(">ii")
+_S_iq = struct.Struct(">iq")
+_S_qi = struct.Struct(">qi")
+_S_qq = struct.Struct(">qq")
+
+
 @dataclass(frozen=True, slots=True)
 class ReplicaState(Struct):
     replica_id: int = -1
@@ -64,17 +72,20 @@ class ReplicaState(Struct):
     )
 
     def _write(self, out: list[bytes], version: int) -> None:
-        out.append(pack_int32(self.replica_id))
-        out.append(pack_int64(self.replica_epoch))
+        out.append(_S_iq.pack(
+            self.replica_id,
+            self.replica_epoch,
+        ))
         out.append(b"\x00")
 
     @classmethod
     def _read(cls, r: Reader, version: int) -> ReplicaState:
-        replica_id = r.int32()
-        replica_epoch = r.int64()
+        replica_id, replica_epoch = r.fixed(_S_iq)
         r.skip_tagged_fields()
         return cls(replica_id, replica_epoch)
 
+
+_DEFAULT_ReplicaState = ReplicaState()
 
 @dataclass(frozen=True, slots=True)
 class FetchPartition(Struct):
@@ -300,16 +311,19 @@ class FetchRequest(Message):
             out.append(pack_int32(self.replica_id))
         elif self.replica_id != -1:
             raise absent_field_error(self, "replica_id", version)
-        out.append(pack_int32(self.max_wait_ms))
-        out.append(pack_int32(self.min_bytes))
+        out.append(_S_ii.pack(
+            self.max_wait_ms,
+            self.min_bytes,
+        ))
         if version >= 3:
             out.append(pack_int32(self.max_bytes))
         if version >= 4:
             out.append(pack_int8(self.isolation_level))
         if version >= 7:
-            out.append(pack_int32(self.session_id))
-        if version >= 7:
-            out.append(pack_int32(self.session_epoch))
+            out.append(_S_ii.pack(
+                self.session_id,
+                self.session_epoch,
+            ))
         if version <= 11:
             out.append(pack_int32(len(self.topics)))
             for topics_item in self.topics:
@@ -334,7 +348,7 @@ class FetchRequest(Message):
                 out.append(encode_string(self.rack_id))
             else:
                 out.append(encode_compact_string(self.rack_id))
-        if not (version >= 15) and self.replica_state != ReplicaState():
+        if not (version >= 15) and self.replica_state != _DEFAULT_ReplicaState:
             raise absent_field_error(self, "replica_state", version)
         if version >= 12:
             tagged: list[bytes] = []
@@ -343,7 +357,7 @@ class FetchRequest(Message):
                 buf.append(encode_compact_nullable_string(self.cluster_id))
                 data = b"".join(buf)
                 tagged += (encode_uvarint(0), encode_uvarint(len(data)), data)
-            if version >= 15 and self.replica_state != ReplicaState():
+            if version >= 15 and self.replica_state != _DEFAULT_ReplicaState:
                 buf = []
                 self.replica_state._write(buf, version)
                 data = b"".join(buf)
@@ -356,8 +370,7 @@ class FetchRequest(Message):
         replica_id: int = -1
         if version <= 14:
             replica_id = r.int32()
-        max_wait_ms = r.int32()
-        min_bytes = r.int32()
+        max_wait_ms, min_bytes = r.fixed(_S_ii)
         max_bytes: int = 2147483647
         if version >= 3:
             max_bytes = r.int32()
@@ -365,11 +378,9 @@ class FetchRequest(Message):
         if version >= 4:
             isolation_level = r.int8()
         session_id: int = 0
-        if version >= 7:
-            session_id = r.int32()
         session_epoch: int = -1
         if version >= 7:
-            session_epoch = r.int32()
+            session_id, session_epoch = r.fixed(_S_ii)
         topics: list[FetchTopic]
         if version <= 11:
             n = r.array_length(1)
@@ -392,7 +403,7 @@ class FetchRequest(Message):
             else:
                 rack_id = r.compact_string()
         cluster_id: str | None = None
-        replica_state: ReplicaState = ReplicaState()
+        replica_state: ReplicaState = _DEFAULT_ReplicaState
         if version >= 12:
             for _ in range(r.tag_count()):
                 tag, size = r.tag_header()
@@ -433,17 +444,20 @@ class EpochEndOffset(Struct):
     )
 
     def _write(self, out: list[bytes], version: int) -> None:
-        out.append(pack_int32(self.epoch))
-        out.append(pack_int64(self.end_offset))
+        out.append(_S_iq.pack(
+            self.epoch,
+            self.end_offset,
+        ))
         out.append(b"\x00")
 
     @classmethod
     def _read(cls, r: Reader, version: int) -> EpochEndOffset:
-        epoch = r.int32()
-        end_offset = r.int64()
+        epoch, end_offset = r.fixed(_S_iq)
         r.skip_tagged_fields()
         return cls(epoch, end_offset)
 
+
+_DEFAULT_EpochEndOffset = EpochEndOffset()
 
 @dataclass(frozen=True, slots=True)
 class LeaderIdAndEpoch(Struct):
@@ -456,17 +470,20 @@ class LeaderIdAndEpoch(Struct):
     )
 
     def _write(self, out: list[bytes], version: int) -> None:
-        out.append(pack_int32(self.leader_id))
-        out.append(pack_int32(self.leader_epoch))
+        out.append(_S_ii.pack(
+            self.leader_id,
+            self.leader_epoch,
+        ))
         out.append(b"\x00")
 
     @classmethod
     def _read(cls, r: Reader, version: int) -> LeaderIdAndEpoch:
-        leader_id = r.int32()
-        leader_epoch = r.int32()
+        leader_id, leader_epoch = r.fixed(_S_ii)
         r.skip_tagged_fields()
         return cls(leader_id, leader_epoch)
 
+
+_DEFAULT_LeaderIdAndEpoch = LeaderIdAndEpoch()
 
 @dataclass(frozen=True, slots=True)
 class SnapshotId(Struct):
@@ -479,17 +496,20 @@ class SnapshotId(Struct):
     )
 
     def _write(self, out: list[bytes], version: int) -> None:
-        out.append(pack_int64(self.end_offset))
-        out.append(pack_int32(self.epoch))
+        out.append(_S_qi.pack(
+            self.end_offset,
+            self.epoch,
+        ))
         out.append(b"\x00")
 
     @classmethod
     def _read(cls, r: Reader, version: int) -> SnapshotId:
-        end_offset = r.int64()
-        epoch = r.int32()
+        end_offset, epoch = r.fixed(_S_qi)
         r.skip_tagged_fields()
         return cls(end_offset, epoch)
 
+
+_DEFAULT_SnapshotId = SnapshotId()
 
 @dataclass(frozen=True, slots=True)
 class AbortedTransaction(Struct):
@@ -502,15 +522,16 @@ class AbortedTransaction(Struct):
     )
 
     def _write(self, out: list[bytes], version: int) -> None:
-        out.append(pack_int64(self.producer_id))
-        out.append(pack_int64(self.first_offset))
+        out.append(_S_qq.pack(
+            self.producer_id,
+            self.first_offset,
+        ))
         if version >= 12:
             out.append(b"\x00")
 
     @classmethod
     def _read(cls, r: Reader, version: int) -> AbortedTransaction:
-        producer_id = r.int64()
-        first_offset = r.int64()
+        producer_id, first_offset = r.fixed(_S_qq)
         if version >= 12:
             r.skip_tagged_fields()
         return cls(producer_id, first_offset)
@@ -548,9 +569,11 @@ class PartitionData(Struct):
     )
 
     def _write(self, out: list[bytes], version: int) -> None:
-        out.append(pack_int32(self.partition_index))
-        out.append(pack_int16(self.error_code))
-        out.append(pack_int64(self.high_watermark))
+        out.append(_S_ihq.pack(
+            self.partition_index,
+            self.error_code,
+            self.high_watermark,
+        ))
         if version >= 4:
             out.append(pack_int64(self.last_stable_offset))
         if version >= 5:
@@ -578,25 +601,25 @@ class PartitionData(Struct):
             write_nullable_bytes(out, self.records)
         else:
             write_compact_nullable_bytes(out, self.records)
-        if not (version >= 12) and self.diverging_epoch != EpochEndOffset():
+        if not (version >= 12) and self.diverging_epoch != _DEFAULT_EpochEndOffset:
             raise absent_field_error(self, "diverging_epoch", version)
-        if not (version >= 12) and self.current_leader != LeaderIdAndEpoch():
+        if not (version >= 12) and self.current_leader != _DEFAULT_LeaderIdAndEpoch:
             raise absent_field_error(self, "current_leader", version)
-        if not (version >= 12) and self.snapshot_id != SnapshotId():
+        if not (version >= 12) and self.snapshot_id != _DEFAULT_SnapshotId:
             raise absent_field_error(self, "snapshot_id", version)
         if version >= 12:
             tagged: list[bytes] = []
-            if self.diverging_epoch != EpochEndOffset():
+            if self.diverging_epoch != _DEFAULT_EpochEndOffset:
                 buf: list[bytes] = []
                 self.diverging_epoch._write(buf, version)
                 data = b"".join(buf)
                 tagged += (encode_uvarint(0), encode_uvarint(len(data)), data)
-            if self.current_leader != LeaderIdAndEpoch():
+            if self.current_leader != _DEFAULT_LeaderIdAndEpoch:
                 buf = []
                 self.current_leader._write(buf, version)
                 data = b"".join(buf)
                 tagged += (encode_uvarint(1), encode_uvarint(len(data)), data)
-            if self.snapshot_id != SnapshotId():
+            if self.snapshot_id != _DEFAULT_SnapshotId:
                 buf = []
                 self.snapshot_id._write(buf, version)
                 data = b"".join(buf)
@@ -606,9 +629,7 @@ class PartitionData(Struct):
 
     @classmethod
     def _read(cls, r: Reader, version: int) -> PartitionData:
-        partition_index = r.int32()
-        error_code = r.int16()
-        high_watermark = r.int64()
+        partition_index, error_code, high_watermark = r.fixed(_S_ihq)
         last_stable_offset: int = -1
         if version >= 4:
             last_stable_offset = r.int64()
@@ -631,9 +652,9 @@ class PartitionData(Struct):
             records = r.nullable_bytes()
         else:
             records = r.compact_nullable_bytes()
-        diverging_epoch: EpochEndOffset = EpochEndOffset()
-        current_leader: LeaderIdAndEpoch = LeaderIdAndEpoch()
-        snapshot_id: SnapshotId = SnapshotId()
+        diverging_epoch: EpochEndOffset = _DEFAULT_EpochEndOffset
+        current_leader: LeaderIdAndEpoch = _DEFAULT_LeaderIdAndEpoch
+        snapshot_id: SnapshotId = _DEFAULT_SnapshotId
         if version >= 12:
             for _ in range(r.tag_count()):
                 tag, size = r.tag_header()
@@ -776,11 +797,13 @@ class FetchResponse(Message):
         if version >= 1:
             out.append(pack_int32(self.throttle_time_ms))
         if version >= 7:
-            out.append(pack_int16(self.error_code))
-        if version >= 7:
-            out.append(pack_int32(self.session_id))
-        elif self.session_id != 0:
-            raise absent_field_error(self, "session_id", version)
+            out.append(_S_hi.pack(
+                self.error_code,
+                self.session_id,
+            ))
+        else:
+            if self.session_id != 0:
+                raise absent_field_error(self, "session_id", version)
         if version <= 11:
             out.append(pack_int32(len(self.responses)))
             for responses_item in self.responses:
@@ -809,11 +832,9 @@ class FetchResponse(Message):
         if version >= 1:
             throttle_time_ms = r.int32()
         error_code: int = 0
-        if version >= 7:
-            error_code = r.int16()
         session_id: int = 0
         if version >= 7:
-            session_id = r.int32()
+            error_code, session_id = r.fixed(_S_hi)
         responses: list[FetchableTopicResponse]
         if version <= 11:
             n = r.array_length(1)

@@ -8,6 +8,7 @@ Do not edit by hand: change the generator and regenerate.
 from __future__ import annotations
 
 import dataclasses
+import struct
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -34,6 +35,9 @@ __all__ = [
     "FindCoordinatorRequest",
     "FindCoordinatorResponse",
 ]
+
+
+_S_ih = struct.Struct(">ih")
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,8 +119,10 @@ class Coordinator(Struct):
         out.append(encode_compact_string(self.key))
         out.append(pack_int32(self.node_id))
         out.append(encode_compact_string(self.host))
-        out.append(pack_int32(self.port))
-        out.append(pack_int16(self.error_code))
+        out.append(_S_ih.pack(
+            self.port,
+            self.error_code,
+        ))
         out.append(encode_compact_nullable_string(self.error_message))
         out.append(b"\x00")
 
@@ -125,8 +131,7 @@ class Coordinator(Struct):
         key = r.compact_string()
         node_id = r.int32()
         host = r.compact_string()
-        port = r.int32()
-        error_code = r.int16()
+        port, error_code = r.fixed(_S_ih)
         error_message = r.compact_nullable_string()
         r.skip_tagged_fields()
         return cls(key, node_id, host, port, error_code, error_message)

@@ -7,6 +7,7 @@ Do not edit by hand: change the generator and regenerate.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -19,15 +20,17 @@ from kafka_asgi.protocol.primitives import (
     Reader,
     encode_compact_nullable_string,
     encode_nullable_string,
-    pack_int16,
     pack_int32,
-    pack_int64,
 )
 
 __all__ = [
     "InitProducerIdRequest",
     "InitProducerIdResponse",
 ]
+
+
+_S_ihqh = struct.Struct(">ihqh")
+_S_qh = struct.Struct(">qh")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,13 +59,15 @@ class InitProducerIdRequest(Message):
             out.append(encode_compact_nullable_string(self.transactional_id))
         out.append(pack_int32(self.transaction_timeout_ms))
         if version >= 3:
-            out.append(pack_int64(self.producer_id))
-        elif self.producer_id != -1:
-            raise absent_field_error(self, "producer_id", version)
-        if version >= 3:
-            out.append(pack_int16(self.producer_epoch))
-        elif self.producer_epoch != -1:
-            raise absent_field_error(self, "producer_epoch", version)
+            out.append(_S_qh.pack(
+                self.producer_id,
+                self.producer_epoch,
+            ))
+        else:
+            if self.producer_id != -1:
+                raise absent_field_error(self, "producer_id", version)
+            if self.producer_epoch != -1:
+                raise absent_field_error(self, "producer_epoch", version)
         if version >= 2:
             out.append(b"\x00")
 
@@ -75,11 +80,9 @@ class InitProducerIdRequest(Message):
             transactional_id = r.compact_nullable_string()
         transaction_timeout_ms = r.int32()
         producer_id: int = -1
-        if version >= 3:
-            producer_id = r.int64()
         producer_epoch: int = -1
         if version >= 3:
-            producer_epoch = r.int16()
+            producer_id, producer_epoch = r.fixed(_S_qh)
         if version >= 2:
             r.skip_tagged_fields()
         return cls(
@@ -110,19 +113,18 @@ class InitProducerIdResponse(Message):
     )
 
     def _write(self, out: list[bytes], version: int) -> None:
-        out.append(pack_int32(self.throttle_time_ms))
-        out.append(pack_int16(self.error_code))
-        out.append(pack_int64(self.producer_id))
-        out.append(pack_int16(self.producer_epoch))
+        out.append(_S_ihqh.pack(
+            self.throttle_time_ms,
+            self.error_code,
+            self.producer_id,
+            self.producer_epoch,
+        ))
         if version >= 2:
             out.append(b"\x00")
 
     @classmethod
     def _read(cls, r: Reader, version: int) -> InitProducerIdResponse:
-        throttle_time_ms = r.int32()
-        error_code = r.int16()
-        producer_id = r.int64()
-        producer_epoch = r.int16()
+        throttle_time_ms, error_code, producer_id, producer_epoch = r.fixed(_S_ihqh)
         if version >= 2:
             r.skip_tagged_fields()
         return cls(throttle_time_ms, error_code, producer_id, producer_epoch)

@@ -8,6 +8,7 @@ Do not edit by hand: change the generator and regenerate.
 from __future__ import annotations
 
 import dataclasses
+import struct
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -23,7 +24,6 @@ from kafka_asgi.protocol.primitives import (
     encode_string,
     encode_uvarint,
     pack_int8,
-    pack_int16,
     pack_int32,
     pack_int64,
     pack_int64_array,
@@ -37,6 +37,10 @@ __all__ = [
     "ListOffsetsTopic",
     "ListOffsetsTopicResponse",
 ]
+
+
+_S_ih = struct.Struct(">ih")
+_S_qq = struct.Struct(">qq")
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,21 +212,25 @@ class ListOffsetsPartitionResponse(Struct):
     )
 
     def _write(self, out: list[bytes], version: int) -> None:
-        out.append(pack_int32(self.partition_index))
-        out.append(pack_int16(self.error_code))
+        out.append(_S_ih.pack(
+            self.partition_index,
+            self.error_code,
+        ))
         if version <= 0:
             out.append(pack_int32(len(self.old_style_offsets)))
             out.append(pack_int64_array(self.old_style_offsets))
         elif self.old_style_offsets != []:
             raise absent_field_error(self, "old_style_offsets", version)
         if version >= 1:
-            out.append(pack_int64(self.timestamp))
-        elif self.timestamp != -1:
-            raise absent_field_error(self, "timestamp", version)
-        if version >= 1:
-            out.append(pack_int64(self.offset))
-        elif self.offset != -1:
-            raise absent_field_error(self, "offset", version)
+            out.append(_S_qq.pack(
+                self.timestamp,
+                self.offset,
+            ))
+        else:
+            if self.timestamp != -1:
+                raise absent_field_error(self, "timestamp", version)
+            if self.offset != -1:
+                raise absent_field_error(self, "offset", version)
         if version >= 4:
             out.append(pack_int32(self.leader_epoch))
         elif self.leader_epoch != -1:
@@ -232,17 +240,14 @@ class ListOffsetsPartitionResponse(Struct):
 
     @classmethod
     def _read(cls, r: Reader, version: int) -> ListOffsetsPartitionResponse:
-        partition_index = r.int32()
-        error_code = r.int16()
+        partition_index, error_code = r.fixed(_S_ih)
         old_style_offsets: list[int] = []
         if version <= 0:
             old_style_offsets = r.int64_array(r.array_length(8))
         timestamp: int = -1
-        if version >= 1:
-            timestamp = r.int64()
         offset: int = -1
         if version >= 1:
-            offset = r.int64()
+            timestamp, offset = r.fixed(_S_qq)
         leader_epoch: int = -1
         if version >= 4:
             leader_epoch = r.int32()

@@ -8,6 +8,7 @@ Do not edit by hand: change the generator and regenerate.
 from __future__ import annotations
 
 import dataclasses
+import struct
 import uuid
 from dataclasses import dataclass
 from typing import ClassVar
@@ -43,6 +44,9 @@ __all__ = [
     "MetadataResponsePartition",
     "MetadataResponseTopic",
 ]
+
+
+_S_hii = struct.Struct(">hii")
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,9 +251,11 @@ class MetadataResponsePartition(Struct):
     )
 
     def _write(self, out: list[bytes], version: int) -> None:
-        out.append(pack_int16(self.error_code))
-        out.append(pack_int32(self.partition_index))
-        out.append(pack_int32(self.leader_id))
+        out.append(_S_hii.pack(
+            self.error_code,
+            self.partition_index,
+            self.leader_id,
+        ))
         if version >= 7:
             out.append(pack_int32(self.leader_epoch))
         if version <= 8:
@@ -276,9 +282,7 @@ class MetadataResponsePartition(Struct):
 
     @classmethod
     def _read(cls, r: Reader, version: int) -> MetadataResponsePartition:
-        error_code = r.int16()
-        partition_index = r.int32()
-        leader_id = r.int32()
+        error_code, partition_index, leader_id = r.fixed(_S_hii)
         leader_epoch: int = -1
         if version >= 7:
             leader_epoch = r.int32()

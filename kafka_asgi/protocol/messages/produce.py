@@ -8,6 +8,7 @@ Do not edit by hand: change the generator and regenerate.
 from __future__ import annotations
 
 import dataclasses
+import struct
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -24,7 +25,6 @@ from kafka_asgi.protocol.primitives import (
     encode_nullable_string,
     encode_string,
     encode_uvarint,
-    pack_int16,
     pack_int32,
     pack_int64,
     write_compact_nullable_bytes,
@@ -42,6 +42,11 @@ __all__ = [
     "TopicProduceData",
     "TopicProduceResponse",
 ]
+
+
+_S_hi = struct.Struct(">hi")
+_S_ihq = struct.Struct(">ihq")
+_S_ii = struct.Struct(">ii")
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,8 +156,10 @@ class ProduceRequest(Message):
                 out.append(encode_compact_nullable_string(self.transactional_id))
         elif self.transactional_id is not None:
             raise absent_field_error(self, "transactional_id", version)
-        out.append(pack_int16(self.acks))
-        out.append(pack_int32(self.timeout_ms))
+        out.append(_S_hi.pack(
+            self.acks,
+            self.timeout_ms,
+        ))
         if version <= 8:
             out.append(pack_int32(len(self.topic_data)))
             for topic_data_item in self.topic_data:
@@ -172,8 +179,7 @@ class ProduceRequest(Message):
                 transactional_id = r.nullable_string()
             else:
                 transactional_id = r.compact_nullable_string()
-        acks = r.int16()
-        timeout_ms = r.int32()
+        acks, timeout_ms = r.fixed(_S_hi)
         topic_data: list[TopicProduceData]
         if version <= 8:
             n = r.array_length(1)
@@ -229,17 +235,20 @@ class LeaderIdAndEpoch(Struct):
     )
 
     def _write(self, out: list[bytes], version: int) -> None:
-        out.append(pack_int32(self.leader_id))
-        out.append(pack_int32(self.leader_epoch))
+        out.append(_S_ii.pack(
+            self.leader_id,
+            self.leader_epoch,
+        ))
         out.append(b"\x00")
 
     @classmethod
     def _read(cls, r: Reader, version: int) -> LeaderIdAndEpoch:
-        leader_id = r.int32()
-        leader_epoch = r.int32()
+        leader_id, leader_epoch = r.fixed(_S_ii)
         r.skip_tagged_fields()
         return cls(leader_id, leader_epoch)
 
+
+_DEFAULT_LeaderIdAndEpoch = LeaderIdAndEpoch()
 
 @dataclass(frozen=True, slots=True)
 class PartitionProduceResponse(Struct):
@@ -267,9 +276,11 @@ class PartitionProduceResponse(Struct):
     )
 
     def _write(self, out: list[bytes], version: int) -> None:
-        out.append(pack_int32(self.index))
-        out.append(pack_int16(self.error_code))
-        out.append(pack_int64(self.base_offset))
+        out.append(_S_ihq.pack(
+            self.index,
+            self.error_code,
+            self.base_offset,
+        ))
         if version >= 2:
             out.append(pack_int64(self.log_append_time_ms))
         if version >= 5:
@@ -288,11 +299,11 @@ class PartitionProduceResponse(Struct):
                 out.append(encode_nullable_string(self.error_message))
             else:
                 out.append(encode_compact_nullable_string(self.error_message))
-        if not (version >= 10) and self.current_leader != LeaderIdAndEpoch():
+        if not (version >= 10) and self.current_leader != _DEFAULT_LeaderIdAndEpoch:
             raise absent_field_error(self, "current_leader", version)
         if version >= 9:
             tagged: list[bytes] = []
-            if version >= 10 and self.current_leader != LeaderIdAndEpoch():
+            if version >= 10 and self.current_leader != _DEFAULT_LeaderIdAndEpoch:
                 buf: list[bytes] = []
                 self.current_leader._write(buf, version)
                 data = b"".join(buf)
@@ -302,9 +313,7 @@ class PartitionProduceResponse(Struct):
 
     @classmethod
     def _read(cls, r: Reader, version: int) -> PartitionProduceResponse:
-        index = r.int32()
-        error_code = r.int16()
-        base_offset = r.int64()
+        index, error_code, base_offset = r.fixed(_S_ihq)
         log_append_time_ms: int = -1
         if version >= 2:
             log_append_time_ms = r.int64()
@@ -325,7 +334,7 @@ class PartitionProduceResponse(Struct):
                 error_message = r.nullable_string()
             else:
                 error_message = r.compact_nullable_string()
-        current_leader: LeaderIdAndEpoch = LeaderIdAndEpoch()
+        current_leader: LeaderIdAndEpoch = _DEFAULT_LeaderIdAndEpoch
         if version >= 9:
             for _ in range(r.tag_count()):
                 tag, size = r.tag_header()
