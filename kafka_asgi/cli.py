@@ -1,0 +1,516 @@
+"""The ``kafka-asgi`` command: tail and produce records, list and create topics.
+
+    kafka-asgi [connection options] COMMAND ...
+    kafka-asgi tail TOPIC [--from-beginning] [--partition N] [--json] [--max-records N]
+                          [--exit-at-end]
+    kafka-asgi produce TOPIC [--key K]          (one record per line of stdin)
+    kafka-asgi topics
+    kafka-asgi create-topic NAME --partitions N
+
+Connection options may come before or after the command.  The bootstrap defaults to
+``$KAFKA_BOOTSTRAP_SERVERS``, else 127.0.0.1:9092; the SASL password to
+``$KAFKA_SASL_PASSWORD``.  A failure prints one line on stderr and exits 1; Ctrl-C
+exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import queue
+import sys
+import threading
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TextIO
+
+import anyio
+
+from kafka_asgi.consumer.results import EARLIEST, LATEST, ConsumerRecord
+from kafka_asgi.protocol.errors import KafkaError
+
+__all__ = ["build_parser", "client_options", "format_record", "main"]
+
+PROG = "kafka-asgi"
+DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+EXIT_FAILURE = 1
+EXIT_USAGE = 2  # as argparse
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+_STDIN_QUEUE_SIZE = 1000  # lines read ahead of the producer
+
+
+class CommandError(Exception):
+    """A failure the command reports in one line (not a Kafka error)."""
+
+
+# --- arguments ---------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _config_pair(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, value
+
+
+def _add_connection_options(parser: argparse.ArgumentParser, *, top_level: bool) -> None:
+    # The same options exist on the main parser and on every command so that they
+    # may be written before or after the command.  On the commands they default to
+    # SUPPRESS: an option left out there must not overwrite the main parser's value.
+    def default(value: Any) -> Any:
+        return value if top_level else argparse.SUPPRESS
+
+    group = parser.add_argument_group("connection options")
+    group.add_argument(
+        "--bootstrap",
+        "-b",
+        metavar="HOST:PORT[,...]",
+        default=default(None),
+        help=f"brokers (default: $KAFKA_BOOTSTRAP_SERVERS, else {DEFAULT_BOOTSTRAP})",
+    )
+    group.add_argument("--client-id", default=default("kafka-asgi-cli"), help="client id")
+    group.add_argument(
+        "--ssl", action="store_true", default=default(False), help="connect with TLS"
+    )
+    group.add_argument("--ssl-cafile", metavar="PEM", default=default(None), help="CA bundle")
+    group.add_argument(
+        "--ssl-certfile", metavar="PEM", default=default(None), help="client certificate"
+    )
+    group.add_argument(
+        "--ssl-keyfile", metavar="PEM", default=default(None), help="client private key"
+    )
+    group.add_argument(
+        "--no-ssl-check-hostname",
+        dest="ssl_check_hostname",
+        action="store_false",
+        default=default(True),
+        help="do not check that the broker's certificate names its host",
+    )
+    group.add_argument(
+        "--sasl-mechanism",
+        choices=SASL_MECHANISMS,
+        type=str.upper,
+        default=default(None),
+        help="SASL mechanism",
+    )
+    group.add_argument("--sasl-username", metavar="USER", default=default(None))
+    group.add_argument(
+        "--sasl-password",
+        metavar="PASSWORD",
+        default=default(None),
+        help="(default: $KAFKA_SASL_PASSWORD)",
+    )
+    group.add_argument(
+        "--connect-timeout",
+        type=_positive_float,
+        metavar="SECONDS",
+        default=default(5.0),
+        help="time allowed to connect to a broker (default: 5)",
+    )
+    group.add_argument(
+        "--request-timeout",
+        type=_positive_float,
+        metavar="SECONDS",
+        default=default(30.0),
+        help="time allowed for a broker to answer (default: 30)",
+    )
+    group.add_argument(
+        "--backend",
+        choices=("asyncio", "trio"),
+        default=default("asyncio"),
+        help="event loop to run on (default: asyncio)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Tail and produce Kafka records, list and create topics.",
+    )
+    _add_connection_options(parser, top_level=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        _add_connection_options(sub, top_level=False)
+        return sub
+
+    tail = command("tail", "print the records of a topic as they arrive")
+    tail.add_argument("topic")
+    start = tail.add_mutually_exclusive_group()
+    start.add_argument(
+        "--from-beginning",
+        action="store_true",
+        help="start at the oldest record (default: only records written from now on)",
+    )
+    start.add_argument(
+        "--offset",
+        type=_non_negative_int,
+        metavar="N",
+        help="start at this offset (in every partition followed)",
+    )
+    tail.add_argument(
+        "--partition", "-p", type=_non_negative_int, metavar="N", help="only this partition"
+    )
+    tail.add_argument(
+        "--json",
+        action="store_true",
+        help="print each record as a JSON object, JSON values pretty-printed",
+    )
+    tail.add_argument(
+        "--max-records", "-n", type=_positive_int, metavar="N", help="stop after N records"
+    )
+    tail.add_argument(
+        "--exit-at-end",
+        "-e",
+        action="store_true",
+        help="stop at the end of the log as it was when tail started",
+    )
+    tail.add_argument(
+        "--read-committed",
+        action="store_true",
+        help="leave out records of open and aborted transactions",
+    )
+
+    produce = command("produce", "send each line of stdin as one record")
+    produce.add_argument("topic")
+    produce.add_argument("--key", "-k", help="key of every record (default: none)")
+    produce.add_argument(
+        "--partition", "-p", type=_non_negative_int, metavar="N", help="send to this partition"
+    )
+
+    command("topics", "list the topics with their partitions and leaders")
+
+    create = command("create-topic", "create a topic")
+    create.add_argument("name")
+    create.add_argument(
+        "--partitions", type=_positive_int, default=1, metavar="N", help="(default: 1)"
+    )
+    create.add_argument(
+        "--replication-factor", type=_positive_int, default=1, metavar="N", help="(default: 1)"
+    )
+    create.add_argument(
+        "--config",
+        type=_config_pair,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a topic configuration entry (repeatable)",
+    )
+    return parser
+
+
+def client_options(
+    args: argparse.Namespace, environ: dict[str, str] | None = None
+) -> tuple[str, dict[str, Any]]:
+    """The bootstrap and the client options that ``args`` (and the environment) ask for."""
+    env = os.environ if environ is None else environ
+    bootstrap = args.bootstrap or env.get("KAFKA_BOOTSTRAP_SERVERS") or DEFAULT_BOOTSTRAP
+    options: dict[str, Any] = {
+        "client_id": args.client_id,
+        "connect_timeout": args.connect_timeout,
+        "request_timeout": args.request_timeout,
+    }
+    if args.ssl or args.ssl_cafile or args.ssl_certfile or args.ssl_keyfile:
+        options["ssl"] = True
+        options["ssl_cafile"] = args.ssl_cafile
+        options["ssl_certfile"] = args.ssl_certfile
+        options["ssl_keyfile"] = args.ssl_keyfile
+        options["ssl_check_hostname"] = args.ssl_check_hostname
+    if args.sasl_mechanism:
+        password = args.sasl_password
+        if password is None:
+            password = env.get("KAFKA_SASL_PASSWORD")
+        if not args.sasl_username or password is None:
+            raise CommandError(
+                f"--sasl-mechanism {args.sasl_mechanism} needs --sasl-username and "
+                "--sasl-password (or $KAFKA_SASL_PASSWORD)"
+            )
+        options["sasl_mechanism"] = args.sasl_mechanism
+        options["sasl_username"] = args.sasl_username
+        options["sasl_password"] = password
+    elif args.sasl_username or args.sasl_password:
+        raise CommandError("--sasl-username/--sasl-password need --sasl-mechanism")
+    return bootstrap, options
+
+
+# --- output ------------------------------------------------------------------
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", errors="backslashreplace")
+
+
+def _json_value(data: bytes | None) -> Any:
+    if data is None:
+        return None
+    try:
+        return json.loads(data)
+    except ValueError:
+        return _text(data)
+
+
+def format_record(record: ConsumerRecord, *, as_json: bool = False) -> str:
+    """One record as ``tail`` prints it.
+
+    Plain: ``[partition:offset] key: value`` (no ``key:`` for a record without key).
+    JSON: an indented object with topic, partition, offset, timestamp, key, headers
+    and value; a value that parses as JSON is embedded as JSON, any other as a string.
+    Bytes that are not UTF-8 appear as backslash escapes.
+    """
+    if as_json:
+        obj = {
+            "topic": record.topic,
+            "partition": record.partition,
+            "offset": record.offset,
+            "timestamp": record.timestamp,
+            "key": None if record.key is None else _text(record.key),
+            "headers": [[k, None if v is None else _text(v)] for k, v in record.headers],
+            "value": _json_value(record.value),
+        }
+        return json.dumps(obj, indent=2, ensure_ascii=False)
+    prefix = f"[{record.partition}:{record.offset}]"
+    if record.key is not None:
+        prefix = f"{prefix} {_text(record.key)}:"
+    value = "(null)" if record.value is None else _text(record.value)
+    return f"{prefix} {value}"
+
+
+# --- commands ----------------------------------------------------------------
+
+
+async def _tail(
+    args: argparse.Namespace, bootstrap: str, options: dict[str, Any], out: TextIO
+) -> int:
+    from kafka_asgi.consumer import BasicConsumer
+
+    start: int
+    if args.offset is not None:
+        start = args.offset
+    else:
+        start = EARLIEST if args.from_beginning else LATEST
+    isolation = "read_committed" if args.read_committed else "read_uncommitted"
+    async with BasicConsumer(bootstrap, isolation_level=isolation, **options) as consumer:
+        async for record in consumer.follow(
+            args.topic,
+            args.partition,
+            offset=start,
+            stop_at_end=args.exit_at_end,
+            max_records=args.max_records,
+        ):
+            out.write(format_record(record, as_json=args.json))
+            out.write("\n")
+            out.flush()
+    return 0
+
+
+def _read_lines(source: TextIO, lines: queue.Queue[str | None]) -> None:
+    try:
+        for line in source:
+            lines.put(line)
+    finally:
+        lines.put(None)
+
+
+async def _next_line(lines: queue.Queue[str | None]) -> str | None:
+    # The reader is a daemon thread (a blocked read of stdin must not keep the
+    # process alive after Ctrl-C); each wait for it is bounded so that no worker
+    # thread of anyio is left blocked either.
+    while True:
+        try:
+            return await anyio.to_thread.run_sync(lines.get, True, 0.25)
+        except queue.Empty:
+            continue
+
+
+async def _produce(
+    args: argparse.Namespace,
+    bootstrap: str,
+    options: dict[str, Any],
+    source: TextIO,
+    err: TextIO,
+) -> int:
+    from kafka_asgi.cluster.client import KafkaClient
+    from kafka_asgi.producer import Producer
+
+    key = None if args.key is None else args.key.encode()
+    count = 0
+    async with KafkaClient(bootstrap, **options) as client:
+        # Fail fast, before reading any input, when Kafka is unreachable or the topic
+        # is missing: the producer itself would buffer and retry for delivery_timeout.
+        metadata = await client.fetch_metadata(args.topic)
+        if args.partition is not None and args.partition not in metadata.partitions:
+            raise CommandError(
+                f"topic {args.topic} has no partition {args.partition} "
+                f"(it has {metadata.partition_count})"
+            )
+        lines: queue.Queue[str | None] = queue.Queue(_STDIN_QUEUE_SIZE)
+        threading.Thread(
+            target=_read_lines, args=(source, lines), name="kafka-asgi stdin", daemon=True
+        ).start()
+        async with Producer(client=client) as producer:
+            while (line := await _next_line(lines)) is not None:
+                value = line[:-1] if line.endswith("\n") else line
+                await producer.send_buffered(
+                    args.topic, value.encode(), key=key, partition=args.partition
+                )
+                count += 1
+            await producer.flush()
+            stats = producer.stats()
+    if stats.failed:
+        raise CommandError(
+            f"{stats.failed} of {count} records were not delivered to {args.topic}: "
+            f"{stats.last_error}"
+        )
+    err.write(f"produced {count} record{'s' if count != 1 else ''} to {args.topic}\n")
+    return 0
+
+
+async def _topics(bootstrap: str, options: dict[str, Any], out: TextIO) -> int:
+    from kafka_asgi.cluster.client import KafkaClient
+
+    async with KafkaClient(bootstrap, **options) as client:
+        cluster = await client.refresh()
+    brokers = cluster.brokers
+    for name in sorted(cluster.topics):
+        topic = cluster.topics[name]
+        out.write(f"{name}\tpartitions={topic.partition_count}\n")
+        for index in sorted(topic.partitions):
+            p = topic.partitions[index]
+            broker = brokers.get(p.leader)
+            where = f" ({broker.host}:{broker.port})" if broker is not None else ""
+            replicas = ",".join(str(r) for r in p.replicas)
+            isr = ",".join(str(r) for r in p.isr)
+            out.write(
+                f"  partition {p.partition}\tleader={p.leader}{where}\t"
+                f"replicas={replicas}\tisr={isr}\n"
+            )
+    return 0
+
+
+async def _create_topic(
+    args: argparse.Namespace, bootstrap: str, options: dict[str, Any], out: TextIO
+) -> int:
+    from kafka_asgi.cluster.client import KafkaClient
+
+    configs = dict(args.config) or None
+    async with KafkaClient(bootstrap, **options) as client:
+        await client.create_topics(
+            [(args.name, args.partitions)],
+            replication_factor=args.replication_factor,
+            configs=configs,
+        )
+    plural = "s" if args.partitions != 1 else ""
+    out.write(f"created topic {args.name} with {args.partitions} partition{plural}\n")
+    return 0
+
+
+# --- running -----------------------------------------------------------------
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    """The exception to report out of possibly nested exception groups (task groups).
+
+    Duck-typed: BaseExceptionGroup is a builtin only from Python 3.11."""
+    while True:
+        inner = getattr(exc, "exceptions", None)
+        if not isinstance(inner, tuple) or not inner:
+            return exc
+        interrupts = [e for e in inner if isinstance(e, KeyboardInterrupt)]
+        exc = interrupts[0] if interrupts else inner[0]
+
+
+def _describe(exc: BaseException, command: str, bootstrap: str) -> str:
+    from kafka_asgi.network.errors import AuthenticationError, NetworkError
+
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, AuthenticationError):
+        return f"authentication with {bootstrap} failed: {text}"
+    if isinstance(exc, NetworkError):
+        return f"cannot reach Kafka at {bootstrap}: {text}"
+    return f"{command}: {text}"
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    stdin: TextIO | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
+    """Run the command line ``argv`` (default: sys.argv[1:]); return the exit status."""
+    out = sys.stdout if stdout is None else stdout
+    err = sys.stderr if stderr is None else stderr
+    source = sys.stdin if stdin is None else stdin
+    args = build_parser().parse_args(argv)
+    try:
+        bootstrap, options = client_options(args)
+    except CommandError as exc:
+        err.write(f"{PROG}: {exc}\n")
+        return EXIT_USAGE
+
+    run: Callable[[], Coroutine[Any, Any, int]]
+    if args.command == "tail":
+        run = lambda: _tail(args, bootstrap, options, out)  # noqa: E731
+    elif args.command == "produce":
+        run = lambda: _produce(args, bootstrap, options, source, err)  # noqa: E731
+    elif args.command == "topics":
+        run = lambda: _topics(bootstrap, options, out)  # noqa: E731
+    else:
+        run = lambda: _create_topic(args, bootstrap, options, out)  # noqa: E731
+
+    try:
+        return anyio.run(run, backend=args.backend)
+    except BaseException as exc:
+        failure = _first_leaf(exc)
+        if isinstance(failure, KeyboardInterrupt):
+            return EXIT_INTERRUPTED
+        if isinstance(failure, BrokenPipeError):
+            # Whoever read our output went away (`kafka-asgi tail t | head`): stop
+            # quietly, and keep the interpreter's last flush off the closed pipe.
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+            return EXIT_FAILURE
+        if isinstance(failure, CommandError):
+            err.write(f"{PROG}: {failure}\n")
+            return EXIT_FAILURE
+        if isinstance(failure, KafkaError):
+            err.write(f"{PROG}: {_describe(failure, args.command, bootstrap)}\n")
+            return EXIT_FAILURE
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""kafka-asgi argument parsing and output formatting (no broker needed)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from kafka_asgi.cli import CommandError, build_parser, client_options, format_record, main
+from kafka_asgi.consumer.results import ConsumerRecord
+
+
+def parse(*argv: str) -> object:
+    return build_parser().parse_args(list(argv))
+
+
+def test_connection_options_before_or_after_the_command() -> None:
+    before = parse("--bootstrap", "h1:1", "--sasl-mechanism", "plain", "topics")
+    after = parse("topics", "--bootstrap", "h1:1", "--sasl-mechanism", "PLAIN")
+    for args in (before, after):
+        assert args.bootstrap == "h1:1"  # type: ignore[attr-defined]
+        assert args.sasl_mechanism == "PLAIN"  # type: ignore[attr-defined]
+    # An option left out after the command keeps the value given before it.
+    mixed = parse("--bootstrap", "h2:2", "tail", "t", "--ssl")
+    assert mixed.bootstrap == "h2:2"  # type: ignore[attr-defined]
+    assert mixed.ssl is True  # type: ignore[attr-defined]
+
+
+def test_tail_arguments() -> None:
+    args = parse(
+        "tail", "orders", "--from-beginning", "-p", "3", "--json", "-n", "5", "--exit-at-end"
+    )
+    assert (args.topic, args.from_beginning, args.partition, args.json) == (  # type: ignore[attr-defined]
+        "orders",
+        True,
+        3,
+        True,
+    )
+    assert (args.max_records, args.exit_at_end) == (5, True)  # type: ignore[attr-defined]
+    defaults = parse("tail", "orders")
+    assert defaults.from_beginning is False  # type: ignore[attr-defined]
+    assert defaults.partition is None  # type: ignore[attr-defined]
+    assert defaults.max_records is None  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["tail", "t", "--max-records", "0"],
+        ["tail", "t", "--partition", "-1"],
+        ["tail", "t", "--from-beginning", "--offset", "3"],
+        ["create-topic", "x", "--partitions", "zero"],
+        ["create-topic", "x", "--config", "novalue"],
+        ["--sasl-mechanism", "GSSAPI", "topics"],
+        ["--connect-timeout", "0", "topics"],
+        [],
+    ],
+)
+def test_bad_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(argv)
+    assert info.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_bootstrap_default_and_environment() -> None:
+    args = parse("topics")
+    assert client_options(args, {})[0] == "127.0.0.1:9092"
+    env = {"KAFKA_BOOTSTRAP_SERVERS": "k1:9092,k2:9092"}
+    assert client_options(args, env)[0] == "k1:9092,k2:9092"
+    assert client_options(parse("topics", "-b", "x:1"), env)[0] == "x:1"
+
+
+def test_tls_and_sasl_options() -> None:
+    args = parse(
+        "topics",
+        "--ssl-cafile",
+        "ca.pem",
+        "--no-ssl-check-hostname",
+        "--sasl-mechanism",
+        "scram-sha-512",
+        "--sasl-username",
+        "admin",
+    )
+    _, options = client_options(args, {"KAFKA_SASL_PASSWORD": "from-env"})
+    assert options["ssl"] is True
+    assert options["ssl_cafile"] == "ca.pem"
+    assert options["ssl_check_hostname"] is False
+    assert options["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert (options["sasl_username"], options["sasl_password"]) == ("admin", "from-env")
+    explicit = parse(
+        "topics", "--sasl-mechanism", "PLAIN", "--sasl-username", "u", "--sasl-password", "p"
+    )
+    assert client_options(explicit, {"KAFKA_SASL_PASSWORD": "env"})[1]["sasl_password"] == "p"
+    plain = client_options(parse("topics"), {})[1]
+    assert "ssl" not in plain and "sasl_mechanism" not in plain
+
+
+def test_sasl_without_credentials_is_a_usage_error() -> None:
+    with pytest.raises(CommandError, match="--sasl-username"):
+        client_options(parse("topics", "--sasl-mechanism", "PLAIN"), {})
+    with pytest.raises(CommandError, match="--sasl-mechanism"):
+        client_options(parse("topics", "--sasl-username", "u"), {})
+    err = io.StringIO()
+    assert main(["topics", "--sasl-mechanism", "PLAIN"], stderr=err) == 2
+    assert err.getvalue().count("\n") == 1
+
+
+RECORD = ConsumerRecord(
+    topic="t",
+    partition=2,
+    offset=41,
+    timestamp=1_700_000_000_000,
+    key=b"user-1",
+    value=b'{"a": [1, 2], "b": "\xc3\xa9"}',
+    headers=(("trace", b"abc"), ("empty", None)),
+)
+
+
+def test_plain_format() -> None:
+    assert format_record(RECORD) == '[2:41] user-1: {"a": [1, 2], "b": "\xe9"}'
+    no_key = RECORD._replace(key=None, value=b"hello")
+    assert format_record(no_key) == "[2:41] hello"
+    assert format_record(no_key._replace(value=None)) == "[2:41] (null)"
+    assert format_record(no_key._replace(value=b"\xff\x00ok")) == "[2:41] \\xff\x00ok"
+
+
+def test_json_format_pretty_prints_json_values() -> None:
+    text = format_record(RECORD, as_json=True)
+    assert "\n" in text and '  "value": {' in text
+    assert json.loads(text) == {
+        "topic": "t",
+        "partition": 2,
+        "offset": 41,
+        "timestamp": 1_700_000_000_000,
+        "key": "user-1",
+        "headers": [["trace", "abc"], ["empty", None]],
+        "value": {"a": [1, 2], "b": "\xe9"},
+    }
+    not_json = json.loads(format_record(RECORD._replace(value=b"plain text"), as_json=True))
+    assert not_json["value"] == "plain text"
+    null = json.loads(format_record(RECORD._replace(key=None, value=None), as_json=True))
+    assert (null["key"], null["value"]) == (None, None)
