@@ -36,11 +36,6 @@ from typing import Any, Literal, TypeAlias
 
 import anyio
 
-from kafka_asgi.integrations._interim import (
-    get_producer,
-    register_producer,
-    unregister_producer,
-)
 from kafka_asgi.integrations._producer_api import Headers, ProducerLike
 from kafka_asgi.integrations.testing import override_for
 from kafka_asgi.integrations.threads import (
@@ -48,6 +43,11 @@ from kafka_asgi.integrations.threads import (
     get_sender,
     register_sender,
     unregister_sender,
+)
+from kafka_asgi.producer import (
+    get_producer,
+    register_producer,
+    unregister_producer,
 )
 from kafka_asgi.protocol.errors import KafkaError
 
@@ -125,24 +125,31 @@ def _validate_lifespan_options(
             )
 
 
-async def _check_reachable(producer: ProducerLike, limit: float) -> None:
+async def _check_reachable(producer: ProducerLike, client: Any, limit: float) -> None:
     """Raise if Kafka does not answer within ``limit`` seconds."""
-    check = getattr(producer, "check_reachable", None)
-    if check is None:
-        return
     with anyio.fail_after(limit):
-        await check()
+        if client is not None:
+            # Brokers only: the cheapest request that proves a broker answers.
+            await client.refresh(topics=[])
+            return
+        check = getattr(producer, "check_reachable", None)
+        if check is not None:
+            await check()
 
 
 async def _create_topics(
-    producer: ProducerLike, topics: Sequence[str | tuple[str, int]], limit: float
+    client: Any, topics: Sequence[str | tuple[str, int]], limit: float
 ) -> None:
-    create = getattr(producer, "create_topics", None)
-    if create is None or not topics:
-        return
-    specs = [(t, 1) if isinstance(t, str) else t for t in topics]
-    with anyio.fail_after(limit):
-        await create(specs)
+    from kafka_asgi.protocol.errors import TopicAlreadyExistsError
+
+    for topic in topics:
+        spec = (topic, 1) if isinstance(topic, str) else topic
+        try:
+            await client.create_topics([spec], timeout=limit)
+        except TopicAlreadyExistsError:
+            # Expected: every worker of the server tries, and the topic may predate us.
+            continue
+        logger.info("kafka_asgi: created topic %r (%d partition(s))", spec[0], spec[1])
 
 
 @asynccontextmanager
@@ -180,6 +187,7 @@ async def producer_lifespan(
         cluster, on_unreachable, startup_timeout, shutdown_timeout, create_topics
     )
     override = override_for(cluster)
+    client: Any = None
     if override is not None:
         producer: ProducerLike = override
     elif producer_factory is not None:
@@ -189,14 +197,19 @@ async def producer_lifespan(
             raise ValueError(
                 "producer_lifespan needs bootstrap= (e.g. '127.0.0.1:9092') or producer_factory="
             )
-        producer = _make_producer(bootstrap, dict(producer_options or {}))
+        client, producer = _make_producer(bootstrap, dict(producer_options or {}))
     owned = override is None
     sender = ThreadSafeSender(producer, max_queue=thread_queue_size)
 
     async with AsyncExitStack() as stack:
+        if client is not None:
+            # Ours, so the lifespan can ask it whether Kafka answers and create topics;
+            # closed after the producer (exit stack: last in, first out).
+            await client.start()
+            stack.push_async_callback(_close_client, client)
         if owned:
             await producer.__aenter__()
-            stack.callback(unregister_producer, cluster)
+            stack.callback(unregister_producer, cluster, producer)
             stack.push_async_callback(_shutdown, producer, cluster, shutdown_timeout, owned)
             register_producer(cluster, producer)
         else:
@@ -207,24 +220,31 @@ async def producer_lifespan(
         stack.callback(unregister_sender, cluster, sender)
 
         try:
-            await _check_reachable(producer, startup_timeout)
+            await _check_reachable(producer, client, startup_timeout)
         except Exception as exc:
             where = bootstrap if bootstrap is not None else type(producer).__name__
+            reason = str(exc) or type(exc).__name__
             if on_unreachable == "fail":
                 raise KafkaUnreachableError(
-                    f"Kafka at {where} unreachable at startup within {startup_timeout}s: {exc} "
-                    "(on_unreachable='fail')"
+                    f"Kafka at {where} unreachable at startup within {startup_timeout}s: "
+                    f"{reason} (on_unreachable='fail')"
                 ) from exc
             logger.warning(
                 "kafka_asgi: Kafka at %s unreachable at startup (%s); starting anyway and "
                 "buffering events for cluster %r until it is back (on_unreachable='buffer')",
                 where,
-                exc,
+                reason,
                 cluster,
             )
         else:
-            await _create_topics(producer, create_topics, startup_timeout)
+            if client is not None and create_topics:
+                await _create_topics(client, create_topics, max(startup_timeout, 10.0))
         yield producer
+
+
+async def _close_client(client: Any) -> None:
+    # No scope of ours around it: the client exits the task group it entered at start.
+    await client.aclose()
 
 
 async def _shutdown(producer: ProducerLike, cluster: str, limit: float, owned: bool) -> None:
@@ -249,34 +269,42 @@ async def _shutdown(producer: ProducerLike, cluster: str, limit: float, owned: b
                 getattr(stats, "failed", 0),
                 getattr(stats, "last_error", None),
             )
-        if not owned:
-            return
-        with anyio.move_on_after(_CLOSE_GRACE) as scope:
-            await producer.__aexit__(None, None, None)
-        if scope.cancelled_caught:
-            logger.warning(
-                "kafka_asgi: closing the producer for cluster %r took over %.0fs; abandoned",
-                cluster,
-                _CLOSE_GRACE,
-            )
-        elif not left:
-            logger.info(
-                "kafka_asgi: producer for cluster %r flushed and closed (pid %d, %d delivered)",
-                cluster,
-                os.getpid(),
-                getattr(stats, "delivered", 0),
-            )
+    if not owned:
+        return
+    # Not inside a cancel scope of ours: the producer exits the task group it entered
+    # at start, which must be the innermost scope. Its own close is bounded by its
+    # close_timeout and shielded.
+    await producer.__aexit__(None, None, None)
+    if not left:
+        logger.info(
+            "kafka_asgi: producer for cluster %r flushed and closed (pid %d, %d delivered)",
+            cluster,
+            os.getpid(),
+            getattr(stats, "delivered", 0),
+        )
 
 
-# After the deadline-bounded flush, closing only cancels and joins background tasks.
-_CLOSE_GRACE = 5.0
+# After the lifespan's own flush (bounded by shutdown_timeout), what the producer's
+# close may still spend delivering before it reports the rest as undelivered.
+_CLOSE_TIMEOUT = 2.0
 
 
-def _make_producer(bootstrap: str | Sequence[Any], options: dict[str, Any]) -> ProducerLike:
-    from kafka_asgi.producer import Producer  # type: ignore[attr-defined]
+def _make_producer(bootstrap: str | Sequence[Any], options: dict[str, Any]) -> tuple[Any, Any]:
+    """A KafkaClient from the client options, and a Producer using it for the rest."""
+    from kafka_asgi.cluster.client import KafkaClient
+    from kafka_asgi.cluster.options import split_client_options
+    from kafka_asgi.producer import Producer
 
-    producer: ProducerLike = Producer(bootstrap, **options)
-    return producer
+    if "client" in options or "cluster_name" in options:
+        bad = "client" if "client" in options else "cluster_name"
+        raise TypeError(
+            f"producer_options may not set {bad!r}: the lifespan makes the client and "
+            "registers the producer under its cluster name"
+        )
+    client_options, producer_only = split_client_options(options)
+    producer_only.setdefault("close_timeout", _CLOSE_TIMEOUT)
+    client = KafkaClient(bootstrap, **client_options)
+    return client, Producer(client=client, **producer_only)
 
 
 def _put_state(state: dict[str, Any], cluster: str, producer: ProducerLike) -> None:
@@ -424,7 +452,8 @@ def _sender_for(cluster: str) -> Callable[..., None]:
     sender = get_sender(cluster)
     if sender is not None:
         return sender.send_nowait
-    return get_producer(cluster).send_nowait
+    producer: ProducerLike = get_producer(cluster)
+    return producer.send_nowait
 
 
 class EventLogger:

@@ -29,15 +29,14 @@ from typing import Any
 
 import anyio
 
-from kafka_asgi.integrations._interim import (
+from kafka_asgi.integrations._producer_api import Headers
+from kafka_asgi.producer import (
     BufferFullError,
     ProducerStats,
     RecordMetadata,
-    get_producer,
     register_producer,
     unregister_producer,
 )
-from kafka_asgi.integrations._producer_api import Headers
 from kafka_asgi.protocol.errors import KafkaError
 
 __all__ = [
@@ -188,7 +187,15 @@ class InMemoryProducer:
             n = len(self.events)
             size = sum(len(e.value or b"") + len(e.key or b"") for e in self.events)
         return ProducerStats(
-            enqueued=n, delivered=n, failed=self._rejected, bytes_sent=size, batches_sent=n
+            enqueued=n,
+            delivered=n,
+            failed=self._rejected,
+            retried=0,
+            buffered=0,
+            in_flight=0,
+            bytes_sent=size,
+            batches_sent=n,
+            last_error=None,
         )
 
     async def start(self) -> None:
@@ -337,8 +344,4 @@ def capture_events(
         yield producer
     finally:
         del _overrides[cluster]
-        try:
-            if get_producer(cluster) is producer:
-                unregister_producer(cluster)
-        except KeyError:
-            pass
+        unregister_producer(cluster, producer)

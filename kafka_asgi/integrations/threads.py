@@ -23,8 +23,8 @@ from typing import Any
 
 import anyio
 
-from kafka_asgi.integrations._interim import BufferFullError
 from kafka_asgi.integrations._producer_api import Headers, ProducerLike
+from kafka_asgi.producer import BufferFullError
 
 __all__ = [
     "BackgroundProducer",

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from starlette.applications import Starlette
 
-from kafka_asgi.integrations._interim import ProducerStats, get_producer
 from kafka_asgi.integrations.asgi import (
     KafkaLifespan,
     KafkaUnreachableError,
@@ -19,6 +18,7 @@ from kafka_asgi.integrations.asgi import (
 from kafka_asgi.integrations.starlette import kafka_lifespan
 from kafka_asgi.integrations.testing import InMemoryProducer, capture_events
 from kafka_asgi.integrations.threads import get_sender
+from kafka_asgi.producer import ProducerStats, get_producer
 
 from .asgi_helpers import LifespanFailed, run_lifespan
 
@@ -124,7 +124,17 @@ class StuckProducer(InMemoryProducer):
     """Reports events still buffered after the final flush, as with Kafka down."""
 
     def stats(self) -> ProducerStats:
-        return ProducerStats(enqueued=7, delivered=4, buffered=3)
+        return ProducerStats(
+            enqueued=7,
+            delivered=4,
+            failed=0,
+            retried=0,
+            buffered=3,
+            in_flight=0,
+            bytes_sent=0,
+            batches_sent=0,
+            last_error=None,
+        )
 
 
 async def test_shutdown_reports_what_is_left(

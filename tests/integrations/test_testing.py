@@ -7,13 +7,13 @@ import threading
 import anyio
 import pytest
 
-from kafka_asgi.integrations._interim import BufferFullError, get_producer
 from kafka_asgi.integrations.testing import (
     CapturedEvent,
     InMemoryProducer,
     capture_events,
     override_for,
 )
+from kafka_asgi.producer import BufferFullError, get_producer
 
 pytestmark = pytest.mark.anyio
 

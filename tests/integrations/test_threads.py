@@ -7,10 +7,10 @@ import threading
 import anyio
 import pytest
 
-from kafka_asgi.integrations._interim import BufferFullError, get_producer
 from kafka_asgi.integrations.asgi import producer_lifespan
 from kafka_asgi.integrations.testing import InMemoryProducer
 from kafka_asgi.integrations.threads import BackgroundProducer, ThreadSafeSender, get_sender
+from kafka_asgi.producer import BufferFullError, get_producer
 
 pytestmark = pytest.mark.anyio
 
