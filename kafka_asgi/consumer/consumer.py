@@ -55,8 +55,7 @@ _LIST_OFFSETS_MIN_VERSION = 1
 # Fetch v4 (KIP-98) brings the isolation level, the last stable offset and the
 # aborted transactions; Kafka 4 no longer speaks v0-3.
 _FETCH_MIN_VERSION = 4
-# Follow: consecutive failed rounds tolerated (each with a backoff) before giving up.
-_FOLLOW_MAX_RETRIES = 10
+_MAX_BACKOFF = 1.0
 
 
 class _Retry(Exception):
@@ -418,7 +417,9 @@ class BasicConsumer:
         ``stop_at_end`` at the end of each partition's log as it was when following
         began; ``max_records`` after that many records; ``stop(record)`` after the first
         record for which it returns True.  Records of one partition come in offset
-        order; partitions are interleaved batch by batch.
+        order; partitions are interleaved batch by batch.  Partitions added to the
+        topic later are not followed.  A leader moving or a broker restarting is
+        retried (refreshing metadata, with backoff) for up to ``request_timeout``.
         """
         _check_topic(topic)
         _check_int("offset", offset, -2, (1 << 63) - 1)
@@ -449,6 +450,7 @@ class BasicConsumer:
 
         yielded = 0
         failures = 0
+        failing_since = 0.0
         rotation = 0
         while True:
             active = [p for p in partitions if not stop_at_end or positions[p] < ends[p]]
@@ -475,11 +477,24 @@ class BasicConsumer:
             if error is None:
                 failures = 0
                 continue
+            now = anyio.current_time()
+            if failures == 0:
+                failing_since = now
             failures += 1
-            if failures > _FOLLOW_MAX_RETRIES or not (error.retriable and error.invalid_metadata):
+            # Retriable failures (a leader moving, a broker restarting) are retried
+            # with backoff for up to request_timeout, then raised.
+            if not (error.retriable and error.invalid_metadata) or (
+                now - failing_since > self._request_timeout
+            ):
                 raise error
-            await anyio.sleep(self._retry_backoff * failures)
-            await self._client.refresh([topic])
+            await anyio.sleep(min(self._retry_backoff * 2 ** min(failures, 10), _MAX_BACKOFF))
+            try:
+                await self._client.refresh([topic])
+            except KafkaError as exc:
+                # Still unreachable (a broker restarting): the next round tries again,
+                # and counts as one more failure.
+                if not exc.retriable:
+                    raise
 
     async def _fetch_round(
         self, topic: str, positions: dict[int, int], max_bytes: int, max_wait_ms: int

@@ -444,3 +444,47 @@ async def test_unknown_topic_in_follow(kafka: KafkaCluster, anyio_backend: str) 
         with pytest.raises(UnknownTopicOrPartitionError):
             async for _ in consumer.follow(unique_name("missing")):
                 pass
+
+
+def recreate_topic(kafka: KafkaCluster, topic: str) -> None:
+    """Delete ``topic`` and create it again (a new topic id), retrying while the broker
+    still finishes the deletion."""
+    admin = AdminClient({"bootstrap.servers": kafka.plaintext})
+    admin.delete_topics([topic], operation_timeout=30)[topic].result(timeout=30)
+    deadline = time.monotonic() + 60
+    while True:
+        future = admin.create_topics(
+            [NewTopic(topic, num_partitions=1, replication_factor=1)], operation_timeout=30
+        )[topic]
+        try:
+            future.result(timeout=30)
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+async def test_stale_metadata_is_refreshed_and_the_fetch_retried(
+    kafka: KafkaCluster, anyio_backend: str
+) -> None:
+    topic = create_topic(kafka)
+    producer = Producer({"bootstrap.servers": kafka.plaintext})
+    produce_all(producer, [{"topic": topic, "value": b"old"}])
+    async with BasicConsumer(kafka.plaintext) as consumer:
+        assert [r.value for r in (await consumer.fetch(topic, 0, 0)).records] == [b"old"]
+        old_id = consumer.client.cached_topic(topic).topic_id  # type: ignore[union-attr]
+        await anyio.to_thread.run_sync(recreate_topic, kafka, topic)
+        produce_all(producer, [{"topic": topic, "value": b"new"}])
+        # The cached metadata still names the deleted topic's id: the broker answers
+        # UNKNOWN_TOPIC_ID, the consumer refreshes and asks again.
+        assert consumer.client.cached_topic(topic).topic_id == old_id  # type: ignore[union-attr]
+        with anyio.fail_after(30):
+            result = await consumer.fetch(topic, 0, 0)
+        assert [r.value for r in result.records] == [b"new"]
+        assert consumer.client.cached_topic(topic).topic_id != old_id  # type: ignore[union-attr]
+
+        admin = AdminClient({"bootstrap.servers": kafka.plaintext})
+        admin.delete_topics([topic], operation_timeout=30)[topic].result(timeout=30)
+        with anyio.fail_after(30), pytest.raises(UnknownTopicOrPartitionError):
+            await consumer.fetch(topic, 0, 0)
