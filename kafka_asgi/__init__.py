@@ -1,3 +1,26 @@
 """kafka_asgi: ship events and access logs from ASGI/WSGI apps to Apache Kafka."""
 
+from kafka_asgi.consumer import EARLIEST, LATEST, BasicConsumer
+from kafka_asgi.producer import (
+    BufferFullError,
+    Producer,
+    RecordMetadata,
+    get_producer,
+    register_producer,
+    unregister_producer,
+)
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "EARLIEST",
+    "LATEST",
+    "BasicConsumer",
+    "BufferFullError",
+    "Producer",
+    "RecordMetadata",
+    "__version__",
+    "get_producer",
+    "register_producer",
+    "unregister_producer",
+]

@@ -16,15 +16,31 @@ from kafka_asgi.network.errors import (
     RequestTimeout,
     TLSError,
 )
+from kafka_asgi.producer.errors import (
+    BufferFullError,
+    DeliveryTimeoutError,
+    PartitionerError,
+    ProducerAlreadyRegisteredError,
+    ProducerClosedError,
+    ProducerNotRegisteredError,
+    RecordTooLargeError,
+)
 from kafka_asgi.protocol import errors as _protocol_errors
 from kafka_asgi.protocol.errors import *  # noqa: F403 - every error-code class, by design
 
 __all__ = [
     *_protocol_errors.__all__,
     "AuthenticationError",
+    "BufferFullError",
     "ConnectError",
     "ConnectionClosedError",
+    "DeliveryTimeoutError",
     "NetworkError",
+    "PartitionerError",
+    "ProducerAlreadyRegisteredError",
+    "ProducerClosedError",
+    "ProducerNotRegisteredError",
+    "RecordTooLargeError",
     "RequestTimeout",
     "TLSError",
 ]

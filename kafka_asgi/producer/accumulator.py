@@ -88,6 +88,7 @@ class Batch:
         "part",
         "pid_gen",
         "records",
+        "replaced_by",
         "sent",
         "waiters",
     )
@@ -109,6 +110,8 @@ class Batch:
         self.sent = False
         self.maybe_written = False
         self.done = False
+        # Set when the batch was split: its second half (which finishes after the first).
+        self.replaced_by: Batch | None = None
 
 
 class PartitionBuffer:

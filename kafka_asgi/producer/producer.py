@@ -244,6 +244,12 @@ class Producer:
     def __init__(self, bootstrap: Any = None, **options: Any) -> None:
         client: Any = options.pop("client", None)
         client_options, rest = split_client_options(options)
+        # Both a client option and a producer setting (Produce timeout, retry pause).
+        for name in ("request_timeout", "retry_backoff"):
+            if name in client_options:
+                rest[name] = client_options[name]
+                if client is not None:
+                    del client_options[name]
         if client is not None:
             if client_options:
                 raise TypeError(
@@ -259,10 +265,6 @@ class Producer:
                 rest.setdefault("retry_backoff", backoff)
         elif bootstrap is None:
             raise TypeError("Producer needs bootstrap servers, e.g. Producer('host:9092')")
-        else:
-            for name in ("request_timeout", "retry_backoff"):
-                if name in client_options:
-                    rest[name] = client_options[name]
         self.options = opts = ProducerOptions.from_options(rest)
         self._own_client = client is None
         if client is None:
@@ -305,6 +307,7 @@ class Producer:
         self._tg: anyio.abc.TaskGroup | None = None
         self._next_flush = _INF
         self._force_at = _INF
+        self._force_pending = False
         self._retry_at = _INF
         self._node_inflight: dict[int, int] = {}
         self._room_event: anyio.Event | None = None
@@ -363,6 +366,7 @@ class Producer:
                     await self._client.start()
                     stack.push_async_callback(self._client.aclose)
                 self._tg = await stack.enter_async_context(anyio.create_task_group())
+                self._next_flush = anyio.current_time() + self.options.flush_time
                 await self._tg.start(self._flusher)
                 if self._idempotent:
                     self._pid_wanted = anyio.Event()
@@ -375,7 +379,6 @@ class Producer:
             self._state = "closed"
             raise
         self._state = "running"
-        self._next_flush = anyio.current_time() + self.options.flush_time
         self._topics = self._buffers
 
     async def aclose(self) -> None:
@@ -694,23 +697,30 @@ class Producer:
         """Place buffered records on partitions and send what is ready."""
         now = anyio.current_time()
         if now >= self._next_flush:
-            force = True
+            self._force_pending = True
             self._next_flush = now + self.options.flush_time
         if now >= self._force_at:
-            force = True
+            self._force_pending = True
             self._force_at = _INF
+        undrained = False
         for t in self._buffers.values():
-            if t.records:
-                self._drain(t)
+            if t.records and not self._drain(t):
+                undrained = True
+        if self._force_pending:
+            force = True
+            # Records of a topic still waiting for its metadata are sent as soon
+            # as it arrives (its task wakes us), not a flush_time later.
+            self._force_pending = undrained
         self._dispatch(now, force)
 
-    def _drain(self, t: TopicBuffer) -> None:
+    def _drain(self, t: TopicBuffer) -> bool:
+        """Place ``t``'s records on partitions; False if its metadata is missing."""
         meta = self._client.cached_topic(t.name)
         if meta is None or not meta.partitions:
             if not t.fetching and self._tg is not None:
                 t.fetching = True
                 self._tg.start_soon(self._fetch_topic, t)
-            return
+            return False
         if meta is not t.meta:
             t.meta = meta
             t.set_partition_count(meta.partition_count)
@@ -726,6 +736,7 @@ class Producer:
         for record, delivery, error in failed:
             waiters: Waiters | None = [(0, delivery)] if delivery is not None else None
             self._report_failure(t.name, -1, [record], waiters, error, False)
+        return True
 
     def _leader(self, p: PartitionBuffer) -> int:
         meta = self._client.cached_topic(p.topic.name)
@@ -882,6 +893,7 @@ class Producer:
         p.batches.appendleft(second)
         p.batches.appendleft(first)
         b.done = True
+        b.replaced_by = second
 
     def _start_request(self, node: int, batches: list[Batch]) -> None:
         topics: dict[str, list[PartitionProduceData]] = {}
@@ -1221,6 +1233,10 @@ class Producer:
         self._dispatch(anyio.current_time(), True)
         waiting = [t for t in self._buffers.values() if t.records]
         while True:
+            for i, b in enumerate(targets):
+                while b.replaced_by is not None:
+                    b = b.replaced_by
+                targets[i] = b
             targets = [b for b in targets if not b.done]
             still: list[TopicBuffer] = []
             for t in waiting:

@@ -1,0 +1,189 @@
+"""An in-memory stand-in for KafkaClient, for the producer's logic above the network.
+
+It keeps a log per partition (decoding the record batches the producer sends with
+the real decoder), answers Produce and InitProducerId like a broker (including
+KIP-98 duplicate detection by producer id and sequence), and lets a test script
+failures: error codes per partition, exceptions per request (raised before or
+after the batch is written), responses held back, topics without a leader.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from kafka_asgi.cluster.metadata import PartitionMetadata, TopicMetadata
+from kafka_asgi.protocol.errors import KafkaError, UnknownTopicOrPartitionError
+from kafka_asgi.protocol.messages import InitProducerIdRequest, InitProducerIdResponse
+from kafka_asgi.protocol.messages.produce import (
+    PartitionProduceResponse,
+    ProduceRequest,
+    ProduceResponse,
+    TopicProduceResponse,
+)
+from kafka_asgi.protocol.records import Record, decode_batches
+
+
+@dataclass
+class Stored:
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes | None], ...]
+    timestamp: int
+
+
+@dataclass
+class Fault:
+    """What to do to the next request that matches."""
+
+    error: KafkaError
+    written: bool = False  # apply the request before raising (the response got lost)
+
+
+@dataclass
+class FakeClient:
+    partitions: dict[str, int] = field(default_factory=dict)
+    leaders: dict[tuple[str, int], int] = field(default_factory=dict)
+    logs: dict[tuple[str, int], list[Stored]] = field(default_factory=dict)
+    # error codes to answer per (topic, partition), consumed one per request
+    codes: dict[tuple[str, int], deque[int]] = field(default_factory=dict)
+    faults: deque[Fault] = field(default_factory=deque)
+    pid_faults: deque[KafkaError] = field(default_factory=deque)
+    gate: anyio.Event | None = None  # when set, Produce responses wait for it
+    hang: bool = False  # Produce requests never get an answer
+    metadata_error: KafkaError | None = None
+    max_message_bytes: int = 10 * 1024 * 1024
+    requests: list[ProduceRequest] = field(default_factory=list)
+    batches: list[tuple[str, int, int]] = field(default_factory=list)  # topic, partition, count
+    refreshes: int = 0
+    fetches: int = 0
+    known: set[str] = field(default_factory=set)
+    started: bool = False
+    closed: bool = False
+    _pids: itertools.count[int] = field(default_factory=lambda: itertools.count(1000))
+    # (pid, topic, partition) -> (next expected sequence, [(first seq, last seq, base offset)])
+    _seqs: dict[tuple[int, str, int], tuple[int, list[tuple[int, int, int]]]] = field(
+        default_factory=dict
+    )
+
+    def add_topic(self, name: str, count: int, leader: int = 0) -> None:
+        self.partitions[name] = count
+        for p in range(count):
+            self.leaders[(name, p)] = leader
+            self.logs.setdefault((name, p), [])
+
+    def records(self, topic: str, partition: int) -> list[Stored]:
+        return self.logs.get((topic, partition), [])
+
+    def all_values(self, topic: str) -> list[bytes | None]:
+        out = []
+        for p in range(self.partitions[topic]):
+            out.extend(r.value for r in self.records(topic, p))
+        return out
+
+    # ---- the KafkaClient surface the producer uses
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+    def cached_topic(self, topic: str) -> TopicMetadata | None:
+        if topic not in self.known or topic not in self.partitions:
+            return None
+        count = self.partitions[topic]
+        return TopicMetadata(
+            name=topic,
+            topic_id=None,
+            partitions={
+                p: PartitionMetadata(partition=p, leader=self.leaders[(topic, p)])
+                for p in range(count)
+            },
+        )
+
+    def request_refresh(self) -> None:
+        self.refreshes += 1
+
+    async def fetch_metadata(self, topic: str) -> TopicMetadata:
+        self.fetches += 1
+        await anyio.lowlevel.checkpoint()
+        if self.metadata_error is not None:
+            raise self.metadata_error
+        if topic not in self.partitions:
+            raise UnknownTopicOrPartitionError(f"topic {topic!r}")
+        self.known.add(topic)
+        meta = self.cached_topic(topic)
+        assert meta is not None
+        return meta
+
+    async def send_any(self, request: Any, **kwargs: Any) -> Any:
+        await anyio.lowlevel.checkpoint()
+        assert isinstance(request, InitProducerIdRequest)
+        if self.pid_faults:
+            raise self.pid_faults.popleft()
+        return InitProducerIdResponse(producer_id=next(self._pids), producer_epoch=0)
+
+    async def send(self, node_id: int, request: Any, **kwargs: Any) -> Any:
+        assert isinstance(request, ProduceRequest)
+        assert kwargs.get("min_version") == 3
+        self.requests.append(request)
+        await anyio.lowlevel.checkpoint()
+        if self.hang:
+            await anyio.sleep_forever()
+        if self.faults:
+            fault = self.faults.popleft()
+            if fault.written:
+                self._apply(request)
+            raise fault.error
+        response = self._apply(request)
+        if self.gate is not None:
+            await self.gate.wait()
+        if not kwargs.get("expect_response", True):
+            return None
+        return response
+
+    # ---- broker behaviour
+
+    def _apply(self, request: ProduceRequest) -> ProduceResponse:
+        topics = []
+        for td in request.topic_data:
+            parts = []
+            for pd in td.partition_data:
+                parts.append(self._append(td.name, pd.index, pd.records or b""))
+            topics.append(TopicProduceResponse(name=td.name, partition_responses=parts))
+        return ProduceResponse(responses=topics)
+
+    def _append(self, topic: str, partition: int, data: bytes) -> PartitionProduceResponse:
+        key = (topic, partition)
+        codes = self.codes.get(key)
+        if codes:
+            code = codes.popleft()
+            return PartitionProduceResponse(index=partition, error_code=code, base_offset=-1)
+        if len(data) > self.max_message_bytes:
+            return PartitionProduceResponse(index=partition, error_code=10, base_offset=-1)
+        (batch,) = decode_batches(data)
+        log = self.logs.setdefault(key, [])
+        count = len(batch.records)
+        if batch.producer_id >= 0:
+            state_key = (batch.producer_id, topic, partition)
+            expected, seen = self._seqs.get(state_key, (0, []))
+            for first, _last, offset in seen:
+                if first == batch.base_sequence:
+                    # A retry of a batch already stored: its offset, no new records.
+                    return PartitionProduceResponse(index=partition, base_offset=offset)
+            if batch.base_sequence != expected:
+                return PartitionProduceResponse(index=partition, error_code=45, base_offset=-1)
+            seen.append((batch.base_sequence, batch.base_sequence + count - 1, len(log)))
+            self._seqs[state_key] = (expected + count, seen[-5:])
+        base = len(log)
+        self.batches.append((topic, partition, count))
+        r: Record
+        for i, r in enumerate(batch.records):
+            log.append(Stored(base + i, r.key, r.value, r.headers, r.timestamp))
+        return PartitionProduceResponse(index=partition, base_offset=base)

@@ -1,0 +1,670 @@
+"""Producer logic above the network, against the in-memory FakeClient."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from kafka_asgi.network.errors import ConnectError, ConnectionClosedError, RequestTimeout
+from kafka_asgi.producer import (
+    BufferFullError,
+    DeliveryTimeoutError,
+    PartitionerError,
+    Producer,
+    ProducerClosedError,
+    RecordMetadata,
+    RecordTooLargeError,
+    murmur2_partition,
+)
+from kafka_asgi.protocol.errors import (
+    KafkaError,
+    MessageTooLargeError,
+    NotLeaderOrFollowerError,
+    UnknownTopicOrPartitionError,
+)
+
+from .fake_client import FakeClient, Fault
+
+pytestmark = pytest.mark.anyio
+
+
+class Reports:
+    """Collects error_handle and on_delivery calls."""
+
+    def __init__(self) -> None:
+        self.errors: list[tuple[str, int, list[Any], KafkaError, bool]] = []
+        self.deliveries: list[tuple[KafkaError | None, RecordMetadata, Any, Any, Any]] = []
+
+    def error_handle(
+        self, topic: str, partition: int, records: list[Any], error: KafkaError, retriable: bool
+    ) -> None:
+        self.errors.append((topic, partition, list(records), error, retriable))
+
+    def on_delivery(
+        self, error: KafkaError | None, meta: RecordMetadata, key: Any, value: Any, headers: Any
+    ) -> None:
+        self.deliveries.append((error, meta, key, value, headers))
+
+    @property
+    def failed_values(self) -> list[Any]:
+        return [r[1] for e in self.errors for r in e[2]]
+
+    @property
+    def ok(self) -> list[Any]:
+        return [d for d in self.deliveries if d[0] is None]
+
+    @property
+    def bad(self) -> list[Any]:
+        return [d for d in self.deliveries if d[0] is not None]
+
+
+@pytest.fixture
+def fake() -> FakeClient:
+    client = FakeClient()
+    client.add_topic("t", 3)
+    client.add_topic("one", 1)
+    return client
+
+
+@pytest.fixture
+def reports() -> Reports:
+    return Reports()
+
+
+def make(fake: FakeClient, reports: Reports | None = None, **options: Any) -> Producer:
+    if reports is not None:
+        options.setdefault("error_handle", reports.error_handle)
+        options.setdefault("on_delivery", reports.on_delivery)
+    options.setdefault("retry_backoff", 0.01)
+    return Producer(client=fake, **options)
+
+
+@asynccontextmanager
+async def running(
+    fake: FakeClient, reports: Reports | None = None, **options: Any
+) -> AsyncIterator[Producer]:
+    async with make(fake, reports, **options) as producer:
+        yield producer
+
+
+async def wait_until(predicate: Callable[[], bool], limit: float = 5.0) -> None:
+    with anyio.fail_after(limit):
+        while not predicate():  # noqa: ASYNC110 - polling the fake's state is the point
+            await anyio.sleep(0.005)
+
+
+# --------------------------------------------------------------------- options
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "error"),
+    [
+        ("required_acks", 2, ValueError),
+        ("required_acks", "some", ValueError),
+        ("max_retry", -1, ValueError),
+        ("max_retry", 1.5, TypeError),
+        ("flush_time", 0, ValueError),
+        ("flush_time", math.nan, ValueError),
+        ("batch_num", 0, ValueError),
+        ("batch_size", "1M", TypeError),
+        ("max_buffering", 0, ValueError),
+        ("wait_on_buffer_full", 1, TypeError),
+        ("wait_buffer_timeout", -1, ValueError),
+        ("error_handle", "print", TypeError),
+        ("on_delivery", 3, TypeError),
+        ("partitioner", "random", ValueError),
+        ("partitioner", 3, TypeError),
+        ("compression", "brotli", ValueError),
+        ("linger", -0.1, ValueError),
+        ("max_in_flight", 0, ValueError),
+        ("value_serializer", "pickle", TypeError),
+        ("key_serializer", 5, TypeError),
+        ("max_request_size", 10, ValueError),
+        ("close_timeout", -1, ValueError),
+        ("delivery_timeout", 0, ValueError),
+        ("cluster_name", "", ValueError),
+        ("enable_idempotence", "yes", TypeError),
+        ("no_such_option", 1, TypeError),
+    ],
+)
+def test_bad_option_names_the_option(
+    fake: FakeClient, option: str, value: object, error: type[Exception]
+) -> None:
+    with pytest.raises(error, match=option):
+        Producer(client=fake, **{option: value})
+
+
+def test_bad_client_option_names_the_option() -> None:
+    with pytest.raises(ValueError, match="connect_timeout"):
+        Producer("127.0.0.1:9092", connect_timeout=-1)
+    with pytest.raises(TypeError, match="request_timeout"):
+        Producer("127.0.0.1:9092", request_timeout="30")
+
+
+def test_idempotence_needs_acks_all(fake: FakeClient) -> None:
+    with pytest.raises(ValueError, match="required_acks"):
+        Producer(client=fake, enable_idempotence=True)
+    with pytest.raises(ValueError, match="max_in_flight"):
+        Producer(client=fake, enable_idempotence=True, required_acks="all", max_in_flight=6)
+    producer = Producer(client=fake, enable_idempotence=True, required_acks="all")
+    assert producer.options.required_acks == -1
+
+
+def test_defaults_follow_lua_resty_kafka(fake: FakeClient) -> None:
+    o = Producer(client=fake).options
+    assert (o.flush_time, o.batch_num, o.batch_size, o.max_buffering) == (1.0, 200, 1 << 20, 50000)
+    assert (o.max_retry, o.retry_backoff, o.required_acks) == (3, 0.1, 1)
+    assert (o.wait_on_buffer_full, o.wait_buffer_timeout, o.partitioner) == (False, 5.0, "murmur2")
+
+
+def test_client_options_with_client_instance_rejected(fake: FakeClient) -> None:
+    with pytest.raises(TypeError, match="client_id"):
+        Producer(client=fake, client_id="x")
+
+
+def test_needs_bootstrap() -> None:
+    with pytest.raises(TypeError, match="bootstrap"):
+        Producer()
+
+
+# --------------------------------------------------------------------- lifecycle
+
+
+async def test_send_before_start_and_after_close(fake: FakeClient) -> None:
+    producer = make(fake)
+    with pytest.raises(ProducerClosedError, match="not started"):
+        producer.send_nowait("t", b"v")
+    async with producer:
+        producer.send_nowait("t", b"v")
+    with pytest.raises(ProducerClosedError, match="closed"):
+        producer.send_nowait("t", b"v")
+    with pytest.raises(ProducerClosedError):
+        await producer.send("t", b"v")
+    assert fake.all_values("t") == [b"v"]
+    with pytest.raises(ProducerClosedError):
+        await producer.start()
+
+
+async def test_close_flushes_everything(fake: FakeClient, reports: Reports) -> None:
+    async with running(fake, reports, flush_time=60) as producer:
+        for i in range(1000):
+            producer.send_nowait("t", b"%d" % i)
+    assert sorted(fake.all_values("t")) == sorted(b"%d" % i for i in range(1000))
+    assert len(reports.ok) == 1000 and not reports.errors
+    s = producer.stats()
+    assert (s.enqueued, s.delivered, s.failed, s.buffered, s.in_flight) == (1000, 1000, 0, 0, 0)
+
+
+async def test_aclose_within_close_timeout_when_kafka_never_answers(
+    fake: FakeClient, reports: Reports
+) -> None:
+    fake.hang = True
+    producer = make(fake, reports, close_timeout=0.3)
+    await producer.start()
+    for i in range(500):
+        producer.send_nowait("t", b"%d" % i)
+    producer.send_nowait("nosuch", b"x")
+    start = anyio.current_time()
+    await producer.aclose()
+    assert anyio.current_time() - start < 1.0
+    assert sorted(reports.failed_values) == sorted([b"%d" % i for i in range(500)] + [b"x"])
+    expected = (ProducerClosedError, UnknownTopicOrPartitionError)
+    assert all(isinstance(e[3], expected) for e in reports.errors)
+    # The batches in flight may have been written: not flagged as safe to resend.
+    assert any(e[4] is False for e in reports.errors)
+    assert producer.stats().failed == 501 and producer.stats().buffered == 0
+
+
+# --------------------------------------------------------------------- async mode
+
+
+async def test_send_nowait_keys_headers_timestamps(fake: FakeClient, reports: Reports) -> None:
+    async with running(fake, reports) as producer:
+        producer.send_nowait("t", b"a", key=b"k1", headers={"h": b"1", "s": "str", "n": None})
+        producer.send_nowait("t", "text", key="k2", headers=[("x", b"y")], timestamp=1234)
+        producer.send_nowait("t", None, key=b"k1")  # a tombstone
+        await producer.flush()
+    p1 = murmur2_partition(b"k1", 3)
+    log = fake.records("t", p1)
+    assert [(r.key, r.value) for r in log][:1] == [(b"k1", b"a")]
+    assert log[0].headers == (("h", b"1"), ("s", b"str"), ("n", None))
+    assert (log[-1].key, log[-1].value) == (b"k1", None)
+    other = fake.records("t", murmur2_partition(b"k2", 3))
+    rec = next(r for r in other if r.key == b"k2")
+    assert (rec.value, rec.headers, rec.timestamp) == (b"text", (("x", b"y"),), 1234)
+    assert len(reports.ok) == 3
+    _err, meta, _key, _value, headers = next(d for d in reports.ok if d[2] == b"k2")
+    assert meta == RecordMetadata("t", murmur2_partition(b"k2", 3), rec.offset, 1234)
+    assert headers == [("x", b"y")]
+
+
+async def test_bad_input_raises_at_the_call(fake: FakeClient) -> None:
+    async with running(fake) as producer:
+        with pytest.raises(TypeError, match="value"):
+            producer.send_nowait("t", {"a": 1})
+        with pytest.raises(TypeError, match="key"):
+            producer.send_nowait("t", b"v", key=12)
+        with pytest.raises(TypeError, match="header"):
+            producer.send_nowait("t", b"v", headers={"h": 1})
+        with pytest.raises(TypeError, match="header"):
+            producer.send_nowait("t", b"v", headers=[("h",)])
+        with pytest.raises(TypeError, match="headers"):
+            producer.send_nowait("t", b"v", headers="h=1")
+        with pytest.raises(TypeError, match="timestamp"):
+            producer.send_nowait("t", b"v", timestamp=1.5)
+        with pytest.raises(ValueError, match="timestamp"):
+            producer.send_nowait("t", b"v", timestamp=-5)
+        with pytest.raises(ValueError, match="partition"):
+            producer.send_nowait("t", b"v", partition=-1)
+        with pytest.raises(TypeError, match="partition"):
+            producer.send_nowait("t", b"v", partition="0")
+        with pytest.raises(ValueError, match="topic"):
+            producer.send_nowait("bad topic!", b"v")
+        with pytest.raises(TypeError, match="topic"):
+            producer.send_nowait(b"t", b"v")  # type: ignore[arg-type]
+        assert producer.stats().enqueued == 0
+
+
+async def test_serializers(fake: FakeClient) -> None:
+    async with running(
+        fake, value_serializer="json", key_serializer=lambda k: str(k).encode()
+    ) as producer:
+        producer.send_nowait("one", {"a": [1, "é"]}, key=42)
+        producer.send_nowait("one", b"raw", key=b"bytes-key")
+        producer.send_nowait("one", "s")
+        with pytest.raises(TypeError, match="value_serializer"):
+            producer.send_nowait("one", {1, 2})
+    log = fake.records("one", 0)
+    assert [(r.key, r.value) for r in log] == [
+        (b"42", json.dumps({"a": [1, "é"]}, separators=(",", ":"), ensure_ascii=False).encode()),
+        (b"bytes-key", b"raw"),
+        (None, b'"s"'),
+    ]
+
+
+async def test_buffer_full_and_never_exceeded(fake: FakeClient, reports: Reports) -> None:
+    fake.gate = anyio.Event()
+    async with running(fake, reports, max_buffering=100, batch_num=10) as producer:
+        accepted = 0
+        for i in range(300):
+            try:
+                producer.send_nowait("t", b"%d" % i)
+                accepted += 1
+            except BufferFullError as exc:
+                assert "buffer overflow" in str(exc)
+            assert producer.stats().buffered + producer.stats().in_flight <= 100
+            if i % 7 == 0:
+                await anyio.lowlevel.checkpoint()
+        assert accepted == 100
+        with pytest.raises(BufferFullError):
+            await producer.send_buffered("t", b"x")  # wait_on_buffer_full is off
+        fake.gate.set()
+    assert len(fake.all_values("t")) == 100 and len(reports.ok) == 100
+
+
+async def test_send_buffered_waits_for_room(fake: FakeClient) -> None:
+    fake.gate = anyio.Event()
+    async with running(
+        fake, max_buffering=10, batch_num=5, wait_on_buffer_full=True, wait_buffer_timeout=5
+    ) as producer:
+        for i in range(10):
+            producer.send_nowait("one", b"%d" % i)
+
+        async def release() -> None:
+            await anyio.sleep(0.05)
+            assert fake.gate is not None
+            fake.gate.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(release)
+            for i in range(10, 30):
+                await producer.send_buffered("one", b"%d" % i)
+    assert [r.value for r in fake.records("one", 0)] == [b"%d" % i for i in range(30)]
+
+
+async def test_send_buffered_gives_up_after_wait_buffer_timeout(fake: FakeClient) -> None:
+    fake.hang = True
+    async with running(
+        fake, max_buffering=5, wait_on_buffer_full=True, wait_buffer_timeout=0.1, close_timeout=0.1
+    ) as producer:
+        for i in range(5):
+            producer.send_nowait("one", b"%d" % i)
+        start = anyio.current_time()
+        with pytest.raises(BufferFullError, match="wait_buffer_timeout"):
+            await producer.send_buffered("one", b"x")
+        assert 0.08 < anyio.current_time() - start < 1.0
+
+
+async def test_batch_num_triggers_a_send_before_flush_time(fake: FakeClient) -> None:
+    async with running(fake, flush_time=60, batch_num=50) as producer:
+        for _i in range(49):
+            producer.send_nowait("one", b"x")
+        await anyio.sleep(0.05)
+        assert fake.batches == []
+        producer.send_nowait("one", b"x")
+        await wait_until(lambda: len(fake.records("one", 0)) == 50, 2.0)
+
+
+async def test_batch_size_triggers_a_send_before_flush_time(fake: FakeClient) -> None:
+    async with running(fake, flush_time=60, batch_size=10_000) as producer:
+        for _i in range(9):
+            producer.send_nowait("one", b"x" * 1000)
+        await anyio.sleep(0.05)
+        assert fake.batches == []
+        producer.send_nowait("one", b"x" * 1000)
+        # The first batch holds what fits in batch_size (with record overhead).
+        await wait_until(lambda: len(fake.records("one", 0)) >= 9, 2.0)
+        assert fake.batches[0][2] in (9, 10)
+
+
+async def test_flush_time_sends_a_lone_record(fake: FakeClient) -> None:
+    async with running(fake, flush_time=0.1) as producer:
+        producer.send_nowait("one", b"x")
+        start = anyio.current_time()
+        await wait_until(lambda: len(fake.records("one", 0)) == 1, 2.0)
+        assert anyio.current_time() - start < 1.0
+
+
+async def test_flush_forces_and_waits(fake: FakeClient, reports: Reports) -> None:
+    async with running(fake, reports, flush_time=60) as producer:
+        for i in range(10):
+            producer.send_nowait("t", b"%d" % i, key=b"%d" % i)
+        await producer.flush()
+        assert len(reports.ok) == 10 and producer.stats().buffered == 0
+
+
+async def test_flush_timeout(fake: FakeClient) -> None:
+    fake.hang = True
+    async with running(fake, close_timeout=0.1) as producer:
+        producer.send_nowait("one", b"x")
+        with pytest.raises(DeliveryTimeoutError):
+            await producer.flush(timeout=0.1)
+        assert producer.stats().in_flight == 1
+
+
+async def test_record_too_large_rejected_at_the_call(fake: FakeClient) -> None:
+    async with running(fake, max_request_size=10_000) as producer:
+        with pytest.raises(RecordTooLargeError, match="max_request_size"):
+            producer.send_nowait("one", b"x" * 10_000)
+        with pytest.raises(MessageTooLargeError):
+            producer.send_nowait("one", b"x" * 100, headers={"h": b"y" * 10_000})
+        with pytest.raises(ValueError):
+            producer.send_nowait("one", b"x", key=b"k" * 20_000)
+        producer.send_nowait("one", b"x" * 9000)
+    assert len(fake.records("one", 0)) == 1
+
+
+# --------------------------------------------------------------------- sync mode
+
+
+async def test_send_returns_metadata(fake: FakeClient) -> None:
+    async with running(fake) as producer:
+        first = await producer.send("one", b"a", timestamp=99)
+        second = await producer.send("one", b"b", key=b"k")
+    assert first == RecordMetadata("one", 0, 0, 99)
+    assert (second.topic, second.partition, second.offset) == ("one", 0, 1)
+
+
+async def test_concurrent_sends_share_a_batch(fake: FakeClient) -> None:
+    results: list[RecordMetadata] = []
+    async with running(fake, linger=0.02) as producer:
+
+        async def one(i: int) -> None:
+            results.append(await producer.send("one", b"%d" % i))
+
+        async with anyio.create_task_group() as tg:
+            for i in range(20):
+                tg.start_soon(one, i)
+    assert fake.batches == [("one", 0, 20)]
+    assert sorted(m.offset for m in results) == list(range(20))
+
+
+async def test_send_raises_the_kafka_error(fake: FakeClient, reports: Reports) -> None:
+    fake.codes[("one", 0)] = __import__("collections").deque([87])  # INVALID_RECORD
+    async with running(fake, reports) as producer:
+        with pytest.raises(KafkaError) as info:
+            await producer.send("one", b"x")
+    assert getattr(info.value, "name", "") == "INVALID_RECORD"
+    assert reports.errors[0][4] is False
+
+
+async def test_send_times_out_but_reports_later(fake: FakeClient, reports: Reports) -> None:
+    fake.gate = anyio.Event()
+    async with running(fake, reports, delivery_timeout=0.1) as producer:
+        with pytest.raises(DeliveryTimeoutError):
+            await producer.send("one", b"x")
+        fake.gate.set()
+    assert len(reports.ok) == 1
+
+
+async def test_send_to_unknown_topic_fails_after_retries(
+    fake: FakeClient, reports: Reports
+) -> None:
+    async with running(fake, reports, max_retry=2) as producer:
+        with pytest.raises(UnknownTopicOrPartitionError):
+            await producer.send("missing", b"x")
+    assert fake.fetches == 3
+    assert reports.errors[0][:2] == ("missing", -1) and reports.errors[0][4] is True
+
+
+async def test_explicit_partition(fake: FakeClient, reports: Reports) -> None:
+    async with running(fake, reports) as producer:
+        meta = await producer.send("t", b"x", key=b"k", partition=2)
+        assert meta.partition == 2
+        with pytest.raises(UnknownTopicOrPartitionError, match="no partition 7"):
+            await producer.send("t", b"x", partition=7)
+        producer.send_nowait("t", b"y", partition=1)
+    assert [r.value for r in fake.records("t", 1)] == [b"y"]
+
+
+# --------------------------------------------------------------------- partitioning
+
+
+async def test_keyed_records_follow_murmur2(fake: FakeClient) -> None:
+    keys = [b"key-%d" % i for i in range(200)]
+    async with running(fake) as producer:
+        for k in keys:
+            producer.send_nowait("t", k, key=k)
+    for p in range(3):
+        assert [r.key for r in fake.records("t", p)] == [
+            k for k in keys if murmur2_partition(k, 3) == p
+        ]
+
+
+async def test_crc32_partitioner_matches_lua_resty_kafka(fake: FakeClient) -> None:
+    import zlib
+
+    keys = [b"key-%d" % i for i in range(100)]
+    async with running(fake, partitioner="crc32") as producer:
+        for k in keys:
+            producer.send_nowait("t", k, key=k)
+    for p in range(3):
+        assert [r.key for r in fake.records("t", p)] == [k for k in keys if zlib.crc32(k) % 3 == p]
+
+
+async def test_round_robin_and_callable(fake: FakeClient, reports: Reports) -> None:
+    async with running(fake, partitioner="round_robin") as producer:
+        for i in range(9):
+            producer.send_nowait("t", b"%d" % i, key=b"same")
+    assert [len(fake.records("t", p)) for p in range(3)] == [3, 3, 3]
+
+    calls: list[tuple[bytes | None, int]] = []
+
+    def choose(key: bytes | None, count: int) -> int:
+        calls.append((key, count))
+        return 99 if key == b"bad" else 1
+
+    async with running(fake, reports, partitioner=choose) as producer:
+        producer.send_nowait("t", b"v", key=b"k")
+        producer.send_nowait("t", b"v2")
+        producer.send_nowait("t", b"v3", key=b"bad")
+    assert calls == [(b"k", 3), (None, 3), (b"bad", 3)]
+    assert [r.value for r in fake.records("t", 1)][-2:] == [b"v", b"v2"]
+    assert isinstance(reports.errors[0][3], PartitionerError)
+    assert reports.failed_values == [b"v3"]
+
+
+async def test_keyless_records_stick_to_a_partition_per_batch(fake: FakeClient) -> None:
+    async with running(fake, flush_time=60) as producer:
+        for round_ in range(6):
+            for i in range(50):
+                producer.send_nowait("t", b"%d-%d" % (round_, i))
+            await producer.flush()
+    # Six flushes make six batches of 50, each on one partition, moving on each time.
+    assert [count for _, _, count in fake.batches] == [50] * 6
+    assert sorted(len(fake.records("t", p)) for p in range(3)) == [100, 100, 100]
+
+
+# --------------------------------------------------------------------- retries
+
+
+async def test_retriable_error_is_retried(fake: FakeClient, reports: Reports) -> None:
+    from collections import deque
+
+    fake.codes[("one", 0)] = deque([6, 6])  # NOT_LEADER_OR_FOLLOWER twice
+    async with running(fake, reports) as producer:
+        meta = await producer.send("one", b"x")
+    assert meta.offset == 0 and not reports.errors
+    assert producer.stats().retried == 2 and fake.refreshes >= 2
+
+
+async def test_retries_exhausted_reported_as_retriable(fake: FakeClient, reports: Reports) -> None:
+    from collections import deque
+
+    fake.codes[("one", 0)] = deque([6] * 10)
+    async with running(fake, reports, max_retry=2) as producer:
+        producer.send_nowait("one", b"x")
+    assert len(fake.requests) == 3
+    ((topic, partition, records, error, retriable),) = reports.errors
+    assert (topic, partition, records[0][1], retriable) == ("one", 0, b"x", True)
+    assert isinstance(error, NotLeaderOrFollowerError)
+    assert producer.stats().failed == 1 and producer.stats().last_error is error
+
+
+async def test_connect_error_is_retried(fake: FakeClient, reports: Reports) -> None:
+    fake.faults.append(Fault(ConnectError("refused")))
+    async with running(fake, reports) as producer:
+        await producer.send("one", b"x")
+    assert [r.value for r in fake.records("one", 0)] == [b"x"]
+
+
+@pytest.mark.parametrize("error", [RequestTimeout("slow"), ConnectionClosedError("reset")])
+async def test_maybe_written_is_not_retried_without_idempotence(
+    fake: FakeClient, reports: Reports, error: KafkaError
+) -> None:
+    fake.faults.append(Fault(error, written=True))
+    async with running(fake, reports) as producer:
+        with pytest.raises(type(error)):
+            await producer.send("one", b"x")
+    assert len(fake.requests) == 1
+    assert reports.errors[0][4] is False  # possibly delivered
+    assert [r.value for r in fake.records("one", 0)] == [b"x"]
+
+
+async def test_idempotent_retry_never_duplicates(fake: FakeClient, reports: Reports) -> None:
+    fake.faults.extend(
+        [Fault(RequestTimeout("slow"), written=True), Fault(ConnectionClosedError("x"))]
+    )
+    async with running(fake, reports, enable_idempotence=True, required_acks=-1) as producer:
+        meta = await producer.send("one", b"x")
+        for i in range(5):
+            producer.send_nowait("one", b"%d" % i)
+    assert [r.value for r in fake.records("one", 0)] == [b"x", b"0", b"1", b"2", b"3", b"4"]
+    assert meta.offset == 0 and not reports.errors
+
+
+async def test_idempotent_out_of_order_gets_a_new_producer_id(fake: FakeClient) -> None:
+    from collections import deque
+
+    async with running(fake, enable_idempotence=True, required_acks=-1) as producer:
+        await producer.send("one", b"a")
+        fake.codes[("one", 0)] = deque([45])  # OUT_OF_ORDER_SEQUENCE_NUMBER
+        await producer.send("one", b"b")
+        await producer.send("one", b"c")
+    assert [r.value for r in fake.records("one", 0)] == [b"a", b"b", b"c"]
+    assert len({pid for pid, _, _ in fake._seqs}) == 2
+
+
+async def test_order_per_partition_kept_across_retries(fake: FakeClient) -> None:
+    from collections import deque
+
+    fake.codes[("one", 0)] = deque([6])
+    async with running(fake, batch_num=10, flush_time=60) as producer:
+        for i in range(100):
+            producer.send_nowait("one", b"%d" % i)
+            if i % 10 == 0:
+                await anyio.lowlevel.checkpoint()
+    assert [r.value for r in fake.records("one", 0)] == [b"%d" % i for i in range(100)]
+
+
+async def test_too_large_batch_is_split(fake: FakeClient, reports: Reports) -> None:
+    fake.max_message_bytes = 3000
+    async with running(fake, reports, flush_time=60) as producer:
+        for i in range(40):
+            producer.send_nowait("one", b"%03d" % i + b"x" * 197)
+        producer.send_nowait("t", b"y" * 5000, partition=0)
+    assert [r.value[:3] for r in fake.records("one", 0)] == [b"%03d" % i for i in range(40)]
+    ((topic, partition, records, error, retriable),) = reports.errors
+    assert (topic, partition, len(records), retriable) == ("t", 0, 1, False)
+    assert isinstance(error, MessageTooLargeError)
+
+
+async def test_leader_unknown_is_retried_then_reported(fake: FakeClient, reports: Reports) -> None:
+    fake.leaders[("one", 0)] = -1
+    async with running(fake, reports, max_retry=2) as producer:
+        producer.send_nowait("one", b"x")
+        await producer.flush()
+    assert reports.errors[0][3].name == "LEADER_NOT_AVAILABLE"
+    assert fake.requests == []
+
+
+async def test_acks_zero(fake: FakeClient) -> None:
+    async with running(fake, required_acks=0) as producer:
+        meta = await producer.send("one", b"x")
+    assert meta.offset == -1 and fake.requests[0].acks == 0
+
+
+async def test_callbacks_that_raise_do_not_stop_the_producer(fake: FakeClient) -> None:
+    def boom(*args: Any) -> None:
+        raise RuntimeError("user bug")
+
+    async with running(fake, on_delivery=boom, error_handle=boom) as producer:
+        producer.send_nowait("one", b"a")
+        await producer.flush()
+        producer.send_nowait("missing", b"b")
+        await producer.send("one", b"c")
+    assert [r.value for r in fake.records("one", 0)] == [b"a", b"c"]
+
+
+# --------------------------------------------------------------------- registry
+
+
+async def test_registry(fake: FakeClient) -> None:
+    from kafka_asgi import get_producer, register_producer, unregister_producer
+    from kafka_asgi.producer import ProducerAlreadyRegisteredError, ProducerNotRegisteredError
+
+    with pytest.raises(ProducerNotRegisteredError, match="reg-a"):
+        get_producer("reg-a")
+    async with make(fake, cluster_name="reg-a") as producer:
+        assert get_producer("reg-a") is producer
+        other = make(fake, cluster_name="reg-a")
+        with pytest.raises(ProducerAlreadyRegisteredError, match="reg-a"):
+            await other.start()
+        with pytest.raises(ProducerAlreadyRegisteredError):
+            register_producer("reg-a", object())
+        register_producer("reg-a", producer)  # the same one again: fine
+    with pytest.raises(ProducerNotRegisteredError):
+        get_producer("reg-a")
+    thing = object()
+    register_producer("reg-b", thing)
+    assert get_producer("reg-b") is thing
+    unregister_producer("reg-b")
+    with pytest.raises(ProducerNotRegisteredError):
+        get_producer("reg-b")
