@@ -178,8 +178,12 @@ def _ensure_producer(conf: KafkaSettings) -> None:
     bg.ensure_started()
 
 
-def _http_version(meta: Mapping[str, Any]) -> str | None:
-    protocol = meta.get("SERVER_PROTOCOL")
+def _http_version(request: Any) -> str | None:
+    scope = getattr(request, "scope", None)  # ASGIRequest: META has no SERVER_PROTOCOL
+    if scope is not None:
+        version = scope.get("http_version")
+        return version if isinstance(version, str) else None
+    protocol = request.META.get("SERVER_PROTOCOL")
     if isinstance(protocol, str) and protocol.startswith("HTTP/"):
         return protocol[5:]
     return None
@@ -309,7 +313,7 @@ class KafkaMiddleware:
             "client": opts.resolve_client(meta.get("REMOTE_ADDR") or None, forwarded),
             "user_agent": meta.get("HTTP_USER_AGENT"),
             "request_id": logger.request_id,
-            "http_version": _http_version(meta),
+            "http_version": _http_version(request),
             "close_code": None,
         }
         try:

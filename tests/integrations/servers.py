@@ -1,0 +1,195 @@
+"""Run the example apps under real uvicorn processes and read their events back."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    name: str
+    app_dir: Path
+    ref: str
+    item_route: str
+    orders_route: str
+
+
+APPS = {
+    "fastapi": AppSpec(
+        "fastapi", REPO / "examples" / "fastapi_app", "app:app", "/items/{item_id}", "/orders"
+    ),
+    "starlette": AppSpec(
+        "starlette",
+        REPO,
+        "tests.integrations.apps.starlette_app:app",
+        "/items/{item_id:int}",
+        "/orders",
+    ),
+    "django": AppSpec(
+        "django",
+        REPO / "examples" / "django_app",
+        "shopsite.asgi:application",
+        "items/<int:item_id>",
+        "orders",
+    ),
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")[-5000:]
+
+
+@contextmanager
+def uvicorn(
+    spec: AppSpec,
+    env: dict[str, str],
+    tmp: Path,
+    workers: int = 2,
+    startup_timeout: float = 60.0,
+) -> Iterator[Server]:
+    """A uvicorn process tree serving ``spec``; SIGTERM (then SIGKILL) on exit."""
+    port = free_port()
+    log = tmp / f"uvicorn-{spec.name}-{port}.log"
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), **env}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                spec.ref,
+                "--app-dir",
+                str(spec.app_dir),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+                "--no-access-log",
+            ],
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = Server(proc, f"http://127.0.0.1:{port}", log)
+    try:
+        wait_ready(server, startup_timeout, workers)
+        yield server
+    finally:
+        stop(server)
+
+
+def wait_ready(server: Server, timeout: float, workers: int) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"uvicorn exited early:\n{server.log_text()}")
+        started = server.log_text().count("Application startup complete")
+        if started >= workers:
+            try:
+                if httpx.get(server.url + "/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+        time.sleep(0.2)
+    raise RuntimeError(f"uvicorn not ready within {timeout}s:\n{server.log_text()}")
+
+
+def stop(server: Server, timeout: float = 60.0) -> int | None:
+    """SIGTERM the uvicorn parent (it stops its workers); SIGKILL the group if stuck."""
+    proc = server.proc
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    # Workers left behind by a crashed parent.
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    return proc.returncode
+
+
+def read_topic(
+    bootstrap: str, topic: str, expect: int, timeout: float = 60.0, settle: float = 2.0
+) -> list[dict[str, Any]]:
+    """Every record of ``topic`` (values as JSON, with the Kafka headers under
+    ``__headers__``), waiting until ``expect`` arrived, then ``settle`` more seconds
+    for any extra one."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"read-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    try:
+        metadata = consumer.list_topics(topic, timeout=10)
+        partitions = metadata.topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        out: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        settle_until: float | None = None
+        while True:
+            now = time.monotonic()
+            if settle_until is None and len(out) >= expect:
+                settle_until = now + settle
+            if (settle_until is not None and now > settle_until) or now > deadline:
+                return out
+            for message in consumer.consume(500, timeout=0.5):
+                if message.error():
+                    continue
+                event = json.loads(message.value())
+                event["__headers__"] = dict(message.headers() or [])
+                out.append(event)
+    finally:
+        consumer.close()
+
+
+def create_topics(bootstrap: str, *names: str, partitions: int = 2) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics(
+        [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names],
+        operation_timeout=30,
+    )
+    for f in futures.values():
+        f.result(timeout=30)
