@@ -1,0 +1,454 @@
+"""Every benchmark, side by side with the peers: ``python -m bench [--quick]``.
+
+    python -m bench                      # full run (under 20 minutes), writes bench/RESULTS.md
+    python -m bench --quick              # under 3 minutes, noisier; prints only
+    python -m bench --only producer,middleware
+    python -m bench --write-readme       # also replace README.md's bench block
+
+The broker: KAFKA_BOOTSTRAP_SERVERS if set (KAFKA_VERSION may name its version),
+else the local one from scripts/kafka_local.py (reused when it runs; started, and
+stopped at the end, when it does not).  Every benchmark makes its own topics and
+deletes them at the end.
+
+Each figure is the median of several repetitions after a warm-up, shown with the
+min-max spread and, where peers are measured, how many times better kafka_asgi is
+(>1: kafka_asgi is better; throughput ratio, or inverse latency ratio).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    OURS,
+    ROOT,
+    Context,
+    Result,
+    advantage,
+    broker,
+    change,
+    delete_topics,
+    dump_json,
+    find,
+    machine,
+    peer_versions,
+    rate,
+    ratio_table,
+)
+
+README_START = "<!-- bench:start -->"
+README_END = "<!-- bench:end -->"
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+# ---------------------------------------------------------------------- codec
+
+
+def run_codec(ctx: Context) -> list[Result]:
+    """bench/codec.py's encoders and decoders, timed here as medians of repetitions."""
+    from bench import codec
+    from kafka_asgi.protocol.compression import Compression
+
+    batch = 1000
+    values = codec._values(batch)
+    impls: list[tuple[str, Callable[..., Any]]] = [(OURS, codec._ours)]
+    try:
+        from aiokafka.record import default_records as aio  # type: ignore[import-untyped]
+    except ImportError:
+        print("aiokafka is not installed: codec measured for kafka_asgi alone", file=sys.stderr)
+    else:
+        impls.append(
+            (
+                "aiokafka (C extension)",
+                lambda v, c: codec._aiokafka(
+                    v, c, aio.DefaultRecordBatchBuilder, aio.DefaultRecordBatch
+                ),
+            )
+        )
+        impls.append(
+            (
+                "aiokafka (pure Python)",
+                lambda v, c: codec._aiokafka(
+                    v, c, aio._DefaultRecordBatchBuilderPy, aio._DefaultRecordBatchPy
+                ),
+            )
+        )
+    budget = 0.1 if ctx.quick else 0.4
+    results = []
+    for comp in (Compression.NONE, Compression.LZ4):
+        case = f"{batch} x {codec.VALUE_SIZE} B, {comp.name.lower()}"
+        fns = {name: make(values, comp) for name, make in impls}
+        samples: dict[tuple[str, str], list[float]] = {}
+        for rep in range(ctx.warmup + ctx.reps):
+            for name, (enc, dec) in fns.items():  # implementations take turns
+                for metric, fn in (("encode records/s", enc), ("decode records/s", dec)):
+                    r = rate(fn, batch, budget)
+                    if rep >= ctx.warmup:
+                        samples.setdefault((name, metric), []).append(r)
+        for (name, metric), s in samples.items():
+            results.append(Result("codec", case, name, metric, s))
+    return results
+
+
+# ---------------------------------------------------------------------- producer
+
+
+def run_producer(ctx: Context) -> list[Result]:
+    from bench import producer
+
+    runner = getattr(producer, "run", None)
+    if runner is None:
+        raise RuntimeError("bench/producer.py has no run(ctx) yet")
+    results: list[Result] = runner(ctx)
+    return results
+
+
+def run_handoff(ctx: Context) -> list[Result]:
+    from bench import producer
+
+    runner = getattr(producer, "run_handoff", None)
+    if runner is None:
+        raise RuntimeError("bench/producer.py has no run_handoff(ctx) yet")
+    results: list[Result] = runner(ctx)
+    return results
+
+
+def run_middleware(ctx: Context) -> list[Result]:
+    from bench import middleware
+
+    return middleware.run(ctx)
+
+
+def middleware_table(results: Sequence[Result]) -> str:
+    from bench import middleware
+
+    return middleware.table(results)
+
+
+def run_memory(ctx: Context) -> list[Result]:
+    from bench import memory
+
+    return memory.run(ctx)
+
+
+# ---------------------------------------------------------------------- sections
+
+
+@dataclass
+class Section:
+    name: str
+    title: str
+    about: str
+    run: Callable[[Context], list[Result]]
+    table: Callable[[Sequence[Result]], str] = ratio_table
+    needs_broker: bool = True
+
+
+SECTIONS = [
+    Section(
+        "producer",
+        "Producer throughput",
+        "Records per second from the first send until every record is acknowledged, "
+        "each producer counting its own acknowledgements (a short count stops the run). "
+        "kafka_asgi in async mode (`send_nowait`).",
+        run_producer,
+    ),
+    Section(
+        "handoff",
+        "Hand-off cost in the request path",
+        "One call that hands a record over: kafka_asgi `send_nowait`, confluent-kafka "
+        "`produce()`, aiokafka `send()` (the coroutine awaited until it returns its "
+        "future, without waiting for the broker).",
+        run_handoff,
+    ),
+    Section(
+        "middleware",
+        "Access-log middleware overhead",
+        "A minimal app under uvicorn (1 worker, asyncio loop, h11), loaded over loopback "
+        "by wrk (1 thread, 16 keep-alive connections) from another process: at "
+        "saturation, and at a fixed rate below every variant's saturation. "
+        "(a) no access log; (b) kafka_asgi's `AccessLogMiddleware`; (c) "
+        '`@app.middleware("http")` awaiting aiokafka `send_and_wait()` per request, the '
+        "middleware most apps have today; (d) (b) with Kafka stopped. Every event of (b) "
+        "and (c) is checked as acknowledged afterwards. Cells: median (min-max).",
+        run_middleware,
+        middleware_table,
+    ),
+    Section(
+        "memory",
+        "Memory per buffered record, Kafka down",
+        "Bytes per buffered 100-byte record, in a fresh process per measurement, "
+        "measured after N `send_nowait` calls with no broker listening. "
+        "'beyond payload' subtracts the 100 value bytes (the 33-byte header of the "
+        "Python `bytes` object holding them is counted as overhead). aiokafka and "
+        "kafka-python cannot buffer without metadata (their `send()` waits for the "
+        "broker), so they are absent; confluent-kafka's queue is C memory, so RSS only.",
+        run_memory,
+    ),
+    Section(
+        "codec",
+        "Record batch codec",
+        "Encoding and decoding one magic-2 RecordBatch of 1000 records of 100 bytes "
+        "(no key, no headers), beside aiokafka's record builder and reader "
+        "(bench/codec.py). lz4: kafka_asgi uses lz4's fast compressor, as the Java "
+        "client does at its default level; aiokafka uses LZ4HC level 9.",
+        run_codec,
+        needs_broker=False,
+    ),
+]
+
+
+# ---------------------------------------------------------------------- targets
+
+
+def _check(label: str, ok: bool, got: str) -> str:
+    return f"| {label} | {got} | {'met' if ok else '**not met**'} |"
+
+
+def targets(results: Sequence[Result]) -> list[str]:
+    """The project's targets, each with the measured figure (whatever it is)."""
+    lines: list[str] = []
+    prod = [r for r in results if r.section == "producer" and r.impl == OURS]
+    for peer, goal in (("aiokafka", 5.0), ("confluent-kafka", 1.0)):
+        ratios = []
+        for r in prod:
+            other = find(results, "producer", r.case, peer, r.metric)
+            if other is not None:
+                ratios.append((advantage(r, other), r.case))
+        if ratios:
+            worst = min(ratios)
+            lines.append(
+                _check(
+                    f"producer >= {goal:g}x {peer} (every case)",
+                    worst[0] >= goal,
+                    f"{worst[0]:.2f}x at worst ({worst[1]}); best {max(ratios)[0]:.2f}x",
+                )
+            )
+    for r in results:
+        if r.section == "handoff" and r.impl == OURS and r.metric.startswith("median"):
+            value_us = r.median * (1000 if "ms" in r.metric else 1)
+            lines.append(_check("send_nowait < 1 µs median", value_us < 1.0, f"{value_us:.2f} µs"))
+    a, b, d = "(a) no logging", "(b) kafka_asgi middleware", "(d) kafka_asgi, Kafka down"
+    cases = dict.fromkeys(r.case for r in results if r.section == "middleware")
+    for case in cases:
+        if "saturation" in case:
+            ra, rb, rd = (find(results, "middleware", case, v, "req/s") for v in (a, b, d))
+            if ra and rb:
+                lost = -change(rb, ra)
+                lines.append(
+                    _check(
+                        f"{case}: (b) loses <= 3% of (a)'s req/s", lost <= 0.03, f"{lost:.1%} lost"
+                    )
+                )
+            if rb and rd:
+                diff = change(rd, rb)
+                lines.append(
+                    _check(
+                        f"{case}: (d) req/s within 5% of (b)",
+                        abs(diff) <= 0.05,
+                        f"{diff:+.1%} vs (b)",
+                    )
+                )
+        pa, pb = (find(results, "middleware", case, v, "p99 ms") for v in (a, b))
+        if pa and pb:
+            added = change(pb, pa)
+            lines.append(
+                _check(f"{case}: (b) adds <= 5% to (a)'s p99", added <= 0.05, f"{added:+.1%} p99")
+            )
+    for r in results:
+        if r.section == "memory" and r.impl == OURS and r.metric == "beyond payload (tracemalloc)":
+            lines.append(
+                _check(
+                    f"memory <= 200 B beyond payload ({r.case.split(' records')[0]} records)",
+                    r.median <= 200,
+                    f"{r.median:.0f} B",
+                )
+            )
+    if not lines:
+        return []
+    return ["| target | measured | |", "|---|---:|---|", *lines]
+
+
+# ---------------------------------------------------------------------- report
+
+
+def report(
+    meta: dict[str, Any],
+    sections: Sequence[Section],
+    results: Sequence[Result],
+    failures: dict[str, str],
+) -> str:
+    m = meta["machine"]
+    v = meta["versions"]
+    out = [
+        README_START,
+        "## Benchmarks",
+        "",
+        f"Measured {m['date']} on {m['cpu']}, {m['cores']} cores ({m['os']}), "
+        f"Python {m['python']}, against Apache Kafka {meta['kafka_version']} "
+        f"({meta['broker']}).",
+        "Peers: "
+        + ", ".join(f"{k} {v[k]}" for k in ("aiokafka", "confluent-kafka", "kafka-python"))
+        + f" (librdkafka {v.get('librdkafka', '?')}); uvicorn {v['uvicorn']}, "
+        f"Starlette {v['starlette']}, FastAPI {v['fastapi']}.",
+        "",
+        f"Command: `{meta['command']}` ({meta['mode']}; {meta['reps']} repetitions after "
+        f"{meta['warmup']} warm-up, medians with the min-max spread; {meta['seconds']:.0f} s).",
+    ]
+    if meta["mode"] == "quick":
+        out.append(
+            "These are --quick figures, measured while other work shared the machine: "
+            "indicative only."
+        )
+    tgt = targets(results)
+    if tgt:
+        out += ["", "### Targets", "", *tgt]
+    for s in sections:
+        rows = [r for r in results if r.section == s.name]
+        out += ["", f"### {s.title}", "", s.about, ""]
+        if s.name in failures:
+            out.append(f"Not measured: {failures[s.name]}")
+        elif rows:
+            out.append(s.table(rows))
+            noted = _first_note_per_impl(rows)
+            if noted:
+                out += ["", *(f"- {r.impl}: {r.note}" for r in noted)]
+    out += ["", README_END, ""]
+    return "\n".join(out)
+
+
+def _first_note_per_impl(rows: Sequence[Result]) -> list[Result]:
+    seen: dict[tuple[str, str], Result] = {}
+    for r in rows:
+        if r.note:
+            seen.setdefault((r.case.split(",")[0], r.impl), r)
+    return [
+        Result(
+            r.section, r.case, f"{r.case.split(',')[0]} {r.impl}", r.metric, r.samples, note=r.note
+        )
+        for r in seen.values()
+    ]
+
+
+def write_readme(text: str, readme: Path = ROOT / "README.md") -> bool:
+    """Replace README.md's marked block with ``text`` (which carries the markers)."""
+    if not readme.exists():
+        return False
+    current = readme.read_text()
+    pattern = re.compile(re.escape(README_START) + r".*?" + re.escape(README_END) + r"\n?", re.S)
+    if not pattern.search(current):
+        return False
+    readme.write_text(pattern.sub(lambda _: text, current, count=1))
+    return True
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    names = [s.name for s in SECTIONS]
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--quick", action="store_true", help="short run (< 3 min), noisier")
+    parser.add_argument(
+        "--only",
+        default=",".join(names),
+        help=f"comma-separated sections (default: all of {','.join(names)})",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help=f"write the Markdown report here (default: {RESULTS.relative_to(ROOT)} "
+        "for a full run of every section, nowhere for --quick)",
+    )
+    parser.add_argument("--json", type=Path, default=None, help="also dump every sample as JSON")
+    parser.add_argument(
+        "--write-readme",
+        action="store_true",
+        help="replace README.md's <!-- bench:start --> ... <!-- bench:end --> block",
+    )
+    args = parser.parse_args(argv)
+    only = [n.strip() for n in args.only.split(",") if n.strip()]
+    bad = sorted(set(only) - set(names))
+    if bad:
+        parser.error(f"unknown section(s) {bad}; known: {names}")
+    sections = [s for s in SECTIONS if s.name in only]
+    command = "python -m bench" + "".join(f" {shlex.quote(a)}" for a in (argv or sys.argv[1:]))
+    warmup, reps = (1, 3) if args.quick else (1, 5)
+
+    started = time.monotonic()
+    results: list[Result] = []
+    failures: dict[str, str] = {}
+    with broker() as b:
+        ctx = Context(
+            quick=args.quick,
+            bootstrap=b.bootstrap,
+            kafka_version=b.kafka_version,
+            warmup=warmup,
+            reps=reps,
+        )
+        print(
+            f"broker {b.bootstrap} (Kafka {b.kafka_version}); "
+            f"{'quick' if args.quick else 'full'} run of {', '.join(only)}",
+            file=sys.stderr,
+        )
+        try:
+            for s in sections:
+                t0 = time.monotonic()
+                print(f"== {s.name} ...", file=sys.stderr, flush=True)
+                try:
+                    got = s.run(ctx)
+                except Exception as exc:  # one broken benchmark must not hide the others
+                    failures[s.name] = f"{type(exc).__name__}: {exc}"
+                    print(f"== {s.name} FAILED: {failures[s.name]}", file=sys.stderr)
+                    continue
+                results += got
+                print(f"== {s.name} done in {time.monotonic() - t0:.0f} s", file=sys.stderr)
+                print(f"\n### {s.title}\n\n{s.table(got)}\n", file=sys.stderr, flush=True)
+        finally:
+            delete_topics(b.bootstrap, ctx.topics)
+        meta = {
+            "command": command,
+            "mode": "quick" if args.quick else "full",
+            "warmup": warmup,
+            "reps": reps,
+            "kafka_version": b.kafka_version,
+            "broker": b.description,
+            "machine": machine(),
+            "versions": peer_versions(),
+            "seconds": time.monotonic() - started,
+        }
+    text = report(meta, sections, results, failures)
+    print(text)
+    output = args.output
+    if output is None and not args.quick and len(sections) == len(SECTIONS):
+        output = RESULTS
+    if output is not None:
+        output.write_text(text)
+        print(f"wrote {output}", file=sys.stderr)
+    if args.json is not None:
+        dump_json(args.json, meta, results)
+    if args.write_readme:
+        if write_readme(text):
+            print("replaced the benchmark block in README.md", file=sys.stderr)
+        else:
+            print(
+                f"README.md has no {README_START} ... {README_END} block: left as is",
+                file=sys.stderr,
+            )
+    print(f"total {time.monotonic() - started:.0f} s", file=sys.stderr)
+    if failures:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
