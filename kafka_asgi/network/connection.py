@@ -237,10 +237,17 @@ class BrokerConnection:
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> BrokerConnection:
-        async with AsyncExitStack() as stack:
-            tg = await stack.enter_async_context(anyio.create_task_group())
+        stack = AsyncExitStack()
+        tg = await stack.enter_async_context(anyio.create_task_group())
+        try:
             await self.connect(tg)
-            self._exit_stack = stack.pop_all()
+        except BaseException:
+            # Leave the (empty) task group before re-raising, so the caller gets the
+            # error itself rather than an exception group around it.
+            tg.cancel_scope.cancel()
+            await stack.aclose()
+            raise
+        self._exit_stack = stack
         return self
 
     async def __aexit__(
@@ -252,7 +259,8 @@ class BrokerConnection:
         await self.aclose()
         stack, self._exit_stack = self._exit_stack, None
         if stack is not None:
-            await stack.__aexit__(exc_type, exc, tb)
+            # The reader has finished: the task group exits empty.
+            await stack.aclose()
 
     async def connect(self, task_group: anyio.abc.TaskGroup) -> None:
         """Open the socket, negotiate versions, authenticate, start the reader.

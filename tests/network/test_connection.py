@@ -1,0 +1,445 @@
+"""BrokerConnection against the real broker (every listener), plus a scripted peer for the
+misbehaviours a real broker never shows (wrong correlation id, huge frame, KIP-511)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Callable
+
+import anyio
+import pytest
+
+from kafka_asgi.errors import (
+    AuthenticationError,
+    ConnectError,
+    ConnectionClosedError,
+    ProtocolError,
+    RequestTimeout,
+    TLSError,
+)
+from kafka_asgi.network.connection import BrokerConnection
+from kafka_asgi.protocol.messages import (
+    ApiVersionsRequest,
+    ApiVersionsResponse,
+    FetchRequest,
+    MetadataRequest,
+    MetadataResponse,
+    ProduceRequest,
+)
+from kafka_asgi.protocol.messages.api_versions import ApiVersion
+from kafka_asgi.protocol.messages.fetch import FetchPartition, FetchTopic
+from kafka_asgi.protocol.messages.metadata import MetadataRequestTopic
+from kafka_asgi.protocol.messages.produce import PartitionProduceData, TopicProduceData
+from kafka_asgi.protocol.records import encode_batch
+from tests.conftest import KafkaCluster
+from tests.network.fake_peer import Peer, all_versions, fake_broker
+from tests.network.listeners import LISTENER_CASES, client_options, host_port
+
+pytestmark = pytest.mark.anyio
+
+WRONG_PASSWORD = "definitely-not-the-password-42"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _metadata(conn: BrokerConnection, topics: list[str] | None = None) -> MetadataResponse:
+    version = conn.choose_api_version(MetadataRequest.API_KEY)
+    request = MetadataRequest(
+        topics=None if topics is None else [MetadataRequestTopic(name=t) for t in topics],
+        allow_auto_topic_creation=False,
+    )
+    response: MetadataResponse = await conn.request(request, version)
+    return response
+
+
+# ---------------------------------------------------------------- every listener
+
+
+@pytest.mark.parametrize(("listener", "mechanism"), LISTENER_CASES)
+async def test_listener_api_versions_and_metadata(
+    anyio_backend: str, kafka: KafkaCluster, listener: str, mechanism: str | None
+) -> None:
+    options = client_options(kafka, listener, mechanism)
+    host, port = host_port(getattr(kafka, listener))
+    with anyio.fail_after(30):
+        async with BrokerConnection(host, port, **options) as conn:
+            assert conn.state == "open"
+            # ApiVersions ran during connect: the broker's ranges are known.
+            assert conn.api_versions[ApiVersionsRequest.API_KEY][1] >= 3
+            assert MetadataRequest.API_KEY in conn.api_versions
+            response = await _metadata(conn, [])
+            assert [b.port for b in response.brokers] == [port]
+            assert response.cluster_id
+        assert conn.closed
+
+
+async def test_api_versions_answered_at_negotiated_version(
+    anyio_backend: str, kafka: KafkaCluster
+) -> None:
+    host, port = host_port(kafka.plaintext)
+    async with BrokerConnection(host, port) as conn:
+        version = conn.choose_api_version(ApiVersionsRequest.API_KEY)
+        response: ApiVersionsResponse = await conn.request(
+            ApiVersionsRequest(client_software_name="t", client_software_version="1"), version
+        )
+        assert response.error_code == 0
+        assert {k.api_key: (k.min_version, k.max_version) for k in response.api_keys} == (
+            conn.api_versions
+        )
+
+
+# ---------------------------------------------------------------- SASL and TLS failures
+
+
+@pytest.mark.parametrize(
+    ("listener", "mechanism"),
+    [
+        ("sasl_plaintext", "PLAIN"),
+        ("sasl_plaintext", "SCRAM-SHA-256"),
+        ("sasl_ssl", "SCRAM-SHA-512"),
+    ],
+)
+async def test_wrong_password_is_an_authentication_error(
+    anyio_backend: str,
+    kafka: KafkaCluster,
+    listener: str,
+    mechanism: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="kafka_asgi")
+    options = client_options(kafka, listener, mechanism, password=WRONG_PASSWORD)
+    host, port = host_port(getattr(kafka, listener))
+    started = time.monotonic()
+    with anyio.fail_after(15):
+        with pytest.raises(AuthenticationError) as info:
+            async with BrokerConnection(host, port, request_timeout=10, **options):
+                pass
+    assert time.monotonic() - started < 10
+    text = str(info.value)
+    assert mechanism in text
+    assert WRONG_PASSWORD not in text and kafka.username not in text
+    assert not info.value.retriable
+    for record in caplog.records:
+        assert WRONG_PASSWORD not in record.getMessage()
+
+
+async def test_wrong_ca_is_a_tls_error(anyio_backend: str, kafka: KafkaCluster) -> None:
+    kafka.require("ssl", "other_ca_file")
+    host, port = host_port(kafka.ssl)  # type: ignore[arg-type]
+    with anyio.fail_after(15):
+        with pytest.raises(TLSError, match=r"(?i)certificate"):
+            async with BrokerConnection(host, port, ssl_cafile=kafka.other_ca_file):
+                pass
+
+
+async def test_system_cas_do_not_trust_the_test_ca(
+    anyio_backend: str, kafka: KafkaCluster
+) -> None:
+    kafka.require("ssl")
+    host, port = host_port(kafka.ssl)  # type: ignore[arg-type]
+    with anyio.fail_after(15):
+        with pytest.raises(TLSError):
+            async with BrokerConnection(host, port, ssl=True):
+                pass
+
+
+async def test_host_name_is_checked(anyio_backend: str, kafka: KafkaCluster) -> None:
+    """The broker's certificate names 127.0.0.1 and localhost; a resolver that sends
+    another name to 127.0.0.1 must fail the check (SNI/check use the name we asked for),
+    unless ssl_check_hostname=False."""
+    kafka.require("ssl", "ca_file")
+    _, port = host_port(kafka.ssl)  # type: ignore[arg-type]
+    options = {"ssl_cafile": kafka.ca_file, "resolver": lambda _host: "127.0.0.1"}
+    with anyio.fail_after(15):
+        with pytest.raises(TLSError, match=r"(?i)hostname|match"):
+            async with BrokerConnection("kafka.invalid", port, **options):
+                pass
+        async with BrokerConnection(
+            "kafka.invalid", port, ssl_check_hostname=False, **options
+        ) as conn:
+            assert (await _metadata(conn, [])).brokers
+        async with BrokerConnection("localhost", port, ssl_cafile=kafka.ca_file) as conn:
+            assert (await _metadata(conn, [])).brokers
+
+
+async def test_mtls_without_client_certificate_fails(
+    anyio_backend: str, kafka: KafkaCluster
+) -> None:
+    kafka.require("mtls", "ca_file")
+    host, port = host_port(kafka.mtls)  # type: ignore[arg-type]
+    with anyio.fail_after(15):
+        # TLS 1.3: the server rejects the missing certificate after our side of the
+        # handshake completed, so it surfaces on the first read (ApiVersions).
+        with pytest.raises(TLSError, match=r"(?i)certificate"):
+            async with BrokerConnection(host, port, ssl_cafile=kafka.ca_file):
+                pass
+
+
+async def test_plaintext_client_on_sasl_listener_is_not_authenticated(
+    anyio_backend: str, kafka: KafkaCluster
+) -> None:
+    kafka.require("sasl_plaintext")
+    host, port = host_port(kafka.sasl_plaintext)  # type: ignore[arg-type]
+    with anyio.fail_after(15):
+        async with BrokerConnection(host, port) as conn:
+            # ApiVersions is allowed before SASL (KIP-43); anything else closes.
+            with pytest.raises(ConnectionClosedError):
+                await _metadata(conn, [])
+            assert conn.closed
+
+
+# ---------------------------------------------------------------- connect failures
+
+
+async def test_connection_refused_is_a_connect_error(anyio_backend: str) -> None:
+    port = _free_port()
+    with anyio.fail_after(10):
+        with pytest.raises(ConnectError, match=str(port)):
+            async with BrokerConnection("127.0.0.1", port, connect_timeout=2):
+                pass
+
+
+async def test_silent_peer_times_out_the_handshake(anyio_backend: str) -> None:
+    async def silent(peer: Peer) -> None:
+        await anyio.sleep(30)
+
+    async with fake_broker(silent) as port:
+        started = time.monotonic()
+        with anyio.fail_after(10):
+            with pytest.raises(ConnectError, match="handshake"):
+                async with BrokerConnection("127.0.0.1", port, request_timeout=0.5):
+                    pass
+        assert time.monotonic() - started < 5
+
+
+async def test_resolver_failure_is_a_connect_error(anyio_backend: str) -> None:
+    def broken(host: str) -> str:
+        raise LookupError(f"no address for {host}")
+
+    with pytest.raises(ConnectError, match="resolver"):
+        async with BrokerConnection("kafka.invalid", 9092, resolver=broken):
+            pass
+
+
+# ---------------------------------------------------------------- requests
+
+
+async def test_many_requests_in_flight_on_one_connection(
+    anyio_backend: str, kafka: KafkaCluster, new_topic: Callable[..., str]
+) -> None:
+    topics = [new_topic(), new_topic(partitions=3)]
+    host, port = host_port(kafka.plaintext)
+    results: dict[int, list[str]] = {}
+    async with BrokerConnection(host, port) as conn:
+
+        async def ask(i: int) -> None:
+            wanted = [topics[i % 2]]
+            response = await _metadata(conn, wanted)
+            results[i] = [t.name for t in response.topics if t.name]
+            assert len(response.topics[0].partitions) == (1 if i % 2 == 0 else 3)
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                for i in range(300):
+                    tg.start_soon(ask, i)
+        assert conn.in_flight == 0
+        assert conn.state == "open"
+    # Each response went to the request that asked for it.
+    assert all(results[i] == [topics[i % 2]] for i in range(300))
+
+
+async def _topic_id(conn: BrokerConnection, topic: str) -> object:
+    response = await _metadata(conn, [topic])
+    return response.topics[0].topic_id
+
+
+def _long_poll(topic_id: object, version: int, max_wait_ms: int) -> FetchRequest:
+    # min_bytes=1 on an empty partition: the broker holds the request for max_wait_ms.
+    return FetchRequest(
+        max_wait_ms=max_wait_ms,
+        min_bytes=1,
+        topics=[
+            FetchTopic(
+                topic_id=topic_id,  # type: ignore[arg-type]
+                partitions=[FetchPartition(partition=0, fetch_offset=0, partition_max_bytes=1024)],
+            )
+        ],
+    )
+
+
+async def test_request_timeout_closes_the_connection(
+    anyio_backend: str, kafka: KafkaCluster, new_topic: Callable[..., str]
+) -> None:
+    topic = new_topic()
+    host, port = host_port(kafka.plaintext)
+    async with BrokerConnection(host, port) as conn:
+        version = conn.choose_api_version(FetchRequest.API_KEY, min=13)
+        request = _long_poll(await _topic_id(conn, topic), version, 5000)
+        started = time.monotonic()
+        with anyio.fail_after(10):
+            with pytest.raises(RequestTimeout, match="Fetch"):
+                await conn.request(request, version, request_timeout=0.5)
+        assert time.monotonic() - started < 3
+        assert conn.closed
+        with pytest.raises(ConnectionClosedError):
+            await _metadata(conn, [])
+
+
+async def test_close_fails_every_waiting_request(
+    anyio_backend: str, kafka: KafkaCluster, new_topic: Callable[..., str]
+) -> None:
+    topic = new_topic()
+    host, port = host_port(kafka.plaintext)
+    failures: list[BaseException] = []
+    async with BrokerConnection(host, port) as conn:
+        version = conn.choose_api_version(FetchRequest.API_KEY, min=13)
+        request = _long_poll(await _topic_id(conn, topic), version, 20000)
+
+        async def wait() -> None:
+            try:
+                await conn.request(request, version)
+            except ConnectionClosedError as exc:
+                failures.append(exc)
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                for _ in range(5):
+                    tg.start_soon(wait)
+                for _ in range(500):
+                    if conn.in_flight == 5:
+                        break
+                    await anyio.sleep(0.01)
+                assert conn.in_flight == 5
+                await anyio.sleep(0.2)
+                await conn.aclose()
+    assert len(failures) == 5
+    assert all("closed" in str(f) for f in failures)
+
+
+async def test_cancelled_request_leaves_the_connection_usable(
+    anyio_backend: str, kafka: KafkaCluster, new_topic: Callable[..., str]
+) -> None:
+    topic = new_topic()
+    host, port = host_port(kafka.plaintext)
+    async with BrokerConnection(host, port) as conn:
+        version = conn.choose_api_version(FetchRequest.API_KEY, min=13)
+        request = _long_poll(await _topic_id(conn, topic), version, 1000)
+        with anyio.move_on_after(0.2) as scope:
+            await conn.request(request, version)
+        assert scope.cancelled_caught
+        # The abandoned Fetch's response arrives later and is dropped; the next
+        # request still gets its own response.
+        with anyio.fail_after(10):
+            response = await _metadata(conn, [topic])
+        assert response.topics[0].name == topic
+        assert conn.state == "open" and conn.in_flight == 0
+
+
+async def test_acks_0_produce_expects_no_response(
+    anyio_backend: str, kafka: KafkaCluster, new_topic: Callable[..., str]
+) -> None:
+    topic = new_topic()
+    host, port = host_port(kafka.plaintext)
+
+    def produce(acks: int, value: bytes) -> ProduceRequest:
+        batch = encode_batch([(None, value, (), int(time.time() * 1000))])
+        return ProduceRequest(
+            acks=acks,
+            timeout_ms=10000,
+            topic_data=[
+                TopicProduceData(
+                    name=topic, partition_data=[PartitionProduceData(index=0, records=batch)]
+                )
+            ],
+        )
+
+    async with BrokerConnection(host, port) as conn:
+        # Produce v13 names topics by id; these requests name them.
+        version = conn.choose_api_version(ProduceRequest.API_KEY, max=12)
+        with anyio.fail_after(20):
+            assert await conn.request(produce(0, b"a"), version, expect_response=False) is None
+            response = await conn.request(produce(1, b"b"), version)
+        partition = response.responses[0].partition_responses[0]
+        assert partition.error_code == 0
+        # The acks=0 record went first on this connection, so it holds offset 0.
+        assert partition.base_offset == 1
+        assert conn.in_flight == 0
+
+
+# ---------------------------------------------------------------- misbehaving peers
+
+
+async def test_wrong_correlation_id_closes_the_connection(anyio_backend: str) -> None:
+    async def liar(peer: Peer) -> None:
+        await peer.answer_api_versions()
+        _, version, correlation_id = await peer.read_request()
+        await peer.respond(correlation_id + 7, MetadataResponse(), version)
+        await anyio.sleep(10)
+
+    async with fake_broker(liar) as port:
+        async with BrokerConnection("127.0.0.1", port) as conn:
+            with anyio.fail_after(5):
+                with pytest.raises(ProtocolError, match="correlation id"):
+                    await _metadata(conn, [])
+            assert conn.closed
+
+
+async def test_oversized_frame_closes_the_connection(anyio_backend: str) -> None:
+    async def huge(peer: Peer) -> None:
+        await peer.answer_api_versions()
+        await peer.read_request()
+        await peer.send_raw((2**31 - 1).to_bytes(4, "big") + b"\x00" * 16)
+        await anyio.sleep(10)
+
+    async with fake_broker(huge) as port:
+        async with BrokerConnection("127.0.0.1", port) as conn:
+            with anyio.fail_after(5):
+                with pytest.raises(ProtocolError, match="maximum frame size"):
+                    await _metadata(conn, [])
+            assert conn.closed
+
+
+async def test_peer_closing_mid_request(anyio_backend: str) -> None:
+    async def quitter(peer: Peer) -> None:
+        await peer.answer_api_versions()
+        await peer.read_request()
+
+    async with fake_broker(quitter) as port:
+        async with BrokerConnection("127.0.0.1", port) as conn:
+            with anyio.fail_after(5):
+                with pytest.raises(ConnectionClosedError):
+                    await _metadata(conn, [])
+            assert conn.closed
+
+
+async def test_api_versions_downgrade_kip_511(anyio_backend: str) -> None:
+    """An older broker answers an unknown ApiVersions version in v0 with
+    UNSUPPORTED_VERSION and its own range; the client retries at that version."""
+    seen: list[int] = []
+
+    async def old_broker(peer: Peer) -> None:
+        _, version, correlation_id = await peer.read_request()
+        seen.append(version)
+        await peer.respond(
+            correlation_id,
+            ApiVersionsResponse(
+                error_code=35, api_keys=[ApiVersion(api_key=18, min_version=0, max_version=2)]
+            ),
+            0,
+        )
+        _, version, correlation_id = await peer.read_request()
+        seen.append(version)
+        await peer.respond(correlation_id, all_versions(), version)
+        await anyio.sleep(10)
+
+    async with fake_broker(old_broker) as port:
+        with anyio.fail_after(5):
+            async with BrokerConnection("127.0.0.1", port) as conn:
+                assert MetadataRequest.API_KEY in conn.api_versions
+    assert seen == [ApiVersionsRequest.MAX_VERSION, 2]
