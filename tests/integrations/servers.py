@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,11 +145,16 @@ def stop(server: Server, timeout: float = 60.0) -> int | None:
 
 
 def read_topic(
-    bootstrap: str, topic: str, expect: int, timeout: float = 60.0, settle: float = 2.0
+    bootstrap: str,
+    topic: str,
+    expect: int,
+    timeout: float = 60.0,
+    settle: float = 2.0,
+    until: Callable[[list[dict[str, Any]]], bool] | None = None,
 ) -> list[dict[str, Any]]:
     """Every record of ``topic`` (values as JSON, with the Kafka headers under
-    ``__headers__``), waiting until ``expect`` arrived, then ``settle`` more seconds
-    for any extra one."""
+    ``__headers__``), waiting until ``expect`` arrived (or ``until(records)`` holds),
+    then ``settle`` more seconds for any extra one."""
     from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer(
@@ -169,7 +174,7 @@ def read_topic(
         settle_until: float | None = None
         while True:
             now = time.monotonic()
-            if settle_until is None and len(out) >= expect:
+            if settle_until is None and (len(out) >= expect or (until is not None and until(out))):
                 settle_until = now + settle
             if (settle_until is not None and now > settle_until) or now > deadline:
                 return out

@@ -173,7 +173,15 @@ def test_kafka_outage_changes_no_response_and_shipping_resumes(tmp_path: Path) -
             after = {name: hammer(server.url, 40, clients=2) for name, server in servers.items()}
             for name in servers:
                 access = topics[name][0]
-                got = read_topic(bootstrap, access, expect=10_000, timeout=60, settle=0)
+                wanted = {a.request_id for a in after[name]}
+                got = read_topic(
+                    bootstrap,
+                    access,
+                    expect=10**9,
+                    timeout=60,
+                    settle=0,
+                    until=lambda events, w=wanted: w <= {e["request_id"] for e in events},  # type: ignore[misc]
+                )
                 ids = {e["request_id"] for e in got}
                 missing = [a.request_id for a in after[name] if a.request_id not in ids]
                 assert not missing, f"{name}: {len(missing)} events after recovery not shipped"
