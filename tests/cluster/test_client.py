@@ -235,7 +235,7 @@ async def test_create_topic_configs_reach_the_broker(
 ) -> None:
     async with KafkaClient(kafka.plaintext) as client:
         with anyio.fail_after(60):
-            with pytest.raises(InvalidConfigError, match="cleanup.policy"):
+            with pytest.raises(InvalidConfigError, match=r"cleanup\.policy"):
                 await client.create_topics(
                     [unique_name("cfg")], configs={"cleanup.policy": "no-such-policy"}
                 )
