@@ -170,18 +170,25 @@ def unique_name(prefix: str = "t") -> str:
 
 @pytest.fixture
 def new_topic(kafka: KafkaCluster) -> Callable[..., str]:
-    """Create a fresh topic on the test broker and return its name."""
-    from confluent_kafka.admin import AdminClient, NewTopic
+    """Create a fresh topic on the test broker (with kafka_asgi's own client) and return
+    its name once every partition has a leader."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    admin = AdminClient({"bootstrap.servers": kafka.plaintext})
+    import anyio
+
+    from kafka_asgi.cluster.client import KafkaClient
 
     def make(partitions: int = 1, prefix: str = "t", config: dict[str, str] | None = None) -> str:
         name = unique_name(prefix)
-        futures = admin.create_topics(
-            [NewTopic(name, num_partitions=partitions, replication_factor=1, config=config or {})],
-            operation_timeout=30,
-        )
-        futures[name].result(timeout=30)
+
+        async def create() -> None:
+            async with KafkaClient(kafka.plaintext) as client:
+                await client.create_topics([(name, partitions)], configs=config, timeout=30)
+
+        # A thread of its own: the fixture is also called from inside async tests,
+        # where an event loop is already running.
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(anyio.run, create).result(timeout=60)
         return name
 
     return make
