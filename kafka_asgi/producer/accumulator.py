@@ -160,6 +160,7 @@ class TopicBuffer:
         "records",
         "rr",
         "sticky",
+        "sticky_count",
     )
 
     def __init__(self, name: str) -> None:
@@ -175,6 +176,7 @@ class TopicBuffer:
         self.available: list[int] = []
         self.meta: object = None
         self.sticky = -1
+        self.sticky_count = 0  # records placed on the sticky partition since it was chosen
         self.rr = 0
         self.fetching = False
         self.drains = 0
@@ -195,6 +197,7 @@ class TopicBuffer:
         records without a key go where they can leave at once.
         """
         parts = self.partitions
+        self.sticky_count = 0
         candidates = self.available or range(len(parts))
         n = len(candidates)
         current = self.sticky
@@ -240,11 +243,13 @@ def place(
     mixed: bool,
     partitioner: str | Callable[[bytes | None, int], int],
     cap: int,
+    batch_num: int,
     active: set[PartitionBuffer],
 ) -> Failed:
     """Put ``records`` (drained from ``t``) on ``t``'s partitions.
 
-    A partition whose pending bytes reach ``cap`` is cut into a batch.  Partitions
+    A partition whose pending bytes reach ``cap`` is cut into a batch; records
+    without a key move to another partition every ``batch_num``.  Partitions
     that receive records are added to ``active``.  Returns the records that could
     not be placed (a partitioner error, a partition the topic lacks), with the error.
     """
@@ -252,9 +257,9 @@ def place(
     if not parts or not records:
         return []
     if not mixed and (partitioner == "murmur2" or partitioner == "crc32"):
-        _place_sticky(t, records, nbytes, cap, active)
+        _place_sticky(t, records, nbytes, cap, batch_num, active)
         return []
-    return _place_each(t, records, extras, partitioner, cap, active)
+    return _place_each(t, records, extras, partitioner, cap, batch_num, active)
 
 
 def _sticky(t: TopicBuffer) -> PartitionBuffer:
@@ -265,7 +270,12 @@ def _sticky(t: TopicBuffer) -> PartitionBuffer:
 
 
 def _place_sticky(
-    t: TopicBuffer, records: list[Record], nbytes: int, cap: int, active: set[PartitionBuffer]
+    t: TopicBuffer,
+    records: list[Record],
+    nbytes: int,
+    cap: int,
+    batch_num: int,
+    active: set[PartitionBuffer],
 ) -> None:
     """Records without a key: whole slices to the sticky partition."""
     n = len(records)
@@ -282,6 +292,12 @@ def _place_sticky(
                 t.next_sticky()
                 continue
             room = 1
+        # After batch_num records the next partition takes over, so that a burst
+        # is spread (and sent in parallel) rather than piled on one partition.
+        room = min(room, batch_num - t.sticky_count)
+        if room <= 0:
+            t.next_sticky()
+            continue
         if i == 0 and room >= n:
             chunk = records
         else:
@@ -292,6 +308,7 @@ def _place_sticky(
         else:
             p.pending = chunk
         p.nbytes += taken * per
+        t.sticky_count += taken
         active.add(p)
         i += taken
         if p.nbytes >= cap:
@@ -305,6 +322,7 @@ def _place_each(
     extras: list[tuple[int, int | None, Delivery | None]] | None,
     partitioner: str | Callable[[bytes | None, int], int],
     cap: int,
+    batch_num: int,
     active: set[PartitionBuffer],
 ) -> Failed:
     """Records one by one: keys hashed, extras honoured, in order."""
@@ -369,6 +387,9 @@ def _place_each(
             t.rr += 1
         elif key is None:
             assert sticky is not None
+            if t.sticky_count >= batch_num:
+                sticky = t.next_sticky()
+            t.sticky_count += 1
             p = sticky
         else:
             assert hash_key is not None
@@ -383,7 +404,10 @@ def _place_each(
             if p is sticky:
                 sticky = t.next_sticky()
                 if key is None and explicit is None and custom is None and not round_robin:
+                    t.sticky_count = 1
                     p = sticky
+                    if p.nbytes and p.nbytes + size > cap:
+                        cut(p)
         if delivery is not None:
             if p.waiters is None:
                 p.waiters = []

@@ -731,7 +731,15 @@ class Producer:
         mixed, t.mixed = t.mixed, False
         t.drains += 1
         failed = place(
-            t, records, nbytes, extras, mixed, self._partitioner, self._cap, self._active
+            t,
+            records,
+            nbytes,
+            extras,
+            mixed,
+            self._partitioner,
+            self._cap,
+            self._batch_num,
+            self._active,
         )
         for record, delivery, error in failed:
             waiters: Waiters | None = [(0, delivery)] if delivery is not None else None

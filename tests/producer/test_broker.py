@@ -1,0 +1,421 @@
+"""Producer against the real broker; what it wrote is read back by another client
+(confluent-kafka's Consumer), and key placement compared with confluent-kafka's
+``murmur2_random`` partitioner."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import Producer as ConfluentProducer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from kafka_asgi.producer import BufferFullError, Producer, RecordMetadata, murmur2_partition
+from kafka_asgi.protocol.errors import (
+    KafkaError,
+    MessageTooLargeError,
+    UnknownTopicOrPartitionError,
+)
+from tests.conftest import KafkaCluster, kafka_local, unique_name
+
+pytestmark = [pytest.mark.anyio, pytest.mark.broker]
+
+CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
+
+Read = tuple[int, bytes | None, bytes | None, tuple[tuple[str, bytes | None], ...]]
+
+
+def read_back(bootstrap: str, topic: str, partitions: int, expected: int) -> dict[int, list[Read]]:
+    """Every record of ``topic`` as (offset, key, value, headers), per partition."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": unique_name("reader"),
+            "enable.auto.commit": False,
+            "enable.partition.eof": False,
+        }
+    )
+    out: dict[int, list[Read]] = {p: [] for p in range(partitions)}
+    try:
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+        count = 0
+        deadline = time.monotonic() + 60
+        quiet_since: float | None = None
+        while time.monotonic() < deadline:
+            messages = consumer.consume(num_messages=10000, timeout=0.5)
+            if not messages:
+                # After the expected count, wait a little for duplicates that would follow.
+                if count >= expected:
+                    quiet_since = quiet_since or time.monotonic()
+                    if time.monotonic() - quiet_since > 1.0:
+                        break
+                continue
+            quiet_since = None
+            for m in messages:
+                assert m.error() is None, m.error()
+                headers = tuple((k, v) for k, v in (m.headers() or []))
+                out[m.partition()].append((m.offset(), m.key(), m.value(), headers))
+                count += 1
+    finally:
+        consumer.close()
+    return out
+
+
+def confluent_partitions(bootstrap: str, topic: str, keys: list[bytes]) -> dict[bytes, int]:
+    """Where confluent-kafka's murmur2_random partitioner puts each key."""
+    placed: dict[bytes, int] = {}
+
+    def report(err: Any, msg: Any) -> None:
+        assert err is None, err
+        placed[msg.key()] = msg.partition()
+
+    producer = ConfluentProducer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random"})
+    for key in keys:
+        producer.produce(topic, b"", key=key, on_delivery=report)
+        producer.poll(0)
+    assert producer.flush(30) == 0
+    return placed
+
+
+class Outcomes:
+    """Per-record outcomes from on_delivery and error_handle."""
+
+    def __init__(self) -> None:
+        self.acked: dict[bytes, RecordMetadata] = {}
+        self.failed: Counter[bytes] = Counter()
+        self.acked_twice: list[bytes] = []
+        self.handled: Counter[bytes] = Counter()
+        self.errors: list[KafkaError] = []
+
+    def on_delivery(
+        self, error: KafkaError | None, meta: RecordMetadata, key: Any, value: Any, headers: Any
+    ) -> None:
+        if error is None:
+            if value in self.acked:
+                self.acked_twice.append(value)
+            self.acked[value] = meta
+        else:
+            self.failed[value] += 1
+            self.errors.append(error)
+
+    def error_handle(
+        self, topic: str, partition: int, records: list[Any], error: KafkaError, retriable: bool
+    ) -> None:
+        for record in records:
+            self.handled[record[1]] += 1
+
+
+# --------------------------------------------------------------------- round trip
+
+
+async def test_round_trip_all_codecs(
+    kafka: KafkaCluster, new_topic: Callable[..., str], anyio_backend: str
+) -> None:
+    partitions = 4
+    per_codec = 20_000
+    topics = {codec: new_topic(partitions=partitions, prefix="prod-" + codec) for codec in CODECS}
+    placement_topic = new_topic(partitions=partitions, prefix="prod-placement")
+    sent: dict[str, list[tuple[bytes | None, bytes, list[tuple[str, bytes | None]]]]] = {}
+    outcomes = {codec: Outcomes() for codec in CODECS}
+    for codec in CODECS:
+        records = []
+        for i in range(per_codec):
+            # Two records in three have a key (from a small set, so keys repeat);
+            # headers vary: none, one, several with a null value.
+            key = None if i % 3 == 0 else b"user-%d" % (i % 997)
+            value = b"%s-%06d-" % (codec.encode(), i) + b"v" * (i % 50)
+            if i % 4 == 0:
+                headers: list[tuple[str, bytes | None]] = []
+            elif i % 4 == 1:
+                headers = [("trace", b"%d" % i)]
+            else:
+                headers = [("a", b"1"), ("b", None), ("codec", codec.encode())]
+            records.append((key, value, headers))
+        sent[codec] = records
+        async with Producer(
+            kafka.plaintext,
+            compression=codec,
+            max_buffering=per_codec + 1,
+            on_delivery=outcomes[codec].on_delivery,
+            error_handle=outcomes[codec].error_handle,
+        ) as producer:
+            for key, value, headers in records:
+                producer.send_nowait(topics[codec], value, key=key, headers=headers or None)
+        stats = producer.stats()
+        assert (stats.enqueued, stats.delivered, stats.failed) == (per_codec, per_codec, 0)
+        assert stats.buffered == 0 and stats.in_flight == 0 and stats.last_error is None
+        assert not outcomes[codec].failed and not outcomes[codec].handled
+
+    keys = sorted({k for records in sent.values() for k, _, _ in records if k is not None})
+    confluent = await anyio.to_thread.run_sync(
+        confluent_partitions, kafka.plaintext, placement_topic, keys
+    )
+    assert len(confluent) == len(keys)
+
+    for codec in CODECS:
+        read = await anyio.to_thread.run_sync(
+            read_back, kafka.plaintext, topics[codec], partitions, per_codec
+        )
+        assert sum(len(v) for v in read.values()) == per_codec, codec
+        acked = outcomes[codec].acked
+        by_value = {value: (key, headers) for key, value, headers in sent[codec]}
+        order = {value: n for n, (_, value, _) in enumerate(sent[codec])}
+        for p, items in read.items():
+            for offset, key, value, headers in items:
+                assert value is not None
+                sent_key, sent_headers = by_value[value]
+                assert key == sent_key
+                assert list(headers) == sent_headers
+                # on_delivery told where each record went; the reader finds it there.
+                assert acked[value] == (topics[codec], p, offset, acked[value].timestamp)
+                if key is not None:
+                    assert p == confluent[key] == murmur2_partition(key, partitions)
+            # Order per partition is the order of the send calls.
+            positions = [order[value] for _, _, value, _ in items if value is not None]
+            assert positions == sorted(positions), (codec, p)
+        # Records without a key were spread over partitions, not piled on one.
+        keyless = Counter(acked[v].partition for k, v, _ in sent[codec] if k is None)
+        assert len(keyless) > 1
+
+
+async def test_sync_send_and_shared_batches(
+    kafka: KafkaCluster, new_topic: Callable[..., str], anyio_backend: str
+) -> None:
+    topic = new_topic(partitions=1)
+    async with Producer(kafka.plaintext, required_acks="all", linger=0.01) as producer:
+        first = await producer.send(topic, b"first", key=b"k", timestamp=1_700_000_000_000)
+        assert first == RecordMetadata(topic, 0, 0, 1_700_000_000_000)
+        results: list[RecordMetadata] = []
+
+        async def one(i: int) -> None:
+            results.append(await producer.send(topic, b"%d" % i))
+
+        async with anyio.create_task_group() as tg:
+            for i in range(50):
+                tg.start_soon(one, i)
+        assert sorted(m.offset for m in results) == list(range(1, 51))
+        # 50 concurrent calls travelled in one batch (plus the first send's).
+        assert producer.stats().batches_sent == 2
+    read = await anyio.to_thread.run_sync(read_back, kafka.plaintext, topic, 1, 51)
+    assert next(v for _, _, v, _ in read[0]) == b"first"
+    by_offset = {m.offset: b"%d" % i for i, m in enumerate(results)}
+    assert len(by_offset) == 50
+
+
+async def test_acks_zero_delivers(
+    kafka: KafkaCluster, new_topic: Callable[..., str], anyio_backend: str
+) -> None:
+    topic = new_topic(partitions=2)
+    async with Producer(kafka.plaintext, required_acks=0) as producer:
+        for i in range(1000):
+            producer.send_nowait(topic, b"%d" % i)
+        await producer.flush()
+        assert producer.stats().delivered == 1000
+    read = await anyio.to_thread.run_sync(read_back, kafka.plaintext, topic, 2, 1000)
+    assert sorted(v for items in read.values() for _, _, v, _ in items) == sorted(
+        b"%d" % i for i in range(1000)
+    )
+
+
+async def test_message_too_large_is_reported_not_retried(
+    kafka: KafkaCluster, new_topic: Callable[..., str], anyio_backend: str
+) -> None:
+    topic = new_topic(partitions=1, config={"max.message.bytes": "20000"})
+    outcomes = Outcomes()
+    async with Producer(
+        kafka.plaintext, error_handle=outcomes.error_handle, on_delivery=outcomes.on_delivery
+    ) as producer:
+        producer.send_nowait(topic, b"big" + b"x" * 50_000)
+        with pytest.raises(MessageTooLargeError):
+            await producer.send(topic, b"big2" + b"x" * 50_000)
+        # Many small records that together exceed the topic's limit are split, not lost.
+        for i in range(100):
+            producer.send_nowait(topic, b"%03d" % i + b"y" * 500)
+        await producer.flush()
+        stats = producer.stats()
+    assert stats.retried == 0 and stats.failed == 2 and stats.delivered == 100
+    assert outcomes.handled[b"big" + b"x" * 50_000] == 1
+    assert all(isinstance(e, MessageTooLargeError) for e in outcomes.errors)
+    read = await anyio.to_thread.run_sync(read_back, kafka.plaintext, topic, 1, 100)
+    assert [v[:3] for _, _, v, _ in read[0] if v] == [b"%03d" % i for i in range(100)]
+
+
+async def test_unknown_topic_is_reported(kafka: KafkaCluster, anyio_backend: str) -> None:
+    outcomes = Outcomes()
+    async with Producer(
+        kafka.plaintext, error_handle=outcomes.error_handle, max_retry=1, retry_backoff=0.05
+    ) as producer:
+        producer.send_nowait(unique_name("missing"), b"x")
+        with pytest.raises(UnknownTopicOrPartitionError):
+            await producer.send(unique_name("missing"), b"y")
+    assert outcomes.handled == Counter({b"x": 1, b"y": 1})
+
+
+async def test_sasl_ssl_listener(
+    kafka: KafkaCluster, new_topic: Callable[..., str], anyio_backend: str
+) -> None:
+    kafka.require("sasl_ssl", "ca_file")
+    topic = new_topic(partitions=1)
+    async with Producer(
+        kafka.sasl_ssl,
+        ssl_cafile=kafka.ca_file,
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username=kafka.username,
+        sasl_password=kafka.password,
+        compression="zstd",
+    ) as producer:
+        meta = await producer.send(topic, b"secure", key=b"k", headers={"h": "v"})
+    assert meta.offset == 0
+    read = await anyio.to_thread.run_sync(read_back, kafka.plaintext, topic, 1, 1)
+    assert read[0] == [(0, b"k", b"secure", (("h", b"v"),))]
+
+
+# --------------------------------------------------------------------- Kafka down
+
+
+async def test_kafka_down_never_blocks_and_reports_everything(anyio_backend: str) -> None:
+    outcomes = Outcomes()
+    max_buffering = 2000
+    close_timeout = 2.0
+    producer = Producer(
+        "127.0.0.1:1",  # nothing listens there
+        max_buffering=max_buffering,
+        close_timeout=close_timeout,
+        connect_timeout=0.5,
+        max_retry=2,
+        retry_backoff=0.05,
+        error_handle=outcomes.error_handle,
+    )
+    accepted = rejected = 0
+    slowest = 0.0
+    async with producer:
+        for i in range(20_000):
+            start = time.perf_counter()
+            try:
+                producer.send_nowait("events", b"%d" % i, key=b"%d" % (i % 10))
+                accepted += 1
+            except BufferFullError:
+                rejected += 1
+            slowest = max(slowest, time.perf_counter() - start)
+            s = producer.stats()
+            assert s.buffered + s.in_flight <= max_buffering
+            if i % 500 == 0:
+                await anyio.sleep(0.01)
+        held = producer.stats().buffered
+        start = anyio.current_time()
+    # (leaving the block ran aclose)
+    elapsed = anyio.current_time() - start
+    assert elapsed < close_timeout + 0.5
+    assert rejected > 0 and held > 0
+    assert slowest < 0.05  # no call waited on the network
+    stats = producer.stats()
+    assert stats.enqueued == accepted and stats.failed == accepted and stats.delivered == 0
+    assert sum(outcomes.handled.values()) == accepted
+    assert stats.buffered == 0 and stats.in_flight == 0
+
+
+# --------------------------------------------------------------------- broker restart
+
+
+@pytest.fixture(scope="module")
+def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A broker of this module's own, which its tests may stop and restart."""
+    state: Path = tmp_path_factory.mktemp("producer-broker") / "s"
+    broker = kafka_local.LocalKafka(state_dir=state, base_port=19600)
+    try:
+        broker.start(timeout=120.0)
+    except (kafka_local.HarnessError, OSError) as exc:
+        pytest.skip(f"cannot start a broker of our own: {exc}")
+    try:
+        yield broker
+    finally:
+        broker.stop(remove_data=True)
+
+
+@pytest.mark.parametrize(
+    ("idempotent", "how"),
+    [(True, "kill"), (False, "kill"), (True, "stop")],
+    ids=["idempotent-kill", "plain-kill", "idempotent-stop"],
+)
+async def test_broker_restart_mid_stream(
+    own_broker: Any, idempotent: bool, how: str, anyio_backend: str
+) -> None:
+    """The broker goes away (SIGKILL: requests in flight are lost; or a clean
+    stop) while records stream in, and comes back."""
+    bootstrap = own_broker.addresses().plaintext
+    topic = unique_name("restart")
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    new = NewTopic(topic, num_partitions=3, replication_factor=1)
+    admin.create_topics([new])[topic].result(30)
+    del admin  # librdkafka would keep reconnecting while the broker is down
+    outcomes = Outcomes()
+    sent: list[bytes] = []
+    rejected = 0
+    total = 30_000
+    producer = Producer(
+        bootstrap,
+        required_acks=-1,
+        enable_idempotence=idempotent,
+        max_retry=60,
+        retry_backoff=0.5,
+        request_timeout=5.0,
+        connect_timeout=1.0,
+        max_buffering=10_000,
+        close_timeout=20.0,
+        on_delivery=outcomes.on_delivery,
+        error_handle=outcomes.error_handle,
+    )
+
+    async def produce() -> None:
+        nonlocal rejected
+        for i in range(total):
+            value = b"%08d" % i
+            try:
+                producer.send_nowait(topic, value, key=b"%d" % (i % 50))
+                sent.append(value)
+            except BufferFullError:
+                rejected += 1
+            if i % 100 == 0:
+                await anyio.sleep(0.005)
+
+    async with producer:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(produce)
+            with anyio.fail_after(60):
+                while len(outcomes.acked) < 2000:  # noqa: ASYNC110 - polling counters
+                    await anyio.sleep(0.01)
+            await anyio.to_thread.run_sync(own_broker.kill if how == "kill" else own_broker.stop)
+            await anyio.sleep(0.5)
+            await anyio.to_thread.run_sync(lambda: own_broker.start(timeout=120.0, fresh=False))
+    stats = producer.stats()
+    acked = set(outcomes.acked)
+    failed = set(outcomes.failed)
+    # Every record handed over is acknowledged or reported, once, never both.
+    assert not outcomes.acked_twice
+    assert all(n == 1 for n in outcomes.failed.values())
+    assert acked.isdisjoint(failed)
+    assert acked | failed == set(sent)
+    assert set(outcomes.handled) == failed
+    assert stats.delivered == len(acked) and stats.failed == len(failed)
+    assert stats.enqueued == len(sent) == total - rejected
+    assert stats.retried > 0  # the outage did hit records on their way
+    read = await anyio.to_thread.run_sync(read_back, bootstrap, topic, 3, len(acked))
+    values = Counter(v for items in read.values() for _, _, v, _ in items)
+    # Every acknowledged record is in the topic, where on_delivery said.
+    assert acked <= set(values)
+    for p, items in read.items():
+        for offset, _, value, _ in items:
+            meta = outcomes.acked.get(value)
+            if meta is not None:
+                assert meta.partition == p
+                # -1: acknowledged as a duplicate of an earlier attempt (KIP-98).
+                assert meta.offset in (offset, -1)
+    if idempotent:
+        assert max(values.values()) == 1, [v for v, n in values.items() if n > 1][:5]
