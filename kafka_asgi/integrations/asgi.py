@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect
 import ipaddress
 import json
+import json.encoder
 import logging
 import os
 import threading
@@ -426,10 +427,23 @@ class KafkaLifespan:
 # --------------------------------------------------------------------------------------
 
 _json_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
+# JSONEncoder.encode builds a new C encoder on every call; on the access-log hot path
+# one built once saves about a quarter of the serialization time. No circular-reference
+# markers: a cyclic event raises RecursionError, which the callers count as a drop.
+_make_c_encoder: Any = getattr(json.encoder, "c_make_encoder", None)
+_c_basestring: Any = getattr(json.encoder, "c_encode_basestring", None)
+_c_encoder: Any = (
+    _make_c_encoder(None, str, _c_basestring, None, ":", ",", False, False, True)
+    if _make_c_encoder is not None and _c_basestring is not None
+    else None
+)
 
 
 def default_serializer(event: Mapping[str, Any]) -> bytes:
     """Compact JSON (UTF-8); values JSON lacks (datetimes, UUIDs...) become str()."""
+    if _c_encoder is not None and type(event) is dict:
+        chunks: tuple[str, ...] = _c_encoder(event, 0)
+        return "".join(chunks).encode()
     return _json_encode(event).encode()
 
 
@@ -658,6 +672,7 @@ class AccessLogOptions:
         self._extra = dict(extra) if extra else None
         self._exclude = frozenset(p for p in exclude_paths if not p.endswith("*"))
         self._exclude_prefixes = tuple(p[:-1] for p in exclude_paths if p.endswith("*"))
+        self._has_exclusions = bool(self._exclude or self._exclude_prefixes)
         self._rid_header = (
             request_id_header.lower().encode("latin-1") if request_id_header else None
         )
@@ -801,7 +816,9 @@ class AccessLogMiddleware(AccessLogOptions):
         state[STATE_KEY] = EventLogger(scope, request_id, self.cluster)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.excluded(scope["path"]):
+        # The per-request cost is benchmarked against no middleware: the common case
+        # (no exclusions, no sampling, no proxies) skips those calls entirely.
+        if self._has_exclusions and self.excluded(scope["path"]):
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
@@ -852,7 +869,12 @@ class AccessLogMiddleware(AccessLogOptions):
         finally:
             if not finished:
                 finished = time.perf_counter()
-            if self.sampled():
+            if self.sample_rate >= 1.0 or self.sampled():
+                if self._use_proxies:
+                    client = self._client(scope, headers)
+                else:
+                    peer = scope.get("client")
+                    client = peer[0] if peer else None
                 event = {
                     "timestamp": int(time.time() * 1000),
                     "type": "http",
@@ -866,7 +888,7 @@ class AccessLogMiddleware(AccessLogOptions):
                     "response_bytes": response_bytes,
                     "request_bytes": request_bytes,
                     "duration_ms": (finished - start) * 1000.0,
-                    "client": self._client(scope, headers),
+                    "client": client,
                     "user_agent": (
                         ua.decode("latin-1") if (ua := headers.get(b"user-agent")) else None
                     ),
