@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -123,17 +124,21 @@ class _BrokerPool:
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def _prune(self) -> None:
+    def _usable(self) -> list[BrokerConnection]:
         self.connections = [c for c in self.connections if not c.closed]
+        return [c for c in self.connections if c.usable]
 
     def _pick(self) -> BrokerConnection | None:
-        """The least busy usable connection, unless a new one should be opened."""
-        self._prune()
-        usable = [c for c in self.connections if c.usable]
+        """The least busy usable connection, unless a new one should be opened.
+
+        Connections past their SASL session lifetime are not usable: they finish what
+        they carry, do not count against the limit, and the reaper closes them.
+        """
+        usable = self._usable()
         if not usable:
             return None
         best = min(usable, key=lambda c: c.in_flight)
-        room = len(self.connections) < self.client.options.max_connections_per_broker
+        room = len(usable) < self.client.options.max_connections_per_broker
         if best.in_flight >= _PIPELINE_DEPTH and room:
             return None
         return best
@@ -152,22 +157,23 @@ class _BrokerPool:
             conn = self._pick()
             if conn is not None:
                 return conn
-            if self.connections and len(self.connections) >= (
-                self.client.options.max_connections_per_broker
-            ):
-                # Full of connections that are not usable (expiring SASL sessions):
-                # retire the idlest to make room.
-                stale = min(self.connections, key=lambda c: c.in_flight)
-                await stale.aclose()
-                self._prune()
+            busy = self._usable()
             now = anyio.current_time()
             if self.last_error is not None and now < self.retry_at:
+                if busy:
+                    return min(busy, key=lambda c: c.in_flight)
                 # A connection just failed: fail fast rather than storm the broker.
                 raise _copy(
                     self.last_error,
                     f"{self.address}: not retrying for {self.retry_at - now:.2f}s",
                 )
-            return await self._open()
+            try:
+                return await self._open()
+            except KafkaError:
+                if busy:
+                    # Could not add a connection; the busy ones still work.
+                    return min(busy, key=lambda c: c.in_flight)
+                raise
         finally:
             self.open_lock.release()
 
@@ -196,7 +202,7 @@ class _BrokerPool:
 
     async def reap(self, now: float) -> None:
         """Close connections idle past idle_timeout, and idle ones beyond max_idle."""
-        self._prune()
+        self._usable()
         options = self.client.options
         idle = sorted(
             (c for c in self.connections if c.in_flight == 0), key=lambda c: c.last_used
@@ -207,7 +213,7 @@ class _BrokerPool:
             surplus = len(idle) - index > keep
             if expired or surplus or not conn.usable:
                 await conn.aclose()
-        self._prune()
+        self._usable()
 
     async def aclose(self) -> None:
         for conn in self.connections:
@@ -326,16 +332,14 @@ class KafkaClient:
         if meta is None or meta.error_code:
             return None
         fetched = self._fetched_at.get(topic)
-        if fetched is not None and self._tg is not None:
-            if anyio.current_time() - fetched > self.options.metadata_max_age:
-                self.request_refresh()
+        if fetched is not None and time.monotonic() - fetched > self.options.metadata_max_age:
+            self.request_refresh()
         return meta
 
     def stats(self) -> ClientStats:
-        now = anyio.current_time() if self._tg is not None else None
         age = None
-        if now is not None and self._refreshed_at is not None:
-            age = now - self._refreshed_at
+        if self._refreshed_at is not None:
+            age = time.monotonic() - self._refreshed_at
         return ClientStats(
             connections_open=sum(
                 1 for pool in self._pools.values() for c in pool.connections if not c.closed
@@ -577,7 +581,9 @@ class KafkaClient:
         self._apply(response, take, seq)
 
     def _apply(self, response: MetadataResponse, asked: frozenset[str] | None, seq: int) -> None:
-        now = anyio.current_time()
+        # Cache ages use the wall-clock monotonic time: cached_topic() may be called
+        # from outside the event loop (a logging handler in a worker thread).
+        now = time.monotonic()
         brokers = brokers_from_response(response)
         topics = {} if asked is None else dict(self._metadata.topics)
         if len(self._topic_errors) > _MAX_REMEMBERED or len(self._topic_seq) > _MAX_REMEMBERED:
@@ -627,15 +633,14 @@ class KafkaClient:
         self._task_group()
         cached = self._metadata.topics.get(topic)
         fetched = self._fetched_at.get(topic)
-        now = anyio.current_time()
         if (
             cached is not None
             and not cached.error_code
             and fetched is not None
-            and now - fetched < self.options.metadata_max_age
+            and time.monotonic() - fetched < self.options.metadata_max_age
         ):
             return cached
-        deadline = now + self.options.connection.request_timeout
+        deadline = anyio.current_time() + self.options.connection.request_timeout
         failures = 0
         while True:
             await self.refresh([topic])
@@ -668,6 +673,22 @@ class KafkaClient:
             self.request_refresh()
             raise LeaderNotAvailableError(f"{topic!r} partition {partition} has no leader now")
         return part.leader
+
+    def note_error(self, error: KafkaError | type[KafkaError] | int) -> bool:
+        """Request a refresh if ``error`` (an exception, its class or a broker error
+        code from a response) means the metadata is stale: NOT_LEADER_OR_FOLLOWER,
+        UNKNOWN_TOPIC_OR_PARTITION, LEADER_NOT_AVAILABLE, a lost connection, ...
+        Returns whether it did. Sync and cheap: for the producer's response handling.
+        """
+        if isinstance(error, int):
+            if error == 0:
+                return False
+            stale = error_for_code(error).invalid_metadata
+        else:
+            stale = error.invalid_metadata
+        if stale:
+            self.request_refresh()
+        return stale
 
     def request_refresh(self) -> None:
         """Ask the background refresher for a refresh soon (coalesced, with backoff)."""

@@ -199,6 +199,24 @@ async def test_request_refresh_coalesces(
         assert 1 <= client.stats().metadata_requests - before <= 2
 
 
+async def test_note_error_refreshes_on_stale_metadata(
+    anyio_backend: str, kafka: KafkaCluster, new_topic: Callable[..., str]
+) -> None:
+    topic = new_topic()
+    async with KafkaClient(kafka.plaintext, retry_backoff=0.05) as client:
+        await client.fetch_metadata(topic)
+        before = client.stats().metadata_requests
+        assert not client.note_error(0)
+        assert not client.note_error(TopicAlreadyExistsError)
+        assert not client.note_error(AuthenticationError("x"))
+        await anyio.sleep(0.3)
+        assert client.stats().metadata_requests == before
+        assert client.note_error(6)  # NOT_LEADER_OR_FOLLOWER
+        assert await _eventually(lambda: client.stats().metadata_requests == before + 1, 2.0)
+        assert client.note_error(UnknownTopicOrPartitionError("gone"))
+        assert await _eventually(lambda: client.stats().metadata_requests == before + 2, 2.0)
+
+
 async def test_refresh_interval(anyio_backend: str, kafka: KafkaCluster) -> None:
     async with KafkaClient(kafka.plaintext, refresh_interval=0.3) as client:
         await client.refresh([])
@@ -317,7 +335,7 @@ async def test_wrong_password_fails_fast_without_a_retry_storm(
         kafka, "sasl_plaintext", "SCRAM-SHA-512", password="wrong-password-xyz"
     )
     async with KafkaClient(
-        kafka.sasl_plaintext, resolver=counting, request_timeout=5, retry_backoff=0.5, **options
+        kafka.sasl_plaintext, resolver=counting, request_timeout=5, retry_backoff=2.0, **options
     ) as client:
         with anyio.fail_after(6):
             with pytest.raises(AuthenticationError) as info:
