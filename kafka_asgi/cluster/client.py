@@ -581,8 +581,8 @@ class KafkaClient:
         self._apply(response, take, seq)
 
     def _apply(self, response: MetadataResponse, asked: frozenset[str] | None, seq: int) -> None:
-        # Cache ages use the wall-clock monotonic time: cached_topic() may be called
-        # from outside the event loop (a logging handler in a worker thread).
+        # Cache ages use time.monotonic: the same clock on every backend, readable
+        # without an event loop (stats() may be called from anywhere).
         now = time.monotonic()
         brokers = brokers_from_response(response)
         topics = {} if asked is None else dict(self._metadata.topics)

@@ -284,6 +284,13 @@ class BrokerConnection:
                     f"{self.address}: no answer to the connection handshake within"
                     f" {self.config.request_timeout}s"
                 ) from None
+            except ProtocolError as exc:
+                if self.config.ssl_context is None:
+                    # A TLS alert read as a Kafka size prefix gives an absurd frame size.
+                    raise ProtocolError(
+                        f"{exc} (is this a TLS listener? then set ssl=True or ssl_cafile)"
+                    ) from exc
+                raise
             await task_group.start(self._reader)
         except BaseException as exc:
             error = exc if isinstance(exc, KafkaError) else ConnectionClosedError("connect aborted")
@@ -362,6 +369,15 @@ class BrokerConnection:
             raise ConnectError(
                 f"{context}: timed out after {self.config.connect_timeout}s"
             ) from None
+        except ConnectError as exc:
+            if tls is not None and isinstance(
+                exc.__cause__, (anyio.EndOfStream, anyio.BrokenResourceError)
+            ):
+                raise ConnectError(
+                    f"{context}: the broker closed the connection during the TLS handshake"
+                    " (is this a plaintext listener?)"
+                ) from exc
+            raise
 
     # ------------------------------------------------------------------ handshake I/O
 

@@ -443,3 +443,21 @@ async def test_api_versions_downgrade_kip_511(anyio_backend: str) -> None:
             async with BrokerConnection("127.0.0.1", port) as conn:
                 assert MetadataRequest.API_KEY in conn.api_versions
     assert seen == [ApiVersionsRequest.MAX_VERSION, 2]
+
+
+async def test_plaintext_client_on_tls_listener(anyio_backend: str, kafka: KafkaCluster) -> None:
+    kafka.require("ssl")
+    host, port = host_port(kafka.ssl)  # type: ignore[arg-type]
+    with anyio.fail_after(15):
+        with pytest.raises(ProtocolError, match="TLS listener"):
+            async with BrokerConnection(host, port):
+                pass
+
+
+async def test_tls_client_on_plaintext_listener(anyio_backend: str, kafka: KafkaCluster) -> None:
+    kafka.require("ca_file")
+    host, port = host_port(kafka.plaintext)
+    with anyio.fail_after(15):
+        with pytest.raises(ConnectError, match="plaintext listener"):
+            async with BrokerConnection(host, port, ssl_cafile=kafka.ca_file):
+                pass
