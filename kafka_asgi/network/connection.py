@@ -45,7 +45,12 @@ from kafka_asgi.network.errors import (
 )
 from kafka_asgi.network.sasl import SaslCredentials
 from kafka_asgi.network.tls import build_ssl_context
-from kafka_asgi.protocol.errors import KafkaError, ProtocolError, UnsupportedVersionError
+from kafka_asgi.protocol.errors import (
+    KafkaError,
+    ProtocolError,
+    UnsupportedVersionError,
+    error_for_code,
+)
 from kafka_asgi.protocol.framing import (
     MAX_FRAME_SIZE,
     SIZE_PREFIX_LENGTH,
@@ -71,6 +76,7 @@ __all__ = ["BrokerConnection", "ConnectionConfig", "check_timeout"]
 logger = logging.getLogger("kafka_asgi.network")
 
 _UNSUPPORTED_VERSION = 35
+_UNSUPPORTED_SASL_MECHANISM = 33
 _SOFTWARE_NAME = "kafka-asgi"
 # KIP-368: stop handing out a connection a little before the broker's session expires.
 _REAUTH_MARGIN = 0.9
@@ -492,10 +498,18 @@ class BrokerConnection:
         )
         _, handshake = decode_response(SaslHandshakeResponse, frame, handshake_version)
         if handshake.error_code:
+            offered = ", ".join(handshake.mechanisms) or "none"
+            if handshake.error_code == _UNSUPPORTED_SASL_MECHANISM:
+                reason = f"mechanism {mechanism.name} is not enabled (the broker offers {offered})"
+            else:
+                # ILLEGAL_SASL_STATE: typically a listener that does not do SASL at all.
+                reason = (
+                    f"{error_for_code(handshake.error_code).name} for {mechanism.name}"
+                    f" (is this a SASL listener? the broker offers {offered})"
+                )
             raise AuthenticationError(
-                f"{self.address}: SASL mechanism {mechanism.name} is not enabled on the"
-                f" broker (it offers {', '.join(handshake.mechanisms) or 'none'};"
-                f" error code {handshake.error_code})"
+                f"{self.address}: SASL handshake refused: {reason}"
+                f" (error code {handshake.error_code})"
             )
         auth_version = (
             self.choose_api_version(SaslAuthenticateRequest.API_KEY) if framed else None

@@ -29,10 +29,23 @@ class Peer:
 
     async def read_request(self) -> tuple[int, int, int]:
         """``(api_key, version, correlation_id)`` of the next request frame."""
-        size = int.from_bytes(await self.rx.receive_exactly(4), "big")
-        frame = await self.rx.receive_exactly(size)
-        api_key, version, correlation_id = struct.unpack_from(">hhi", frame)
+        api_key, version, correlation_id, _ = await self.read_request_body()
         return api_key, version, correlation_id
+
+    async def read_request_body(self) -> tuple[int, int, int, bytes]:
+        """Like read_request, plus the body (for request header v1: no tagged fields)."""
+        frame = await self.read_raw()
+        api_key, version, correlation_id, client_id_length = struct.unpack_from(">hhih", frame)
+        body = frame[10 + max(client_id_length, 0) :]
+        return api_key, version, correlation_id, body
+
+    async def read_raw(self) -> bytes:
+        """One size-prefixed frame (a request, or a raw SASL token), without the size."""
+        size = int.from_bytes(await self.rx.receive_exactly(4), "big")
+        return await self.rx.receive_exactly(size)
+
+    async def send_token(self, token: bytes) -> None:
+        await self.stream.send(len(token).to_bytes(4, "big") + token)
 
     async def respond(self, correlation_id: int, body: Message, version: int) -> None:
         header = correlation_id.to_bytes(4, "big", signed=True)
@@ -49,11 +62,19 @@ class Peer:
         await self.respond(correlation_id, all_versions(), version)
 
 
-def all_versions() -> ApiVersionsResponse:
+def all_versions(
+    overrides: dict[int, tuple[int, int] | None] | None = None,
+) -> ApiVersionsResponse:
+    """Every API we know at our full range; ``overrides`` narrows (or with None drops) some."""
+    ranges: dict[int, tuple[int, int] | None] = {
+        key: (cls.MIN_VERSION, cls.MAX_VERSION) for key, cls in REQUEST_TYPES.items()
+    }
+    ranges.update(overrides or {})
     return ApiVersionsResponse(
         api_keys=[
-            ApiVersion(api_key=key, min_version=cls.MIN_VERSION, max_version=cls.MAX_VERSION)
-            for key, cls in REQUEST_TYPES.items()
+            ApiVersion(api_key=key, min_version=r[0], max_version=r[1])
+            for key, r in ranges.items()
+            if r is not None
         ]
     )
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import anyio
 import pytest
+from scramp import ScramMechanism as ScramServerMechanism  # type: ignore[import-untyped]
 
 from kafka_asgi.errors import (
     AuthenticationError,
@@ -27,6 +28,9 @@ from kafka_asgi.protocol.messages import (
     MetadataRequest,
     MetadataResponse,
     ProduceRequest,
+    SaslAuthenticateRequest,
+    SaslHandshakeRequest,
+    SaslHandshakeResponse,
 )
 from kafka_asgi.protocol.messages.api_versions import ApiVersion
 from kafka_asgi.protocol.messages.fetch import FetchPartition, FetchTopic
@@ -461,3 +465,125 @@ async def test_tls_client_on_plaintext_listener(anyio_backend: str, kafka: Kafka
         with pytest.raises(ConnectError, match="plaintext listener"):
             async with BrokerConnection(host, port, ssl_cafile=kafka.ca_file):
                 pass
+
+
+# ---------------------------------------------------------------- SASL without SaslAuthenticate
+
+
+def _legacy_sasl_versions() -> ApiVersionsResponse:
+    # A broker from before KIP-152: SaslHandshake v0 only, no SaslAuthenticate (key 36).
+    return all_versions(
+        {SaslHandshakeRequest.API_KEY: (0, 0), SaslAuthenticateRequest.API_KEY: None}
+    )
+
+
+async def _legacy_handshake(peer: Peer, seen: list[str]) -> None:
+    _, version, correlation_id = await peer.read_request()
+    await peer.respond(correlation_id, _legacy_sasl_versions(), version)
+    api_key, version, correlation_id, body = await peer.read_request_body()
+    assert (api_key, version) == (SaslHandshakeRequest.API_KEY, 0)
+    mechanism = SaslHandshakeRequest.decode(body, 0).mechanism
+    seen.append(mechanism)
+    await peer.respond(
+        correlation_id, SaslHandshakeResponse(mechanisms=[mechanism]), version
+    )
+
+
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-512"])
+async def test_raw_sasl_tokens_after_handshake_v0_scram(anyio_backend: str, mechanism: str) -> None:
+    """SaslHandshake v0, then raw size-prefixed SCRAM tokens (the pre-KIP-152 form),
+    with scramp's server on the other end checking the proof."""
+    seen: list[str] = []
+    server_mech = ScramServerMechanism(mechanism)
+    auth = server_mech.make_auth_info("pw-123")
+
+    async def legacy(peer: Peer) -> None:
+        await _legacy_handshake(peer, seen)
+        server = server_mech.make_server(lambda _user: auth)
+        server.set_client_first((await peer.read_raw()).decode())
+        await peer.send_token(server.get_server_first().encode())
+        server.set_client_final((await peer.read_raw()).decode())
+        await peer.send_token(server.get_server_final().encode())
+        seen.append("authenticated")
+        await peer.answer_api_versions()  # any framed request after auth
+        await anyio.sleep(10)
+
+    async with fake_broker(legacy) as port:
+        with anyio.fail_after(10):
+            async with BrokerConnection(
+                "127.0.0.1", port, sasl_mechanism=mechanism, sasl_username="u",
+                sasl_password="pw-123",
+            ) as conn:
+                response = await conn.request(ApiVersionsRequest(), 0)
+                assert response.api_keys
+    assert seen == [mechanism, "authenticated"]
+
+
+async def test_raw_sasl_plain_token(anyio_backend: str) -> None:
+    seen: list[str] = []
+    tokens: list[bytes] = []
+
+    async def legacy(peer: Peer) -> None:
+        await _legacy_handshake(peer, seen)
+        tokens.append(await peer.read_raw())  # PLAIN: one token, no reply
+        await peer.answer_api_versions()
+        await anyio.sleep(10)
+
+    async with fake_broker(legacy) as port:
+        with anyio.fail_after(10):
+            async with BrokerConnection(
+                "127.0.0.1", port, sasl_mechanism="PLAIN", sasl_username="u", sasl_password="p"
+            ) as conn:
+                await conn.request(ApiVersionsRequest(), 0)
+    assert seen == ["PLAIN"] and tokens == [b"\x00u\x00p"]
+
+
+async def test_raw_sasl_failure_is_an_authentication_error(anyio_backend: str) -> None:
+    """Without SaslAuthenticate a broker reports bad credentials by closing."""
+    async def legacy(peer: Peer) -> None:
+        await _legacy_handshake(peer, [])
+        await peer.read_raw()  # client-first; then hang up
+
+    async with fake_broker(legacy) as port:
+        with anyio.fail_after(10):
+            with pytest.raises(AuthenticationError, match="closed the connection"):
+                async with BrokerConnection(
+                    "127.0.0.1", port, sasl_mechanism="SCRAM-SHA-256", sasl_username="u",
+                    sasl_password="secret-pw",
+                ):
+                    pass
+
+
+async def test_sasl_on_a_listener_without_sasl(anyio_backend: str, kafka: KafkaCluster) -> None:
+    kafka.require("ssl", "ca_file")
+    host, port = host_port(kafka.ssl)  # type: ignore[arg-type]
+    with anyio.fail_after(15):
+        with pytest.raises(AuthenticationError, match="ILLEGAL_SASL_STATE"):
+            async with BrokerConnection(
+                host, port, ssl_cafile=kafka.ca_file, sasl_mechanism="PLAIN",
+                sasl_username="u", sasl_password="p",
+            ):
+                pass
+
+
+async def test_mechanism_not_enabled(anyio_backend: str) -> None:
+    async def plain_only(peer: Peer) -> None:
+        await peer.answer_api_versions()
+        _, version, correlation_id = await peer.read_request()
+        await peer.respond(
+            correlation_id,
+            SaslHandshakeResponse(error_code=33, mechanisms=["PLAIN", "OAUTHBEARER"]),
+            version,
+        )
+        await anyio.sleep(10)
+
+    async with fake_broker(plain_only) as port:
+        with anyio.fail_after(10):
+            with pytest.raises(
+                AuthenticationError, match=r"SCRAM-SHA-512 is not enabled.*PLAIN, OAUTHBEARER"
+            ):
+                async with BrokerConnection(
+                    "127.0.0.1", port, sasl_mechanism="SCRAM-SHA-512", sasl_username="u",
+                    sasl_password="p",
+                ):
+                    pass
