@@ -204,9 +204,7 @@ class _BrokerPool:
         """Close connections idle past idle_timeout, and idle ones beyond max_idle."""
         self._usable()
         options = self.client.options
-        idle = sorted(
-            (c for c in self.connections if c.in_flight == 0), key=lambda c: c.last_used
-        )
+        idle = sorted((c for c in self.connections if c.in_flight == 0), key=lambda c: c.last_used)
         keep = options.max_idle_connections
         for index, conn in enumerate(idle):
             expired = now - conn.last_used >= options.idle_timeout
@@ -653,8 +651,10 @@ class KafkaClient:
                 return meta
             error = error_for_code(code)
             delay = _backoff(self.options.retry_backoff, failures)
-            if not error.retriable or code == _UNKNOWN_TOPIC or (
-                anyio.current_time() + delay > deadline
+            if (
+                not error.retriable
+                or code == _UNKNOWN_TOPIC
+                or (anyio.current_time() + delay > deadline)
             ):
                 raise error(f"topic {topic!r}")
             failures += 1
@@ -666,8 +666,7 @@ class KafkaClient:
         part = meta.partitions.get(partition)
         if part is None:
             raise UnknownTopicOrPartitionError(
-                f"topic {topic!r} has no partition {partition!r}"
-                f" (it has {meta.partition_count})"
+                f"topic {topic!r} has no partition {partition!r} (it has {meta.partition_count})"
             )
         if part.leader < 0:
             self.request_refresh()
@@ -698,8 +697,10 @@ class KafkaClient:
     async def _refresher(self) -> None:
         failures = 0
         interval = self.options.refresh_interval
-        period = min(interval, self.options.metadata_max_age) if interval else (
-            self.options.metadata_max_age
+        period = (
+            min(interval, self.options.metadata_max_age)
+            if interval
+            else (self.options.metadata_max_age)
         )
         while True:
             assert self._refresh_wanted is not None

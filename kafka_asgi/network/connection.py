@@ -435,8 +435,9 @@ class BrokerConnection:
                 _, legacy = decode_response(ApiVersionsResponse, frame, 0)
                 theirs = {k.api_key: k.max_version for k in legacy.api_keys}
                 retry = min(theirs.get(ApiVersionsRequest.API_KEY, 0), version - 1)
-                logger.debug("%s: ApiVersions v%d unsupported, retrying v%d",
-                             self.address, version, retry)
+                logger.debug(
+                    "%s: ApiVersions v%d unsupported, retrying v%d", self.address, version, retry
+                )
                 version = max(retry, 0)
                 continue
             _, response = decode_response(ApiVersionsResponse, frame, version)
@@ -511,9 +512,7 @@ class BrokerConnection:
                 f"{self.address}: SASL handshake refused: {reason}"
                 f" (error code {handshake.error_code})"
             )
-        auth_version = (
-            self.choose_api_version(SaslAuthenticateRequest.API_KEY) if framed else None
-        )
+        auth_version = self.choose_api_version(SaslAuthenticateRequest.API_KEY) if framed else None
         token: bytes | None = mechanism.start()
         while token is not None:
             if auth_version is not None:
@@ -717,5 +716,3 @@ def _copy_error(error: KafkaError, name: str) -> KafkaError:
         return error
     clone.__cause__ = error
     return clone
-
-

@@ -44,9 +44,7 @@ def build_ssl_context(
             f"ssl must be True, False, None or an ssl.SSLContext, not {type(ssl_option).__name__}"
         )
     if not isinstance(check_hostname, bool):
-        raise TypeError(
-            f"ssl_check_hostname must be a bool, not {type(check_hostname).__name__}"
-        )
+        raise TypeError(f"ssl_check_hostname must be a bool, not {type(check_hostname).__name__}")
     files = {"ssl_cafile": cafile, "ssl_certfile": certfile, "ssl_keyfile": keyfile}
     given = {name: value for name, value in files.items() if value is not None}
     if isinstance(ssl_option, ssl.SSLContext):

@@ -307,9 +307,7 @@ async def test_resolver(anyio_backend: str, kafka: KafkaCluster) -> None:
     assert asked == ["kafka-bootstrap.invalid", "127.0.0.1"]
 
 
-async def test_sasl_applies_to_discovered_brokers(
-    anyio_backend: str, kafka: KafkaCluster
-) -> None:
+async def test_sasl_applies_to_discovered_brokers(anyio_backend: str, kafka: KafkaCluster) -> None:
     """Bootstrap through 'localhost'; the broker advertises 127.0.0.1, a different pool
     entry, so the second connection must authenticate on its own."""
     options = client_options(kafka, "sasl_ssl", "SCRAM-SHA-256")

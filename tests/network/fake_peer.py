@@ -89,8 +89,12 @@ async def fake_broker(script: Callable[[Peer], Awaitable[None]]) -> AsyncIterato
         async with stream:
             try:
                 await script(Peer(stream))
-            except (anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError,
-                    anyio.ClosedResourceError):
+            except (
+                anyio.EndOfStream,
+                anyio.IncompleteRead,
+                anyio.BrokenResourceError,
+                anyio.ClosedResourceError,
+            ):
                 pass
 
     async with listener, anyio.create_task_group() as tg:

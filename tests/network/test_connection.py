@@ -142,9 +142,7 @@ async def test_wrong_ca_is_a_tls_error(anyio_backend: str, kafka: KafkaCluster) 
                 pass
 
 
-async def test_system_cas_do_not_trust_the_test_ca(
-    anyio_backend: str, kafka: KafkaCluster
-) -> None:
+async def test_system_cas_do_not_trust_the_test_ca(anyio_backend: str, kafka: KafkaCluster) -> None:
     kafka.require("ssl")
     host, port = host_port(kafka.ssl)  # type: ignore[arg-type]
     with anyio.fail_after(15):
@@ -484,9 +482,7 @@ async def _legacy_handshake(peer: Peer, seen: list[str]) -> None:
     assert (api_key, version) == (SaslHandshakeRequest.API_KEY, 0)
     mechanism = SaslHandshakeRequest.decode(body, 0).mechanism
     seen.append(mechanism)
-    await peer.respond(
-        correlation_id, SaslHandshakeResponse(mechanisms=[mechanism]), version
-    )
+    await peer.respond(correlation_id, SaslHandshakeResponse(mechanisms=[mechanism]), version)
 
 
 @pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-512"])
@@ -511,7 +507,10 @@ async def test_raw_sasl_tokens_after_handshake_v0_scram(anyio_backend: str, mech
     async with fake_broker(legacy) as port:
         with anyio.fail_after(10):
             async with BrokerConnection(
-                "127.0.0.1", port, sasl_mechanism=mechanism, sasl_username="u",
+                "127.0.0.1",
+                port,
+                sasl_mechanism=mechanism,
+                sasl_username="u",
                 sasl_password="pw-123",
             ) as conn:
                 response = await conn.request(ApiVersionsRequest(), 0)
@@ -540,6 +539,7 @@ async def test_raw_sasl_plain_token(anyio_backend: str) -> None:
 
 async def test_raw_sasl_failure_is_an_authentication_error(anyio_backend: str) -> None:
     """Without SaslAuthenticate a broker reports bad credentials by closing."""
+
     async def legacy(peer: Peer) -> None:
         await _legacy_handshake(peer, [])
         await peer.read_raw()  # client-first; then hang up
@@ -548,7 +548,10 @@ async def test_raw_sasl_failure_is_an_authentication_error(anyio_backend: str) -
         with anyio.fail_after(10):
             with pytest.raises(AuthenticationError, match="closed the connection"):
                 async with BrokerConnection(
-                    "127.0.0.1", port, sasl_mechanism="SCRAM-SHA-256", sasl_username="u",
+                    "127.0.0.1",
+                    port,
+                    sasl_mechanism="SCRAM-SHA-256",
+                    sasl_username="u",
                     sasl_password="secret-pw",
                 ):
                     pass
@@ -560,8 +563,12 @@ async def test_sasl_on_a_listener_without_sasl(anyio_backend: str, kafka: KafkaC
     with anyio.fail_after(15):
         with pytest.raises(AuthenticationError, match="ILLEGAL_SASL_STATE"):
             async with BrokerConnection(
-                host, port, ssl_cafile=kafka.ca_file, sasl_mechanism="PLAIN",
-                sasl_username="u", sasl_password="p",
+                host,
+                port,
+                ssl_cafile=kafka.ca_file,
+                sasl_mechanism="PLAIN",
+                sasl_username="u",
+                sasl_password="p",
             ):
                 pass
 
@@ -583,7 +590,10 @@ async def test_mechanism_not_enabled(anyio_backend: str) -> None:
                 AuthenticationError, match=r"SCRAM-SHA-512 is not enabled.*PLAIN, OAUTHBEARER"
             ):
                 async with BrokerConnection(
-                    "127.0.0.1", port, sasl_mechanism="SCRAM-SHA-512", sasl_username="u",
+                    "127.0.0.1",
+                    port,
+                    sasl_mechanism="SCRAM-SHA-512",
+                    sasl_username="u",
                     sasl_password="p",
                 ):
                     pass

@@ -98,15 +98,24 @@ def test_map_exceptions_leaves_other_errors() -> None:
         ({"ssl_cafile": 42}, TypeError, "ssl_cafile"),
         ({"ssl_keyfile": "/nonexistent/k.pem"}, ValueError, "ssl_keyfile"),
         ({"ssl": False, "ssl_cafile": "/x"}, ValueError, "ssl_cafile"),
-        ({"sasl_mechanism": "GSSAPI", "sasl_username": "u", "sasl_password": "p"},
-         ValueError, "sasl_mechanism"),
+        (
+            {"sasl_mechanism": "GSSAPI", "sasl_username": "u", "sasl_password": "p"},
+            ValueError,
+            "sasl_mechanism",
+        ),
         ({"sasl_mechanism": "PLAIN"}, ValueError, "sasl_username"),
         ({"sasl_mechanism": "PLAIN", "sasl_username": "u"}, ValueError, "sasl_password"),
         ({"sasl_username": "u", "sasl_password": "p"}, ValueError, "sasl_mechanism"),
-        ({"sasl_mechanism": "PLAIN", "sasl_username": "", "sasl_password": "p"},
-         ValueError, "sasl_username"),
-        ({"sasl_mechanism": "PLAIN", "sasl_username": "u", "sasl_password": 5},
-         TypeError, "sasl_password"),
+        (
+            {"sasl_mechanism": "PLAIN", "sasl_username": "", "sasl_password": "p"},
+            ValueError,
+            "sasl_username",
+        ),
+        (
+            {"sasl_mechanism": "PLAIN", "sasl_username": "u", "sasl_password": 5},
+            TypeError,
+            "sasl_password",
+        ),
         ({"resolver": "dns"}, TypeError, "resolver"),
     ],
 )
@@ -180,9 +189,11 @@ def test_credentials_are_redacted() -> None:
         repr(conn),
         repr(creds.new_mechanism()),
         repr(PlainMechanism(USER, SECRET)),
-        repr(ConnectionConfig.from_options(
-            sasl_mechanism="PLAIN", sasl_username=USER, sasl_password=SECRET
-        )),
+        repr(
+            ConnectionConfig.from_options(
+                sasl_mechanism="PLAIN", sasl_username=USER, sasl_password=SECRET
+            )
+        ),
     ]
     for text in texts:
         assert SECRET not in text, text
@@ -194,9 +205,7 @@ def test_credentials_are_redacted() -> None:
 def test_bad_sasl_values_are_not_echoed() -> None:
     # A password passed where a mechanism goes must not land in the message.
     with pytest.raises(ValueError) as info:
-        ConnectionConfig.from_options(
-            sasl_mechanism=SECRET, sasl_username=USER, sasl_password="x"
-        )
+        ConnectionConfig.from_options(sasl_mechanism=SECRET, sasl_username=USER, sasl_password="x")
     assert "sasl_mechanism" in str(info.value)
     with pytest.raises(TypeError) as info2:
         SaslCredentials("PLAIN", USER, SECRET.encode())  # type: ignore[arg-type]
