@@ -173,8 +173,11 @@ SECTIONS = [
         "middleware",
         "Access-log middleware overhead",
         "A minimal app under uvicorn (1 worker, asyncio loop, h11), loaded over loopback "
-        "by wrk (1 thread, 16 keep-alive connections) from another process: at "
+        "by wrk (1 thread, 16 keep-alive connections; without wrk, an httpx load generator "
+        "that cannot saturate the server, as the notes say) from another process: at "
         "saturation, and at a fixed rate below every variant's saturation. "
+        "'in-process' calls each variant's app directly, 'µs/request' including the "
+        "producer's background work: the middleware's cost without server or network noise. "
         "(a) no access log; (b) kafka_asgi's `AccessLogMiddleware`; (c) "
         '`@app.middleware("http")` awaiting aiokafka `send_and_wait()` per request, the '
         "middleware most apps have today; (d) (b) with Kafka stopped. Every event of (b) "

@@ -286,7 +286,7 @@ def broker() -> Iterator[Broker]:
 
 
 def create_topics(bootstrap: str, names: Sequence[str], partitions: int = 1) -> None:
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
     futures = admin.create_topics(

@@ -574,11 +574,19 @@ def table(results: Sequence[Result]) -> str:
     """Rows: app/mode x variant; the changes are against (a) on the same row group."""
     header = ["load", "variant", "req/s", "p50 ms", "p99 ms", "req/s vs (a)", "p99 vs (a)"]
     rows = []
+    cost_rows = []
     cases = list(dict.fromkeys(r.case for r in results if r.section == SECTION))
     for case in cases:
         base_rps = find(results, SECTION, case, VARIANTS["a"], "req/s")
         base_p99 = find(results, SECTION, case, VARIANTS["a"], "p99 ms")
+        base_cost = find(results, SECTION, case, VARIANTS["a"], "µs/request")
         for label in VARIANTS.values():
+            cost = find(results, SECTION, case, label, "µs/request")
+            if cost is not None:
+                extra = ""
+                if base_cost is not None and label != VARIANTS["a"]:
+                    extra = f"{cost.median - base_cost.median:+.1f} µs"
+                cost_rows.append([case, label, _cell(cost), extra])
             rps = find(results, SECTION, case, label, "req/s")
             p50 = find(results, SECTION, case, label, "p50 ms")
             p99 = find(results, SECTION, case, label, "p99 ms")
@@ -589,7 +597,14 @@ def table(results: Sequence[Result]) -> str:
                 d_rps = f"{change(rps, base_rps):+.1%}"
                 d_p99 = f"{change(p99, base_p99):+.1%}"
             rows.append([case, label, _cell(rps), _cell(p50), _cell(p99), d_rps, d_p99])
-    return markdown_table(header, rows, right=2)
+    out = []
+    if rows:
+        out.append(markdown_table(header, rows, right=2))
+    if cost_rows:
+        out.append(
+            markdown_table(["app called directly", "variant", "µs/request", "vs (a)"], cost_rows, 2)
+        )
+    return "\n\n".join(out)
 
 
 # ---------------------------------------------------------------------- command line
