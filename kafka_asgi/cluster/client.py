@@ -209,7 +209,9 @@ class _BrokerPool:
         for index, conn in enumerate(idle):
             expired = now - conn.last_used >= options.idle_timeout
             surplus = len(idle) - index > keep
-            if expired or surplus or not conn.usable:
+            # Re-checked per connection: a request may have picked it up while an
+            # earlier one was closing (aclose marks it closed before awaiting).
+            if conn.in_flight == 0 and (expired or surplus or not conn.usable):
                 await conn.aclose()
         self._usable()
 
@@ -223,9 +225,10 @@ class KafkaClient:
     """The cluster as one object: bootstrap, metadata, leaders, pooled connections.
 
     ``async with KafkaClient("host:9092", **options) as client:`` or ``await
-    client.start()`` and ``await client.aclose()`` from the same task. Options are the
-    client options of the brief (validated here, raising TypeError/ValueError naming
-    the option).
+    client.start()`` and ``await client.aclose()`` from the same task (the background
+    tasks live in a task group entered by ``start``). ``options`` are the client options
+    listed in :mod:`kafka_asgi.cluster.options`, validated here: a bad one raises
+    TypeError/ValueError naming it.
     """
 
     def __init__(self, bootstrap: BootstrapSpec, **options: Any) -> None:
@@ -714,6 +717,11 @@ class KafkaClient:
             try:
                 await self.refresh(known)
                 failures = 0
+            except RuntimeError:
+                if self._closed:
+                    # aclose() began while this refresh ran ("client is closed").
+                    return
+                raise
             except KafkaError as exc:
                 failures += 1
                 logger.debug("background metadata refresh failed: %s", exc)

@@ -367,3 +367,16 @@ async def test_calls_are_bounded_without_a_broker(anyio_backend: str) -> None:
                 await client.create_topics(["t"], timeout=2)
             with pytest.raises(ConnectError):
                 await client.send_any(MetadataRequest(topics=[]))
+
+
+async def test_close_while_the_background_refresher_works(anyio_backend: str) -> None:
+    """A failed call wakes the refresher; closing right then must not crash the
+    client's task group (nor hang)."""
+    dead = f"127.0.0.1:{_free_port()}"
+    for delay in (0.0, 0.001, 0.01, 0.05, 0.2):
+        with anyio.fail_after(10):
+            async with KafkaClient(dead, connect_timeout=1, retry_backoff=0.001) as client:
+                with pytest.raises(ConnectError):
+                    await client.send_any(MetadataRequest(topics=[]))
+                client.request_refresh()
+                await anyio.sleep(delay)
