@@ -161,12 +161,16 @@ class TopicBuffer:
         "rr",
         "sticky",
         "sticky_count",
+        "wake_bytes",
     )
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, wake_bytes: int) -> None:
         self.name = name
         self.records: list[Record] = []
         self.nbytes = 0
+        # send_nowait wakes the flusher when nbytes reaches this; then it is raised
+        # out of reach until the flusher takes the records (one wake-up, not many).
+        self.wake_bytes = wake_bytes
         # (index in records, explicit partition or None, Delivery or None)
         self.extras: list[tuple[int, int | None, Delivery | None]] | None = None
         # True when records must be placed one by one (a key, an extra, or a

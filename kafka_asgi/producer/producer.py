@@ -88,6 +88,7 @@ logger = logging.getLogger("kafka_asgi.producer")
 
 _time_ns = time.time_ns
 _INF = math.inf
+_NEVER = 1 << 62
 _TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 _INT64_MAX = (1 << 63) - 1
 # Produce v3 is the first to carry magic-2 record batches (KIP-98).
@@ -458,7 +459,8 @@ class Producer:
         self._held += 1
         nbytes = t.nbytes + n
         t.nbytes = nbytes
-        if len(records) == self._batch_num or nbytes >= self._batch_size:
+        if nbytes >= t.wake_bytes or len(records) == self._batch_num:
+            t.wake_bytes = _NEVER
             self._wake()
 
     async def send(
@@ -577,7 +579,7 @@ class Producer:
             )
         t = self._buffers.get(topic)
         if t is None:
-            t = self._buffers[topic] = TopicBuffer(topic)
+            t = self._buffers[topic] = TopicBuffer(topic, self._batch_size)
         return t
 
     def _enqueue(
@@ -638,7 +640,8 @@ class Producer:
         self._held += 1
         nbytes = t.nbytes + size
         t.nbytes = nbytes
-        if len(records) >= self._batch_num or nbytes >= self._batch_size:
+        if nbytes >= t.wake_bytes or len(records) >= self._batch_num:
+            t.wake_bytes = _NEVER
             self._wake()
 
     def _wake(self) -> None:
@@ -712,6 +715,7 @@ class Producer:
             # as it arrives (its task wakes us), not a flush_time later.
             self._force_pending = undrained
         self._dispatch(now, force)
+        self._encode_ahead()
 
     def _drain(self, t: TopicBuffer) -> bool:
         """Place ``t``'s records on partitions; False if its metadata is missing."""
@@ -727,6 +731,7 @@ class Producer:
             t.available = meta.available_partitions()
         records, t.records = t.records, []
         nbytes, t.nbytes = t.nbytes, 0
+        t.wake_bytes = self._batch_size
         extras, t.extras = t.extras, None
         mixed, t.mixed = t.mixed, False
         t.drains += 1
@@ -820,23 +825,25 @@ class Producer:
             request_batches: list[Batch] = []
             size = 0
             while i < n:
-                b = batches[i]
-                data = self._encode(b)
-                if data is None:
+                b = self._encode(batches[i])
+                if b is None:
                     i += 1
                     continue
-                if request_batches and size + len(data) > limit:
+                batches[i] = b  # the first half, if it was split
+                assert b.data is not None
+                if request_batches and size + len(b.data) > limit:
                     break
                 request_batches.append(b)
-                size += len(data)
+                size += len(b.data)
                 i += 1
             if not request_batches:
                 break
             slots -= 1
             self._start_request(node, request_batches)
 
-    def _encode(self, b: Batch) -> bytes | None:
-        """The batch's bytes, stamped for idempotence; None if it failed."""
+    def _encode(self, b: Batch) -> Batch | None:
+        """Encode (and for idempotence stamp) ``b``; the batch to send in its place
+        (its first half when it had to be split), or None if it failed."""
         p = b.part
         try:
             if self._idempotent:
@@ -874,21 +881,28 @@ class Producer:
         except (TypeError, ValueError) as exc:
             self._fail_batch(b, KafkaError(f"cannot encode the batch: {exc}"), False)
             return None
-        data = b.data
-        if len(data) > self._max_request_size and len(b.records) > 1:
+        if len(b.data) > self._max_request_size and len(b.records) > 1:
             # The size estimate was short (records of very different sizes).
-            self._split(b)
-            return self._encode(b)
-        return data
+            return self._encode(self._split(b))
+        return b
 
-    def _split(self, b: Batch) -> None:
-        """Replace ``b`` (at the head of its partition) by its two halves."""
+    def _encode_ahead(self) -> None:
+        """Encode the next batch of partitions in flight, while the broker works."""
+        if self._idempotent and self._pid < 0:
+            return
+        for p in self._active:
+            if p.inflight and len(p.batches) > 1:
+                b = p.batches[1]
+                if b.data is None or (self._idempotent and b.pid_gen != self._pid_gen):
+                    self._encode(b)
+
+    def _split(self, b: Batch) -> Batch:
+        """Replace ``b`` (not in flight) by its two halves; the first half."""
         p = b.part
-        assert p.batches and p.batches[0] is b
-        p.batches.popleft()
+        index = p.batches.index(b)
+        del p.batches[index]
         if b.base_seq >= 0 and b.pid_gen == p.pid_gen:
-            # Nothing after b was stamped (one batch in flight per partition).
-            p.next_seq = b.base_seq
+            self._rewind(p, b.base_seq)
         half = len(b.records) // 2
         first = Batch(p, b.records[:half], b.nbytes // 2, None)
         second = Batch(p, b.records[half:], b.nbytes - b.nbytes // 2, None)
@@ -898,10 +912,20 @@ class Producer:
         for half_batch in (first, second):
             half_batch.attempts = b.attempts
             half_batch.maybe_written = b.maybe_written
-        p.batches.appendleft(second)
-        p.batches.appendleft(first)
+        p.batches.insert(index, second)
+        p.batches.insert(index, first)
         b.done = True
         b.replaced_by = second
+        return first
+
+    @staticmethod
+    def _rewind(p: PartitionBuffer, seq: int) -> None:
+        """Sequence numbers from ``seq`` on were not used: give them out again (KIP-98:
+        the broker wants them contiguous), to the batches queued from there."""
+        p.next_seq = seq
+        for queued in p.batches:
+            if queued.base_seq >= 0 and not queued.sent and queued.pid_gen == p.pid_gen:
+                queued.pid_gen = -1  # restamped (set_producer_state) when sent
 
     def _start_request(self, node: int, batches: list[Batch]) -> None:
         topics: dict[str, list[PartitionProduceData]] = {}
@@ -1078,8 +1102,8 @@ class Producer:
                 # partition's next batch would be out of order (or a duplicate).
                 self._reset_producer_id(error)
             elif p.pid_gen == b.pid_gen:
-                # Not written: nothing after b was stamped, reuse its numbers.
-                p.next_seq = b.base_seq
+                # Not written: its numbers go to the batches after it.
+                self._rewind(p, b.base_seq)
         self._report_failure(p.topic.name, p.index, b.records, b.waiters, error, retriable)
 
     def _report_failure(
@@ -1168,6 +1192,7 @@ class Producer:
     def _fail_topic(self, t: TopicBuffer, error: KafkaError) -> None:
         records, t.records = t.records, []
         t.nbytes = 0
+        t.wake_bytes = self._batch_size
         extras, t.extras = t.extras, None
         t.mixed = False
         if not records:

@@ -668,3 +668,36 @@ async def test_registry(fake: FakeClient) -> None:
     unregister_producer("reg-b")
     with pytest.raises(ProducerNotRegisteredError):
         get_producer("reg-b")
+
+
+async def test_idempotent_batches_encoded_ahead_are_restamped_after_a_failure(
+    fake: FakeClient, reports: Reports
+) -> None:
+    from collections import deque
+
+    fake.gate = anyio.Event()
+    fake.codes[("one", 0)] = deque([87])  # INVALID_RECORD for the first batch: not written
+    async with running(
+        fake, reports, enable_idempotence=True, required_acks=-1, batch_size=1000, flush_time=60
+    ) as producer:
+        producer.send_nowait("one", b"first" * 200)  # batch_size reached: sent at once
+        await wait_until(lambda: len(fake.requests) == 1)
+        for i in range(20):  # cut into batches of ~1000 bytes, queued behind the first
+            producer.send_nowait("one", b"%02d" % i + b"x" * 198)
+        part = producer._buffers["one"].partitions[0]
+        await wait_until(lambda: len(part.batches) > 1 and part.batches[1].data is not None)
+        fake.gate.set()
+    assert reports.failed_values == [b"first" * 200]
+    assert [r.value[:2] for r in fake.records("one", 0)] == [b"%02d" % i for i in range(20)]
+    # The queued batches took over the unused sequence numbers: no out-of-order
+    # rejection, no new producer id, no retry.
+    assert len({pid for pid, _, _ in fake._seqs}) == 1
+    assert producer.stats().retried == 0
+
+
+async def test_keyless_burst_spreads_over_partitions(fake: FakeClient) -> None:
+    async with running(fake, batch_num=100, flush_time=60) as producer:
+        for i in range(900):
+            producer.send_nowait("t", b"%d" % i)
+    counts = sorted(len(fake.records("t", p)) for p in range(3))
+    assert counts == [300, 300, 300]

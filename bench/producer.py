@@ -1,0 +1,376 @@
+"""Producer throughput and hand-off cost: kafka_asgi beside aiokafka, kafka-python and
+confluent-kafka, against one broker in one run.
+
+    /work/venv/bin/python -m bench.producer [--quick] [--partitions 1,4]
+
+The broker: KAFKA_BOOTSTRAP_SERVERS, else the local one (scripts/kafka_local.py,
+127.0.0.1:9092), as ``python -m bench`` (which also calls :func:`run` and
+:func:`run_handoff`).
+
+Throughput ("producer" section): 100-byte records (distinct values, made before the
+clock starts), acks=1, no key, no compression, each client with its defaults
+otherwise.  Records per second from the first send until every record is
+acknowledged, each producer counting its own acknowledgements: kafka_asgi its
+``stats().delivered``; confluent-kafka its delivery reports; aiokafka and
+kafka-python the futures their ``send()`` returned.  A short count is an error.
+kafka_asgi runs in async mode: ``send_nowait`` in a loop, ``await send_buffered``
+when the buffer is full, then ``flush()``.  Every client first sends one record and
+waits for it (connections and metadata ready), untimed.  Each measurement runs in a
+fresh process; implementations take turns, repetition after repetition.
+
+Hand-off cost ("handoff" section): the time of one call that hands a record over,
+measured around each call with ``perf_counter_ns`` (its own cost, ~50-100 ns here,
+included for everyone): kafka_asgi ``send_nowait``; confluent-kafka ``produce()``;
+aiokafka ``await send()`` (returns a future, without waiting for the broker).  Calls
+come in runs of 1000; between runs (untimed) each client's background work runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from bench.common import (
+    OURS,
+    PYTHON,
+    ROOT,
+    BenchError,
+    Context,
+    Result,
+    broker,
+    delete_topics,
+    percentile,
+    ratio_table,
+)
+
+VALUE_SIZE = 100
+PEERS = ("aiokafka", "confluent-kafka", "kafka-python")
+IMPLS = (OURS, *PEERS)
+HANDOFF_IMPLS = (OURS, "confluent-kafka", "aiokafka")
+
+
+def _values(n: int) -> list[bytes]:
+    # Distinct 100-byte values, as an application's events would be.
+    return [(b"%010d" % i) * (VALUE_SIZE // 10) for i in range(n)]
+
+
+def _counts(quick: bool) -> dict[str, int]:
+    """Records per measurement: enough for a second or more of the fast clients."""
+    fast, slow = (200_000, 30_000) if quick else (500_000, 60_000)
+    return {OURS: fast, "confluent-kafka": fast, "aiokafka": slow, "kafka-python": slow}
+
+
+# ---------------------------------------------------------------------- workers (own process)
+
+
+async def _ours_throughput(bootstrap: str, topic: str, n: int) -> float:
+    import anyio
+
+    from kafka_asgi import BufferFullError, Producer
+
+    values = _values(n)
+    async with Producer(bootstrap, required_acks=1, wait_on_buffer_full=True) as producer:
+        await producer.send(topic, b"warm-up")
+        send_nowait = producer.send_nowait
+        start = time.perf_counter()
+        for value in values:
+            try:
+                send_nowait(topic, value)
+            except BufferFullError:
+                await producer.send_buffered(topic, value)
+        await producer.flush()
+        elapsed = time.perf_counter() - start
+        stats = producer.stats()
+        await anyio.lowlevel.checkpoint()
+    acked = stats.delivered - 1
+    if acked != n or stats.failed:
+        raise BenchError(f"kafka_asgi: {acked} of {n} acknowledged, {stats.failed} failed")
+    return n / elapsed
+
+
+def _confluent_throughput(bootstrap: str, topic: str, n: int) -> float:
+    from confluent_kafka import Producer
+
+    acked = 0
+    errors: list[Any] = []
+
+    def report(err: Any, msg: Any) -> None:
+        nonlocal acked
+        if err is None:
+            acked += 1
+        else:
+            errors.append(err)
+
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": 1, "on_delivery": report})
+    producer.produce(topic, b"warm-up")
+    producer.flush(30)
+    acked = 0
+    values = _values(n)
+    produce = producer.produce
+    poll = producer.poll
+    start = time.perf_counter()
+    for i, value in enumerate(values):
+        while True:
+            try:
+                produce(topic, value)
+                break
+            except BufferError:  # librdkafka's queue is full: serve it
+                poll(0.001)
+        if i % 1000 == 999:
+            poll(0)
+    remaining = producer.flush(120)
+    elapsed = time.perf_counter() - start
+    if remaining or errors or acked != n:
+        raise BenchError(f"confluent-kafka: {acked} of {n} acknowledged, errors {errors[:3]}")
+    return n / elapsed
+
+
+async def _aiokafka_throughput(bootstrap: str, topic: str, n: int) -> float:
+    from aiokafka import AIOKafkaProducer
+
+    values = _values(n)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, b"warm-up")
+        send = producer.send
+        start = time.perf_counter()
+        futures = [await send(topic, value) for value in values]
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        elapsed = time.perf_counter() - start
+    finally:
+        await producer.stop()
+    acked = sum(1 for r in results if not isinstance(r, BaseException))
+    if acked != n:
+        raise BenchError(f"aiokafka: {acked} of {n} acknowledged")
+    return n / elapsed
+
+
+def _kafka_python_throughput(bootstrap: str, topic: str, n: int) -> float:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from kafka import KafkaProducer
+
+    values = _values(n)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks=1)
+    try:
+        producer.send(topic, b"warm-up").get(timeout=30)
+        send = producer.send
+        start = time.perf_counter()
+        futures = [send(topic, value) for value in values]
+        producer.flush(timeout=120)
+        elapsed = time.perf_counter() - start
+    finally:
+        producer.close(timeout=10)
+    acked = sum(1 for f in futures if f.succeeded())
+    if acked != n:
+        raise BenchError(f"kafka-python: {acked} of {n} acknowledged")
+    return n / elapsed
+
+
+def _summary(samples: list[int]) -> dict[str, float]:
+    samples.sort()
+    return {"median": percentile(samples, 50) / 1000, "p99": percentile(samples, 99) / 1000}
+
+
+async def _ours_handoff(bootstrap: str, topic: str, n: int) -> dict[str, float]:
+    import anyio.lowlevel
+
+    from kafka_asgi import Producer
+
+    values = _values(1000)
+    samples: list[int] = []
+    clock = time.perf_counter_ns
+    async with Producer(bootstrap, required_acks=1, max_buffering=n + 2) as producer:
+        await producer.send(topic, b"warm-up")
+        send_nowait = producer.send_nowait
+        for _ in range(n // 1000):
+            for value in values:
+                t0 = clock()
+                send_nowait(topic, value)
+                samples.append(clock() - t0)
+            await anyio.lowlevel.checkpoint()  # the flusher and the connection work, untimed
+        await producer.flush()
+        if producer.stats().delivered != len(samples) + 1:
+            raise BenchError("kafka_asgi: short count in the hand-off run")
+    return _summary(samples)
+
+
+def _confluent_handoff(bootstrap: str, topic: str, n: int) -> dict[str, float]:
+    from confluent_kafka import Producer
+
+    acked = 0
+
+    def report(err: Any, msg: Any) -> None:
+        nonlocal acked
+        acked += err is None
+
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": 1, "on_delivery": report})
+    producer.produce(topic, b"warm-up")
+    producer.flush(30)
+    values = _values(1000)
+    samples: list[int] = []
+    clock = time.perf_counter_ns
+    produce = producer.produce
+    for _ in range(n // 1000):
+        for value in values:
+            t0 = clock()
+            produce(topic, value)
+            samples.append(clock() - t0)
+        producer.poll(0)
+    producer.flush(60)
+    if acked != len(samples) + 1:
+        raise BenchError("confluent-kafka: short count in the hand-off run")
+    return _summary(samples)
+
+
+async def _aiokafka_handoff(bootstrap: str, topic: str, n: int) -> dict[str, float]:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1)
+    await producer.start()
+    values = _values(1000)
+    samples: list[int] = []
+    futures = []
+    clock = time.perf_counter_ns
+    try:
+        await producer.send_and_wait(topic, b"warm-up")
+        for _ in range(n // 1000):
+            for value in values:
+                t0 = clock()
+                future = await producer.send(topic, value)
+                samples.append(clock() - t0)
+                futures.append(future)
+            await asyncio.sleep(0)
+        results = await asyncio.gather(*futures, return_exceptions=True)
+    finally:
+        await producer.stop()
+    if any(isinstance(r, BaseException) for r in results):
+        raise BenchError("aiokafka: failures in the hand-off run")
+    return _summary(samples)
+
+
+def _worker(kind: str, impl: str, bootstrap: str, topic: str, n: int) -> Any:
+    gc.collect()
+    if kind == "throughput":
+        if impl == OURS:
+            return asyncio.run(_ours_throughput(bootstrap, topic, n))
+        if impl == "confluent-kafka":
+            return _confluent_throughput(bootstrap, topic, n)
+        if impl == "aiokafka":
+            return asyncio.run(_aiokafka_throughput(bootstrap, topic, n))
+        if impl == "kafka-python":
+            return _kafka_python_throughput(bootstrap, topic, n)
+    elif kind == "handoff":
+        if impl == OURS:
+            return asyncio.run(_ours_handoff(bootstrap, topic, n))
+        if impl == "confluent-kafka":
+            return _confluent_handoff(bootstrap, topic, n)
+        if impl == "aiokafka":
+            return asyncio.run(_aiokafka_handoff(bootstrap, topic, n))
+    raise SystemExit(f"unknown worker {kind} {impl}")
+
+
+def _in_process(kind: str, impl: str, bootstrap: str, topic: str, n: int) -> Any:
+    """Run one measurement in a fresh interpreter; its JSON result."""
+    proc = subprocess.run(
+        [PYTHON, "-m", "bench.producer", "--worker", kind, impl, bootstrap, topic, str(n)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise BenchError(f"{impl} {kind} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------- sections
+
+
+def run(ctx: Context, partitions: Sequence[int] = (1, 4)) -> list[Result]:
+    """Throughput, records/s until all acknowledged, per implementation."""
+    counts = _counts(ctx.quick)
+    results: list[Result] = []
+    for count in partitions:
+        case = f"{VALUE_SIZE} B, acks=1, {count} partition{'s' if count > 1 else ''}"
+        samples: dict[str, list[float]] = {impl: [] for impl in IMPLS}
+        for rep in range(ctx.warmup + ctx.reps):
+            for impl in IMPLS:  # take turns, so drift on a shared machine hits all alike
+                topic = ctx.topic("producer", count)
+                value = _in_process("throughput", impl, ctx.bootstrap, topic, counts[impl])
+                if rep >= ctx.warmup:
+                    samples[impl].append(float(value))
+        for impl in IMPLS:
+            results.append(
+                Result(
+                    "producer",
+                    case,
+                    impl,
+                    "records/s",
+                    samples[impl],
+                    note=f"{counts[impl]:,} records per measurement",
+                )
+            )
+    return results
+
+
+def run_handoff(ctx: Context) -> list[Result]:
+    """Cost of one hand-off call: median and p99, µs."""
+    n = 50_000 if ctx.quick else 200_000
+    case = f"{VALUE_SIZE} B, acks=1"
+    med: dict[str, list[float]] = {impl: [] for impl in HANDOFF_IMPLS}
+    p99: dict[str, list[float]] = {impl: [] for impl in HANDOFF_IMPLS}
+    topic = ctx.topic("handoff", 1)
+    for rep in range(ctx.warmup + ctx.reps):
+        for impl in HANDOFF_IMPLS:
+            summary = _in_process("handoff", impl, ctx.bootstrap, topic, n)
+            if rep >= ctx.warmup:
+                med[impl].append(summary["median"])
+                p99[impl].append(summary["p99"])
+    results = []
+    for impl in HANDOFF_IMPLS:
+        results.append(Result("handoff", case, impl, "median µs", med[impl], False))
+        results.append(Result("handoff", case, impl, "p99 µs", p99[impl], False))
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.producer", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer records and repetitions")
+    parser.add_argument(
+        "--partitions", default="1,4", help="partition counts of the throughput topics"
+    )
+    parser.add_argument("--worker", nargs=5, metavar="ARG", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        kind, impl, bootstrap, topic, n = args.worker
+        print(json.dumps(_worker(kind, impl, bootstrap, topic, int(n))))
+        return
+    partitions = [int(p) for p in args.partitions.split(",") if p.strip()]
+    warmup, reps = (1, 3) if args.quick else (1, 5)
+    started = time.monotonic()
+    with broker() as b:
+        ctx = Context(args.quick, b.bootstrap, b.kafka_version, warmup, reps)
+        try:
+            results = run(ctx, partitions) + run_handoff(ctx)
+        finally:
+            delete_topics(ctx.bootstrap, ctx.topics)
+    print(
+        f"Kafka {ctx.kafka_version} at {ctx.bootstrap}; {reps} repetitions after {warmup} "
+        f"warm-up; {time.monotonic() - started:.0f} s\n"
+    )
+    print(ratio_table(results))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
