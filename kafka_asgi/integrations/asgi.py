@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 import ipaddress
+import itertools
 import json
 import json.encoder
 import logging
@@ -447,8 +448,22 @@ def default_serializer(event: Mapping[str, Any]) -> bytes:
     return _json_encode(event).encode()
 
 
+def _reset_request_ids() -> None:
+    global _rid_prefix, _rid_counter
+    _rid_prefix = os.urandom(8).hex()
+    _rid_counter = itertools.count()
+
+
+_rid_prefix = ""
+_rid_counter = itertools.count()
+_reset_request_ids()
+# A forked worker must not repeat its parent's ids.
+os.register_at_fork(after_in_child=_reset_request_ids)
+
+
 def new_request_id() -> str:
-    return os.urandom(16).hex()
+    """32 hex digits: a random per-process prefix and a counter (unique, cheap; not secret)."""
+    return f"{_rid_prefix}{next(_rid_counter):016x}"
 
 
 def _route_of(scope: Scope) -> str | None:
@@ -597,6 +612,15 @@ ACCESS_LOG_FIELDS = (
 )
 
 
+# The HTTP event with every field, in ACCESS_LOG_FIELDS order, without its closing brace.
+_HTTP_TEMPLATE = (
+    '{"timestamp":%d,"type":"http","method":%s,"scheme":%s,"path":%s,"route":%s,'
+    '"query":%s,"status":%d,"response_bytes":%d,"request_bytes":%d,"duration_ms":%r,'
+    '"client":%s,"user_agent":%s,"request_id":%s,"http_version":%s,"close_code":null'
+)
+_quote: Callable[[str], str] = json.encoder.encode_basestring
+
+
 class AccessLogOptions:
     """The access-log options and the part of the work that is not ASGI-specific
     (client address, event shaping, emitting); shared with the Django middleware."""
@@ -695,6 +719,20 @@ class AccessLogOptions:
         self.emitted = 0
         self.dropped = 0
         self.sampled_out = 0
+        # With the default event shape the HTTP event is formatted straight into a JSON
+        # template (about twice as fast as building a dict and encoding it).
+        self._template: str | None = None
+        if (
+            fields is None
+            and enrich is None
+            and key is None
+            and serializer is default_serializer
+            and not set(self._extra or ()) & set(ACCESS_LOG_FIELDS)
+        ):
+            extra_json = default_serializer(self._extra).decode()[1:-1] if self._extra else ""
+            # The static fields are rendered once; "%" in them must survive formatting.
+            tail = ("," + extra_json).replace("%", "%%") if extra_json else ""
+            self._template = _HTTP_TEMPLATE + tail + "}"
 
     def stats(self) -> dict[str, int]:
         return {"emitted": self.emitted, "dropped": self.dropped, "sampled_out": self.sampled_out}
@@ -875,28 +913,39 @@ class AccessLogMiddleware(AccessLogOptions):
                 else:
                     peer = scope.get("client")
                     client = peer[0] if peer else None
-                event = {
-                    "timestamp": int(time.time() * 1000),
-                    "type": "http",
-                    "method": scope["method"],
-                    "scheme": scope.get("scheme", "http"),
-                    "path": scope["path"],
-                    "route": _route_of(scope),
-                    "query": scope["query_string"].decode("latin-1"),
-                    # An app that raised before starting a response gets a 500 from the server.
-                    "status": status or 500,
-                    "response_bytes": response_bytes,
-                    "request_bytes": request_bytes,
-                    "duration_ms": (finished - start) * 1000.0,
-                    "client": client,
-                    "user_agent": (
-                        ua.decode("latin-1") if (ua := headers.get(b"user-agent")) else None
-                    ),
-                    "request_id": request_id,
-                    "http_version": scope.get("http_version"),
-                    "close_code": None,
-                }
-                self.emit(scope, event)
+                ua = headers.get(b"user-agent")
+                if self._template is not None:
+                    self._emit_fast(
+                        scope,
+                        status or 500,
+                        response_bytes,
+                        request_bytes,
+                        finished - start,
+                        client,
+                        ua,
+                        request_id,
+                    )
+                else:
+                    event = {
+                        "timestamp": int(time.time() * 1000),
+                        "type": "http",
+                        "method": scope["method"],
+                        "scheme": scope.get("scheme", "http"),
+                        "path": scope["path"],
+                        "route": _route_of(scope),
+                        "query": scope["query_string"].decode("latin-1"),
+                        # An app that raised before starting a response gets a 500 from the server.
+                        "status": status or 500,
+                        "response_bytes": response_bytes,
+                        "request_bytes": request_bytes,
+                        "duration_ms": (finished - start) * 1000.0,
+                        "client": client,
+                        "user_agent": ua.decode("latin-1") if ua is not None else None,
+                        "request_id": request_id,
+                        "http_version": scope.get("http_version"),
+                        "close_code": None,
+                    }
+                    self.emit(scope, event)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.excluded(scope["path"]):
@@ -972,6 +1021,50 @@ class AccessLogMiddleware(AccessLogOptions):
                     "close_code": close_code,
                 }
                 self.emit(scope, event)
+
+    def _emit_fast(
+        self,
+        scope: Scope,
+        status: int,
+        response_bytes: int,
+        request_bytes: int,
+        duration: float,
+        client: str | None,
+        ua: bytes | None,
+        request_id: str,
+    ) -> None:
+        q = _quote
+        try:
+            route = _route_of(scope)
+            version = scope.get("http_version")
+            value = (
+                self._template  # type: ignore[operator]
+                % (
+                    time.time() * 1000,
+                    q(scope["method"]),
+                    q(scope.get("scheme", "http")),
+                    q(scope["path"]),
+                    "null" if route is None else q(route),
+                    q(scope["query_string"].decode("latin-1")),
+                    status,
+                    response_bytes,
+                    request_bytes,
+                    duration * 1000.0,
+                    "null" if client is None else q(client),
+                    "null" if ua is None else q(ua.decode("latin-1")),
+                    q(request_id),
+                    "null" if version is None else q(version),
+                )
+            ).encode()
+            producer: ProducerLike = (
+                self.producer if self.producer is not None else get_producer(self.cluster)
+            )
+            producer.send_nowait(self.topic, value)
+        except Exception as exc:
+            self.dropped += 1
+            _warn_drop("access-log middleware", self.topic, exc)
+            return
+        self.emitted += 1
 
     def _client(self, scope: Scope, headers: dict[bytes, bytes]) -> str | None:
         client = scope.get("client")

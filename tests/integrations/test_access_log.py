@@ -413,3 +413,35 @@ async def test_event_logger_without_middleware_and_bad_topic(
     assert event.json() == [1, 2]  # not a mapping: stamped in headers only
     assert event.header("request_id") == r.json().encode()
     assert event.header("route") == b"/x"
+
+
+async def test_template_fast_path_matches_the_general_path(anyio_backend: str) -> None:
+    """Default options format the event straight into JSON; ``fields=`` (all of them)
+    takes the dict-and-serializer path. Both must produce the same event."""
+    from kafka_asgi.integrations.asgi import ACCESS_LOG_FIELDS
+
+    extra = {"service": "50% off", "n": 1}
+    fast = make_fastapi(topic="fast", extra=extra)
+    slow = make_fastapi(topic="slow", extra=extra, fields=list(ACCESS_LOG_FIELDS))
+    with capture_events() as events:
+        for app in (fast, slow):
+            async with client(app) as c:
+                await c.get(
+                    "/items/7?q=%22caf%C3%A9%22",
+                    headers={
+                        "x-request-id": "same-id",
+                        "user-agent": 'ua "quoted" é'.encode("latin-1"),
+                    },
+                )
+        (a,) = events.json_values("fast")
+        (b,) = events.json_values("slow")
+    for e in (a, b):
+        e.pop("duration_ms")
+        e.pop("timestamp")
+    assert a == b
+    assert a["service"] == "50% off" and a["user_agent"] == 'ua "quoted" é'
+    assert a["route"] == "/items/{item_id}" and a["request_id"] == "same-id"
+    assert list(a) == [f for f in ACCESS_LOG_FIELDS if f not in ("duration_ms", "timestamp")] + [
+        "service",
+        "n",
+    ]
