@@ -12,7 +12,8 @@ uvicorn, one worker each, one server process per variant:
 (c) the middleware most people write today: ``@app.middleware("http")`` awaiting
     aiokafka's ``send_and_wait()`` once per request;
 (d) kafka_asgi's middleware with Kafka stopped (bootstrap on a port where nothing
-    listens: the producer buffers up to max_buffering, then counts drops).
+    listens); the notes say what became of its events (buffered, reported as
+    undelivered, or refused with the buffer full).
 
 A separate process loads ``GET /`` over loopback: wrk when installed, else an httpx
 load generator.  Two modes: saturation (as fast as 16 connections go) and a fixed
