@@ -363,16 +363,8 @@ class Producer:
             register_producer(name, self)
         try:
             async with AsyncExitStack() as stack:
-                if self._own_client:
-                    await self._client.start()
-                    stack.push_async_callback(self._client.aclose)
-                self._tg = await stack.enter_async_context(anyio.create_task_group())
-                self._next_flush = anyio.current_time() + self.options.flush_time
-                await self._tg.start(self._flusher)
-                if self._idempotent:
-                    self._pid_wanted = anyio.Event()
-                    self._pid_wanted.set()
-                    self._tg.start_soon(self._producer_id_task)
+                host = await stack.enter_async_context(anyio.create_task_group())
+                await host.start(self._runner)
                 self._stack = stack.pop_all()
         except BaseException:
             if name is not None:
@@ -381,6 +373,31 @@ class Producer:
             raise
         self._state = "running"
         self._topics = self._buffers
+
+    async def _runner(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        """Own the client and the background tasks until aclose() stops them.
+
+        Shielded from the cancellation of the task that started the producer (a
+        server cancelling its lifespan, say), so that aclose() can still deliver
+        what is buffered; aclose() then cancels the background tasks itself.
+        """
+        with anyio.CancelScope(shield=True):
+            if self._own_client:
+                await self._client.start()
+            try:
+                async with anyio.create_task_group() as tg:
+                    self._tg = tg
+                    self._next_flush = anyio.current_time() + self.options.flush_time
+                    await tg.start(self._flusher)
+                    if self._idempotent:
+                        self._pid_wanted = anyio.Event()
+                        self._pid_wanted.set()
+                        tg.start_soon(self._producer_id_task)
+                    task_status.started()
+            finally:
+                if self._own_client:
+                    # Not cancelled: aclose() stops the task group above, not this scope.
+                    await self._client.aclose()
 
     async def aclose(self) -> None:
         """Flush within ``close_timeout``, report what is left, stop (same task as start).
@@ -403,11 +420,12 @@ class Producer:
             with anyio.CancelScope(shield=True), anyio.move_on_after(timeout):
                 await self._flush_all()
         finally:
-            assert self._tg is not None
-            self._tg.cancel_scope.cancel()
+            if self._tg is not None:
+                self._tg.cancel_scope.cancel()
             stack, self._stack = self._stack, None
             try:
                 if stack is not None:
+                    # Waits for the runner (shielded itself) to close the client.
                     await stack.aclose()
             finally:
                 self._state = "closed"
@@ -706,7 +724,8 @@ class Producer:
             self._force_pending = True
             self._force_at = _INF
         undrained = False
-        for t in self._buffers.values():
+        # A copy: a callback run while placing records may send to a new topic.
+        for t in list(self._buffers.values()):
             if t.records and not self._drain(t):
                 undrained = True
         if self._force_pending:
@@ -890,7 +909,7 @@ class Producer:
         """Encode the next batch of partitions in flight, while the broker works."""
         if self._idempotent and self._pid < 0:
             return
-        for p in self._active:
+        for p in list(self._active):
             if p.inflight and len(p.batches) > 1:
                 b = p.batches[1]
                 if b.data is None or (self._idempotent and b.pid_gen != self._pid_gen):
@@ -1250,7 +1269,7 @@ class Producer:
     def _cut_all(self) -> list[Batch]:
         """Cut every partition's pending records; return every unfinished batch."""
         out: list[Batch] = []
-        for p in self._active:
+        for p in list(self._active):
             if p.pending:
                 cut(p)
                 t = p.topic
@@ -1297,7 +1316,7 @@ class Producer:
 
     def _abort_all(self, error: KafkaError) -> None:
         """Report every record still held (the producer is closed)."""
-        for t in self._buffers.values():
+        for t in list(self._buffers.values()):
             self._fail_topic(t, error)
             for p in t.partitions:
                 if p.pending:

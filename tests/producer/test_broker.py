@@ -277,6 +277,23 @@ async def test_sasl_ssl_listener(
     assert read[0] == [(0, b"k", b"secure", (("h", b"v"),))]
 
 
+async def test_close_delivers_when_the_host_task_is_cancelled(
+    kafka: KafkaCluster, new_topic: Callable[..., str], anyio_backend: str
+) -> None:
+    """A server cancelling its lifespan: leaving the block still flushes."""
+    topic = new_topic(partitions=1)
+    # Nothing would go out before the block ends: no threshold is reached.
+    producer = Producer(kafka.plaintext, flush_time=60, batch_num=10_000)
+    with anyio.move_on_after(0.2):
+        async with producer:
+            for i in range(5000):
+                producer.send_nowait(topic, b"%d" % i)
+            await anyio.sleep_forever()
+    assert producer.stats().delivered == 5000
+    read = await anyio.to_thread.run_sync(read_back, kafka.plaintext, topic, 1, 5000)
+    assert [v for _, _, v, _ in read[0]] == [b"%d" % i for i in range(5000)]
+
+
 # --------------------------------------------------------------------- Kafka down
 
 

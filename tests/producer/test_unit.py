@@ -701,3 +701,32 @@ async def test_keyless_burst_spreads_over_partitions(fake: FakeClient) -> None:
             producer.send_nowait("t", b"%d" % i)
     counts = sorted(len(fake.records("t", p)) for p in range(3))
     assert counts == [300, 300, 300]
+
+
+async def test_callbacks_may_send_more_records(fake: FakeClient) -> None:
+    producer: Producer
+
+    def forward(error: KafkaError | None, meta: RecordMetadata, *rest: Any) -> None:
+        if meta.topic == "t":
+            producer.send_nowait("one", b"delivered %d" % meta.offset)
+
+    def report(topic: str, partition: int, records: list[Any], *rest: Any) -> None:
+        producer.send_nowait("one", b"lost %s" % topic.encode())
+
+    async with running(fake, on_delivery=forward, error_handle=report) as producer:
+        producer.send_nowait("t", b"x", partition=0)
+        producer.send_nowait("nosuch", b"y")
+        await producer.flush()
+        await producer.flush()
+    assert sorted(r.value for r in fake.records("one", 0)) == [b"delivered 0", b"lost nosuch"]
+
+
+async def test_close_flushes_even_when_the_host_is_cancelled(fake: FakeClient) -> None:
+    producer = make(fake, flush_time=60)
+    with anyio.move_on_after(0.05):
+        async with producer:
+            for i in range(10):
+                producer.send_nowait("one", b"%d" % i)
+            await anyio.sleep_forever()
+    assert len(fake.records("one", 0)) == 10
+    assert producer.stats().delivered == 10
