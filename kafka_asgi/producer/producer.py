@@ -42,10 +42,12 @@ import anyio.lowlevel
 from kafka_asgi.cluster.client import KafkaClient
 from kafka_asgi.cluster.metadata import TopicMetadata
 from kafka_asgi.cluster.options import split_client_options
-from kafka_asgi.network.errors import ConnectError, RequestTimeout
+from kafka_asgi.network.errors import ConnectError, NetworkError, RequestTimeout
 from kafka_asgi.protocol.errors import (
+    BrokerNotAvailableError,
     KafkaError,
     LeaderNotAvailableError,
+    ProtocolError,
     error_for_code,
 )
 from kafka_asgi.protocol.messages import (
@@ -986,11 +988,21 @@ class Producer:
                 self._settle(batches, count, node)
                 for b in batches:
                     self._attempt_failed(b, exc, False)
-            except KafkaError as exc:
-                # Lost connection or timeout after the request may have been written.
+            except (NetworkError, ProtocolError) as exc:
+                # The connection broke, or the answer was late or unreadable, after
+                # the request may have been written.
                 self._settle(batches, count, node)
                 for b in batches:
                     self._attempt_failed(b, exc, True)
+            except KafkaError as exc:
+                # Raised before anything was written: no common API version, a node
+                # the metadata no longer has (stale: refresh and retry), ...
+                self._settle(batches, count, node)
+                stale = isinstance(exc, BrokerNotAvailableError)
+                if stale:
+                    self._client.request_refresh()
+                for b in batches:
+                    self._attempt_failed(b, exc, False, retriable=True if stale else None)
             except Exception as exc:
                 logger.exception("kafka_asgi producer: unexpected error sending to node %d", node)
                 self._settle(batches, count, node)

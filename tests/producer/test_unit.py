@@ -730,3 +730,19 @@ async def test_close_flushes_even_when_the_host_is_cancelled(fake: FakeClient) -
             await anyio.sleep_forever()
     assert len(fake.records("one", 0)) == 10
     assert producer.stats().delivered == 10
+
+
+async def test_errors_before_the_write_are_not_maybe_written(
+    fake: FakeClient, reports: Reports
+) -> None:
+    from kafka_asgi.protocol.errors import BrokerNotAvailableError, ProtocolError
+
+    fake.faults.append(Fault(BrokerNotAvailableError("node 0 is not in the cluster metadata")))
+    async with running(fake, reports) as producer:
+        meta = await producer.send("one", b"retried")
+        assert meta.offset == 0 and fake.refreshes >= 1
+        fake.faults.append(Fault(ProtocolError("garbled response"), written=True))
+        with pytest.raises(ProtocolError):
+            await producer.send("one", b"maybe")
+    assert reports.errors[0][4] is False  # possibly delivered, and indeed it was
+    assert [r.value for r in fake.records("one", 0)] == [b"retried", b"maybe"]
