@@ -197,6 +197,12 @@ class Context:
         self.topics.append(name)
         return name
 
+    def drop(self, topic: str) -> None:
+        """Delete a topic of this run now (a long run would otherwise fill the disk)."""
+        delete_topics(self.bootstrap, [topic])
+        if topic in self.topics:
+            self.topics.remove(topic)
+
 
 def machine() -> dict[str, Any]:
     model = platform.processor() or platform.machine()
