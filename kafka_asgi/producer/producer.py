@@ -711,6 +711,10 @@ class Producer:
             self._wake_event = anyio.Event()
             try:
                 self._cycle(False)
+                # Let the requests just started be written before encoding the
+                # batches that follow them (the broker works meanwhile).
+                await anyio.lowlevel.checkpoint()
+                self._encode_ahead()
             except Exception:
                 # A bug must not stop deliveries (nor cancel the application's tasks).
                 logger.exception("kafka_asgi producer: flusher cycle failed")
@@ -736,7 +740,13 @@ class Producer:
             # as it arrives (its task wakes us), not a flush_time later.
             self._force_pending = undrained
         self._dispatch(now, force)
-        self._encode_ahead()
+        self._notify_room()
+
+    def _notify_room(self) -> None:
+        room = self._room_event
+        if room is not None and self._held < self._max_buffering:
+            self._room_event = None
+            room.set()
 
     def _drain(self, t: TopicBuffer) -> bool:
         """Place ``t``'s records on partitions; False if its metadata is missing."""
@@ -1183,10 +1193,10 @@ class Producer:
 
     def _progress(self) -> None:
         """Records left the producer: wake whoever waits for room or for a flush."""
-        room = self._room_event
-        if room is not None and self._held < self._max_buffering:
-            self._room_event = None
-            room.set()
+        if self._room_event is not None:
+            # The flusher announces the room (_notify_room), after it has sent the
+            # next batches: the writers it wakes then run after those writes.
+            self._wake()
         event = self._progress_event
         if event is not None:
             self._progress_event = None
