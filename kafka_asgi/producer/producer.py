@@ -458,8 +458,6 @@ class Producer:
         ProducerClosedError when not running, TypeError/ValueError for bad input.
         The outcome goes to ``on_delivery``/``error_handle``.
         """
-        if self._held >= self._max_buffering:
-            raise self._buffer_full()
         t = self._topics.get(topic)
         if (
             t is None
@@ -468,7 +466,9 @@ class Producer:
             or headers is not None
             or partition is not None
             or timestamp is not None
+            or self._held >= self._max_buffering
         ):
+            # Everything but the plainest record; raises BufferFullError first.
             self._enqueue(topic, value, key, headers, partition, timestamp, None)
             return
         n = len(value)
