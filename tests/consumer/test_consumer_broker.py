@@ -56,6 +56,32 @@ def create_topic(kafka: KafkaCluster, partitions: int = 1) -> str:
     return name
 
 
+def wait_for_markers(kafka: KafkaCluster, topic: str, timeout: float = 30.0) -> None:
+    probes = {
+        level: Consumer(
+            {
+                "bootstrap.servers": kafka.plaintext,
+                "group.id": unique_name("probe"),
+                "isolation.level": level,
+            }
+        )
+        for level in ("read_committed", "read_uncommitted")
+    }
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            tp = TopicPartition(topic, 0)
+            stable = probes["read_committed"].get_watermark_offsets(tp, timeout=10, cached=False)
+            high = probes["read_uncommitted"].get_watermark_offsets(tp, timeout=10, cached=False)
+            if stable is not None and high is not None and stable[1] == high[1]:
+                return
+            assert time.monotonic() < deadline, f"transaction markers not written: {stable} {high}"
+            time.sleep(0.05)
+    finally:
+        for probe in probes.values():
+            probe.close()
+
+
 def produce_all(producer: Producer, items: list[dict[str, Any]]) -> list[Expected]:
     """Produce items, wait for every delivery report, and return what was written, in
     offset order: offset and timestamp as confluent-kafka reported them, key, value and
@@ -160,6 +186,10 @@ def written(kafka: KafkaCluster) -> Iterator[Written]:
         ],
     )
     txn.abort_transaction(30)
+    # The coordinator writes the ABORT marker after abort_transaction() returns: wait for
+    # it (the last stable offset reaches the high watermark), so the record below lands
+    # after the marker and the offsets asserted on are deterministic.
+    wait_for_markers(kafka, topic)
     ts += 1000
     out.records += committed + aborted
     out.aborted = {m[0] for m in aborted}
