@@ -1,16 +1,18 @@
 """Producer throughput and hand-off cost: kafka_asgi beside aiokafka, kafka-python and
 confluent-kafka, against one broker in one run.
 
-    /work/venv/bin/python -m bench.producer [--quick] [--partitions 1,4]
+    /work/venv/bin/python -m bench.producer [--quick] [--partitions 1,4] [--codecs none,lz4]
 
 The broker: KAFKA_BOOTSTRAP_SERVERS, else the local one (scripts/kafka_local.py,
 127.0.0.1:9092), as ``python -m bench`` (which also calls :func:`run` and
 :func:`run_handoff`).
 
-Throughput ("producer" section): 100-byte records (distinct values, made before the
-clock starts), acks=1, no key, no compression, each client with its defaults
-otherwise.  Records per second from the first send until every record is
-acknowledged, each producer counting its own acknowledgements: kafka_asgi its
+Throughput ("producer" section): 100-byte records (distinct values shaped like JSON
+access-log events, made before the clock starts), acks=1, no key, without and with
+lz4 compression, each client with its defaults otherwise (kafka-python sits out lz4:
+its codec needs the ``lz4`` package, not a dependency here).  Records per second
+from the first send until every record is acknowledged, each producer counting its
+own acknowledgements: kafka_asgi its
 ``stats().delivered``; confluent-kafka its delivery reports; aiokafka and
 kafka-python the futures their ``send()`` returned.  A short count is an error.
 kafka_asgi runs in async mode: ``send_nowait`` in a loop, ``await send_buffered``
@@ -58,8 +60,21 @@ HANDOFF_IMPLS = (OURS, "confluent-kafka", "aiokafka")
 
 
 def _values(n: int) -> list[bytes]:
-    # Distinct 100-byte values, as an application's events would be.
-    return [(b"%010d" % i) * (VALUE_SIZE // 10) for i in range(n)]
+    """Distinct 100-byte values shaped like an application's access-log events
+    (JSON; lz4 shrinks a batch of them about 2.7x)."""
+    methods = (b"GET", b"POST", b"GET", b"PUT", b"GET", b"DELETE")
+    out = []
+    for i in range(n):
+        event = b'{"ts":%d,"m":"%s","path":"/items/%d","status":%d,"ms":%d,"trace":"%016x"}' % (
+            1_700_000_000_000 + i * 3,
+            methods[i % 6],
+            (i * 7919) % 100_000,
+            404 if i % 17 == 0 else 200,
+            (i * 31) % 250,
+            (i * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF,
+        )
+        out.append(event.ljust(VALUE_SIZE)[:VALUE_SIZE])
+    return out
 
 
 def _counts(quick: bool) -> dict[str, int]:
@@ -71,13 +86,15 @@ def _counts(quick: bool) -> dict[str, int]:
 # ---------------------------------------------------------------------- workers (own process)
 
 
-async def _ours_throughput(bootstrap: str, topic: str, n: int) -> float:
+async def _ours_throughput(bootstrap: str, topic: str, n: int, codec: str = "none") -> float:
     import anyio
 
     from kafka_asgi import BufferFullError, Producer
 
     values = _values(n)
-    async with Producer(bootstrap, required_acks=1, wait_on_buffer_full=True) as producer:
+    async with Producer(
+        bootstrap, required_acks=1, compression=codec, wait_on_buffer_full=True
+    ) as producer:
         await producer.send(topic, b"warm-up")
         send_nowait = producer.send_nowait
         start = time.perf_counter()
@@ -96,7 +113,7 @@ async def _ours_throughput(bootstrap: str, topic: str, n: int) -> float:
     return n / elapsed
 
 
-def _confluent_throughput(bootstrap: str, topic: str, n: int) -> float:
+def _confluent_throughput(bootstrap: str, topic: str, n: int, codec: str = "none") -> float:
     from confluent_kafka import Producer
 
     acked = 0
@@ -109,7 +126,14 @@ def _confluent_throughput(bootstrap: str, topic: str, n: int) -> float:
         else:
             errors.append(err)
 
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": 1, "on_delivery": report})
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "acks": 1,
+            "compression.type": codec,
+            "on_delivery": report,
+        }
+    )
     producer.produce(topic, b"warm-up")
     producer.flush(30)
     acked = 0
@@ -133,11 +157,13 @@ def _confluent_throughput(bootstrap: str, topic: str, n: int) -> float:
     return n / elapsed
 
 
-async def _aiokafka_throughput(bootstrap: str, topic: str, n: int) -> float:
+async def _aiokafka_throughput(bootstrap: str, topic: str, n: int, codec: str = "none") -> float:
     from aiokafka import AIOKafkaProducer
 
     values = _values(n)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks=1, compression_type=None if codec == "none" else codec
+    )
     await producer.start()
     try:
         await producer.send_and_wait(topic, b"warm-up")
@@ -154,13 +180,15 @@ async def _aiokafka_throughput(bootstrap: str, topic: str, n: int) -> float:
     return n / elapsed
 
 
-def _kafka_python_throughput(bootstrap: str, topic: str, n: int) -> float:
+def _kafka_python_throughput(bootstrap: str, topic: str, n: int, codec: str = "none") -> float:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         from kafka import KafkaProducer
 
     values = _values(n)
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks=1)
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap, acks=1, compression_type=None if codec == "none" else codec
+    )
     try:
         producer.send(topic, b"warm-up").get(timeout=30)
         send = producer.send
@@ -258,17 +286,17 @@ async def _aiokafka_handoff(bootstrap: str, topic: str, n: int) -> dict[str, flo
     return _summary(samples)
 
 
-def _worker(kind: str, impl: str, bootstrap: str, topic: str, n: int) -> Any:
+def _worker(kind: str, impl: str, bootstrap: str, topic: str, n: int, codec: str) -> Any:
     gc.collect()
     if kind == "throughput":
         if impl == OURS:
-            return asyncio.run(_ours_throughput(bootstrap, topic, n))
+            return asyncio.run(_ours_throughput(bootstrap, topic, n, codec))
         if impl == "confluent-kafka":
-            return _confluent_throughput(bootstrap, topic, n)
+            return _confluent_throughput(bootstrap, topic, n, codec)
         if impl == "aiokafka":
-            return asyncio.run(_aiokafka_throughput(bootstrap, topic, n))
+            return asyncio.run(_aiokafka_throughput(bootstrap, topic, n, codec))
         if impl == "kafka-python":
-            return _kafka_python_throughput(bootstrap, topic, n)
+            return _kafka_python_throughput(bootstrap, topic, n, codec)
     elif kind == "handoff":
         if impl == OURS:
             return asyncio.run(_ours_handoff(bootstrap, topic, n))
@@ -279,10 +307,12 @@ def _worker(kind: str, impl: str, bootstrap: str, topic: str, n: int) -> Any:
     raise SystemExit(f"unknown worker {kind} {impl}")
 
 
-def _in_process(kind: str, impl: str, bootstrap: str, topic: str, n: int) -> Any:
+def _in_process(
+    kind: str, impl: str, bootstrap: str, topic: str, n: int, codec: str = "none"
+) -> Any:
     """Run one measurement in a fresh interpreter; its JSON result."""
     proc = subprocess.run(
-        [PYTHON, "-m", "bench.producer", "--worker", kind, impl, bootstrap, topic, str(n)],
+        [PYTHON, "-m", "bench.producer", "--worker", kind, impl, bootstrap, topic, str(n), codec],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -294,33 +324,59 @@ def _in_process(kind: str, impl: str, bootstrap: str, topic: str, n: int) -> Any
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _kafka_python_lz4() -> bool:
+    """kafka-python's lz4 codec needs the lz4 package (not a dependency here)."""
+    try:
+        import lz4  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 # ---------------------------------------------------------------------- sections
 
 
-def run(ctx: Context, partitions: Sequence[int] = (1, 4)) -> list[Result]:
-    """Throughput, records/s until all acknowledged, per implementation."""
+def run(
+    ctx: Context,
+    partitions: Sequence[int] = (1, 4),
+    codecs: Sequence[str] = ("none", "lz4"),
+) -> list[Result]:
+    """Throughput, records/s until all acknowledged, per implementation and case."""
     counts = _counts(ctx.quick)
     results: list[Result] = []
-    for count in partitions:
-        case = f"{VALUE_SIZE} B, acks=1, {count} partition{'s' if count > 1 else ''}"
-        samples: dict[str, list[float]] = {impl: [] for impl in IMPLS}
-        for rep in range(ctx.warmup + ctx.reps):
-            for impl in IMPLS:  # take turns, so drift on a shared machine hits all alike
-                topic = ctx.topic("producer", count)
-                value = _in_process("throughput", impl, ctx.bootstrap, topic, counts[impl])
-                if rep >= ctx.warmup:
-                    samples[impl].append(float(value))
-        for impl in IMPLS:
-            results.append(
-                Result(
-                    "producer",
-                    case,
-                    impl,
-                    "records/s",
-                    samples[impl],
-                    note=f"{counts[impl]:,} records per measurement",
-                )
+    for codec in codecs:
+        impls = [i for i in IMPLS if not (i == "kafka-python" and codec == "lz4")]
+        if codec == "lz4" and _kafka_python_lz4():
+            impls = list(IMPLS)
+        for count in partitions:
+            case = (
+                f"{VALUE_SIZE} B, acks=1, {codec}, {count} partition{'s' if count > 1 else ''}"
             )
+            samples: dict[str, list[float]] = {impl: [] for impl in impls}
+            for rep in range(ctx.warmup + ctx.reps):
+                for impl in impls:  # take turns: drift on a shared machine hits all alike
+                    topic = ctx.topic("producer", count)
+                    try:
+                        value = _in_process(
+                            "throughput", impl, ctx.bootstrap, topic, counts[impl], codec
+                        )
+                    finally:
+                        drop = getattr(ctx, "drop", None)
+                        if drop is not None:
+                            drop(topic)
+                    if rep >= ctx.warmup:
+                        samples[impl].append(float(value))
+            for impl in impls:
+                results.append(
+                    Result(
+                        "producer",
+                        case,
+                        impl,
+                        "records/s",
+                        samples[impl],
+                        note=f"{counts[impl]:,} records per measurement",
+                    )
+                )
     return results
 
 
@@ -350,11 +406,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--partitions", default="1,4", help="partition counts of the throughput topics"
     )
-    parser.add_argument("--worker", nargs=5, metavar="ARG", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--codecs", default="none,lz4", help="compression of the throughput cases"
+    )
+    parser.add_argument("--worker", nargs=6, metavar="ARG", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        kind, impl, bootstrap, topic, n = args.worker
-        print(json.dumps(_worker(kind, impl, bootstrap, topic, int(n))))
+        kind, impl, bootstrap, topic, n, codec = args.worker
+        print(json.dumps(_worker(kind, impl, bootstrap, topic, int(n), codec)))
         return
     partitions = [int(p) for p in args.partitions.split(",") if p.strip()]
     warmup, reps = (1, 3) if args.quick else (1, 5)
@@ -362,7 +421,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     with broker() as b:
         ctx = Context(args.quick, b.bootstrap, b.kafka_version, warmup, reps)
         try:
-            results = run(ctx, partitions) + run_handoff(ctx)
+            codecs = [c.strip() for c in args.codecs.split(",") if c.strip()]
+            results = run(ctx, partitions, codecs) + run_handoff(ctx)
         finally:
             delete_topics(ctx.bootstrap, ctx.topics)
     print(
