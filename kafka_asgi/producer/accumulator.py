@@ -149,6 +149,7 @@ class TopicBuffer:
 
     __slots__ = (
         "available",
+        "count",
         "drains",
         "extras",
         "fetching",
@@ -177,6 +178,7 @@ class TopicBuffer:
         # partitioner that looks at every record).
         self.mixed = False
         self.partitions: list[PartitionBuffer] = []
+        self.count = 0  # partitions the topic has now (the list keeps any it had)
         self.available: list[int] = []
         self.meta: object = None
         self.sticky = -1
@@ -189,10 +191,17 @@ class TopicBuffer:
         return f"<TopicBuffer {self.name} {len(self.records)} records>"
 
     def set_partition_count(self, count: int) -> None:
-        """Grow to ``count`` partitions (Kafka never removes partitions)."""
+        """Place records on ``count`` partitions from now on.
+
+        Kafka only adds partitions; fewer means the topic was deleted and made
+        again: the buffers of the lost partitions stay (their batches fail there).
+        """
         parts = self.partitions
         while len(parts) < count:
             parts.append(PartitionBuffer(self, len(parts)))
+        self.count = count
+        if self.sticky >= count:
+            self.sticky = -1
 
     def next_sticky(self) -> PartitionBuffer:
         """Move the sticky partition on (KIP-480: a new one for each new batch).
@@ -202,7 +211,7 @@ class TopicBuffer:
         """
         parts = self.partitions
         self.sticky_count = 0
-        candidates = self.available or range(len(parts))
+        candidates = self.available or range(self.count)
         n = len(candidates)
         current = self.sticky
         fallback = -1
@@ -257,8 +266,7 @@ def place(
     that receive records are added to ``active``.  Returns the records that could
     not be placed (a partitioner error, a partition the topic lacks), with the error.
     """
-    parts = t.partitions
-    if not parts or not records:
+    if not t.count or not records:
         return []
     if not mixed and (partitioner == "murmur2" or partitioner == "crc32"):
         _place_sticky(t, records, nbytes, cap, batch_num, active)
@@ -267,9 +275,8 @@ def place(
 
 
 def _sticky(t: TopicBuffer) -> PartitionBuffer:
-    parts = t.partitions
-    if 0 <= t.sticky < len(parts):
-        return parts[t.sticky]
+    if 0 <= t.sticky < t.count:
+        return t.partitions[t.sticky]
     return t.next_sticky()
 
 
@@ -331,7 +338,7 @@ def _place_each(
 ) -> Failed:
     """Records one by one: keys hashed, extras honoured, in order."""
     parts = t.partitions
-    count = len(parts)
+    count = t.count
     failed: Failed = []
     if partitioner == "murmur2":
         hash_key: Callable[[bytes, int], int] | None = murmur2_partition

@@ -746,3 +746,21 @@ async def test_errors_before_the_write_are_not_maybe_written(
             await producer.send("one", b"maybe")
     assert reports.errors[0][4] is False  # possibly delivered, and indeed it was
     assert [r.value for r in fake.records("one", 0)] == [b"retried", b"maybe"]
+
+
+async def test_partition_count_changes_are_followed(fake: FakeClient) -> None:
+    async with running(fake) as producer:
+        await producer.send("t", b"before", key=b"k")
+        fake.add_topic("t", 5)  # partitions added
+        keys = [b"k%d" % i for i in range(50)]
+        for k in keys:
+            producer.send_nowait("t", b"grown", key=k)
+        await producer.flush()
+        assert {p for p in range(5) if fake.records("t", p)} > {0, 1, 2}
+        fake.partitions["t"] = 1  # deleted and made again, smaller
+        fake.logs.clear()
+        fake.add_topic("t", 1)
+        for k in keys:
+            producer.send_nowait("t", b"shrunk", key=k)
+        await producer.flush()
+    assert [r.value for r in fake.records("t", 0)] == [b"shrunk"] * 50
