@@ -496,7 +496,7 @@ def run(ctx: Context, apps: Sequence[str] | None = None) -> list[Result]:
     gen_name, gen = load_generator()
     topic = ctx.topic("access-log")
     dead = f"127.0.0.1:{free_port()}"
-    seconds, warm = (1, 1) if ctx.quick else (5, 2)
+    seconds, warm = (1, 1) if ctx.quick else (4, 2)
     results = inprocess(ctx, topic)
     for app_name in apps or list(APPS):
         app = APPS[app_name]
