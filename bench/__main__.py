@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import re
 import shlex
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -392,6 +393,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     command = "python -m bench" + "".join(f" {shlex.quote(a)}" for a in (argv or sys.argv[1:]))
     warmup, reps = (1, 3) if args.quick else (1, 5)
 
+    # SIGTERM unwinds like Ctrl-C: servers stopped, topics deleted, broker left as found.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     started = time.monotonic()
     results: list[Result] = []
     failures: dict[str, str] = {}

@@ -26,6 +26,7 @@ failed; c: every send_and_wait returned): a short count stops the run.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import json
 import os
@@ -87,6 +88,16 @@ class Load:
 # ---------------------------------------------------------------------- servers
 
 
+_LIVE: set[Server] = set()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    # A safety net: every exit path should have stopped its servers already.
+    for server in list(_LIVE):
+        server.stop()
+
+
 class Server:
     """One uvicorn process (1 worker) serving one app variant on a loopback port."""
 
@@ -118,6 +129,7 @@ class Server:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
+        _LIVE.add(self)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -141,6 +153,7 @@ class Server:
         return ""
 
     def stop(self) -> None:
+        _LIVE.discard(self)
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
