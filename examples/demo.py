@@ -116,7 +116,9 @@ def send_requests(url: str, n: int) -> list[tuple[str, int, str]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bootstrap", default="127.0.0.1:9092")
+    # The local harness honours KAFKA_LOCAL_BASE_PORT; so does the demo's default.
+    local = f"127.0.0.1:{os.environ.get('KAFKA_LOCAL_BASE_PORT', '9092')}"
+    parser.add_argument("--bootstrap", default=local)
     parser.add_argument("--requests", type=int, default=20)
     parser.add_argument(
         "--keep-broker", action="store_true", help="leave a broker we started running"
@@ -129,7 +131,7 @@ def main() -> int:
     if broker_answers(args.bootstrap):
         say(f"using the Kafka broker already running at {args.bootstrap}")
     else:
-        if args.bootstrap != "127.0.0.1:9092":
+        if args.bootstrap != local:
             raise SystemExit(f"demo: no broker answers at {args.bootstrap}")
         say("starting a local Kafka broker (scripts/kafka_local.py start; first run fetches jars)")
         subprocess.run(
