@@ -872,7 +872,11 @@ class AccessLogMiddleware(AccessLogOptions):
         headers = dict(scope["headers"])
         rid_name = self._rid_header
         raw_rid = headers.get(rid_name) if self._trust_rid else None
-        request_id = new_request_id() if raw_rid is None else self.request_id_from(raw_rid)
+        request_id = (
+            next(_rid_counter).to_bytes(16, "big").hex()  # new_request_id(), inline
+            if raw_rid is None
+            else self.request_id_from(raw_rid)
+        )
         state = scope.get("state")
         if state is None:
             state = scope["state"] = {}
@@ -959,7 +963,12 @@ class AccessLogMiddleware(AccessLogOptions):
                         ).encode()
                         producer = self.producer
                         if producer is None:
-                            producer = get_producer(self.cluster)
+                            # The lifespan's producer, as it put it in the state: two
+                            # dict look-ups where the registry also asks for the pid.
+                            found = state.get(PRODUCERS_STATE_KEY)
+                            producer = found.get(self.cluster) if found else None
+                            if producer is None:
+                                producer = get_producer(self.cluster)
                         producer.send_nowait(self.topic, value)
                     except Exception as exc:
                         self.dropped += 1

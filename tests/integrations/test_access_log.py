@@ -445,3 +445,87 @@ async def test_template_fast_path_matches_the_general_path(anyio_backend: str) -
         "service",
         "n",
     ]
+
+
+class _Scope(dict):  # type: ignore[type-arg]
+    """A scope that can be weakly referenced (a plain dict cannot)."""
+
+
+async def test_scope_is_freed_when_the_exchange_is_over(
+    anyio_backend: str, events: InMemoryProducer
+) -> None:
+    """The request's EventLogger lets go of the scope at the end (keeping the route
+    for late events): the scope holds the logger, so keeping it would make a cycle and
+    leave every scope to the cyclic collector."""
+    import gc
+    import weakref
+
+    loggers: list[EventLogger] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        scope["route"] = "/things/{id}"
+        loggers.append(scope["state"]["kafka"])
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def receive() -> dict[str, Any]:  # pragma: no cover - the app never reads
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        pass
+
+    mw = AccessLogMiddleware(app, topic="access")
+    scope = _Scope(
+        type="http",
+        method="GET",
+        path="/things/1",
+        query_string=b"",
+        headers=[(b"host", b"x")],
+        client=("10.0.0.1", 1),
+    )
+    ref = weakref.ref(scope)
+    gc.disable()
+    try:
+        await mw(scope, receive, send)
+        del scope
+        assert ref() is None
+    finally:
+        gc.enable()
+    (logger,) = loggers
+    assert logger.route == "/things/{id}"
+    assert logger.log("late", {"n": 1}) is True
+    assert events.json_values("late") == [
+        {"request_id": logger.request_id, "route": "/things/{id}", "n": 1}
+    ]
+    (event,) = events.json_values("access")
+    assert event["route"] == "/things/{id}" and event["status"] == 204
+
+
+async def test_producer_from_the_lifespan_state(anyio_backend: str) -> None:
+    """Without producer=, the middleware takes the cluster's producer from the lifespan
+    state the server copies into each request's scope."""
+    in_state = InMemoryProducer()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def receive() -> dict[str, Any]:  # pragma: no cover - the app never reads
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        pass
+
+    mw = AccessLogMiddleware(app, topic="access", cluster="from-state")
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/",
+        "query_string": b"",
+        "headers": [],
+        "state": {"kafka_producers": {"from-state": in_state}},
+    }
+    await mw(scope, receive, send)
+    (event,) = in_state.json_values("access")
+    assert event["path"] == "/" and event["response_bytes"] == 2
+    assert mw.stats() == {"emitted": 1, "dropped": 0, "sampled_out": 0}
