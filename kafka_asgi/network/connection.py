@@ -5,8 +5,10 @@ guide, "Network"), so the connection keeps its in-flight requests in send order:
 reader task takes each response frame off the socket and hands it to the oldest waiting
 request, whose correlation id must match; anything else means the byte stream is out
 of step and the connection is closed. Writes go through a lock so frames never
-interleave, and each frame is written under a shield: a request cancelled half-way
-through ``send`` would leave a partial frame on the wire.
+interleave. A request cancelled while its frame is being written closes the
+connection: a partial frame would leave the byte stream out of step, and shielding
+the write instead would let a broker that stopped reading hold the caller (say, a
+closing producer) until the request timeout.
 
 A request that times out closes the connection (the Java client does the same): the
 broker answers in order, so every later response on it would wait behind the lost one.
@@ -80,7 +82,10 @@ _UNSUPPORTED_SASL_MECHANISM = 33
 _SOFTWARE_NAME = "kafka-asgi"
 # KIP-368: stop handing out a connection a little before the broker's session expires.
 _REAUTH_MARGIN = 0.9
-_CLOSE_TIMEOUT = 2.0
+# Closing our side of a socket never waits for the peer (TLS close_notify is not
+# awaited: tls_standard_compatible=False), so this bound is rarely reached; it keeps
+# aclose() within a producer's close slack even if a stream's close misbehaves.
+_CLOSE_TIMEOUT = 0.2
 
 
 def check_timeout(name: str, value: object, *, allow_none: bool = False) -> float | None:
@@ -623,11 +628,23 @@ class BrokerConnection:
                 waiter = _Waiter()
                 # Registered before the write: the response may arrive before send returns.
                 self._pending[correlation_id] = waiter
-            with anyio.CancelScope(shield=True, deadline=deadline) as write_scope:
+            with anyio.CancelScope(deadline=deadline) as write_scope:
                 try:
                     await self._send_frame(data)
                 except KafkaError as exc:
                     self._fail(exc)
+                    raise
+                except BaseException:
+                    # Cancelled (or out of time) mid-write: part of the frame may be
+                    # on the wire and the rest will never follow, so the byte stream
+                    # is unusable. Not shielded: a broker that stopped reading must
+                    # not hold the caller (or a closing producer) until the deadline.
+                    self._fail(
+                        ConnectionClosedError(
+                            f"{self.address}: closed after a request was cancelled or"
+                            f" timed out while being written ({name})"
+                        )
+                    )
                     raise
         finally:
             self._write_lock.release()

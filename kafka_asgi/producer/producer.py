@@ -404,9 +404,11 @@ class Producer:
     async def aclose(self) -> None:
         """Flush within ``close_timeout``, report what is left, stop (same task as start).
 
-        Returns within ``close_timeout`` (plus the time to close the connections),
-        even when Kafka is unreachable; the final flush runs even if the calling
-        task is being cancelled.
+        Returns within ``close_timeout`` (plus a fraction of a second to close the
+        connections), even when Kafka is unreachable or has stopped reading: requests
+        still in flight are cancelled, which closes their connections (see
+        kafka_asgi.network.connection). The final flush runs even if the calling task
+        is being cancelled.
         """
         if self._state in ("closing", "closed"):
             return
