@@ -302,11 +302,13 @@ def _encode_records_fast(records: Sequence[RecordTuple], base_ts: int) -> tuple[
     ext = out.extend
     max_delta = 0
     encode_headers = _encode_headers_fast
+    # Records made in the same millisecond share their delta: computed once per run.
+    last_ts = base_ts
+    tsd = b"\x00"
     for i, (key, value, headers, ts) in enumerate(records):
-        d = ts - base_ts
-        if d == 0:
-            tsd = b"\x00"
-        else:
+        if ts != last_ts:
+            last_ts = ts
+            d = ts - base_ts
             if d > max_delta:
                 max_delta = d
             tsd = table[d] if 0 < d < size else _varlong(d)
