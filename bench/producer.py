@@ -1,16 +1,19 @@
 """Producer throughput and hand-off cost: kafka_asgi beside aiokafka, kafka-python and
 confluent-kafka, against one broker in one run.
 
-    /work/venv/bin/python -m bench.producer [--quick] [--partitions 1,4] [--codecs none,lz4]
+    python -m bench.producer [--quick]              # the standard cases (as python -m bench)
+    python -m bench.producer --sizes 100 --acks all --codecs lz4 --partitions 1,4
 
 The broker: KAFKA_BOOTSTRAP_SERVERS, else the local one (scripts/kafka_local.py,
 127.0.0.1:9092), as ``python -m bench`` (which also calls :func:`run` and
 :func:`run_handoff`).
 
-Throughput ("producer" section): 100-byte records (distinct values shaped like JSON
-access-log events, made before the clock starts), acks=1, no key, without and with
-lz4 compression, each client with its defaults otherwise (kafka-python sits out lz4:
-its codec needs the ``lz4`` package, not a dependency here).  Records per second
+Throughput ("producer" section): 100-byte and 1 KiB records (distinct values shaped
+like JSON access-log events, made before the clock starts), acks=1 and acks=all, no
+key, without and with lz4 compression, each client with its defaults otherwise
+(kafka-python sits out lz4: its codec needs the ``lz4`` package, not a dependency
+here).  The full run measures every size x acks x codec on one partition, and 100 B,
+acks=1, uncompressed on four; --quick measures three of these cases.  Records per second
 from the first send until every record is acknowledged, each producer counting its
 own acknowledgements: kafka_asgi its
 ``stats().delivered``; confluent-kafka its delivery reports; aiokafka and
@@ -38,6 +41,7 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from bench.common import (
@@ -59,9 +63,39 @@ IMPLS = (OURS, *PEERS)
 HANDOFF_IMPLS = (OURS, "confluent-kafka", "aiokafka")
 
 
-def _values(n: int) -> list[bytes]:
-    """Distinct 100-byte values shaped like an application's access-log events
-    (JSON; lz4 shrinks a batch of them about 2.7x)."""
+_WORDS = (
+    b"GET POST PUT /api/v1/items /api/v1/users /health orders cart checkout 200 201 204 "
+    b"301 404 500 Mozilla/5.0 curl/8.5 python-httpx/0.28 127.0.0.1 10.0.3.17 gzip br "
+    b"application/json text/html keep-alive session user_id trace span region eu-west-1"
+).split()
+
+
+def _pool() -> bytes:
+    """1 MiB of log-like text: words of a small vocabulary in a fixed random order."""
+    import random
+
+    return b" ".join(random.Random(2024).choices(_WORDS, k=200_000))[: 1 << 20]
+
+
+def _values(n: int, size: int = VALUE_SIZE) -> list[bytes]:
+    """Distinct ``size``-byte values shaped like an application's access-log events
+    (JSON; lz4 shrinks a batch of 100-byte ones about 2.7x).  Beyond 100 bytes, the
+    event carries a window onto log-like text at a scattered offset (headers, user
+    agents...), so lz4 shrinks those about 3x too rather than a padding pattern."""
+    base = _events(n)
+    if size <= VALUE_SIZE:
+        return [v[:size] for v in base]
+    pool = _pool()
+    span = len(pool) - size
+    extra = size - VALUE_SIZE
+    out = []
+    for i, v in enumerate(base):
+        at = (i * 2_654_435_761) % span
+        out.append(v + pool[at : at + extra])
+    return out
+
+
+def _events(n: int) -> list[bytes]:
     methods = (b"GET", b"POST", b"GET", b"PUT", b"GET", b"DELETE")
     out = []
     for i in range(n):
@@ -77,23 +111,55 @@ def _values(n: int) -> list[bytes]:
     return out
 
 
-def _counts(quick: bool) -> dict[str, int]:
+def _counts(quick: bool, size: int = VALUE_SIZE) -> dict[str, int]:
     """Records per measurement: enough for a second or more of the fast clients."""
     fast, slow = (200_000, 30_000) if quick else (500_000, 60_000)
+    if size > VALUE_SIZE:  # 1 KiB records: about half the records per second
+        fast, slow = fast // 2, slow // 2
     return {OURS: fast, "confluent-kafka": fast, "aiokafka": slow, "kafka-python": slow}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One throughput case."""
+
+    size: int = VALUE_SIZE
+    acks: str = "1"  # "1" or "all"
+    codec: str = "none"
+    partitions: int = 1
+
+    def __str__(self) -> str:
+        size = f"{self.size} B" if self.size % 1024 else f"{self.size // 1024} KiB"
+        many = "s" if self.partitions > 1 else ""
+        return f"{size}, acks={self.acks}, {self.codec}, {self.partitions} partition{many}"
+
+
+FULL_CASES = (
+    *(
+        Case(size, acks, codec)
+        for size in (VALUE_SIZE, 1024)
+        for acks in ("1", "all")
+        for codec in ("none", "lz4")
+    ),
+    Case(VALUE_SIZE, "1", "none", 4),
+)
+QUICK_CASES = (Case(), Case(1024, "all", "lz4"), Case(partitions=4))
 
 
 # ---------------------------------------------------------------------- workers (own process)
 
 
-async def _ours_throughput(bootstrap: str, topic: str, n: int, codec: str = "none") -> float:
+async def _ours_throughput(bootstrap: str, topic: str, n: int, case: Case) -> float:
     import anyio
 
     from kafka_asgi import BufferFullError, Producer
 
-    values = _values(n)
+    values = _values(n, case.size)
     async with Producer(
-        bootstrap, required_acks=1, compression=codec, wait_on_buffer_full=True
+        bootstrap,
+        required_acks=-1 if case.acks == "all" else 1,
+        compression=case.codec,
+        wait_on_buffer_full=True,
     ) as producer:
         await producer.send(topic, b"warm-up")
         send_nowait = producer.send_nowait
@@ -113,7 +179,7 @@ async def _ours_throughput(bootstrap: str, topic: str, n: int, codec: str = "non
     return n / elapsed
 
 
-def _confluent_throughput(bootstrap: str, topic: str, n: int, codec: str = "none") -> float:
+def _confluent_throughput(bootstrap: str, topic: str, n: int, case: Case) -> float:
     from confluent_kafka import Producer
 
     acked = 0
@@ -129,15 +195,15 @@ def _confluent_throughput(bootstrap: str, topic: str, n: int, codec: str = "none
     producer = Producer(
         {
             "bootstrap.servers": bootstrap,
-            "acks": 1,
-            "compression.type": codec,
+            "acks": case.acks,
+            "compression.type": case.codec,
             "on_delivery": report,
         }
     )
     producer.produce(topic, b"warm-up")
     producer.flush(30)
     acked = 0
-    values = _values(n)
+    values = _values(n, case.size)
     produce = producer.produce
     poll = producer.poll
     start = time.perf_counter()
@@ -157,12 +223,14 @@ def _confluent_throughput(bootstrap: str, topic: str, n: int, codec: str = "none
     return n / elapsed
 
 
-async def _aiokafka_throughput(bootstrap: str, topic: str, n: int, codec: str = "none") -> float:
+async def _aiokafka_throughput(bootstrap: str, topic: str, n: int, case: Case) -> float:
     from aiokafka import AIOKafkaProducer
 
-    values = _values(n)
+    values = _values(n, case.size)
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks=1, compression_type=None if codec == "none" else codec
+        bootstrap_servers=bootstrap,
+        acks="all" if case.acks == "all" else 1,
+        compression_type=None if case.codec == "none" else case.codec,
     )
     await producer.start()
     try:
@@ -180,14 +248,16 @@ async def _aiokafka_throughput(bootstrap: str, topic: str, n: int, codec: str = 
     return n / elapsed
 
 
-def _kafka_python_throughput(bootstrap: str, topic: str, n: int, codec: str = "none") -> float:
+def _kafka_python_throughput(bootstrap: str, topic: str, n: int, case: Case) -> float:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         from kafka import KafkaProducer
 
-    values = _values(n)
+    values = _values(n, case.size)
     producer = KafkaProducer(
-        bootstrap_servers=bootstrap, acks=1, compression_type=None if codec == "none" else codec
+        bootstrap_servers=bootstrap,
+        acks="all" if case.acks == "all" else 1,
+        compression_type=None if case.codec == "none" else case.codec,
     )
     try:
         producer.send(topic, b"warm-up").get(timeout=30)
@@ -286,17 +356,17 @@ async def _aiokafka_handoff(bootstrap: str, topic: str, n: int) -> dict[str, flo
     return _summary(samples)
 
 
-def _worker(kind: str, impl: str, bootstrap: str, topic: str, n: int, codec: str) -> Any:
+def _worker(kind: str, impl: str, bootstrap: str, topic: str, n: int, case: Case) -> Any:
     gc.collect()
     if kind == "throughput":
         if impl == OURS:
-            return asyncio.run(_ours_throughput(bootstrap, topic, n, codec))
+            return asyncio.run(_ours_throughput(bootstrap, topic, n, case))
         if impl == "confluent-kafka":
-            return _confluent_throughput(bootstrap, topic, n, codec)
+            return _confluent_throughput(bootstrap, topic, n, case)
         if impl == "aiokafka":
-            return asyncio.run(_aiokafka_throughput(bootstrap, topic, n, codec))
+            return asyncio.run(_aiokafka_throughput(bootstrap, topic, n, case))
         if impl == "kafka-python":
-            return _kafka_python_throughput(bootstrap, topic, n, codec)
+            return _kafka_python_throughput(bootstrap, topic, n, case)
     elif kind == "handoff":
         if impl == OURS:
             return asyncio.run(_ours_handoff(bootstrap, topic, n))
@@ -308,11 +378,12 @@ def _worker(kind: str, impl: str, bootstrap: str, topic: str, n: int, codec: str
 
 
 def _in_process(
-    kind: str, impl: str, bootstrap: str, topic: str, n: int, codec: str = "none"
+    kind: str, impl: str, bootstrap: str, topic: str, n: int, case: Case | None = None
 ) -> Any:
     """Run one measurement in a fresh interpreter; its JSON result."""
+    spec = json.dumps(asdict(case or Case()))
     proc = subprocess.run(
-        [PYTHON, "-m", "bench.producer", "--worker", kind, impl, bootstrap, topic, str(n), codec],
+        [PYTHON, "-m", "bench.producer", "--worker", kind, impl, bootstrap, topic, str(n), spec],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -336,47 +407,37 @@ def _kafka_python_lz4() -> bool:
 # ---------------------------------------------------------------------- sections
 
 
-def run(
-    ctx: Context,
-    partitions: Sequence[int] = (1, 4),
-    codecs: Sequence[str] = ("none", "lz4"),
-) -> list[Result]:
+def run(ctx: Context, cases: Sequence[Case] | None = None) -> list[Result]:
     """Throughput, records/s until all acknowledged, per implementation and case."""
-    counts = _counts(ctx.quick)
     results: list[Result] = []
-    for codec in codecs:
-        impls = [i for i in IMPLS if not (i == "kafka-python" and codec == "lz4")]
-        if codec == "lz4" and _kafka_python_lz4():
+    for case in cases or (QUICK_CASES if ctx.quick else FULL_CASES):
+        counts = _counts(ctx.quick, case.size)
+        impls = [i for i in IMPLS if not (i == "kafka-python" and case.codec == "lz4")]
+        if case.codec == "lz4" and _kafka_python_lz4():
             impls = list(IMPLS)
-        for count in partitions:
-            case = (
-                f"{VALUE_SIZE} B, acks=1, {codec}, {count} partition{'s' if count > 1 else ''}"
-            )
-            samples: dict[str, list[float]] = {impl: [] for impl in impls}
-            for rep in range(ctx.warmup + ctx.reps):
-                for impl in impls:  # take turns: drift on a shared machine hits all alike
-                    topic = ctx.topic("producer", count)
-                    try:
-                        value = _in_process(
-                            "throughput", impl, ctx.bootstrap, topic, counts[impl], codec
-                        )
-                    finally:
-                        drop = getattr(ctx, "drop", None)
-                        if drop is not None:
-                            drop(topic)
-                    if rep >= ctx.warmup:
-                        samples[impl].append(float(value))
-            for impl in impls:
-                results.append(
-                    Result(
-                        "producer",
-                        case,
-                        impl,
-                        "records/s",
-                        samples[impl],
-                        note=f"{counts[impl]:,} records per measurement",
+        samples: dict[str, list[float]] = {impl: [] for impl in impls}
+        for rep in range(ctx.warmup + ctx.reps):
+            for impl in impls:  # take turns: drift on a shared machine hits all alike
+                topic = ctx.topic("producer", case.partitions)
+                try:
+                    value = _in_process(
+                        "throughput", impl, ctx.bootstrap, topic, counts[impl], case
                     )
+                finally:
+                    ctx.drop(topic)
+                if rep >= ctx.warmup:
+                    samples[impl].append(float(value))
+        for impl in impls:
+            results.append(
+                Result(
+                    "producer",
+                    str(case),
+                    impl,
+                    "records/s",
+                    samples[impl],
+                    note=f"{counts[impl]:,} records per measurement",
                 )
+            )
     return results
 
 
@@ -403,26 +464,36 @@ def run_handoff(ctx: Context) -> list[Result]:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.producer", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer records and repetitions")
-    parser.add_argument(
-        "--partitions", default="1,4", help="partition counts of the throughput topics"
-    )
-    parser.add_argument(
-        "--codecs", default="none,lz4", help="compression of the throughput cases"
-    )
+    parser.add_argument("--sizes", help="record sizes in bytes, e.g. 100,1024")
+    parser.add_argument("--acks", help="e.g. 1,all")
+    parser.add_argument("--codecs", help="compression, e.g. none,lz4")
+    parser.add_argument("--partitions", help="partition counts, e.g. 1,4")
     parser.add_argument("--worker", nargs=6, metavar="ARG", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        kind, impl, bootstrap, topic, n, codec = args.worker
-        print(json.dumps(_worker(kind, impl, bootstrap, topic, int(n), codec)))
+        kind, impl, bootstrap, topic, n, spec = args.worker
+        case = Case(**json.loads(spec))
+        print(json.dumps(_worker(kind, impl, bootstrap, topic, int(n), case)))
         return
-    partitions = [int(p) for p in args.partitions.split(",") if p.strip()]
+    cases: list[Case] | None = None
+    if any((args.sizes, args.acks, args.codecs, args.partitions)):
+
+        def items(text: str | None, default: str) -> list[str]:
+            return [x.strip() for x in (text or default).split(",") if x.strip()]
+
+        cases = [
+            Case(int(size), acks, codec, int(p))
+            for size in items(args.sizes, str(VALUE_SIZE))
+            for acks in items(args.acks, "1")
+            for codec in items(args.codecs, "none")
+            for p in items(args.partitions, "1")
+        ]
     warmup, reps = (1, 3) if args.quick else (1, 5)
     started = time.monotonic()
     with broker() as b:
         ctx = Context(args.quick, b.bootstrap, b.kafka_version, warmup, reps)
         try:
-            codecs = [c.strip() for c in args.codecs.split(",") if c.strip()]
-            results = run(ctx, partitions, codecs) + run_handoff(ctx)
+            results = run(ctx, cases) + run_handoff(ctx)
         finally:
             delete_topics(ctx.bootstrap, ctx.topics)
     print(
