@@ -41,7 +41,6 @@ from bench.common import (
     find,
     machine,
     peer_versions,
-    rate,
     ratio_table,
 )
 
@@ -54,49 +53,9 @@ RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
 def run_codec(ctx: Context) -> list[Result]:
-    """bench/codec.py's encoders and decoders, timed here as medians of repetitions."""
     from bench import codec
-    from kafka_asgi.protocol.compression import Compression
 
-    batch = 1000
-    values = codec._values(batch)
-    impls: list[tuple[str, Callable[..., Any]]] = [(OURS, codec._ours)]
-    try:
-        from aiokafka.record import default_records as aio  # type: ignore[import-untyped]
-    except ImportError:
-        print("aiokafka is not installed: codec measured for kafka_asgi alone", file=sys.stderr)
-    else:
-        impls.append(
-            (
-                "aiokafka (C extension)",
-                lambda v, c: codec._aiokafka(
-                    v, c, aio.DefaultRecordBatchBuilder, aio.DefaultRecordBatch
-                ),
-            )
-        )
-        impls.append(
-            (
-                "aiokafka (pure Python)",
-                lambda v, c: codec._aiokafka(
-                    v, c, aio._DefaultRecordBatchBuilderPy, aio._DefaultRecordBatchPy
-                ),
-            )
-        )
-    budget = 0.1 if ctx.quick else 0.4
-    results = []
-    for comp in (Compression.NONE, Compression.LZ4):
-        case = f"{batch} x {codec.VALUE_SIZE} B, {comp.name.lower()}"
-        fns = {name: make(values, comp) for name, make in impls}
-        samples: dict[tuple[str, str], list[float]] = {}
-        for rep in range(ctx.warmup + ctx.reps):
-            for name, (enc, dec) in fns.items():  # implementations take turns
-                for metric, fn in (("encode records/s", enc), ("decode records/s", dec)):
-                    r = rate(fn, batch, budget)
-                    if rep >= ctx.warmup:
-                        samples.setdefault((name, metric), []).append(r)
-        for (name, metric), s in samples.items():
-            results.append(Result("codec", case, name, metric, s))
-    return results
+    return codec.run(ctx)
 
 
 # ---------------------------------------------------------------------- producer

@@ -3,6 +3,9 @@
     python -m bench.codec            # full run
     python -m bench.codec --quick    # a few seconds
 
+(``python -m bench`` runs it too, through :func:`run`: medians of repetitions, the
+implementations taking turns.)
+
 Encodes and decodes batches of 100-byte values (no key, no headers, one
 timestamp: the shape of an access-log event stream), uncompressed and lz4.
 aiokafka is measured with its C extension and with its pure-Python classes.
@@ -17,6 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from bench.common import OURS, Context, Result, rate
 from kafka_asgi.protocol.compression import Compression
 from kafka_asgi.protocol.records import decode_batches, encode_batch
 
@@ -91,6 +95,53 @@ def _aiokafka(
     return encode, decode
 
 
+Maker = Callable[[list[bytes], Compression], tuple[Callable[[], Any], Callable[[], Any]]]
+
+
+def _impls() -> list[tuple[str, Maker]]:
+    impls: list[tuple[str, Maker]] = [(OURS, _ours)]
+    try:
+        from aiokafka.record import default_records as aio  # type: ignore[import-untyped]
+    except ImportError:
+        print("aiokafka is not installed: measuring kafka_asgi alone")
+        return impls
+    impls.append(
+        (
+            "aiokafka (C extension)",
+            lambda v, c: _aiokafka(v, c, aio.DefaultRecordBatchBuilder, aio.DefaultRecordBatch),
+        )
+    )
+    impls.append(
+        (
+            "aiokafka (pure Python)",
+            lambda v, c: _aiokafka(
+                v, c, aio._DefaultRecordBatchBuilderPy, aio._DefaultRecordBatchPy
+            ),
+        )
+    )
+    return impls
+
+
+def run(ctx: Context, batch: int = 1000) -> list[Result]:
+    """The "codec" section of ``python -m bench``: encode and decode records/s."""
+    values = _values(batch)
+    budget = 0.1 if ctx.quick else 0.4
+    results = []
+    for codec in (Compression.NONE, Compression.LZ4):
+        case = f"{batch} x {VALUE_SIZE} B, {codec.name.lower()}"
+        fns = {name: make(values, codec) for name, make in _impls()}
+        samples: dict[tuple[str, str], list[float]] = {}
+        for rep in range(ctx.warmup + ctx.reps):
+            for name, (enc, dec) in fns.items():  # implementations take turns
+                for metric, fn in (("encode records/s", enc), ("decode records/s", dec)):
+                    r = rate(fn, batch, budget)
+                    if rep >= ctx.warmup:
+                        samples.setdefault((name, metric), []).append(r)
+        for (name, metric), got in samples.items():
+            results.append(Result("codec", case, name, metric, got))
+    return results
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m bench.codec", description=__doc__.split("\n")[0]
@@ -99,29 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=1000, help="records per batch (default 1000)")
     args = parser.parse_args(argv)
     budget, repeats = (0.05, 3) if args.quick else (0.3, 7)
-
-    impls: list[tuple[str, Callable[..., tuple[Callable[[], Any], Callable[[], Any]]]]] = [
-        ("kafka_asgi", _ours)
-    ]
-    try:
-        from aiokafka.record import default_records as aio  # type: ignore[import-untyped]
-
-        impls.append(
-            (
-                "aiokafka (C extension)",
-                lambda v, c: _aiokafka(v, c, aio.DefaultRecordBatchBuilder, aio.DefaultRecordBatch),
-            )
-        )
-        impls.append(
-            (
-                "aiokafka (pure Python)",
-                lambda v, c: _aiokafka(
-                    v, c, aio._DefaultRecordBatchBuilderPy, aio._DefaultRecordBatchPy
-                ),
-            )
-        )
-    except ImportError:
-        print("aiokafka is not installed: measuring kafka_asgi alone")
+    impls = _impls()
 
     values = _values(args.batch)
     print(f"batches of {args.batch} records, {VALUE_SIZE}-byte values, no key, no headers")
