@@ -865,9 +865,13 @@ class AccessLogMiddleware(AccessLogOptions):
             else:
                 await self.app(scope, receive, send)
             return
-        if self._has_exclusions and self.excluded(scope["path"]):
-            await self.app(scope, receive, send)
-            return
+        if self._has_exclusions:
+            path = scope["path"]
+            if path in self._exclude or (
+                self._exclude_prefixes and path.startswith(self._exclude_prefixes)
+            ):
+                await self.app(scope, receive, send)
+                return
         start = _perf_ns()
         headers = dict(scope["headers"])
         rid_name = self._rid_header
