@@ -261,7 +261,8 @@ def report(
         "",
         f"Measured {m['date']} on {m['cpu']}, {m['cores']} cores ({m['os']}), "
         f"Python {m['python']}, against Apache Kafka {meta['kafka_version']} "
-        f"({meta['broker']}).",
+        f"({meta['broker']}); 1-minute load average {meta['load_before']} when the run "
+        "began.",
         "Peers: "
         + ", ".join(f"{k} {v[k]}" for k in ("aiokafka", "confluent-kafka", "kafka-python"))
         + f" (librdkafka {v.get('librdkafka', '?')}); uvicorn {v['uvicorn']}, "
@@ -355,6 +356,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     # SIGTERM unwinds like Ctrl-C: servers stopped, topics deleted, broker left as found.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     started = time.monotonic()
+    load_before = machine()["load"]
     results: list[Result] = []
     failures: dict[str, str] = {}
     with broker() as b:
@@ -393,6 +395,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "kafka_version": b.kafka_version,
             "broker": b.description,
             "machine": machine(),
+            "load_before": load_before,
             "versions": peer_versions(),
             "seconds": time.monotonic() - started,
         }

@@ -211,7 +211,9 @@ def machine() -> dict[str, Any]:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return {
+        "load": round(load, 2),
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "cores": os.cpu_count(),
         "cpu": model,

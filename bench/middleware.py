@@ -206,8 +206,8 @@ def check_logged(server: Server, timeout: float = 15.0) -> str:
     if server.variant == "d":
         mw, prod = st["middleware"], st["producer"]
         return (
-            f"{mw['emitted']} events handed over: {prod.get('failed', 0)} reported undelivered "
-            f"(metadata retries exhausted), {prod.get('buffered', 0)} still buffered; "
+            f"{mw['emitted']} events handed over: {prod.get('failed', 0)} reported as undelivered, "
+            f"{prod.get('buffered', 0)} still buffered; "
             f"{mw['dropped']} refused (buffer full)"
         )
     return ""
