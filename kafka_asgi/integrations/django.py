@@ -27,6 +27,7 @@ from __future__ import annotations
 import atexit
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -148,13 +149,21 @@ class DjangoEventLogger(EventLogger):
 
     def __init__(self, request: Any, request_id: str, cluster: str = "default") -> None:
         super().__init__(None, request_id, cluster)
-        self._request = request
+        # A weak reference: request.kafka -> logger -> request would be a cycle, and
+        # every request (with all a view hangs on it) would wait for the cycle GC.
+        self._request: Callable[[], Any] = weakref.ref(request)
 
     @property
     def route(self) -> str | None:
-        match = getattr(self._request, "resolver_match", None)
+        if self._route is not None:
+            return self._route
+        match = getattr(self._request(), "resolver_match", None)
         route = getattr(match, "route", None)
         return route if isinstance(route, str) and route else None
+
+    def _finish(self) -> None:
+        """The response is complete: keep the route for late log() calls."""
+        self._route = self.route
 
 
 _background: dict[str, BackgroundProducer] = {}
@@ -291,6 +300,7 @@ class KafkaMiddleware:
 
     def _emit(self, request: Any, response: Any, start: float, response_bytes: int) -> None:
         finished = time.perf_counter()
+        request.kafka._finish()
         opts = self.access_log
         if not opts.sampled():
             return

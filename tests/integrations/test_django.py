@@ -130,3 +130,35 @@ def test_bad_settings_are_named(conf: dict[str, Any], match: str) -> None:
         KafkaMiddleware(lambda request: None)
     with override_settings(KAFKA_ASGI="x"), pytest.raises(ImproperlyConfigured):
         kafka_settings()
+
+
+def test_request_is_freed_without_the_cycle_collector(bg_producer: InMemoryProducer) -> None:
+    """request.kafka must not hold its request: that cycle would leave every request
+    (and what views hang on it) to the cycle GC."""
+    import gc
+    import weakref
+
+    from django.http import HttpResponse
+    from django.test import RequestFactory
+
+    def view(request: Any) -> Any:
+        request.kafka.log("item-views", {"n": 1})
+        return HttpResponse(b"ok")
+
+    middleware = KafkaMiddleware(view)
+    request = RequestFactory().get("/items/1")
+    alive = weakref.ref(request)
+    gc.disable()
+    try:
+        response = middleware(request)
+        logger = request.kafka
+        assert response.status_code == 200
+        del request, response
+        assert alive() is None
+        logger.log("item-views", {"n": 2})  # a late event still has its request id
+    finally:
+        gc.enable()
+    bg_producer.wait_for_sync(2, topic="item-views")
+    assert [v["request_id"] for v in bg_producer.json_values("item-views")] == [
+        logger.request_id
+    ] * 2
