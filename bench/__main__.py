@@ -356,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     # SIGTERM unwinds like Ctrl-C: servers stopped, topics deleted, broker left as found.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     started = time.monotonic()
-    load_before = machine()["load"]
+    host = machine()  # date and load average as the run begins
     results: list[Result] = []
     failures: dict[str, str] = {}
     with broker() as b:
@@ -394,8 +394,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             "reps": reps,
             "kafka_version": b.kafka_version,
             "broker": b.description,
-            "machine": machine(),
-            "load_before": load_before,
+            "machine": host,
+            "load_before": host["load"],
             "versions": peer_versions(),
             "seconds": time.monotonic() - started,
         }
