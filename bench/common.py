@@ -296,7 +296,7 @@ def broker() -> Iterator[Broker]:
 def create_topics(bootstrap: str, names: Sequence[str], partitions: int = 1) -> None:
     from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})
     futures = admin.create_topics(
         [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names],
         operation_timeout=30,
@@ -328,7 +328,7 @@ def delete_topics(bootstrap: str, names: Sequence[str]) -> None:
         return
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})
     for fut in admin.delete_topics(list(names), operation_timeout=30).values():
         with contextlib.suppress(Exception):
             fut.result(timeout=60)
