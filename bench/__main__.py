@@ -42,6 +42,7 @@ from bench.common import (
     machine,
     peer_versions,
     ratio_table,
+    source_version,
 )
 
 README_START = "<!-- bench:start -->"
@@ -259,7 +260,8 @@ def report(
         README_START,
         "## Benchmarks",
         "",
-        f"Measured {m['date']} on {m['cpu']}, {m['cores']} cores ({m['os']}), "
+        f"Measured {m['date']} ({meta['source']}) on {m['cpu']}, {m['cores']} cores "
+        f"({m['os']}), "
         f"Python {m['python']}, against Apache Kafka {meta['kafka_version']} "
         f"({meta['broker']}); 1-minute load average {meta['load_before']} when the run "
         "began.",
@@ -357,6 +359,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     started = time.monotonic()
     host = machine()  # date and load average as the run begins
+    source = source_version()
     results: list[Result] = []
     failures: dict[str, str] = {}
     with broker() as b:
@@ -396,6 +399,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "broker": b.description,
             "machine": host,
             "load_before": host["load"],
+            "source": source,
             "versions": peer_versions(),
             "seconds": time.monotonic() - started,
         }

@@ -222,6 +222,28 @@ def machine() -> dict[str, Any]:
     }
 
 
+def source_version() -> str:
+    """The commit measured, and whether kafka_asgi/ had uncommitted changes."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "kafka_asgi"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown commit"
+    return f"commit {head}" + (" with uncommitted changes in kafka_asgi/" if dirty else "")
+
+
 def peer_versions() -> dict[str, str]:
     from importlib import metadata
 
