@@ -2,16 +2,22 @@
 
 The path of a record (see ARCHITECTURE.md):
 
-1. ``send_nowait`` appends a ``(key, value, headers, timestamp_ms)`` tuple, the
-   shape :func:`~kafka_asgi.protocol.records.encode_batch` takes, to its topic's
-   list (:class:`TopicBuffer`).  Nothing else happens per record on the caller's
-   side: no partitioning, no lock, no await.  The rare records that carry more
-   (an explicit partition, or a sync ``send()`` waiting for its result) also
-   leave an *extra* ``(index in the list, partition, Delivery)``.
-2. The flusher swaps the topic's list for an empty one and :func:`place`\\ s its
-   records on partitions (:class:`PartitionBuffer`).  Records without a key, with
-   a built-in partitioner, go to the topic's *sticky* partition (KIP-480) in
+1. ``send_nowait`` appends the value and ``time_ns()`` to its topic's two
+   parallel lists (:class:`TopicBuffer`): no object per record, so nothing for the
+   garbage collector to track, and the division to milliseconds happens once per
+   run of records in the encoder
+   (:func:`~kafka_asgi.protocol.records.encode_batch_columns`).  Nothing else
+   happens per record on the caller's side: no partitioning, no lock, no await.
+   The records that carry more (a key, headers, an explicit partition, or a sync
+   ``send()`` waiting for its result) also leave an *extra*
+   ``(index in the lists, key, headers, partition, Delivery)``.
+2. The flusher swaps the topic's lists for empty ones and :func:`place`\\ s its
+   records on partitions (:class:`PartitionBuffer`, the same columns, plus keys and
+   headers columns once a record has one).  Records without a key, with a
+   built-in partitioner, go to the topic's *sticky* partition (KIP-480) in
    slices, without looking at them one by one; the rest are placed one by one.
+   ``(key, value, headers, timestamp_ms)`` tuples are only made for the callbacks
+   that receive them (``error_handle``, ``on_delivery``).
 3. A partition's pending records become a :class:`Batch` (:func:`cut`) when they
    reach the batch size, or when the flusher sends them.  A partition sends one
    batch at a time, in order, so a retried batch can never be overtaken.
@@ -40,11 +46,34 @@ __all__ = [
     "cut",
     "header_size",
     "place",
+    "records_of",
 ]
 
 Header = tuple[str, bytes | None]
 Record = tuple[bytes | None, bytes | None, list[Header] | None, int]
-"""(key, value, headers, timestamp_ms): one record, as encode_batch takes it."""
+"""(key, value, headers, timestamp_ms): one record, as the callbacks receive it."""
+Values = list[bytes | None]
+Keys = list[bytes | None]
+HeadersColumn = list[list[Header] | None]
+Extra = tuple[int, bytes | None, list[Header] | None, int | None, "Delivery | None"]
+"""(index in the topic's lists, key, headers, explicit partition, Delivery)."""
+_NS_PER_MS = 1_000_000
+
+
+def records_of(
+    values: Values, stamps: list[int], keys: Keys | None, headers: HeadersColumn | None
+) -> list[Record]:
+    """The records of columns as tuples (for the callbacks; not on the hot path)."""
+    n = len(values)
+    return [
+        (
+            keys[i] if keys is not None else None,
+            values[i],
+            headers[i] if headers is not None else None,
+            stamps[i] // _NS_PER_MS,
+        )
+        for i in range(n)
+    ]
 
 RECORD_OVERHEAD = 16
 """Bytes a small record adds to a batch beyond its key and value (length, attributes,
@@ -82,22 +111,36 @@ class Batch:
         "base_seq",
         "data",
         "done",
+        "headers",
+        "keys",
         "maybe_written",
         "nbytes",
         "not_before",
         "part",
         "pid_gen",
-        "records",
         "replaced_by",
         "sent",
+        "stamps",
+        "values",
         "waiters",
     )
 
     def __init__(
-        self, part: PartitionBuffer, records: list[Record], nbytes: int, waiters: Waiters | None
+        self,
+        part: PartitionBuffer,
+        values: Values,
+        stamps: list[int],
+        keys: Keys | None,
+        headers: HeadersColumn | None,
+        nbytes: int,
+        waiters: Waiters | None,
     ) -> None:
         self.part = part
-        self.records = records
+        # Parallel lists; keys/headers None when no record has one.  Timestamps in ns.
+        self.values = values
+        self.stamps = stamps
+        self.keys = keys
+        self.headers = headers
         self.nbytes = nbytes
         self.waiters = waiters
         self.data: bytes | None = None
@@ -113,18 +156,38 @@ class Batch:
         # Set when the batch was split: its second half (which finishes after the first).
         self.replaced_by: Batch | None = None
 
+    def records(self) -> list[Record]:
+        return records_of(self.values, self.stamps, self.keys, self.headers)
+
+    def slice(self, start: int, stop: int, nbytes: int) -> Batch:
+        """Records ``start:stop`` as a new batch (waiters not carried over)."""
+        keys = self.keys
+        headers = self.headers
+        return Batch(
+            self.part,
+            self.values[start:stop],
+            self.stamps[start:stop],
+            None if keys is None else keys[start:stop],
+            None if headers is None else headers[start:stop],
+            nbytes,
+            None,
+        )
+
 
 class PartitionBuffer:
     """Records placed on one partition: pending ones, then cut batches."""
 
     __slots__ = (
         "batches",
+        "headers",
         "index",
         "inflight",
+        "keys",
         "nbytes",
         "next_seq",
         "pending",
         "pid_gen",
+        "stamps",
         "topic",
         "waiters",
     )
@@ -132,7 +195,11 @@ class PartitionBuffer:
     def __init__(self, topic: TopicBuffer, index: int) -> None:
         self.topic = topic
         self.index = index
-        self.pending: list[Record] = []
+        # Pending records: values, timestamps (ns), and keys/headers once one has some.
+        self.pending: Values = []
+        self.stamps: list[int] = []
+        self.keys: Keys | None = None
+        self.headers: HeadersColumn | None = None
         self.nbytes = 0
         self.waiters: Waiters | None = None
         self.batches: deque[Batch] = deque()
@@ -158,24 +225,26 @@ class TopicBuffer:
         "name",
         "nbytes",
         "partitions",
-        "records",
         "rr",
+        "stamps",
         "sticky",
         "sticky_count",
+        "values",
         "wake_bytes",
     )
 
     def __init__(self, name: str, wake_bytes: int) -> None:
         self.name = name
-        self.records: list[Record] = []
+        # Parallel lists: values and time_ns() (or the given timestamp, in ns).
+        self.values: Values = []
+        self.stamps: list[int] = []
         self.nbytes = 0
         # send_nowait wakes the flusher when nbytes reaches this; then it is raised
         # out of reach until the flusher takes the records (one wake-up, not many).
         self.wake_bytes = wake_bytes
-        # (index in records, explicit partition or None, Delivery or None)
-        self.extras: list[tuple[int, int | None, Delivery | None]] | None = None
-        # True when records must be placed one by one (a key, an extra, or a
-        # partitioner that looks at every record).
+        self.extras: list[Extra] | None = None
+        # True when records must be placed one by one (an extra, or a partitioner
+        # that looks at every record).
         self.mixed = False
         self.partitions: list[PartitionBuffer] = []
         self.count = 0  # partitions the topic has now (the list keeps any it had)
@@ -188,7 +257,7 @@ class TopicBuffer:
         self.drains = 0
 
     def __repr__(self) -> str:
-        return f"<TopicBuffer {self.name} {len(self.records)} records>"
+        return f"<TopicBuffer {self.name} {len(self.values)} records>"
 
     def set_partition_count(self, count: int) -> None:
         """Place records on ``count`` partitions from now on.
@@ -237,8 +306,11 @@ class TopicBuffer:
 
 def cut(p: PartitionBuffer) -> Batch:
     """Make ``p``'s pending records a batch, queued behind its earlier batches."""
-    batch = Batch(p, p.pending, p.nbytes, p.waiters)
+    batch = Batch(p, p.pending, p.stamps, p.keys, p.headers, p.nbytes, p.waiters)
     p.pending = []
+    p.stamps = []
+    p.keys = None
+    p.headers = None
     p.nbytes = 0
     p.waiters = None
     p.batches.append(batch)
@@ -250,28 +322,30 @@ Failed = list[tuple[Record, Delivery | None, KafkaError]]
 
 def place(
     t: TopicBuffer,
-    records: list[Record],
+    values: Values,
+    stamps: list[int],
     nbytes: int,
-    extras: list[tuple[int, int | None, Delivery | None]] | None,
+    extras: list[Extra] | None,
     mixed: bool,
     partitioner: str | Callable[[bytes | None, int], int],
     cap: int,
     batch_num: int,
     active: set[PartitionBuffer],
 ) -> Failed:
-    """Put ``records`` (drained from ``t``) on ``t``'s partitions.
+    """Put the records ``values``/``stamps``/``extras`` (drained from ``t``) on
+    ``t``'s partitions.
 
     A partition whose pending bytes reach ``cap`` is cut into a batch; records
     without a key move to another partition every ``batch_num``.  Partitions
     that receive records are added to ``active``.  Returns the records that could
     not be placed (a partitioner error, a partition the topic lacks), with the error.
     """
-    if not t.count or not records:
+    if not t.count or not values:
         return []
     if not mixed and (partitioner == "murmur2" or partitioner == "crc32"):
-        _place_sticky(t, records, nbytes, cap, batch_num, active)
+        _place_sticky(t, values, stamps, nbytes, cap, batch_num, active)
         return []
-    return _place_each(t, records, extras, partitioner, cap, batch_num, active)
+    return _place_each(t, values, stamps, extras, partitioner, cap, batch_num, active)
 
 
 def _sticky(t: TopicBuffer) -> PartitionBuffer:
@@ -282,14 +356,15 @@ def _sticky(t: TopicBuffer) -> PartitionBuffer:
 
 def _place_sticky(
     t: TopicBuffer,
-    records: list[Record],
+    values: Values,
+    stamps: list[int],
     nbytes: int,
     cap: int,
     batch_num: int,
     active: set[PartitionBuffer],
 ) -> None:
-    """Records without a key: whole slices to the sticky partition."""
-    n = len(records)
+    """Records without a key or headers: whole slices to the sticky partition."""
+    n = len(values)
     # Sizes are known per topic, not per record: slices are cut by the average
     # (records of one topic are usually alike).  Encoding checks the real size.
     per = nbytes // n + 1 + RECORD_OVERHEAD
@@ -310,14 +385,22 @@ def _place_sticky(
             t.next_sticky()
             continue
         if i == 0 and room >= n:
-            chunk = records
+            chunk = values
+            times = stamps
         else:
-            chunk = records[i : i + room]
+            chunk = values[i : i + room]
+            times = stamps[i : i + room]
         taken = len(chunk)
         if p.pending:
             p.pending += chunk
+            p.stamps += times
+            if p.keys is not None:
+                p.keys += [None] * taken
+            if p.headers is not None:
+                p.headers += [None] * taken
         else:
             p.pending = chunk
+            p.stamps = times
         p.nbytes += taken * per
         t.sticky_count += taken
         active.add(p)
@@ -329,8 +412,9 @@ def _place_sticky(
 
 def _place_each(
     t: TopicBuffer,
-    records: list[Record],
-    extras: list[tuple[int, int | None, Delivery | None]] | None,
+    values: Values,
+    stamps: list[int],
+    extras: list[Extra] | None,
     partitioner: str | Callable[[bytes | None, int], int],
     cap: int,
     batch_num: int,
@@ -353,19 +437,20 @@ def _place_each(
     next_extra = ex[0][0] if ex else -1
     sticky = _sticky(t) if hash_key is not None else None
     overhead = RECORD_OVERHEAD
-    for i, rec in enumerate(records):
+    for i, value in enumerate(values):
         delivery: Delivery | None = None
         explicit: int | None = None
+        key: bytes | None = None
+        headers: list[Header] | None = None
         if i == next_extra:
-            _, explicit, delivery = ex[ei]
+            _, key, headers, explicit, delivery = ex[ei]
             ei += 1
             next_extra = ex[ei][0] if ei < len(ex) else -1
-        key, value, headers, _ = rec
         if explicit is not None:
             if explicit >= count:
                 failed.append(
                     (
-                        rec,
+                        (key, value, headers, stamps[i] // _NS_PER_MS),
                         delivery,
                         UnknownTopicOrPartitionError(
                             f"topic {t.name!r} has no partition {explicit} (it has {count})"
@@ -378,12 +463,18 @@ def _place_each(
             try:
                 index = custom(key, count)
             except Exception as exc:
-                failed.append((rec, delivery, PartitionerError(f"partitioner failed: {exc!r}")))
+                failed.append(
+                    (
+                        (key, value, headers, stamps[i] // _NS_PER_MS),
+                        delivery,
+                        PartitionerError(f"partitioner failed: {exc!r}"),
+                    )
+                )
                 continue
             if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < count:
                 failed.append(
                     (
-                        rec,
+                        (key, value, headers, stamps[i] // _NS_PER_MS),
                         delivery,
                         PartitionerError(
                             f"partitioner returned {index!r} for topic {t.name!r}, "
@@ -419,11 +510,25 @@ def _place_each(
                     p = sticky
                     if p.nbytes and p.nbytes + size > cap:
                         cut(p)
+        pending = p.pending
         if delivery is not None:
             if p.waiters is None:
                 p.waiters = []
-            p.waiters.append((len(p.pending), delivery))
-        p.pending.append(rec)
+            p.waiters.append((len(pending), delivery))
+        keys = p.keys
+        if keys is not None:
+            keys.append(key)
+        elif key is not None:
+            p.keys = [None] * len(pending)
+            p.keys.append(key)
+        column = p.headers
+        if column is not None:
+            column.append(headers)
+        elif headers is not None:
+            p.headers = [None] * len(pending)
+            p.headers.append(headers)
+        pending.append(value)
+        p.stamps.append(stamps[i])
         p.nbytes += size
         active.add(p)
     return failed

@@ -61,7 +61,11 @@ from kafka_asgi.protocol.messages.produce import (
     PartitionProduceResponse,
     TopicProduceData,
 )
-from kafka_asgi.protocol.records import BATCH_OVERHEAD, encode_batch, set_producer_state
+from kafka_asgi.protocol.records import (
+    BATCH_OVERHEAD,
+    encode_batch_columns,
+    set_producer_state,
+)
 
 from .accumulator import (
     RECORD_OVERHEAD,
@@ -74,6 +78,7 @@ from .accumulator import (
     cut,
     header_size,
     place,
+    records_of,
 )
 from .errors import (
     BufferFullError,
@@ -476,12 +481,13 @@ class Producer:
         n = len(value)
         if n > self._max_value:
             raise self._too_large(topic, n + RECORD_OVERHEAD)
-        records = t.records
-        records.append((None, value, None, _time_ns() // 1_000_000))
+        values = t.values
+        values.append(value)
+        t.stamps.append(_time_ns())
         self._held += 1
         nbytes = t.nbytes + n
         t.nbytes = nbytes
-        if nbytes >= t.wake_bytes or len(records) == self._batch_num:
+        if nbytes >= t.wake_bytes or len(values) == self._batch_num:
             t.wake_bytes = _NEVER
             self._wake()
 
@@ -626,7 +632,7 @@ class Producer:
             key = _as_bytes(key, "key", self._key_serializer)
         hdrs = None if headers is None else _coerce_headers(headers)
         if timestamp is None:
-            ts = _time_ns() // 1_000_000
+            ts = _time_ns()
         elif isinstance(timestamp, bool) or not isinstance(timestamp, int):
             raise TypeError(
                 f"timestamp must be an int (milliseconds since the epoch) or None, "
@@ -635,7 +641,7 @@ class Producer:
         elif not 0 <= timestamp <= _INT64_MAX:
             raise ValueError(f"timestamp must be >= 0 (milliseconds), not {timestamp!r}")
         else:
-            ts = timestamp
+            ts = timestamp * 1_000_000  # kept in ns, as the clock's
         if partition is not None:
             if isinstance(partition, bool) or not isinstance(partition, int):
                 raise TypeError(f"partition must be an int or None, not {partition!r}")
@@ -650,19 +656,18 @@ class Producer:
             size += header_size(hdrs)
         if size > self._max_request_size - BATCH_OVERHEAD - 20:
             raise self._too_large(topic, size)
-        records = t.records
-        if partition is not None or delivery is not None:
+        values = t.values
+        if partition is not None or delivery is not None or key is not None or hdrs is not None:
             if t.extras is None:
                 t.extras = []
-            t.extras.append((len(records), partition, delivery))
+            t.extras.append((len(values), key, hdrs, partition, delivery))
             t.mixed = True
-        elif key is not None:
-            t.mixed = True
-        records.append((key, value, hdrs, ts))
+        values.append(value)
+        t.stamps.append(ts)
         self._held += 1
         nbytes = t.nbytes + size
         t.nbytes = nbytes
-        if nbytes >= t.wake_bytes or len(records) >= self._batch_num:
+        if nbytes >= t.wake_bytes or len(values) >= self._batch_num:
             t.wake_bytes = _NEVER
             self._wake()
 
@@ -734,7 +739,7 @@ class Producer:
         undrained = False
         # A copy: a callback run while placing records may send to a new topic.
         for t in list(self._buffers.values()):
-            if t.records and not self._drain(t):
+            if t.values and not self._drain(t):
                 undrained = True
         if self._force_pending:
             force = True
@@ -762,7 +767,8 @@ class Producer:
             t.meta = meta
             t.set_partition_count(meta.partition_count)
             t.available = meta.available_partitions()
-        records, t.records = t.records, []
+        values, t.values = t.values, []
+        stamps, t.stamps = t.stamps, []
         nbytes, t.nbytes = t.nbytes, 0
         t.wake_bytes = self._batch_size
         extras, t.extras = t.extras, None
@@ -770,7 +776,8 @@ class Producer:
         t.drains += 1
         failed = place(
             t,
-            records,
+            values,
+            stamps,
             nbytes,
             extras,
             mixed,
@@ -887,10 +894,13 @@ class Producer:
                         p.next_seq = 0
                     b.base_seq = p.next_seq
                     b.pid_gen = gen
-                    p.next_seq = (p.next_seq + len(b.records)) & _SEQ_MASK
+                    p.next_seq = (p.next_seq + len(b.values)) & _SEQ_MASK
                     if b.data is None:
-                        b.data = encode_batch(
-                            b.records,
+                        b.data = encode_batch_columns(
+                            b.values,
+                            b.stamps,
+                            b.keys,
+                            b.headers,
                             compression=self._codec,
                             compression_level=self._level,
                             producer_id=self._pid,
@@ -905,8 +915,13 @@ class Producer:
                             base_sequence=b.base_seq,
                         )
             elif b.data is None:
-                b.data = encode_batch(
-                    b.records, compression=self._codec, compression_level=self._level
+                b.data = encode_batch_columns(
+                    b.values,
+                    b.stamps,
+                    b.keys,
+                    b.headers,
+                    compression=self._codec,
+                    compression_level=self._level,
                 )
         except KafkaError as exc:
             self._fail_batch(b, exc, False)
@@ -914,7 +929,7 @@ class Producer:
         except (TypeError, ValueError) as exc:
             self._fail_batch(b, KafkaError(f"cannot encode the batch: {exc}"), False)
             return None
-        if len(b.data) > self._max_request_size and len(b.records) > 1:
+        if len(b.data) > self._max_request_size and len(b.values) > 1:
             # The size estimate was short (records of very different sizes).
             return self._encode(self._split(b))
         return b
@@ -936,9 +951,10 @@ class Producer:
         del p.batches[index]
         if b.base_seq >= 0 and b.pid_gen == p.pid_gen:
             self._rewind(p, b.base_seq)
-        half = len(b.records) // 2
-        first = Batch(p, b.records[:half], b.nbytes // 2, None)
-        second = Batch(p, b.records[half:], b.nbytes - b.nbytes // 2, None)
+        n = len(b.values)
+        half = n // 2
+        first = b.slice(0, half, b.nbytes // 2)
+        second = b.slice(half, n, b.nbytes - b.nbytes // 2)
         if b.waiters:
             first.waiters = [(i, d) for i, d in b.waiters if i < half] or None
             second.waiters = [(i - half, d) for i, d in b.waiters if i >= half] or None
@@ -967,7 +983,7 @@ class Producer:
             p = b.part
             p.inflight = True
             b.sent = True
-            count += len(b.records)
+            count += len(b.values)
             parts = topics.get(p.topic.name)
             if parts is None:
                 parts = topics[p.topic.name] = []
@@ -1060,7 +1076,7 @@ class Producer:
                 self._complete(b, -1, -1)
             else:
                 error = error_for_code(code)(pr.error_message)
-                if code in _TOO_LARGE_CODES and len(b.records) > 1:
+                if code in _TOO_LARGE_CODES and len(b.values) > 1:
                     # The topic's max.message.bytes is lower than our batch: halve it.
                     self._split(b)
                 elif code in _PRODUCER_STATE_CODES and self._idempotent:
@@ -1087,7 +1103,7 @@ class Producer:
         b.not_before = anyio.current_time() + self._backoff
         if b.not_before < self._retry_at:
             self._retry_at = b.not_before
-        self._retried += len(b.records)
+        self._retried += len(b.values)
         if error.invalid_metadata:
             self._client.request_refresh()
 
@@ -1096,8 +1112,8 @@ class Producer:
         if p.batches and p.batches[0] is b:
             p.batches.popleft()
         b.done = True
-        records = b.records
-        n = len(records)
+        stamps = b.stamps
+        n = len(stamps)
         self._held -= n
         self._delivered += n
         assert b.data is not None
@@ -1111,12 +1127,12 @@ class Producer:
                     topic,
                     index,
                     base_offset + i if base_offset >= 0 else -1,
-                    log_append_time if log_append_time >= 0 else records[i][3],
+                    log_append_time if log_append_time >= 0 else stamps[i] // 1_000_000,
                 )
                 d.event.set()
         callback = self._on_delivery
         if callback is not None:
-            for i, (key, value, headers, ts) in enumerate(records):
+            for i, (key, value, headers, ts) in enumerate(b.records()):
                 meta = RecordMetadata(
                     topic,
                     index,
@@ -1147,7 +1163,7 @@ class Producer:
             elif p.pid_gen == b.pid_gen:
                 # Not written: its numbers go to the batches after it.
                 self._rewind(p, b.base_seq)
-        self._report_failure(p.topic.name, p.index, b.records, b.waiters, error, retriable)
+        self._report_failure(p.topic.name, p.index, b.records(), b.waiters, error, retriable)
 
     def _report_failure(
         self,
@@ -1233,16 +1249,25 @@ class Producer:
             self._progress()
 
     def _fail_topic(self, t: TopicBuffer, error: KafkaError) -> None:
-        records, t.records = t.records, []
+        values, t.values = t.values, []
+        stamps, t.stamps = t.stamps, []
         t.nbytes = 0
         t.wake_bytes = self._batch_size
         extras, t.extras = t.extras, None
         t.mixed = False
-        if not records:
+        if not values:
             return
+        keys: list[bytes | None] | None = None
+        headers: list[list[tuple[str, bytes | None]] | None] | None = None
         waiters: Waiters | None = None
         if extras:
-            waiters = [(i, d) for i, _, d in extras if d is not None] or None
+            keys = [None] * len(values)
+            headers = [None] * len(values)
+            for i, key, hdrs, _, _ in extras:
+                keys[i] = key
+                headers[i] = hdrs
+            waiters = [(e[0], e[4]) for e in extras if e[4] is not None] or None
+        records = records_of(values, stamps, keys, headers)
         self._report_failure(t.name, -1, records, waiters, error, error.retriable)
 
     async def _producer_id_task(self) -> None:
@@ -1307,7 +1332,7 @@ class Producer:
         self._cycle(True)
         targets = self._cut_all()
         self._dispatch(anyio.current_time(), True)
-        waiting = [t for t in self._buffers.values() if t.records]
+        waiting = [t for t in self._buffers.values() if t.values]
         while True:
             for i, b in enumerate(targets):
                 while b.replaced_by is not None:
@@ -1316,7 +1341,7 @@ class Producer:
             targets = [b for b in targets if not b.done]
             still: list[TopicBuffer] = []
             for t in waiting:
-                if t.records and (t.fetching or self._client.cached_topic(t.name) is None):
+                if t.values and (t.fetching or self._client.cached_topic(t.name) is None):
                     still.append(t)
                     continue
                 # Its metadata came (or its records failed): place what it has.

@@ -40,6 +40,7 @@ transactional=None) -> bytes``
 from __future__ import annotations
 
 import struct
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
@@ -68,6 +69,7 @@ __all__ = [
     "TimestampType",
     "decode_batches",
     "encode_batch",
+    "encode_batch_columns",
     "estimate_record_size",
     "set_producer_state",
 ]
@@ -385,6 +387,18 @@ def _encode_records_checked(records: Sequence[RecordTuple], base_ts: int) -> tup
     return b"".join(out), max_delta
 
 
+def _options(compression: Compression | int, timestamp_type: TimestampType | int) -> Compression:
+    try:
+        codec = Compression(compression)
+    except ValueError:
+        raise ValueError(f"unknown compression {compression!r}") from None
+    if timestamp_type not in (0, 1):
+        raise ValueError(
+            f"timestamp_type must be CREATE_TIME or LOG_APPEND_TIME, got {timestamp_type!r}"
+        )
+    return codec
+
+
 def encode_batch(
     records: Sequence[RecordTuple],
     *,
@@ -402,14 +416,7 @@ def encode_batch(
     count = len(records)
     if count == 0:
         raise ValueError("a record batch needs at least one record")
-    try:
-        codec = Compression(compression)
-    except ValueError:
-        raise ValueError(f"unknown compression {compression!r}") from None
-    if timestamp_type not in (0, 1):
-        raise ValueError(
-            f"timestamp_type must be CREATE_TIME or LOG_APPEND_TIME, got {timestamp_type!r}"
-        )
+    codec = _options(compression, timestamp_type)
     first = records[0]
     if not isinstance(first, (tuple, list)) or len(first) != 4:
         raise TypeError(
@@ -424,26 +431,21 @@ def encode_batch(
         raise
     except Exception:
         body, max_delta = _encode_records_checked(records, base_ts)
-    if codec is not Compression.NONE:
-        body = compress(codec, body, compression_level)
-    attributes = codec | (timestamp_type << 3) | (_ATTR_TRANSACTIONAL if transactional else 0)
     try:
-        tail = _TAIL.pack(
-            attributes,
-            count - 1,
+        return _assemble(
+            body,
+            count,
             base_ts,
-            base_ts + max_delta,
+            max_delta,
+            codec,
+            compression_level,
+            base_offset,
             producer_id,
             producer_epoch,
             base_sequence,
-            count,
-        )
-        head = _HEAD.pack(
-            base_offset,
-            _LENGTH_BASE + len(body),
+            transactional,
             partition_leader_epoch,
-            2,
-            crc32c(body, crc32c(tail)),
+            timestamp_type,
         )
     except struct.error as exc:
         # Name the record if one of them is at fault.
@@ -456,7 +458,272 @@ def encode_batch(
             f"partition_leader_epoch={partition_leader_epoch!r}, "
             f"timestamps={base_ts!r}..{base_ts + max_delta!r}: {exc}"
         ) from None
+
+
+def _assemble(
+    body: bytes,
+    count: int,
+    base_ts: int,
+    max_delta: int,
+    codec: Compression,
+    compression_level: int | None,
+    base_offset: int,
+    producer_id: int,
+    producer_epoch: int,
+    base_sequence: int,
+    transactional: bool,
+    partition_leader_epoch: int,
+    timestamp_type: TimestampType | int,
+) -> bytes:
+    """Header, CRC and (compressed) records section: the per-batch work."""
+    if codec is not Compression.NONE:
+        body = compress(codec, body, compression_level)
+    attributes = codec | (timestamp_type << 3) | (_ATTR_TRANSACTIONAL if transactional else 0)
+    tail = _TAIL.pack(
+        attributes,
+        count - 1,
+        base_ts,
+        base_ts + max_delta,
+        producer_id,
+        producer_epoch,
+        base_sequence,
+        count,
+    )
+    head = _HEAD.pack(
+        base_offset,
+        _LENGTH_BASE + len(body),
+        partition_leader_epoch,
+        2,
+        crc32c(body, crc32c(tail)),
+    )
     return b"".join((head, tail, body))
+
+
+_NS_PER_MS = 1_000_000
+
+
+def encode_batch_columns(
+    values: Sequence[bytes | None],
+    timestamps_ns: Sequence[int],
+    keys: Sequence[bytes | None] | None = None,
+    headers: Sequence[Sequence[Header] | None] | None = None,
+    *,
+    base_offset: int = 0,
+    compression: Compression | int = Compression.NONE,
+    producer_id: int = -1,
+    producer_epoch: int = -1,
+    base_sequence: int = -1,
+    transactional: bool = False,
+    partition_leader_epoch: int = -1,
+    timestamp_type: TimestampType | int = CREATE_TIME,
+    compression_level: int | None = None,
+) -> bytes:
+    """:func:`encode_batch` for records held as parallel lists (the producer's shape).
+
+    ``values[i]``, ``keys[i]`` and ``headers[i]`` (``keys``/``headers`` None: none
+    of the records has one) and ``timestamps_ns[i]``, nanoseconds since the epoch
+    (the batch carries them in milliseconds, rounded down).  The same batch as
+    ``encode_batch`` makes of the matching tuples; records without key or headers
+    are encoded a column at a time rather than one by one.
+    """
+    count = len(values)
+    if count == 0:
+        raise ValueError("a record batch needs at least one record")
+    if (
+        len(timestamps_ns) != count
+        or (keys is not None and len(keys) != count)
+        or (headers is not None and len(headers) != count)
+    ):
+        raise ValueError(
+            f"columns of different lengths: {count} values, {len(timestamps_ns)} timestamps"
+            + ("" if keys is None else f", {len(keys)} keys")
+            + ("" if headers is None else f", {len(headers)} headers")
+        )
+    codec = _options(compression, timestamp_type)
+    if keys is None and headers is None:
+        try:
+            body, base_ts, max_ts = _encode_values(values, timestamps_ns)
+        except Exception:
+            pass  # something out of the ordinary: the general path checks and names it
+        else:
+            try:
+                return _assemble(
+                    body,
+                    count,
+                    base_ts,
+                    max_ts - base_ts,
+                    codec,
+                    compression_level,
+                    base_offset,
+                    producer_id,
+                    producer_epoch,
+                    base_sequence,
+                    transactional,
+                    partition_leader_epoch,
+                    timestamp_type,
+                )
+            except struct.error:
+                pass  # the general path raises the ValueError that names the field
+    else:
+        try:
+            body, base_ts, max_delta = _encode_columns_fast(values, timestamps_ns, keys, headers)
+        except KafkaError:
+            raise
+        except Exception:
+            pass  # the general path checks and names the culprit
+        else:
+            try:
+                return _assemble(
+                    body,
+                    count,
+                    base_ts,
+                    max_delta,
+                    codec,
+                    compression_level,
+                    base_offset,
+                    producer_id,
+                    producer_epoch,
+                    base_sequence,
+                    transactional,
+                    partition_leader_epoch,
+                    timestamp_type,
+                )
+            except struct.error:
+                pass
+    stamps: list[int] = []
+    for i, ns in enumerate(timestamps_ns):
+        if not isinstance(ns, int) or isinstance(ns, bool):
+            raise TypeError(f"timestamps_ns[{i}] must be an int (ns), got {ns!r:.80}")
+        stamps.append(ns // _NS_PER_MS)
+    records: list[RecordTuple] = [
+        (
+            None if keys is None else keys[i],
+            values[i],
+            None if headers is None else headers[i],
+            ms,
+        )
+        for i, ms in enumerate(stamps)
+    ]
+    return encode_batch(
+        records,
+        base_offset=base_offset,
+        compression=codec,
+        producer_id=producer_id,
+        producer_epoch=producer_epoch,
+        base_sequence=base_sequence,
+        transactional=transactional,
+        partition_leader_epoch=partition_leader_epoch,
+        timestamp_type=timestamp_type,
+        compression_level=compression_level,
+    )
+
+
+def _encode_columns_fast(
+    values: Sequence[bytes | None],
+    stamps: Sequence[int],
+    keys: Sequence[bytes | None] | None,
+    headers: Sequence[Sequence[Header] | None] | None,
+) -> tuple[bytes, int, int]:
+    """:func:`_encode_records_fast` over columns: (section, base ms, largest delta)."""
+    table = _VARINT
+    size = _TABLE_SIZE
+    out: list[bytes] = []
+    ext = out.extend
+    encode_headers = _encode_headers_fast
+    base_ts = stamps[0] // _NS_PER_MS
+    max_delta = 0
+    # Records made in the same millisecond share their delta: one division per run.
+    lo = base_ts * _NS_PER_MS
+    hi = lo + _NS_PER_MS
+    tsd = b"\x00"
+    for i, value in enumerate(values):
+        ns = stamps[i]
+        if not lo <= ns < hi:
+            ms = ns // _NS_PER_MS
+            lo = ms * _NS_PER_MS
+            hi = lo + _NS_PER_MS
+            d = ms - base_ts
+            if d > max_delta:
+                max_delta = d
+            tsd = table[d] if 0 <= d < size else _varlong(d)
+        key = None if keys is None else keys[i]
+        hdrs = None if headers is None else headers[i]
+        kp = b"\x01" if key is None else table[len(key)] + key
+        vp = b"\x01" if value is None else table[len(value)] + value
+        hp = encode_headers(hdrs) if hdrs else b"\x00"
+        rec = b"\x00%s%s%s%s%s" % (tsd, table[i], kp, vp, hp)
+        ext((table[len(rec)], rec))
+    return b"".join(out), base_ts, max_delta
+
+
+# Tables for _encode_values, grown on demand up to _COLUMN_LIMIT entries.
+_COLUMN_LIMIT = 1 << 15
+# zigzag(i) + b"\x01": a record's offset delta, then its null key.
+_OFFSET_NULL_KEY: list[bytes] = []
+# _LENGTHS[c][vl]: b"\x00" (the header count ending the record before) + the
+# length of a record whose value has vl bytes and whose timestamp and offset
+# deltas take c bytes together.
+_LENGTHS: dict[int, list[bytes]] = {}
+
+
+def _lengths(c: int, size: int) -> list[bytes]:
+    table = _LENGTHS.get(c)
+    if table is None:
+        table = _LENGTHS[c] = []
+    for vl in range(len(table), size):
+        # attributes, key length (-1) and header count: 3 bytes.
+        table.append(b"\x00" + _zigzag(3 + c + len(_VARINT[vl]) + vl))
+    return table
+
+
+def _encode_values(values: Sequence[bytes | None], stamps: Sequence[int]) -> tuple[bytes, int, int]:
+    """Records section of records with a value, no key and no headers, column-wise.
+
+    Returns (section, first timestamp, last timestamp) in milliseconds.  Each record
+    is five pieces of one ``b"".join``: its length (after the previous record's
+    header count), attributes and timestamp delta (shared by a run of records of
+    the same millisecond), offset delta and null key, value length, value; the
+    pieces of a column are written by slice assignment, without a Python-level loop
+    per record.  Optimistic: raises on anything else (a None value, a value or
+    batch beyond the tables, timestamps out of order) and the caller falls back.
+    """
+    n = len(values)
+    lens = list(map(len, values))  # type: ignore[arg-type]  # TypeError for a None value
+    if n > _COLUMN_LIMIT or max(lens) >= _TABLE_SIZE:
+        raise ValueError("beyond the tables")
+    if not isinstance(stamps, list):
+        stamps = list(stamps)
+    if stamps != sorted(stamps):
+        raise ValueError("timestamps out of order")
+    offsets = _OFFSET_NULL_KEY
+    if len(offsets) < n:
+        offsets.extend(_zigzag(i) + b"\x01" for i in range(len(offsets), n))
+    out: list[bytes | None] = [None] * (5 * n + 1)
+    out[2::5] = offsets[:n]
+    out[3::5] = map(_VARINT.__getitem__, lens)
+    out[4::5] = values
+    size = max(lens) + 1
+    base_ms = stamps[0] // _NS_PER_MS
+    ms = base_ms
+    a = 0
+    while a < n:
+        ms = stamps[a] // _NS_PER_MS
+        b = bisect_left(stamps, (ms + 1) * _NS_PER_MS, a)
+        tsd = _varlong(ms - base_ms)
+        out[5 * a + 1 : 5 * b + 1 : 5] = [b"\x00" + tsd] * (b - a)
+        # Offset deltas take 1 byte below 64, 2 below 8192, 3 beyond (zigzag).
+        s = a
+        while s < b:
+            e = b if s >= 8192 else min(b, 64 if s < 64 else 8192)
+            c = len(tsd) + (1 if s < 64 else 2 if s < 8192 else 3)
+            out[5 * s : 5 * e : 5] = map(_lengths(c, size).__getitem__, lens[s:e])
+            s = e
+        a = b
+    first = out[0]
+    assert first is not None
+    out[0] = first[1:]
+    out[-1] = b"\x00"
+    return b"".join(out), base_ms, ms  # type: ignore[arg-type]
 
 
 _PRODUCER_STATE = struct.Struct(">qhi")
