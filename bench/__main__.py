@@ -166,7 +166,10 @@ SECTIONS = [
         "Record batch codec",
         "Encoding and decoding one magic-2 RecordBatch of 1000 records of 100 bytes "
         "(no key, no headers), beside aiokafka's record builder and reader "
-        "(bench/codec.py). lz4: kafka_asgi uses lz4's fast compressor, as the Java "
+        "(bench/codec.py). kafka_asgi encodes with the producer's own encoder "
+        "(`encode_batch_columns`, records as parallel lists); `encode_batch (tuples)` is "
+        "the general one-tuple-per-record API (the same decoder). lz4: kafka_asgi uses "
+        "lz4's fast compressor, as the Java "
         "client does at its default level; aiokafka uses LZ4HC level 9.",
         run_codec,
         needs_broker=False,
