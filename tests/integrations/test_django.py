@@ -56,9 +56,12 @@ def test_sync_chain_logs_access_and_view_events(bg_producer: InMemoryProducer) -
     ]
 
 
+# Django's async support runs on asyncio only: these tests are not made for trio.
+asyncio_only = pytest.mark.parametrize("anyio_backend", ["asyncio"])
+
+
+@asyncio_only
 async def test_async_chain(bg_producer: InMemoryProducer, anyio_backend: str) -> None:
-    if anyio_backend != "asyncio":
-        pytest.skip("Django's async support runs on asyncio only")
     c = AsyncClient()
     r = await c.get("/async-items/9")
     rid = r["X-Request-ID"]
@@ -74,9 +77,8 @@ async def test_async_chain(bg_producer: InMemoryProducer, anyio_backend: str) ->
 pytestmark = pytest.mark.anyio
 
 
+@asyncio_only
 async def test_asgi_application_runs_the_lifespan(anyio_backend: str) -> None:
-    if anyio_backend != "asyncio":
-        pytest.skip("Django's async support runs on asyncio only")
     with capture_events() as events:
         app = get_asgi_application()
         async with run_lifespan(app):
