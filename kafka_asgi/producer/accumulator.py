@@ -109,6 +109,7 @@ class Batch:
     __slots__ = (
         "attempts",
         "base_seq",
+        "born",
         "data",
         "done",
         "headers",
@@ -120,6 +121,7 @@ class Batch:
         "pid_gen",
         "replaced_by",
         "sent",
+        "stalls",
         "stamps",
         "values",
         "waiters",
@@ -146,6 +148,11 @@ class Batch:
         self.data: bytes | None = None
         self.attempts = 0
         self.not_before = 0.0
+        # When the batch was made (anyio clock): its records were all handed over
+        # before, so delivery_timeout counted from here never reports one early.
+        self.born = anyio.current_time()
+        # Tries that found no broker to connect to (they do not count as attempts).
+        self.stalls = 0
         # Idempotence (KIP-98): the producer id generation and first sequence number
         # this batch was stamped with; -1 until it is first sent.
         self.pid_gen = -1

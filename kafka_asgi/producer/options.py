@@ -13,7 +13,9 @@ lua-resty-kafka's producer options, with its defaults:
     How long the broker may wait for the acknowledgements (the Produce request's
     TimeoutMs), and how long the client waits for the response.
 ``max_retry`` (3)
-    Retries of a batch after a retriable error (so at most 1 + max_retry attempts).
+    Retries of a batch after a retriable error the broker answered, or after a
+    request that may have been written (so at most 1 + max_retry attempts).  Tries
+    that found no broker to connect to do not count (see ``delivery_timeout``).
 ``retry_backoff`` (0.1)
     Pause before a retry; also the client's metadata refresh backoff.
 ``flush_time`` (1.0)
@@ -69,7 +71,14 @@ Added here:
     How long closing may take to deliver what is buffered; what is left is
     reported as undelivered (ProducerClosedError).
 ``delivery_timeout`` (120.0)
-    How long ``send()`` and ``flush()`` wait at most (DeliveryTimeoutError).
+    The longest a record may wait for delivery before it is reported (as Java's
+    delivery.timeout.ms).  While no broker can be reached (connections refused,
+    metadata unavailable: nothing written, no broker answered), records stay
+    buffered and are retried with a backoff doubling from ``retry_backoff`` up to
+    1 s, without using up ``max_retry``, until delivered or until this long after
+    they were handed over (then reported with DeliveryTimeoutError, a moment
+    after, never before).  Also how long ``send()`` and ``flush()`` wait at most
+    (DeliveryTimeoutError).
 ``cluster_name`` (None)
     When set, the producer registers itself under that name when it starts (see
     ``kafka_asgi.get_producer``) and unregisters when it closes.

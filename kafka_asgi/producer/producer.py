@@ -42,7 +42,7 @@ import anyio.lowlevel
 from kafka_asgi.cluster.client import KafkaClient
 from kafka_asgi.cluster.metadata import TopicMetadata
 from kafka_asgi.cluster.options import split_client_options
-from kafka_asgi.network.errors import ConnectError, NetworkError, RequestTimeout
+from kafka_asgi.network.errors import ConnectError, NetworkError, RequestTimeout, TLSError
 from kafka_asgi.protocol.errors import (
     BrokerNotAvailableError,
     KafkaError,
@@ -110,6 +110,19 @@ _DUPLICATE_SEQUENCE = 46
 # broker lost or rejects our producer state; KIP-360: start a new one and resend.
 _PRODUCER_STATE_CODES = frozenset({45, 47, 59})
 _SEQ_MASK = 0x7FFFFFFF  # sequence numbers wrap from Int32.MAX to 0 (KIP-98)
+# Longest pause between tries while no broker can be reached (they start at
+# retry_backoff and double): a broker back from a restart is found within this.
+_STALL_BACKOFF_CAP = 1.0
+
+
+def _unreachable(error: KafkaError) -> bool:
+    """No broker could be connected to: nothing was written, no broker answered.
+
+    Such tries do not count against max_retry; the records wait (up to
+    delivery_timeout) for a broker to come back.  A TLS handshake failure is
+    excluded: it is a configuration problem more often than an outage.
+    """
+    return isinstance(error, ConnectError) and not isinstance(error, TLSError)
 
 
 class RecordMetadata(NamedTuple):
@@ -301,6 +314,7 @@ class Producer:
         self._request_wait = opts.request_timeout + 5.0
         self._backoff = opts.retry_backoff
         self._max_retry = opts.max_retry
+        self._delivery_timeout = opts.delivery_timeout
         self._idempotent = opts.enable_idempotence
         self._codec = opts.compression
         self._level = opts.compression_level
@@ -805,6 +819,14 @@ class Producer:
         batch_num = self._batch_num
         batch_size = self._batch_size
         for p in list(self._active):
+            if force and p.pending and p.batches:
+                # Cut records behind a batch still in flight or waiting to be
+                # retried: a batch's age (delivery_timeout) counts from its cut, so
+                # records must not sit uncut through a long outage.
+                cut(p)
+                t = p.topic
+                if t.sticky == p.index:
+                    t.next_sticky()
             if p.inflight:
                 continue
             if p.batches:
@@ -848,9 +870,10 @@ class Producer:
         if self._idempotent and self._pid < 0:
             error = self._pid_error
             if error is not None:
+                stalled = _unreachable(error)
                 for group in by_node.values():
                     for b in group:
-                        self._attempt_failed(b, error, False)
+                        self._attempt_failed(b, error, False, unreachable=stalled)
             return
         for node, group in by_node.items():
             self._send_to(node, group)
@@ -961,6 +984,8 @@ class Producer:
         for half_batch in (first, second):
             half_batch.attempts = b.attempts
             half_batch.maybe_written = b.maybe_written
+            half_batch.born = b.born
+            half_batch.stalls = b.stalls
         p.batches.insert(index, second)
         p.batches.insert(index, first)
         b.done = True
@@ -1015,7 +1040,7 @@ class Producer:
                 # Never connected: nothing was written.
                 self._settle(batches, count, node)
                 for b in batches:
-                    self._attempt_failed(b, exc, False)
+                    self._attempt_failed(b, exc, False, unreachable=_unreachable(exc))
             except (NetworkError, ProtocolError) as exc:
                 # The connection broke, or the answer was late or unreadable, after
                 # the request may have been written.
@@ -1086,10 +1111,19 @@ class Producer:
                     self._attempt_failed(b, error, code in _MAYBE_WRITTEN_CODES)
 
     def _attempt_failed(
-        self, b: Batch, error: KafkaError, maybe_written: bool, *, retriable: bool | None = None
+        self,
+        b: Batch,
+        error: KafkaError,
+        maybe_written: bool,
+        *,
+        retriable: bool | None = None,
+        unreachable: bool = False,
     ) -> None:
         """One try of ``b`` failed: back off and retry, or report it."""
         if b.done:
+            return
+        if unreachable:
+            self._stalled(b, error)
             return
         if maybe_written:
             b.maybe_written = True
@@ -1106,6 +1140,28 @@ class Producer:
         self._retried += len(b.values)
         if error.invalid_metadata:
             self._client.request_refresh()
+
+    def _stalled(self, b: Batch, error: KafkaError) -> None:
+        """No broker could be reached for ``b``: keep it until delivery_timeout has
+        passed since it was made (as Java's delivery.timeout.ms), retrying with a
+        capped exponential backoff; this does not use up max_retry."""
+        now = anyio.current_time()
+        deadline = b.born + self._delivery_timeout
+        if now >= deadline:
+            expired = DeliveryTimeoutError(
+                f"not delivered within delivery_timeout={self._delivery_timeout}s "
+                f"(no broker reachable: {error})"
+            )
+            self._fail_batch(b, expired, not b.maybe_written)
+            return
+        cap = max(_STALL_BACKOFF_CAP, self._backoff)
+        delay = min(self._backoff * (1 << min(b.stalls, 16)), cap)
+        b.stalls += 1
+        # Wake at the deadline at the latest, to report the batch on time.
+        b.not_before = min(now + delay, deadline)
+        if b.not_before < self._retry_at:
+            self._retry_at = b.not_before
+        self._retried += len(b.values)
 
     def _complete(self, b: Batch, base_offset: int, log_append_time: int) -> None:
         p = b.part
@@ -1223,9 +1279,17 @@ class Producer:
     # ------------------------------------------------------------------ metadata, ids
 
     async def _fetch_topic(self, t: TopicBuffer) -> None:
-        """Get a topic's metadata for its first records (retried, then reported)."""
+        """Get a topic's metadata for its first records (retried, then reported).
+
+        While no broker answers at all, the records wait (reported once
+        delivery_timeout has passed since they were handed over) and the tries do
+        not count against max_retry.
+        """
         attempt = 0
+        stalls = 0
         limit = 2 * self._request_wait
+        # (time, n): the first n records of t.values were handed over by then.
+        marks: list[tuple[float, int]] = [(anyio.current_time(), len(t.values))]
         try:
             while True:
                 try:
@@ -1238,6 +1302,19 @@ class Producer:
                     )
                 except KafkaError as exc:
                     error = exc
+                if _unreachable(error) or isinstance(error, RequestTimeout):
+                    # A metadata request writes nothing: waiting for a broker is safe.
+                    now = anyio.current_time()
+                    self._expire_waiting(t, marks, now, error)
+                    marks.append((now, len(t.values)))
+                    delay = min(
+                        self._backoff * (1 << min(stalls, 16)),
+                        max(_STALL_BACKOFF_CAP, self._backoff),
+                    )
+                    stalls += 1
+                    due = marks[0][0] + self._delivery_timeout - now
+                    await anyio.sleep(max(0.0, min(delay, due)))
+                    continue
                 attempt += 1
                 if not error.retriable or attempt > self._max_retry:
                     self._fail_topic(t, error)
@@ -1248,7 +1325,29 @@ class Producer:
             self._wake()
             self._progress()
 
-    def _fail_topic(self, t: TopicBuffer, error: KafkaError) -> None:
+    def _expire_waiting(
+        self, t: TopicBuffer, marks: list[tuple[float, int]], now: float, error: KafkaError
+    ) -> None:
+        """Report the records of ``t`` (waiting for its metadata) handed over
+        delivery_timeout ago or earlier; drop the marks they used."""
+        horizon = now - self._delivery_timeout
+        count = 0
+        while marks and marks[0][0] <= horizon:
+            count = max(count, marks.pop(0)[1])
+        count = min(count, len(t.values))
+        if count:
+            marks[:] = [(at, n - count) for at, n in marks if n > count]
+            expired = DeliveryTimeoutError(
+                f"not delivered within delivery_timeout={self._delivery_timeout}s "
+                f"(metadata for topic {t.name!r} not received: {error})"
+            )
+            self._fail_topic(t, expired, count)
+
+    def _fail_topic(self, t: TopicBuffer, error: KafkaError, count: int | None = None) -> None:
+        """Report the records of ``t`` not yet placed (the first ``count`` of them)."""
+        if count is not None and count < len(t.values):
+            self._fail_topic_prefix(t, error, count)
+            return
         values, t.values = t.values, []
         stamps, t.stamps = t.stamps, []
         t.nbytes = 0
@@ -1267,6 +1366,31 @@ class Producer:
                 keys[i] = key
                 headers[i] = hdrs
             waiters = [(e[0], e[4]) for e in extras if e[4] is not None] or None
+        records = records_of(values, stamps, keys, headers)
+        self._report_failure(t.name, -1, records, waiters, error, error.retriable)
+
+    def _fail_topic_prefix(self, t: TopicBuffer, error: KafkaError, count: int) -> None:
+        values = t.values[:count]
+        del t.values[:count]
+        stamps = t.stamps[:count]
+        del t.stamps[:count]
+        # An estimate (as when records are added): it only decides wake-ups.
+        t.nbytes = max(
+            0, t.nbytes - sum(RECORD_OVERHEAD + len(v) for v in values if v is not None)
+        )
+        keys: list[bytes | None] | None = None
+        headers: list[list[tuple[str, bytes | None]] | None] | None = None
+        waiters: Waiters | None = None
+        if t.extras:
+            mine = [e for e in t.extras if e[0] < count]
+            t.extras = [(e[0] - count, *e[1:]) for e in t.extras if e[0] >= count] or None
+            if mine:
+                keys = [None] * count
+                headers = [None] * count
+                for i, key, hdrs, _, _ in mine:
+                    keys[i] = key
+                    headers[i] = hdrs
+                waiters = [(e[0], e[4]) for e in mine if e[4] is not None] or None
         records = records_of(values, stamps, keys, headers)
         self._report_failure(t.name, -1, records, waiters, error, error.retriable)
 
@@ -1302,7 +1426,10 @@ class Producer:
             failures += 1
             logger.debug("InitProducerId failed: %s", self._pid_error)
             self._wake()
-            await anyio.sleep(min(self._backoff * (2 ** min(failures, 6)), 5.0))
+            # While no broker is reachable, look again at least every second, so
+            # that records waiting for the id go soon after a broker comes back.
+            cap = _STALL_BACKOFF_CAP if _unreachable(self._pid_error) else 5.0
+            await anyio.sleep(min(self._backoff * (2 ** min(failures, 6)), max(cap, self._backoff)))
 
     def _reset_producer_id(self, error: KafkaError) -> None:
         if self._pid < 0:
