@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 
 from kafka_asgi.cluster.metadata import PartitionMetadata, TopicMetadata
+from kafka_asgi.network.errors import ConnectError
 from kafka_asgi.protocol.errors import KafkaError, UnknownTopicOrPartitionError
 from kafka_asgi.protocol.messages import InitProducerIdRequest, InitProducerIdResponse
 from kafka_asgi.protocol.messages.produce import (
@@ -57,6 +58,8 @@ class FakeClient:
     gate: anyio.Event | None = None  # when set, Produce responses wait for it
     hang: bool = False  # Produce requests never get an answer
     metadata_error: KafkaError | None = None
+    down: bool = False  # no broker reachable: every call raises ConnectError
+    connect_failures: int = 0
     max_message_bytes: int = 10 * 1024 * 1024
     requests: list[ProduceRequest] = field(default_factory=list)
     batches: list[tuple[str, int, int]] = field(default_factory=list)  # topic, partition, count
@@ -110,9 +113,15 @@ class FakeClient:
     def request_refresh(self) -> None:
         self.refreshes += 1
 
+    def _refuse(self) -> None:
+        if self.down:
+            self.connect_failures += 1
+            raise ConnectError("no broker reachable: connection refused")
+
     async def fetch_metadata(self, topic: str) -> TopicMetadata:
         self.fetches += 1
         await anyio.lowlevel.checkpoint()
+        self._refuse()
         if self.metadata_error is not None:
             raise self.metadata_error
         if topic not in self.partitions:
@@ -125,6 +134,7 @@ class FakeClient:
     async def send_any(self, request: Any, **kwargs: Any) -> Any:
         await anyio.lowlevel.checkpoint()
         assert isinstance(request, InitProducerIdRequest)
+        self._refuse()
         if self.pid_faults:
             raise self.pid_faults.popleft()
         return InitProducerIdResponse(producer_id=next(self._pids), producer_epoch=0)
@@ -132,6 +142,7 @@ class FakeClient:
     async def send(self, node_id: int, request: Any, **kwargs: Any) -> Any:
         assert isinstance(request, ProduceRequest)
         assert kwargs.get("min_version") == 3
+        self._refuse()
         self.requests.append(request)
         await anyio.lowlevel.checkpoint()
         if self.hang:

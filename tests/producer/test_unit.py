@@ -764,3 +764,89 @@ async def test_partition_count_changes_are_followed(fake: FakeClient) -> None:
             producer.send_nowait("t", b"shrunk", key=k)
         await producer.flush()
     assert [r.value for r in fake.records("t", 0)] == [b"shrunk"] * 50
+
+
+# --------------------------------------------------------------------- no broker reachable
+
+
+@pytest.mark.parametrize("idempotent", [False, True], ids=["plain", "idempotent"])
+async def test_records_wait_for_an_unreachable_cluster_to_come_back(
+    fake: FakeClient, reports: Reports, idempotent: bool
+) -> None:
+    """Connect failures (nothing written, no broker answered) do not use up
+    max_retry: the records stay buffered and go once a broker is back."""
+    async with running(
+        fake,
+        reports,
+        max_retry=1,
+        max_buffering=400,
+        enable_idempotence=idempotent,
+        required_acks=-1 if idempotent else 1,
+    ) as producer:
+        await producer.send("t", b"before")  # "t" has metadata; "one" not yet
+        fake.down = True
+        for i in range(200):
+            producer.send_nowait("t", b"t%d" % i)
+            producer.send_nowait("one", b"o%d" % i, key=b"k")
+        with pytest.raises(BufferFullError):  # the bound holds during the outage
+            producer.send_nowait("t", b"over")
+        # Far more tries than max_retry=1 allows, and a few seconds of outage.
+        await wait_until(lambda: fake.connect_failures >= 8)
+        await anyio.sleep(1.5)
+        assert not reports.errors and not reports.bad
+        assert producer.stats().failed == 0 and producer.stats().buffered == 400
+        fake.down = False
+        with anyio.fail_after(5):
+            await producer.flush()
+        stats = producer.stats()
+    assert not reports.errors and not reports.bad
+    assert sorted(fake.all_values("t")) == sorted([b"before"] + [b"t%d" % i for i in range(200)])
+    assert fake.all_values("one") == [b"o%d" % i for i in range(200)]  # order kept
+    assert len(reports.ok) == 401
+    assert (stats.delivered, stats.failed, stats.buffered, stats.in_flight) == (401, 0, 0, 0)
+    assert stats.retried > 0
+
+
+async def test_unreachable_records_are_reported_after_delivery_timeout(
+    fake: FakeClient, reports: Reports
+) -> None:
+    """The cluster never comes back: each record is reported (error_handle,
+    on_delivery, counted) once delivery_timeout has passed since it was handed
+    over, not before."""
+    handed: dict[bytes, float] = {}
+    reported: dict[bytes, float] = {}
+
+    def on_delivery(error: Any, meta: Any, key: Any, value: Any, headers: Any) -> None:
+        reports.on_delivery(error, meta, key, value, headers)
+        if error is not None:
+            reported[value] = anyio.current_time()
+
+    async with running(
+        fake, reports, on_delivery=on_delivery, delivery_timeout=1.0, max_retry=0
+    ) as producer:
+        await producer.send("t", b"before")
+        fake.down = True
+        for wave in range(2):
+            for i in range(50):
+                for topic in ("t", "one"):  # with metadata / waiting for it
+                    value = b"%s-%d-%d" % (topic.encode(), wave, i)
+                    producer.send_nowait(topic, value)
+                    handed[value] = anyio.current_time()
+            await anyio.sleep(0.5)
+        # 0.5 s after the second wave: the first is due, the second is not.
+        await wait_until(lambda: len(reported) >= 100, limit=3.0)
+        assert producer.stats().failed == len(reported)
+        with anyio.fail_after(3):
+            await producer.flush()
+        stats = producer.stats()
+    assert set(reported) == set(handed)
+    for value, at in reported.items():
+        assert at - handed[value] >= 1.0, value
+        assert at - handed[value] < 3.0, value
+    assert len(reports.bad) == 200 and not reports.ok[1:]
+    assert all(isinstance(d[0], DeliveryTimeoutError) for d in reports.bad)
+    assert sorted(reports.failed_values) == sorted(handed)
+    assert all(e[4] is True for e in reports.errors)  # never written: safe to resend
+    assert (stats.delivered, stats.failed, stats.buffered) == (1, 200, 0)
+    assert isinstance(stats.last_error, DeliveryTimeoutError)
+    assert fake.requests[1:] == []  # nothing after "before" got through

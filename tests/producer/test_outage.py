@@ -1,0 +1,98 @@
+"""A broker restart against the real broker, with the producer's default retry
+settings: records handed over while no broker is reachable wait for it to come
+back (up to delivery_timeout) instead of being reported after max_retry."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from kafka_asgi.producer import Producer
+from tests.conftest import kafka_local, unique_name
+
+from .test_broker import Outcomes, read_back
+
+pytestmark = [pytest.mark.anyio, pytest.mark.broker]
+
+
+@pytest.fixture(scope="module")
+def outage_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A broker of this module's own (never the shared one), stopped and restarted."""
+    state: Path = tmp_path_factory.mktemp("outage-broker") / "s"
+    broker = kafka_local.LocalKafka(state_dir=state, base_port=19800)
+    try:
+        broker.start(timeout=120.0)
+    except (kafka_local.HarnessError, OSError) as exc:
+        pytest.skip(f"cannot start a broker of our own: {exc}")
+    try:
+        yield broker
+    finally:
+        broker.stop(remove_data=True)
+
+
+@pytest.mark.parametrize("idempotent", [True, False], ids=["idempotent", "plain"])
+async def test_records_handed_over_while_kafka_is_down_are_delivered(
+    outage_broker: Any, idempotent: bool, anyio_backend: str
+) -> None:
+    bootstrap = outage_broker.addresses().plaintext
+    topic = unique_name("outage")
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])[topic].result(30)
+    del admin  # librdkafka would keep reconnecting while the broker is down
+    outcomes = Outcomes()
+    before = [b"before-%05d" % i for i in range(500)]
+    during: list[bytes] = []
+    producer = Producer(
+        bootstrap,
+        required_acks=-1,
+        enable_idempotence=idempotent,
+        connect_timeout=1.0,
+        request_timeout=5.0,
+        on_delivery=outcomes.on_delivery,
+        error_handle=outcomes.error_handle,
+    )
+    # The defaults that used to give up within a second of an outage.
+    assert (producer.options.max_retry, producer.options.retry_backoff) == (3, 0.1)
+    async with producer:
+        for i, value in enumerate(before):
+            producer.send_nowait(topic, value, key=b"%d" % (i % 30))
+        await producer.flush(timeout=30)
+        assert set(outcomes.acked) == set(before)
+        await anyio.to_thread.run_sync(outage_broker.stop)
+        # About 5 s of traffic while nothing listens.
+        for i in range(50):
+            for j in range(40):
+                value = b"during-%05d" % (i * 40 + j)
+                producer.send_nowait(topic, value, key=b"%d" % (j % 30))
+                during.append(value)
+            await anyio.sleep(0.1)
+        stats = producer.stats()
+        assert stats.failed == 0 and stats.buffered + stats.in_flight == len(during)
+        await anyio.to_thread.run_sync(lambda: outage_broker.start(timeout=120.0, fresh=False))
+        await producer.flush(timeout=60)
+        stats = producer.stats()
+    sent = set(before) | set(during)
+    acked = set(outcomes.acked)
+    failed = set(outcomes.failed)
+    # Each record acknowledged or reported, once; none lost silently.
+    assert not outcomes.acked_twice and acked.isdisjoint(failed) and acked | failed == sent
+    assert set(outcomes.handled) == failed
+    # None handed over during the outage was given up on: no broker ever answered
+    # about them, so max_retry did not apply.
+    assert not failed & set(during), sorted(failed)[:5]
+    assert stats.delivered == len(acked) and stats.failed == len(failed)
+    assert stats.retried >= len(during)  # each waited at least one retry
+    read = await anyio.to_thread.run_sync(read_back, bootstrap, topic, 3, len(acked))
+    values = Counter(v for items in read.values() for _, _, v, _ in items)
+    assert acked <= set(values)
+    if idempotent:
+        assert not failed
+        assert max(values.values()) == 1, [v for v, n in values.items() if n > 1][:5]
+        assert set(values) == sent
