@@ -164,6 +164,39 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+def free_base_port(count: int = 6) -> int:
+    """The first of ``count`` consecutive ports free on 127.0.0.1 right now: the
+    listeners of a broker that a test starts for itself (fixed ports would clash
+    with another run on the same machine)."""
+    import random
+    import socket
+
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20000, 60000 - count)
+        socks: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket()
+                socks.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError(f"no {count} consecutive free ports on 127.0.0.1")
+
+
+def no_broker_of_our_own(reason: str) -> None:
+    """A test that needs a broker of its own could not start one: fail in CI, else skip."""
+    msg = f"cannot start a broker of our own: {reason}"
+    if IN_CI:
+        pytest.fail(msg, pytrace=False)
+    pytest.skip(msg)
+
+
 def unique_name(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 

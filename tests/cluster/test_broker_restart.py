@@ -8,7 +8,6 @@ directory), so stopping it disturbs nobody sharing the session broker.
 from __future__ import annotations
 
 import functools
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,25 +20,21 @@ from kafka_asgi.cluster.client import KafkaClient
 from kafka_asgi.errors import ConnectionClosedError, NetworkError
 from kafka_asgi.protocol.messages import FetchRequest, MetadataRequest
 from kafka_asgi.protocol.messages.fetch import FetchPartition, FetchTopic
-from tests.conftest import IN_CI, kafka_local, unique_name
+from tests.conftest import free_base_port, kafka_local, no_broker_of_our_own, unique_name
 
 pytestmark = [pytest.mark.anyio, pytest.mark.broker]
-
-BASE_PORT = int(os.environ.get("KAFKA_ASGI_RESTART_BASE_PORT", "19500"))
 
 
 @pytest.fixture(scope="module")
 def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     broker = kafka_local.LocalKafka(
-        state_dir=Path(tmp_path_factory.mktemp("restart")) / "state", base_port=BASE_PORT
+        state_dir=Path(tmp_path_factory.mktemp("restart")) / "state", base_port=free_base_port()
     )
     try:
         broker.start(timeout=120)
     except (kafka_local.HarnessError, OSError) as exc:
         broker.stop(remove_data=True)
-        if IN_CI:
-            pytest.fail(f"cannot start a broker of our own: {exc}", pytrace=False)
-        pytest.skip(f"cannot start a broker of our own: {exc}")
+        no_broker_of_our_own(str(exc))
     try:
         yield broker
     finally:

@@ -8,19 +8,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import kafka_local
+from tests.conftest import free_base_port, kafka_local
 
 
 def test_cold_start_and_stop_leave_no_process(tmp_path: Path) -> None:
     if os.environ.get("KAFKA_ASGI_TEST_BOOTSTRAP"):
         pytest.skip("an external cluster was given; the local harness is not in use")
-    broker = kafka_local.LocalKafka(state_dir=tmp_path / "state", base_port=19192)
+    port = free_base_port()
+    broker = kafka_local.LocalKafka(state_dir=tmp_path / "state", base_port=port)
     t0 = time.monotonic()
     try:
         addr = broker.start(timeout=60.0)
         elapsed = time.monotonic() - t0
         assert elapsed < 60.0
-        assert addr.plaintext == "127.0.0.1:19192"
+        assert addr.plaintext == f"127.0.0.1:{port}"
         pid = broker.pid()
         assert pid is not None
         # start() already authenticated and verified the CA; check once more from outside.
@@ -42,12 +43,13 @@ def test_failed_start_reports_log_tail(tmp_path: Path) -> None:
     import socket
 
     blocker = socket.socket()
-    blocker.bind(("127.0.0.1", 19292))
+    port = free_base_port()
+    blocker.bind(("127.0.0.1", port))
     blocker.listen()
-    broker = kafka_local.LocalKafka(state_dir=tmp_path / "state", base_port=19292)
+    broker = kafka_local.LocalKafka(state_dir=tmp_path / "state", base_port=port)
     try:
         t0 = time.monotonic()
-        with pytest.raises(kafka_local.HarnessError, match="19292"):
+        with pytest.raises(kafka_local.HarnessError, match=str(port)):
             broker.start(timeout=60.0)
         assert time.monotonic() - t0 < 60.0
     finally:

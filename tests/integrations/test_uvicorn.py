@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import KafkaCluster, kafka_local, unique_name
+from tests.conftest import KafkaCluster, free_base_port, kafka_local, unique_name
 
 from .servers import APPS, AppSpec, create_topics, read_topic, stop, uvicorn
 
@@ -148,8 +148,9 @@ def timed(url: str, n: int) -> tuple[list[int], float]:
 
 def test_kafka_outage_changes_no_response_and_shipping_resumes(tmp_path: Path) -> None:
     """Our own broker (never the shared one), stopped and started under the apps."""
-    broker = kafka_local.LocalKafka(state_dir=tmp_path / "s", base_port=19700)
-    bootstrap = "127.0.0.1:19700"
+    port = free_base_port()
+    broker = kafka_local.LocalKafka(state_dir=tmp_path / "s", base_port=port)
+    bootstrap = f"127.0.0.1:{port}"
     specs: list[AppSpec] = [APPS["fastapi"], APPS["django"]]
     try:
         broker.start(timeout=120)

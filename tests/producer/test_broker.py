@@ -23,7 +23,13 @@ from kafka_asgi.protocol.errors import (
     MessageTooLargeError,
     UnknownTopicOrPartitionError,
 )
-from tests.conftest import KafkaCluster, kafka_local, unique_name
+from tests.conftest import (
+    KafkaCluster,
+    free_base_port,
+    kafka_local,
+    no_broker_of_our_own,
+    unique_name,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.broker]
 
@@ -345,11 +351,11 @@ async def test_kafka_down_never_blocks_and_reports_everything(anyio_backend: str
 def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A broker of this module's own, which its tests may stop and restart."""
     state: Path = tmp_path_factory.mktemp("producer-broker") / "s"
-    broker = kafka_local.LocalKafka(state_dir=state, base_port=19600)
+    broker = kafka_local.LocalKafka(state_dir=state, base_port=free_base_port())
     try:
         broker.start(timeout=120.0)
     except (kafka_local.HarnessError, OSError) as exc:
-        pytest.skip(f"cannot start a broker of our own: {exc}")
+        no_broker_of_our_own(str(exc))
     try:
         yield broker
     finally:
