@@ -15,7 +15,7 @@ import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from kafka_asgi.producer import Producer
-from tests.conftest import kafka_local, unique_name
+from tests.conftest import free_base_port, kafka_local, no_broker_of_our_own, unique_name
 
 from .test_broker import Outcomes, read_back
 
@@ -26,11 +26,11 @@ pytestmark = [pytest.mark.anyio, pytest.mark.broker]
 def outage_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A broker of this module's own (never the shared one), stopped and restarted."""
     state: Path = tmp_path_factory.mktemp("outage-broker") / "s"
-    broker = kafka_local.LocalKafka(state_dir=state, base_port=19800)
+    broker = kafka_local.LocalKafka(state_dir=state, base_port=free_base_port())
     try:
         broker.start(timeout=120.0)
     except (kafka_local.HarnessError, OSError) as exc:
-        pytest.skip(f"cannot start a broker of our own: {exc}")
+        no_broker_of_our_own(str(exc))
     try:
         yield broker
     finally:
