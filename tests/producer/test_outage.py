@@ -88,7 +88,10 @@ async def test_records_handed_over_while_kafka_is_down_are_delivered(
     # about them, so max_retry did not apply.
     assert not failed & set(during), sorted(failed)[:5]
     assert stats.delivered == len(acked) and stats.failed == len(failed)
-    assert stats.retried >= len(during)  # each waited at least one retry
+    # The outage path was taken: batches were tried while nothing listened and kept.
+    # (Not every record is in such a batch: records queued behind a backing-off batch
+    # go out only once the broker is back, so retried < len(during) is normal.)
+    assert stats.retried > 0
     read = await anyio.to_thread.run_sync(read_back, bootstrap, topic, 3, len(acked))
     values = Counter(v for items in read.values() for _, _, v, _ in items)
     assert acked <= set(values)
