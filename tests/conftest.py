@@ -14,6 +14,7 @@ With ``CI`` set, a broker that cannot be had fails the run: it never becomes ski
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -195,6 +196,23 @@ def no_broker_of_our_own(reason: str) -> None:
     if IN_CI:
         pytest.fail(msg, pytrace=False)
     pytest.skip(msg)
+
+
+@contextlib.contextmanager
+def broker_of_our_own(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Any]:
+    """A broker that a test module starts for itself on free ports, so that it may stop
+    and restart it (never the shared one); removed with its data afterwards."""
+    state: Path = tmp_path_factory.mktemp(name) / "state"
+    broker = kafka_local.LocalKafka(state_dir=state, base_port=free_base_port())
+    try:
+        broker.start(timeout=120.0)
+    except (kafka_local.HarnessError, OSError) as exc:
+        broker.stop(remove_data=True)
+        no_broker_of_our_own(str(exc))
+    try:
+        yield broker
+    finally:
+        broker.stop(remove_data=True)
 
 
 def unique_name(prefix: str = "t") -> str:

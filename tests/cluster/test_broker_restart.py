@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -20,25 +19,15 @@ from kafka_asgi.cluster.client import KafkaClient
 from kafka_asgi.errors import ConnectionClosedError, NetworkError
 from kafka_asgi.protocol.messages import FetchRequest, MetadataRequest
 from kafka_asgi.protocol.messages.fetch import FetchPartition, FetchTopic
-from tests.conftest import free_base_port, kafka_local, no_broker_of_our_own, unique_name
+from tests.conftest import broker_of_our_own, unique_name
 
 pytestmark = [pytest.mark.anyio, pytest.mark.broker]
 
 
 @pytest.fixture(scope="module")
 def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    broker = kafka_local.LocalKafka(
-        state_dir=Path(tmp_path_factory.mktemp("restart")) / "state", base_port=free_base_port()
-    )
-    try:
-        broker.start(timeout=120)
-    except (kafka_local.HarnessError, OSError) as exc:
-        broker.stop(remove_data=True)
-        no_broker_of_our_own(str(exc))
-    try:
+    with broker_of_our_own(tmp_path_factory, "restart") as broker:
         yield broker
-    finally:
-        broker.stop(remove_data=True)
 
 
 async def _eventually(check: Callable[[], bool], within: float) -> bool:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -25,9 +24,7 @@ from kafka_asgi.protocol.errors import (
 )
 from tests.conftest import (
     KafkaCluster,
-    free_base_port,
-    kafka_local,
-    no_broker_of_our_own,
+    broker_of_our_own,
     unique_name,
 )
 
@@ -350,16 +347,8 @@ async def test_kafka_down_never_blocks_and_reports_everything(anyio_backend: str
 @pytest.fixture(scope="module")
 def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A broker of this module's own, which its tests may stop and restart."""
-    state: Path = tmp_path_factory.mktemp("producer-broker") / "s"
-    broker = kafka_local.LocalKafka(state_dir=state, base_port=free_base_port())
-    try:
-        broker.start(timeout=120.0)
-    except (kafka_local.HarnessError, OSError) as exc:
-        no_broker_of_our_own(str(exc))
-    try:
+    with broker_of_our_own(tmp_path_factory, "producer-broker") as broker:
         yield broker
-    finally:
-        broker.stop(remove_data=True)
 
 
 @pytest.mark.parametrize(

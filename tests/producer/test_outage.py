@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -15,7 +14,7 @@ import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from kafka_asgi.producer import Producer
-from tests.conftest import free_base_port, kafka_local, no_broker_of_our_own, unique_name
+from tests.conftest import broker_of_our_own, unique_name
 
 from .test_broker import Outcomes, read_back
 
@@ -25,16 +24,8 @@ pytestmark = [pytest.mark.anyio, pytest.mark.broker]
 @pytest.fixture(scope="module")
 def outage_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A broker of this module's own (never the shared one), stopped and restarted."""
-    state: Path = tmp_path_factory.mktemp("outage-broker") / "s"
-    broker = kafka_local.LocalKafka(state_dir=state, base_port=free_base_port())
-    try:
-        broker.start(timeout=120.0)
-    except (kafka_local.HarnessError, OSError) as exc:
-        no_broker_of_our_own(str(exc))
-    try:
+    with broker_of_our_own(tmp_path_factory, "outage-broker") as broker:
         yield broker
-    finally:
-        broker.stop(remove_data=True)
 
 
 @pytest.mark.parametrize("idempotent", [True, False], ids=["idempotent", "plain"])
