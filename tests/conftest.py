@@ -215,6 +215,14 @@ def broker_of_our_own(tmp_path_factory: pytest.TempPathFactory, name: str) -> It
         broker.stop(remove_data=True)
 
 
+def running(broker: Any) -> Any:
+    """The module's own broker, started again if an earlier test stopped it and then
+    failed before bringing it back (one failure must not cascade into the next test)."""
+    if broker.pid() is None:
+        broker.start(timeout=120.0, fresh=False)
+    return broker
+
+
 def unique_name(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 

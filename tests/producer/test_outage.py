@@ -14,7 +14,7 @@ import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from kafka_asgi.producer import Producer
-from tests.conftest import broker_of_our_own, unique_name
+from tests.conftest import broker_of_our_own, running, unique_name
 
 from .test_broker import Outcomes, read_back
 
@@ -22,10 +22,15 @@ pytestmark = [pytest.mark.anyio, pytest.mark.broker]
 
 
 @pytest.fixture(scope="module")
-def outage_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def _outage_broker_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A broker of this module's own (never the shared one), stopped and restarted."""
     with broker_of_our_own(tmp_path_factory, "outage-broker") as broker:
         yield broker
+
+
+@pytest.fixture
+def outage_broker(_outage_broker_process: Any) -> Any:
+    return running(_outage_broker_process)
 
 
 @pytest.mark.parametrize("idempotent", [True, False], ids=["idempotent", "plain"])
