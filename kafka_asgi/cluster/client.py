@@ -351,6 +351,19 @@ class KafkaClient:
             metadata_age=age,
         )
 
+    async def confirm_writes(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        """Wait until every broker has read the requests written to it without a
+        response (Produce with acks=0): see BrokerConnection.confirm_writes. Best
+        effort: a connection that fails meanwhile is logged and skipped (whatever it
+        held is as lost as acks=0 allows)."""
+        for pool in list(self._pools.values()):
+            for conn in list(pool.connections):
+                if conn.unconfirmed_writes and conn.usable:
+                    try:
+                        await conn.confirm_writes(timeout)
+                    except KafkaError as exc:
+                        logger.debug("confirming writes to %s failed: %s", conn.address, exc)
+
     def connection_count(self, node_id: int | None = None) -> int:
         """Open connections (to one node, or to all)."""
         count = 0

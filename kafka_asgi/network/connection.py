@@ -220,6 +220,12 @@ class BrokerConnection:
         self.last_used = 0.0
         self.expires_at: float | None = None
         """Event-loop time after which a SASL session must not be used (KIP-368)."""
+        # Requests written without a response to wait for (Produce with acks=0), and
+        # how many of them a later response has confirmed: the broker answers a
+        # connection's requests in order, so any answer to a request written after
+        # them means it read them.
+        self._blind_writes = 0
+        self._confirmed_writes = 0
 
     def __repr__(self) -> str:
         node = f" node={self.node_id}" if self.node_id is not None else ""
@@ -624,10 +630,14 @@ class BrokerConnection:
             correlation_id = self._next_correlation_id()
             # An EncodeError here leaves the connection untouched: nothing was written.
             data = encode_request(request, version, correlation_id, self.config.client_id)
+            confirms = 0
             if expect_response:
                 waiter = _Waiter()
                 # Registered before the write: the response may arrive before send returns.
                 self._pending[correlation_id] = waiter
+                confirms = self._blind_writes
+            else:
+                self._blind_writes += 1
             with anyio.CancelScope(deadline=deadline) as write_scope:
                 try:
                     await self._send_frame(data)
@@ -664,8 +674,34 @@ class BrokerConnection:
         if waiter.error is not None:
             raise _copy_error(waiter.error, name)
         assert waiter.frame is not None
+        if confirms > self._confirmed_writes:
+            self._confirmed_writes = confirms
         _, response = decode_response(response_cls, waiter.frame, version)
         return response
+
+    @property
+    def unconfirmed_writes(self) -> int:
+        """Requests written without a response (acks=0) that no later response has
+        confirmed the broker read."""
+        return self._blind_writes - self._confirmed_writes
+
+    async def confirm_writes(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        """Wait until the broker has read every request written without a response.
+
+        A request written is only in the socket's buffers: closing the connection
+        may drop it (an asyncio transport is aborted on close). When some are
+        unconfirmed, sends an ApiVersions request and waits for its answer (the
+        broker handles a connection's requests in order). Raises like
+        :meth:`request` (``timeout`` defaults to ``request_timeout``).
+        """
+        if self._blind_writes == self._confirmed_writes:
+            return
+        version = self.choose_api_version(ApiVersionsRequest.API_KEY)
+        request = ApiVersionsRequest(
+            client_software_name=_SOFTWARE_NAME,
+            client_software_version=kafka_asgi.__version__,
+        )
+        await self.request(request, version, request_timeout=timeout)
 
     def _timed_out(self, name: str, limit: float, stage: str) -> Any:
         error = RequestTimeout(f"{self.address}: {name} timed out after {limit}s ({stage})")

@@ -171,6 +171,8 @@ class _Client(Protocol):
 
     def request_refresh(self) -> None: ...
 
+    async def confirm_writes(self, timeout: float | None = None) -> None: ...  # noqa: ASYNC109
+
     async def fetch_metadata(self, topic: str) -> TopicMetadata: ...
 
     async def send(
@@ -1480,6 +1482,10 @@ class Producer:
                 self._dispatch(anyio.current_time(), True)
             waiting = still
             if not targets and not waiting:
+                if self._acks == 0:
+                    # Written is not yet read: make sure the brokers have the requests
+                    # before flush() returns (and before aclose() closes the sockets).
+                    await self._client.confirm_writes()
                 return
             if self._state == "closed":
                 return

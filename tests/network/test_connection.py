@@ -366,12 +366,55 @@ async def test_acks_0_produce_expects_no_response(
         version = conn.choose_api_version(ProduceRequest.API_KEY, max=12)
         with anyio.fail_after(20):
             assert await conn.request(produce(0, b"a"), version, expect_response=False) is None
+            assert conn.unconfirmed_writes == 1
             response = await conn.request(produce(1, b"b"), version)
         partition = response.responses[0].partition_responses[0]
         assert partition.error_code == 0
         # The acks=0 record went first on this connection, so it holds offset 0.
         assert partition.base_offset == 1
         assert conn.in_flight == 0
+        # The answer to a later request confirmed that the broker read the first.
+        assert conn.unconfirmed_writes == 0
+
+
+async def test_confirm_writes_before_close_keeps_acks_0_records(
+    anyio_backend: str, kafka: KafkaCluster, new_topic: Callable[..., str]
+) -> None:
+    """Records written with acks=0 and then the connection closed at once: without
+    confirm_writes, what still sat in the socket's buffers could be dropped."""
+    topic = new_topic()
+    host, port = host_port(kafka.plaintext)
+    now = int(time.time() * 1000)
+    batches = [
+        encode_batch([(None, b"%04d" % i + b"x" * 2000, (), now) for i in range(j, j + 100)])
+        for j in range(0, 2000, 100)
+    ]
+
+    def produce(acks: int, batch: bytes) -> ProduceRequest:
+        return ProduceRequest(
+            acks=acks,
+            timeout_ms=10000,
+            topic_data=[
+                TopicProduceData(
+                    name=topic, partition_data=[PartitionProduceData(index=0, records=batch)]
+                )
+            ],
+        )
+
+    async with BrokerConnection(host, port) as conn:
+        version = conn.choose_api_version(ProduceRequest.API_KEY, max=12)
+        with anyio.fail_after(30):
+            for batch in batches:
+                await conn.request(produce(0, batch), version, expect_response=False)
+            assert conn.unconfirmed_writes == len(batches)
+            await conn.confirm_writes()
+            assert conn.unconfirmed_writes == 0
+            await conn.confirm_writes()  # nothing to confirm: no request
+    async with BrokerConnection(host, port) as conn:
+        with anyio.fail_after(20):
+            response = await conn.request(produce(1, batches[0]), version)
+    # Every acks=0 record was stored before the acknowledged one.
+    assert response.responses[0].partition_responses[0].base_offset == 2000
 
 
 # ---------------------------------------------------------------- misbehaving peers

@@ -64,6 +64,7 @@ class FakeClient:
     requests: list[ProduceRequest] = field(default_factory=list)
     batches: list[tuple[str, int, int]] = field(default_factory=list)  # topic, partition, count
     refreshes: int = 0
+    confirmations: int = 0  # confirm_writes calls
     fetches: int = 0
     known: set[str] = field(default_factory=set)
     started: bool = False
@@ -112,6 +113,9 @@ class FakeClient:
 
     def request_refresh(self) -> None:
         self.refreshes += 1
+
+    async def confirm_writes(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        self.confirmations += 1
 
     def _refuse(self) -> None:
         if self.down:

@@ -628,7 +628,19 @@ async def test_leader_unknown_is_retried_then_reported(fake: FakeClient, reports
 async def test_acks_zero(fake: FakeClient) -> None:
     async with running(fake, required_acks=0) as producer:
         meta = await producer.send("one", b"x")
+        assert fake.confirmations == 0
+        producer.send_nowait("one", b"y")
+        await producer.flush()
+        # flush() makes sure the brokers read what was written without an answer.
+        assert fake.confirmations == 1
     assert meta.offset == -1 and fake.requests[0].acks == 0
+
+
+async def test_flush_confirms_writes_only_with_acks_zero(fake: FakeClient) -> None:
+    async with running(fake) as producer:
+        producer.send_nowait("one", b"y")
+        await producer.flush()
+    assert fake.confirmations == 0
 
 
 async def test_callbacks_that_raise_do_not_stop_the_producer(fake: FakeClient) -> None:
