@@ -121,7 +121,11 @@ SECTIONS = [
         "each producer counting its own acknowledgements (a short count stops the run); "
         "each measurement in a fresh process on a fresh topic, clients taking turns. "
         "Distinct log-like values (lz4 shrinks them about 2.5-3x), no key, each client's "
-        "defaults otherwise. kafka_asgi in async mode (`send_nowait`, then `flush()`). "
+        "defaults otherwise. kafka_asgi in async mode (`send_nowait`, then `flush()`), its "
+        "loop letting the event loop run every 1,000 records as confluent-kafka's loop "
+        "calls `poll(0)` every 1,000 (the row \"kafka_asgi, loop never yields\" shows "
+        "a loop that only awaits when the buffer is full; the ratio there is kafka_asgi's "
+        "over it). "
         "kafka-python sits out the lz4 cases: its lz4 codec needs the `lz4` package, "
         "which is not a dependency here (bench/producer.py).",
         run_producer,
@@ -188,21 +192,28 @@ def targets(results: Sequence[Result]) -> list[str]:
     """The project's targets, each with the measured figure (whatever it is)."""
     lines: list[str] = []
     prod = [r for r in results if r.section == "producer" and r.impl == OURS]
-    for peer, goal in (("aiokafka", 5.0), ("confluent-kafka", 1.0)):
-        ratios = []
-        for r in prod:
-            other = find(results, "producer", r.case, peer, r.metric)
-            if other is not None:
-                ratios.append((advantage(r, other), r.case))
-        if ratios:
-            worst = min(ratios)
-            lines.append(
-                _check(
-                    f"producer >= {goal:g}x {peer} (every case)",
-                    worst[0] >= goal,
-                    f"{worst[0]:.2f}x at worst ({worst[1]}); best {max(ratios)[0]:.2f}x",
+    # The producer issue's target: 100-byte records with acks=1 (each codec and
+    # partition count measured); then every case, beyond what the target asks.
+    scopes = (
+        ("100 B, acks=1", lambda case: case.startswith("100 B, acks=1,")),
+        ("every case", lambda case: True),
+    )
+    for scope, selected in scopes:
+        for peer, goal in (("aiokafka", 5.0), ("confluent-kafka", 1.0)):
+            ratios = []
+            for r in prod:
+                other = find(results, "producer", r.case, peer, r.metric)
+                if other is not None and selected(r.case):
+                    ratios.append((advantage(r, other), r.case))
+            if ratios:
+                worst = min(ratios)
+                lines.append(
+                    _check(
+                        f"producer >= {goal:g}x {peer} ({scope})",
+                        worst[0] >= goal,
+                        f"{worst[0]:.2f}x at worst ({worst[1]}); best {max(ratios)[0]:.2f}x",
+                    )
                 )
-            )
     for r in results:
         if r.section == "handoff" and r.impl == OURS and r.metric.startswith("median"):
             value_us = r.median * (1000 if "ms" in r.metric else 1)
