@@ -619,26 +619,36 @@ class BrokerConnection:
             raise ConnectionClosedError(f"{self.address}: connection is not open ({self.state})")
         deadline = anyio.current_time() + limit
         name = f"{request.API_NAME} v{version}"
-        with anyio.move_on_after(limit) as lock_scope:
-            await self._write_lock.acquire()
-        if lock_scope.cancelled_caught:
-            return self._timed_out(name, limit, "waiting to send")
-        waiter: _Waiter | None = None
+        lock = self._write_lock
         try:
-            if self._closed is not None:
-                raise ConnectionClosedError(f"{self.address}: connection closed ({self._closed})")
-            correlation_id = self._next_correlation_id()
-            # An EncodeError here leaves the connection untouched: nothing was written.
-            data = encode_request(request, version, correlation_id, self.config.client_id)
-            confirms = 0
-            if expect_response:
-                waiter = _Waiter()
-                # Registered before the write: the response may arrive before send returns.
-                self._pending[correlation_id] = waiter
-                confirms = self._blind_writes
-            else:
-                self._blind_writes += 1
-            with anyio.CancelScope(deadline=deadline) as write_scope:
+            # Nobody writing (the usual case): no timer, no pass through the event loop.
+            lock.acquire_nowait()
+        except anyio.WouldBlock:
+            with anyio.move_on_after(limit) as lock_scope:
+                await lock.acquire()
+            if lock_scope.cancelled_caught:
+                return self._timed_out(name, limit, "waiting to send")
+        waiter: _Waiter | None = None
+        stage = "sending"
+        # One scope bounds the write and the wait for the response.
+        with anyio.CancelScope(deadline=deadline) as scope:
+            try:
+                if self._closed is not None:
+                    raise ConnectionClosedError(
+                        f"{self.address}: connection closed ({self._closed})"
+                    )
+                correlation_id = self._next_correlation_id()
+                # An EncodeError here leaves the connection untouched: nothing was written.
+                data = encode_request(request, version, correlation_id, self.config.client_id)
+                confirms = 0
+                if expect_response:
+                    waiter = _Waiter()
+                    # Registered before the write: the response may arrive before send
+                    # returns.
+                    self._pending[correlation_id] = waiter
+                    confirms = self._blind_writes
+                else:
+                    self._blind_writes += 1
                 try:
                     await self._send_frame(data)
                 except KafkaError as exc:
@@ -656,21 +666,19 @@ class BrokerConnection:
                         )
                     )
                     raise
-        finally:
-            self._write_lock.release()
-        if write_scope.cancelled_caught:
-            return self._timed_out(name, limit, "sending")
-        if waiter is None:
-            return None
-        try:
-            with anyio.move_on_after(deadline - anyio.current_time()):
+            finally:
+                lock.release()
+            if waiter is None:
+                return None
+            stage = "waiting for the response"
+            try:
                 await waiter.event.wait()
-        finally:
-            if not waiter.event.is_set():
-                # Cancelled by the caller: the response still comes and is dropped.
-                waiter.abandoned = True
-        if not waiter.event.is_set():
-            return self._timed_out(name, limit, "waiting for the response")
+            finally:
+                if not waiter.event.is_set():
+                    # Cancelled by the caller: the response still comes and is dropped.
+                    waiter.abandoned = True
+        if scope.cancelled_caught or waiter is None or not waiter.event.is_set():
+            return self._timed_out(name, limit, stage)
         if waiter.error is not None:
             raise _copy_error(waiter.error, name)
         assert waiter.frame is not None

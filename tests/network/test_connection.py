@@ -16,6 +16,7 @@ from kafka_asgi.errors import (
     AuthenticationError,
     ConnectError,
     ConnectionClosedError,
+    NetworkError,
     ProtocolError,
     RequestTimeout,
     TLSError,
@@ -461,6 +462,57 @@ async def test_peer_closing_mid_request(anyio_backend: str) -> None:
                 with pytest.raises(ConnectionClosedError):
                     await _metadata(conn, [])
             assert conn.closed
+
+
+async def test_peer_that_stops_reading_times_out_the_writer_and_those_behind_it(
+    anyio_backend: str,
+) -> None:
+    """A request too large for the socket buffers to a peer that never reads: the
+    write times out (the connection closes, since half a frame is on the wire) and
+    a request queued behind it does not wait longer than its own timeout."""
+
+    async def deaf(peer: Peer) -> None:
+        await peer.answer_api_versions()
+        await anyio.sleep(30)
+
+    big = ProduceRequest(
+        acks=1,
+        timeout_ms=1000,
+        topic_data=[
+            TopicProduceData(
+                name="t",
+                partition_data=[
+                    PartitionProduceData(
+                        index=0,
+                        records=encode_batch([(None, b"x" * (16 << 20), (), 0)]),
+                    )
+                ],
+            )
+        ],
+    )
+    errors: list[BaseException] = []
+    async with fake_broker(deaf) as port:
+        async with BrokerConnection("127.0.0.1", port, request_timeout=1.0) as conn:
+            version = conn.choose_api_version(ProduceRequest.API_KEY, max=12)
+
+            async def second() -> None:
+                try:
+                    await _metadata(conn, [])
+                except NetworkError as exc:
+                    errors.append(exc)
+
+            started = time.monotonic()
+            with anyio.fail_after(10):
+                async with anyio.create_task_group() as tg:
+                    with pytest.raises(RequestTimeout, match="sending"):
+                        tg.start_soon(second)
+                        await conn.request(big, version)
+            assert time.monotonic() - started < 5
+            assert conn.closed
+            # The queued request failed too (timed out waiting to send, or found the
+            # connection closed), within its own timeout.
+            assert len(errors) == 1
+            assert isinstance(errors[0], (RequestTimeout, ConnectionClosedError))
 
 
 async def test_api_versions_downgrade_kip_511(anyio_backend: str) -> None:
