@@ -522,7 +522,7 @@ class LocalKafka:
             props = self.state / "server.properties"
             props.write_text(server_properties(self.state, data, self.base_port))
             (self.state / "log4j2.yaml").write_text(LOG4J2)
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster_id = new_cluster_id()
             fmt = [
                 java(),
                 "-Xmx256m",
@@ -652,6 +652,19 @@ class LocalKafka:
     def restart(self, timeout: float = 60.0) -> Addresses:
         self.stop()
         return self.start(timeout=timeout, fresh=False)
+
+
+def new_cluster_id() -> str:
+    """A random KRaft cluster id (URL-safe base64 of a UUID, as Kafka's Uuid).
+
+    Never one that starts with "-": kafka-storage would read it as an option and fail
+    ("argument --cluster-id/-t: expected one argument"), 1 start in 64. Kafka's own
+    Uuid.randomUuid() draws again in that case, too.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -55,3 +55,14 @@ def test_failed_start_reports_log_tail(tmp_path: Path) -> None:
     finally:
         blocker.close()
         broker.stop(remove_data=True)
+
+
+def test_cluster_id_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """kafka-storage reads an id starting with "-" as an option and the start fails."""
+    import uuid
+
+    drawn = iter([uuid.UUID(bytes=b"\xf8" + b"\x00" * 15), uuid.UUID(bytes=b"\x01" * 16)])
+    monkeypatch.setattr(kafka_local.uuid, "uuid4", lambda: next(drawn))
+    cluster_id = kafka_local.new_cluster_id()
+    assert cluster_id == "AQEBAQEBAQEBAQEBAQEBAQ"
+    assert len(cluster_id) == 22 and not cluster_id.startswith("-")
