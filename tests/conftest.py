@@ -172,9 +172,20 @@ def free_base_port(count: int = 6) -> int:
     import random
     import socket
 
+    # Below the kernel's ephemeral range, so that no outgoing connection takes one of
+    # them between this check and the broker's bind.
+    low = 20000
+    high = 60000
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            ephemeral_low = int(f.read().split()[0])
+        if ephemeral_low - count > low + 1000:
+            high = ephemeral_low
+    except (OSError, ValueError, IndexError):
+        pass
     rng = random.Random()
     for _ in range(200):
-        base = rng.randrange(20000, 60000 - count)
+        base = rng.randrange(low, high - count)
         socks: list[socket.socket] = []
         try:
             for port in range(base, base + count):
