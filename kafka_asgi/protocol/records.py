@@ -540,56 +540,35 @@ def encode_batch_columns(
             + ("" if headers is None else f", {len(headers)} headers")
         )
     codec = _options(compression, timestamp_type)
-    if keys is None and headers is None:
-        try:
+    try:
+        if keys is None and headers is None:
             body, base_ts, max_ts = _encode_values(values, timestamps_ns)
-        except Exception:
-            pass  # something out of the ordinary: the general path checks and names it
+            max_delta = max_ts - base_ts
         else:
-            try:
-                return _assemble(
-                    body,
-                    count,
-                    base_ts,
-                    max_ts - base_ts,
-                    codec,
-                    compression_level,
-                    base_offset,
-                    producer_id,
-                    producer_epoch,
-                    base_sequence,
-                    transactional,
-                    partition_leader_epoch,
-                    timestamp_type,
-                )
-            except struct.error:
-                pass  # the general path raises the ValueError that names the field
+            body, base_ts, max_delta = _encode_columns_fast(values, timestamps_ns, keys, headers)
+    except KafkaError:
+        raise
+    except Exception:
+        pass  # something out of the ordinary: the general path checks and names it
     else:
         try:
-            body, base_ts, max_delta = _encode_columns_fast(values, timestamps_ns, keys, headers)
-        except KafkaError:
-            raise
-        except Exception:
-            pass  # the general path checks and names the culprit
-        else:
-            try:
-                return _assemble(
-                    body,
-                    count,
-                    base_ts,
-                    max_delta,
-                    codec,
-                    compression_level,
-                    base_offset,
-                    producer_id,
-                    producer_epoch,
-                    base_sequence,
-                    transactional,
-                    partition_leader_epoch,
-                    timestamp_type,
-                )
-            except struct.error:
-                pass
+            return _assemble(
+                body,
+                count,
+                base_ts,
+                max_delta,
+                codec,
+                compression_level,
+                base_offset,
+                producer_id,
+                producer_epoch,
+                base_sequence,
+                transactional,
+                partition_leader_epoch,
+                timestamp_type,
+            )
+        except struct.error:
+            pass  # the general path raises the ValueError that names the field
     stamps: list[int] = []
     for i, ns in enumerate(timestamps_ns):
         if not isinstance(ns, int) or isinstance(ns, bool):
