@@ -920,26 +920,16 @@ class Producer:
                     b.base_seq = p.next_seq
                     b.pid_gen = gen
                     p.next_seq = (p.next_seq + len(b.values)) & _SEQ_MASK
-                    if b.data is None:
-                        b.data = encode_batch_columns(
-                            b.values,
-                            b.stamps,
-                            b.keys,
-                            b.headers,
-                            compression=self._codec,
-                            compression_level=self._level,
-                            producer_id=self._pid,
-                            producer_epoch=self._pid_epoch,
-                            base_sequence=b.base_seq,
-                        )
-                    else:
+                    if b.data is not None:
+                        # Encoded for an earlier producer id: only the stamp changes.
                         b.data = set_producer_state(
                             b.data,
                             producer_id=self._pid,
                             producer_epoch=self._pid_epoch,
                             base_sequence=b.base_seq,
                         )
-            elif b.data is None:
+            if b.data is None:
+                # Without idempotence the producer id, epoch and sequence stay -1.
                 b.data = encode_batch_columns(
                     b.values,
                     b.stamps,
@@ -947,6 +937,9 @@ class Producer:
                     b.headers,
                     compression=self._codec,
                     compression_level=self._level,
+                    producer_id=self._pid,
+                    producer_epoch=self._pid_epoch,
+                    base_sequence=b.base_seq,
                 )
         except KafkaError as exc:
             self._fail_batch(b, exc, False)
