@@ -20,6 +20,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -165,6 +166,28 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+def free_port() -> int:
+    """A port nothing listens on right now (for "connection refused" cases)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def eventually(check: Callable[[], bool], within: float) -> bool:
+    """Poll ``check`` every 50 ms for up to ``within`` seconds; its last answer."""
+    import anyio
+
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        await anyio.sleep(0.05)
+    return check()
+
+
 def free_base_port(count: int = 6) -> int:
     """The first of ``count`` consecutive ports free on 127.0.0.1 right now: the
     listeners of a broker that a test starts for itself (fixed ports would clash
@@ -226,12 +249,22 @@ def broker_of_our_own(tmp_path_factory: pytest.TempPathFactory, name: str) -> It
         broker.stop(remove_data=True)
 
 
-def running(broker: Any) -> Any:
-    """The module's own broker, started again if an earlier test stopped it and then
-    failed before bringing it back (one failure must not cascade into the next test)."""
-    if broker.pid() is None:
-        broker.start(timeout=120.0, fresh=False)
-    return broker
+@pytest.fixture(scope="module")
+def _own_broker_process(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
+    with broker_of_our_own(tmp_path_factory, request.module.__name__.rsplit(".", 1)[-1]) as b:
+        yield b
+
+
+@pytest.fixture
+def own_broker(_own_broker_process: Any) -> Any:
+    """A broker of the test module's own (never the shared one), which its tests may
+    stop and restart; started again if an earlier test stopped it and then failed
+    before bringing it back (one failure must not cascade into the next test)."""
+    if _own_broker_process.pid() is None:
+        _own_broker_process.start(timeout=120.0, fresh=False)
+    return _own_broker_process
 
 
 def unique_name(prefix: str = "t") -> str:

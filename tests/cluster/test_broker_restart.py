@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio
@@ -20,29 +19,9 @@ from kafka_asgi.cluster.client import KafkaClient
 from kafka_asgi.errors import ConnectionClosedError, NetworkError
 from kafka_asgi.protocol.messages import FetchRequest, MetadataRequest
 from kafka_asgi.protocol.messages.fetch import FetchPartition, FetchTopic
-from tests.conftest import broker_of_our_own, running, unique_name
+from tests.conftest import eventually, unique_name
 
 pytestmark = [pytest.mark.anyio, pytest.mark.broker]
-
-
-@pytest.fixture(scope="module")
-def _own_broker_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    with broker_of_our_own(tmp_path_factory, "restart") as broker:
-        yield broker
-
-
-@pytest.fixture
-def own_broker(_own_broker_process: Any) -> Any:
-    return running(_own_broker_process)
-
-
-async def _eventually(check: Callable[[], bool], within: float) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        await anyio.sleep(0.05)
-    return check()
 
 
 async def test_client_survives_a_broker_restart(anyio_backend: str, own_broker: Any) -> None:
@@ -118,10 +97,10 @@ async def test_client_survives_a_broker_restart(anyio_backend: str, own_broker: 
             await anyio.to_thread.run_sync(own_broker.kill)
             with anyio.fail_after(10):
                 # The client notices: connections close, the waiting request fails.
-                assert await _eventually(lambda: bool(in_flight_error), 10)
+                assert await eventually(lambda: bool(in_flight_error), 10)
                 assert isinstance(in_flight_error[0], ConnectionClosedError)
                 for client in clients:
-                    assert await _eventually(lambda c=client: c.connection_count() == 0, 10)
+                    assert await eventually(lambda c=client: c.connection_count() == 0, 10)
 
         # While the broker is down every call returns or raises within its timeout.
         with anyio.fail_after(45):

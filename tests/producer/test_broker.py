@@ -7,7 +7,7 @@ from __future__ import annotations
 import gc
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -25,8 +25,6 @@ from kafka_asgi.protocol.errors import (
 )
 from tests.conftest import (
     KafkaCluster,
-    broker_of_our_own,
-    running,
     unique_name,
 )
 
@@ -350,18 +348,6 @@ async def test_kafka_down_never_blocks_and_reports_everything(anyio_backend: str
 
 
 # --------------------------------------------------------------------- broker restart
-
-
-@pytest.fixture(scope="module")
-def _own_broker_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A broker of this module's own, which its tests may stop and restart."""
-    with broker_of_our_own(tmp_path_factory, "producer-broker") as broker:
-        yield broker
-
-
-@pytest.fixture
-def own_broker(_own_broker_process: Any) -> Any:
-    return running(_own_broker_process)
 
 
 @pytest.mark.parametrize(

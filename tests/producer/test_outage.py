@@ -5,7 +5,6 @@ back (up to delivery_timeout) instead of being reported after max_retry."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -14,30 +13,18 @@ import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from kafka_asgi.producer import Producer
-from tests.conftest import broker_of_our_own, running, unique_name
+from tests.conftest import unique_name
 
 from .test_broker import Outcomes, read_back
 
 pytestmark = [pytest.mark.anyio, pytest.mark.broker]
 
 
-@pytest.fixture(scope="module")
-def _outage_broker_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A broker of this module's own (never the shared one), stopped and restarted."""
-    with broker_of_our_own(tmp_path_factory, "outage-broker") as broker:
-        yield broker
-
-
-@pytest.fixture
-def outage_broker(_outage_broker_process: Any) -> Any:
-    return running(_outage_broker_process)
-
-
 @pytest.mark.parametrize("idempotent", [True, False], ids=["idempotent", "plain"])
 async def test_records_handed_over_while_kafka_is_down_are_delivered(
-    outage_broker: Any, idempotent: bool, anyio_backend: str
+    own_broker: Any, idempotent: bool, anyio_backend: str
 ) -> None:
-    bootstrap = outage_broker.addresses().plaintext
+    bootstrap = own_broker.addresses().plaintext
     topic = unique_name("outage")
     admin = AdminClient({"bootstrap.servers": bootstrap})
     admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])[topic].result(30)
@@ -61,7 +48,7 @@ async def test_records_handed_over_while_kafka_is_down_are_delivered(
             producer.send_nowait(topic, value, key=b"%d" % (i % 30))
         await producer.flush(timeout=30)
         assert set(outcomes.acked) == set(before)
-        await anyio.to_thread.run_sync(outage_broker.stop)
+        await anyio.to_thread.run_sync(own_broker.stop)
         # About 5 s of traffic while nothing listens.
         for i in range(50):
             for j in range(40):
@@ -71,7 +58,7 @@ async def test_records_handed_over_while_kafka_is_down_are_delivered(
             await anyio.sleep(0.1)
         stats = producer.stats()
         assert stats.failed == 0 and stats.buffered + stats.in_flight == len(during)
-        await anyio.to_thread.run_sync(lambda: outage_broker.start(timeout=120.0, fresh=False))
+        await anyio.to_thread.run_sync(lambda: own_broker.start(timeout=120.0, fresh=False))
         await producer.flush(timeout=60)
         stats = producer.stats()
     sent = set(before) | set(during)
