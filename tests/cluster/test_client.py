@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -22,25 +20,10 @@ from kafka_asgi.errors import (
     UnknownTopicOrPartitionError,
 )
 from kafka_asgi.protocol.messages import MetadataRequest, MetadataResponse
-from tests.conftest import KafkaCluster, unique_name
+from tests.conftest import KafkaCluster, eventually, free_port, unique_name
 from tests.network.listeners import LISTENER_CASES, client_options, host_port
 
 pytestmark = pytest.mark.anyio
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def _eventually(check: Callable[[], bool], within: float) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        await anyio.sleep(0.05)
-    return check()
 
 
 # ---------------------------------------------------------------- every listener
@@ -175,8 +158,8 @@ async def test_idle_connections_are_reaped(anyio_backend: str, kafka: KafkaClust
                     tg.start_soon(client.send, node, MetadataRequest(topics=[]))
         assert client.connection_count(node) > 1
         # Surplus idle connections go at once, the last one after idle_timeout.
-        assert await _eventually(lambda: client.connection_count(node) == 1, 0.9)
-        assert await _eventually(lambda: client.connection_count(node) == 0, 3.0)
+        assert await eventually(lambda: client.connection_count(node) == 1, 0.9)
+        assert await eventually(lambda: client.connection_count(node) == 0, 3.0)
         # And the client simply reconnects when needed.
         await client.send(node, MetadataRequest(topics=[]))
         assert client.connection_count(node) == 1
@@ -194,7 +177,7 @@ async def test_request_refresh_coalesces(
         await anyio.sleep(0.1)
         for _ in range(500):
             client.request_refresh()
-        assert await _eventually(lambda: client.stats().metadata_requests > before, 2.0)
+        assert await eventually(lambda: client.stats().metadata_requests > before, 2.0)
         await anyio.sleep(0.6)
         assert 1 <= client.stats().metadata_requests - before <= 2
 
@@ -212,9 +195,9 @@ async def test_note_error_refreshes_on_stale_metadata(
         await anyio.sleep(0.3)
         assert client.stats().metadata_requests == before
         assert client.note_error(6)  # NOT_LEADER_OR_FOLLOWER
-        assert await _eventually(lambda: client.stats().metadata_requests == before + 1, 2.0)
+        assert await eventually(lambda: client.stats().metadata_requests == before + 1, 2.0)
         assert client.note_error(UnknownTopicOrPartitionError("gone"))
-        assert await _eventually(lambda: client.stats().metadata_requests == before + 2, 2.0)
+        assert await eventually(lambda: client.stats().metadata_requests == before + 2, 2.0)
 
 
 async def test_refresh_interval(anyio_backend: str, kafka: KafkaCluster) -> None:
@@ -284,7 +267,7 @@ async def test_create_topics_bad_arguments(anyio_backend: str, kafka: KafkaClust
 
 
 async def test_bootstrap_tries_addresses_in_turn(anyio_backend: str, kafka: KafkaCluster) -> None:
-    dead = f"127.0.0.1:{_free_port()}"
+    dead = f"127.0.0.1:{free_port()}"
     async with KafkaClient([dead, kafka.plaintext], connect_timeout=2) as client:
         with anyio.fail_after(20):
             cluster = await client.refresh([])
@@ -352,7 +335,7 @@ async def test_wrong_password_fails_fast_without_a_retry_storm(
 
 
 async def test_calls_are_bounded_without_a_broker(anyio_backend: str) -> None:
-    dead = f"127.0.0.1:{_free_port()}"
+    dead = f"127.0.0.1:{free_port()}"
     async with KafkaClient(dead, connect_timeout=1, request_timeout=2) as client:
         with anyio.fail_after(20):
             with pytest.raises(ConnectError):
@@ -372,7 +355,7 @@ async def test_calls_are_bounded_without_a_broker(anyio_backend: str) -> None:
 async def test_close_while_the_background_refresher_works(anyio_backend: str) -> None:
     """A failed call wakes the refresher; closing right then must not crash the
     client's task group (nor hang)."""
-    dead = f"127.0.0.1:{_free_port()}"
+    dead = f"127.0.0.1:{free_port()}"
     for delay in (0.0, 0.001, 0.01, 0.05, 0.2):
         with anyio.fail_after(10):
             async with KafkaClient(dead, connect_timeout=1, retry_backoff=0.001) as client:

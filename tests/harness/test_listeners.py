@@ -10,6 +10,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from tests.conftest import KafkaCluster
+from tests.network.listeners import LISTENER_CASES
 
 
 def _settings(kafka: KafkaCluster, listener: str, mechanism: str | None = None) -> dict[str, Any]:
@@ -32,19 +33,7 @@ def _settings(kafka: KafkaCluster, listener: str, mechanism: str | None = None) 
     return conf
 
 
-CASES = [
-    ("plaintext", None),
-    ("ssl", None),
-    ("mtls", None),
-    ("sasl_plaintext", "PLAIN"),
-    ("sasl_plaintext", "SCRAM-SHA-256"),
-    ("sasl_plaintext", "SCRAM-SHA-512"),
-    ("sasl_ssl", "PLAIN"),
-    ("sasl_ssl", "SCRAM-SHA-512"),
-]
-
-
-@pytest.mark.parametrize(("listener", "mechanism"), CASES)
+@pytest.mark.parametrize(("listener", "mechanism"), LISTENER_CASES)
 def test_listener_round_trip(
     kafka: KafkaCluster, new_topic: Callable[..., str], listener: str, mechanism: str | None
 ) -> None:

@@ -4,7 +4,6 @@ misbehaviours a real broker never shows (wrong correlation id, huge frame, KIP-5
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from collections.abc import Callable
 
@@ -38,19 +37,13 @@ from kafka_asgi.protocol.messages.fetch import FetchPartition, FetchTopic
 from kafka_asgi.protocol.messages.metadata import MetadataRequestTopic
 from kafka_asgi.protocol.messages.produce import PartitionProduceData, TopicProduceData
 from kafka_asgi.protocol.records import encode_batch
-from tests.conftest import KafkaCluster
+from tests.conftest import KafkaCluster, free_port
 from tests.network.fake_peer import Peer, all_versions, fake_broker
 from tests.network.listeners import LISTENER_CASES, client_options, host_port
 
 pytestmark = pytest.mark.anyio
 
 WRONG_PASSWORD = "definitely-not-the-password-42"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _metadata(conn: BrokerConnection, topics: list[str] | None = None) -> MetadataResponse:
@@ -201,7 +194,7 @@ async def test_plaintext_client_on_sasl_listener_is_not_authenticated(
 
 
 async def test_connection_refused_is_a_connect_error(anyio_backend: str) -> None:
-    port = _free_port()
+    port = free_port()
     with anyio.fail_after(10):
         with pytest.raises(ConnectError, match=str(port)):
             async with BrokerConnection("127.0.0.1", port, connect_timeout=2):
@@ -255,6 +248,19 @@ async def test_many_requests_in_flight_on_one_connection(
         assert conn.state == "open"
     # Each response went to the request that asked for it.
     assert all(results[i] == [topics[i % 2]] for i in range(300))
+
+
+def _produce(topic: str, acks: int, batch: bytes, timeout_ms: int = 10000) -> ProduceRequest:
+    """A Produce request naming ``topic`` (v12 and below) with one batch for partition 0."""
+    return ProduceRequest(
+        acks=acks,
+        timeout_ms=timeout_ms,
+        topic_data=[
+            TopicProduceData(
+                name=topic, partition_data=[PartitionProduceData(index=0, records=batch)]
+            )
+        ],
+    )
 
 
 async def _topic_id(conn: BrokerConnection, topic: str) -> object:
@@ -351,16 +357,7 @@ async def test_acks_0_produce_expects_no_response(
     host, port = host_port(kafka.plaintext)
 
     def produce(acks: int, value: bytes) -> ProduceRequest:
-        batch = encode_batch([(None, value, (), int(time.time() * 1000))])
-        return ProduceRequest(
-            acks=acks,
-            timeout_ms=10000,
-            topic_data=[
-                TopicProduceData(
-                    name=topic, partition_data=[PartitionProduceData(index=0, records=batch)]
-                )
-            ],
-        )
+        return _produce(topic, acks, encode_batch([(None, value, (), int(time.time() * 1000))]))
 
     async with BrokerConnection(host, port) as conn:
         # Produce v13 names topics by id; these requests name them.
@@ -391,29 +388,18 @@ async def test_confirm_writes_before_close_keeps_acks_0_records(
         for j in range(0, 2000, 100)
     ]
 
-    def produce(acks: int, batch: bytes) -> ProduceRequest:
-        return ProduceRequest(
-            acks=acks,
-            timeout_ms=10000,
-            topic_data=[
-                TopicProduceData(
-                    name=topic, partition_data=[PartitionProduceData(index=0, records=batch)]
-                )
-            ],
-        )
-
     async with BrokerConnection(host, port) as conn:
         version = conn.choose_api_version(ProduceRequest.API_KEY, max=12)
         with anyio.fail_after(30):
             for batch in batches:
-                await conn.request(produce(0, batch), version, expect_response=False)
+                await conn.request(_produce(topic, 0, batch), version, expect_response=False)
             assert conn.unconfirmed_writes == len(batches)
             await conn.confirm_writes()
             assert conn.unconfirmed_writes == 0
             await conn.confirm_writes()  # nothing to confirm: no request
     async with BrokerConnection(host, port) as conn:
         with anyio.fail_after(20):
-            response = await conn.request(produce(1, batches[0]), version)
+            response = await conn.request(_produce(topic, 1, batches[0]), version)
     # Every acks=0 record was stored before the acknowledged one.
     assert response.responses[0].partition_responses[0].base_offset == 2000
 
@@ -475,21 +461,7 @@ async def test_peer_that_stops_reading_times_out_the_writer_and_those_behind_it(
         await peer.answer_api_versions()
         await anyio.sleep(30)
 
-    big = ProduceRequest(
-        acks=1,
-        timeout_ms=1000,
-        topic_data=[
-            TopicProduceData(
-                name="t",
-                partition_data=[
-                    PartitionProduceData(
-                        index=0,
-                        records=encode_batch([(None, b"x" * (16 << 20), (), 0)]),
-                    )
-                ],
-            )
-        ],
-    )
+    big = _produce("t", 1, encode_batch([(None, b"x" * (16 << 20), (), 0)]), timeout_ms=1000)
     errors: list[BaseException] = []
     async with fake_broker(deaf) as port:
         async with BrokerConnection("127.0.0.1", port, request_timeout=1.0) as conn:
