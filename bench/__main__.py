@@ -65,21 +65,13 @@ def run_codec(ctx: Context) -> list[Result]:
 def run_producer(ctx: Context) -> list[Result]:
     from bench import producer
 
-    runner = getattr(producer, "run", None)
-    if runner is None:
-        raise RuntimeError("bench/producer.py has no run(ctx) yet")
-    results: list[Result] = runner(ctx)
-    return results
+    return producer.run(ctx)
 
 
 def run_handoff(ctx: Context) -> list[Result]:
     from bench import producer
 
-    runner = getattr(producer, "run_handoff", None)
-    if runner is None:
-        raise RuntimeError("bench/producer.py has no run_handoff(ctx) yet")
-    results: list[Result] = runner(ctx)
-    return results
+    return producer.run_handoff(ctx)
 
 
 def run_middleware(ctx: Context) -> list[Result]:
