@@ -44,6 +44,7 @@ __all__ = [
     "Record",
     "TopicBuffer",
     "cut",
+    "cut_moving_on",
     "header_size",
     "place",
     "records_of",
@@ -321,6 +322,16 @@ def cut(p: PartitionBuffer) -> Batch:
     p.nbytes = 0
     p.waiters = None
     p.batches.append(batch)
+    return batch
+
+
+def cut_moving_on(p: PartitionBuffer) -> Batch:
+    """:func:`cut`, and if ``p`` was its topic's sticky partition, the topic's next
+    keyless records go to another one (KIP-480: stick until a batch is made)."""
+    batch = cut(p)
+    t = p.topic
+    if t.sticky == p.index:
+        t.next_sticky()
     return batch
 
 

@@ -76,6 +76,7 @@ from .accumulator import (
     TopicBuffer,
     Waiters,
     cut,
+    cut_moving_on,
     header_size,
     place,
     records_of,
@@ -825,10 +826,7 @@ class Producer:
                 # Cut records behind a batch still in flight or waiting to be
                 # retried: a batch's age (delivery_timeout) counts from its cut, so
                 # records must not sit uncut through a long outage.
-                cut(p)
-                t = p.topic
-                if t.sticky == p.index:
-                    t.next_sticky()
+                cut_moving_on(p)
             if p.inflight:
                 continue
             if p.batches:
@@ -839,10 +837,7 @@ class Producer:
                     continue
             elif p.pending:
                 if force or len(p.pending) >= batch_num or p.nbytes >= batch_size:
-                    b = cut(p)
-                    t = p.topic
-                    if t.sticky == p.index:
-                        t.next_sticky()
+                    b = cut_moving_on(p)
                 else:
                     continue
             else:
@@ -1442,10 +1437,7 @@ class Producer:
         out: list[Batch] = []
         for p in list(self._active):
             if p.pending:
-                cut(p)
-                t = p.topic
-                if t.sticky == p.index:
-                    t.next_sticky()
+                cut_moving_on(p)
             out.extend(p.batches)
         return out
 
