@@ -172,6 +172,8 @@ class _Client(Protocol):
 
     def request_refresh(self) -> None: ...
 
+    def note_error(self, error: KafkaError) -> bool: ...
+
     async def confirm_writes(self, timeout: float | None = None) -> None: ...  # noqa: ASYNC109
 
     async def fetch_metadata(self, topic: str) -> TopicMetadata: ...
@@ -1128,8 +1130,7 @@ class Producer:
         if b.not_before < self._retry_at:
             self._retry_at = b.not_before
         self._retried += len(b.values)
-        if error.invalid_metadata:
-            self._client.request_refresh()
+        self._client.note_error(error)
 
     def _stalled(self, b: Batch, error: KafkaError) -> None:
         """No broker could be reached for ``b``: keep it until delivery_timeout has

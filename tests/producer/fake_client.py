@@ -114,6 +114,12 @@ class FakeClient:
     def request_refresh(self) -> None:
         self.refreshes += 1
 
+    def note_error(self, error: KafkaError) -> bool:
+        # As KafkaClient.note_error: a refresh when the error means stale metadata.
+        if error.invalid_metadata:
+            self.request_refresh()
+        return error.invalid_metadata
+
     async def confirm_writes(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
         self.confirmations += 1
 
