@@ -124,8 +124,11 @@ class _BrokerPool:
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def _usable(self) -> list[BrokerConnection]:
+    def _prune(self) -> None:
         self.connections = [c for c in self.connections if not c.closed]
+
+    def _usable(self) -> list[BrokerConnection]:
+        self._prune()
         return [c for c in self.connections if c.usable]
 
     def _pick(self) -> BrokerConnection | None:
@@ -202,7 +205,7 @@ class _BrokerPool:
 
     async def reap(self, now: float) -> None:
         """Close connections idle past idle_timeout, and idle ones beyond max_idle."""
-        self._usable()
+        self._prune()
         options = self.client.options
         idle = sorted((c for c in self.connections if c.in_flight == 0), key=lambda c: c.last_used)
         keep = options.max_idle_connections
@@ -213,7 +216,7 @@ class _BrokerPool:
             # earlier one was closing (aclose marks it closed before awaiting).
             if conn.in_flight == 0 and (expired or surplus or not conn.usable):
                 await conn.aclose()
-        self._usable()
+        self._prune()
 
     async def aclose(self) -> None:
         for conn in self.connections:
