@@ -71,6 +71,7 @@ from .accumulator import (
     RECORD_OVERHEAD,
     Batch,
     Delivery,
+    Extra,
     PartitionBuffer,
     Record,
     TopicBuffer,
@@ -1345,20 +1346,8 @@ class Producer:
         t.wake_bytes = self._batch_size
         extras, t.extras = t.extras, None
         t.mixed = False
-        if not values:
-            return
-        keys: list[bytes | None] | None = None
-        headers: list[list[tuple[str, bytes | None]] | None] | None = None
-        waiters: Waiters | None = None
-        if extras:
-            keys = [None] * len(values)
-            headers = [None] * len(values)
-            for i, key, hdrs, _, _ in extras:
-                keys[i] = key
-                headers[i] = hdrs
-            waiters = [(e[0], e[4]) for e in extras if e[4] is not None] or None
-        records = records_of(values, stamps, keys, headers)
-        self._report_failure(t.name, -1, records, waiters, error, error.retriable)
+        if values:
+            self._report_unplaced(t, values, stamps, extras, error)
 
     def _fail_topic_prefix(self, t: TopicBuffer, error: KafkaError, count: int) -> None:
         values = t.values[:count]
@@ -1369,19 +1358,31 @@ class Producer:
         t.nbytes = max(
             0, t.nbytes - sum(RECORD_OVERHEAD + len(v) for v in values if v is not None)
         )
-        keys: list[bytes | None] | None = None
-        headers: list[list[tuple[str, bytes | None]] | None] | None = None
-        waiters: Waiters | None = None
+        mine: list[Extra] | None = None
         if t.extras:
             mine = [e for e in t.extras if e[0] < count]
             t.extras = [(e[0] - count, *e[1:]) for e in t.extras if e[0] >= count] or None
-            if mine:
-                keys = [None] * count
-                headers = [None] * count
-                for i, key, hdrs, _, _ in mine:
-                    keys[i] = key
-                    headers[i] = hdrs
-                waiters = [(e[0], e[4]) for e in mine if e[4] is not None] or None
+        self._report_unplaced(t, values, stamps, mine, error)
+
+    def _report_unplaced(
+        self,
+        t: TopicBuffer,
+        values: list[bytes | None],
+        stamps: list[int],
+        extras: list[Extra] | None,
+        error: KafkaError,
+    ) -> None:
+        """Report records of ``t`` never placed on a partition (``extras`` index them)."""
+        keys: list[bytes | None] | None = None
+        headers: list[list[tuple[str, bytes | None]] | None] | None = None
+        waiters: Waiters | None = None
+        if extras:
+            keys = [None] * len(values)
+            headers = [None] * len(values)
+            for i, key, hdrs, _, _ in extras:
+                keys[i] = key
+                headers[i] = hdrs
+            waiters = [(e[0], e[4]) for e in extras if e[4] is not None] or None
         records = records_of(values, stamps, keys, headers)
         self._report_failure(t.name, -1, records, waiters, error, error.retriable)
 
