@@ -115,7 +115,7 @@ SECTIONS = [
         "Distinct log-like values (lz4 shrinks them about 2.5-3x), no key, each client's "
         "defaults otherwise. kafka_asgi in async mode (`send_nowait`, then `flush()`), its "
         "loop letting the event loop run every 1,000 records as confluent-kafka's loop "
-        "calls `poll(0)` every 1,000 (the row \"kafka_asgi, loop never yields\" shows "
+        'calls `poll(0)` every 1,000 (the row "kafka_asgi, loop never yields" shows '
         "a loop that only awaits when the buffer is full; the ratio there is kafka_asgi's "
         "over it). "
         "kafka-python sits out the lz4 cases: its lz4 codec needs the `lz4` package, "

@@ -3,7 +3,7 @@
 
     python3 scripts/dev.py demo   # the FastAPI example shipping access logs to a local Kafka
     python3 scripts/dev.py test   # the test suite against a real local Kafka
-    python3 scripts/dev.py lint   # ruff and mypy --strict
+    python3 scripts/dev.py lint   # ruff check, ruff format --check and mypy --strict
 
 Each makes ``.venv`` (Python 3.10+) with the project and its ``dev`` extra on
 first use, then runs inside it.  Java 17+ and Maven are needed for the broker
@@ -55,6 +55,7 @@ def main(argv: list[str]) -> int:
         return run([str(PY), "examples/demo.py", *rest])
     if command == "lint":
         code = run([str(BIN / "ruff"), "check", "."])
+        code = code or run([str(BIN / "ruff"), "format", "--check", "."])
         return code or run([str(BIN / "mypy"), "--strict", "kafka_asgi"])
     return run([str(PY), "-m", "pytest", *rest])
 

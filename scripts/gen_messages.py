@@ -369,9 +369,7 @@ def default_expr(fd: FieldDef) -> str:
 
 def immutable(sd: StructDef) -> bool:
     """True when instances hold no lists (directly or in nested structs)."""
-    return all(
-        not f.array and (f.struct is None or immutable(f.struct)) for f in sd.fields
-    )
+    return all(not f.array and (f.struct is None or immutable(f.struct)) for f in sd.fields)
 
 
 FIXED_CODES = {
@@ -508,9 +506,7 @@ def elem_min_size(fd: FieldDef, flexible: bool) -> int:
     }[fd.elem]
 
 
-def emit_write_value(
-    e: Emitter, ind: int, fd: FieldDef, var: Variant, expr: str, out: str
-) -> None:
+def emit_write_value(e: Emitter, ind: int, fd: FieldDef, var: Variant, expr: str, out: str) -> None:
     """Statements writing ``expr`` (the field's value) for one variant."""
     flexible, nullable = var.flexible, var.nullable
     if not nullable and (fd.nullable is not None or fd.elem == "records"):
@@ -572,9 +568,7 @@ def read_value_expr(fd: FieldDef, var: Variant) -> tuple[list[str], str]:
     return setup, f"None if n < 0 else r.{fd.elem}_array(n)"
 
 
-def emit_variants(
-    e: Emitter, ind: int, variants: list[Variant], rng: Range, body: Any
-) -> None:
+def emit_variants(e: Emitter, ind: int, variants: list[Variant], rng: Range, body: Any) -> None:
     """if/elif/else over variants (conditions relative to ``rng``)."""
     if len(variants) == 1:
         body(ind, variants[0])
@@ -882,33 +876,33 @@ def emit_module(api: str, req: MessageDef, resp: MessageDef) -> str:
     prim = sorted(
         (
             n
-        for n in (
-            "NULL_INT32",
-            "ZERO_BYTE",
-            "ZERO_UUID",
-            "Reader",
-            "encode_compact_nullable_string",
-            "encode_compact_string",
-            "encode_nullable_string",
-            "encode_string",
-            "encode_uvarint",
-            "pack_bool",
-            "pack_float64",
-            "pack_int8",
-            "pack_int8_array",
-            "pack_int16",
-            "pack_int16_array",
-            "pack_int32",
-            "pack_int32_array",
-            "pack_int64",
-            "pack_int64_array",
-            "pack_uint16",
-            "pack_uint32",
-            "write_bytes",
-            "write_compact_bytes",
-            "write_compact_nullable_bytes",
-            "write_nullable_bytes",
-        )
+            for n in (
+                "NULL_INT32",
+                "ZERO_BYTE",
+                "ZERO_UUID",
+                "Reader",
+                "encode_compact_nullable_string",
+                "encode_compact_string",
+                "encode_nullable_string",
+                "encode_string",
+                "encode_uvarint",
+                "pack_bool",
+                "pack_float64",
+                "pack_int8",
+                "pack_int8_array",
+                "pack_int16",
+                "pack_int16_array",
+                "pack_int32",
+                "pack_int32_array",
+                "pack_int64",
+                "pack_int64_array",
+                "pack_uint16",
+                "pack_uint32",
+                "write_bytes",
+                "write_compact_bytes",
+                "write_compact_nullable_bytes",
+                "write_nullable_bytes",
+            )
             if re.search(rf"\b{n}\b", code)
         ),
         key=isort_key,

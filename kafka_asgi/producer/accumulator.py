@@ -76,6 +76,7 @@ def records_of(
         for i in range(n)
     ]
 
+
 RECORD_OVERHEAD = 16
 """Bytes a small record adds to a batch beyond its key and value (length, attributes,
 timestamp and offset deltas, key/value lengths, header count: about 8 to 16)."""

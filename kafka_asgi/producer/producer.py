@@ -213,9 +213,7 @@ def _as_bytes(value: object, what: str, serializer: Any) -> bytes | None:
         if isinstance(out, str):
             return out.encode()
         if not isinstance(out, (bytes, bytearray, memoryview)):
-            raise TypeError(
-                f"{what}_serializer must return bytes, returned {type(out).__name__}"
-            )
+            raise TypeError(f"{what}_serializer must return bytes, returned {type(out).__name__}")
         return bytes(out)
     if isinstance(value, str):
         return value.encode()
@@ -251,8 +249,7 @@ def _coerce_headers(headers: object) -> list[tuple[str, bytes | None]] | None:
                 value = bytes(value)
             else:
                 raise TypeError(
-                    f"header {name!r} value must be bytes, str or None, "
-                    f"not {type(value).__name__}"
+                    f"header {name!r} value must be bytes, str or None, not {type(value).__name__}"
                 )
         out.append((name, value))
     return out or None
@@ -1081,9 +1078,7 @@ class Producer:
             p = b.part
             pr = results.get((p.topic.name, p.index))
             if pr is None:
-                self._attempt_failed(
-                    b, KafkaError(f"the broker did not answer for {p!r}"), True
-                )
+                self._attempt_failed(b, KafkaError(f"the broker did not answer for {p!r}"), True)
                 continue
             code = pr.error_code
             if code == 0:
@@ -1122,8 +1117,10 @@ class Producer:
             b.maybe_written = True
         b.attempts += 1
         can_retry = error.retriable if retriable is None else retriable
-        if not can_retry or (maybe_written and not self._idempotent) or (
-            b.attempts > self._max_retry
+        if (
+            not can_retry
+            or (maybe_written and not self._idempotent)
+            or (b.attempts > self._max_retry)
         ):
             self._fail_batch(b, error, can_retry and not b.maybe_written)
             return
@@ -1247,8 +1244,7 @@ class Producer:
                     logger.exception("kafka_asgi producer: on_delivery raised")
         if not handled and not waiters:
             logger.error(
-                "kafka_asgi producer: %d record(s) for %s[%d] not delivered "
-                "(retriable=%s): %s",
+                "kafka_asgi producer: %d record(s) for %s[%d] not delivered (retriable=%s): %s",
                 n,
                 topic,
                 partition,
@@ -1355,9 +1351,7 @@ class Producer:
         stamps = t.stamps[:count]
         del t.stamps[:count]
         # An estimate (as when records are added): it only decides wake-ups.
-        t.nbytes = max(
-            0, t.nbytes - sum(RECORD_OVERHEAD + len(v) for v in values if v is not None)
-        )
+        t.nbytes = max(0, t.nbytes - sum(RECORD_OVERHEAD + len(v) for v in values if v is not None))
         mine: list[Extra] | None = None
         if t.extras:
             mine = [e for e in t.extras if e[0] < count]
@@ -1395,9 +1389,7 @@ class Producer:
             try:
                 with anyio.fail_after(2 * self._request_wait):
                     response: InitProducerIdResponse = await self._client.send_any(
-                        InitProducerIdRequest(
-                            transactional_id=None, transaction_timeout_ms=60_000
-                        ),
+                        InitProducerIdRequest(transactional_id=None, transaction_timeout_ms=60_000),
                         request_timeout=self._request_wait,
                     )
                 if response.error_code:
