@@ -1,0 +1,436 @@
+"""The spill store: segment files on local disk for records Kafka cannot take now.
+
+Layout under ``spill_dir``::
+
+    spill_dir/
+      w<pid>-<random>/          one directory per live producer (worker)
+        LOCK                    held with fcntl.flock while that producer lives
+        000000000001.seg        frames (kafka_asgi.protocol.spill), oldest first
+        000000000001.ack        offsets of the frames acknowledged so far
+
+A producer creates its own directory and locks it, so two live processes never
+write one directory.  On open it also tries the lock of every other directory:
+a lock it gets belongs to a dead producer, whose segments it adopts (keeping the
+lock, so no other live producer adopts them too) and replays before its own.
+
+Segments are rolled at ``segment_bytes`` and read back only once sealed (the
+reader seals the segment being written when it is the oldest left).  A segment is
+deleted when it is sealed, read to its end and every frame handed out was
+acknowledged (:meth:`SpillStore.ack`: delivered, or reported as failed).  Frames
+already in the ack file (a previous owner acknowledged them) are not handed out
+again; frames acknowledged after the last ack write reached the disk are shipped
+again (at-least-once).
+
+This class does plain blocking file I/O and is thread-safe: the producer calls
+it from worker threads (``anyio.to_thread``), never from the event loop.  Errors
+are ``OSError`` (the caller reports them) and full budgets are return values.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kafka_asgi.protocol.spill import (
+    SEGMENT_HEADER,
+    Damage,
+    SpillFrame,
+    decode_acks,
+    decode_frames,
+    encode_ack,
+)
+
+__all__ = ["FSYNC_POLICIES", "ReadResult", "Segment", "SpillStore"]
+
+FSYNC_POLICIES = ("segment", "never")
+"""Named fsync policies; a number instead means "at most every that many seconds"."""
+_LOCK = "LOCK"
+_SEG = ".seg"
+_ACK = ".ack"
+
+
+@dataclass(eq=False)
+class Segment:
+    """One segment file and what is known of its frames."""
+
+    directory: Path
+    seq: int
+    size: int = 0
+    sealed: bool = False
+    read_pos: int = len(SEGMENT_HEADER)
+    read_done: bool = False
+    outstanding: int = 0
+    """Frames handed out by :meth:`SpillStore.read` and not acknowledged yet."""
+    acked: set[int] = field(default_factory=set)
+    """Frame offsets acknowledged by an earlier owner (from the ack file)."""
+    fd: int | None = None
+    ack_fd: int | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.directory / f"{self.seq:012d}{_SEG}"
+
+    @property
+    def ack_path(self) -> Path:
+        return self.directory / f"{self.seq:012d}{_ACK}"
+
+
+@dataclass
+class ReadResult:
+    """Frames read back (with their segment, for :meth:`SpillStore.ack`) and damage."""
+
+    frames: list[tuple[Segment, SpillFrame]] = field(default_factory=list)
+    damage: list[tuple[Path, Damage]] = field(default_factory=list)
+
+
+def _flock(fd: int) -> bool:
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+class SpillStore:
+    """Segments of one producer (its own directory and any it adopted)."""
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        max_bytes: int,
+        segment_bytes: int,
+        fsync: str | float = "segment",
+        read_bytes: int = 1 << 20,
+    ) -> None:
+        self.root = Path(directory)
+        self.max_bytes = max_bytes
+        self.segment_bytes = segment_bytes
+        self.fsync = fsync
+        self.read_bytes = read_bytes
+        self.own: Path | None = None
+        self.adopted: list[Path] = []
+        self._locks: dict[Path, int] = {}
+        self._segments: list[Segment] = []  # oldest first: adopted ones, then own
+        self._writing: Segment | None = None
+        self._next_seq = 1
+        self._last_sync = time.monotonic()
+        self._lock = threading.Lock()
+        self.disk_bytes = 0
+        self.closed = False
+
+    # ------------------------------------------------------------------ open/close
+
+    def open(self) -> None:
+        """Create and lock this producer's directory; adopt the dead ones' (blocking)."""
+        with self._lock:
+            self.root.mkdir(parents=True, exist_ok=True)
+            name = f"w{os.getpid()}-{secrets.token_hex(4)}"
+            own = self.root / name
+            own.mkdir()
+            fd = os.open(own / _LOCK, os.O_CREAT | os.O_RDWR, 0o644)
+            if not _flock(fd):  # a fresh random name: cannot be held
+                os.close(fd)
+                raise OSError(f"cannot lock {own / _LOCK}")
+            self._locks[own] = fd
+            self.own = own
+            for other in sorted(self.root.iterdir()):
+                if other == own or not other.is_dir():
+                    continue
+                self._adopt(other)
+
+    def _adopt(self, directory: Path) -> None:
+        try:
+            fd = os.open(directory / _LOCK, os.O_CREAT | os.O_RDWR, 0o644)
+        except OSError:
+            return
+        if not _flock(fd):
+            os.close(fd)  # its producer is alive
+            return
+        segments = []
+        for path in sorted(directory.glob(f"*{_SEG}")):
+            try:
+                seq = int(path.stem)
+            except ValueError:
+                continue
+            seg = Segment(directory, seq, size=path.stat().st_size, sealed=True)
+            try:
+                seg.acked = decode_acks(seg.ack_path.read_bytes())
+            except FileNotFoundError:
+                pass
+            segments.append(seg)
+        if not segments:
+            self._remove_dir(directory, fd)
+            return
+        self._locks[directory] = fd
+        self.adopted.append(directory)
+        self._segments.extend(segments)
+        self.disk_bytes += sum(s.size for s in segments)
+
+    def _remove_dir(self, directory: Path, fd: int) -> None:
+        for leftover in directory.glob(f"*{_ACK}"):
+            leftover.unlink(missing_ok=True)
+        (directory / _LOCK).unlink(missing_ok=True)
+        os.close(fd)
+        try:
+            directory.rmdir()
+        except OSError:
+            pass  # something else in it: leave it
+
+    def close(self) -> None:
+        """Sync and close the files and release the locks (segments stay on disk)."""
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            for seg in self._segments:
+                self._close_fds(seg, sync=self.fsync != "never")
+            for directory, fd in list(self._locks.items()):
+                if directory != self.own and not any(
+                    s.directory == directory for s in self._segments
+                ):
+                    self._remove_dir(directory, fd)
+                else:
+                    os.close(fd)
+            self._locks.clear()
+            own = self.own
+            if own is not None and not any(s.directory == own for s in self._segments):
+                # Nothing left to replay: leave no empty directory behind.
+                (own / _LOCK).unlink(missing_ok=True)
+                try:
+                    own.rmdir()
+                except OSError:
+                    pass
+
+    @staticmethod
+    def _close_fds(seg: Segment, sync: bool) -> None:
+        for name in ("fd", "ack_fd"):
+            fd = getattr(seg, name)
+            if fd is not None:
+                setattr(seg, name, None)
+                try:
+                    if sync:
+                        os.fsync(fd)
+                finally:
+                    os.close(fd)
+
+    # ------------------------------------------------------------------ writing
+
+    def room(self) -> int:
+        """Bytes the budget still allows."""
+        return self.max_bytes - self.disk_bytes
+
+    def append(self, frames: list[bytes]) -> int:
+        """Write frames in order; return how many fit the budget (the rest were not
+        written).  Raises OSError (disk full, I/O error): then none of the frames of
+        this call is in the segment (a partial write is cut off again)."""
+        with self._lock:
+            if self.closed or self.own is None:
+                raise OSError("the spill store is closed")
+            written = 0
+            i = 0
+            n = len(frames)
+            while i < n:
+                seg = self._writing
+                if seg is None or (
+                    seg.size > len(SEGMENT_HEADER)
+                    and seg.size + len(frames[i]) > self.segment_bytes
+                ):
+                    seg = self._roll()
+                # As many frames as fit the segment (at least one) and the budget.
+                room = self.max_bytes - self.disk_bytes
+                take: list[bytes] = []
+                size = 0
+                while i < n:
+                    f = frames[i]
+                    if size + len(f) > room:
+                        break
+                    if take and seg.size + size + len(f) > self.segment_bytes:
+                        break
+                    take.append(f)
+                    size += len(f)
+                    i += 1
+                if not take:
+                    break
+                self._write(seg, b"".join(take))
+                written += len(take)
+                if i < n and size + len(frames[i]) > room:
+                    break
+            self._maybe_sync()
+            return written
+
+    def _roll(self) -> Segment:
+        old = self._writing
+        if old is not None:
+            self._seal(old)
+        assert self.own is not None
+        seg = Segment(self.own, self._next_seq)
+        self._next_seq += 1
+        seg.fd = os.open(seg.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_APPEND, 0o644)
+        self._segments.append(seg)
+        self._writing = seg
+        try:
+            self._write(seg, SEGMENT_HEADER)
+        except OSError:
+            self._drop(seg)
+            raise
+        return seg
+
+    def _write(self, seg: Segment, data: bytes) -> None:
+        assert seg.fd is not None
+        view = memoryview(data)
+        done = 0
+        try:
+            while done < len(view):
+                done += os.write(seg.fd, view[done:])
+        except OSError:
+            if done:
+                # Leave no torn frame behind: the records are reported as not spilled.
+                try:
+                    os.ftruncate(seg.fd, seg.size)
+                except OSError:
+                    pass
+            self._seal(seg)
+            raise
+        seg.size += len(data)
+        self.disk_bytes += len(data)
+
+    def _seal(self, seg: Segment) -> None:
+        if seg.sealed:
+            return
+        seg.sealed = True
+        if self._writing is seg:
+            self._writing = None
+        fd, seg.fd = seg.fd, None
+        if fd is not None:
+            try:
+                if self.fsync != "never":
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._last_sync = time.monotonic()
+
+    def _maybe_sync(self) -> None:
+        policy = self.fsync
+        if isinstance(policy, str):
+            return
+        now = time.monotonic()
+        if now - self._last_sync < policy:
+            return
+        self._last_sync = now
+        seg = self._writing
+        if seg is not None and seg.fd is not None:
+            os.fsync(seg.fd)
+        for s in self._segments:
+            if s.ack_fd is not None:
+                os.fsync(s.ack_fd)
+
+    def sync(self) -> None:
+        """fsync what is written (a number policy calls this on a timer)."""
+        with self._lock:
+            for s in self._segments:
+                for fd in (s.fd, s.ack_fd):
+                    if fd is not None:
+                        os.fsync(fd)
+            self._last_sync = time.monotonic()
+
+    # ------------------------------------------------------------------ reading
+
+    @property
+    def backlog_bytes(self) -> int:
+        """Bytes of segments not read back yet."""
+        return sum(s.size - s.read_pos for s in self._segments if not s.read_done)
+
+    def has_unread(self) -> bool:
+        return any(not s.read_done for s in self._segments)
+
+    def read(self) -> ReadResult:
+        """The next frames not read yet, oldest first (about ``read_bytes`` of them).
+
+        Seals the segment being written when it is the oldest left to read.
+        """
+        with self._lock:
+            result = ReadResult()
+            for seg in self._segments:
+                if seg.read_done:
+                    continue
+                if not seg.sealed:
+                    self._seal(seg)
+                self._read_segment(seg, result)
+                if result.frames or result.damage:
+                    break
+            self._collect()
+            return result
+
+    def _read_segment(self, seg: Segment, result: ReadResult) -> None:
+        want = self.read_bytes
+        with open(seg.path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if seg.read_pos == len(SEGMENT_HEADER):
+                head = f.read(len(SEGMENT_HEADER))
+                if head != SEGMENT_HEADER:
+                    # Not our file header: read on, the frames carry their own checks.
+                    result.damage.append(
+                        (seg.path, Damage(0, len(head), None, "bad segment file header"))
+                    )
+            while True:
+                f.seek(seg.read_pos)
+                chunk = f.read(want)
+                eof = seg.read_pos + len(chunk) >= size
+                scan = decode_frames(chunk, base=seg.read_pos, at_eof=eof)
+                seg.read_pos += scan.consumed
+                result.damage.extend((seg.path, d) for d in scan.damage)
+                for frame in scan.frames:
+                    if frame.offset in seg.acked:
+                        continue
+                    seg.outstanding += 1
+                    result.frames.append((seg, frame))
+                if eof:
+                    seg.read_done = True
+                    return
+                if scan.consumed or scan.damage:
+                    return
+                want *= 2  # a frame larger than the chunk
+
+    # ------------------------------------------------------------------ acks
+
+    def ack(self, seg: Segment, offset: int) -> None:
+        """Record that every record of the frame at ``offset`` was delivered or reported."""
+        with self._lock:
+            seg.outstanding -= 1
+            if seg.sealed and seg.read_done and seg.outstanding <= 0:
+                self._collect()
+                return
+            if seg.ack_fd is None:
+                seg.ack_fd = os.open(seg.ack_path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o644)
+            os.write(seg.ack_fd, encode_ack(offset))
+
+    def _collect(self) -> None:
+        """Delete the segments whose every frame was acknowledged."""
+        done = [s for s in self._segments if s.sealed and s.read_done and s.outstanding <= 0]
+        for seg in done:
+            self._drop(seg)
+        keep = self._segments
+        for directory in list(self.adopted):
+            if not any(s.directory == directory for s in keep):
+                self.adopted.remove(directory)
+                fd = self._locks.pop(directory, None)
+                if fd is not None:
+                    self._remove_dir(directory, fd)
+
+    def _drop(self, seg: Segment) -> None:
+        self._close_fds(seg, sync=False)
+        seg.path.unlink(missing_ok=True)
+        seg.ack_path.unlink(missing_ok=True)
+        self.disk_bytes -= seg.size
+        seg.size = 0
+        if seg in self._segments:
+            self._segments.remove(seg)
+        if self._writing is seg:
+            self._writing = None

@@ -1,0 +1,174 @@
+"""The spill store on its own: segments, budget, acks, locks and adoption (no broker)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from kafka_asgi.producer.spill import SpillStore
+from kafka_asgi.protocol.spill import encode_frame
+
+TS = 1_700_000_000_000
+
+
+def _frame(i: int, n: int = 1, topic: str = "t") -> bytes:
+    return encode_frame(
+        topic, i % 3, [(b"k%d" % i, b"v%d-%d" % (i, j), None, TS) for j in range(n)]
+    )
+
+
+def _store(root: Path, **kw: object) -> SpillStore:
+    options: dict[str, object] = {"max_bytes": 1 << 30, "segment_bytes": 1 << 20, "fsync": "never"}
+    options.update(kw)
+    store = SpillStore(root, **options)  # type: ignore[arg-type]
+    store.open()
+    return store
+
+
+def _die(store: SpillStore) -> None:
+    """Drop a store as a killed process would: locks released, nothing cleaned."""
+    for seg in store._segments:
+        for fd in (seg.fd, seg.ack_fd):
+            if fd is not None:
+                os.close(fd)
+        seg.fd = seg.ack_fd = None
+    for fd in store._locks.values():
+        os.close(fd)
+    store._locks.clear()
+    store.closed = True
+
+
+def _read_all(store: SpillStore) -> list[tuple[object, object]]:
+    out = []
+    while True:
+        r = store.read()
+        if not r.frames and not r.damage:
+            return out
+        out += r.frames
+
+
+def test_write_read_ack_deletes_segments(tmp_path: Path) -> None:
+    store = _store(tmp_path, segment_bytes=400)
+    frames = [_frame(i) for i in range(20)]
+    assert store.append(frames) == 20
+    assert store.own is not None
+    segs = sorted(store.own.glob("*.seg"))
+    assert len(segs) > 3  # rolled at segment_bytes
+    assert all(p.stat().st_size <= 400 for p in segs)
+    got = _read_all(store)
+    assert [f.records for _, f in got] == [  # type: ignore[attr-defined]
+        [(b"k%d" % i, b"v%d-0" % i, None, TS)] for i in range(20)
+    ]
+    # Nothing deleted before every frame of a segment is acknowledged.
+    assert sorted(store.own.glob("*.seg")) == segs
+    for seg, frame in got[:-1]:
+        store.ack(seg, frame.offset)  # type: ignore[arg-type, attr-defined]
+    assert sorted(store.own.glob("*.seg")) == segs[-1:]
+    seg, frame = got[-1]
+    store.ack(seg, frame.offset)  # type: ignore[arg-type, attr-defined]
+    assert list(store.own.glob("*.seg")) == []
+    assert store.disk_bytes == 0
+    store.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_budget_is_exact(tmp_path: Path) -> None:
+    frame = _frame(1)
+    store = _store(tmp_path, max_bytes=8 + 5 * len(frame) + 3)
+    assert store.append([frame] * 3) == 3
+    assert store.append([frame] * 3) == 2  # the sixth does not fit
+    assert store.append([frame]) == 0
+    assert store.disk_bytes == 8 + 5 * len(frame)
+    got = _read_all(store)
+    assert len(got) == 5
+    for seg, f in got:
+        store.ack(seg, f.offset)  # type: ignore[arg-type, attr-defined]
+    assert store.append([frame]) == 1  # room again once acknowledged
+    store.close()
+
+
+def test_live_directory_is_never_shared(tmp_path: Path) -> None:
+    a = _store(tmp_path)
+    a.append([_frame(i) for i in range(3)])
+    b = _store(tmp_path)
+    assert b.adopted == []
+    assert _read_all(b) == []
+    assert len(_read_all(a)) == 3
+    a.close()
+    b.close()
+
+
+def test_dead_directory_is_adopted_once_and_acks_survive(tmp_path: Path) -> None:
+    a = _store(tmp_path, segment_bytes=300)
+    a.append([_frame(i) for i in range(10)])
+    _die(a)
+    b = _store(tmp_path)
+    c = _store(tmp_path)  # started after b: a's directory is b's
+    assert b.adopted == [a.own]
+    assert c.adopted == []
+    got = _read_all(b)
+    assert len(got) == 10
+    for seg, frame in got[:4]:
+        b.ack(seg, frame.offset)  # type: ignore[arg-type, attr-defined]
+    _die(b)
+    c.close()
+    d = _store(tmp_path)
+    rest = _read_all(d)
+    # Only the frames whose acknowledgement was not recorded come back.
+    assert [f.records for _, f in rest] == [f.records for _, f in got[4:]]  # type: ignore[attr-defined]
+    for seg, frame in rest:
+        d.ack(seg, frame.offset)  # type: ignore[arg-type, attr-defined]
+    d.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_truncated_segment_loses_only_the_cut_frame(tmp_path: Path) -> None:
+    a = _store(tmp_path)
+    a.append([_frame(i) for i in range(5)])
+    a.append([_frame(5, n=1)])
+    _die(a)
+    assert a.own is not None
+    (seg_path,) = a.own.glob("*.seg")
+    size = seg_path.stat().st_size
+    os.truncate(seg_path, size - 7)
+    b = _store(tmp_path)
+    frames: list[object] = []
+    damage = []
+    while True:
+        r = b.read()
+        if not r.frames and not r.damage:
+            break
+        frames += r.frames
+        damage += r.damage
+    assert len(frames) == 5
+    assert len(damage) == 1
+    assert damage[0][1].records == 1
+    b.close()
+
+
+def test_unwritable_directory_raises_oserror(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    store = SpillStore(blocker / "spill", max_bytes=1000, segment_bytes=100)
+    with pytest.raises(OSError):
+        store.open()
+
+
+def test_fsync_policies(tmp_path: Path) -> None:
+    for policy in ("segment", "never", 0.0):
+        store = _store(tmp_path / str(policy), fsync=policy, segment_bytes=200)
+        assert store.append([_frame(i) for i in range(5)]) == 5
+        store.sync()
+        assert len(_read_all(store)) == 5
+        store.close()
+
+
+def test_large_frame_larger_than_read_chunk(tmp_path: Path) -> None:
+    store = _store(tmp_path, read_bytes=64)
+    big = encode_frame("t", 0, [(None, b"x" * 5000, None, TS)])
+    store.append([_frame(0), big, _frame(2)])
+    got = _read_all(store)
+    assert [len(f.records[0][1]) for _, f in got] == [4, 5000, 4]  # type: ignore[attr-defined]
+    store.close()
