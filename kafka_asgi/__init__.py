@@ -1,6 +1,7 @@
 """kafka_asgi: ship events and access logs from ASGI/WSGI apps to Apache Kafka."""
 
 from kafka_asgi.consumer import EARLIEST, LATEST, BasicConsumer
+from kafka_asgi.network.oauthbearer import OAuthBearerToken
 from kafka_asgi.producer import (
     BufferFullError,
     Producer,
@@ -17,6 +18,7 @@ __all__ = [
     "LATEST",
     "BasicConsumer",
     "BufferFullError",
+    "OAuthBearerToken",
     "Producer",
     "RecordMetadata",
     "__version__",

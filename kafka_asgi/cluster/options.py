@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from kafka_asgi.network.connection import ConnectionConfig, check_timeout
+from kafka_asgi.network.config import ConnectionConfig, check_timeout
 
 __all__ = [
     "CLIENT_OPTION_NAMES",
@@ -38,6 +38,8 @@ _CONNECTION_OPTIONS = frozenset(
         "sasl_mechanism",
         "sasl_username",
         "sasl_password",
+        "sasl_oauth_token_provider",
+        "sasl_oauth_extensions",
         "connect_timeout",
         "request_timeout",
         "resolver",

@@ -9,6 +9,12 @@ from kafka_asgi.network.errors import (
     RequestTimeout,
     TLSError,
 )
+from kafka_asgi.network.oauthbearer import (
+    OAuthBearerCredentials,
+    OAuthBearerToken,
+    TokenProvider,
+    TokenProviderObject,
+)
 from kafka_asgi.network.sasl import SaslCredentials
 
 __all__ = [
@@ -18,7 +24,11 @@ __all__ = [
     "ConnectionClosedError",
     "ConnectionConfig",
     "NetworkError",
+    "OAuthBearerCredentials",
+    "OAuthBearerToken",
     "RequestTimeout",
     "SaslCredentials",
     "TLSError",
+    "TokenProvider",
+    "TokenProviderObject",
 ]

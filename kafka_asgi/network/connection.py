@@ -23,11 +23,8 @@ from __future__ import annotations
 import builtins
 import itertools
 import logging
-import math
-import ssl
-from collections.abc import Callable
+import random
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
@@ -36,6 +33,8 @@ import anyio.abc
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 import kafka_asgi
+from kafka_asgi.network.authenticate import SaslIO, new_mechanism, run_exchange
+from kafka_asgi.network.config import ConnectionConfig, check_timeout
 from kafka_asgi.network.errors import (
     CONNECT_ERRORS,
     IO_ERRORS,
@@ -45,13 +44,11 @@ from kafka_asgi.network.errors import (
     RequestTimeout,
     map_exceptions,
 )
-from kafka_asgi.network.sasl import SaslCredentials
-from kafka_asgi.network.tls import build_ssl_context
+from kafka_asgi.network.sasl import SaslMechanism
 from kafka_asgi.protocol.errors import (
     KafkaError,
     ProtocolError,
     UnsupportedVersionError,
-    error_for_code,
 )
 from kafka_asgi.protocol.framing import (
     MAX_FRAME_SIZE,
@@ -68,9 +65,6 @@ from kafka_asgi.protocol.messages import (
     ApiVersionsResponse,
     Message,
     SaslAuthenticateRequest,
-    SaslAuthenticateResponse,
-    SaslHandshakeRequest,
-    SaslHandshakeResponse,
 )
 
 __all__ = ["BrokerConnection", "ConnectionConfig", "check_timeout"]
@@ -78,90 +72,15 @@ __all__ = ["BrokerConnection", "ConnectionConfig", "check_timeout"]
 logger = logging.getLogger("kafka_asgi.network")
 
 _UNSUPPORTED_VERSION = 35
-_UNSUPPORTED_SASL_MECHANISM = 33
 _SOFTWARE_NAME = "kafka-asgi"
-# KIP-368: stop handing out a connection a little before the broker's session expires.
-_REAUTH_MARGIN = 0.9
+# KIP-368: re-authenticate between 85% and 90% of the session lifetime (Java: 85-95%),
+# and never within a second of the last time (the broker refuses that).
+_REAUTH_AT = (0.85, 0.9)
+_REAUTH_MIN_INTERVAL = 1.05
 # Closing our side of a socket never waits for the peer (TLS close_notify is not
 # awaited: tls_standard_compatible=False), so this bound is rarely reached; it keeps
 # aclose() within a producer's close slack even if a stream's close misbehaves.
 _CLOSE_TIMEOUT = 0.2
-
-
-def check_timeout(name: str, value: object, *, allow_none: bool = False) -> float | None:
-    """``value`` as a positive finite float, or a TypeError/ValueError naming ``name``."""
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
-    return float(value)
-
-
-def _check_client_id(value: object) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"client_id must be a str, not {type(value).__name__}")
-    if len(value.encode("utf-8", "surrogatepass")) > 0x7FFF:
-        raise ValueError("client_id is longer than 32767 bytes")
-    return value
-
-
-@dataclass(frozen=True)
-class ConnectionConfig:
-    """Everything a connection needs to reach and talk to one broker (validated)."""
-
-    client_id: str = "kafka-asgi"
-    ssl_context: ssl.SSLContext | None = None
-    sasl: SaslCredentials | None = None
-    connect_timeout: float = 5.0
-    request_timeout: float = 30.0
-    resolver: Callable[[str], str] | None = field(default=None, compare=False)
-
-    @classmethod
-    def from_options(
-        cls,
-        *,
-        client_id: str = "kafka-asgi",
-        ssl: bool | ssl.SSLContext | None = None,
-        ssl_cafile: str | None = None,
-        ssl_certfile: str | None = None,
-        ssl_keyfile: str | None = None,
-        ssl_check_hostname: bool = True,
-        sasl_mechanism: str | None = None,
-        sasl_username: str | None = None,
-        sasl_password: str | None = None,
-        connect_timeout: float = 5.0,
-        request_timeout: float = 30.0,
-        resolver: Callable[[str], str] | None = None,
-    ) -> ConnectionConfig:
-        """Validate the connection-level client options (see the brief's option list)."""
-        sasl: SaslCredentials | None = None
-        if sasl_mechanism is not None:
-            if sasl_username is None or sasl_password is None:
-                raise ValueError("sasl_mechanism needs both sasl_username and sasl_password")
-            sasl = SaslCredentials(sasl_mechanism, sasl_username, sasl_password)
-        elif sasl_username is not None or sasl_password is not None:
-            raise ValueError("sasl_username/sasl_password given without sasl_mechanism")
-        if resolver is not None and not callable(resolver):
-            raise TypeError(f"resolver must be a callable host -> address, not {resolver!r}")
-        timeout = check_timeout("connect_timeout", connect_timeout)
-        req_timeout = check_timeout("request_timeout", request_timeout)
-        assert timeout is not None and req_timeout is not None
-        return cls(
-            client_id=_check_client_id(client_id),
-            ssl_context=build_ssl_context(
-                ssl,
-                cafile=ssl_cafile,
-                certfile=ssl_certfile,
-                keyfile=ssl_keyfile,
-                check_hostname=ssl_check_hostname,
-            ),
-            sasl=sasl,
-            connect_timeout=timeout,
-            request_timeout=req_timeout,
-            resolver=resolver,
-        )
 
 
 class _Waiter:
@@ -219,7 +138,14 @@ class BrokerConnection:
         """Requests started on this connection and not finished (the pool balances on it)."""
         self.last_used = 0.0
         self.expires_at: float | None = None
-        """Event-loop time after which a SASL session must not be used (KIP-368)."""
+        """Event-loop time at which the broker ends the SASL session (KIP-368)."""
+        # When the next request re-authenticates first (KIP-368), and whether one is.
+        self._reauth_at: float | None = None
+        self._reauthenticating = False
+        self._last_auth = 0.0
+        self._drained: anyio.Event | None = None
+        self.reauthentications = 0
+        """Successful KIP-368 re-authentications on this connection."""
         # Requests written without a response to wait for (Produce with acks=0), and
         # how many of them a later response has confirmed: the broker answers a
         # connection's requests in order, so any answer to a request written after
@@ -246,10 +172,8 @@ class BrokerConnection:
 
     @property
     def usable(self) -> bool:
-        """Open, and (for SASL with a session lifetime) not about to be expired."""
-        if self._closed is not None or self._state != "open":
-            return False
-        return self.expires_at is None or anyio.current_time() < self.expires_at
+        """Open. (A SASL session nearing its end is renewed in place: KIP-368.)"""
+        return self._closed is None and self._state == "open"
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -289,13 +213,17 @@ class BrokerConnection:
             raise RuntimeError(f"{self!r} was already started")
         self._state = "connecting"
         try:
+            mechanism: SaslMechanism | None = None
+            if self.config.sasl is not None:
+                # Before the socket: a token provider that fails costs no connection.
+                mechanism = await new_mechanism(self.config.sasl, self.config.request_timeout)
             self._stream = await self._open_stream()
             self._rx = BufferedByteReceiveStream(self._stream)
             try:
                 with anyio.fail_after(self.config.request_timeout):
                     await self._negotiate_versions()
-                    if self.config.sasl is not None:
-                        await self._authenticate(self.config.sasl)
+                    if mechanism is not None:
+                        await self._authenticate(mechanism)
             except TimeoutError:
                 raise ConnectError(
                     f"{self.address}: no answer to the connection handshake within"
@@ -338,6 +266,8 @@ class BrokerConnection:
         for waiter in pending.values():
             waiter.error = error
             waiter.event.set()
+        if self._drained is not None:
+            self._drained.set()
         if self._reader_scope is not None:
             self._reader_scope.cancel()
 
@@ -496,71 +426,106 @@ class BrokerConnection:
             )
         return version
 
-    async def _authenticate(self, credentials: SaslCredentials) -> None:
-        mechanism = credentials.new_mechanism()
+    async def _authenticate(self, mechanism: SaslMechanism) -> None:
         # KIP-152: with SaslAuthenticate the tokens travel in Kafka frames (and errors
         # come back as error codes); without it, SaslHandshake v0 is followed by raw
         # size-prefixed tokens and a failure just closes the connection.
         framed = SaslAuthenticateRequest.API_KEY in self.api_versions
-        handshake_version = self.choose_api_version(
-            SaslHandshakeRequest.API_KEY, min=1 if framed else 0, max=1 if framed else 0
+        io = SaslIO(
+            self.address,
+            self.choose_api_version,
+            self._roundtrip,
+            self._scrub,
+            self._send_frame,
+            self._receive_frame,
         )
-        frame = await self._roundtrip(
-            SaslHandshakeRequest(mechanism=mechanism.name), handshake_version
+        self._session_started(await run_exchange(io, mechanism, framed=framed))
+
+    def _session_started(self, lifetime_ms: int) -> None:
+        now = anyio.current_time()
+        self._last_auth = now
+        if lifetime_ms <= 0:
+            self.expires_at = self._reauth_at = None
+            return
+        lifetime = lifetime_ms / 1000
+        self.expires_at = now + lifetime
+        share = random.uniform(*_REAUTH_AT)
+        self._reauth_at = now + max(share * lifetime, _REAUTH_MIN_INTERVAL)
+
+    async def _reauthenticate(self) -> None:
+        """KIP-368: authenticate again on this open connection before the session ends.
+
+        The token (or a fresh SCRAM exchange) is made ready first, while requests
+        still flow. Then new writes pause (the write lock), the requests in flight get
+        their responses, the handshake runs through the reader, and writes resume:
+        nothing in flight fails or changes order. A refusal closes the connection
+        with AuthenticationError.
+        """
+        credentials = self.config.sasl
+        assert credentials is not None
+        limit = self.config.request_timeout
+        self._reauthenticating = True
+        try:
+            mechanism = await new_mechanism(credentials, limit)
+            with anyio.fail_after(limit):
+                async with self._write_lock:
+                    try:
+                        while self._pending and self._closed is None:
+                            self._drained = anyio.Event()
+                            await self._drained.wait()
+                        if self._closed is not None:
+                            return
+                        io = SaslIO(
+                            self.address,
+                            self.choose_api_version,
+                            self._reauth_roundtrip,
+                            self._scrub,
+                        )
+                        lifetime = await run_exchange(io, mechanism, framed=True)
+                    except KafkaError as exc:
+                        self._fail(exc)
+                        raise
+                    except BaseException:
+                        # Cancelled or out of time mid-exchange: the broker is between
+                        # handshake steps, so nothing else may be sent on this stream.
+                        self._fail(
+                            ConnectionClosedError(
+                                f"{self.address}: closed after re-authentication was interrupted"
+                            )
+                        )
+                        raise
+            self._session_started(lifetime)
+            self.reauthentications += 1
+        except TimeoutError:
+            raise ConnectionClosedError(
+                f"{self.address}: re-authentication took longer than {limit}s"
+            ) from None
+        except AuthenticationError as exc:
+            self._fail(exc)
+            raise
+        finally:
+            self._reauthenticating = False
+        logger.debug("%s: re-authenticated (KIP-368)", self.address)
+
+    async def _reauth_roundtrip(self, request: Message, version: int) -> bytes:
+        """One request and its response through the reader, with the write lock held."""
+        correlation_id = self._next_correlation_id()
+        waiter = _Waiter()
+        self._pending[correlation_id] = waiter
+        await self._send_frame(
+            encode_request(request, version, correlation_id, self.config.client_id)
         )
-        _, handshake = decode_response(SaslHandshakeResponse, frame, handshake_version)
-        if handshake.error_code:
-            offered = ", ".join(handshake.mechanisms) or "none"
-            if handshake.error_code == _UNSUPPORTED_SASL_MECHANISM:
-                reason = f"mechanism {mechanism.name} is not enabled (the broker offers {offered})"
-            else:
-                # ILLEGAL_SASL_STATE: typically a listener that does not do SASL at all.
-                reason = (
-                    f"{error_for_code(handshake.error_code).name} for {mechanism.name}"
-                    f" (is this a SASL listener? the broker offers {offered})"
-                )
-            raise AuthenticationError(
-                f"{self.address}: SASL handshake refused: {reason}"
-                f" (error code {handshake.error_code})"
-            )
-        auth_version = self.choose_api_version(SaslAuthenticateRequest.API_KEY) if framed else None
-        token: bytes | None = mechanism.start()
-        while token is not None:
-            if auth_version is not None:
-                frame = await self._roundtrip(
-                    SaslAuthenticateRequest(auth_bytes=token), auth_version
-                )
-                _, reply = decode_response(SaslAuthenticateResponse, frame, auth_version)
-                if reply.error_code:
-                    raise AuthenticationError(
-                        f"{self.address}: SASL {mechanism.name} authentication failed:"
-                        f" {self._scrub(reply.error_message or '')}"
-                        f" (error code {reply.error_code})"
-                    )
-                if reply.session_lifetime_ms > 0:
-                    self.expires_at = (
-                        anyio.current_time() + _REAUTH_MARGIN * reply.session_lifetime_ms / 1000
-                    )
-                challenge = reply.auth_bytes
-            else:
-                await self._send_frame(len(token).to_bytes(4, "big") + token)
-                if mechanism.complete:
-                    break
-                try:
-                    challenge = await self._receive_frame()
-                except ConnectionClosedError:
-                    raise AuthenticationError(
-                        f"{self.address}: the broker closed the connection during SASL"
-                        f" {mechanism.name} authentication (wrong credentials?)"
-                    ) from None
-            token = mechanism.respond(challenge)
-        logger.debug("%s: authenticated with SASL %s", self.address, mechanism.name)
+        await waiter.event.wait()
+        if waiter.error is not None:
+            raise _copy_error(waiter.error, request.API_NAME)
+        assert waiter.frame is not None
+        return waiter.frame
 
     def _scrub(self, text: str) -> str:
         """A broker message with the credentials (if it ever echoed them) masked."""
         sasl = self.config.sasl
         if sasl is not None:
-            for secret in (sasl.password, sasl.username):
+            for secret in sasl.secrets():
                 if secret:
                     text = text.replace(secret, "***")
         return text
@@ -600,6 +565,14 @@ class BrokerConnection:
         assert limit is not None
         self.in_flight += 1
         try:
+            reauth_at = self._reauth_at
+            if (
+                reauth_at is not None
+                and not self._reauthenticating
+                and anyio.current_time() >= reauth_at
+                and self._closed is None
+            ):
+                await self._reauthenticate()
             return await self._request(request, version, response_cls, expect_response, limit)
         finally:
             self.in_flight -= 1
@@ -614,7 +587,7 @@ class BrokerConnection:
         limit: float,
     ) -> Any:
         if self._closed is not None:
-            raise ConnectionClosedError(f"{self.address}: connection is closed ({self._closed})")
+            raise self._closed_error()
         if self._state != "open":
             raise ConnectionClosedError(f"{self.address}: connection is not open ({self.state})")
         deadline = anyio.current_time() + limit
@@ -634,9 +607,7 @@ class BrokerConnection:
         with anyio.CancelScope(deadline=deadline) as scope:
             try:
                 if self._closed is not None:
-                    raise ConnectionClosedError(
-                        f"{self.address}: connection closed ({self._closed})"
-                    )
+                    raise self._closed_error()
                 correlation_id = self._next_correlation_id()
                 # An EncodeError here leaves the connection untouched: nothing was written.
                 data = encode_request(request, version, correlation_id, self.config.client_id)
@@ -686,6 +657,14 @@ class BrokerConnection:
             self._confirmed_writes = confirms
         _, response = decode_response(response_cls, waiter.frame, version)
         return response
+
+    def _closed_error(self) -> KafkaError:
+        closed = self._closed
+        if isinstance(closed, AuthenticationError):
+            # A refused re-authentication: the requests that waited to be written
+            # report it as what it is, not as a retriable closed connection.
+            return _copy_error(closed, "request not sent")
+        return ConnectionClosedError(f"{self.address}: connection is closed ({closed})")
 
     @property
     def unconfirmed_writes(self) -> int:
@@ -766,6 +745,8 @@ class BrokerConnection:
             if not waiter.abandoned:
                 waiter.frame = frame
                 waiter.event.set()
+            if not self._pending and self._drained is not None:
+                self._drained.set()
 
 
 def _copy_error(error: KafkaError, name: str) -> KafkaError:

@@ -39,7 +39,7 @@ class SaslCredentials:
         if mechanism.upper() not in SASL_MECHANISMS:
             raise ValueError(
                 f"sasl_mechanism={mechanism!r} is not supported; use one of"
-                f" {', '.join(SASL_MECHANISMS)}"
+                f" {', '.join(SASL_MECHANISMS)}, or OAUTHBEARER with sasl_oauth_token_provider"
             )
         # The values are not echoed: a password passed as the username by mistake
         # would otherwise end up in a traceback.
@@ -81,6 +81,10 @@ class SaslCredentials:
     def __reduce__(self) -> tuple[type[SaslCredentials], tuple[str, str, str]]:
         # Pickling (multiprocessing hand-off) keeps working; printing does not leak.
         return (SaslCredentials, (self.mechanism, self._username, self._password))
+
+    def secrets(self) -> tuple[str, ...]:
+        """What must never be shown (for scrubbing broker messages)."""
+        return (self._password, self._username)
 
     def new_mechanism(self) -> SaslMechanism:
         """A fresh state machine for one authentication exchange."""
