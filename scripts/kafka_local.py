@@ -10,6 +10,13 @@ listeners (offsets from ``--base-port``, default 9092):
     +1 SSL              +4 MTLS            (SSL, client certificate required)
     +2 SASL_PLAINTEXT   +5 CONTROLLER      (internal)
 
+With ``--nodes 3`` three such processes form one cluster: each is a KRaft voter
+and a broker (lighter on a small machine than separate controllers).  Node 0 keeps
+every listener above; node 1 has PLAINTEXT on +10 (CONTROLLER +11), node 2
+PLAINTEXT on +12 (CONTROLLER +13).  The cluster replicates: default replication
+factor 3, ``min.insync.replicas=2``, the internal topics with 3 replicas.  One node
+can be stopped, killed (SIGKILL, as a crash) and started again: ``--node I``.
+
 SASL user ``admin`` / ``admin-secret`` for every mechanism; the SCRAM
 credentials are written into the metadata log at format time.  A throw-away CA,
 a server certificate for 127.0.0.1/localhost and a client certificate are made
@@ -18,6 +25,8 @@ at start; their PEM files live in the state dir (``.kafka/`` by default).
 Usage::
 
     python scripts/kafka_local.py start|stop|status|restart [--base-port N] [--state-dir D]
+        [--nodes N] [--kafka-version V]
+    python scripts/kafka_local.py start|stop|kill|status --node I    # one node of a cluster
 
 ``start`` returns once every listener answered for real (SASL listeners
 authenticate, TLS listeners verify the generated CA) and prints the addresses
@@ -33,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -48,15 +58,34 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-KAFKA_VERSION = "4.1.1"
+KAFKA_VERSION = os.environ.get("KAFKA_LOCAL_VERSION", "4.1.1")
+# The versions `scripts/dev.py test-versions` runs the broker tests against.
+TESTED_VERSIONS = ("3.9.1", "4.1.1", "4.4.0")
 # Kafka 4.x logs through SLF4J 1.7; this binding sends it to log4j2 (a Kafka dependency).
 LOG4J_VERSION = "2.24.3"
+# Kafka 3.x logs through log4j 1 (reload4j), bound by slf4j-reload4j.
+RELOAD4J_BINDING = ("org.slf4j", "slf4j-reload4j", "1.7.36")
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_STATE_DIR = REPO / ".kafka"
-CACHE_DIR = Path(os.environ.get("KAFKA_LOCAL_CACHE", REPO / ".cache")) / f"kafka-{KAFKA_VERSION}"
+CACHE_ROOT = Path(os.environ.get("KAFKA_LOCAL_CACHE", REPO / ".cache"))
+CACHE_DIR = CACHE_ROOT / f"kafka-{KAFKA_VERSION}"
 USERNAME = "admin"
 PASSWORD = "admin-secret"
 JVM_HEAP = os.environ.get("KAFKA_LOCAL_HEAP", "512m")
+# Each node of a cluster gets less: three JVMs share a small machine.
+CLUSTER_JVM_HEAP = os.environ.get("KAFKA_LOCAL_HEAP", "384m")
+# Ports of node I >= 1 of a cluster: PLAINTEXT at base + NODE_PORT_OFFSET + 2 * (I - 1),
+# its CONTROLLER one above (node 0 keeps the single-node layout).
+NODE_PORT_OFFSET = 10
+MAX_NODES = 3
+
+
+def log4j_major(version: str) -> int:
+    """Kafka before 4.0 logs through log4j 1 (reload4j), from 4.0 on through log4j2."""
+    try:
+        return 1 if int(version.split(".")[0]) < 4 else 2
+    except ValueError:
+        return 2
 
 
 @dataclass
@@ -74,6 +103,9 @@ class Addresses:
     username: str = USERNAME
     password: str = PASSWORD
     kafka_version: str = KAFKA_VERSION
+    # Every node's PLAINTEXT listener, comma-separated (the one above for a single node).
+    bootstrap: str = ""
+    nodes: int = 1
 
 
 class HarnessError(RuntimeError):
@@ -83,25 +115,35 @@ class HarnessError(RuntimeError):
 # --------------------------------------------------------------------------- jars
 
 
-def resolve_jars(quiet: bool = False) -> Path:
+def resolve_jars(quiet: bool = False, version: str | None = None) -> Path:
     """Resolve the broker's jars with Maven once; later calls reuse the cache."""
-    libs = CACHE_DIR / "libs"
-    marker = CACHE_DIR / "resolved"
+    version = version or KAFKA_VERSION
+    cache = CACHE_ROOT / f"kafka-{version}"
+    libs = cache / "libs"
+    marker = cache / "resolved"
     if marker.exists():
         return libs
     if shutil.which("mvn") is None:
         raise HarnessError("Maven (mvn) is needed once to fetch Apache Kafka's jars; install it")
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    pom = CACHE_DIR / "pom.xml"
+    cache.mkdir(parents=True, exist_ok=True)
+    pom = cache / "pom.xml"
+    if log4j_major(version) == 1:
+        group, artifact, binding_version = RELOAD4J_BINDING
+    else:
+        group, artifact, binding_version = (
+            "org.apache.logging.log4j",
+            "log4j-slf4j-impl",
+            LOG4J_VERSION,
+        )
     pom.write_text(
         f"""<project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
   <groupId>local.kafka-asgi</groupId><artifactId>kafka-broker</artifactId><version>1</version>
   <dependencies>
     <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId>
-      <version>{KAFKA_VERSION}</version></dependency>
-    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j-impl</artifactId>
-      <version>{LOG4J_VERSION}</version></dependency>
+      <version>{version}</version></dependency>
+    <dependency><groupId>{group}</groupId><artifactId>{artifact}</artifactId>
+      <version>{binding_version}</version></dependency>
   </dependencies>
 </project>
 """
@@ -118,13 +160,11 @@ def resolve_jars(quiet: bool = False) -> Path:
         f"-DoutputDirectory={libs}",
     ]
     if not quiet:
-        print(f"resolving Apache Kafka {KAFKA_VERSION} with Maven (once)...", file=sys.stderr)
+        print(f"resolving Apache Kafka {version} with Maven (once)...", file=sys.stderr)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     if proc.returncode != 0 or not any(libs.glob("kafka_2.13-*.jar")):
-        raise HarnessError(
-            f"maven could not resolve Kafka {KAFKA_VERSION}:\n{proc.stdout}{proc.stderr}"
-        )
-    marker.write_text(KAFKA_VERSION)
+        raise HarnessError(f"maven could not resolve Kafka {version}:\n{proc.stdout}{proc.stderr}")
+    marker.write_text(version)
     return libs
 
 
@@ -240,36 +280,53 @@ def ports(base: int) -> dict[str, int]:
     return {name: base + i for i, name in enumerate(names)}
 
 
-def server_properties(state: Path, data: Path, base: int) -> str:
-    p = ports(base)
+def node_ports(base: int, node: int) -> dict[str, int]:
+    """The listeners of ``node`` (0 .. MAX_NODES-1) of a cluster at ``base``."""
+    if node == 0:
+        return ports(base)
+    plaintext = base + NODE_PORT_OFFSET + 2 * (node - 1)
+    return {"PLAINTEXT": plaintext, "CONTROLLER": plaintext + 1}
+
+
+def server_properties(state: Path, data: Path, base: int, node: int = 0, nodes: int = 1) -> str:
+    """The configuration of ``node`` of a cluster of ``nodes`` (one: the single broker)."""
+    p = node_ports(base, node)
     listeners = ",".join(f"{n}://127.0.0.1:{port}" for n, port in p.items())
     advertised = ",".join(f"{n}://127.0.0.1:{port}" for n, port in p.items() if n != "CONTROLLER")
+    voters = ",".join(
+        f"{i + 1}@127.0.0.1:{node_ports(base, i)['CONTROLLER']}" for i in range(nodes)
+    )
     plain = (
         "org.apache.kafka.common.security.plain.PlainLoginModule required "
         f'username="{USERNAME}" password="{PASSWORD}" user_{USERNAME}="{PASSWORD}";'
     )
     scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+    node_data = data if node == 0 else data / f"node-{node}"
+    replicas = min(nodes, 3)
+    min_isr = 2 if replicas >= 3 else 1
     lines = [
         "process.roles=broker,controller",
-        "node.id=1",
-        f"controller.quorum.voters=1@127.0.0.1:{p['CONTROLLER']}",
+        f"node.id={node + 1}",
+        f"controller.quorum.voters={voters}",
         f"listeners={listeners}",
         f"advertised.listeners={advertised}",
         "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,"
         "SASL_SSL:SASL_SSL,MTLS:SSL,CONTROLLER:PLAINTEXT",
         "controller.listener.names=CONTROLLER",
         "inter.broker.listener.name=PLAINTEXT",
-        f"log.dirs={data / 'logs'}",
-        f"metadata.log.dir={data / 'metadata'}",
+        f"log.dirs={node_data / 'logs'}",
+        f"metadata.log.dir={node_data / 'metadata'}",
         "auto.create.topics.enable=false",
         "num.partitions=1",
-        "offsets.topic.replication.factor=1",
+        f"default.replication.factor={replicas}",
+        f"min.insync.replicas={min_isr}",
+        f"offsets.topic.replication.factor={replicas}",
         "offsets.topic.num.partitions=4",
-        "transaction.state.log.replication.factor=1",
-        "transaction.state.log.min.isr=1",
+        f"transaction.state.log.replication.factor={replicas}",
+        f"transaction.state.log.min.isr={min_isr}",
         "transaction.state.log.num.partitions=4",
-        "share.coordinator.state.topic.replication.factor=1",
-        "share.coordinator.state.topic.min.isr=1",
+        f"share.coordinator.state.topic.replication.factor={replicas}",
+        f"share.coordinator.state.topic.min.isr={min_isr}",
         "group.initial.rebalance.delay.ms=0",
         "log.flush.interval.messages=100000000",
         "sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
@@ -279,6 +336,17 @@ def server_properties(state: Path, data: Path, base: int) -> str:
         f"ssl.truststore.location={state / 'ca.pem'}",
         "listener.name.mtls.ssl.client.auth=required",
     ]
+    if nodes > 1:
+        lines += [
+            # A killed node is noticed within seconds, not the 9 s/18 s defaults.
+            "broker.session.timeout.ms=6000",
+            "broker.heartbeat.interval.ms=1000",
+            # Few threads: three JVMs share a small machine.
+            "num.network.threads=2",
+            "num.io.threads=4",
+            "num.replica.fetchers=1",
+            "background.threads=4",
+        ]
     for listener in ("sasl_plaintext", "sasl_ssl"):
         lines.append(f"listener.name.{listener}.plain.sasl.jaas.config={plain}")
         lines.append(f"listener.name.{listener}.scram-sha-256.sasl.jaas.config={scram}")
@@ -307,6 +375,28 @@ Configuration:
       - name: kafka.log.LogCleaner
         level: WARN
 """
+
+# The same for Kafka 3.x, which logs through log4j 1 (reload4j).
+LOG4J1 = """\
+log4j.rootLogger=INFO, stdout
+log4j.appender.stdout=org.apache.log4j.ConsoleAppender
+log4j.appender.stdout.layout=org.apache.log4j.PatternLayout
+log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.kafka.request.logger=WARN
+log4j.logger.org.apache.kafka.controller=WARN
+log4j.logger.kafka.log.LogCleaner=WARN
+"""
+
+
+def log_options(state: Path, version: str) -> list[str]:
+    """The JVM options pointing the broker's logging at the state dir's config."""
+    if log4j_major(version) == 1:
+        path = state / "log4j.properties"
+        path.write_text(LOG4J1)
+        return [f"-Dlog4j.configuration=file:{path}"]
+    path = state / "log4j2.yaml"
+    path.write_text(LOG4J2)
+    return [f"-Dlog4j2.configurationFile={path}"]
 
 
 # --------------------------------------------------------------------------- wire checks
@@ -346,6 +436,26 @@ def _api_versions(sock: socket.socket) -> None:
     (err,) = struct.unpack(">h", body[:2])
     if err != 0:
         raise HarnessError(f"ApiVersions error {err}")
+
+
+def _broker_count(sock: socket.socket) -> int:
+    """How many brokers a Metadata v1 request (no topics) lists: registered, unfenced."""
+    body = _roundtrip(sock, 3, 1, 5, struct.pack(">i", 0))
+    (count,) = struct.unpack(">i", body[:4])
+    return int(count)
+
+
+def check_node(hostport: str, nodes: int, timeout: float = 5.0) -> None:
+    """A node's PLAINTEXT listener answers and its metadata lists all ``nodes`` brokers."""
+    port = int(hostport.rsplit(":", 1)[1])
+    try:
+        with _connect(port, None, timeout) as sock:
+            _api_versions(sock)
+            seen = _broker_count(sock)
+    except (OSError, HarnessError, struct.error) as exc:
+        raise HarnessError(f"PLAINTEXT listener {hostport}: {exc}") from exc
+    if seen < nodes:
+        raise HarnessError(f"{hostport} lists {seen} of {nodes} brokers")
 
 
 def _sasl(sock: socket.socket, mechanism: str) -> None:
@@ -419,20 +529,40 @@ def check_listeners(addr: Addresses, timeout: float = 5.0) -> None:
 
 
 class LocalKafka:
-    """One local broker: its state dir holds certs, config, pid and the data dir's path."""
+    """One local broker, or a cluster of ``nodes``: the state dir holds certs, configs,
+    pids and the data dir's path.
+
+    Node 0 is the single broker of old (``broker.pid``, ``broker.log``,
+    ``server.properties``); node I >= 1 of a cluster has ``broker-I.pid`` and so on.
+    """
 
     def __init__(
         self,
         state_dir: Path = DEFAULT_STATE_DIR,
         base_port: int = 9092,
         data_dir: Path | None = None,
+        nodes: int | None = None,
+        kafka_version: str | None = None,
     ) -> None:
         self.state = Path(state_dir).resolve()
         self.base_port = base_port
         self._data_dir = data_dir
-        self._proc: subprocess.Popen[bytes] | None = None
+        info = self._read_info()
+        # Unless told, a state dir remembers its cluster's size and version.
+        if nodes is None:
+            nodes = int(str(info.get("nodes", 1))) if info else 1
+        if not 1 <= nodes <= MAX_NODES:
+            raise HarnessError(f"nodes must be 1..{MAX_NODES}, not {nodes}")
+        self.nodes = nodes
+        if kafka_version is None:
+            kafka_version = str(info.get("kafka_version", KAFKA_VERSION)) if info else KAFKA_VERSION
+        self.kafka_version = kafka_version
+        self._procs: dict[int, subprocess.Popen[bytes]] = {}
 
     # files
+    def _suffix(self, node: int) -> str:
+        return "" if node == 0 else f"-{node}"
+
     @property
     def pid_file(self) -> Path:
         return self.state / "broker.pid"
@@ -441,9 +571,23 @@ class LocalKafka:
     def log_file(self) -> Path:
         return self.state / "broker.log"
 
+    def node_pid_file(self, node: int) -> Path:
+        return self.state / f"broker{self._suffix(node)}.pid"
+
+    def node_log_file(self, node: int) -> Path:
+        return self.state / f"broker{self._suffix(node)}.log"
+
     @property
     def info_file(self) -> Path:
         return self.state / "broker.json"
+
+    def node_plaintext(self, node: int) -> str:
+        return f"127.0.0.1:{node_ports(self.base_port, node)['PLAINTEXT']}"
+
+    @property
+    def bootstrap(self) -> str:
+        """Every node's PLAINTEXT listener, comma-separated."""
+        return ",".join(self.node_plaintext(i) for i in range(self.nodes))
 
     def addresses(self) -> Addresses:
         p = ports(self.base_port)
@@ -457,11 +601,23 @@ class LocalKafka:
             ca_file=str(self.state / "ca.pem"),
             client_cert=str(self.state / "client.pem"),
             client_key=str(self.state / "client.key"),
+            kafka_version=self.kafka_version,
+            bootstrap=self.bootstrap,
+            nodes=self.nodes,
         )
 
-    def pid(self) -> int | None:
+    def _check_node(self, node: int, members: int | None = None) -> None:
+        """Node ``node`` answers for real (node 0: every listener) and, when
+        ``members`` is given, lists that many brokers."""
+        if node == 0:
+            check_listeners(self.addresses(), timeout=2.0)
+        if members is not None or node != 0:
+            check_node(self.node_plaintext(node), members or 1, timeout=2.0)
+
+    def node_pid(self, node: int) -> int | None:
+        """The pid of ``node``'s broker process if it runs (not a zombie)."""
         try:
-            pid = int(self.pid_file.read_text())
+            pid = int(self.node_pid_file(node).read_text())
         except (OSError, ValueError):
             return None
         try:
@@ -479,56 +635,73 @@ class LocalKafka:
             pass
         return pid
 
+    def pid(self) -> int | None:
+        """Node 0's pid (the single broker's)."""
+        return self.node_pid(0)
+
     def running(self) -> bool:
-        if self.pid() is None:
+        """Every node runs and answers (a cluster: with all its brokers listed)."""
+        if any(self.node_pid(i) is None for i in range(self.nodes)):
             return False
         try:
-            check_listeners(self.addresses(), timeout=2.0)
+            for i in range(self.nodes):
+                self._check_node(i, self.nodes if self.nodes > 1 else None)
         except HarnessError:
             return False
         return True
 
-    def log_tail(self, lines: int = 60) -> str:
+    def node_running(self, node: int) -> bool:
+        if self.node_pid(node) is None:
+            return False
         try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+            self._check_node(node)
+        except HarnessError:
+            return False
+        return True
+
+    def log_tail(self, lines: int = 60, node: int = 0) -> str:
+        try:
+            text = self.node_log_file(node).read_text(errors="replace")
+            return "\n".join(text.splitlines()[-lines:])
         except OSError:
             return "(no broker log)"
 
     def _ports_free(self) -> None:
-        for name, port in ports(self.base_port).items():
-            with socket.socket() as s:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError as exc:
-                    raise HarnessError(f"port {port} ({name}) is taken: {exc}") from exc
+        for node in range(self.nodes):
+            for name, port in node_ports(self.base_port, node).items():
+                with socket.socket() as s:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    try:
+                        s.bind(("127.0.0.1", port))
+                    except OSError as exc:
+                        where = f" of node {node}" if self.nodes > 1 else ""
+                        raise HarnessError(f"port {port} ({name}{where}) is taken: {exc}") from exc
 
-    def start(self, timeout: float = 60.0, fresh: bool = True) -> Addresses:
-        """Start the broker; ``fresh=False`` restarts on the data of the previous run."""
-        deadline = time.monotonic() + timeout
-        if self.pid() is not None:
-            raise HarnessError(f"a broker is already running (pid {self.pid()}); stop it first")
-        libs = resolve_jars()
-        self.state.mkdir(parents=True, exist_ok=True)
-        info = self._read_info()
-        if fresh or info is None:
-            self._ports_free()
-            for f in self.state.glob("*"):
-                if f.is_file():
-                    f.unlink()
-            make_certs(self.state)
-            data = self._data_dir or Path(tempfile.mkdtemp(prefix="kafka-asgi-data-"))
-            data.mkdir(parents=True, exist_ok=True)
-            props = self.state / "server.properties"
-            props.write_text(server_properties(self.state, data, self.base_port))
-            (self.state / "log4j2.yaml").write_text(LOG4J2)
-            cluster_id = new_cluster_id()
+    def _heap(self) -> str:
+        return CLUSTER_JVM_HEAP if self.nodes > 1 else JVM_HEAP
+
+    def _props(self, node: int) -> Path:
+        return self.state / f"server{self._suffix(node)}.properties"
+
+    def _format(self, libs: Path, deadline: float) -> None:
+        """Certificates, configs and formatted KRaft storage for every node."""
+        self._ports_free()
+        for f in self.state.glob("*"):
+            if f.is_file():
+                f.unlink()
+        make_certs(self.state)
+        data = self._data_dir or Path(tempfile.mkdtemp(prefix="kafka-asgi-data-"))
+        data.mkdir(parents=True, exist_ok=True)
+        cluster_id = new_cluster_id()
+        for node in range(self.nodes):
+            props = self._props(node)
+            props.write_text(server_properties(self.state, data, self.base_port, node, self.nodes))
             fmt = [
                 java(),
                 "-Xmx256m",
                 "-cp",
                 f"{libs}/*",
-                f"-Dlog4j2.configurationFile={self.state / 'log4j2.yaml'}",
+                *log_options(self.state, self.kafka_version),
                 "kafka.tools.StorageTool",
                 "format",
                 "-t",
@@ -544,57 +717,114 @@ class LocalKafka:
                 fmt, capture_output=True, text=True, timeout=max(5.0, deadline - time.monotonic())
             )
             if proc.returncode != 0:
-                raise HarnessError(f"formatting KRaft storage failed:\n{proc.stdout}{proc.stderr}")
-            info = {"data_dir": str(data), "base_port": self.base_port, "cluster_id": cluster_id}
-            self.info_file.write_text(json.dumps(info))
-        else:
-            self.base_port = int(info["base_port"])
-        props = self.state / "server.properties"
+                raise HarnessError(
+                    f"formatting KRaft storage of node {node} failed:\n{proc.stdout}{proc.stderr}"
+                )
+        info = {
+            "data_dir": str(data),
+            "base_port": self.base_port,
+            "cluster_id": cluster_id,
+            "nodes": self.nodes,
+            "kafka_version": self.kafka_version,
+        }
+        self.info_file.write_text(json.dumps(info))
+
+    def _launch(self, node: int, libs: Path) -> subprocess.Popen[bytes]:
+        heap = self._heap()
         cmd = [
             java(),
-            f"-Xmx{JVM_HEAP}",
-            f"-Xms{JVM_HEAP}",
+            f"-Xmx{heap}",
+            f"-Xms{heap}",
             "-XX:+UseG1GC",
             "-XX:MaxGCPauseMillis=20",
             "-XX:TieredStopAtLevel=1"
             if os.environ.get("KAFKA_LOCAL_C1")
             else "-XX:+UseStringDeduplication",
             "-Djava.awt.headless=true",
-            f"-Dlog4j2.configurationFile={self.state / 'log4j2.yaml'}",
+            *log_options(self.state, self.kafka_version),
             "-cp",
             f"{libs}/*",
             "kafka.Kafka",
-            str(props),
+            str(self._props(node)),
         ]
-        with open(self.log_file, "ab") as log:
-            proc2 = subprocess.Popen(
+        with open(self.node_log_file(node), "ab") as log:
+            proc = subprocess.Popen(
                 cmd,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        self._proc = proc2
-        self.pid_file.write_text(str(proc2.pid))
-        addr = self.addresses()
+        self._procs[node] = proc
+        self.node_pid_file(node).write_text(str(proc.pid))
+        return proc
+
+    def _await_nodes(self, which: list[int], deadline: float, timeout: float) -> None:
+        """Wait until each node of ``which`` answers (a cluster: listing every broker)."""
+        members = self.nodes if self.nodes > 1 else None
+        pending = list(which)
         last: Exception | None = None
         while time.monotonic() < deadline:
-            if proc2.poll() is not None:
-                raise HarnessError(
-                    f"the broker exited with status {proc2.returncode};"
-                    f" log tail:\n{self.log_tail()}"
-                )
-            try:
-                check_listeners(addr, timeout=2.0)
-                return addr
-            except HarnessError as exc:
-                last = exc
-                time.sleep(0.3)
-        self.stop()
+            for node in list(pending):
+                proc = self._procs.get(node)
+                if proc is not None and proc.poll() is not None:
+                    raise HarnessError(
+                        f"the broker (node {node}) exited with status {proc.returncode};"
+                        f" log tail:\n{self.log_tail(node=node)}"
+                    )
+                try:
+                    self._check_node(node, members)
+                    pending.remove(node)
+                except HarnessError as exc:
+                    last = exc
+            if not pending:
+                return
+            time.sleep(0.3)
+        for node in which:
+            self.stop_node(node)
+        tails = "\n".join(f"node {n}:\n{self.log_tail(node=n)}" for n in pending)
         raise HarnessError(
-            f"the broker did not answer within {timeout:.0f}s ({last}); log tail:\n"
-            f"{self.log_tail()}"
+            f"the broker did not answer within {timeout:.0f}s ({last}); log tail:\n{tails}"
         )
+
+    def start(self, timeout: float = 60.0, fresh: bool = True) -> Addresses:
+        """Start the broker (every node of a cluster); ``fresh=False`` restarts on the
+        data of the previous run."""
+        deadline = time.monotonic() + timeout
+        running = [i for i in range(self.nodes) if self.node_pid(i) is not None]
+        if running:
+            raise HarnessError(
+                f"a broker is already running (pid {self.node_pid(running[0])}); stop it first"
+            )
+        libs = resolve_jars(version=self.kafka_version)
+        self.state.mkdir(parents=True, exist_ok=True)
+        info = self._read_info()
+        if fresh or info is None:
+            self._format(libs, deadline)
+        else:
+            self.base_port = int(str(info["base_port"]))
+        for node in range(self.nodes):
+            self._launch(node, libs)
+        self._await_nodes(list(range(self.nodes)), deadline, timeout)
+        return self.addresses()
+
+    def start_node(self, node: int, timeout: float = 60.0) -> None:
+        """Start one stopped node again on its data; returns once the cluster lists it."""
+        self._check_index(node)
+        if self.node_pid(node) is not None:
+            raise HarnessError(f"node {node} is already running (pid {self.node_pid(node)})")
+        info = self._read_info()
+        if info is None:
+            raise HarnessError(f"no cluster in {self.state}: start it first")
+        self.base_port = int(str(info["base_port"]))
+        deadline = time.monotonic() + timeout
+        libs = resolve_jars(version=self.kafka_version)
+        self._launch(node, libs)
+        self._await_nodes([node], deadline, timeout)
+
+    def _check_index(self, node: int) -> None:
+        if isinstance(node, bool) or not isinstance(node, int) or not 0 <= node < self.nodes:
+            raise HarnessError(f"node must be 0..{self.nodes - 1}, not {node!r}")
 
     def _read_info(self) -> dict[str, object] | None:
         try:
@@ -602,56 +832,92 @@ class LocalKafka:
         except (OSError, ValueError):
             return None
 
-    def _reap(self) -> None:
-        if self._proc is not None:
-            self._proc.wait(timeout=10)
-            self._proc = None
+    def _reap(self, node: int) -> None:
+        proc = self._procs.pop(node, None)
+        if proc is not None:
+            proc.wait(timeout=10)
 
-    def stop(self, timeout: float = 30.0, remove_data: bool = False) -> None:
-        pid = self.pid()
+    def stop_node(self, node: int, timeout: float = 30.0) -> None:
+        """Stop one node (SIGTERM: a controlled shutdown), SIGKILL after ``timeout``."""
+        pid = self.node_pid(node)
         if pid is not None:
             try:
                 os.killpg(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
             deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and self.pid() is not None:
+            while time.monotonic() < deadline and self.node_pid(node) is not None:
                 time.sleep(0.1)
-            if self.pid() is not None:
+            if self.node_pid(node) is not None:
                 try:
                     os.killpg(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-                while self.pid() is not None:
+                while self.node_pid(node) is not None:
                     time.sleep(0.05)
             try:
                 os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:
                 pass
-        self._reap()
-        if remove_data:
-            info = self._read_info()
-            if info is not None:
-                shutil.rmtree(str(info["data_dir"]), ignore_errors=True)
-        self.pid_file.unlink(missing_ok=True)
+        self._reap(node)
+        self.node_pid_file(node).unlink(missing_ok=True)
 
-    def kill(self) -> None:
-        """Stop abruptly (SIGKILL), as a crash would."""
-        pid = self.pid()
+    def kill_node(self, node: int) -> None:
+        """Stop one node abruptly (SIGKILL), as a crash would."""
+        pid = self.node_pid(node)
         if pid is not None:
             os.killpg(pid, signal.SIGKILL)
-            while self.pid() is not None:
+            while self.node_pid(node) is not None:
                 time.sleep(0.05)
             try:
                 os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:
                 pass
-        self._reap()
-        self.pid_file.unlink(missing_ok=True)
+        self._reap(node)
+        self.node_pid_file(node).unlink(missing_ok=True)
+
+    def stop(self, timeout: float = 30.0, remove_data: bool = False) -> None:
+        """Stop every node. A cluster's nodes are all signalled at once: one by one,
+        the last would wait for a quorum that is gone (its controlled shutdown hangs)."""
+        if self.nodes == 1:
+            self.stop_node(0, timeout)
+        else:
+            pids = {i: self.node_pid(i) for i in range(self.nodes)}
+            for pid in pids.values():
+                if pid is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(pid, signal.SIGTERM)
+            deadline = time.monotonic() + min(timeout, 15.0)
+            while time.monotonic() < deadline and any(self.node_pid(i) is not None for i in pids):
+                time.sleep(0.1)
+            for node in pids:
+                self.kill_node(node)
+        if remove_data:
+            info = self._read_info()
+            if info is not None:
+                shutil.rmtree(str(info["data_dir"]), ignore_errors=True)
+
+    def kill(self) -> None:
+        """Stop every node abruptly (SIGKILL), as a crash would."""
+        for node in range(self.nodes):
+            self.kill_node(node)
 
     def restart(self, timeout: float = 60.0) -> Addresses:
         self.stop()
         return self.start(timeout=timeout, fresh=False)
+
+    def status(self) -> list[dict[str, object]]:
+        """Each node: its index, node.id, pid, PLAINTEXT address and whether it answers."""
+        return [
+            {
+                "node": i,
+                "node_id": i + 1,
+                "pid": self.node_pid(i),
+                "plaintext": self.node_plaintext(i),
+                "running": self.node_running(i),
+            }
+            for i in range(self.nodes)
+        ]
 
 
 def new_cluster_id() -> str:
@@ -669,7 +935,7 @@ def new_cluster_id() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["start", "stop", "status", "restart", "fetch"])
+    parser.add_argument("command", choices=["start", "stop", "kill", "status", "restart", "fetch"])
     parser.add_argument(
         "--base-port", type=int, default=int(os.environ.get("KAFKA_LOCAL_BASE_PORT", 9092))
     )
@@ -680,23 +946,69 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        default=None,
+        help=f"start a cluster of this many nodes (1..{MAX_NODES}; default: 1, or as started)",
+    )
+    parser.add_argument(
+        "--node", type=int, default=None, help="start/stop/kill/status of this node only"
+    )
+    parser.add_argument(
+        "--kafka-version",
+        default=None,
+        help=f"Apache Kafka version (default {KAFKA_VERSION};"
+        f" tested: {', '.join(TESTED_VERSIONS)})",
+    )
     args = parser.parse_args(argv)
-    broker = LocalKafka(args.state_dir, args.base_port, args.data_dir)
     try:
+        broker = LocalKafka(
+            args.state_dir, args.base_port, args.data_dir, args.nodes, args.kafka_version
+        )
+        info = broker._read_info()
+        if info is not None and not (args.command == "start" and args.node is None):
+            # Every command but a fresh start acts on the cluster the state dir holds.
+            broker.base_port = int(str(info["base_port"]))
+        if args.node is not None:
+            broker._check_index(args.node)
         if args.command == "fetch":
-            print(resolve_jars())
+            print(resolve_jars(version=broker.kafka_version))
+        elif args.command == "start" and args.node is not None:
+            t0 = time.monotonic()
+            broker.start_node(args.node, timeout=args.timeout)
+            print(f"node {args.node} up in {time.monotonic() - t0:.1f}s", file=sys.stderr)
         elif args.command == "start":
             t0 = time.monotonic()
             addr = broker.start(timeout=args.timeout)
             print(json.dumps(asdict(addr), indent=2))
-            print(f"Kafka {KAFKA_VERSION} up in {time.monotonic() - t0:.1f}s", file=sys.stderr)
+            print(
+                f"Kafka {broker.kafka_version} ({broker.nodes} node(s)) up in"
+                f" {time.monotonic() - t0:.1f}s",
+                file=sys.stderr,
+            )
         elif args.command == "restart":
             addr = broker.restart(timeout=args.timeout)
             print(json.dumps(asdict(addr), indent=2))
+        elif args.command == "stop" and args.node is not None:
+            broker.stop_node(args.node)
+            print(f"node {args.node} stopped", file=sys.stderr)
         elif args.command == "stop":
             broker.stop(remove_data=True)
             print("stopped", file=sys.stderr)
+        elif args.command == "kill":
+            if args.node is None:
+                broker.kill()
+            else:
+                broker.kill_node(args.node)
+            print("killed", file=sys.stderr)
         else:
+            nodes = broker.status()
+            if args.node is not None:
+                nodes = [nodes[args.node]]
+            if broker.nodes > 1 or args.node is not None:
+                print(json.dumps({"bootstrap": broker.bootstrap, "nodes": nodes}, indent=2))
+                return 0 if all(n["running"] for n in nodes) else 1
             if broker.running():
                 print(json.dumps(asdict(broker.addresses()), indent=2))
             else:

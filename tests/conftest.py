@@ -267,6 +267,41 @@ def own_broker(_own_broker_process: Any) -> Any:
     return _own_broker_process
 
 
+@pytest.fixture(scope="session")
+def _cluster_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Three local brokers (scripts/kafka_local.py --nodes 3) on free ports of their
+    own, for the whole session; removed with their data afterwards."""
+    state: Path = tmp_path_factory.mktemp("cluster") / "state"
+    cluster = kafka_local.LocalKafka(state_dir=state, base_port=free_base_port(14), nodes=3)
+    try:
+        cluster.start(timeout=180.0)
+    except (kafka_local.HarnessError, OSError) as exc:
+        cluster.stop(remove_data=True)
+        no_broker_of_our_own(f"three-broker cluster: {exc}")
+    try:
+        yield cluster
+    finally:
+        cluster.stop(remove_data=True)
+
+
+@pytest.fixture
+def kafka_cluster(_cluster_process: Any) -> Any:
+    """The session's three-broker cluster (tests/support/cluster.py ThreeBrokers), every
+    node running: a node that an earlier test stopped or killed is started again."""
+    from tests.support.cluster import ThreeBrokers
+
+    cluster = ThreeBrokers.of(_cluster_process)
+    cluster.heal()
+    return cluster
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Every test on the three-broker cluster carries the "cluster" mark (-m cluster).
+    for item in items:
+        if "kafka_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.cluster)
+
+
 def unique_name(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 

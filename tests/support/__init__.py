@@ -1,0 +1,1 @@
+"""Helpers shared by tests (no fixtures: those live in conftest.py files)."""
