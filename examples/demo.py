@@ -149,7 +149,7 @@ def main() -> int:
         url = f"http://127.0.0.1:{port}"
         env = {
             **os.environ,
-            "KAFKA_BOOTSTRAP": args.bootstrap,
+            "KAFKA_BOOTSTRAP_SERVERS": args.bootstrap,
             "ACCESS_LOG_TOPIC": access_topic,
             "EVENTS_TOPIC": events_topic,
             "KAFKA_FLUSH_TIME": "0.2",

@@ -1,6 +1,11 @@
-"""``kafka_asgi.django``: the Django integration (see kafka_asgi.integrations.django)."""
+"""``kafka_asgi.django``: the Django integration (see kafka_asgi.integrations.django).
+
+``AccessLogMiddleware`` is named like the ASGI middleware; ``KafkaMiddleware`` is the
+same class under its earlier name.
+"""
 
 from kafka_asgi.integrations.django import (
+    AccessLogMiddleware,
     DjangoEventLogger,
     KafkaMiddleware,
     KafkaSettings,
@@ -9,6 +14,7 @@ from kafka_asgi.integrations.django import (
 )
 
 __all__ = [
+    "AccessLogMiddleware",
     "DjangoEventLogger",
     "KafkaMiddleware",
     "KafkaSettings",

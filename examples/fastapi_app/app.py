@@ -5,7 +5,7 @@ Run it (the broker first: ``python scripts/kafka_local.py start``)::
     cd examples/fastapi_app
     KAFKA_CREATE_TOPICS=1 uvicorn app:app --workers 2 --port 8000
 
-Configuration comes from the environment (defaults in brackets): KAFKA_BOOTSTRAP
+Configuration comes from the environment (defaults in brackets): KAFKA_BOOTSTRAP_SERVERS
 [127.0.0.1:9092], ACCESS_LOG_TOPIC [access-log], EVENTS_TOPIC [shop-events],
 KAFKA_FLUSH_TIME [0.5 s], KAFKA_CREATE_TOPICS [unset: topics must exist; set: the
 lifespan creates missing ones], KAFKA_ON_UNREACHABLE [buffer].
@@ -21,10 +21,9 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from kafka_asgi.integrations.asgi import AccessLogMiddleware
-from kafka_asgi.integrations.fastapi import KafkaLogger, kafka_lifespan
+from kafka_asgi.fastapi import AccessLogMiddleware, KafkaLogger, kafka_lifespan
 
-BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 ACCESS_LOG_TOPIC = os.environ.get("ACCESS_LOG_TOPIC", "access-log")
 EVENTS_TOPIC = os.environ.get("EVENTS_TOPIC", "shop-events")
 

@@ -7,7 +7,7 @@
         "PRODUCER_OPTIONS": {"compression": "lz4"},      # Producer options
         "ACCESS_LOG": {"topic": "access-log"},           # AccessLogMiddleware options
     }
-    MIDDLEWARE = ["kafka_asgi.django.KafkaMiddleware", ...]
+    MIDDLEWARE = ["kafka_asgi.django.AccessLogMiddleware", ...]
 
 ``asgi.py``::
 
@@ -36,17 +36,14 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings  # type: ignore[import-untyped]
 from django.core.exceptions import ImproperlyConfigured  # type: ignore[import-untyped]
 
-from kafka_asgi.integrations.asgi import (
-    AccessLogOptions,
-    ASGIApp,
-    EventLogger,
-    KafkaLifespan,
-    _sender_for,
-    _validate_lifespan_options,
-)
-from kafka_asgi.integrations.threads import BackgroundProducer, get_sender
+from kafka_asgi.integrations.access_log_event import AccessLogOptions, access_log_event
+from kafka_asgi.integrations.background import BackgroundProducer
+from kafka_asgi.integrations.event_logger import EventLogger, sender_for, warn_drop
+from kafka_asgi.integrations.lifespan import ASGIApp, KafkaLifespan, LifespanOptions
+from kafka_asgi.integrations.sender import get_sender
 
 __all__ = [
+    "AccessLogMiddleware",
     "DjangoEventLogger",
     "KafkaMiddleware",
     "KafkaSettings",
@@ -109,13 +106,7 @@ def kafka_settings() -> KafkaSettings:
 
         lifespan["producer_factory"] = import_string(factory)
     try:
-        _validate_lifespan_options(
-            lifespan.get("cluster", "default"),
-            lifespan.get("on_unreachable", "buffer"),
-            lifespan.get("startup_timeout", 5.0),
-            lifespan.get("shutdown_timeout", 10.0),
-            lifespan.get("create_topics", ()),
-        )
+        LifespanOptions(**lifespan)
     except (TypeError, ValueError) as exc:
         raise ImproperlyConfigured(f"settings.KAFKA_ASGI: {exc}") from exc
     access_log = raw.get("ACCESS_LOG", _ACCESS_LOG_DEFAULT)
@@ -155,15 +146,16 @@ class DjangoEventLogger(EventLogger):
 
     @property
     def route(self) -> str | None:
-        if self._route is not None:
-            return self._route
+        known = super().route
+        if known is not None:
+            return known
         match = getattr(self._request(), "resolver_match", None)
         route = getattr(match, "route", None)
         return route if isinstance(route, str) and route else None
 
-    def _finish(self) -> None:
+    def finish(self) -> None:
         """The response is complete: keep the route for late log() calls."""
-        self._route = self.route
+        self.release(self.route)
 
 
 _background: dict[str, BackgroundProducer] = {}
@@ -198,7 +190,7 @@ def _http_version(request: Any) -> str | None:
     return None
 
 
-class KafkaMiddleware:
+class AccessLogMiddleware:
     """Django middleware: ``request.kafka`` for views, and one access-log event per
     response (after the last chunk of a streaming response).
 
@@ -222,7 +214,7 @@ class KafkaMiddleware:
             raise ImproperlyConfigured(f"settings.KAFKA_ASGI['ACCESS_LOG']: {exc}") from exc
         self.enabled = self.conf.access_log is not None
         self.cluster = self.conf.cluster
-        self._header = self.access_log._rid_header.decode() if self.access_log._rid_header else None
+        self._header = self.access_log.request_id_header
         self._meta_header = (
             "HTTP_" + self._header.upper().replace("-", "_") if self._header else None
         )
@@ -258,7 +250,7 @@ class KafkaMiddleware:
 
     def _after(self, request: Any, response: Any, start: float) -> Any:
         logger: DjangoEventLogger = request.kafka
-        if self.access_log._echo_rid and self._header:
+        if self.access_log.echo_request_id and self._header:
             response[self._header] = logger.request_id
         if not self.enabled or self.access_log.excluded(request.path):
             return response
@@ -300,7 +292,7 @@ class KafkaMiddleware:
 
     def _emit(self, request: Any, response: Any, start: float, response_bytes: int) -> None:
         finished = time.perf_counter()
-        request.kafka._finish()
+        request.kafka.finish()
         opts = self.access_log
         if not opts.sampled():
             return
@@ -308,30 +300,31 @@ class KafkaMiddleware:
         logger: DjangoEventLogger = request.kafka
         length = meta.get("CONTENT_LENGTH")
         forwarded = meta.get("HTTP_X_FORWARDED_FOR")
-        event = {
-            "timestamp": int(time.time() * 1000),
-            "type": "http",
-            "method": request.method,
-            "scheme": request.scheme,
-            "path": request.path,
-            "route": logger.route,
-            "query": meta.get("QUERY_STRING", ""),
-            "status": response.status_code,
-            "response_bytes": response_bytes,
-            "request_bytes": int(length) if isinstance(length, str) and length.isdigit() else 0,
-            "duration_ms": (finished - start) * 1000.0,
-            "client": opts.resolve_client(meta.get("REMOTE_ADDR") or None, forwarded),
-            "user_agent": meta.get("HTTP_USER_AGENT"),
-            "request_id": logger.request_id,
-            "http_version": _http_version(request),
-            "close_code": None,
-        }
+        event = access_log_event(
+            timestamp=int(time.time() * 1000),
+            type="http",
+            method=request.method,
+            scheme=request.scheme,
+            path=request.path,
+            route=logger.route,
+            query=meta.get("QUERY_STRING", ""),
+            status=response.status_code,
+            response_bytes=response_bytes,
+            request_bytes=int(length) if isinstance(length, str) and length.isdigit() else 0,
+            duration_ms=(finished - start) * 1000.0,
+            client=opts.resolve_client(meta.get("REMOTE_ADDR") or None, forwarded),
+            user_agent=meta.get("HTTP_USER_AGENT"),
+            request_id=logger.request_id,
+            http_version=_http_version(request),
+        )
         try:
-            send = _sender_for(self.cluster)
+            send = sender_for(self.cluster)
         except Exception as exc:
-            from kafka_asgi.integrations.asgi import _warn_drop
-
             opts.dropped += 1
-            _warn_drop("Django access-log middleware", opts.topic, exc)
+            warn_drop("Django access-log middleware", opts.topic, exc)
             return
         opts.emit(request, event, send)
+
+
+KafkaMiddleware = AccessLogMiddleware
+"""The name this middleware had before it was named like the ASGI one (still works)."""

@@ -2,8 +2,7 @@
 
 ::
 
-    from kafka_asgi.integrations.fastapi import KafkaLogger, kafka_lifespan
-    from kafka_asgi.integrations.asgi import AccessLogMiddleware
+    from kafka_asgi.fastapi import AccessLogMiddleware, KafkaLogger, kafka_lifespan
 
     app = FastAPI(lifespan=kafka_lifespan(bootstrap="127.0.0.1:9092"))
     app.add_middleware(AccessLogMiddleware, topic="access-log")
@@ -20,7 +19,8 @@ from typing import Annotated
 from fastapi import Depends
 from starlette.requests import HTTPConnection
 
-from kafka_asgi.integrations.asgi import AccessLogMiddleware, EventLogger, get_event_logger
+from kafka_asgi.integrations.access_log import AccessLogMiddleware
+from kafka_asgi.integrations.event_logger import EventLogger, get_event_logger
 from kafka_asgi.integrations.starlette import kafka_lifespan
 
 __all__ = [

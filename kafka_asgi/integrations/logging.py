@@ -25,7 +25,8 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from kafka_asgi.integrations.threads import get_sender
+from kafka_asgi.integrations.event_logger import default_serializer
+from kafka_asgi.integrations.sender import get_sender
 
 __all__ = ["KafkaLogHandler"]
 
@@ -33,12 +34,6 @@ __all__ = ["KafkaLogHandler"]
 _RECORD_ATTRS = frozenset(
     vars(logging.LogRecord("n", logging.INFO, "p", 1, "m", None, None)).keys()
 ) | {"message", "asctime", "taskName"}
-
-
-def _default_serializer(event: Mapping[str, Any]) -> bytes:
-    from kafka_asgi.integrations.asgi import default_serializer
-
-    return default_serializer(event)
 
 
 class KafkaLogHandler(logging.Handler):
@@ -66,7 +61,7 @@ class KafkaLogHandler(logging.Handler):
         max_queue: int = 10_000,
         key: Callable[[logging.LogRecord], bytes | str | None] | None = None,
         extra: Mapping[str, Any] | None = None,
-        serializer: Callable[[dict[str, Any]], bytes | str] = _default_serializer,
+        serializer: Callable[[dict[str, Any]], bytes | str] = default_serializer,
         include_own_logs: bool = False,
     ) -> None:
         if not isinstance(topic, str) or not topic:

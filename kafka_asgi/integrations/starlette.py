@@ -2,8 +2,7 @@
 
 ::
 
-    from kafka_asgi.integrations.starlette import kafka_lifespan, event_logger
-    from kafka_asgi.integrations.asgi import AccessLogMiddleware
+    from kafka_asgi.starlette import AccessLogMiddleware, event_logger, kafka_lifespan
 
     app = Starlette(
         routes=[...],
@@ -24,14 +23,13 @@ from typing import Any
 
 from starlette.requests import HTTPConnection
 
-from kafka_asgi.integrations.asgi import (
+from kafka_asgi.integrations.access_log import AccessLogMiddleware
+from kafka_asgi.integrations.event_logger import EventLogger, get_event_logger
+from kafka_asgi.integrations.lifespan import (
     PRODUCER_STATE_KEY,
     PRODUCERS_STATE_KEY,
-    AccessLogMiddleware,
-    EventLogger,
     KafkaLifespan,
-    _validate_lifespan_options,
-    get_event_logger,
+    LifespanOptions,
     producer_lifespan,
 )
 
@@ -53,20 +51,11 @@ def kafka_lifespan(
 
     ``lifespan`` is the app's own lifespan (an async context manager factory or an
     async generator function, as Starlette accepts); keyword options are those of
-    :func:`kafka_asgi.integrations.asgi.producer_lifespan`. The yielded state holds
+    :class:`~kafka_asgi.integrations.lifespan.LifespanOptions`. The yielded state holds
     ``kafka_producers`` ({cluster: producer}), ``kafka_producer`` for the "default"
     cluster, and whatever state the app's own lifespan yields.
     """
-    _validate_lifespan_options(
-        options.get("cluster", "default"),
-        options.get("on_unreachable", "buffer"),
-        options.get("startup_timeout", 5.0),
-        options.get("shutdown_timeout", 10.0),
-        options.get("create_topics", ()),
-    )
-    unknown = set(options) - set(inspect.signature(producer_lifespan).parameters)
-    if unknown:
-        raise TypeError(f"kafka_lifespan got unknown options: {sorted(unknown)}")
+    cluster = LifespanOptions.from_kwargs("kafka_lifespan", options).cluster
     if lifespan is not None and not callable(lifespan):
         raise TypeError(f"lifespan must be callable, not {lifespan!r}")
     inner: Lifespan | None
@@ -74,7 +63,6 @@ def kafka_lifespan(
         inner = asynccontextmanager(lifespan)
     else:
         inner = lifespan
-    cluster: str = options.get("cluster", "default")
 
     @asynccontextmanager
     async def combined(app: Any) -> AsyncIterator[dict[str, Any]]:

@@ -29,7 +29,8 @@ from typing import Any
 
 import anyio
 
-from kafka_asgi.integrations._producer_api import Headers
+from kafka_asgi.integrations.overrides import clear_override, override_for, set_override
+from kafka_asgi.integrations.producer_api import Headers
 from kafka_asgi.producer import (
     BufferFullError,
     ProducerStats,
@@ -43,6 +44,7 @@ __all__ = [
     "CapturedEvent",
     "InMemoryProducer",
     "capture_events",
+    "override_for",
 ]
 
 
@@ -315,15 +317,6 @@ class InMemoryProducer:
         return event
 
 
-# Lifespans started while capture_events() is active use the capturing producer.
-_overrides: dict[str, InMemoryProducer] = {}
-
-
-def override_for(cluster: str) -> InMemoryProducer | None:
-    """The producer a lifespan must use for ``cluster`` under :func:`capture_events`."""
-    return _overrides.get(cluster)
-
-
 @contextmanager
 def capture_events(
     cluster: str = "default", producer: InMemoryProducer | None = None
@@ -335,13 +328,11 @@ def capture_events(
     runs) and every kafka_asgi lifespan started meanwhile uses it instead of
     connecting to Kafka.
     """
-    if cluster in _overrides:
-        raise RuntimeError(f"capture_events({cluster!r}) is already active")
     producer = producer if producer is not None else InMemoryProducer()
-    _overrides[cluster] = producer
+    set_override(cluster, producer)
     register_producer(cluster, producer)
     try:
         yield producer
     finally:
-        del _overrides[cluster]
+        clear_override(cluster, producer)
         unregister_producer(cluster, producer)

@@ -5,8 +5,11 @@ from __future__ import annotations
 import threading
 
 import anyio
+import httpx
 import pytest
+from fastapi import FastAPI
 
+from kafka_asgi.fastapi import AccessLogMiddleware, KafkaLogger, kafka_lifespan
 from kafka_asgi.integrations.testing import (
     CapturedEvent,
     InMemoryProducer,
@@ -163,3 +166,27 @@ def test_kafka_events_fixture(kafka_events: InMemoryProducer) -> None:
 def test_kafka_events_for_fixture(kafka_events_for) -> None:  # type: ignore[no-untyped-def]
     p = kafka_events_for("analytics")
     assert get_producer("analytics") is p
+
+
+async def test_capture_events_needs_no_lifespan(anyio_backend: str) -> None:
+    """The README's promise: a test client that never runs the app's lifespan (httpx's
+    ASGITransport) still captures the access log and the request logger's events."""
+    app = FastAPI(lifespan=kafka_lifespan(bootstrap="127.0.0.1:1"))
+    app.add_middleware(AccessLogMiddleware, topic="access")
+
+    @app.post("/orders")
+    def create(kafka: KafkaLogger) -> dict[str, str]:  # sync: runs in a worker thread
+        kafka.log("orders", {"item_id": 1})
+        return {"request_id": kafka.request_id}
+
+    with capture_events() as kafka:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            response = await client.post("/orders")
+        await kafka.wait_for(2)
+    assert response.status_code == 200
+    (order,) = kafka.json_values("orders")
+    (access,) = kafka.json_values("access")
+    assert order["item_id"] == 1 and order["route"] == "/orders"
+    assert order["request_id"] == access["request_id"] == response.json()["request_id"]
+    assert access["status"] == 200

@@ -67,7 +67,7 @@ def hammer(url: str, n: int, clients: int = 8, first: int = 0) -> list[Answer]:
 
 def env_for(bootstrap: str, access: str, events: str, **more: str) -> dict[str, str]:
     return {
-        "KAFKA_BOOTSTRAP": bootstrap,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "ACCESS_LOG_TOPIC": access,
         "EVENTS_TOPIC": events,
         "KAFKA_FLUSH_TIME": "0.2",

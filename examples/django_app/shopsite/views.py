@@ -2,9 +2,10 @@
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 from django.conf import settings
+from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -35,12 +36,19 @@ async def create_order(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"ok": True, "total": total, "request_id": kafka.request_id}, status=201)
 
 
-async def export(request: HttpRequest) -> StreamingHttpResponse:
-    async def rows() -> AsyncIterator[bytes]:
+def export(request: HttpRequest) -> StreamingHttpResponse:
+    # The body's iterator matches the server: async under ASGI, sync under WSGI
+    # (Django warns, and buffers, when they do not match).
+    def sync_rows() -> Iterator[bytes]:
         yield b"id,name,price\n"
         for item in ITEMS.values():
             yield f"{item['id']},{item['name']},{item['price']}\n".encode()
-            if item["id"] % 25 == 0:
-                await asyncio.sleep(0)
 
-    return StreamingHttpResponse(rows(), content_type="text/csv")
+    async def async_rows() -> AsyncIterator[bytes]:
+        for row in sync_rows():
+            yield row
+            await asyncio.sleep(0)
+
+    if isinstance(request, ASGIRequest):
+        return StreamingHttpResponse(async_rows(), content_type="text/csv")
+    return StreamingHttpResponse(sync_rows(), content_type="text/csv")

@@ -13,10 +13,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from kafka_asgi.integrations.asgi import AccessLogMiddleware
-from kafka_asgi.integrations.starlette import event_logger, kafka_lifespan
+from kafka_asgi.starlette import AccessLogMiddleware, event_logger, kafka_lifespan
 
-BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 ACCESS_LOG_TOPIC = os.environ.get("ACCESS_LOG_TOPIC", "access-log")
 EVENTS_TOPIC = os.environ.get("EVENTS_TOPIC", "shop-events")
 ITEMS = {i: {"id": i, "name": f"item {i}", "price": 100 + i} for i in range(1, 101)}

@@ -1,0 +1,284 @@
+"""The pure ASGI access-log middleware: one event per HTTP response / WebSocket session.
+
+The event and its options are defined in :mod:`kafka_asgi.integrations.access_log_event`
+(shared with Django and WSGI); this module is the ASGI front door's hot path.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable
+from typing import Any
+
+from kafka_asgi.integrations.access_log_event import AccessLogOptions, access_log_event, quote
+from kafka_asgi.integrations.event_logger import (
+    STATE_KEY,
+    EventLogger,
+    new_request_id,
+    route_of,
+    warn_drop,
+)
+from kafka_asgi.integrations.lifespan import (
+    PRODUCERS_STATE_KEY,
+    ASGIApp,
+    Message,
+    Receive,
+    Scope,
+    Send,
+)
+from kafka_asgi.producer import get_producer
+
+__all__ = ["AccessLogMiddleware"]
+
+_perf_ns = time.perf_counter_ns
+_time_ns = time.time_ns
+
+
+class AccessLogMiddleware(AccessLogOptions):
+    """Pure ASGI middleware: one access-log event per HTTP response or WebSocket session.
+
+    The event is queued with ``send_nowait`` once the response is complete (for a
+    streaming response, after its last chunk; for a WebSocket, when it closes).
+    Nothing about the response depends on Kafka: a full buffer, an outage or a
+    failing ``enrich``/``serializer`` only increments ``dropped`` (and logs a warning
+    at most once a minute).
+
+    Event fields: :data:`~kafka_asgi.integrations.access_log_event.ACCESS_LOG_FIELDS`
+    (``fields`` keeps a subset; ``extra`` adds static ones); options: those of
+    :class:`~kafka_asgi.integrations.access_log_event.AccessLogOptions`.
+    """
+
+    def __init__(self, app: ASGIApp, **options: Any) -> None:
+        super().__init__(**options)
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The HTTP path is written out inline, without helper calls: every call, closure
+        # cell and allocation here is paid once per request, and bench/middleware.py
+        # holds the middleware to a few percent of a minimal app's throughput.
+        if scope["type"] != "http":
+            if scope["type"] == "websocket" and self.websockets:
+                await self._websocket(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
+            return
+        if self._has_exclusions:
+            path = scope["path"]
+            if path in self._exclude or (
+                self._exclude_prefixes and path.startswith(self._exclude_prefixes)
+            ):
+                await self.app(scope, receive, send)
+                return
+        start = _perf_ns()
+        headers = dict(scope["headers"])
+        rid_name = self._rid_header
+        raw_rid = headers.get(rid_name) if self._trust_rid else None
+        request_id = new_request_id() if raw_rid is None else self.request_id_from(raw_rid)
+        state = scope.get("state")
+        if state is None:
+            state = scope["state"] = {}
+        state[STATE_KEY] = event_logger = EventLogger(scope, request_id, self.cluster)
+        rid_header = (rid_name, request_id.encode()) if self._echo_rid else None
+        status = 0
+        response_bytes = 0
+        finished = 0
+
+        # A plain function returning the server's awaitable (ASGI asks only that send
+        # be awaitable): no coroutine of our own per message.
+        def send_wrapper(message: Message) -> Awaitable[None]:
+            nonlocal status, response_bytes, finished
+            if message["type"] == "http.response.body":
+                response_bytes += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    finished = _perf_ns()
+            elif message["type"] == "http.response.start":
+                status = message["status"]
+                if rid_header is not None:
+                    # A new list: the app's may be shared (a Response reused across requests).
+                    message["headers"] = [*message.get("headers", ()), rid_header]
+            return send(message)
+
+        # Declared length when there is one (servers enforce it); otherwise the body is
+        # counted as it is read, which costs a wrapper per receive.
+        declared = headers.get(b"content-length")
+        if declared is not None:
+            request_bytes = int(declared) if declared.isdigit() else 0
+        elif b"transfer-encoding" in headers or scope.get("http_version") == "2":
+            request_bytes = 0
+            inner_receive = receive
+
+            async def receive_counting() -> Message:
+                nonlocal request_bytes
+                message = await inner_receive()
+                if message["type"] == "http.request":
+                    request_bytes += len(message.get("body", b""))
+                return message
+
+            receive = receive_counting
+        else:
+            request_bytes = 0
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            duration = (finished or _perf_ns()) - start
+            route = scope.get("route")
+            if route is not None and route.__class__ is not str:
+                route = route_of(scope)
+            event_logger.release(route)
+            if self.sample_rate >= 1.0 or self.sampled():
+                if self._use_proxies:
+                    client = self._client(scope, headers)
+                else:
+                    peer = scope.get("client")
+                    client = peer[0] if peer else None
+                ua = headers.get(b"user-agent")
+                # An app that raised before starting a response gets a 500 from the server.
+                status = status or 500
+                template = self._template
+                if template is not None:
+                    q = quote
+                    version = scope.get("http_version")
+                    try:
+                        value = (
+                            template
+                            % (
+                                _time_ns() // 1_000_000,
+                                q(scope["method"]),
+                                q(scope.get("scheme", "http")),
+                                q(scope["path"]),
+                                "null" if route is None else q(route),
+                                q(scope["query_string"].decode("latin-1")),
+                                status,
+                                response_bytes,
+                                request_bytes,
+                                duration / 1e6,
+                                "null" if client is None else q(client),
+                                "null" if ua is None else q(ua.decode("latin-1")),
+                                q(request_id),
+                                "null" if version is None else q(version),
+                            )
+                        ).encode()
+                        producer = self.producer
+                        if producer is None:
+                            # The lifespan's producer, as it put it in the state: two
+                            # dict look-ups where the registry also asks for the pid.
+                            found = state.get(PRODUCERS_STATE_KEY)
+                            producer = found.get(self.cluster) if found else None
+                            if producer is None:
+                                producer = get_producer(self.cluster)
+                        producer.send_nowait(self.topic, value)
+                    except Exception as exc:
+                        self.dropped += 1
+                        warn_drop("access-log middleware", self.topic, exc)
+                    else:
+                        self.emitted += 1
+                else:
+                    event = access_log_event(
+                        timestamp=_time_ns() // 1_000_000,
+                        type="http",
+                        method=scope["method"],
+                        scheme=scope.get("scheme", "http"),
+                        path=scope["path"],
+                        route=route,
+                        query=scope["query_string"].decode("latin-1"),
+                        status=status,
+                        response_bytes=response_bytes,
+                        request_bytes=request_bytes,
+                        duration_ms=duration / 1e6,
+                        client=client,
+                        user_agent=ua.decode("latin-1") if ua is not None else None,
+                        request_id=request_id,
+                        http_version=scope.get("http_version"),
+                        close_code=None,
+                    )
+                    self.emit(scope, event)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.excluded(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        start = _perf_ns()
+        headers = dict(scope["headers"])
+        request_id = self.request_id_from(
+            headers.get(self._rid_header) if self._trust_rid else None
+        )
+        state = scope.get("state")
+        if state is None:
+            state = scope["state"] = {}
+        state[STATE_KEY] = event_logger = EventLogger(scope, request_id, self.cluster)
+        rid_header = (self._rid_header, request_id.encode("ascii")) if self._echo_rid else None
+        status = 0
+        close_code: int | None = None
+        sent_bytes = 0
+        received_bytes = 0
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, close_code, sent_bytes
+            kind = message["type"]
+            if kind == "websocket.send":
+                sent_bytes += len(message.get("bytes") or b"") + len(
+                    (message.get("text") or "").encode()
+                )
+            elif kind == "websocket.accept":
+                status = 101
+                if rid_header is not None:
+                    message["headers"] = [*message.get("headers", ()), rid_header]
+            elif kind == "websocket.close":
+                if close_code is None:
+                    close_code = message.get("code", 1000)
+                if not status:
+                    status = 403
+            elif kind == "websocket.http.response.start":
+                status = message["status"]
+            await send(message)
+
+        async def receive_wrapper() -> Message:
+            nonlocal close_code, received_bytes
+            message = await receive()
+            kind = message["type"]
+            if kind == "websocket.receive":
+                received_bytes += len(message.get("bytes") or b"") + len(
+                    (message.get("text") or "").encode()
+                )
+            elif kind == "websocket.disconnect" and close_code is None:
+                close_code = message.get("code", 1005)
+            return message
+
+        try:
+            await self.app(scope, receive_wrapper, send_wrapper)
+        finally:
+            finished = _perf_ns()
+            route = route_of(scope)
+            event_logger.release(route)
+            if self.sampled():
+                event = access_log_event(
+                    timestamp=_time_ns() // 1_000_000,
+                    type="websocket",
+                    method="GET",
+                    scheme=scope.get("scheme", "ws"),
+                    path=scope["path"],
+                    route=route,
+                    query=scope["query_string"].decode("latin-1"),
+                    status=status or 403,
+                    response_bytes=sent_bytes,
+                    request_bytes=received_bytes,
+                    duration_ms=(finished - start) / 1e6,
+                    client=self._client(scope, headers),
+                    user_agent=(
+                        ua.decode("latin-1") if (ua := headers.get(b"user-agent")) else None
+                    ),
+                    request_id=request_id,
+                    http_version=scope.get("http_version"),
+                    close_code=close_code,
+                )
+                self.emit(scope, event)
+
+    def _client(self, scope: Scope, headers: dict[bytes, bytes]) -> str | None:
+        client = scope.get("client")
+        host: str | None = client[0] if client else None
+        if not self._use_proxies:
+            return host
+        values = [v for n, v in scope["headers"] if n == b"x-forwarded-for"]
+        # Several X-Forwarded-For field lines are one list (RFC 9110, section 5.3).
+        forwarded = b",".join(values).decode("latin-1") if values else None
+        return self.resolve_client(host, forwarded)

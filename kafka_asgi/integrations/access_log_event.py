@@ -1,0 +1,325 @@
+"""The access-log event: its fields, its options, and the work every front door shares.
+
+One definition for ASGI (:mod:`kafka_asgi.integrations.access_log`), Django and WSGI:
+:data:`ACCESS_LOG_FIELDS` (the fields, in order), :func:`access_log_event` (an event
+as a dict), :data:`HTTP_TEMPLATE` (the same HTTP event as a JSON template, for the hot
+paths), and :class:`AccessLogOptions` (validated options; client address, request id,
+sampling, event shaping and emitting).
+
+Fields: ``timestamp`` (ms since the epoch, response end), ``type`` ("http" /
+"websocket"), ``method``, ``scheme``, ``path``, ``route`` (template, where the framework
+records it), ``query``, ``status`` (WebSocket: 101 accepted, else the denial status or
+403), ``response_bytes`` / ``request_bytes`` (body bytes; for a WebSocket, message bytes
+each way), ``duration_ms``, ``client``, ``user_agent``, ``request_id``,
+``http_version``, ``close_code`` (WebSocket only, else null).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json.encoder
+from collections.abc import Callable, Collection, Mapping
+from random import random
+from typing import Any
+
+from kafka_asgi.integrations.event_logger import default_serializer, new_request_id, warn_drop
+from kafka_asgi.integrations.producer_api import ProducerLike
+from kafka_asgi.producer import get_producer
+
+__all__ = [
+    "ACCESS_LOG_FIELDS",
+    "HTTP_TEMPLATE",
+    "AccessLogOptions",
+    "access_log_event",
+    "quote",
+]
+
+ACCESS_LOG_FIELDS = (
+    "timestamp",
+    "type",
+    "method",
+    "scheme",
+    "path",
+    "route",
+    "query",
+    "status",
+    "response_bytes",
+    "request_bytes",
+    "duration_ms",
+    "client",
+    "user_agent",
+    "request_id",
+    "http_version",
+    "close_code",
+)
+
+# The HTTP event with every field, in ACCESS_LOG_FIELDS order, without its closing brace.
+# Its arguments: timestamp (int), method, scheme, path, route, query (quoted str or
+# "null"), status, response_bytes, request_bytes (int), duration_ms (float), client,
+# user_agent, request_id, http_version (quoted str or "null").
+HTTP_TEMPLATE = (
+    '{"timestamp":%d,"type":"http","method":%s,"scheme":%s,"path":%s,"route":%s,'
+    '"query":%s,"status":%d,"response_bytes":%d,"request_bytes":%d,"duration_ms":%.3f,'
+    '"client":%s,"user_agent":%s,"request_id":%s,"http_version":%s,"close_code":null'
+)
+quote: Callable[[str], str] = json.encoder.encode_basestring
+"""A str as a JSON string literal (for HTTP_TEMPLATE's str arguments)."""
+
+
+def access_log_event(
+    *,
+    timestamp: int,
+    type: str,
+    method: str,
+    scheme: str,
+    path: str,
+    route: str | None,
+    query: str,
+    status: int,
+    response_bytes: int,
+    request_bytes: int,
+    duration_ms: float,
+    client: str | None,
+    user_agent: str | None,
+    request_id: str,
+    http_version: str | None,
+    close_code: int | None = None,
+) -> dict[str, Any]:
+    """One access-log event, its fields in ACCESS_LOG_FIELDS order."""
+    return {
+        "timestamp": timestamp,
+        "type": type,
+        "method": method,
+        "scheme": scheme,
+        "path": path,
+        "route": route,
+        "query": query,
+        "status": status,
+        "response_bytes": response_bytes,
+        "request_bytes": request_bytes,
+        "duration_ms": duration_ms,
+        "client": client,
+        "user_agent": user_agent,
+        "request_id": request_id,
+        "http_version": http_version,
+        "close_code": close_code,
+    }
+
+
+class AccessLogOptions:
+    """The access-log options and the part of the work that is not ASGI-specific
+    (client address, request id, event shaping, emitting); shared by the ASGI, Django
+    and WSGI middlewares.
+
+    Options: ``topic``, ``cluster`` (whose registered producer ships the events, unless
+    ``producer`` is given), ``key`` (a field name or ``fn(event)``), ``fields`` (a subset
+    of ACCESS_LOG_FIELDS), ``extra`` (static fields), ``exclude_paths`` (exact, or a
+    prefix ending in ``*``), ``sample_rate``, ``enrich(context, event)`` (may return a
+    replacement event), ``serializer``, ``request_id_header`` (taken from the request
+    when ``trust_request_id``, echoed in the response when ``echo_request_id``),
+    ``trusted_proxies`` (addresses, networks or "*" whose X-Forwarded-For is believed),
+    ``websockets`` (ASGI only).
+    """
+
+    def __init__(
+        self,
+        *,
+        topic: str = "access-log",
+        cluster: str = "default",
+        producer: ProducerLike | None = None,
+        key: str | Callable[[Mapping[str, Any]], bytes | str | None] | None = None,
+        fields: Collection[str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        exclude_paths: Collection[str] = (),
+        sample_rate: float = 1.0,
+        enrich: Callable[[Any, dict[str, Any]], Mapping[str, Any] | None] | None = None,
+        serializer: Callable[[dict[str, Any]], bytes | str] = default_serializer,
+        request_id_header: str | None = "x-request-id",
+        trust_request_id: bool = True,
+        echo_request_id: bool = True,
+        trusted_proxies: Collection[str] | str = (),
+        websockets: bool = True,
+    ) -> None:
+        if not isinstance(topic, str) or not topic:
+            raise ValueError(f"topic must be a non-empty str, not {topic!r}")
+        if not isinstance(cluster, str) or not cluster:
+            raise ValueError(f"cluster must be a non-empty str, not {cluster!r}")
+        if isinstance(key, str) and key not in ACCESS_LOG_FIELDS and key not in (extra or {}):
+            raise ValueError(f"key names no event field: {key!r} (fields: {ACCESS_LOG_FIELDS})")
+        if key is not None and not isinstance(key, str) and not callable(key):
+            raise TypeError(f"key must be a field name, a callable or None, not {key!r}")
+        if fields is not None:
+            if isinstance(fields, str):
+                raise TypeError(f"fields must be a collection of names, not a string: {fields!r}")
+            bad = [f for f in fields if f not in ACCESS_LOG_FIELDS]
+            if bad:
+                raise ValueError(f"unknown access-log fields {bad} (known: {ACCESS_LOG_FIELDS})")
+        if (
+            isinstance(sample_rate, bool)
+            or not isinstance(sample_rate, (int, float))
+            or not (0.0 <= sample_rate <= 1.0)
+        ):
+            raise ValueError(f"sample_rate must be a number in [0, 1], not {sample_rate!r}")
+        if isinstance(exclude_paths, str):
+            raise TypeError(
+                f"exclude_paths must be a collection of paths, not a string: {exclude_paths!r}"
+            )
+        for p in exclude_paths:
+            if not isinstance(p, str) or not p.startswith("/"):
+                raise ValueError(
+                    f"exclude_paths entries must be paths starting with '/', not {p!r}"
+                )
+        if request_id_header is not None and (
+            not isinstance(request_id_header, str) or not request_id_header
+        ):
+            raise ValueError(
+                f"request_id_header must be a header name or None, not {request_id_header!r}"
+            )
+        for name, fn in (("enrich", enrich), ("serializer", serializer)):
+            if fn is not None and not callable(fn):
+                raise TypeError(f"{name} must be callable, not {fn!r}")
+
+        self.topic = topic
+        self.cluster = cluster
+        self.producer = producer
+        self.sample_rate = float(sample_rate)
+        self.enrich = enrich
+        self.serializer = serializer
+        self.websockets = websockets
+        self._key_field = key if isinstance(key, str) else None
+        self._key_fn = key if callable(key) else None
+        self._fields = tuple(fields) if fields is not None else None
+        self._extra = dict(extra) if extra else None
+        self._exclude = frozenset(p for p in exclude_paths if not p.endswith("*"))
+        self._exclude_prefixes = tuple(p[:-1] for p in exclude_paths if p.endswith("*"))
+        self._has_exclusions = bool(self._exclude or self._exclude_prefixes)
+        self._rid_header = (
+            request_id_header.lower().encode("latin-1") if request_id_header else None
+        )
+        self._trust_rid = trust_request_id and self._rid_header is not None
+        self._echo_rid = echo_request_id and self._rid_header is not None
+        self._trust_all_proxies = trusted_proxies == "*"
+        proxies = () if isinstance(trusted_proxies, str) else trusted_proxies
+        if isinstance(trusted_proxies, str) and trusted_proxies != "*":
+            raise ValueError(
+                f"trusted_proxies must be '*' or a collection of addresses, not {trusted_proxies!r}"
+            )
+        self._proxy_hosts = frozenset(p for p in proxies if "/" not in p)
+        try:
+            self._proxy_nets = tuple(
+                ipaddress.ip_network(p, strict=False) for p in proxies if "/" in p
+            )
+        except ValueError as exc:
+            raise ValueError(f"trusted_proxies: {exc}") from None
+        self._use_proxies = self._trust_all_proxies or bool(self._proxy_hosts or self._proxy_nets)
+        self.emitted = 0
+        self.dropped = 0
+        self.sampled_out = 0
+        # With the default event shape the HTTP event is formatted straight into a JSON
+        # template (about twice as fast as building a dict and encoding it).
+        self._template: str | None = None
+        if (
+            fields is None
+            and enrich is None
+            and key is None
+            and serializer is default_serializer
+            and not set(self._extra or ()) & set(ACCESS_LOG_FIELDS)
+        ):
+            extra_json = default_serializer(self._extra).decode()[1:-1] if self._extra else ""
+            # The static fields are rendered once; "%" in them must survive formatting.
+            tail = ("," + extra_json).replace("%", "%%") if extra_json else ""
+            self._template = HTTP_TEMPLATE + tail + "}"
+
+    @property
+    def request_id_header(self) -> str | None:
+        """The request-id header's name (lower case), or None."""
+        return self._rid_header.decode("latin-1") if self._rid_header is not None else None
+
+    @property
+    def trust_request_id(self) -> bool:
+        return self._trust_rid
+
+    @property
+    def echo_request_id(self) -> bool:
+        return self._echo_rid
+
+    def stats(self) -> dict[str, int]:
+        return {"emitted": self.emitted, "dropped": self.dropped, "sampled_out": self.sampled_out}
+
+    def excluded(self, path: str) -> bool:
+        return path in self._exclude or (
+            bool(self._exclude_prefixes) and path.startswith(self._exclude_prefixes)
+        )
+
+    def request_id_from(self, raw: bytes | None) -> str:
+        if self._trust_rid:
+            # Echoed back in a response header: only short, printable ASCII is taken.
+            if raw and len(raw) <= 128 and raw.isascii() and raw.decode("ascii").isprintable():
+                return raw.decode("ascii")
+        return new_request_id()
+
+    def resolve_client(self, host: str | None, forwarded: str | None) -> str | None:
+        """The client address: the peer's, or from X-Forwarded-For when the peer is a
+        trusted proxy."""
+        if not self._use_proxies or host is None or forwarded is None or not self._trusted(host):
+            return host
+        hops = [h.strip() for h in forwarded.split(",") if h.strip()]
+        # Walk back from the nearest hop: each trusted proxy vouches for the one before
+        # it; the first untrusted address is the client.
+        for hop in reversed(hops):
+            if not self._trusted(hop):
+                return hop
+        return hops[0] if hops else host
+
+    def _trusted(self, host: str) -> bool:
+        if self._trust_all_proxies or host in self._proxy_hosts:
+            return True
+        if not self._proxy_nets:
+            return False
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(address in net for net in self._proxy_nets)
+
+    def sampled(self) -> bool:
+        if self.sample_rate < 1.0 and random() >= self.sample_rate:
+            self.sampled_out += 1
+            return False
+        return True
+
+    def emit(
+        self, context: Any, event: dict[str, Any], send: Callable[..., None] | None = None
+    ) -> None:
+        """Shape ``event`` (fields, extra, enrich(context, event), key), serialize and
+        queue it; any failure is a counted drop, never an exception."""
+        try:
+            if self._fields is not None:
+                event = {f: event[f] for f in self._fields}
+            if self._extra is not None:
+                event.update(self._extra)
+            if self.enrich is not None:
+                replaced = self.enrich(context, event)
+                if replaced is not None:
+                    event = dict(replaced)
+            if self._key_field is not None:
+                k = event.get(self._key_field)
+                key: bytes | str | None = (
+                    None if k is None else k if isinstance(k, (bytes, str)) else str(k)
+                )
+            elif self._key_fn is not None:
+                key = self._key_fn(event)
+            else:
+                key = None
+            value = self.serializer(event)
+            if send is None:
+                producer = (
+                    self.producer if self.producer is not None else get_producer(self.cluster)
+                )
+                send = producer.send_nowait
+            send(self.topic, value, key)
+        except Exception as exc:
+            self.dropped += 1
+            warn_drop("access-log middleware", self.topic, exc)
+            return
+        self.emitted += 1

@@ -1,0 +1,434 @@
+"""The producer's lifespan: one producer per cluster name per worker process.
+
+* :class:`LifespanOptions` - the lifespan's options and defaults, validated once, used
+  by every front door (ASGI, Starlette/FastAPI, Django, WSGI, the background thread).
+* :func:`producer_lifespan` - the async context manager every lifespan helper is built
+  on: creates the producer for a cluster name *in the worker process* (servers fork
+  before they run the lifespan, so nothing crosses a fork), registers it, and on exit
+  flushes within a deadline and reports what could not be sent.
+* :class:`KafkaLifespan` - a pure ASGI wrapper running that lifespan around any app,
+  composed with the app's own lifespan (or none: Django's handler has none).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeAlias
+
+import anyio
+
+from kafka_asgi.integrations.overrides import override_for
+from kafka_asgi.integrations.producer_api import ProducerLike
+from kafka_asgi.integrations.sender import ThreadSafeSender, register_sender, unregister_sender
+from kafka_asgi.producer import register_producer, unregister_producer
+from kafka_asgi.protocol.errors import KafkaError
+
+__all__ = [
+    "PRODUCERS_STATE_KEY",
+    "PRODUCER_STATE_KEY",
+    "ASGIApp",
+    "KafkaLifespan",
+    "KafkaUnreachableError",
+    "LifespanOptions",
+    "Message",
+    "Receive",
+    "Scope",
+    "Send",
+    "producer_lifespan",
+    "put_state",
+]
+
+logger = logging.getLogger("kafka_asgi.integrations")
+
+Scope: TypeAlias = "MutableMapping[str, Any]"
+Message: TypeAlias = "MutableMapping[str, Any]"
+Receive: TypeAlias = "Callable[[], Awaitable[Message]]"
+Send: TypeAlias = "Callable[[Message], Awaitable[None]]"
+ASGIApp: TypeAlias = "Callable[[Scope, Receive, Send], Awaitable[None]]"
+
+PRODUCER_STATE_KEY = "kafka_producer"  # lifespan state: the "default" cluster's producer
+PRODUCERS_STATE_KEY = "kafka_producers"  # lifespan state: {cluster: producer}
+
+
+class KafkaUnreachableError(KafkaError):
+    """Kafka did not answer at startup and ``on_unreachable="fail"`` was chosen."""
+
+    retriable = True
+
+
+@dataclass(frozen=True, slots=True)
+class LifespanOptions:
+    """The options of :func:`producer_lifespan`, with their defaults, validated.
+
+    ``cluster``: the name the producer is registered under. ``bootstrap`` and
+    ``producer_options`` make a ``Producer`` unless ``producer_factory`` makes the
+    producer. ``on_unreachable``: "buffer" (start anyway, buffering) or "fail" when
+    Kafka does not answer within ``startup_timeout`` seconds. ``shutdown_timeout``
+    bounds the final flush. ``create_topics``: names, or ``(name, partitions)``, to
+    create at startup. ``thread_queue_size`` bounds the hand-off queue for events
+    sent from other threads.
+    """
+
+    cluster: str = "default"
+    bootstrap: str | Sequence[Any] | None = None
+    producer_options: Mapping[str, Any] | None = None
+    producer_factory: Callable[[], ProducerLike] | None = None
+    on_unreachable: Literal["buffer", "fail"] = "buffer"
+    startup_timeout: float = 5.0
+    shutdown_timeout: float = 10.0
+    create_topics: Sequence[str | tuple[str, int]] = field(default=())
+    thread_queue_size: int = 10_000
+
+    def __post_init__(self) -> None:
+        cluster = self.cluster
+        if not isinstance(cluster, str) or not cluster:
+            raise ValueError(f"cluster must be a non-empty str, not {cluster!r}")
+        if self.on_unreachable not in ("buffer", "fail"):
+            raise ValueError(
+                f"on_unreachable must be 'buffer' or 'fail', not {self.on_unreachable!r}"
+            )
+        for name in ("startup_timeout", "shutdown_timeout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"{name} must be a number of seconds >= 0, not {value!r}")
+        create_topics: object = self.create_topics
+        if isinstance(create_topics, (str, bytes)):
+            raise TypeError(
+                f"create_topics must be a sequence of names, not a string: {create_topics!r}"
+            )
+        if not isinstance(create_topics, (list, tuple)):
+            raise TypeError(f"create_topics must be a list or tuple, not {create_topics!r}")
+        for t in create_topics:
+            ok = isinstance(t, str) and bool(t)
+            if isinstance(t, tuple) and len(t) == 2:
+                topic, partitions = t
+                ok = (
+                    isinstance(topic, str)
+                    and bool(topic)
+                    and isinstance(partitions, int)
+                    and partitions >= 1
+                )
+            if not ok:
+                raise ValueError(
+                    f"create_topics entries must be 'name' or ('name', partitions >= 1), not {t!r}"
+                )
+        size = self.thread_queue_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"thread_queue_size must be a positive int, not {size!r}")
+        if self.producer_options is not None and not isinstance(self.producer_options, Mapping):
+            raise TypeError(f"producer_options must be a mapping, not {self.producer_options!r}")
+        if self.producer_factory is not None and not callable(self.producer_factory):
+            raise TypeError(f"producer_factory must be callable, not {self.producer_factory!r}")
+
+    @classmethod
+    def from_kwargs(cls, owner: str, options: Mapping[str, Any]) -> LifespanOptions:
+        """Build from keyword options, naming ``owner`` and the unknown ones if any."""
+        unknown = set(options) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise TypeError(f"{owner} got unknown options: {sorted(unknown)}")
+        return cls(**options)
+
+    def as_kwargs(self) -> dict[str, Any]:
+        """The options as keyword arguments of :func:`producer_lifespan`."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+async def _check_reachable(producer: ProducerLike, client: Any, limit: float) -> None:
+    """Raise if Kafka does not answer within ``limit`` seconds."""
+    with anyio.fail_after(limit):
+        if client is not None:
+            # Brokers only: the cheapest request that proves a broker answers.
+            await client.refresh(topics=[])
+            return
+        check = getattr(producer, "check_reachable", None)
+        if check is not None:
+            await check()
+
+
+async def _create_topics(
+    client: Any, topics: Sequence[str | tuple[str, int]], limit: float
+) -> None:
+    from kafka_asgi.protocol.errors import TopicAlreadyExistsError
+
+    for topic in topics:
+        spec = (topic, 1) if isinstance(topic, str) else topic
+        try:
+            await client.create_topics([spec], timeout=limit)
+        except TopicAlreadyExistsError:
+            # Expected: every worker of the server tries, and the topic may predate us.
+            continue
+        logger.info("kafka_asgi: created topic %r (%d partition(s))", spec[0], spec[1])
+
+
+@asynccontextmanager
+async def producer_lifespan(
+    *,
+    cluster: str = "default",
+    bootstrap: str | Sequence[Any] | None = None,
+    producer_options: Mapping[str, Any] | None = None,
+    producer_factory: Callable[[], ProducerLike] | None = None,
+    on_unreachable: Literal["buffer", "fail"] = "buffer",
+    startup_timeout: float = 5.0,
+    shutdown_timeout: float = 10.0,
+    create_topics: Sequence[str | tuple[str, int]] = (),
+    thread_queue_size: int = 10_000,
+) -> AsyncIterator[ProducerLike]:
+    """Run one producer for ``cluster`` in this process, for the duration of the block.
+
+    The producer comes from ``producer_factory()`` if given, else
+    ``Producer(bootstrap, **producer_options)``; inside :func:`capture_events` it is the
+    capturing in-memory producer. It is registered under ``cluster`` (so
+    ``kafka_asgi.get_producer(cluster)`` finds it) together with a thread-safe sender
+    for code on other threads.
+
+    Kafka unreachable at startup (no answer within ``startup_timeout``):
+    ``on_unreachable="buffer"`` (default) logs one warning and starts anyway, the
+    producer buffering until Kafka is back; ``"fail"`` raises KafkaUnreachableError.
+    ``create_topics`` names topics (or ``(name, partitions)``) to create at startup
+    when missing; Kafka's ``auto.create.topics.enable`` is usually off.
+
+    On exit: events queued from other threads are handed over, then
+    ``flush(timeout=shutdown_timeout)``; what is still unsent is logged as a warning,
+    then the producer is closed.
+    """
+    LifespanOptions(
+        cluster=cluster,
+        bootstrap=bootstrap,
+        producer_options=producer_options,
+        producer_factory=producer_factory,
+        on_unreachable=on_unreachable,
+        startup_timeout=startup_timeout,
+        shutdown_timeout=shutdown_timeout,
+        create_topics=create_topics,
+        thread_queue_size=thread_queue_size,
+    )
+    override = override_for(cluster)
+    client: Any = None
+    if override is not None:
+        producer: ProducerLike = override
+    elif producer_factory is not None:
+        producer = producer_factory()
+    else:
+        if bootstrap is None:
+            raise ValueError(
+                "producer_lifespan needs bootstrap= (e.g. '127.0.0.1:9092') or producer_factory="
+            )
+        client, producer = _make_producer(bootstrap, dict(producer_options or {}))
+    owned = override is None
+    sender = ThreadSafeSender(producer, max_queue=thread_queue_size)
+
+    async with AsyncExitStack() as stack:
+        if client is not None:
+            # Ours, so the lifespan can ask it whether Kafka answers and create topics;
+            # closed after the producer (exit stack: last in, first out).
+            await client.start()
+            stack.push_async_callback(_close_client, client)
+        if owned:
+            await producer.__aenter__()
+            stack.callback(unregister_producer, cluster, producer)
+            stack.push_async_callback(_shutdown, producer, cluster, shutdown_timeout, owned)
+            register_producer(cluster, producer)
+        else:
+            stack.push_async_callback(_shutdown, producer, cluster, shutdown_timeout, owned)
+        sender.bind()
+        stack.callback(sender.close)
+        register_sender(cluster, sender)
+        stack.callback(unregister_sender, cluster, sender)
+
+        try:
+            await _check_reachable(producer, client, startup_timeout)
+        except Exception as exc:
+            where = bootstrap if bootstrap is not None else type(producer).__name__
+            reason = str(exc) or type(exc).__name__
+            if on_unreachable == "fail":
+                raise KafkaUnreachableError(
+                    f"Kafka at {where} unreachable at startup within {startup_timeout}s: "
+                    f"{reason} (on_unreachable='fail')"
+                ) from exc
+            logger.warning(
+                "kafka_asgi: Kafka at %s unreachable at startup (%s); starting anyway and "
+                "buffering events for cluster %r until it is back (on_unreachable='buffer')",
+                where,
+                reason,
+                cluster,
+            )
+        else:
+            if client is not None and create_topics:
+                await _create_topics(client, create_topics, max(startup_timeout, 10.0))
+        yield producer
+
+
+async def _close_client(client: Any) -> None:
+    # No scope of ours around it: the client exits the task group it entered at start.
+    await client.aclose()
+
+
+async def _shutdown(producer: ProducerLike, cluster: str, limit: float, owned: bool) -> None:
+    # Shielded: a server cancelling the lifespan must not lose the final flush. The
+    # flush is bounded by ``limit``; the close that follows has little left to do but
+    # is bounded too.
+    with anyio.CancelScope(shield=True):
+        try:
+            await producer.flush(timeout=limit)
+        except Exception as exc:
+            logger.warning("kafka_asgi: final flush for cluster %r failed: %s", cluster, exc)
+        stats = producer.stats()
+        left = getattr(stats, "buffered", 0) + getattr(stats, "in_flight", 0)
+        if left:
+            logger.warning(
+                "kafka_asgi: %d event(s) for cluster %r still unsent after the %.1fs "
+                "shutdown deadline (delivered %d, failed %d, last error: %s)",
+                left,
+                cluster,
+                limit,
+                getattr(stats, "delivered", 0),
+                getattr(stats, "failed", 0),
+                getattr(stats, "last_error", None),
+            )
+    if not owned:
+        return
+    # Not inside a cancel scope of ours: the producer exits the task group it entered
+    # at start, which must be the innermost scope. Its own close is bounded by its
+    # close_timeout and shielded.
+    await producer.__aexit__(None, None, None)
+    if not left:
+        logger.info(
+            "kafka_asgi: producer for cluster %r flushed and closed (pid %d, %d delivered)",
+            cluster,
+            os.getpid(),
+            getattr(stats, "delivered", 0),
+        )
+
+
+# After the lifespan's own flush (bounded by shutdown_timeout), what the producer's
+# close may still spend delivering before it reports the rest as undelivered.
+_CLOSE_TIMEOUT = 2.0
+
+
+def _make_producer(bootstrap: str | Sequence[Any], options: dict[str, Any]) -> tuple[Any, Any]:
+    """A KafkaClient from the client options, and a Producer using it for the rest."""
+    from kafka_asgi.cluster.client import KafkaClient
+    from kafka_asgi.cluster.options import split_client_options
+    from kafka_asgi.producer import Producer
+
+    if "client" in options or "cluster_name" in options:
+        bad = "client" if "client" in options else "cluster_name"
+        raise TypeError(
+            f"producer_options may not set {bad!r}: the lifespan makes the client and "
+            "registers the producer under its cluster name"
+        )
+    client_options, producer_only = split_client_options(options)
+    producer_only.setdefault("close_timeout", _CLOSE_TIMEOUT)
+    client = KafkaClient(bootstrap, **client_options)
+    return client, Producer(client=client, **producer_only)
+
+
+def put_state(state: dict[str, Any], cluster: str, producer: ProducerLike) -> None:
+    """Put ``producer`` in a lifespan state dict, where the middleware looks first."""
+    state.setdefault(PRODUCERS_STATE_KEY, {})[cluster] = producer
+    if cluster == "default":
+        state[PRODUCER_STATE_KEY] = producer
+
+
+class KafkaLifespan:
+    """Pure ASGI wrapper that runs :func:`producer_lifespan` in the server's lifespan.
+
+    Works around any ASGI app; the app's own lifespan (if it has one) runs inside
+    ours, so its startup code can already send events and its shutdown code still
+    can. An app that does not speak lifespan (it raises, or returns, without
+    answering the startup message) is simply run without one. Keyword options are
+    those of :func:`producer_lifespan`. The producer is put in the lifespan state:
+    ``state["kafka_producers"][cluster]`` (and ``state["kafka_producer"]`` for the
+    "default" cluster).
+    """
+
+    def __init__(self, app: ASGIApp, **options: Any) -> None:
+        self.app = app
+        # Validate now, at the call that received the bad value, not at server startup.
+        self.lifespan_options = LifespanOptions.from_kwargs("KafkaLifespan", options)
+        self.options = options
+        self.cluster: str = self.lifespan_options.cluster
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        message = await receive()
+        if message["type"] != "lifespan.startup":  # pragma: no cover - server bug
+            raise RuntimeError(f"expected lifespan.startup, got {message['type']!r}")
+        reply: Message | None = None
+        async with AsyncExitStack() as stack:
+            try:
+                producer = await stack.enter_async_context(producer_lifespan(**self.options))
+            except Exception as exc:
+                logger.error("kafka_asgi: lifespan startup failed: %s", exc)
+                await send({"type": "lifespan.startup.failed", "message": f"kafka_asgi: {exc}"})
+                return
+            state = scope.get("state")
+            if state is not None:
+                put_state(state, self.cluster, producer)
+            reply = await self._run_app_lifespan(scope, receive, send)
+        # Only now, with the producer flushed and closed, may the server hear that
+        # shutdown is complete and let the worker exit.
+        if reply is not None:
+            await send(reply)
+
+    async def _run_app_lifespan(self, scope: Scope, receive: Receive, send: Send) -> Message | None:
+        """Run the app's lifespan inside ours; return the shutdown reply still to send."""
+        to_app_w, to_app_r = anyio.create_memory_object_stream[Message](1)
+        from_app_w, from_app_r = anyio.create_memory_object_stream[Message](1)
+        app_received = False
+        app_error: BaseException | None = None
+
+        async def app_receive() -> Message:
+            nonlocal app_received
+            app_received = True
+            try:
+                return await to_app_r.receive()
+            except anyio.EndOfStream:
+                # Nothing more will come: the server's lifespan is over.
+                return {"type": "lifespan.shutdown"}
+
+        async def app_send(msg: Message) -> None:
+            await from_app_w.send(msg)
+
+        async def run_app() -> None:
+            nonlocal app_error
+            async with from_app_w:
+                try:
+                    await self.app(scope, app_receive, app_send)
+                except Exception as exc:
+                    app_error = exc
+
+        async with anyio.create_task_group() as tg, to_app_w, from_app_r, to_app_r:
+            tg.start_soon(run_app)
+            await to_app_w.send({"type": "lifespan.startup"})
+            try:
+                reply = await from_app_r.receive()
+            except anyio.EndOfStream:
+                if app_error is not None and app_received:
+                    logger.error("kafka_asgi: the app's lifespan startup raised: %r", app_error)
+                    await send({"type": "lifespan.startup.failed", "message": repr(app_error)})
+                    return None
+                # The app does not speak lifespan (Django's handler raises for the scope
+                # type; others just return): run ours alone.
+                await send({"type": "lifespan.startup.complete"})
+                await receive()
+                return {"type": "lifespan.shutdown.complete"}
+            await send(reply)
+            if reply["type"] != "lifespan.startup.complete":
+                return None
+            await to_app_w.send(await receive())
+            try:
+                reply = await from_app_r.receive()
+                return reply
+            except anyio.EndOfStream:
+                pass
+        if app_error is not None:
+            return {"type": "lifespan.shutdown.failed", "message": repr(app_error)}
+        return {"type": "lifespan.shutdown.complete"}
