@@ -15,7 +15,8 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
-from tests.conftest import KafkaCluster, unique_name
+from tests.support.brokers import KafkaCluster, unique_name
+from tests.support.timing import scaled
 
 pytestmark = pytest.mark.broker
 
@@ -182,7 +183,7 @@ def test_dead_port_is_one_line_and_quick(command: list[str]) -> None:
     assert result.stdout == ""
     assert result.stderr.startswith("kafka-asgi: cannot reach Kafka at 127.0.0.1:1")
     assert result.stderr.count("\n") == 1, result.stderr
-    assert elapsed < 15
+    assert elapsed < scaled(15)
 
 
 def test_produce_to_dead_port_fails(kafka: KafkaCluster) -> None:

@@ -20,8 +20,10 @@ from kafka_asgi.errors import (
     UnknownTopicOrPartitionError,
 )
 from kafka_asgi.protocol.messages import MetadataRequest, MetadataResponse
-from tests.conftest import KafkaCluster, eventually, free_port, unique_name
-from tests.network.listeners import LISTENER_CASES, client_options, host_port
+from tests.support.brokers import KafkaCluster, unique_name
+from tests.support.listeners import LISTENER_CASES, client_options, host_port
+from tests.support.ports import free_port
+from tests.support.timing import eventually
 
 pytestmark = pytest.mark.anyio
 

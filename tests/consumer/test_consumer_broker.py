@@ -18,7 +18,8 @@ from kafka_asgi.consumer import EARLIEST, LATEST, BasicConsumer, ConsumerRecord,
 from kafka_asgi.protocol.errors import OffsetOutOfRangeError, UnknownTopicOrPartitionError
 from kafka_asgi.protocol.messages.fetch import FetchPartition, FetchRequest, FetchTopic
 from kafka_asgi.protocol.records import decode_batches
-from tests.conftest import KafkaCluster, unique_name
+from tests.support.brokers import KafkaCluster, unique_name
+from tests.support.timing import eventually, eventually_sync, scaled
 
 pytestmark = [pytest.mark.anyio, pytest.mark.broker]
 
@@ -67,16 +68,17 @@ def wait_for_markers(kafka: KafkaCluster, topic: str, timeout: float = 30.0) -> 
         )
         for level in ("read_committed", "read_uncommitted")
     }
+    seen: list[Any] = []
+
+    def settled() -> bool:
+        tp = TopicPartition(topic, 0)
+        stable = probes["read_committed"].get_watermark_offsets(tp, timeout=10, cached=False)
+        high = probes["read_uncommitted"].get_watermark_offsets(tp, timeout=10, cached=False)
+        seen[:] = [stable, high]
+        return stable is not None and high is not None and stable[1] == high[1]
+
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            tp = TopicPartition(topic, 0)
-            stable = probes["read_committed"].get_watermark_offsets(tp, timeout=10, cached=False)
-            high = probes["read_uncommitted"].get_watermark_offsets(tp, timeout=10, cached=False)
-            if stable is not None and high is not None and stable[1] == high[1]:
-                return
-            assert time.monotonic() < deadline, f"transaction markers not written: {stable} {high}"
-            time.sleep(0.05)
+        assert eventually_sync(settled, timeout), f"transaction markers not written: {seen}"
     finally:
         for probe in probes.values():
             probe.close()
@@ -454,9 +456,19 @@ async def test_follow_sees_records_written_while_following(
     def write_later() -> None:
         produce_all(producer, [{"topic": topic, "partition": 1, "value": token}])
 
-    async with BasicConsumer(kafka.plaintext) as consumer:
+    class Watched(BasicConsumer):
+        """Counts the LATEST lookups that fix where following starts."""
+
+        positioned = 0
+
+        async def list_offset(self, topic: str, partition: int, timestamp: int = EARLIEST) -> Any:
+            offset = await super().list_offset(topic, partition, timestamp)
+            self.positioned += 1
+            return offset
+
+    async with Watched(kafka.plaintext) as consumer:
         got: list[ConsumerRecord] = []
-        with anyio.fail_after(30):
+        with anyio.fail_after(scaled(30)):
             async with anyio.create_task_group() as tg:
 
                 async def follow() -> None:
@@ -464,7 +476,9 @@ async def test_follow_sees_records_written_while_following(
                         got.append(record)
 
                 tg.start_soon(follow)
-                await anyio.sleep(0.5)
+                # Write once both partitions' start offsets are fixed: written earlier,
+                # the record would sit before LATEST and never be seen.
+                assert await eventually(lambda: consumer.positioned == 2, 30)
                 await anyio.to_thread.run_sync(write_later)
     assert [(r.partition, r.offset, r.value) for r in got] == [(1, 0, token)]
 
@@ -481,7 +495,7 @@ def recreate_topic(kafka: KafkaCluster, topic: str) -> None:
     still finishes the deletion."""
     admin = AdminClient({"bootstrap.servers": kafka.plaintext})
     admin.delete_topics([topic], operation_timeout=30)[topic].result(timeout=30)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + scaled(60)
     while True:
         future = admin.create_topics(
             [NewTopic(topic, num_partitions=1, replication_factor=1)], operation_timeout=30

@@ -13,7 +13,7 @@ import pytest
 
 from kafka_asgi.cluster.client import KafkaClient
 from kafka_asgi.producer import Producer
-from tests.conftest import REPO, kafka_local
+from tests.support.brokers import REPO, kafka_local
 
 
 def test_every_node_answers_and_lists_the_others(kafka_cluster: Any) -> None:

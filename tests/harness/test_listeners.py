@@ -9,8 +9,8 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from tests.conftest import KafkaCluster
-from tests.network.listeners import LISTENER_CASES
+from tests.support.brokers import KafkaCluster
+from tests.support.listeners import LISTENER_CASES
 
 
 def _settings(kafka: KafkaCluster, listener: str, mechanism: str | None = None) -> dict[str, Any]:

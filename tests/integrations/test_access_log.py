@@ -21,8 +21,7 @@ from kafka_asgi.integrations.asgi import AccessLogMiddleware, EventLogger
 from kafka_asgi.integrations.fastapi import KafkaLogger, kafka_lifespan
 from kafka_asgi.integrations.starlette import event_logger
 from kafka_asgi.integrations.testing import InMemoryProducer, capture_events
-
-from .asgi_helpers import run_lifespan, websocket_session
+from tests.support.asgi import run_lifespan, websocket_session
 
 pytestmark = pytest.mark.anyio
 

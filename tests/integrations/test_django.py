@@ -15,8 +15,7 @@ from kafka_asgi.django import KafkaMiddleware, get_asgi_application, kafka_setti
 from kafka_asgi.integrations import django as kdjango
 from kafka_asgi.integrations.testing import InMemoryProducer, capture_events
 from tests.integrations import django_testapp  # noqa: F401 - configures Django first
-
-from .asgi_helpers import run_lifespan
+from tests.support.asgi import run_lifespan
 
 
 @pytest.fixture

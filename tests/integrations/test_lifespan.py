@@ -19,8 +19,7 @@ from kafka_asgi.integrations.starlette import kafka_lifespan
 from kafka_asgi.integrations.testing import InMemoryProducer, capture_events
 from kafka_asgi.integrations.threads import get_sender
 from kafka_asgi.producer import ProducerStats, get_producer
-
-from .asgi_helpers import LifespanFailed, run_lifespan
+from tests.support.asgi import LifespanFailed, run_lifespan
 
 pytestmark = pytest.mark.anyio
 

@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import KafkaCluster, free_base_port, kafka_local, unique_name
-
-from .servers import APPS, AppSpec, create_topics, read_topic, stop, uvicorn
+from tests.support.brokers import KafkaCluster, kafka_local, unique_name
+from tests.support.ports import free_base_port
+from tests.support.servers import APPS, AppSpec, create_topics, read_topic, stop, uvicorn
 
 pytestmark = pytest.mark.broker
 

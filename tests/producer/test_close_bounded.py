@@ -34,13 +34,14 @@ from kafka_asgi.protocol.messages.produce import (
     TopicProduceResponse,
 )
 from kafka_asgi.protocol.records import encode_batch
-from tests.network.fake_peer import Peer, all_versions, fake_broker
+from tests.support.fake_peer import Peer, all_versions, fake_broker
+from tests.support.timing import scaled
 
 pytestmark = pytest.mark.anyio
 
 TOPIC = "events"
 CLOSE_TIMEOUT = 1.0
-SLACK = 0.5
+SLACK = scaled(0.5)
 # Far longer than close_timeout: a close that waits for a request to time out fails.
 REQUEST_TIMEOUT = 20.0
 PARTITIONS = 8

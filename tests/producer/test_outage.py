@@ -13,9 +13,8 @@ import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from kafka_asgi.producer import Producer
-from tests.conftest import unique_name
-
-from .test_broker import Outcomes, read_back
+from tests.support.brokers import unique_name
+from tests.support.readers import Outcomes, read_back
 
 pytestmark = [pytest.mark.anyio, pytest.mark.broker]
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -29,40 +27,11 @@ from kafka_asgi.protocol.errors import (
     NotLeaderOrFollowerError,
     UnknownTopicOrPartitionError,
 )
-
-from .fake_client import FakeClient, Fault
+from tests.support.fake_client import FakeClient, Fault
+from tests.support.producers import Reports, make, running
+from tests.support.timing import eventually, scaled
 
 pytestmark = pytest.mark.anyio
-
-
-class Reports:
-    """Collects error_handle and on_delivery calls."""
-
-    def __init__(self) -> None:
-        self.errors: list[tuple[str, int, list[Any], KafkaError, bool]] = []
-        self.deliveries: list[tuple[KafkaError | None, RecordMetadata, Any, Any, Any]] = []
-
-    def error_handle(
-        self, topic: str, partition: int, records: list[Any], error: KafkaError, retriable: bool
-    ) -> None:
-        self.errors.append((topic, partition, list(records), error, retriable))
-
-    def on_delivery(
-        self, error: KafkaError | None, meta: RecordMetadata, key: Any, value: Any, headers: Any
-    ) -> None:
-        self.deliveries.append((error, meta, key, value, headers))
-
-    @property
-    def failed_values(self) -> list[Any]:
-        return [r[1] for e in self.errors for r in e[2]]
-
-    @property
-    def ok(self) -> list[Any]:
-        return [d for d in self.deliveries if d[0] is None]
-
-    @property
-    def bad(self) -> list[Any]:
-        return [d for d in self.deliveries if d[0] is not None]
 
 
 @pytest.fixture
@@ -76,28 +45,6 @@ def fake() -> FakeClient:
 @pytest.fixture
 def reports() -> Reports:
     return Reports()
-
-
-def make(fake: FakeClient, reports: Reports | None = None, **options: Any) -> Producer:
-    if reports is not None:
-        options.setdefault("error_handle", reports.error_handle)
-        options.setdefault("on_delivery", reports.on_delivery)
-    options.setdefault("retry_backoff", 0.01)
-    return Producer(client=fake, **options)
-
-
-@asynccontextmanager
-async def running(
-    fake: FakeClient, reports: Reports | None = None, **options: Any
-) -> AsyncIterator[Producer]:
-    async with make(fake, reports, **options) as producer:
-        yield producer
-
-
-async def wait_until(predicate: Callable[[], bool], limit: float = 5.0) -> None:
-    with anyio.fail_after(limit):
-        while not predicate():  # noqa: ASYNC110 - polling the fake's state is the point
-            await anyio.sleep(0.005)
 
 
 # --------------------------------------------------------------------- options
@@ -213,7 +160,7 @@ async def test_aclose_within_close_timeout_when_kafka_never_answers(
     producer.send_nowait("nosuch", b"x")
     start = anyio.current_time()
     await producer.aclose()
-    assert anyio.current_time() - start < 1.0
+    assert anyio.current_time() - start < scaled(1.0)
     assert sorted(reports.failed_values) == sorted([b"%d" % i for i in range(500)] + [b"x"])
     expected = (ProducerClosedError, UnknownTopicOrPartitionError)
     assert all(isinstance(e[3], expected) for e in reports.errors)
@@ -339,7 +286,7 @@ async def test_send_buffered_gives_up_after_wait_buffer_timeout(fake: FakeClient
         start = anyio.current_time()
         with pytest.raises(BufferFullError, match="wait_buffer_timeout"):
             await producer.send_buffered("one", b"x")
-        assert 0.08 < anyio.current_time() - start < 1.0
+        assert 0.08 < anyio.current_time() - start < scaled(1.0)
 
 
 async def test_batch_num_triggers_a_send_before_flush_time(fake: FakeClient) -> None:
@@ -349,7 +296,7 @@ async def test_batch_num_triggers_a_send_before_flush_time(fake: FakeClient) -> 
         await anyio.sleep(0.05)
         assert fake.batches == []
         producer.send_nowait("one", b"x")
-        await wait_until(lambda: len(fake.records("one", 0)) == 50, 2.0)
+        assert await eventually(lambda: len(fake.records("one", 0)) == 50, 2.0, interval=0.005)
 
 
 async def test_batch_size_triggers_a_send_before_flush_time(fake: FakeClient) -> None:
@@ -360,7 +307,7 @@ async def test_batch_size_triggers_a_send_before_flush_time(fake: FakeClient) ->
         assert fake.batches == []
         producer.send_nowait("one", b"x" * 1000)
         # The first batch holds what fits in batch_size (with record overhead).
-        await wait_until(lambda: len(fake.records("one", 0)) >= 9, 2.0)
+        assert await eventually(lambda: len(fake.records("one", 0)) >= 9, 2.0, interval=0.005)
         assert fake.batches[0][2] in (9, 10)
 
 
@@ -368,8 +315,8 @@ async def test_flush_time_sends_a_lone_record(fake: FakeClient) -> None:
     async with running(fake, flush_time=0.1) as producer:
         producer.send_nowait("one", b"x")
         start = anyio.current_time()
-        await wait_until(lambda: len(fake.records("one", 0)) == 1, 2.0)
-        assert anyio.current_time() - start < 1.0
+        assert await eventually(lambda: len(fake.records("one", 0)) == 1, 2.0, interval=0.005)
+        assert anyio.current_time() - start < scaled(1.0)
 
 
 async def test_flush_forces_and_waits(fake: FakeClient, reports: Reports) -> None:
@@ -693,11 +640,13 @@ async def test_idempotent_batches_encoded_ahead_are_restamped_after_a_failure(
         fake, reports, enable_idempotence=True, required_acks=-1, batch_size=1000, flush_time=60
     ) as producer:
         producer.send_nowait("one", b"first" * 200)  # batch_size reached: sent at once
-        await wait_until(lambda: len(fake.requests) == 1)
+        assert await eventually(lambda: len(fake.requests) == 1, 5.0, interval=0.005)
         for i in range(20):  # cut into batches of ~1000 bytes, queued behind the first
             producer.send_nowait("one", b"%02d" % i + b"x" * 198)
         part = producer._buffers["one"].partitions[0]
-        await wait_until(lambda: len(part.batches) > 1 and part.batches[1].data is not None)
+        assert await eventually(
+            lambda: len(part.batches) > 1 and part.batches[1].data is not None, 5.0, interval=0.005
+        )
         fake.gate.set()
     assert reports.failed_values == [b"first" * 200]
     assert [r.value[:2] for r in fake.records("one", 0)] == [b"%02d" % i for i in range(20)]
@@ -803,7 +752,7 @@ async def test_records_wait_for_an_unreachable_cluster_to_come_back(
         with pytest.raises(BufferFullError):  # the bound holds during the outage
             producer.send_nowait("t", b"over")
         # Far more tries than max_retry=1 allows, and a few seconds of outage.
-        await wait_until(lambda: fake.connect_failures >= 8)
+        assert await eventually(lambda: fake.connect_failures >= 8, 5.0, interval=0.005)
         await anyio.sleep(1.5)
         assert not reports.errors and not reports.bad
         assert producer.stats().failed == 0 and producer.stats().buffered == 400
@@ -846,7 +795,7 @@ async def test_unreachable_records_are_reported_after_delivery_timeout(
                     handed[value] = anyio.current_time()
             await anyio.sleep(0.5)
         # 0.5 s after the second wave: the first is due, the second is not.
-        await wait_until(lambda: len(reported) >= 100, limit=3.0)
+        assert await eventually(lambda: len(reported) >= 100, 3.0, interval=0.005)
         assert producer.stats().failed == len(reported)
         with anyio.fail_after(3):
             await producer.flush()

@@ -29,8 +29,7 @@ from kafka_asgi.protocol.messages import (
 )
 from kafka_asgi.protocol.messages.api_versions import ApiVersion
 from kafka_asgi.protocol.messages.metadata import MetadataRequestTopic, MetadataResponseBroker
-
-from .messages_support import kafka_python_class, to_kafka_python_kwargs
+from tests.support.messages import kafka_python_class, to_kafka_python_kwargs
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,7 @@ from hypothesis import strategies as st
 from kafka_asgi.protocol import messages
 from kafka_asgi.protocol.framing import decode_response, peek_correlation_id
 from kafka_asgi.protocol.messages import Message
-
-from .messages_support import (
+from tests.support.messages import (
     ALL_MESSAGES,
     ALL_VERSIONS,
     example,

@@ -16,8 +16,7 @@ from kafka_asgi.protocol.messages import (
 )
 from kafka_asgi.protocol.messages.fetch import FetchPartition, FetchTopic
 from kafka_asgi.protocol.messages.produce import PartitionProduceData, TopicProduceData
-
-from .messages_support import ALL_MESSAGES, ALL_VERSIONS, example, struct_strategy
+from tests.support.messages import ALL_MESSAGES, ALL_VERSIONS, example, struct_strategy
 
 PROPERTY = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

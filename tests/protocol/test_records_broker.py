@@ -30,6 +30,7 @@ from kafka_asgi.protocol.records import (
     encode_batch,
     set_producer_state,
 )
+from tests.support.timing import scaled
 
 pytestmark = pytest.mark.broker
 
@@ -121,7 +122,7 @@ def raw(kafka: Any) -> RawClient:
 def _fetch_all(raw: RawClient, topic: str, until_offset: int) -> list[RecordBatch]:
     """Fetch batches until ``until_offset``: one Fetch returns at most one log segment."""
     batches: list[RecordBatch] = []
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + scaled(30)
     while not batches or batches[-1].next_offset < until_offset:
         assert time.monotonic() < deadline, f"only {len(batches)} batches in {topic}"
         got = decode_batches(raw.fetch(topic, offset=batches[-1].next_offset if batches else 0))
@@ -153,7 +154,7 @@ def _confluent_consume(bootstrap: str, topic: str, n: int, **config: Any) -> lis
     )
     consumer.subscribe([topic])
     got: list[Record] = []
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + scaled(30)
     try:
         while len(got) < n and time.monotonic() < deadline:
             msg = consumer.poll(0.5)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.conftest import KafkaCluster
+from tests.support.brokers import KafkaCluster
 
 # (listener, SASL mechanism): every listener, and every mechanism on both SASL listeners.
 LISTENER_CASES = [

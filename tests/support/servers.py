@@ -17,7 +17,8 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import free_port
+from tests.support.ports import free_port
+from tests.support.timing import eventually_sync, scaled
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -105,18 +106,19 @@ def uvicorn(
 
 
 def wait_ready(server: Server, timeout: float, workers: int) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def ready() -> bool:
         if server.proc.poll() is not None:
             raise RuntimeError(f"uvicorn exited early:\n{server.log_text()}")
-        started = server.log_text().count("Application startup complete")
-        if started >= workers:
-            try:
-                if httpx.get(server.url + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-        time.sleep(0.2)
+        if server.log_text().count("Application startup complete") < workers:
+            return False
+        try:
+            return httpx.get(server.url + "/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    if ready() or eventually_sync(ready, timeout, interval=0.2):
+        return
     raise RuntimeError(f"uvicorn not ready within {timeout}s:\n{server.log_text()}")
 
 
@@ -164,7 +166,7 @@ def read_topic(
         partitions = metadata.topics[topic].partitions
         consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
         out: list[dict[str, Any]] = []
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         settle_until: float | None = None
         while True:
             now = time.monotonic()
