@@ -18,7 +18,7 @@ from kafka_asgi.integrations.otel import ProducerInstrumentation, instrument
 from kafka_asgi.producer import RecordMetadata
 from kafka_asgi.producer.hooks import ProducedPartition, ProduceRequestInfo
 from kafka_asgi.protocol.errors import NotLeaderOrFollowerError, RequestTimedOutError
-from tests.observability.fakes import FakeProducer, run_send
+from tests.support.observability import FakeProducer, run_send
 
 
 class Otel:

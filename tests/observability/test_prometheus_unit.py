@@ -17,7 +17,7 @@ from kafka_asgi.integrations.middleware_stats import track_middleware
 from kafka_asgi.integrations.prometheus import metrics_app, register
 from kafka_asgi.producer.hooks import ProducedPartition, ProduceRequestInfo
 from kafka_asgi.protocol.errors import NotLeaderOrFollowerError, RequestTimedOutError
-from tests.observability.fakes import FakeProducer
+from tests.support.observability import FakeProducer
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -111,7 +111,7 @@ import os, sys
 from prometheus_client import CollectorRegistry
 from kafka_asgi.integrations.prometheus import register
 from kafka_asgi.producer.hooks import ProducedPartition, ProduceRequestInfo
-from tests.observability.fakes import FakeProducer
+from tests.support.observability import FakeProducer
 
 producer = FakeProducer()
 metrics = register(producer, registry=CollectorRegistry())

@@ -13,7 +13,8 @@
 - ``servers``: the example apps under real uvicorn processes;
 - ``messages``: strategies and examples for the generated protocol messages;
 - ``readers``: read a topic back with confluent-kafka;
-- ``cluster``: the three-broker cluster of the ``kafka_cluster`` fixture.
+- ``cluster``: the three-broker cluster of the ``kafka_cluster`` fixture;
+- ``observability``: a fake producer for the observability hooks.
 
 Tests import helpers from here, never from conftest or from another test module
 (tests/test_imports.py checks that).
