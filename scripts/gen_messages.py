@@ -3,7 +3,7 @@
 
 Usage: python scripts/gen_messages.py [MESSAGES_DIR] [--out OUT_DIR]
 
-MESSAGES_DIR defaults to ../shared/kafka-protocol/messages relative to the repository;
+MESSAGES_DIR defaults to spec/kafka-messages in the repository (Kafka's own files, vendored);
 OUT_DIR defaults to kafka_asgi/protocol/messages in the repository. The output is
 deterministic: tests/protocol/test_messages_generated.py regenerates into a temporary
 folder and fails on any difference from the committed files.
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_SPEC_DIR = REPO.parent / "shared" / "kafka-protocol" / "messages"
+DEFAULT_SPEC_DIR = REPO / "spec" / "kafka-messages"
 DEFAULT_OUT_DIR = REPO / "kafka_asgi" / "protocol" / "messages"
 
 # API name (JSON "name" without Request/Response) -> module name, in api-key order of use.
