@@ -1,5 +1,6 @@
 """kafka_asgi: ship events and access logs from ASGI/WSGI apps to Apache Kafka."""
 
+from kafka_asgi._version import __version__
 from kafka_asgi.consumer import EARLIEST, LATEST, BasicConsumer
 from kafka_asgi.network.oauthbearer import OAuthBearerToken
 from kafka_asgi.producer import (
@@ -10,8 +11,6 @@ from kafka_asgi.producer import (
     register_producer,
     unregister_producer,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "EARLIEST",

@@ -45,7 +45,7 @@ _SIZE_BUCKETS = tuple(float(64 * 4**i) for i in range(10))  # 64 B .. 16 MiB
 
 
 def _version() -> str:
-    from kafka_asgi import __version__
+    from kafka_asgi._version import __version__
 
     return __version__
 

@@ -32,7 +32,7 @@ import anyio
 import anyio.abc
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-import kafka_asgi
+from kafka_asgi._version import __version__
 from kafka_asgi.network.authenticate import SaslIO, new_mechanism, run_exchange
 from kafka_asgi.network.config import ConnectionConfig, check_timeout
 from kafka_asgi.network.errors import (
@@ -362,7 +362,7 @@ class BrokerConnection:
         version = ApiVersionsRequest.MAX_VERSION
         request = ApiVersionsRequest(
             client_software_name=_SOFTWARE_NAME,
-            client_software_version=kafka_asgi.__version__,
+            client_software_version=__version__,
         )
         for _ in range(2):
             frame = await self._roundtrip(request, version)
@@ -686,7 +686,7 @@ class BrokerConnection:
         version = self.choose_api_version(ApiVersionsRequest.API_KEY)
         request = ApiVersionsRequest(
             client_software_name=_SOFTWARE_NAME,
-            client_software_version=kafka_asgi.__version__,
+            client_software_version=__version__,
         )
         await self.request(request, version, request_timeout=timeout)
 
