@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
@@ -38,6 +38,7 @@ from kafka_asgi.producer import (
     register_producer,
     unregister_producer,
 )
+from kafka_asgi.producer.validation import coerce_record, resolve_serializer
 from kafka_asgi.protocol.errors import KafkaError
 
 __all__ = [
@@ -73,41 +74,13 @@ class CapturedEvent:
         raise KeyError(name)
 
 
-def _as_bytes(what: str, value: object) -> bytes | None:
-    if value is None or isinstance(value, bytes):
-        return value
-    if isinstance(value, str):
-        return value.encode()
-    if isinstance(value, (bytearray, memoryview)):
-        return bytes(value)
-    raise TypeError(f"{what} must be bytes, str or None, not {type(value).__name__}: {value!r}")
-
-
-def _headers(headers: Headers) -> tuple[tuple[str, bytes | None], ...]:
-    if headers is None:
-        return ()
-    items: Any = list(headers.items()) if isinstance(headers, Mapping) else headers
-    if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
-        raise TypeError(
-            "headers must be a mapping or a sequence of (name, value) pairs, "
-            f"not {type(headers).__name__}: {headers!r}"
-        )
-    out = []
-    for item in items:
-        if not isinstance(item, tuple) or len(item) != 2:
-            raise TypeError(f"header must be a (name, value) pair, not {item!r}")
-        name, value = item
-        if not isinstance(name, str):
-            raise TypeError(f"header name must be str, not {type(name).__name__}: {name!r}")
-        out.append((name, _as_bytes(f"header {name!r} value", value)))
-    return tuple(out)
-
-
 class InMemoryProducer:
     """A producer that captures events in memory; same public methods as Producer.
 
-    ``send_nowait`` validates its arguments like the real producer (TypeError /
-    ValueError naming the bad value) and records the event at once. ``send``
+    ``send_nowait`` validates and converts its arguments with the real producer's
+    rules (kafka_asgi.producer.validation: the same TypeError / ValueError, naming
+    the bad value; ``value_serializer`` / ``key_serializer`` as the Producer options
+    of those names, e.g. ``'json'``) and records the event at once. ``send``
     returns a RecordMetadata with per-partition offsets counted from 0 (partition
     0 unless one is given).
 
@@ -121,7 +94,16 @@ class InMemoryProducer:
     behind the integrations' thread hand-off.
     """
 
-    def __init__(self, *, max_buffering: int | None = None, reachable: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        max_buffering: int | None = None,
+        reachable: bool = True,
+        value_serializer: Any = None,
+        key_serializer: Any = None,
+    ) -> None:
+        self._value_serializer = resolve_serializer("value_serializer", value_serializer)
+        self._key_serializer = resolve_serializer("key_serializer", key_serializer)
         if max_buffering is not None and (not isinstance(max_buffering, int) or max_buffering < 1):
             raise ValueError(f"max_buffering must be a positive int or None, not {max_buffering!r}")
         self.max_buffering = max_buffering
@@ -283,25 +265,23 @@ class InMemoryProducer:
         partition: object,
         timestamp: object,
     ) -> CapturedEvent:
-        if not isinstance(topic, str) or not topic:
-            raise ValueError(f"topic must be a non-empty str, not {topic!r}")
-        if partition is not None and (
-            not isinstance(partition, int) or isinstance(partition, bool) or partition < 0
-        ):
-            raise ValueError(f"partition must be an int >= 0 or None, not {partition!r}")
-        if timestamp is not None and (
-            not isinstance(timestamp, int) or isinstance(timestamp, bool) or timestamp < 0
-        ):
-            raise ValueError(
-                f"timestamp must be an int (ms since the epoch) or None, not {timestamp!r}"
-            )
+        name, value_bytes, key_bytes, hdrs, part, ms = coerce_record(
+            topic,
+            value,
+            key,
+            headers,
+            partition,
+            timestamp,
+            self._value_serializer,
+            self._key_serializer,
+        )
         event = CapturedEvent(
-            topic=topic,
-            value=_as_bytes("value", value),
-            key=_as_bytes("key", key),
-            headers=_headers(headers),
-            partition=partition,
-            timestamp=timestamp,
+            topic=name,
+            value=value_bytes,
+            key=key_bytes,
+            headers=tuple(hdrs) if hdrs else (),
+            partition=part,
+            timestamp=ms,
         )
         if self.closed:
             raise RuntimeError("InMemoryProducer is closed")

@@ -93,7 +93,6 @@ All client options (``client_id``, TLS and SASL options, ``connect_timeout``,
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -102,10 +101,10 @@ from typing import Any
 from kafka_asgi.protocol.compression import Compression, ensure_available
 
 from .partitioner import BUILTIN_PARTITIONERS, PartitionerFunc
+from .validation import Serializer, resolve_serializer
 
 __all__ = ["PRODUCER_OPTION_NAMES", "ProducerOptions", "Serializer"]
 
-Serializer = Callable[[Any], bytes]
 ErrorHandle = Callable[..., Any]
 OnDelivery = Callable[..., Any]
 
@@ -189,8 +188,8 @@ class ProducerOptions:
             max_in_flight=max_in_flight,
             on_delivery=_callable("on_delivery", o.get("on_delivery")),
             enable_idempotence=idempotent,
-            value_serializer=_serializer("value_serializer", o.get("value_serializer")),
-            key_serializer=_serializer("key_serializer", o.get("key_serializer")),
+            value_serializer=resolve_serializer("value_serializer", o.get("value_serializer")),
+            key_serializer=resolve_serializer("key_serializer", o.get("key_serializer")),
             max_request_size=_int("max_request_size", o.get("max_request_size", _MIB), 1024),
             close_timeout=_seconds("close_timeout", o.get("close_timeout", 10.0), 0.0),
             delivery_timeout=_seconds("delivery_timeout", o.get("delivery_timeout", 120.0), 0.001),
@@ -263,20 +262,6 @@ def _partitioner(value: object) -> str | PartitionerFunc:
     if callable(value):
         return value
     raise TypeError(f"partitioner must be a str or a callable, not {value!r}")
-
-
-def _json(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def _serializer(name: str, value: object) -> Serializer | None:
-    if value is None:
-        return None
-    if value == "json":
-        return _json
-    if callable(value):
-        return value
-    raise TypeError(f"{name} must be None, 'json' or a callable obj -> bytes, not {value!r}")
 
 
 def _name(value: object) -> str | None:

@@ -24,63 +24,34 @@ reports what is left.
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
-import re
 import time
-from collections.abc import Mapping
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, NamedTuple, Protocol
+from typing import Any
 
 import anyio
 import anyio.abc
 import anyio.lowlevel
 
 from kafka_asgi.cluster.client import KafkaClient
-from kafka_asgi.cluster.metadata import TopicMetadata
 from kafka_asgi.cluster.options import split_client_options
-from kafka_asgi.network.errors import ConnectError, NetworkError, RequestTimeout, TLSError
-from kafka_asgi.protocol.errors import (
-    BrokerNotAvailableError,
-    KafkaError,
-    LeaderNotAvailableError,
-    ProtocolError,
-    error_for_code,
-)
-from kafka_asgi.protocol.messages import (
-    InitProducerIdRequest,
-    InitProducerIdResponse,
-    ProduceRequest,
-    ProduceResponse,
-)
-from kafka_asgi.protocol.messages.produce import (
-    PartitionProduceData,
-    PartitionProduceResponse,
-    TopicProduceData,
-)
-from kafka_asgi.protocol.records import (
-    BATCH_OVERHEAD,
-    encode_batch_columns,
-    set_producer_state,
-)
+from kafka_asgi.network.errors import RequestTimeout
+from kafka_asgi.protocol.errors import KafkaError
+from kafka_asgi.protocol.records import BATCH_OVERHEAD
 
 from .accumulator import (
     RECORD_OVERHEAD,
     Batch,
     Delivery,
-    Extra,
     PartitionBuffer,
-    Record,
     TopicBuffer,
     Waiters,
     cut,
     cut_moving_on,
     header_size,
     place,
-    records_of,
 )
 from .errors import (
     BufferFullError,
@@ -88,8 +59,13 @@ from .errors import (
     ProducerClosedError,
     RecordTooLargeError,
 )
+from .idempotence import Idempotence
 from .options import ProducerOptions
 from .registry import register_producer, unregister_producer
+from .reports import ProducerStats, RecordMetadata, Reports
+from .sender import Sender
+from .state import STALL_BACKOFF_CAP, ProducerClient, unreachable
+from .validation import as_bytes, check_partition, check_topic, coerce_headers, timestamp_ns
 
 __all__ = ["Producer", "ProducerStats", "RecordMetadata"]
 
@@ -98,164 +74,9 @@ logger = logging.getLogger("kafka_asgi.producer")
 _time_ns = time.time_ns
 _INF = math.inf
 _NEVER = 1 << 62
-_TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
-_INT64_MAX = (1 << 63) - 1
-# Produce v3 is the first to carry magic-2 record batches (KIP-98).
-_PRODUCE_MIN_VERSION = 3
-# Codes whose meaning is "the broker may have written the batch" (the leader
-# appended it, then waiting for the replicas failed): not retried without
-# idempotence, for a retry could duplicate.
-_MAYBE_WRITTEN_CODES = frozenset({7, 20})  # REQUEST_TIMED_OUT, NOT_ENOUGH_REPLICAS_AFTER_APPEND
-_TOO_LARGE_CODES = frozenset({10, 18})  # MESSAGE_TOO_LARGE, RECORD_LIST_TOO_LARGE
-_DUPLICATE_SEQUENCE = 46
-# OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_PRODUCER_EPOCH, UNKNOWN_PRODUCER_ID: the
-# broker lost or rejects our producer state; KIP-360: start a new one and resend.
-_PRODUCER_STATE_CODES = frozenset({45, 47, 59})
-_SEQ_MASK = 0x7FFFFFFF  # sequence numbers wrap from Int32.MAX to 0 (KIP-98)
-# Longest pause between tries while no broker can be reached (they start at
-# retry_backoff and double): a broker back from a restart is found within this.
-_STALL_BACKOFF_CAP = 1.0
 
 
-def _unreachable(error: KafkaError) -> bool:
-    """No broker could be connected to: nothing was written, no broker answered.
-
-    Such tries do not count against max_retry; the records wait (up to
-    delivery_timeout) for a broker to come back.  A TLS handshake failure is
-    excluded: it is a configuration problem more often than an outage.
-    """
-    return isinstance(error, ConnectError) and not isinstance(error, TLSError)
-
-
-class RecordMetadata(NamedTuple):
-    """Where Kafka stored a record.  ``offset`` is -1 when unknown (acks=0, or a
-    batch the broker had already stored); ``timestamp`` is the record's, or the
-    broker's log-append time when the topic uses LogAppendTime."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-
-
-@dataclass(frozen=True, slots=True)
-class ProducerStats:
-    """Counters since the producer was made (records unless named otherwise)."""
-
-    enqueued: int
-    """Records accepted by the send methods."""
-    delivered: int
-    """Acknowledged by Kafka (or written, with acks=0)."""
-    failed: int
-    """Reported to error_handle/on_delivery as not delivered."""
-    retried: int
-    """Record sends repeated after a retriable error."""
-    buffered: int
-    """Held now and not in flight."""
-    in_flight: int
-    """In Produce requests awaiting their response now."""
-    bytes_sent: int
-    """Bytes of acknowledged record batches."""
-    batches_sent: int
-    """Acknowledged record batches."""
-    last_error: KafkaError | None
-    """The latest error reported for a record."""
-
-
-class _Client(Protocol):
-    """What the producer uses of KafkaClient (an in-memory double can stand in)."""
-
-    async def start(self) -> None: ...
-
-    async def aclose(self) -> None: ...
-
-    def cached_topic(self, topic: str) -> TopicMetadata | None: ...
-
-    def request_refresh(self) -> None: ...
-
-    def note_error(self, error: KafkaError) -> bool: ...
-
-    async def confirm_writes(self, timeout: float | None = None) -> None: ...  # noqa: ASYNC109
-
-    async def fetch_metadata(self, topic: str) -> TopicMetadata: ...
-
-    async def send(
-        self,
-        node_id: int,
-        request: Any,
-        *,
-        min_version: int | None = None,
-        max_version: int | None = None,
-        expect_response: bool = True,
-        request_timeout: float | None = None,
-    ) -> Any: ...
-
-    async def send_any(
-        self,
-        request: Any,
-        *,
-        min_version: int | None = None,
-        max_version: int | None = None,
-        expect_response: bool = True,
-        request_timeout: float | None = None,
-    ) -> Any: ...
-
-
-def _as_bytes(value: object, what: str, serializer: Any) -> bytes | None:
-    """The bytes of a value or key that is not already ``bytes``."""
-    if value is None:
-        return None
-    if serializer is not None and not isinstance(value, (bytes, bytearray, memoryview)):
-        try:
-            out = serializer(value)
-        except Exception as exc:
-            raise TypeError(f"{what}_serializer failed on {value!r:.80}: {exc!r}") from exc
-        if isinstance(out, str):
-            return out.encode()
-        if not isinstance(out, (bytes, bytearray, memoryview)):
-            raise TypeError(f"{what}_serializer must return bytes, returned {type(out).__name__}")
-        return bytes(out)
-    if isinstance(value, str):
-        return value.encode()
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value)
-    raise TypeError(
-        f"{what} must be bytes, str or None, not {type(value).__name__} "
-        f"(set {what}_serializer, e.g. {what}_serializer='json', to send other objects)"
-    )
-
-
-def _coerce_headers(headers: object) -> list[tuple[str, bytes | None]] | None:
-    if isinstance(headers, Mapping):
-        items: Any = headers.items()
-    elif isinstance(headers, (list, tuple)):
-        items = headers
-    else:
-        raise TypeError(
-            "headers must be a mapping or a sequence of (str, bytes | str | None) pairs, "
-            f"not {type(headers).__name__}"
-        )
-    out: list[tuple[str, bytes | None]] = []
-    for item in items:
-        if not isinstance(item, tuple) or len(item) != 2:
-            raise TypeError(f"each header must be a (name, value) pair, not {item!r:.80}")
-        name, value = item
-        if not isinstance(name, str):
-            raise TypeError(f"header name must be a str, not {name!r:.80}")
-        if value is not None and value.__class__ is not bytes:
-            if isinstance(value, str):
-                value = value.encode()
-            elif isinstance(value, (bytearray, memoryview)):
-                value = bytes(value)
-            else:
-                raise TypeError(
-                    f"header {name!r} value must be bytes, str or None, not {type(value).__name__}"
-                )
-        out.append((name, value))
-    return out or None
-
-
-class Producer:
+class Producer(Sender, Idempotence, Reports):
     """Ship records to Kafka in batches, from async (``send_nowait``) or sync
     (``await send``) callers.  See :mod:`kafka_asgi.producer.options` for options.
 
@@ -293,7 +114,7 @@ class Producer:
         self._own_client = client is None
         if client is None:
             client = KafkaClient(bootstrap, **client_options)
-        self._client: _Client = client
+        self._client: ProducerClient = client
 
         # Hot path state (read by send_nowait on every call).
         self._topics: dict[str, TopicBuffer] = {}  # empty unless accepting records
@@ -482,7 +303,10 @@ class Producer:
         ProducerClosedError when not running, TypeError/ValueError for bad input.
         The outcome goes to ``on_delivery``/``error_handle``.
         """
-        t = self._topics.get(topic)
+        try:
+            t = self._topics.get(topic)
+        except TypeError:  # unhashable, so not a str: _enqueue names it
+            t = None
         if (
             t is None
             or value.__class__ is not bytes
@@ -615,13 +439,7 @@ class Producer:
                     "'await producer.start()' first"
                 )
             raise ProducerClosedError(f"the producer is {self._state}")
-        if not isinstance(topic, str):
-            raise TypeError(f"topic must be a str, not {type(topic).__name__}")
-        if not _TOPIC_NAME.fullmatch(topic) or topic in (".", ".."):
-            raise ValueError(
-                f"invalid topic name {topic!r}: 1 to 249 characters of a-z, A-Z, 0-9, '.', "
-                "'_' and '-'"
-            )
+        topic = check_topic(topic)
         t = self._buffers.get(topic)
         if t is None:
             t = self._buffers[topic] = TopicBuffer(topic, self._batch_size)
@@ -640,30 +458,17 @@ class Producer:
         """Every record that is not the plainest kind (or the first of its topic)."""
         if self._held >= self._max_buffering:
             raise self._buffer_full()
-        t = self._topics.get(topic)
+        t = self._topics.get(topic) if topic.__class__ is str else None
         if t is None:
             t = self._topic(topic)
+        # Checked in the order of validation.coerce_record (the in-memory producer's).
         if value.__class__ is not bytes:
-            value = _as_bytes(value, "value", self._value_serializer)
+            value = as_bytes(value, "value", self._value_serializer)
         if key is not None and key.__class__ is not bytes:
-            key = _as_bytes(key, "key", self._key_serializer)
-        hdrs = None if headers is None else _coerce_headers(headers)
-        if timestamp is None:
-            ts = _time_ns()
-        elif isinstance(timestamp, bool) or not isinstance(timestamp, int):
-            raise TypeError(
-                f"timestamp must be an int (milliseconds since the epoch) or None, "
-                f"not {type(timestamp).__name__}"
-            )
-        elif not 0 <= timestamp <= _INT64_MAX:
-            raise ValueError(f"timestamp must be >= 0 (milliseconds), not {timestamp!r}")
-        else:
-            ts = timestamp * 1_000_000  # kept in ns, as the clock's
-        if partition is not None:
-            if isinstance(partition, bool) or not isinstance(partition, int):
-                raise TypeError(f"partition must be an int or None, not {partition!r}")
-            if partition < 0:
-                raise ValueError(f"partition must be >= 0, not {partition!r}")
+            key = as_bytes(key, "key", self._key_serializer)
+        hdrs = None if headers is None else coerce_headers(headers)
+        ts = _time_ns() if timestamp is None else timestamp_ns(timestamp)
+        part = None if partition is None else check_partition(partition)
         assert value is None or isinstance(value, bytes)
         assert key is None or isinstance(key, bytes)
         size = RECORD_OVERHEAD + (len(value) if value is not None else 0)
@@ -674,10 +479,10 @@ class Producer:
         if size > self._max_request_size - BATCH_OVERHEAD - 20:
             raise self._too_large(topic, size)
         values = t.values
-        if partition is not None or delivery is not None or key is not None or hdrs is not None:
+        if part is not None or delivery is not None or key is not None or hdrs is not None:
             if t.extras is None:
                 t.extras = []
-            t.extras.append((len(values), key, hdrs, partition, delivery))
+            t.extras.append((len(values), key, hdrs, part, delivery))
             t.mixed = True
         values.append(value)
         t.stamps.append(ts)
@@ -808,462 +613,6 @@ class Producer:
             self._report_failure(t.name, -1, [record], waiters, error, False)
         return True
 
-    def _leader(self, p: PartitionBuffer) -> int:
-        meta = self._client.cached_topic(p.topic.name)
-        if meta is None:
-            return -1
-        pm = meta.partitions.get(p.index)
-        return -1 if pm is None else pm.leader
-
-    def _dispatch(self, now: float, force: bool) -> None:
-        """Send the ready batches: one request per leader, within max_in_flight."""
-        by_node: dict[int, list[Batch]] = {}
-        retry_at = _INF
-        batch_num = self._batch_num
-        batch_size = self._batch_size
-        for p in list(self._active):
-            if force and p.pending and p.batches:
-                # Cut records behind a batch still in flight or waiting to be
-                # retried: a batch's age (delivery_timeout) counts from its cut, so
-                # records must not sit uncut through a long outage.
-                cut_moving_on(p)
-            if p.inflight:
-                continue
-            if p.batches:
-                b = p.batches[0]
-                if b.not_before > now:
-                    if b.not_before < retry_at:
-                        retry_at = b.not_before
-                    continue
-            elif p.pending:
-                if force or len(p.pending) >= batch_num or p.nbytes >= batch_size:
-                    b = cut_moving_on(p)
-                else:
-                    continue
-            else:
-                self._active.discard(p)
-                continue
-            leader = self._leader(p)
-            if leader < 0:
-                self._client.request_refresh()
-                self._attempt_failed(
-                    b,
-                    LeaderNotAvailableError(
-                        f"no leader known for {p.topic.name!r} partition {p.index}"
-                    ),
-                    False,
-                )
-                if not b.done and b.not_before < retry_at:
-                    retry_at = b.not_before
-                continue
-            group = by_node.get(leader)
-            if group is None:
-                by_node[leader] = [b]
-            else:
-                group.append(b)
-        self._retry_at = retry_at
-        if not by_node:
-            return
-        if self._idempotent and self._pid < 0:
-            error = self._pid_error
-            if error is not None:
-                stalled = _unreachable(error)
-                for group in by_node.values():
-                    for b in group:
-                        self._attempt_failed(b, error, False, unreachable=stalled)
-            return
-        for node, group in by_node.items():
-            self._send_to(node, group)
-
-    def _send_to(self, node: int, batches: list[Batch]) -> None:
-        """Start Produce requests to ``node`` for ``batches`` (as slots allow)."""
-        slots = self.options.max_in_flight - self._node_inflight.get(node, 0)
-        limit = self._max_request_size
-        i = 0
-        n = len(batches)
-        while i < n and slots > 0:
-            request_batches: list[Batch] = []
-            size = 0
-            while i < n:
-                b = self._encode(batches[i])
-                if b is None:
-                    i += 1
-                    continue
-                batches[i] = b  # the first half, if it was split
-                assert b.data is not None
-                if request_batches and size + len(b.data) > limit:
-                    break
-                request_batches.append(b)
-                size += len(b.data)
-                i += 1
-            if not request_batches:
-                break
-            slots -= 1
-            self._start_request(node, request_batches)
-
-    def _encode(self, b: Batch) -> Batch | None:
-        """Encode (and for idempotence stamp) ``b``; the batch to send in its place
-        (its first half when it had to be split), or None if it failed."""
-        p = b.part
-        try:
-            if self._idempotent:
-                gen = self._pid_gen
-                if b.data is None or b.pid_gen != gen:
-                    if p.pid_gen != gen:
-                        p.pid_gen = gen
-                        p.next_seq = 0
-                    b.base_seq = p.next_seq
-                    b.pid_gen = gen
-                    p.next_seq = (p.next_seq + len(b.values)) & _SEQ_MASK
-                    if b.data is not None:
-                        # Encoded for an earlier producer id: only the stamp changes.
-                        b.data = set_producer_state(
-                            b.data,
-                            producer_id=self._pid,
-                            producer_epoch=self._pid_epoch,
-                            base_sequence=b.base_seq,
-                        )
-            if b.data is None:
-                # Without idempotence the producer id, epoch and sequence stay -1.
-                b.data = encode_batch_columns(
-                    b.values,
-                    b.stamps,
-                    b.keys,
-                    b.headers,
-                    compression=self._codec,
-                    compression_level=self._level,
-                    producer_id=self._pid,
-                    producer_epoch=self._pid_epoch,
-                    base_sequence=b.base_seq,
-                )
-        except KafkaError as exc:
-            self._fail_batch(b, exc, False)
-            return None
-        except (TypeError, ValueError) as exc:
-            self._fail_batch(b, KafkaError(f"cannot encode the batch: {exc}"), False)
-            return None
-        if len(b.data) > self._max_request_size and len(b.values) > 1:
-            # The size estimate was short (records of very different sizes).
-            return self._encode(self._split(b))
-        return b
-
-    def _encode_ahead(self) -> None:
-        """Encode the next batch of partitions in flight, while the broker works."""
-        if self._idempotent and self._pid < 0:
-            return
-        for p in list(self._active):
-            if p.inflight and len(p.batches) > 1:
-                b = p.batches[1]
-                if b.data is None or (self._idempotent and b.pid_gen != self._pid_gen):
-                    self._encode(b)
-
-    def _split(self, b: Batch) -> Batch:
-        """Replace ``b`` (not in flight) by its two halves; the first half."""
-        p = b.part
-        index = p.batches.index(b)
-        del p.batches[index]
-        if b.base_seq >= 0 and b.pid_gen == p.pid_gen:
-            self._rewind(p, b.base_seq)
-        n = len(b.values)
-        half = n // 2
-        first = b.slice(0, half, b.nbytes // 2)
-        second = b.slice(half, n, b.nbytes - b.nbytes // 2)
-        if b.waiters:
-            first.waiters = [(i, d) for i, d in b.waiters if i < half] or None
-            second.waiters = [(i - half, d) for i, d in b.waiters if i >= half] or None
-        for half_batch in (first, second):
-            half_batch.attempts = b.attempts
-            half_batch.maybe_written = b.maybe_written
-            half_batch.born = b.born
-            half_batch.stalls = b.stalls
-        p.batches.insert(index, second)
-        p.batches.insert(index, first)
-        b.done = True
-        b.replaced_by = second
-        return first
-
-    @staticmethod
-    def _rewind(p: PartitionBuffer, seq: int) -> None:
-        """Sequence numbers from ``seq`` on were not used: give them out again (KIP-98:
-        the broker wants them contiguous), to the batches queued from there."""
-        p.next_seq = seq
-        for queued in p.batches:
-            if queued.base_seq >= 0 and not queued.sent and queued.pid_gen == p.pid_gen:
-                queued.pid_gen = -1  # restamped (set_producer_state) when sent
-
-    def _start_request(self, node: int, batches: list[Batch]) -> None:
-        topics: dict[str, list[PartitionProduceData]] = {}
-        count = 0
-        for b in batches:
-            p = b.part
-            p.inflight = True
-            b.sent = True
-            count += len(b.values)
-            parts = topics.get(p.topic.name)
-            if parts is None:
-                parts = topics[p.topic.name] = []
-            parts.append(PartitionProduceData(index=p.index, records=b.data))
-        request = ProduceRequest(
-            transactional_id=None,
-            acks=self._acks,
-            timeout_ms=self._timeout_ms,
-            topic_data=[TopicProduceData(name=n, partition_data=d) for n, d in topics.items()],
-        )
-        self._node_inflight[node] = self._node_inflight.get(node, 0) + 1
-        self._inflight_records += count
-        assert self._tg is not None
-        self._tg.start_soon(self._request, node, batches, request, count)
-
-    async def _request(
-        self, node: int, batches: list[Batch], request: ProduceRequest, count: int
-    ) -> None:
-        try:
-            try:
-                response = await self._client.send(
-                    node,
-                    request,
-                    min_version=_PRODUCE_MIN_VERSION,
-                    expect_response=self._acks != 0,
-                    request_timeout=self._request_wait,
-                )
-            except ConnectError as exc:
-                # Never connected: nothing was written.
-                self._settle(batches, count, node)
-                for b in batches:
-                    self._attempt_failed(b, exc, False, unreachable=_unreachable(exc))
-            except (NetworkError, ProtocolError) as exc:
-                # The connection broke, or the answer was late or unreadable, after
-                # the request may have been written.
-                self._settle(batches, count, node)
-                for b in batches:
-                    self._attempt_failed(b, exc, True)
-            except KafkaError as exc:
-                # Raised before anything was written: no common API version, a node
-                # the metadata no longer has (stale: refresh and retry), ...
-                self._settle(batches, count, node)
-                stale = isinstance(exc, BrokerNotAvailableError)
-                if stale:
-                    self._client.request_refresh()
-                for b in batches:
-                    self._attempt_failed(b, exc, False, retriable=True if stale else None)
-            except Exception as exc:
-                logger.exception("kafka_asgi producer: unexpected error sending to node %d", node)
-                self._settle(batches, count, node)
-                for b in batches:
-                    error = KafkaError(f"unexpected error sending to node {node}: {exc!r}")
-                    self._attempt_failed(b, error, True)
-            else:
-                self._settle(batches, count, node)
-                if response is None:
-                    for b in batches:
-                        self._complete(b, -1, -1)
-                else:
-                    self._handle_response(response, batches)
-        finally:
-            self._wake()
-
-    def _settle(self, batches: list[Batch], count: int, node: int) -> None:
-        """The request is over: its partitions and node slot are free again."""
-        self._node_inflight[node] -= 1
-        self._inflight_records -= count
-        for b in batches:
-            b.part.inflight = False
-
-    def _handle_response(self, response: ProduceResponse, batches: list[Batch]) -> None:
-        results: dict[tuple[str, int], PartitionProduceResponse] = {}
-        for topic in response.responses:
-            for part in topic.partition_responses:
-                results[(topic.name, part.index)] = part
-        for b in batches:
-            p = b.part
-            pr = results.get((p.topic.name, p.index))
-            if pr is None:
-                self._attempt_failed(b, KafkaError(f"the broker did not answer for {p!r}"), True)
-                continue
-            code = pr.error_code
-            if code == 0:
-                self._complete(b, pr.base_offset, pr.log_append_time_ms)
-            elif code == _DUPLICATE_SEQUENCE and self._idempotent:
-                # KIP-98: the broker already has this batch (an earlier attempt got
-                # through); its offset is not known any more.
-                self._complete(b, -1, -1)
-            else:
-                error = error_for_code(code)(pr.error_message)
-                if code in _TOO_LARGE_CODES and len(b.values) > 1:
-                    # The topic's max.message.bytes is lower than our batch: halve it.
-                    self._split(b)
-                elif code in _PRODUCER_STATE_CODES and self._idempotent:
-                    self._reset_producer_id(error)
-                    self._attempt_failed(b, error, False, retriable=True)
-                else:
-                    self._attempt_failed(b, error, code in _MAYBE_WRITTEN_CODES)
-
-    def _attempt_failed(
-        self,
-        b: Batch,
-        error: KafkaError,
-        maybe_written: bool,
-        *,
-        retriable: bool | None = None,
-        unreachable: bool = False,
-    ) -> None:
-        """One try of ``b`` failed: back off and retry, or report it."""
-        if b.done:
-            return
-        if unreachable:
-            self._stalled(b, error)
-            return
-        if maybe_written:
-            b.maybe_written = True
-        b.attempts += 1
-        can_retry = error.retriable if retriable is None else retriable
-        if (
-            not can_retry
-            or (maybe_written and not self._idempotent)
-            or (b.attempts > self._max_retry)
-        ):
-            self._fail_batch(b, error, can_retry and not b.maybe_written)
-            return
-        b.not_before = anyio.current_time() + self._backoff
-        if b.not_before < self._retry_at:
-            self._retry_at = b.not_before
-        self._retried += len(b.values)
-        self._client.note_error(error)
-
-    def _stalled(self, b: Batch, error: KafkaError) -> None:
-        """No broker could be reached for ``b``: keep it until delivery_timeout has
-        passed since it was made (as Java's delivery.timeout.ms), retrying with a
-        capped exponential backoff; this does not use up max_retry."""
-        now = anyio.current_time()
-        deadline = b.born + self._delivery_timeout
-        if now >= deadline:
-            expired = DeliveryTimeoutError(
-                f"not delivered within delivery_timeout={self._delivery_timeout}s "
-                f"(no broker reachable: {error})"
-            )
-            self._fail_batch(b, expired, not b.maybe_written)
-            return
-        cap = max(_STALL_BACKOFF_CAP, self._backoff)
-        delay = min(self._backoff * (1 << min(b.stalls, 16)), cap)
-        b.stalls += 1
-        # Wake at the deadline at the latest, to report the batch on time.
-        b.not_before = min(now + delay, deadline)
-        if b.not_before < self._retry_at:
-            self._retry_at = b.not_before
-        self._retried += len(b.values)
-
-    def _complete(self, b: Batch, base_offset: int, log_append_time: int) -> None:
-        p = b.part
-        if p.batches and p.batches[0] is b:
-            p.batches.popleft()
-        b.done = True
-        stamps = b.stamps
-        n = len(stamps)
-        self._held -= n
-        self._delivered += n
-        assert b.data is not None
-        self._bytes_sent += len(b.data)
-        self._batches_sent += 1
-        topic = p.topic.name
-        index = p.index
-        if b.waiters:
-            for i, d in b.waiters:
-                d.metadata = RecordMetadata(
-                    topic,
-                    index,
-                    base_offset + i if base_offset >= 0 else -1,
-                    log_append_time if log_append_time >= 0 else stamps[i] // 1_000_000,
-                )
-                d.event.set()
-        callback = self._on_delivery
-        if callback is not None:
-            for i, (key, value, headers, ts) in enumerate(b.records()):
-                meta = RecordMetadata(
-                    topic,
-                    index,
-                    base_offset + i if base_offset >= 0 else -1,
-                    log_append_time if log_append_time >= 0 else ts,
-                )
-                try:
-                    callback(None, meta, key, value, headers)
-                except Exception:
-                    logger.exception("kafka_asgi producer: on_delivery raised")
-        self._progress()
-
-    def _fail_batch(self, b: Batch, error: KafkaError, retriable: bool) -> None:
-        p = b.part
-        if p.batches and p.batches[0] is b:
-            p.batches.popleft()
-        else:
-            try:
-                p.batches.remove(b)
-            except ValueError:
-                pass
-        b.done = True
-        if self._idempotent and b.base_seq >= 0 and b.pid_gen == self._pid_gen:
-            if b.maybe_written:
-                # Whether the broker has these sequence numbers is unknown: the
-                # partition's next batch would be out of order (or a duplicate).
-                self._reset_producer_id(error)
-            elif p.pid_gen == b.pid_gen:
-                # Not written: its numbers go to the batches after it.
-                self._rewind(p, b.base_seq)
-        self._report_failure(p.topic.name, p.index, b.records(), b.waiters, error, retriable)
-
-    def _report_failure(
-        self,
-        topic: str,
-        partition: int,
-        records: list[Record],
-        waiters: Waiters | None,
-        error: KafkaError,
-        retriable: bool,
-    ) -> None:
-        n = len(records)
-        self._held -= n
-        self._failed += n
-        self._last_error = error
-        if waiters:
-            for _, d in waiters:
-                d.error = copy.copy(error)
-                d.event.set()
-        handled = False
-        if self._error_handle is not None:
-            handled = True
-            try:
-                self._error_handle(topic, partition, records, error, retriable)
-            except Exception:
-                logger.exception("kafka_asgi producer: error_handle raised")
-        callback = self._on_delivery
-        if callback is not None:
-            handled = True
-            for key, value, headers, ts in records:
-                try:
-                    callback(error, RecordMetadata(topic, partition, -1, ts), key, value, headers)
-                except Exception:
-                    logger.exception("kafka_asgi producer: on_delivery raised")
-        if not handled and not waiters:
-            logger.error(
-                "kafka_asgi producer: %d record(s) for %s[%d] not delivered (retriable=%s): %s",
-                n,
-                topic,
-                partition,
-                retriable,
-                error,
-            )
-        self._progress()
-
-    def _progress(self) -> None:
-        """Records left the producer: wake whoever waits for room or for a flush."""
-        if self._room_event is not None:
-            # The flusher announces the room (_notify_room), after it has sent the
-            # next batches: the writers it wakes then run after those writes.
-            self._wake()
-        event = self._progress_event
-        if event is not None:
-            self._progress_event = None
-            event.set()
-
     # ------------------------------------------------------------------ metadata, ids
 
     async def _fetch_topic(self, t: TopicBuffer) -> None:
@@ -1290,14 +639,14 @@ class Producer:
                     )
                 except KafkaError as exc:
                     error = exc
-                if _unreachable(error) or isinstance(error, RequestTimeout):
+                if unreachable(error) or isinstance(error, RequestTimeout):
                     # A metadata request writes nothing: waiting for a broker is safe.
                     now = anyio.current_time()
                     self._expire_waiting(t, marks, now, error)
                     marks.append((now, len(t.values)))
                     delay = min(
                         self._backoff * (1 << min(stalls, 16)),
-                        max(_STALL_BACKOFF_CAP, self._backoff),
+                        max(STALL_BACKOFF_CAP, self._backoff),
                     )
                     stalls += 1
                     due = marks[0][0] + self._delivery_timeout - now
@@ -1312,117 +661,6 @@ class Producer:
             t.fetching = False
             self._wake()
             self._progress()
-
-    def _expire_waiting(
-        self, t: TopicBuffer, marks: list[tuple[float, int]], now: float, error: KafkaError
-    ) -> None:
-        """Report the records of ``t`` (waiting for its metadata) handed over
-        delivery_timeout ago or earlier; drop the marks they used."""
-        horizon = now - self._delivery_timeout
-        count = 0
-        while marks and marks[0][0] <= horizon:
-            count = max(count, marks.pop(0)[1])
-        count = min(count, len(t.values))
-        if count:
-            marks[:] = [(at, n - count) for at, n in marks if n > count]
-            expired = DeliveryTimeoutError(
-                f"not delivered within delivery_timeout={self._delivery_timeout}s "
-                f"(metadata for topic {t.name!r} not received: {error})"
-            )
-            self._fail_topic(t, expired, count)
-
-    def _fail_topic(self, t: TopicBuffer, error: KafkaError, count: int | None = None) -> None:
-        """Report the records of ``t`` not yet placed (the first ``count`` of them)."""
-        if count is not None and count < len(t.values):
-            self._fail_topic_prefix(t, error, count)
-            return
-        values, t.values = t.values, []
-        stamps, t.stamps = t.stamps, []
-        t.nbytes = 0
-        t.wake_bytes = self._batch_size
-        extras, t.extras = t.extras, None
-        t.mixed = False
-        if values:
-            self._report_unplaced(t, values, stamps, extras, error)
-
-    def _fail_topic_prefix(self, t: TopicBuffer, error: KafkaError, count: int) -> None:
-        values = t.values[:count]
-        del t.values[:count]
-        stamps = t.stamps[:count]
-        del t.stamps[:count]
-        # An estimate (as when records are added): it only decides wake-ups.
-        t.nbytes = max(0, t.nbytes - sum(RECORD_OVERHEAD + len(v) for v in values if v is not None))
-        mine: list[Extra] | None = None
-        if t.extras:
-            mine = [e for e in t.extras if e[0] < count]
-            t.extras = [(e[0] - count, *e[1:]) for e in t.extras if e[0] >= count] or None
-        self._report_unplaced(t, values, stamps, mine, error)
-
-    def _report_unplaced(
-        self,
-        t: TopicBuffer,
-        values: list[bytes | None],
-        stamps: list[int],
-        extras: list[Extra] | None,
-        error: KafkaError,
-    ) -> None:
-        """Report records of ``t`` never placed on a partition (``extras`` index them)."""
-        keys: list[bytes | None] | None = None
-        headers: list[list[tuple[str, bytes | None]] | None] | None = None
-        waiters: Waiters | None = None
-        if extras:
-            keys = [None] * len(values)
-            headers = [None] * len(values)
-            for i, key, hdrs, _, _ in extras:
-                keys[i] = key
-                headers[i] = hdrs
-            waiters = [(e[0], e[4]) for e in extras if e[4] is not None] or None
-        records = records_of(values, stamps, keys, headers)
-        self._report_failure(t.name, -1, records, waiters, error, error.retriable)
-
-    async def _producer_id_task(self) -> None:
-        """Get (and after a reset, get again) a producer id: InitProducerId (KIP-98)."""
-        failures = 0
-        while True:
-            assert self._pid_wanted is not None
-            await self._pid_wanted.wait()
-            try:
-                with anyio.fail_after(2 * self._request_wait):
-                    response: InitProducerIdResponse = await self._client.send_any(
-                        InitProducerIdRequest(transactional_id=None, transaction_timeout_ms=60_000),
-                        request_timeout=self._request_wait,
-                    )
-                if response.error_code:
-                    raise error_for_code(response.error_code)("InitProducerId")
-            except TimeoutError:
-                self._pid_error = RequestTimeout("InitProducerId timed out")
-            except KafkaError as exc:
-                self._pid_error = exc
-            else:
-                self._pid = response.producer_id
-                self._pid_epoch = response.producer_epoch
-                self._pid_gen += 1
-                self._pid_error = None
-                self._pid_wanted = anyio.Event()
-                failures = 0
-                self._wake()
-                continue
-            failures += 1
-            logger.debug("InitProducerId failed: %s", self._pid_error)
-            self._wake()
-            # While no broker is reachable, look again at least every second, so
-            # that records waiting for the id go soon after a broker comes back.
-            cap = _STALL_BACKOFF_CAP if _unreachable(self._pid_error) else 5.0
-            await anyio.sleep(min(self._backoff * (2 ** min(failures, 6)), max(cap, self._backoff)))
-
-    def _reset_producer_id(self, error: KafkaError) -> None:
-        if self._pid < 0:
-            return
-        logger.warning("kafka_asgi producer: new producer id after %s", error)
-        self._pid = -1
-        self._pid_epoch = -1
-        if self._pid_wanted is not None:
-            self._pid_wanted.set()
 
     # ------------------------------------------------------------------ flush, close
 
@@ -1474,25 +712,3 @@ class Producer:
             self._wake()
             with anyio.move_on_after(self.options.flush_time):
                 await event.wait()
-
-    def _abort_all(self, error: KafkaError) -> None:
-        """Report every record still held (the producer is closed)."""
-        for t in list(self._buffers.values()):
-            self._fail_topic(t, error)
-            for p in t.partitions:
-                if p.pending:
-                    cut(p)
-                in_flight = p.inflight
-                p.inflight = False
-                while p.batches:
-                    b = p.batches[0]
-                    # A batch in flight (or once lost in flight) may be stored.
-                    self._fail_batch(b, error, not (b.maybe_written or in_flight))
-                    in_flight = False
-        self._active.clear()
-        self._inflight_records = 0
-        self._node_inflight.clear()
-        room = self._room_event
-        if room is not None:
-            self._room_event = None
-            room.set()

@@ -1,0 +1,273 @@
+"""Every record's outcome: acknowledged, or reported as failed; and the counters.
+
+Each record handed to the producer ends in exactly one of these, including at
+close: ``on_delivery`` (per record) and ``error_handle`` (per failed batch), the
+waiting ``send()``, and the counters of :class:`ProducerStats`.  A failure no
+callback or caller receives is logged at ERROR, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from kafka_asgi.protocol.errors import KafkaError
+
+from .accumulator import (
+    RECORD_OVERHEAD,
+    Batch,
+    Extra,
+    Record,
+    TopicBuffer,
+    Waiters,
+    cut,
+    records_of,
+)
+from .errors import DeliveryTimeoutError
+from .state import ProducerState
+
+__all__ = ["ProducerStats", "RecordMetadata", "Reports"]
+
+logger = logging.getLogger("kafka_asgi.producer")
+
+
+class RecordMetadata(NamedTuple):
+    """Where Kafka stored a record.  ``offset`` is -1 when unknown (acks=0, or a
+    batch the broker had already stored); ``timestamp`` is the record's, or the
+    broker's log-append time when the topic uses LogAppendTime."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProducerStats:
+    """Counters since the producer was made (records unless named otherwise)."""
+
+    enqueued: int
+    """Records accepted by the send methods."""
+    delivered: int
+    """Acknowledged by Kafka (or written, with acks=0)."""
+    failed: int
+    """Reported to error_handle/on_delivery as not delivered."""
+    retried: int
+    """Record sends repeated after a retriable error."""
+    buffered: int
+    """Held now and not in flight."""
+    in_flight: int
+    """In Produce requests awaiting their response now."""
+    bytes_sent: int
+    """Bytes of acknowledged record batches."""
+    batches_sent: int
+    """Acknowledged record batches."""
+    last_error: KafkaError | None
+    """The latest error reported for a record."""
+
+
+class Reports(ProducerState):
+    """Completing and failing batches and records, and telling the waiters."""
+
+    def _complete(self, b: Batch, base_offset: int, log_append_time: int) -> None:
+        p = b.part
+        if p.batches and p.batches[0] is b:
+            p.batches.popleft()
+        b.done = True
+        stamps = b.stamps
+        n = len(stamps)
+        self._held -= n
+        self._delivered += n
+        assert b.data is not None
+        self._bytes_sent += len(b.data)
+        self._batches_sent += 1
+        topic = p.topic.name
+        index = p.index
+        if b.waiters:
+            for i, d in b.waiters:
+                d.metadata = RecordMetadata(
+                    topic,
+                    index,
+                    base_offset + i if base_offset >= 0 else -1,
+                    log_append_time if log_append_time >= 0 else stamps[i] // 1_000_000,
+                )
+                d.event.set()
+        callback = self._on_delivery
+        if callback is not None:
+            for i, (key, value, headers, ts) in enumerate(b.records()):
+                meta = RecordMetadata(
+                    topic,
+                    index,
+                    base_offset + i if base_offset >= 0 else -1,
+                    log_append_time if log_append_time >= 0 else ts,
+                )
+                try:
+                    callback(None, meta, key, value, headers)
+                except Exception:
+                    logger.exception("kafka_asgi producer: on_delivery raised")
+        self._progress()
+
+    def _fail_batch(self, b: Batch, error: KafkaError, retriable: bool) -> None:
+        p = b.part
+        if p.batches and p.batches[0] is b:
+            p.batches.popleft()
+        else:
+            try:
+                p.batches.remove(b)
+            except ValueError:
+                pass
+        b.done = True
+        if self._idempotent and b.base_seq >= 0 and b.pid_gen == self._pid_gen:
+            if b.maybe_written:
+                # Whether the broker has these sequence numbers is unknown: the
+                # partition's next batch would be out of order (or a duplicate).
+                self._reset_producer_id(error)
+            elif p.pid_gen == b.pid_gen:
+                # Not written: its numbers go to the batches after it.
+                self._rewind(p, b.base_seq)
+        self._report_failure(p.topic.name, p.index, b.records(), b.waiters, error, retriable)
+
+    def _report_failure(
+        self,
+        topic: str,
+        partition: int,
+        records: list[Record],
+        waiters: Waiters | None,
+        error: KafkaError,
+        retriable: bool,
+    ) -> None:
+        n = len(records)
+        self._held -= n
+        self._failed += n
+        self._last_error = error
+        if waiters:
+            for _, d in waiters:
+                d.error = copy.copy(error)
+                d.event.set()
+        handled = False
+        if self._error_handle is not None:
+            handled = True
+            try:
+                self._error_handle(topic, partition, records, error, retriable)
+            except Exception:
+                logger.exception("kafka_asgi producer: error_handle raised")
+        callback = self._on_delivery
+        if callback is not None:
+            handled = True
+            for key, value, headers, ts in records:
+                try:
+                    callback(error, RecordMetadata(topic, partition, -1, ts), key, value, headers)
+                except Exception:
+                    logger.exception("kafka_asgi producer: on_delivery raised")
+        if not handled and not waiters:
+            logger.error(
+                "kafka_asgi producer: %d record(s) for %s[%d] not delivered (retriable=%s): %s",
+                n,
+                topic,
+                partition,
+                retriable,
+                error,
+            )
+        self._progress()
+
+    def _progress(self) -> None:
+        """Records left the producer: wake whoever waits for room or for a flush."""
+        if self._room_event is not None:
+            # The flusher announces the room (_notify_room), after it has sent the
+            # next batches: the writers it wakes then run after those writes.
+            self._wake()
+        event = self._progress_event
+        if event is not None:
+            self._progress_event = None
+            event.set()
+
+    def _expire_waiting(
+        self, t: TopicBuffer, marks: list[tuple[float, int]], now: float, error: KafkaError
+    ) -> None:
+        """Report the records of ``t`` (waiting for its metadata) handed over
+        delivery_timeout ago or earlier; drop the marks they used."""
+        horizon = now - self._delivery_timeout
+        count = 0
+        while marks and marks[0][0] <= horizon:
+            count = max(count, marks.pop(0)[1])
+        count = min(count, len(t.values))
+        if count:
+            marks[:] = [(at, n - count) for at, n in marks if n > count]
+            expired = DeliveryTimeoutError(
+                f"not delivered within delivery_timeout={self._delivery_timeout}s "
+                f"(metadata for topic {t.name!r} not received: {error})"
+            )
+            self._fail_topic(t, expired, count)
+
+    def _fail_topic(self, t: TopicBuffer, error: KafkaError, count: int | None = None) -> None:
+        """Report the records of ``t`` not yet placed (the first ``count`` of them)."""
+        if count is not None and count < len(t.values):
+            self._fail_topic_prefix(t, error, count)
+            return
+        values, t.values = t.values, []
+        stamps, t.stamps = t.stamps, []
+        t.nbytes = 0
+        t.wake_bytes = self._batch_size
+        extras, t.extras = t.extras, None
+        t.mixed = False
+        if values:
+            self._report_unplaced(t, values, stamps, extras, error)
+
+    def _fail_topic_prefix(self, t: TopicBuffer, error: KafkaError, count: int) -> None:
+        values = t.values[:count]
+        del t.values[:count]
+        stamps = t.stamps[:count]
+        del t.stamps[:count]
+        # An estimate (as when records are added): it only decides wake-ups.
+        t.nbytes = max(0, t.nbytes - sum(RECORD_OVERHEAD + len(v) for v in values if v is not None))
+        mine: list[Extra] | None = None
+        if t.extras:
+            mine = [e for e in t.extras if e[0] < count]
+            t.extras = [(e[0] - count, *e[1:]) for e in t.extras if e[0] >= count] or None
+        self._report_unplaced(t, values, stamps, mine, error)
+
+    def _report_unplaced(
+        self,
+        t: TopicBuffer,
+        values: list[bytes | None],
+        stamps: list[int],
+        extras: list[Extra] | None,
+        error: KafkaError,
+    ) -> None:
+        """Report records of ``t`` never placed on a partition (``extras`` index them)."""
+        keys: list[bytes | None] | None = None
+        headers: list[list[tuple[str, bytes | None]] | None] | None = None
+        waiters: Waiters | None = None
+        if extras:
+            keys = [None] * len(values)
+            headers = [None] * len(values)
+            for i, key, hdrs, _, _ in extras:
+                keys[i] = key
+                headers[i] = hdrs
+            waiters = [(e[0], e[4]) for e in extras if e[4] is not None] or None
+        records = records_of(values, stamps, keys, headers)
+        self._report_failure(t.name, -1, records, waiters, error, error.retriable)
+
+    def _abort_all(self, error: KafkaError) -> None:
+        """Report every record still held (the producer is closed)."""
+        for t in list(self._buffers.values()):
+            self._fail_topic(t, error)
+            for p in t.partitions:
+                if p.pending:
+                    cut(p)
+                in_flight = p.inflight
+                p.inflight = False
+                while p.batches:
+                    b = p.batches[0]
+                    # A batch in flight (or once lost in flight) may be stored.
+                    self._fail_batch(b, error, not (b.maybe_written or in_flight))
+                    in_flight = False
+        self._active.clear()
+        self._inflight_records = 0
+        self._node_inflight.clear()
+        room = self._room_event
+        if room is not None:
+            self._room_event = None
+            room.set()

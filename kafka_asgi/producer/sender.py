@@ -1,0 +1,375 @@
+"""The sender: ready batches to Produce requests, their responses, retries.
+
+The flusher (producer.py) places records on partitions and calls ``_dispatch``,
+which takes each partition's next batch (a partition has at most one in flight,
+so retries never reorder its records), groups them by leader and sends one
+ProduceRequest per broker, up to ``max_in_flight`` outstanding per broker.  Each
+request runs in its own task (``_request``); its response completes the batches,
+or schedules their retry after ``retry_backoff`` (within ``max_retry``), or
+reports them.  While no broker can be reached, batches wait (``_stalled``) up to
+``delivery_timeout`` without using up ``max_retry``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import anyio
+
+from kafka_asgi.network.errors import ConnectError, NetworkError
+from kafka_asgi.protocol.errors import (
+    BrokerNotAvailableError,
+    KafkaError,
+    LeaderNotAvailableError,
+    ProtocolError,
+    error_for_code,
+)
+from kafka_asgi.protocol.messages import ProduceRequest, ProduceResponse
+from kafka_asgi.protocol.messages.produce import (
+    PartitionProduceData,
+    PartitionProduceResponse,
+    TopicProduceData,
+)
+from kafka_asgi.protocol.records import encode_batch_columns
+
+from .accumulator import Batch, PartitionBuffer, cut_moving_on
+from .errors import DeliveryTimeoutError
+from .idempotence import DUPLICATE_SEQUENCE, PRODUCER_STATE_CODES
+from .state import STALL_BACKOFF_CAP, ProducerState, unreachable
+
+__all__ = ["Sender"]
+
+logger = logging.getLogger("kafka_asgi.producer")
+
+_INF = math.inf
+# Produce v3 is the first to carry magic-2 record batches (KIP-98).
+_PRODUCE_MIN_VERSION = 3
+# Codes whose meaning is "the broker may have written the batch" (the leader
+# appended it, then waiting for the replicas failed): not retried without
+# idempotence, for a retry could duplicate.
+_MAYBE_WRITTEN_CODES = frozenset({7, 20})  # REQUEST_TIMED_OUT, NOT_ENOUGH_REPLICAS_AFTER_APPEND
+_TOO_LARGE_CODES = frozenset({10, 18})  # MESSAGE_TOO_LARGE, RECORD_LIST_TOO_LARGE
+
+
+class Sender(ProducerState):
+    """Produce requests for the ready batches, and what their outcomes lead to."""
+
+    def _dispatch(self, now: float, force: bool) -> None:
+        """Send the ready batches: one request per leader, within max_in_flight."""
+        by_node: dict[int, list[Batch]] = {}
+        retry_at = _INF
+        batch_num = self._batch_num
+        batch_size = self._batch_size
+        for p in list(self._active):
+            if force and p.pending and p.batches:
+                # Cut records behind a batch still in flight or waiting to be
+                # retried: a batch's age (delivery_timeout) counts from its cut, so
+                # records must not sit uncut through a long outage.
+                cut_moving_on(p)
+            if p.inflight:
+                continue
+            if p.batches:
+                b = p.batches[0]
+                if b.not_before > now:
+                    if b.not_before < retry_at:
+                        retry_at = b.not_before
+                    continue
+            elif p.pending:
+                if force or len(p.pending) >= batch_num or p.nbytes >= batch_size:
+                    b = cut_moving_on(p)
+                else:
+                    continue
+            else:
+                self._active.discard(p)
+                continue
+            leader = self._leader(p)
+            if leader < 0:
+                self._client.request_refresh()
+                self._attempt_failed(
+                    b,
+                    LeaderNotAvailableError(
+                        f"no leader known for {p.topic.name!r} partition {p.index}"
+                    ),
+                    False,
+                )
+                if not b.done and b.not_before < retry_at:
+                    retry_at = b.not_before
+                continue
+            group = by_node.get(leader)
+            if group is None:
+                by_node[leader] = [b]
+            else:
+                group.append(b)
+        self._retry_at = retry_at
+        if not by_node:
+            return
+        if self._idempotent and self._pid < 0:
+            error = self._pid_error
+            if error is not None:
+                stalled = unreachable(error)
+                for group in by_node.values():
+                    for b in group:
+                        self._attempt_failed(b, error, False, unreachable=stalled)
+            return
+        for node, group in by_node.items():
+            self._send_to(node, group)
+
+    def _leader(self, p: PartitionBuffer) -> int:
+        meta = self._client.cached_topic(p.topic.name)
+        if meta is None:
+            return -1
+        pm = meta.partitions.get(p.index)
+        return -1 if pm is None else pm.leader
+
+    def _send_to(self, node: int, batches: list[Batch]) -> None:
+        """Start Produce requests to ``node`` for ``batches`` (as slots allow)."""
+        slots = self.options.max_in_flight - self._node_inflight.get(node, 0)
+        limit = self._max_request_size
+        i = 0
+        n = len(batches)
+        while i < n and slots > 0:
+            request_batches: list[Batch] = []
+            size = 0
+            while i < n:
+                b = self._encode(batches[i])
+                if b is None:
+                    i += 1
+                    continue
+                batches[i] = b  # the first half, if it was split
+                assert b.data is not None
+                if request_batches and size + len(b.data) > limit:
+                    break
+                request_batches.append(b)
+                size += len(b.data)
+                i += 1
+            if not request_batches:
+                break
+            slots -= 1
+            self._start_request(node, request_batches)
+
+    def _encode(self, b: Batch) -> Batch | None:
+        """Encode (and for idempotence stamp) ``b``; the batch to send in its place
+        (its first half when it had to be split), or None if it failed."""
+        try:
+            if self._idempotent:
+                self._stamp(b)
+            if b.data is None:
+                # Without idempotence the producer id, epoch and sequence stay -1.
+                b.data = encode_batch_columns(
+                    b.values,
+                    b.stamps,
+                    b.keys,
+                    b.headers,
+                    compression=self._codec,
+                    compression_level=self._level,
+                    producer_id=self._pid,
+                    producer_epoch=self._pid_epoch,
+                    base_sequence=b.base_seq,
+                )
+        except KafkaError as exc:
+            self._fail_batch(b, exc, False)
+            return None
+        except (TypeError, ValueError) as exc:
+            self._fail_batch(b, KafkaError(f"cannot encode the batch: {exc}"), False)
+            return None
+        if len(b.data) > self._max_request_size and len(b.values) > 1:
+            # The size estimate was short (records of very different sizes).
+            return self._encode(self._split(b))
+        return b
+
+    def _encode_ahead(self) -> None:
+        """Encode the next batch of partitions in flight, while the broker works."""
+        if self._idempotent and self._pid < 0:
+            return
+        for p in list(self._active):
+            if p.inflight and len(p.batches) > 1:
+                b = p.batches[1]
+                if b.data is None or (self._idempotent and b.pid_gen != self._pid_gen):
+                    self._encode(b)
+
+    def _split(self, b: Batch) -> Batch:
+        """Replace ``b`` (not in flight) by its two halves; the first half."""
+        p = b.part
+        index = p.batches.index(b)
+        del p.batches[index]
+        if b.base_seq >= 0 and b.pid_gen == p.pid_gen:
+            self._rewind(p, b.base_seq)
+        n = len(b.values)
+        half = n // 2
+        first = b.slice(0, half, b.nbytes // 2)
+        second = b.slice(half, n, b.nbytes - b.nbytes // 2)
+        if b.waiters:
+            first.waiters = [(i, d) for i, d in b.waiters if i < half] or None
+            second.waiters = [(i - half, d) for i, d in b.waiters if i >= half] or None
+        for half_batch in (first, second):
+            half_batch.attempts = b.attempts
+            half_batch.maybe_written = b.maybe_written
+            half_batch.born = b.born
+            half_batch.stalls = b.stalls
+        p.batches.insert(index, second)
+        p.batches.insert(index, first)
+        b.done = True
+        b.replaced_by = second
+        return first
+
+    def _start_request(self, node: int, batches: list[Batch]) -> None:
+        topics: dict[str, list[PartitionProduceData]] = {}
+        count = 0
+        for b in batches:
+            p = b.part
+            p.inflight = True
+            b.sent = True
+            count += len(b.values)
+            parts = topics.get(p.topic.name)
+            if parts is None:
+                parts = topics[p.topic.name] = []
+            parts.append(PartitionProduceData(index=p.index, records=b.data))
+        request = ProduceRequest(
+            transactional_id=None,
+            acks=self._acks,
+            timeout_ms=self._timeout_ms,
+            topic_data=[TopicProduceData(name=n, partition_data=d) for n, d in topics.items()],
+        )
+        self._node_inflight[node] = self._node_inflight.get(node, 0) + 1
+        self._inflight_records += count
+        assert self._tg is not None
+        self._tg.start_soon(self._request, node, batches, request, count)
+
+    async def _request(
+        self, node: int, batches: list[Batch], request: ProduceRequest, count: int
+    ) -> None:
+        try:
+            try:
+                response = await self._client.send(
+                    node,
+                    request,
+                    min_version=_PRODUCE_MIN_VERSION,
+                    expect_response=self._acks != 0,
+                    request_timeout=self._request_wait,
+                )
+            except ConnectError as exc:
+                # Never connected: nothing was written.
+                self._settle(batches, count, node)
+                for b in batches:
+                    self._attempt_failed(b, exc, False, unreachable=unreachable(exc))
+            except (NetworkError, ProtocolError) as exc:
+                # The connection broke, or the answer was late or unreadable, after
+                # the request may have been written.
+                self._settle(batches, count, node)
+                for b in batches:
+                    self._attempt_failed(b, exc, True)
+            except KafkaError as exc:
+                # Raised before anything was written: no common API version, a node
+                # the metadata no longer has (stale: refresh and retry), ...
+                self._settle(batches, count, node)
+                stale = isinstance(exc, BrokerNotAvailableError)
+                if stale:
+                    self._client.request_refresh()
+                for b in batches:
+                    self._attempt_failed(b, exc, False, retriable=True if stale else None)
+            except Exception as exc:
+                logger.exception("kafka_asgi producer: unexpected error sending to node %d", node)
+                self._settle(batches, count, node)
+                for b in batches:
+                    error = KafkaError(f"unexpected error sending to node {node}: {exc!r}")
+                    self._attempt_failed(b, error, True)
+            else:
+                self._settle(batches, count, node)
+                if response is None:
+                    for b in batches:
+                        self._complete(b, -1, -1)
+                else:
+                    self._handle_response(response, batches)
+        finally:
+            self._wake()
+
+    def _settle(self, batches: list[Batch], count: int, node: int) -> None:
+        """The request is over: its partitions and node slot are free again."""
+        self._node_inflight[node] -= 1
+        self._inflight_records -= count
+        for b in batches:
+            b.part.inflight = False
+
+    def _handle_response(self, response: ProduceResponse, batches: list[Batch]) -> None:
+        results: dict[tuple[str, int], PartitionProduceResponse] = {}
+        for topic in response.responses:
+            for part in topic.partition_responses:
+                results[(topic.name, part.index)] = part
+        for b in batches:
+            p = b.part
+            pr = results.get((p.topic.name, p.index))
+            if pr is None:
+                self._attempt_failed(b, KafkaError(f"the broker did not answer for {p!r}"), True)
+                continue
+            code = pr.error_code
+            if code == 0:
+                self._complete(b, pr.base_offset, pr.log_append_time_ms)
+            elif code == DUPLICATE_SEQUENCE and self._idempotent:
+                # KIP-98: the broker already has this batch (an earlier attempt got
+                # through); its offset is not known any more.
+                self._complete(b, -1, -1)
+            else:
+                error = error_for_code(code)(pr.error_message)
+                if code in _TOO_LARGE_CODES and len(b.values) > 1:
+                    # The topic's max.message.bytes is lower than our batch: halve it.
+                    self._split(b)
+                elif code in PRODUCER_STATE_CODES and self._idempotent:
+                    self._reset_producer_id(error)
+                    self._attempt_failed(b, error, False, retriable=True)
+                else:
+                    self._attempt_failed(b, error, code in _MAYBE_WRITTEN_CODES)
+
+    def _attempt_failed(
+        self,
+        b: Batch,
+        error: KafkaError,
+        maybe_written: bool,
+        *,
+        retriable: bool | None = None,
+        unreachable: bool = False,
+    ) -> None:
+        """One try of ``b`` failed: back off and retry, or report it."""
+        if b.done:
+            return
+        if unreachable:
+            self._stalled(b, error)
+            return
+        if maybe_written:
+            b.maybe_written = True
+        b.attempts += 1
+        can_retry = error.retriable if retriable is None else retriable
+        if (
+            not can_retry
+            or (maybe_written and not self._idempotent)
+            or (b.attempts > self._max_retry)
+        ):
+            self._fail_batch(b, error, can_retry and not b.maybe_written)
+            return
+        b.not_before = anyio.current_time() + self._backoff
+        if b.not_before < self._retry_at:
+            self._retry_at = b.not_before
+        self._retried += len(b.values)
+        self._client.note_error(error)
+
+    def _stalled(self, b: Batch, error: KafkaError) -> None:
+        """No broker could be reached for ``b``: keep it until delivery_timeout has
+        passed since it was made (as Java's delivery.timeout.ms), retrying with a
+        capped exponential backoff; this does not use up max_retry."""
+        now = anyio.current_time()
+        deadline = b.born + self._delivery_timeout
+        if now >= deadline:
+            expired = DeliveryTimeoutError(
+                f"not delivered within delivery_timeout={self._delivery_timeout}s "
+                f"(no broker reachable: {error})"
+            )
+            self._fail_batch(b, expired, not b.maybe_written)
+            return
+        cap = max(STALL_BACKOFF_CAP, self._backoff)
+        delay = min(self._backoff * (1 << min(b.stalls, 16)), cap)
+        b.stalls += 1
+        # Wake at the deadline at the latest, to report the batch on time.
+        b.not_before = min(now + delay, deadline)
+        if b.not_before < self._retry_at:
+            self._retry_at = b.not_before
+        self._retried += len(b.values)

@@ -1,0 +1,180 @@
+"""The producer's state, shared by the modules that make up :class:`Producer`.
+
+``Producer`` (producer.py: lifecycle, the send methods, the buffer and the flusher)
+is assembled from three parts that work on this one state:
+
+* :class:`~kafka_asgi.producer.sender.Sender`: ready batches to Produce requests,
+  their responses, retries and backoff;
+* :class:`~kafka_asgi.producer.idempotence.Idempotence`: the producer id and the
+  sequence numbers of KIP-98;
+* :class:`~kafka_asgi.producer.reports.Reports`: every record's outcome
+  (acknowledged or reported), and the counters.
+
+This class only declares the attributes (``Producer.__init__`` sets them) and,
+for the type checker, the methods one part calls on another.
+"""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING, Any, Protocol
+
+import anyio
+import anyio.abc
+
+from kafka_asgi.cluster.metadata import TopicMetadata
+from kafka_asgi.network.errors import ConnectError, TLSError
+from kafka_asgi.protocol.compression import Compression
+from kafka_asgi.protocol.errors import KafkaError
+
+from .accumulator import Batch, PartitionBuffer, Record, TopicBuffer, Waiters
+from .options import ErrorHandle, OnDelivery, ProducerOptions
+
+__all__ = ["STALL_BACKOFF_CAP", "ProducerClient", "ProducerState", "unreachable"]
+
+# Longest pause between tries while no broker can be reached (they start at
+# retry_backoff and double): a broker back from a restart is found within this.
+STALL_BACKOFF_CAP = 1.0
+
+
+def unreachable(error: KafkaError) -> bool:
+    """No broker could be connected to: nothing was written, no broker answered.
+
+    Such tries do not count against max_retry; the records wait (up to
+    delivery_timeout) for a broker to come back.  A TLS handshake failure is
+    excluded: it is a configuration problem more often than an outage.
+    """
+    return isinstance(error, ConnectError) and not isinstance(error, TLSError)
+
+
+class ProducerClient(Protocol):
+    """What the producer uses of KafkaClient (an in-memory double can stand in)."""
+
+    async def start(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+    def cached_topic(self, topic: str) -> TopicMetadata | None: ...
+
+    def request_refresh(self) -> None: ...
+
+    def note_error(self, error: KafkaError) -> bool: ...
+
+    async def confirm_writes(self, timeout: float | None = None) -> None: ...  # noqa: ASYNC109
+
+    async def fetch_metadata(self, topic: str) -> TopicMetadata: ...
+
+    async def send(
+        self,
+        node_id: int,
+        request: Any,
+        *,
+        min_version: int | None = None,
+        max_version: int | None = None,
+        expect_response: bool = True,
+        request_timeout: float | None = None,
+    ) -> Any: ...
+
+    async def send_any(
+        self,
+        request: Any,
+        *,
+        min_version: int | None = None,
+        max_version: int | None = None,
+        expect_response: bool = True,
+        request_timeout: float | None = None,
+    ) -> Any: ...
+
+
+class ProducerState:
+    """Attributes of a producer (set in ``Producer.__init__``)."""
+
+    options: ProducerOptions
+    _client: ProducerClient
+    _own_client: bool
+
+    # Buffer and flusher.
+    _topics: dict[str, TopicBuffer]
+    _buffers: dict[str, TopicBuffer]
+    _active: set[PartitionBuffer]
+    _held: int
+    _max_buffering: int
+    _batch_num: int
+    _batch_size: int
+    _max_request_size: int
+    _max_value: int
+    _cap: int
+    _woken: bool
+    _wake_event: anyio.Event | None
+    _room_event: anyio.Event | None
+    _progress_event: anyio.Event | None
+    _next_flush: float
+    _force_at: float
+    _force_pending: bool
+    _retry_at: float
+
+    # Settings.
+    _acks: int
+    _timeout_ms: int
+    _request_wait: float
+    _backoff: float
+    _max_retry: int
+    _delivery_timeout: float
+    _idempotent: bool
+    _codec: Compression
+    _level: int | None
+    _partitioner: Any
+    _value_serializer: Any
+    _key_serializer: Any
+    _on_delivery: OnDelivery | None
+    _error_handle: ErrorHandle | None
+
+    # Lifecycle.
+    _state: str  # new, running, closing, closed
+    _stack: AsyncExitStack | None
+    _tg: anyio.abc.TaskGroup | None
+    _node_inflight: dict[int, int]
+
+    # Idempotence (KIP-98): producer id, epoch, and a generation number that
+    # changes whenever they do (sequence numbers restart at 0 per partition).
+    _pid: int
+    _pid_epoch: int
+    _pid_gen: int
+    _pid_error: KafkaError | None
+    _pid_wanted: anyio.Event | None
+
+    # Counters.
+    _delivered: int
+    _failed: int
+    _retried: int
+    _inflight_records: int
+    _bytes_sent: int
+    _batches_sent: int
+    _last_error: KafkaError | None
+
+    if TYPE_CHECKING:
+        # Defined by one part, called by another.
+        def _wake(self) -> None: ...
+
+        def _stamp(self, b: Batch) -> None: ...
+
+        @staticmethod
+        def _rewind(p: PartitionBuffer, seq: int) -> None: ...
+
+        def _reset_producer_id(self, error: KafkaError) -> None: ...
+
+        def _complete(self, b: Batch, base_offset: int, log_append_time: int) -> None: ...
+
+        def _fail_batch(self, b: Batch, error: KafkaError, retriable: bool) -> None: ...
+
+        def _report_failure(
+            self,
+            topic: str,
+            partition: int,
+            records: list[Record],
+            waiters: Waiters | None,
+            error: KafkaError,
+            retriable: bool,
+        ) -> None: ...
+
+        def _progress(self) -> None: ...
