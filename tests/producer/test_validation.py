@@ -14,7 +14,7 @@ import pytest
 from kafka_asgi.integrations.testing import InMemoryProducer
 from kafka_asgi.producer import Producer
 
-from .fake_client import FakeClient
+from tests.support.fake_client import FakeClient
 
 pytestmark = pytest.mark.anyio
 
