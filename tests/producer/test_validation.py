@@ -13,7 +13,6 @@ import pytest
 
 from kafka_asgi.integrations.testing import InMemoryProducer
 from kafka_asgi.producer import Producer
-
 from tests.support.fake_client import FakeClient
 
 pytestmark = pytest.mark.anyio
