@@ -1,28 +1,46 @@
 """A producer on its own event loop in a daemon thread, for code with no event loop.
 
 WSGI servers (and plain scripts) run no event loop; :class:`BackgroundProducer` runs
-one in a daemon thread, created lazily in the process that uses it (so a pre-fork
-server's workers each start their own after the fork, never inheriting the
-parent's), with :func:`~kafka_asgi.integrations.lifespan.producer_lifespan` and a
+one in a daemon thread, started lazily in the process that uses it (a pre-fork
+server's workers each start their own after the fork, never inheriting the parent's),
+with :func:`~kafka_asgi.integrations.lifespan.producer_lifespan` and its
 :class:`~kafka_asgi.integrations.sender.ThreadSafeSender` on it.
+
+:meth:`BackgroundProducer.send_nowait` is the non-blocking front door, callable from
+any thread: before the thread's producer is up (the first milliseconds of a worker)
+events wait in a bounded queue of their own and are handed over the moment its
+sender is registered. :meth:`BackgroundProducer.stop` flushes within the lifespan's
+``shutdown_timeout`` and counts what it could not hand over.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
+import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 import anyio
 
 from kafka_asgi.integrations.lifespan import LifespanOptions, producer_lifespan
-from kafka_asgi.integrations.sender import ThreadSafeSender, call_soon_threadsafe, get_sender
+from kafka_asgi.integrations.producer_api import Headers
+from kafka_asgi.integrations.sender import (
+    ThreadSafeSender,
+    add_sender_listener,
+    call_soon_threadsafe,
+    get_sender,
+)
+from kafka_asgi.producer import BufferFullError
 
 __all__ = ["BackgroundProducer"]
 
 logger = logging.getLogger("kafka_asgi.integrations")
+
+_Item = tuple[str, "bytes | str | None", "bytes | str | None", Headers, "int | None", "int | None"]
 
 
 class BackgroundProducer:
@@ -30,9 +48,13 @@ class BackgroundProducer:
 
     ``producer_lifespan_kwargs`` are the options of
     :class:`~kafka_asgi.integrations.lifespan.LifespanOptions` (bootstrap, producer
-    options, cluster, startup/shutdown behaviour). :meth:`ensure_started` is cheap
-    after the first call and restarts the thread in a forked child, where the
-    parent's thread does not exist.
+    options, cluster, startup/shutdown behaviour); the cluster name must be free in
+    the process. :meth:`send_nowait` never blocks; :meth:`ensure_started` waits until
+    the producer is up (and raises if it could not start); :meth:`stop` flushes and
+    joins the thread, both bounded. A forked child starts its own thread on first use.
+
+    ``dropped`` counts events refused here (early queue full, or sent after stop);
+    ``final_stats`` holds the producer's stats once stopped.
     """
 
     def __init__(self, **producer_lifespan_kwargs: Any) -> None:
@@ -40,63 +62,210 @@ class BackgroundProducer:
         self.options = LifespanOptions.from_kwargs("BackgroundProducer", producer_lifespan_kwargs)
         self._kwargs = self.options.as_kwargs()
         self.cluster: str = self.options.cluster
+        self.dropped = 0
+        self.final_stats: Any = None
+        self.sender: ThreadSafeSender | None = None
+        self._lock = threading.Lock()
+        self._reset()
+        me = weakref.ref(self)
+
+        def on_sender(cluster: str, sender: ThreadSafeSender) -> None:
+            owner = me()
+            if owner is not None:
+                owner._on_sender(cluster, sender)
+
+        def after_fork() -> None:
+            owner = me()
+            if owner is not None:
+                owner._lock = threading.Lock()  # another thread may have held it
+                owner._reset()
+
+        add_sender_listener(on_sender)
+        os.register_at_fork(after_in_child=after_fork)
+
+    def _reset(self) -> None:
+        """Forget any thread (a forked child has none of its parent's)."""
         self._pid: int | None = None
         self._thread: threading.Thread | None = None
+        self._thread_ident: int | None = None
         self._ready = threading.Event()
+        self._done = threading.Event()
+        self._stop_requested = threading.Event()
         self._stop: Callable[[], None] | None = None
         self._error: BaseException | None = None
-        self._lock = threading.Lock()
-        self.sender: ThreadSafeSender | None = None
+        self._early: queue.Queue[_Item] = queue.Queue(self.options.thread_queue_size)
+        self._stopped = False
+        self.sender = None
 
-    def ensure_started(self, timeout: float = 10.0) -> ThreadSafeSender:
-        if self._pid == os.getpid() and self.sender is not None:
-            return self.sender
+    # -- starting ---------------------------------------------------------------------------
+
+    def start_soon(self) -> None:
+        """Start the thread in this process if it is not running; never waits."""
+        if self._thread is not None and self._pid == os.getpid():
+            return
         with self._lock:
             if self._pid != os.getpid():
-                self._thread = None
-                self.sender = None
-                self._ready = threading.Event()
-                self._error = None
-            if self._thread is None:
+                self._reset()
+            if self._thread is None and not self._stopped:
                 self._pid = os.getpid()
                 self._thread = threading.Thread(
                     target=self._run, name=f"kafka-asgi-producer-{self.cluster}", daemon=True
                 )
                 self._thread.start()
-        if not self._ready.wait(timeout):
+
+    def ensure_started(self, timeout: float = 10.0) -> ThreadSafeSender:
+        """Start if needed and wait (at most ``timeout`` s) until the producer is up."""
+        sender = self.sender
+        if sender is not None and self._ready.is_set() and self._pid == os.getpid():
+            return sender
+        self.start_soon()
+        ready = self._ready
+        if not ready.wait(timeout):
             raise TimeoutError(f"background producer for {self.cluster!r} not up after {timeout}s")
         if self._error is not None:
             raise RuntimeError(
                 f"background producer for {self.cluster!r} failed to start: {self._error}"
             ) from self._error
-        assert self.sender is not None
-        return self.sender
+        sender = self.sender
+        if sender is None:
+            raise RuntimeError(f"background producer for {self.cluster!r} was stopped")
+        return sender
 
-    def stop(self, timeout: float = 15.0) -> None:
-        """Flush (within the lifespan's shutdown_timeout) and stop the thread."""
-        thread = self._thread
-        if thread is None or self._pid != os.getpid():
+    # -- sending ----------------------------------------------------------------------------
+
+    def send_nowait(
+        self,
+        topic: str,
+        value: bytes | str | None,
+        key: bytes | str | None = None,
+        headers: Headers = None,
+        partition: int | None = None,
+        timestamp: int | None = None,
+    ) -> None:
+        """Queue one event from any thread; BufferFullError (counted) when it cannot be."""
+        sender = self.sender
+        if sender is not None:
+            sender.send_nowait(topic, value, key, headers, partition, timestamp)
             return
-        if self._stop is not None:
-            self._stop()
-        thread.join(timeout)
-        self._thread = None
+        if self._stopped:
+            self.dropped += 1
+            raise BufferFullError(f"background producer for {self.cluster!r} is stopped")
+        self.start_soon()
+        try:
+            self._early.put_nowait((topic, value, key, headers, partition, timestamp))
+        except queue.Full:
+            self.dropped += 1
+            raise BufferFullError(
+                f"background producer for {self.cluster!r} not up yet and its queue is full "
+                f"({self.options.thread_queue_size} events)"
+            ) from None
+        # The sender may have been registered (and the early queue drained) between the
+        # first look and the put: hand over what is there now.
+        sender = self.sender
+        if sender is not None:
+            self._hand_over(sender)
+
+    def _on_sender(self, cluster: str, sender: ThreadSafeSender) -> None:
+        # Called on the loop thread by register_sender, before the reachability check.
+        if cluster != self.cluster or threading.get_ident() != self._thread_ident:
+            return
+        self.sender = sender
+        self._hand_over(sender)
+
+    def _hand_over(self, sender: ThreadSafeSender) -> None:
+        get = self._early.get_nowait
+        while True:
+            try:
+                item = get()
+            except queue.Empty:
+                return
+            try:
+                sender.send_nowait(*item)
+            except Exception:
+                # Counted by the sender (its queue full, or its loop gone).
+                continue
+
+    @property
+    def queued(self) -> int:
+        """Events waiting for the producer to come up."""
+        return self._early.qsize()
+
+    # -- stopping ---------------------------------------------------------------------------
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Flush (within ``shutdown_timeout``) and stop the thread, waiting at most
+        ``timeout`` seconds (default: shutdown_timeout + startup_timeout + 5).
+
+        Events that never reached the producer are counted in ``dropped`` and logged.
+        """
+        if timeout is None:
+            timeout = self.options.shutdown_timeout + self.options.startup_timeout + 5.0
+        with self._lock:
+            thread = self._thread
+            mine = self._pid == os.getpid()
+            self._stopped = True
+        if thread is not None and mine:
+            self._stop_requested.set()
+            stop = self._stop
+            if stop is not None:
+                stop()
+            thread.join(timeout)
+            if thread.is_alive():
+                logger.warning(
+                    "kafka_asgi: background producer for %r still running after %.1fs",
+                    self.cluster,
+                    timeout,
+                )
         self.sender = None
+        self._thread = None
+        left = 0
+        while True:
+            try:
+                self._early.get_nowait()
+            except queue.Empty:
+                break
+            left += 1
+        if left:
+            self.dropped += left
+            logger.warning(
+                "kafka_asgi: %d event(s) for cluster %r never reached a producer "
+                "(it did not start in time)",
+                left,
+                self.cluster,
+            )
 
     def _run(self) -> None:
+        self._thread_ident = threading.get_ident()
         try:
             anyio.run(self._main)
         except BaseException as exc:
             self._error = exc
             logger.error("kafka_asgi: background producer thread ended: %r", exc)
         finally:
+            self.sender = None
             self._ready.set()
+            self._done.set()
 
     async def _main(self) -> None:
         stop = anyio.Event()
         schedule = call_soon_threadsafe()
         self._stop = lambda: schedule(stop.set)
-        async with producer_lifespan(**self._kwargs):
+        started = time.monotonic()
+        async with producer_lifespan(**self._kwargs) as producer:
             self.sender = get_sender(self.cluster)
+            self._hand_over_if_ready()
             self._ready.set()
-            await stop.wait()
+            logger.debug(
+                "kafka_asgi: background producer for %r up in %.3fs (pid %d)",
+                self.cluster,
+                time.monotonic() - started,
+                os.getpid(),
+            )
+            if not self._stop_requested.is_set():
+                await stop.wait()
+        self.final_stats = producer.stats()
+
+    def _hand_over_if_ready(self) -> None:
+        sender = self.sender
+        if sender is not None:
+            self._hand_over(sender)

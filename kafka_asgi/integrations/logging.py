@@ -1,18 +1,31 @@
 """A ``logging.Handler`` that ships log records to Kafka as JSON events.
 
-``emit`` never waits on the network, the event loop or the producer: a record
-logged on the producer's event loop thread goes to ``send_nowait`` directly; one
-logged on any other thread is handed to the loop through the lifespan's
-thread-safe sender (a bounded queue). Records logged before a kafka_asgi lifespan
-runs in the process (module import time, say) wait in the handler's own bounded
-queue and go out with the first record after it started. Whatever does not fit is
-counted in ``dropped``, never raised into the logging call.
+``emit`` never waits on the network, the event loop or the producer. Where a record
+goes, in this order:
+
+1. the handler's own producer, when it was given ``bootstrap=`` (a plain script, a
+   WSGI app): a :class:`~kafka_asgi.integrations.background.BackgroundProducer` on
+   its own thread, started by the first record and flushed by ``close()`` (which
+   ``logging.shutdown`` calls at exit);
+2. the thread-safe sender of a kafka_asgi lifespan running for ``cluster`` in this
+   process (from any thread);
+3. a ``Producer`` registered under ``cluster`` (``cluster_name=``), when the record
+   is logged on an event loop's thread (the producer's);
+4. else the handler's own bounded queue, handed over as soon as a lifespan's sender
+   is registered (or at the next record that finds a producer).
+
+What cannot be shipped is counted (``dropped``: never handed to a producer;
+``undelivered``: the own producer's records not delivered by ``close()``) and
+reported with one warning at ``close()``; never raised into the logging call.
 
 ::
 
     import logging
     from kafka_asgi.integrations.logging import KafkaLogHandler
 
+    # A script or a WSGI app: the handler runs its own producer.
+    logging.getLogger("myapp").addHandler(KafkaLogHandler("app-logs", bootstrap="host:9092"))
+    # Inside an app whose kafka_asgi lifespan runs the producer: no bootstrap.
     logging.getLogger("myapp").addHandler(KafkaLogHandler("app-logs"))
 """
 
@@ -21,12 +34,21 @@ from __future__ import annotations
 import logging
 import threading
 import traceback
+import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from kafka_asgi.integrations.background import BackgroundProducer
 from kafka_asgi.integrations.event_logger import default_serializer
-from kafka_asgi.integrations.sender import get_sender
+from kafka_asgi.integrations.sender import (
+    ThreadSafeSender,
+    add_sender_listener,
+    get_sender,
+    in_event_loop,
+    remove_sender_listener,
+)
+from kafka_asgi.producer import ProducerNotRegisteredError, get_producer
 
 __all__ = ["KafkaLogHandler"]
 
@@ -45,11 +67,15 @@ class KafkaLogHandler(logging.Handler):
     ``exception`` (formatted traceback, if any), ``stack`` (if ``stack_info``), every
     ``extra=`` attribute of the record, then the handler's static ``extra`` fields.
 
+    ``bootstrap`` (with ``producer_options`` and ``close_timeout``, the final flush's
+    deadline) gives the handler a producer of its own; without it the handler ships
+    through the producer running for ``cluster`` (see the module docstring).
     ``max_queue`` bounds the records kept while no producer runs in the process;
     ``dropped`` counts every record that could not be handed over (queue full,
-    producer buffer full, serializer failure). Records of kafka_asgi's own loggers
-    are skipped unless ``include_own_logs`` (shipping the producer's own
-    "Kafka unreachable" warnings through the producer would feed back into it).
+    producer buffer full, serializer failure, still queued at ``close()``).
+    Records of kafka_asgi's own loggers are skipped unless ``include_own_logs``
+    (shipping the producer's own "Kafka unreachable" warnings through the producer
+    would feed back into it).
     """
 
     def __init__(
@@ -63,6 +89,9 @@ class KafkaLogHandler(logging.Handler):
         extra: Mapping[str, Any] | None = None,
         serializer: Callable[[dict[str, Any]], bytes | str] = default_serializer,
         include_own_logs: bool = False,
+        bootstrap: str | None = None,
+        producer_options: Mapping[str, Any] | None = None,
+        close_timeout: float = 10.0,
     ) -> None:
         if not isinstance(topic, str) or not topic:
             raise ValueError(f"topic must be a non-empty str, not {topic!r}")
@@ -83,8 +112,33 @@ class KafkaLogHandler(logging.Handler):
         self.include_own_logs = include_own_logs
         self.sent = 0
         self.dropped = 0
+        self.undelivered = 0
+        self._closed = False
         self._pending: deque[tuple[bytes | str, bytes | str | None]] = deque()
         self._local = threading.local()
+        self._own: BackgroundProducer | None = None
+        if bootstrap is not None:
+            # A cluster name of its own: a lifespan may later run the app's "default".
+            self._own = BackgroundProducer(
+                cluster=f"kafka_asgi.logging.{topic}.{id(self):x}",
+                bootstrap=bootstrap,
+                producer_options=producer_options,
+                shutdown_timeout=close_timeout,
+                thread_queue_size=max_queue,
+            )
+        elif producer_options is not None:
+            raise TypeError("producer_options needs bootstrap= (the handler's own producer)")
+        me = weakref.ref(self)
+
+        def on_sender(cluster: str, sender: ThreadSafeSender) -> None:
+            handler = me()
+            if handler is not None and cluster == handler.cluster and handler._pending:
+                with handler.lock:  # type: ignore[union-attr]
+                    handler._drain(sender.send_nowait)
+
+        self._listener = on_sender
+        if self._own is None:
+            add_sender_listener(on_sender)
 
     def event(self, record: logging.LogRecord) -> dict[str, Any]:
         """The event for ``record`` (override to change its shape)."""
@@ -135,17 +189,38 @@ class KafkaLogHandler(logging.Handler):
     def _ship(self, value: bytes | str, key: bytes | str | None) -> None:
         # logging.Handler.handle holds self.lock around emit: the pending queue and
         # the counters are only touched under it.
-        sender = get_sender(self.cluster)
-        if sender is None:
+        if self._own is not None:
+            self._send(self._own.send_nowait, value, key)
+            return
+        send = self._route()
+        if send is None:
             if len(self._pending) >= self.max_queue:
                 self.dropped += 1
             else:
                 self._pending.append((value, key))
             return
+        if self._pending:
+            self._drain(send)
+        self._send(send, value, key)
+
+    def _route(self) -> Callable[..., None] | None:
+        """Where a record logged now, on this thread, can go without waiting."""
+        sender = get_sender(self.cluster)
+        if sender is not None:
+            return sender.send_nowait
+        if in_event_loop():
+            try:
+                producer = get_producer(self.cluster)
+            except ProducerNotRegisteredError:
+                return None
+            send: Callable[..., None] = producer.send_nowait
+            return send
+        return None
+
+    def _drain(self, send: Callable[..., None]) -> None:
         while self._pending:
-            pending_value, pending_key = self._pending.popleft()
-            self._send(sender.send_nowait, pending_value, pending_key)
-        self._send(sender.send_nowait, value, key)
+            value, key = self._pending.popleft()
+            self._send(send, value, key)
 
     def _send(self, send: Callable[..., None], value: bytes | str, key: bytes | str | None) -> None:
         try:
@@ -158,4 +233,50 @@ class KafkaLogHandler(logging.Handler):
     @property
     def pending(self) -> int:
         """Records waiting for a producer to start in this process."""
-        return len(self._pending)
+        own = self._own
+        return own.queued if own is not None else len(self._pending)
+
+    def flush(self) -> None:
+        """Hand the records kept while no producer ran to one, if one is reachable now."""
+        with self.lock:  # type: ignore[union-attr]
+            if self._pending:
+                send = self._route()
+                if send is not None:
+                    self._drain(send)
+
+    def close(self) -> None:
+        """Flush; stop the handler's own producer (within ``close_timeout``); count and
+        report what could not be shipped. ``logging.shutdown`` calls this at exit."""
+        if self._closed:
+            return
+        self._closed = True
+        remove_sender_listener(self._listener)
+        self.flush()
+        own = self._own
+        if own is not None:
+            own.stop()
+            stats = own.final_stats
+            if stats is not None:
+                self.undelivered += (
+                    getattr(stats, "failed", 0)
+                    + getattr(stats, "buffered", 0)
+                    + getattr(stats, "in_flight", 0)
+                )
+        with self.lock:  # type: ignore[union-attr]
+            left = len(self._pending)
+            self._pending.clear()
+            self.dropped += left + (own.dropped if own is not None else 0)
+            if own is not None:
+                own.dropped = 0
+        if self.dropped or self.undelivered:
+            logging.getLogger("kafka_asgi.integrations").warning(
+                "kafka_asgi: KafkaLogHandler(%r) could not ship %d record(s) "
+                "(%d never reached a producer%s, %d not delivered); %d shipped",
+                self.topic,
+                self.dropped + self.undelivered,
+                self.dropped,
+                f" - no producer ran for cluster {self.cluster!r}" if left else "",
+                self.undelivered,
+                self.sent - self.undelivered,
+            )
+        super().close()

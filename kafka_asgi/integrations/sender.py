@@ -11,7 +11,9 @@ The lifespans register one sender per cluster name (:func:`get_sender`).
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -21,9 +23,12 @@ from kafka_asgi.producer import BufferFullError
 
 __all__ = [
     "ThreadSafeSender",
+    "add_sender_listener",
     "call_soon_threadsafe",
     "get_sender",
+    "in_event_loop",
     "register_sender",
+    "remove_sender_listener",
     "unregister_sender",
 ]
 
@@ -158,15 +163,47 @@ class ThreadSafeSender:
                     )
 
 
+def in_event_loop() -> bool:
+    """Whether this thread is running an event loop (asyncio or trio) right now."""
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        return True
+    trio = sys.modules.get("trio")
+    if trio is None:
+        return False
+    try:
+        trio.lowlevel.current_trio_token()
+    except RuntimeError:
+        return False
+    return True
+
+
 _senders: dict[str, ThreadSafeSender] = {}
 _senders_lock = threading.Lock()
+_listeners: list[Callable[[str, ThreadSafeSender], None]] = []
+
+# A forked child must not hand events to its parent's loop (no thread runs it here).
+os.register_at_fork(after_in_child=_senders.clear)
 
 
 def register_sender(cluster: str, sender: ThreadSafeSender) -> None:
+    """Register the sender of the producer a lifespan runs for ``cluster``; the
+    listeners hear of it at once (on the producer's loop, the caller's thread)."""
     with _senders_lock:
         if cluster in _senders:
             raise ValueError(f"a thread-safe sender is already registered for {cluster!r}")
         _senders[cluster] = sender
+        listeners = list(_listeners)
+    for listener in listeners:
+        try:
+            listener(cluster, sender)
+        except Exception:
+            logger.exception("kafka_asgi: a sender listener failed for cluster %r", cluster)
 
 
 def unregister_sender(cluster: str, sender: ThreadSafeSender) -> None:
@@ -178,3 +215,16 @@ def unregister_sender(cluster: str, sender: ThreadSafeSender) -> None:
 def get_sender(cluster: str = "default") -> ThreadSafeSender | None:
     """The thread-safe sender of the producer a lifespan runs for ``cluster``, if any."""
     return _senders.get(cluster)
+
+
+def add_sender_listener(listener: Callable[[str, ThreadSafeSender], None]) -> None:
+    """Call ``listener(cluster, sender)`` whenever a sender is registered (the logging
+    handler hands over the records it kept while no producer ran). It must not block."""
+    with _senders_lock:
+        _listeners.append(listener)
+
+
+def remove_sender_listener(listener: Callable[[str, ThreadSafeSender], None]) -> None:
+    with _senders_lock:
+        if listener in _listeners:
+            _listeners.remove(listener)

@@ -145,3 +145,31 @@ def test_with_a_background_producer(log: logging.Logger) -> None:
 def test_bad_options(kwargs: dict[str, object], exc: type[Exception], match: str) -> None:
     with pytest.raises(exc, match=match):
         KafkaLogHandler(**kwargs)  # type: ignore[arg-type]
+
+
+async def test_records_before_startup_go_out_when_the_lifespan_starts(
+    anyio_backend: str, log: logging.Logger
+) -> None:
+    """No later record needed: the lifespan's sender takes the waiting ones at once."""
+    handler = KafkaLogHandler("logs", cluster="log-g")
+    log.addHandler(handler)
+    log.warning("before")
+    producer = InMemoryProducer()
+    async with producer_lifespan(cluster="log-g", producer_factory=lambda: producer):
+        await producer.wait_for(1, topic="logs")
+    assert [e["message"] for e in producer.json_values("logs")] == ["before"]
+    assert handler.pending == 0 and handler.sent == 1
+
+
+def test_handler_with_its_own_producer_counts_what_it_could_not_deliver(
+    log: logging.Logger,
+) -> None:
+    """bootstrap= gives the handler a producer of its own; close() stops it within
+    close_timeout and counts (and reports) what was not delivered."""
+    handler = KafkaLogHandler("logs", bootstrap="127.0.0.1:1", close_timeout=0.2)
+    log.addHandler(handler)
+    for i in range(5):
+        log.info("to nowhere %d", i)
+    handler.close()
+    assert handler.sent == 5
+    assert handler.undelivered + handler.dropped == 5
