@@ -26,6 +26,7 @@ from kafka_asgi.integrations.lifespan import (
     Scope,
     Send,
 )
+from kafka_asgi.integrations.tracecontext import trace_from_headers
 from kafka_asgi.producer import get_producer
 
 __all__ = ["AccessLogMiddleware"]
@@ -78,6 +79,10 @@ class AccessLogMiddleware(AccessLogOptions):
         if state is None:
             state = scope["state"] = {}
         state[STATE_KEY] = event_logger = EventLogger(scope, request_id, self.cluster)
+        # Taken now, while the server's span (OpenTelemetry's middleware) is current.
+        trace = trace_from_headers(headers) if self.trace_context else None
+        if trace is not None:
+            event_logger.trace = trace
         rid_header = (rid_name, request_id.encode()) if self._echo_rid else None
         status = 0
         response_bytes = 0
@@ -136,6 +141,11 @@ class AccessLogMiddleware(AccessLogOptions):
                 status = status or 500
                 template = self._template
                 if template is not None:
+                    if trace is None:
+                        trace_id = span_id = ""
+                    else:
+                        template = self._traced_template
+                        trace_id, span_id = trace[0], trace[1]
                     q = quote
                     version = scope.get("http_version")
                     try:
@@ -156,6 +166,8 @@ class AccessLogMiddleware(AccessLogOptions):
                                 "null" if ua is None else q(ua.decode("latin-1")),
                                 q(request_id),
                                 "null" if version is None else q(version),
+                                trace_id,
+                                span_id,
                             )
                         ).encode()
                         producer = self.producer
@@ -190,6 +202,8 @@ class AccessLogMiddleware(AccessLogOptions):
                         request_id=request_id,
                         http_version=scope.get("http_version"),
                         close_code=None,
+                        trace_id=None if trace is None else trace[0],
+                        span_id=None if trace is None else trace[1],
                     )
                     self.emit(scope, event)
 
@@ -206,6 +220,8 @@ class AccessLogMiddleware(AccessLogOptions):
         if state is None:
             state = scope["state"] = {}
         state[STATE_KEY] = event_logger = EventLogger(scope, request_id, self.cluster)
+        trace = trace_from_headers(headers) if self.trace_context else None
+        event_logger.trace = trace
         rid_header = (self._rid_header, request_id.encode("ascii")) if self._echo_rid else None
         status = 0
         close_code: int | None = None
@@ -270,6 +286,8 @@ class AccessLogMiddleware(AccessLogOptions):
                     request_id=request_id,
                     http_version=scope.get("http_version"),
                     close_code=close_code,
+                    trace_id=None if trace is None else trace[0],
+                    span_id=None if trace is None else trace[1],
                 )
                 self.emit(scope, event)
 

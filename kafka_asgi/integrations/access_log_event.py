@@ -11,7 +11,9 @@ Fields: ``timestamp`` (ms since the epoch, response end), ``type`` ("http" /
 records it), ``query``, ``status`` (WebSocket: 101 accepted, else the denial status or
 403), ``response_bytes`` / ``request_bytes`` (body bytes; for a WebSocket, message bytes
 each way), ``duration_ms``, ``client``, ``user_agent``, ``request_id``,
-``http_version``, ``close_code`` (WebSocket only, else null).
+``http_version``, ``close_code`` (WebSocket only, else null), ``trace_id`` /
+``span_id`` (W3C trace context: the active OpenTelemetry span's, else the request's
+``traceparent``; null when none; left out with ``trace_context=False``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from random import random
 from typing import Any
 
 from kafka_asgi.integrations.event_logger import default_serializer, new_request_id, warn_drop
+from kafka_asgi.integrations.middleware_stats import track_middleware
 from kafka_asgi.integrations.producer_api import ProducerLike
 from kafka_asgi.producer import get_producer
 
@@ -51,7 +54,10 @@ ACCESS_LOG_FIELDS = (
     "request_id",
     "http_version",
     "close_code",
+    "trace_id",
+    "span_id",
 )
+TRACE_FIELDS = ("trace_id", "span_id")
 
 # The HTTP event with every field, in ACCESS_LOG_FIELDS order, without its closing brace.
 # Its arguments: timestamp (int), method, scheme, path, route, query (quoted str or
@@ -62,6 +68,11 @@ HTTP_TEMPLATE = (
     '"query":%s,"status":%d,"response_bytes":%d,"request_bytes":%d,"duration_ms":%.3f,'
     '"client":%s,"user_agent":%s,"request_id":%s,"http_version":%s,"close_code":null'
 )
+# What AccessLogOptions appends to HTTP_TEMPLATE: two more arguments (trace_id, span_id:
+# str, "" when there is no trace), written as fields, as nulls, or not at all.
+_TRACED = ',"trace_id":"%s","span_id":"%s"'
+_UNTRACED = ',"trace_id":null,"span_id":null%.0s%.0s'
+_NO_TRACE_FIELDS = "%.0s%.0s"
 quote: Callable[[str], str] = json.encoder.encode_basestring
 """A str as a JSON string literal (for HTTP_TEMPLATE's str arguments)."""
 
@@ -84,6 +95,8 @@ def access_log_event(
     request_id: str,
     http_version: str | None,
     close_code: int | None = None,
+    trace_id: str | None = None,
+    span_id: str | None = None,
 ) -> dict[str, Any]:
     """One access-log event, its fields in ACCESS_LOG_FIELDS order."""
     return {
@@ -103,6 +116,8 @@ def access_log_event(
         "request_id": request_id,
         "http_version": http_version,
         "close_code": close_code,
+        "trace_id": trace_id,
+        "span_id": span_id,
     }
 
 
@@ -118,7 +133,8 @@ class AccessLogOptions:
     replacement event), ``serializer``, ``request_id_header`` (taken from the request
     when ``trust_request_id``, echoed in the response when ``echo_request_id``),
     ``trusted_proxies`` (addresses, networks or "*" whose X-Forwarded-For is believed),
-    ``websockets`` (ASGI only).
+    ``websockets`` (ASGI only), ``trace_context`` (the ``trace_id``/``span_id``
+    fields, and the ``traceparent`` header on the request logger's events).
     """
 
     def __init__(
@@ -139,6 +155,7 @@ class AccessLogOptions:
         echo_request_id: bool = True,
         trusted_proxies: Collection[str] | str = (),
         websockets: bool = True,
+        trace_context: bool = True,
     ) -> None:
         if not isinstance(topic, str) or not topic:
             raise ValueError(f"topic must be a non-empty str, not {topic!r}")
@@ -175,6 +192,14 @@ class AccessLogOptions:
             raise ValueError(
                 f"request_id_header must be a header name or None, not {request_id_header!r}"
             )
+        if not isinstance(trace_context, bool):
+            raise TypeError(f"trace_context must be True or False, not {trace_context!r}")
+        if not trace_context and fields is not None and set(fields) & set(TRACE_FIELDS):
+            raise ValueError(
+                f"fields {sorted(set(fields) & set(TRACE_FIELDS))} need trace_context=True"
+            )
+        if not trace_context and isinstance(key, str) and key in TRACE_FIELDS:
+            raise ValueError(f"key={key!r} needs trace_context=True")
         for name, fn in (("enrich", enrich), ("serializer", serializer)):
             if fn is not None and not callable(fn):
                 raise TypeError(f"{name} must be callable, not {fn!r}")
@@ -186,9 +211,13 @@ class AccessLogOptions:
         self.enrich = enrich
         self.serializer = serializer
         self.websockets = websockets
+        self.trace_context = trace_context
         self._key_field = key if isinstance(key, str) else None
         self._key_fn = key if callable(key) else None
         self._fields = tuple(fields) if fields is not None else None
+        if fields is None and not trace_context:
+            # The template path writes no trace fields; the dict path leaves them out.
+            self._fields = tuple(f for f in ACCESS_LOG_FIELDS if f not in TRACE_FIELDS)
         self._extra = dict(extra) if extra else None
         self._exclude = frozenset(p for p in exclude_paths if not p.endswith("*"))
         self._exclude_prefixes = tuple(p[:-1] for p in exclude_paths if p.endswith("*"))
@@ -218,6 +247,7 @@ class AccessLogOptions:
         # With the default event shape the HTTP event is formatted straight into a JSON
         # template (about twice as fast as building a dict and encoding it).
         self._template: str | None = None
+        self._traced_template = ""  # set with _template
         if (
             fields is None
             and enrich is None
@@ -228,7 +258,15 @@ class AccessLogOptions:
             extra_json = default_serializer(self._extra).decode()[1:-1] if self._extra else ""
             # The static fields are rendered once; "%" in them must survive formatting.
             tail = ("," + extra_json).replace("%", "%%") if extra_json else ""
-            self._template = HTTP_TEMPLATE + tail + "}"
+            # Both take HTTP_TEMPLATE's arguments and then trace_id, span_id.
+            if trace_context:
+                self._template = HTTP_TEMPLATE + _UNTRACED + tail + "}"
+                self._traced_template = HTTP_TEMPLATE + _TRACED + tail + "}"
+            else:
+                self._template = self._traced_template = (
+                    HTTP_TEMPLATE + _NO_TRACE_FIELDS + tail + "}"
+                )
+        track_middleware(self)
 
     @property
     def request_id_header(self) -> str | None:

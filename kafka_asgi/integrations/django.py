@@ -41,6 +41,7 @@ from kafka_asgi.integrations.background import BackgroundProducer
 from kafka_asgi.integrations.event_logger import EventLogger, sender_for, warn_drop
 from kafka_asgi.integrations.lifespan import ASGIApp, KafkaLifespan, LifespanOptions
 from kafka_asgi.integrations.sender import get_sender
+from kafka_asgi.integrations.tracecontext import trace_of
 
 __all__ = [
     "AccessLogMiddleware",
@@ -245,7 +246,11 @@ class AccessLogMiddleware:
         request_id = self.access_log.request_id_from(
             raw.encode("latin-1", "replace") if isinstance(raw, str) else None
         )
-        request.kafka = DjangoEventLogger(request, request_id, self.cluster)
+        request.kafka = logger = DjangoEventLogger(request, request_id, self.cluster)
+        if self.access_log.trace_context:
+            # Now, while opentelemetry-instrumentation-django's span (if any) is current.
+            meta = request.META
+            logger.trace = trace_of(meta.get("HTTP_TRACEPARENT"), meta.get("HTTP_TRACESTATE"))
         return time.perf_counter()
 
     def _after(self, request: Any, response: Any, start: float) -> Any:
@@ -316,6 +321,8 @@ class AccessLogMiddleware:
             user_agent=meta.get("HTTP_USER_AGENT"),
             request_id=logger.request_id,
             http_version=_http_version(request),
+            trace_id=None if logger.trace is None else logger.trace[0],
+            span_id=None if logger.trace is None else logger.trace[1],
         )
         try:
             send = sender_for(self.cluster)

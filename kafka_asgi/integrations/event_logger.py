@@ -19,6 +19,7 @@ from typing import Any
 
 from kafka_asgi.integrations.producer_api import Headers, ProducerLike
 from kafka_asgi.integrations.sender import get_sender
+from kafka_asgi.integrations.tracecontext import Trace, trace_from_headers, trace_headers
 from kafka_asgi.producer import get_producer
 
 __all__ = [
@@ -114,7 +115,16 @@ class EventLogger:
     in a thread pool): those go through the lifespan's thread-safe sender.
     """
 
-    __slots__ = ("_route", "_scope", "cluster", "dropped", "request_id", "sent", "serializer")
+    __slots__ = (
+        "_route",
+        "_scope",
+        "cluster",
+        "dropped",
+        "request_id",
+        "sent",
+        "serializer",
+        "trace",
+    )
 
     def __init__(
         self,
@@ -130,6 +140,9 @@ class EventLogger:
         self.serializer = serializer
         self.sent = 0
         self.dropped = 0
+        self.trace: Trace | None = None
+        """The request's W3C trace context, put on each event as ``traceparent`` (and
+        ``tracestate``) record headers; set by the access-log middleware."""
 
     @property
     def route(self) -> str | None:
@@ -179,9 +192,12 @@ class EventLogger:
             ("request_id", self.request_id),
             ("route", route),
         ]
+        own: list[Any] = []
         if headers is not None:
-            items = headers.items() if isinstance(headers, Mapping) else headers
-            stamp.extend(items)
+            own.extend(headers.items() if isinstance(headers, Mapping) else headers)
+        if self.trace is not None and not any(h[0] == "traceparent" for h in own):
+            stamp.extend(trace_headers(self.trace))
+        stamp.extend(own)
         try:
             sender_for(self.cluster)(topic, value, key, stamp)
         except (TypeError, ValueError):
@@ -218,5 +234,8 @@ def get_event_logger(scope: MutableMapping[str, Any], cluster: str = "default") 
     if isinstance(found, EventLogger):
         return found
     made = EventLogger(scope, new_request_id(), cluster)
+    headers = scope.get("headers")
+    if headers:
+        made.trace = trace_from_headers(dict(headers))
     state[STATE_KEY] = made
     return made

@@ -10,70 +10,54 @@ A request's trace comes from, in this order:
 Nothing here imports OpenTelemetry: an app whose code never imported
 ``opentelemetry.trace`` cannot have a current span, so the module is looked up in
 ``sys.modules`` (a dict look-up) instead of being imported.
+
+On the request path a trace is a plain tuple, :data:`Trace`: ``(trace_id, span_id,
+flags, tracestate)`` (a NamedTuple costs several times more to make); the
+``tracestate`` is kept as received and validated only if an event carries it on.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any, TypeAlias
 
 __all__ = [
     "TRACEPARENT",
     "TRACESTATE",
-    "TraceContext",
-    "current_otel_context",
+    "Trace",
+    "current_otel_trace",
     "format_traceparent",
     "parse_traceparent",
     "parse_tracestate",
-    "trace_context_from",
+    "trace_from_headers",
+    "trace_headers",
+    "trace_of",
 ]
 
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
-_TRACEPARENT_B = b"traceparent"
-_TRACESTATE_B = b"tracestate"
 
-_HEX = frozenset("0123456789abcdef")
+Trace: TypeAlias = "tuple[str, str, str, bytes | str | None]"
+"""``(trace_id, span_id, flags, tracestate)``: 32 and 16 lowercase hex digits, 2 hex
+digits of flags (``01``: sampled), and the ``tracestate`` value as received (or None).
+``span_id`` is the caller's span (header) or the active span (OpenTelemetry)."""
+
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
+_LOWER_HEX = b"0123456789abcdef"
+_OTEL_TRACE = "opentelemetry.trace"
 # Trace Context, section 3.3.1.1: at most 32 list-members; vendors may drop the state
-# past 512 characters, we keep up to that and drop the header beyond it.
+# past 512 characters: we keep up to that and drop the header beyond it.
 _MAX_TRACESTATE_MEMBERS = 32
 _MAX_TRACESTATE_LEN = 512
 
 
-class TraceContext(NamedTuple):
-    """The trace a request belongs to, as lowercase hex."""
-
-    trace_id: str
-    """32 hex digits."""
-    span_id: str
-    """16 hex digits: the caller's span (header) or the active span (OpenTelemetry)."""
-    flags: str
-    """2 hex digits (``01``: sampled)."""
-    tracestate: str | None
-    """The vendor state to pass on, unchanged, when valid."""
-
-    @property
-    def traceparent(self) -> str:
-        """The ``traceparent`` header value naming this span as the parent."""
-        return f"00-{self.trace_id}-{self.span_id}-{self.flags}"
-
-    def headers(self) -> list[tuple[str, bytes | None]]:
-        """Kafka record headers carrying this context (``traceparent``, ``tracestate``)."""
-        out: list[tuple[str, bytes | None]] = [(TRACEPARENT, self.traceparent.encode("ascii"))]
-        if self.tracestate:
-            out.append((TRACESTATE, self.tracestate.encode("ascii")))
-        return out
-
-
-def _is_hex(s: str) -> bool:
-    return _HEX.issuperset(s)
-
-
-def parse_traceparent(value: bytes | str | None) -> tuple[str, str, str] | None:
-    """``(trace_id, span_id, flags)`` from a ``traceparent`` value, or None if invalid.
+def parse_traceparent(
+    value: bytes | str | None, tracestate: bytes | str | None = None
+) -> Trace | None:
+    """The :data:`Trace` of a ``traceparent`` value (``tracestate`` riding along as
+    given), or None if the value is invalid.
 
     Strict as section 3.2 asks: version ``ff`` is invalid, version ``00`` is exactly 55
     characters, a later version may only append ``-``-separated fields; ids are
@@ -82,32 +66,37 @@ def parse_traceparent(value: bytes | str | None) -> tuple[str, str, str] | None:
     """
     if value is None:
         return None
-    if isinstance(value, bytes):
-        if len(value) < 55 or not value.isascii():
+    if isinstance(value, str):
+        if not value.isascii():
             return None
-        value = value.decode("ascii")
-    elif len(value) < 55 or not value.isascii():
+        raw = value.encode("ascii")
+    elif value.isascii():
+        raw = value
+    else:
         return None
-    value = value.strip(" \t")
-    n = len(value)
-    if n < 55 or value[2] != "-" or value[35] != "-" or value[52] != "-":
-        return None
-    version = value[0:2]
-    if not _is_hex(version) or version == "ff":
-        return None
-    if version == "00":
-        if n != 55:
+    n = len(raw)
+    if n != 55:
+        raw = raw.strip(b" \t")
+        n = len(raw)
+        if n < 55:
             return None
-    elif n > 55 and value[55] != "-":
+    # Byte operations in C, on the request path: dashes where they belong, and
+    # nothing but lowercase hex between them.
+    head = raw if n == 55 else raw[:55]
+    if head[2] != 45 or head[35] != 45 or head[52] != 45:  # "-"
         return None
-    trace_id = value[3:35]
-    span_id = value[36:52]
-    flags = value[53:55]
-    if not (_is_hex(trace_id) and _is_hex(span_id) and _is_hex(flags)):
+    if head.translate(None, _LOWER_HEX) != b"---":
         return None
+    if head[0] == head[1] == 102:  # version "ff"
+        return None
+    if n > 55 and (head[:2] == b"00" or raw[55] != 45):
+        return None
+    text = head.decode("ascii")
+    trace_id = text[3:35]
+    span_id = text[36:52]
     if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
         return None
-    return trace_id, span_id, flags
+    return trace_id, span_id, text[53:55], tracestate
 
 
 def _valid_key(key: str) -> bool:
@@ -126,7 +115,7 @@ def _valid_key(key: str) -> bool:
         if not ("a" <= key[0] <= "z"):
             return False
         body = key[1:]
-    return all(c.islower() or c.isdigit() or c in "_-*/" for c in body) and body.isascii()
+    return body.isascii() and all(c.islower() or c.isdigit() or c in "_-*/" for c in body)
 
 
 def _valid_value(value: str) -> bool:
@@ -140,7 +129,7 @@ def parse_tracestate(value: bytes | str | None) -> str | None:
     """The ``tracestate`` value normalized (blank members dropped), or None if invalid.
 
     Section 3.3: comma-separated ``key=value`` members, at most 32, keys unique. Several
-    header lines are joined by the caller with ``,`` before this (RFC 9110, 5.3).
+    header lines are one list joined with ``,`` (RFC 9110, section 5.3).
     """
     if value is None:
         return None
@@ -167,15 +156,25 @@ def parse_tracestate(value: bytes | str | None) -> str | None:
     return out if len(out) <= _MAX_TRACESTATE_LEN else None
 
 
-def format_traceparent(trace_id: str, span_id: str, flags: str = "01") -> str:
-    """The version-00 ``traceparent`` value for these ids."""
-    return f"00-{trace_id}-{span_id}-{flags}"
+def format_traceparent(trace: Trace) -> str:
+    """The version-00 ``traceparent`` value naming ``trace``'s span as the parent."""
+    return f"00-{trace[0]}-{trace[1]}-{trace[2]}"
 
 
-def current_otel_context() -> TraceContext | None:
-    """The active OpenTelemetry span's ids, or None (no OpenTelemetry in use, or no
-    valid span current). Never imports OpenTelemetry."""
-    trace: Any = sys.modules.get("opentelemetry.trace")
+def trace_headers(trace: Trace) -> list[tuple[str, bytes | None]]:
+    """Kafka record headers carrying ``trace``: ``traceparent``, and ``tracestate`` when
+    the request's is valid."""
+    out: list[tuple[str, bytes | None]] = [(TRACEPARENT, format_traceparent(trace).encode("ascii"))]
+    state = parse_tracestate(trace[3])
+    if state:
+        out.append((TRACESTATE, state.encode("ascii")))
+    return out
+
+
+def current_otel_trace() -> Trace | None:
+    """The active OpenTelemetry span's :data:`Trace`, or None (OpenTelemetry not in use,
+    or no valid span current). Never imports OpenTelemetry."""
+    trace: Any = sys.modules.get(_OTEL_TRACE)
     if trace is None:
         return None
     try:
@@ -183,7 +182,7 @@ def current_otel_context() -> TraceContext | None:
         if not ctx.is_valid:
             return None
         state = ctx.trace_state
-        return TraceContext(
+        return (
             f"{ctx.trace_id:032x}",
             f"{ctx.span_id:016x}",
             f"{int(ctx.trace_flags):02x}",
@@ -194,32 +193,26 @@ def current_otel_context() -> TraceContext | None:
         return None
 
 
-def trace_context_from(headers: Mapping[bytes, bytes]) -> TraceContext | None:
+def trace_from_headers(headers: Mapping[bytes, bytes]) -> Trace | None:
     """The request's trace: the active OpenTelemetry span's, else the ``traceparent``
     header's (``headers`` as ASGI's, lowercase names), else None."""
-    if "opentelemetry.trace" in sys.modules:
-        found = current_otel_context()
+    if _OTEL_TRACE in sys.modules:
+        found = current_otel_trace()
         if found is not None:
             return found
-    raw = headers.get(_TRACEPARENT_B)
+    raw = headers.get(b"traceparent")
     if raw is None:
         return None
-    parsed = parse_traceparent(raw)
-    if parsed is None:
-        return None
-    state = headers.get(_TRACESTATE_B)
-    return TraceContext(*parsed, parse_tracestate(state) if state is not None else None)
+    return parse_traceparent(raw, headers.get(b"tracestate"))
 
 
-def trace_context_from_str(headers: Mapping[str, str]) -> TraceContext | None:
-    """As :func:`trace_context_from`, for str-keyed headers (``traceparent`` as named by
-    a WSGI/Django ``META`` lookup done by the caller)."""
-    if "opentelemetry.trace" in sys.modules:
-        found = current_otel_context()
+def trace_of(traceparent: bytes | str | None, tracestate: bytes | str | None) -> Trace | None:
+    """As :func:`trace_from_headers`, given the two header values (WSGI ``environ`` /
+    Django ``META``: ``HTTP_TRACEPARENT``, ``HTTP_TRACESTATE``)."""
+    if _OTEL_TRACE in sys.modules:
+        found = current_otel_trace()
         if found is not None:
             return found
-    parsed = parse_traceparent(headers.get(TRACEPARENT))
-    if parsed is None:
+    if traceparent is None:
         return None
-    state = headers.get(TRACESTATE)
-    return TraceContext(*parsed, parse_tracestate(state) if state is not None else None)
+    return parse_traceparent(traceparent, tracestate)

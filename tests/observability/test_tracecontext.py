@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 
 from kafka_asgi.integrations.tracecontext import (
-    TraceContext,
-    current_otel_context,
+    current_otel_trace,
     format_traceparent,
     parse_traceparent,
     parse_tracestate,
-    trace_context_from,
+    trace_from_headers,
+    trace_headers,
+    trace_of,
 )
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -19,9 +20,10 @@ VALID = f"00-{TRACE}-{SPAN}-01"
 
 
 def test_valid_traceparent_bytes_and_str() -> None:
-    assert parse_traceparent(VALID) == (TRACE, SPAN, "01")
-    assert parse_traceparent(VALID.encode()) == (TRACE, SPAN, "01")
-    assert parse_traceparent(f"00-{TRACE}-{SPAN}-00") == (TRACE, SPAN, "00")
+    assert parse_traceparent(VALID) == (TRACE, SPAN, "01", None)
+    assert parse_traceparent(VALID.encode(), b"a=1") == (TRACE, SPAN, "01", b"a=1")
+    assert parse_traceparent(f"00-{TRACE}-{SPAN}-00") == (TRACE, SPAN, "00", None)
+    assert parse_traceparent(f" {VALID}\t".encode()) == (TRACE, SPAN, "01", None)
 
 
 @pytest.mark.parametrize(
@@ -48,8 +50,8 @@ def test_invalid_traceparent_is_ignored(value: object) -> None:
 
 
 def test_future_version_may_append_fields() -> None:
-    assert parse_traceparent(f"01-{TRACE}-{SPAN}-01-what-ever") == (TRACE, SPAN, "01")
-    assert parse_traceparent(f"01-{TRACE}-{SPAN}-01") == (TRACE, SPAN, "01")
+    assert parse_traceparent(f"01-{TRACE}-{SPAN}-01-what-ever") == (TRACE, SPAN, "01", None)
+    assert parse_traceparent(f"01-{TRACE}-{SPAN}-01") == (TRACE, SPAN, "01", None)
     assert parse_traceparent(f"01-{TRACE}-{SPAN}-01x") is None
 
 
@@ -70,13 +72,18 @@ def test_tracestate() -> None:
 
 def test_from_headers() -> None:
     headers = {b"traceparent": VALID.encode(), b"tracestate": b"rojo=1"}
-    found = trace_context_from(headers)
-    assert found == TraceContext(TRACE, SPAN, "01", "rojo=1")
-    assert found is not None
-    assert found.traceparent == VALID == format_traceparent(TRACE, SPAN)
-    assert found.headers() == [("traceparent", VALID.encode()), ("tracestate", b"rojo=1")]
-    assert trace_context_from({b"traceparent": b"garbage"}) is None
-    assert trace_context_from({}) is None
+    found = trace_from_headers(headers)
+    assert found == (TRACE, SPAN, "01", b"rojo=1")
+    assert format_traceparent(found) == VALID
+    assert trace_headers(found) == [("traceparent", VALID.encode()), ("tracestate", b"rojo=1")]
+    # An invalid tracestate is not passed on; the traceparent still is.
+    bad_state = trace_from_headers({b"traceparent": VALID.encode(), b"tracestate": b"A=1"})
+    assert bad_state is not None
+    assert trace_headers(bad_state) == [("traceparent", VALID.encode())]
+    assert trace_from_headers({b"traceparent": b"garbage"}) is None
+    assert trace_from_headers({}) is None
+    assert trace_of(VALID, "x=y") == (TRACE, SPAN, "01", "x=y")
+    assert trace_of(None, "x=y") is None
 
 
 def test_active_otel_span_wins_over_the_header() -> None:
@@ -85,13 +92,16 @@ def test_active_otel_span_wins_over_the_header() -> None:
     tracer = TracerProvider().get_tracer("t")
     with tracer.start_as_current_span("server") as span:
         ctx = span.get_span_context()
-        found = trace_context_from({b"traceparent": VALID.encode()})
+        found = trace_from_headers({b"traceparent": VALID.encode()})
         assert found is not None
-        assert found.trace_id == f"{ctx.trace_id:032x}"
-        assert found.span_id == f"{ctx.span_id:016x}"
-        assert found.flags == f"{int(ctx.trace_flags):02x}"
-        assert current_otel_context() == found
+        assert found[:3] == (
+            f"{ctx.trace_id:032x}",
+            f"{ctx.span_id:016x}",
+            f"{int(ctx.trace_flags):02x}",
+        )
+        assert current_otel_trace() == found
+        assert trace_of(VALID, None) == found
     # No span current any more: the header again.
-    assert current_otel_context() is None
-    found = trace_context_from({b"traceparent": VALID.encode()})
-    assert found is not None and found.span_id == SPAN
+    assert current_otel_trace() is None
+    found = trace_from_headers({b"traceparent": VALID.encode()})
+    assert found is not None and found[1] == SPAN
