@@ -8,12 +8,14 @@
         kafka.protocol.old classes for versions the former no longer has), and store the
         hex under tests/protocol/golden/kafka_python/<Class>_v<N>.hex.
 
-    python scripts/capture_golden.py broker [--plaintext HOST:PORT] [--sasl HOST:PORT]
+    python scripts/capture_golden.py broker [--plaintext HOST:PORT] [--sasl HOST:PORT] [--only A,B]
         Talk to a real broker over a raw socket and store every response frame (the
         bytes after the 4-byte size prefix: response header + body) under
         tests/protocol/golden/broker/<Class>_v<N>.hex, at the lowest and highest version
         that both the broker and we support. The requests are ours; the responses are the
         broker's. Creates two topics named kafka-asgi-golden-<random> and deletes them.
+        ``--only CreatePartitions,ElectLeaders`` stores those APIs' responses alone (the
+        other files stay as they are).
 
 Test data only: never imported by the library.
 """
@@ -42,9 +44,11 @@ from kafka_asgi.protocol.messages import (  # noqa: E402
     RESPONSE_TYPES,
     ApiVersionsRequest,
     ApiVersionsResponse,
+    CreatePartitionsRequest,
     CreateTopicsRequest,
     CreateTopicsResponse,
     DeleteTopicsRequest,
+    ElectLeadersRequest,
     FetchRequest,
     FindCoordinatorRequest,
     InitProducerIdRequest,
@@ -57,10 +61,16 @@ from kafka_asgi.protocol.messages import (  # noqa: E402
     SaslHandshakeRequest,
 )
 from kafka_asgi.protocol.messages import (  # noqa: E402
+    create_partitions as cp,
+)
+from kafka_asgi.protocol.messages import (  # noqa: E402
     create_topics as ct,
 )
 from kafka_asgi.protocol.messages import (  # noqa: E402
     delete_topics as dt,
+)
+from kafka_asgi.protocol.messages import (  # noqa: E402
+    elect_leaders as el,
 )
 from kafka_asgi.protocol.messages import (  # noqa: E402
     fetch as fe,
@@ -132,13 +142,20 @@ class RawClient:
         return frame, response
 
 
-def capture_broker(plaintext: str, sasl: str, username: str, password: str) -> None:
+def capture_broker(
+    plaintext: str, sasl: str, username: str, password: str, only: set[str] | None = None
+) -> None:
     out = GOLDEN / "broker"
     out.mkdir(parents=True, exist_ok=True)
     saved: dict[str, Any] = {}
+    if only is not None:
+        saved = json.loads((out / "INDEX.json").read_text())
 
     def save(request: Message, version: int, frame: bytes, response: Message) -> None:
-        name = f"{RESPONSE_TYPES[request.API_KEY].__name__}_v{version}"
+        cls_name = RESPONSE_TYPES[request.API_KEY].__name__
+        if only is not None and cls_name.removesuffix("Response") not in only:
+            return
+        name = f"{cls_name}_v{version}"
         (out / f"{name}.hex").write_text(frame.hex() + "\n")
         saved[name] = len(frame)
         print(f"broker/{name}.hex  {len(frame)} bytes: {str(response)[:100]}")
@@ -276,6 +293,26 @@ def capture_broker(plaintext: str, sasl: str, username: str, password: str) -> N
 
     capture(10, find_coordinator)
 
+    def create_partitions(version: int) -> Message:
+        # validate_only: the topic keeps its one partition for the captures after this.
+        return CreatePartitionsRequest(
+            topics=[cp.CreatePartitionsTopic(name=topic, count=2, assignments=None)],
+            timeout_ms=30000,
+            validate_only=True,
+        )
+
+    capture(37, create_partitions)
+
+    def elect_leaders(version: int) -> Message:
+        # Preferred election (type 0) on a one-replica partition: ELECTION_NOT_NEEDED.
+        return ElectLeadersRequest(
+            election_type=0,
+            topic_partitions=[el.TopicPartitions(topic=topic, partitions=[0])],
+            timeout_ms=30000,
+        )
+
+    capture(43, elect_leaders)
+
     for version, name in zip(versions(20), topics.values(), strict=True):
         if version >= 6:
             request = DeleteTopicsRequest(topics=[dt.DeleteTopicState(name=name)], timeout_ms=30000)
@@ -310,11 +347,13 @@ def main() -> int:
     parser.add_argument("--sasl", default="127.0.0.1:9094")
     parser.add_argument("--username", default="admin")
     parser.add_argument("--password", default="admin-secret")
+    parser.add_argument("--only", default=None, help="API names to store, comma-separated")
     args = parser.parse_args()
+    only = None if args.only is None else set(args.only.split(","))
     if args.source == "kafka-python":
         capture_kafka_python()
     else:
-        capture_broker(args.plaintext, args.sasl, args.username, args.password)
+        capture_broker(args.plaintext, args.sasl, args.username, args.password, only)
     return 0
 
 

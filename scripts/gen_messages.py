@@ -40,6 +40,8 @@ APIS = (
     "CreateTopics",
     "DeleteTopics",
     "FindCoordinator",
+    "CreatePartitions",
+    "ElectLeaders",
 )
 
 MAX_VERSION = 0x7FFF  # "N+" ranges are open-ended; int16 bounds every api version.

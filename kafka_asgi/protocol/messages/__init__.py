@@ -10,6 +10,10 @@ from kafka_asgi.protocol.messages.api_versions import (
     ApiVersionsRequest,
     ApiVersionsResponse,
 )
+from kafka_asgi.protocol.messages.create_partitions import (
+    CreatePartitionsRequest,
+    CreatePartitionsResponse,
+)
 from kafka_asgi.protocol.messages.create_topics import (
     CreateTopicsRequest,
     CreateTopicsResponse,
@@ -17,6 +21,10 @@ from kafka_asgi.protocol.messages.create_topics import (
 from kafka_asgi.protocol.messages.delete_topics import (
     DeleteTopicsRequest,
     DeleteTopicsResponse,
+)
+from kafka_asgi.protocol.messages.elect_leaders import (
+    ElectLeadersRequest,
+    ElectLeadersResponse,
 )
 from kafka_asgi.protocol.messages.fetch import (
     FetchRequest,
@@ -57,10 +65,14 @@ __all__ = [
     "RESPONSE_TYPES",
     "ApiVersionsRequest",
     "ApiVersionsResponse",
+    "CreatePartitionsRequest",
+    "CreatePartitionsResponse",
     "CreateTopicsRequest",
     "CreateTopicsResponse",
     "DeleteTopicsRequest",
     "DeleteTopicsResponse",
+    "ElectLeadersRequest",
+    "ElectLeadersResponse",
     "FetchRequest",
     "FetchResponse",
     "FieldSpec",
@@ -94,6 +106,8 @@ REQUEST_TYPES: dict[int, type[Message]] = {
     20: DeleteTopicsRequest,
     22: InitProducerIdRequest,
     36: SaslAuthenticateRequest,
+    37: CreatePartitionsRequest,
+    43: ElectLeadersRequest,
 }
 
 RESPONSE_TYPES: dict[int, type[Message]] = {
@@ -108,6 +122,8 @@ RESPONSE_TYPES: dict[int, type[Message]] = {
     20: DeleteTopicsResponse,
     22: InitProducerIdResponse,
     36: SaslAuthenticateResponse,
+    37: CreatePartitionsResponse,
+    43: ElectLeadersResponse,
 }
 
 # Every API in the spec: api key -> (name, min version, max version,
