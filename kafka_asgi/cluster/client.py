@@ -1,4 +1,5 @@
-"""KafkaClient: the cluster view (metadata, leaders), a connection pool, and admin calls.
+"""KafkaClient: the cluster view (metadata, leaders), its connection pools (pool.py) and
+admin calls (admin.py).
 
 Everything the client runs in the background (each connection's reader, the metadata
 refresher, the idle-connection reaper) is a task in the task group the client enters
@@ -23,11 +24,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 import anyio.abc
 
+from kafka_asgi.cluster import admin
 from kafka_asgi.cluster.metadata import (
     BrokerMetadata,
     ClusterMetadata,
@@ -36,7 +38,8 @@ from kafka_asgi.cluster.metadata import (
     topic_from_response,
 )
 from kafka_asgi.cluster.options import BootstrapSpec, ClientOptions, parse_bootstrap
-from kafka_asgi.network.connection import BrokerConnection, check_timeout
+from kafka_asgi.cluster.pool import BrokerPools, backoff, error_copy
+from kafka_asgi.network.connection import BrokerConnection
 from kafka_asgi.network.errors import (
     AuthenticationError,
     ConnectError,
@@ -52,32 +55,17 @@ from kafka_asgi.protocol.errors import (
     error_for_code,
 )
 from kafka_asgi.protocol.messages import (
-    CreateTopicsRequest,
-    CreateTopicsResponse,
-    DeleteTopicsRequest,
-    DeleteTopicsResponse,
     Message,
     MetadataRequest,
     MetadataResponse,
 )
-from kafka_asgi.protocol.messages.create_topics import CreatableTopic, CreatableTopicConfig
-from kafka_asgi.protocol.messages.delete_topics import DeleteTopicState
 from kafka_asgi.protocol.messages.metadata import MetadataRequestTopic
 
 __all__ = ["ClientStats", "KafkaClient"]
 
 logger = logging.getLogger("kafka_asgi.cluster")
 
-_E = TypeVar("_E", bound=KafkaError)
-
 _UNKNOWN_TOPIC = UnknownTopicOrPartitionError.code
-_NOT_CONTROLLER = 41
-_TOPIC_ALREADY_EXISTS = 36
-# Above this many requests in flight on every connection to a broker, open another
-# one (up to max_connections_per_broker). A broker handles one request per connection
-# at a time, so more connections is what buys parallelism on the broker side.
-_PIPELINE_DEPTH = 16
-_MAX_BACKOFF = 1.0
 _MAX_REMEMBERED = 10_000
 
 
@@ -89,139 +77,6 @@ class ClientStats:
     metadata_requests: int
     metadata_age: float | None
     """Seconds since the last successful metadata refresh (None: never)."""
-
-
-def _copy(error: _E, note: str) -> _E:
-    """A fresh instance of ``error`` for another waiter, keeping the class."""
-    try:
-        clone = type(error)(f"{note}: {error}")
-    except TypeError:
-        return error
-    clone.__cause__ = error
-    return clone
-
-
-def _backoff(base: float, failures: int) -> float:
-    cap = max(_MAX_BACKOFF, base)
-    return float(min(base * (2 ** min(failures, 16)), cap))
-
-
-class _BrokerPool:
-    """The connections to one broker address: few, multiplexed, reaped when idle."""
-
-    def __init__(self, client: KafkaClient, host: str, port: int) -> None:
-        self.client = client
-        self.host = host
-        self.port = port
-        self.node_id: int | None = None
-        self.connections: list[BrokerConnection] = []
-        self.open_lock = anyio.Lock()
-        self.failures = 0
-        self.last_error: KafkaError | None = None
-        self.retry_at = 0.0
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    def _prune(self) -> None:
-        self.connections = [c for c in self.connections if not c.closed]
-
-    def _usable(self) -> list[BrokerConnection]:
-        self._prune()
-        return [c for c in self.connections if c.usable]
-
-    def _pick(self) -> BrokerConnection | None:
-        """The least busy usable connection, unless a new one should be opened.
-
-        Connections past their SASL session lifetime are not usable: they finish what
-        they carry, do not count against the limit, and the reaper closes them.
-        """
-        usable = self._usable()
-        if not usable:
-            return None
-        best = min(usable, key=lambda c: c.in_flight)
-        room = len(usable) < self.client.options.max_connections_per_broker
-        if best.in_flight >= _PIPELINE_DEPTH and room:
-            return None
-        return best
-
-    async def get(self) -> BrokerConnection:
-        conn = self._pick()
-        if conn is not None:
-            return conn
-        config = self.client.options.connection
-        limit = config.connect_timeout + config.request_timeout
-        with anyio.move_on_after(limit) as scope:
-            await self.open_lock.acquire()
-        if scope.cancelled_caught:
-            raise ConnectError(f"{self.address}: timed out waiting for a connection")
-        try:
-            conn = self._pick()
-            if conn is not None:
-                return conn
-            busy = self._usable()
-            now = anyio.current_time()
-            if self.last_error is not None and now < self.retry_at:
-                if busy:
-                    return min(busy, key=lambda c: c.in_flight)
-                # A connection just failed: fail fast rather than storm the broker.
-                raise _copy(
-                    self.last_error,
-                    f"{self.address}: not retrying for {self.retry_at - now:.2f}s",
-                )
-            try:
-                return await self._open()
-            except KafkaError:
-                if busy:
-                    # Could not add a connection; the busy ones still work.
-                    return min(busy, key=lambda c: c.in_flight)
-                raise
-        finally:
-            self.open_lock.release()
-
-    async def _open(self) -> BrokerConnection:
-        client = self.client
-        conn = BrokerConnection(
-            self.host, self.port, client.options.connection, node_id=self.node_id
-        )
-        tg = client._task_group()
-        try:
-            await conn.connect(tg)
-        except KafkaError as exc:
-            client._connect_failures += 1
-            self.failures += 1
-            self.last_error = exc
-            self.retry_at = anyio.current_time() + _backoff(
-                client.options.retry_backoff, self.failures - 1
-            )
-            logger.debug("connecting to %s failed: %s", self.address, exc)
-            raise
-        self.failures = 0
-        self.last_error = None
-        client._connections_opened += 1
-        self.connections.append(conn)
-        return conn
-
-    async def reap(self, now: float) -> None:
-        """Close connections idle past idle_timeout, and idle ones beyond max_idle."""
-        self._prune()
-        options = self.client.options
-        idle = sorted((c for c in self.connections if c.in_flight == 0), key=lambda c: c.last_used)
-        keep = options.max_idle_connections
-        for index, conn in enumerate(idle):
-            expired = now - conn.last_used >= options.idle_timeout
-            surplus = len(idle) - index > keep
-            # Re-checked per connection: a request may have picked it up while an
-            # earlier one was closing (aclose marks it closed before awaiting).
-            if conn.in_flight == 0 and (expired or surplus or not conn.usable):
-                await conn.aclose()
-        self._prune()
-
-    async def aclose(self) -> None:
-        for conn in self.connections:
-            await conn.aclose()
-        self.connections = []
 
 
 class KafkaClient:
@@ -239,7 +94,7 @@ class KafkaClient:
         self.options = ClientOptions.from_options(**options)
         self._metadata = ClusterMetadata()
         self._fetched_at: dict[str, float] = {}
-        self._pools: dict[tuple[str, int], _BrokerPool] = {}
+        self._pools = BrokerPools(self.options, self._task_group)
         self._stack: AsyncExitStack | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._closed = False
@@ -256,9 +111,7 @@ class KafkaClient:
         self._refreshed_at: float | None = None
         # Error codes of topics absent from the cache, from the last answer about them.
         self._topic_errors: dict[str, int] = {}
-        # Counters for stats().
-        self._connections_opened = 0
-        self._connect_failures = 0
+        # Counters for stats() (the pools count connections).
         self._metadata_requests = 0
 
     def __repr__(self) -> str:
@@ -298,13 +151,16 @@ class KafkaClient:
         if self._closed:
             return
         self._closed = True
-        for pool in list(self._pools.values()):
-            await pool.aclose()
+        await self._pools.aclose()
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
         stack, self._stack = self._stack, None
         if stack is not None:
             await stack.aclose()
+
+    def require_started(self) -> None:
+        """Raise RuntimeError unless the client runs (started and not closed)."""
+        self._task_group()
 
     def _task_group(self) -> anyio.abc.TaskGroup:
         if self._tg is None or self._closed:
@@ -345,11 +201,9 @@ class KafkaClient:
         if self._refreshed_at is not None:
             age = time.monotonic() - self._refreshed_at
         return ClientStats(
-            connections_open=sum(
-                1 for pool in self._pools.values() for c in pool.connections if not c.closed
-            ),
-            connections_opened=self._connections_opened,
-            connect_failures=self._connect_failures,
+            connections_open=self._pools.open_count(),
+            connections_opened=self._pools.counters.connections_opened,
+            connect_failures=self._pools.counters.connect_failures,
             metadata_requests=self._metadata_requests,
             metadata_age=age,
         )
@@ -359,32 +213,13 @@ class KafkaClient:
         response (Produce with acks=0): see BrokerConnection.confirm_writes. Best
         effort: a connection that fails meanwhile is logged and skipped (whatever it
         held is as lost as acks=0 allows)."""
-        for pool in list(self._pools.values()):
-            for conn in list(pool.connections):
-                if conn.unconfirmed_writes and conn.usable:
-                    try:
-                        await conn.confirm_writes(timeout)
-                    except KafkaError as exc:
-                        logger.debug("confirming writes to %s failed: %s", conn.address, exc)
+        await self._pools.confirm_writes(timeout)
 
     def connection_count(self, node_id: int | None = None) -> int:
         """Open connections (to one node, or to all)."""
-        count = 0
-        for pool in self._pools.values():
-            if node_id is None or pool.node_id == node_id:
-                count += sum(1 for c in pool.connections if not c.closed)
-        return count
+        return self._pools.open_count(node_id)
 
     # ------------------------------------------------------------------ connections
-
-    def _pool(self, host: str, port: int, node_id: int | None = None) -> _BrokerPool:
-        key = (host, port)
-        pool = self._pools.get(key)
-        if pool is None:
-            pool = self._pools[key] = _BrokerPool(self, host, port)
-        if node_id is not None:
-            pool.node_id = node_id
-        return pool
 
     async def _node_connection(self, node_id: int) -> BrokerConnection:
         broker = self._metadata.brokers.get(node_id)
@@ -396,7 +231,7 @@ class KafkaClient:
                     f"node {node_id} is not in the cluster metadata"
                     f" (known: {sorted(self._metadata.brokers) or 'none'})"
                 )
-        return await self._pool(broker.host, broker.port, node_id).get()
+        return await self._pools.pool(broker.host, broker.port, node_id).get()
 
     async def send(
         self,
@@ -415,7 +250,7 @@ class KafkaClient:
         raises ConnectionClosedError (or ConnectError/RequestTimeout) and requests a
         metadata refresh.
         """
-        return await self._send_built(
+        return await self.send_built(
             node_id,
             request.API_KEY,
             lambda _: request,
@@ -432,7 +267,7 @@ class KafkaClient:
             (b.host, b.port, b.node_id) for b in self._metadata.brokers.values()
         ]
         random.shuffle(known)
-        connected = [k for k in known if self._connected(k[0], k[1])]
+        connected = [k for k in known if self._pools.connected(k[0], k[1])]
         others = [k for k in known if k not in connected]
         seen = {(h, p) for h, p, _ in known}
         boot: list[tuple[str, int, int | None]] = [
@@ -440,15 +275,11 @@ class KafkaClient:
         ]
         return connected + others + boot
 
-    def _connected(self, host: str, port: int) -> bool:
-        pool = self._pools.get((host, port))
-        return pool is not None and any(c.usable for c in pool.connections)
-
     async def _any_connection(self) -> BrokerConnection:
         errors: list[str] = []
         for host, port, node_id in self._candidates():
             try:
-                return await self._pool(host, port, node_id).get()
+                return await self._pools.pool(host, port, node_id).get()
             except (AuthenticationError, TLSError):
                 # The same credentials/certificates fail everywhere: no point trying on.
                 raise
@@ -466,7 +297,7 @@ class KafkaClient:
         request_timeout: float | None = None,
     ) -> Any:
         """Send ``request`` to any reachable broker (known brokers, then bootstrap)."""
-        return await self._send_built(
+        return await self.send_built(
             None,
             request.API_KEY,
             lambda _: request,
@@ -476,7 +307,7 @@ class KafkaClient:
             request_timeout=request_timeout,
         )
 
-    async def _send_built(
+    async def send_built(
         self,
         node_id: int | None,
         api_key: int,
@@ -557,7 +388,7 @@ class KafkaClient:
             if failure is not None and failure[0] >= since:
                 _, failed_topics, error = failure
                 if failed_topics is None or (wanted is not None and wanted <= failed_topics):
-                    raise _copy(error, "metadata refresh failed")
+                    raise error_copy(error, "metadata refresh failed")
             await self._refresh_once()
         finally:
             lock.release()
@@ -583,7 +414,7 @@ class KafkaClient:
         try:
             with anyio.fail_after(self._refresh_limit()):
                 # v1+: v0 reads an empty topic list as "all topics".
-                response: MetadataResponse = await self._send_built(
+                response: MetadataResponse = await self.send_built(
                     None, MetadataRequest.API_KEY, build, min_version=1
                 )
         except TimeoutError:
@@ -626,7 +457,7 @@ class KafkaClient:
                 if name not in topics:
                     del self._fetched_at[name]
         for node_id, broker in brokers.items():
-            self._pool(broker.host, broker.port, node_id)
+            self._pools.pool(broker.host, broker.port, node_id)
         self._metadata = ClusterMetadata(
             brokers=brokers,
             topics=topics,
@@ -669,7 +500,7 @@ class KafkaClient:
             if meta is not None and not code:
                 return meta
             error = error_for_code(code)
-            delay = _backoff(self.options.retry_backoff, failures)
+            delay = backoff(self.options.retry_backoff, failures)
             if (
                 not error.retriable
                 or code == _UNKNOWN_TOPIC
@@ -744,32 +575,16 @@ class KafkaClient:
                 if not isinstance(exc, (AuthenticationError, TLSError)):
                     self._refresh_wanted.set()
             # Rate limit: requests arriving meanwhile are coalesced into the next one.
-            await anyio.sleep(_backoff(self.options.retry_backoff, failures))
+            await anyio.sleep(backoff(self.options.retry_backoff, failures))
 
     async def _reaper(self) -> None:
         period = min(max(self.options.idle_timeout / 2, 0.05), 5.0)
         while True:
             await anyio.sleep(period)
             now = anyio.current_time()
-            for pool in list(self._pools.values()):
-                await pool.reap(now)
+            await self._pools.reap(now)
 
     # ------------------------------------------------------------------ admin
-
-    def _controller(self) -> int | None:
-        controller = self._metadata.controller_id
-        return controller if controller in self._metadata.brokers else None
-
-    async def _send_controller(
-        self, api_key: int, build: Callable[[int], Message], request_timeout: float
-    ) -> Any:
-        # Admin requests go to the controller; under KRaft any broker forwards them
-        # (KIP-590), so a broker-only answer (controller_id of a broker) works too.
-        if self._controller() is None:
-            await self.refresh([])
-        return await self._send_built(
-            self._controller(), api_key, build, request_timeout=request_timeout
-        )
 
     async def create_topics(
         self,
@@ -782,104 +597,14 @@ class KafkaClient:
         """Create topics and wait (bounded by ``timeout``) until metadata shows them
         with a leader for every partition.
 
-        ``topics`` holds names (``num_partitions`` each) or ``(name, partitions)``.
-        Raises the broker's error (TopicAlreadyExistsError, InvalidTopicError, ...)
-        for the first topic that failed.
+        ``topics`` holds names (``num_partitions`` each) or ``(name, partitions)``;
+        ``replication_factor=-1`` leaves it to the broker's default. Raises the
+        broker's error (TopicAlreadyExistsError, InvalidTopicError, ...) for the first
+        topic that failed, RequestTimeout when not ready in time.
         """
-        limit = check_timeout("timeout", timeout)
-        assert limit is not None
-        wanted = self._topic_specs(topics, num_partitions)
-        if isinstance(replication_factor, bool) or not isinstance(replication_factor, int):
-            raise TypeError("replication_factor must be an int")
-        if replication_factor < 1 and replication_factor != -1:
-            raise ValueError(f"replication_factor must be >= 1 (or -1), not {replication_factor}")
-        config_list = [
-            CreatableTopicConfig(name=str(k), value=None if v is None else str(v))
-            for k, v in (configs or {}).items()
-        ]
-        request = CreateTopicsRequest(
-            topics=[
-                CreatableTopic(
-                    name=name,
-                    num_partitions=parts,
-                    replication_factor=replication_factor,
-                    configs=config_list,
-                )
-                for name, parts in wanted.items()
-            ],
-            timeout_ms=int(limit * 1000),
+        await admin.create_topics(
+            self, topics, num_partitions, replication_factor, configs, timeout
         )
-        self._task_group()
-        with anyio.fail_after(limit + self._refresh_limit()) as scope:
-            try:
-                for attempt in range(3):
-                    response: CreateTopicsResponse = await self._send_controller(
-                        CreateTopicsRequest.API_KEY,
-                        lambda _: request,
-                        limit + self.options.connection.request_timeout,
-                    )
-                    codes = {t.name: (t.error_code, t.error_message) for t in response.topics}
-                    if attempt < 2 and any(c == _NOT_CONTROLLER for c, _ in codes.values()):
-                        await self.refresh([])
-                        continue
-                    break
-                for name in wanted:
-                    code, message = codes.get(name, (0, None))
-                    if code:
-                        raise error_for_code(code)(f"topic {name!r}: {message or ''}".rstrip(": "))
-                await self._wait_for_topics(wanted, scope.deadline)
-            except TimeoutError:
-                raise RequestTimeout(
-                    f"create_topics: {sorted(wanted)} not ready within {limit}s"
-                ) from None
-
-    @staticmethod
-    def _topic_specs(
-        topics: Sequence[str | tuple[str, int]], num_partitions: int
-    ) -> dict[str, int]:
-        if isinstance(topics, str):
-            topics = [topics]
-        if isinstance(num_partitions, bool) or not isinstance(num_partitions, int):
-            raise TypeError("num_partitions must be an int")
-        result: dict[str, int] = {}
-        for entry in topics:
-            if isinstance(entry, str):
-                name, parts = entry, num_partitions
-            elif isinstance(entry, tuple) and len(entry) == 2:
-                name, parts = entry
-            else:
-                raise TypeError(f"topic {entry!r}: expected a name or (name, partitions)")
-            if not isinstance(name, str) or not name:
-                raise ValueError(f"bad topic name {name!r}")
-            if isinstance(parts, bool) or not isinstance(parts, int) or parts < 1:
-                raise ValueError(f"topic {name!r}: partitions must be an int >= 1, not {parts!r}")
-            result[name] = parts
-        if not result:
-            raise ValueError("no topics given")
-        return result
-
-    async def _wait_for_topics(self, wanted: Mapping[str, int], deadline: float) -> None:
-        failures = 0
-        while True:
-            await self.refresh(list(wanted))
-            ready = True
-            for name, parts in wanted.items():
-                meta = self._metadata.topics.get(name)
-                if (
-                    meta is None
-                    or meta.error_code
-                    or meta.partition_count < parts
-                    or len(meta.available_partitions()) < meta.partition_count
-                ):
-                    ready = False
-                    break
-            if ready:
-                return
-            delay = min(_backoff(self.options.retry_backoff, failures), 0.5)
-            if anyio.current_time() + delay > deadline:
-                raise TimeoutError
-            failures += 1
-            await anyio.sleep(delay)
 
     async def delete_topics(
         self,
@@ -889,44 +614,24 @@ class KafkaClient:
         """Delete topics and wait (bounded by ``timeout``) until metadata no longer
         lists them. Raises the broker's error (UnknownTopicOrPartitionError, ...) for
         the first topic that failed."""
-        limit = check_timeout("timeout", timeout)
-        assert limit is not None
-        wanted = list(self._topic_specs(names, 1))
-        self._task_group()
+        await admin.delete_topics(self, names, timeout)
 
-        def build(version: int) -> DeleteTopicsRequest:
-            # v6 (KIP-516) names topics with DeleteTopicState (name or id).
-            if version >= 6:
-                return DeleteTopicsRequest(
-                    topics=[DeleteTopicState(name=n) for n in wanted],
-                    timeout_ms=int(limit * 1000),
-                )
-            return DeleteTopicsRequest(topic_names=wanted, timeout_ms=int(limit * 1000))
+    async def create_partitions(
+        self,
+        totals: Mapping[str, int],
+        timeout: float = 30.0,  # noqa: ASYNC109 - also the broker-side timeout_ms
+    ) -> None:
+        """Grow topics to ``{topic: total partitions}`` and wait (bounded by
+        ``timeout``) until metadata shows every new partition with a leader. Raises the
+        broker's error (InvalidPartitionsError when the total is not larger, ...)."""
+        await admin.create_partitions(self, totals, timeout)
 
-        with anyio.fail_after(limit + self._refresh_limit()) as scope:
-            try:
-                response: DeleteTopicsResponse = await self._send_controller(
-                    DeleteTopicsRequest.API_KEY,
-                    build,
-                    limit + self.options.connection.request_timeout,
-                )
-                for result in response.responses:
-                    if result.error_code:
-                        raise error_for_code(result.error_code)(
-                            f"topic {result.name!r}: {result.error_message or ''}".rstrip(": ")
-                        )
-                failures = 0
-                while True:
-                    await self.refresh(wanted)
-                    gone = not any(n in self._metadata.topics for n in wanted)
-                    if gone:
-                        return
-                    delay = min(_backoff(self.options.retry_backoff, failures), 0.5)
-                    if anyio.current_time() + delay > scope.deadline:
-                        raise TimeoutError
-                    failures += 1
-                    await anyio.sleep(delay)
-            except TimeoutError:
-                raise RequestTimeout(
-                    f"delete_topics: {wanted} still listed after {limit}s"
-                ) from None
+    async def elect_preferred_leaders(
+        self,
+        partitions: Mapping[str, Iterable[int]],
+        timeout: float = 30.0,  # noqa: ASYNC109 - also the broker-side timeout_ms
+    ) -> None:
+        """Move the leadership of ``{topic: [partition, ...]}`` back to each partition's
+        preferred (first) replica (KIP-460), as ``kafka-leader-election`` does; a
+        partition already led by it is not an error. Refreshes their metadata after."""
+        await admin.elect_preferred_leaders(self, partitions, timeout)

@@ -1,0 +1,273 @@
+"""The connections of a client: per broker address a few multiplexed connections.
+
+A :class:`BrokerPool` holds the connections to one ``host:port``: it opens one when
+every usable connection is busy (up to ``max_connections_per_broker``), and after a
+failed connect it fails fast until a backoff has passed, so a dead broker costs one
+connect attempt per backoff period, not one per request (no reconnect storm).
+:class:`BrokerPools` is the set of them a :class:`~kafka_asgi.cluster.client.KafkaClient`
+owns: lookup by address, counters, the idle reaper's pass, closing.
+
+The pools know addresses and node ids, nothing of topics or metadata: the client
+tells them which node lives where.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TypeVar
+
+import anyio
+import anyio.abc
+
+from kafka_asgi.cluster.options import ClientOptions
+from kafka_asgi.network.connection import BrokerConnection
+from kafka_asgi.network.errors import ConnectError
+from kafka_asgi.protocol.errors import KafkaError
+
+__all__ = ["BrokerPool", "BrokerPools", "PoolCounters", "backoff", "error_copy"]
+
+logger = logging.getLogger("kafka_asgi.cluster")
+
+_E = TypeVar("_E", bound=KafkaError)
+
+# Above this many requests in flight on every connection to a broker, open another
+# one (up to max_connections_per_broker). A broker handles one request per connection
+# at a time, so more connections is what buys parallelism on the broker side.
+PIPELINE_DEPTH = 16
+MAX_BACKOFF = 1.0
+
+
+def error_copy(error: _E, note: str) -> _E:
+    """A fresh instance of ``error`` for another waiter, keeping the class."""
+    try:
+        clone = type(error)(f"{note}: {error}")
+    except TypeError:
+        return error
+    clone.__cause__ = error
+    return clone
+
+
+def backoff(base: float, failures: int) -> float:
+    """Exponential backoff from ``base``, capped at max(1 s, base)."""
+    cap = max(MAX_BACKOFF, base)
+    return float(min(base * (2 ** min(failures, 16)), cap))
+
+
+@dataclass
+class PoolCounters:
+    """Counters shared by every pool of a client (read by ``KafkaClient.stats()``)."""
+
+    connections_opened: int = 0
+    connect_failures: int = 0
+
+
+class BrokerPool:
+    """The connections to one broker address: few, multiplexed, reaped when idle."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        options: ClientOptions,
+        task_group: Callable[[], anyio.abc.TaskGroup],
+        counters: PoolCounters,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.options = options
+        self._task_group = task_group
+        self._counters = counters
+        self.node_id: int | None = None
+        self.connections: list[BrokerConnection] = []
+        self._open_lock = anyio.Lock()
+        self.failures = 0
+        self.last_error: KafkaError | None = None
+        self.retry_at = 0.0
+
+    def __repr__(self) -> str:
+        return f"<BrokerPool {self.address} node {self.node_id} {len(self.connections)} conn>"
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def open_count(self) -> int:
+        return sum(1 for c in self.connections if not c.closed)
+
+    @property
+    def connected(self) -> bool:
+        """Whether a usable connection is open now."""
+        return any(c.usable for c in self.connections)
+
+    def backing_off(self, now: float | None = None) -> bool:
+        """Whether the last connect failed and its backoff has not passed yet."""
+        if self.last_error is None:
+            return False
+        if now is None:
+            now = anyio.current_time()
+        return now < self.retry_at
+
+    def _prune(self) -> None:
+        self.connections = [c for c in self.connections if not c.closed]
+
+    def _usable(self) -> list[BrokerConnection]:
+        self._prune()
+        return [c for c in self.connections if c.usable]
+
+    def _pick(self) -> BrokerConnection | None:
+        """The least busy usable connection, unless a new one should be opened.
+
+        Connections past their SASL session lifetime are not usable: they finish what
+        they carry, do not count against the limit, and the reaper closes them.
+        """
+        usable = self._usable()
+        if not usable:
+            return None
+        best = min(usable, key=lambda c: c.in_flight)
+        room = len(usable) < self.options.max_connections_per_broker
+        if best.in_flight >= PIPELINE_DEPTH and room:
+            return None
+        return best
+
+    async def get(self) -> BrokerConnection:
+        conn = self._pick()
+        if conn is not None:
+            return conn
+        config = self.options.connection
+        limit = config.connect_timeout + config.request_timeout
+        with anyio.move_on_after(limit) as scope:
+            await self._open_lock.acquire()
+        if scope.cancelled_caught:
+            raise ConnectError(f"{self.address}: timed out waiting for a connection")
+        try:
+            conn = self._pick()
+            if conn is not None:
+                return conn
+            busy = self._usable()
+            now = anyio.current_time()
+            if self.last_error is not None and now < self.retry_at:
+                if busy:
+                    return min(busy, key=lambda c: c.in_flight)
+                # A connection just failed: fail fast rather than storm the broker.
+                raise error_copy(
+                    self.last_error,
+                    f"{self.address}: not retrying for {self.retry_at - now:.2f}s",
+                )
+            try:
+                return await self._open()
+            except KafkaError:
+                if busy:
+                    # Could not add a connection; the busy ones still work.
+                    return min(busy, key=lambda c: c.in_flight)
+                raise
+        finally:
+            self._open_lock.release()
+
+    async def _open(self) -> BrokerConnection:
+        conn = BrokerConnection(self.host, self.port, self.options.connection, node_id=self.node_id)
+        try:
+            await conn.connect(self._task_group())
+        except KafkaError as exc:
+            self._counters.connect_failures += 1
+            self.note_failure(exc)
+            logger.debug("connecting to %s failed: %s", self.address, exc)
+            raise
+        self.failures = 0
+        self.last_error = None
+        self._counters.connections_opened += 1
+        self.connections.append(conn)
+        return conn
+
+    def note_failure(self, error: KafkaError) -> None:
+        """A connect failed (or a connection died): back off before the next attempt."""
+        self.failures += 1
+        self.last_error = error
+        self.retry_at = anyio.current_time() + backoff(
+            self.options.retry_backoff, self.failures - 1
+        )
+
+    async def reap(self, now: float) -> None:
+        """Close connections idle past idle_timeout, and idle ones beyond max_idle."""
+        self._prune()
+        options = self.options
+        idle = sorted((c for c in self.connections if c.in_flight == 0), key=lambda c: c.last_used)
+        keep = options.max_idle_connections
+        for index, conn in enumerate(idle):
+            expired = now - conn.last_used >= options.idle_timeout
+            surplus = len(idle) - index > keep
+            # Re-checked per connection: a request may have picked it up while an
+            # earlier one was closing (aclose marks it closed before awaiting).
+            if conn.in_flight == 0 and (expired or surplus or not conn.usable):
+                await conn.aclose()
+        self._prune()
+
+    async def confirm_writes(self, timeout: float | None) -> None:  # noqa: ASYNC109
+        """See KafkaClient.confirm_writes (best effort, failures logged)."""
+        for conn in list(self.connections):
+            if conn.unconfirmed_writes and conn.usable:
+                try:
+                    await conn.confirm_writes(timeout)
+                except KafkaError as exc:
+                    logger.debug("confirming writes to %s failed: %s", conn.address, exc)
+
+    async def aclose(self) -> None:
+        for conn in self.connections:
+            await conn.aclose()
+        self.connections = []
+
+
+class BrokerPools:
+    """Every :class:`BrokerPool` of a client, by ``(host, port)``."""
+
+    def __init__(
+        self, options: ClientOptions, task_group: Callable[[], anyio.abc.TaskGroup]
+    ) -> None:
+        self.options = options
+        self._task_group = task_group
+        self.counters = PoolCounters()
+        self._pools: dict[tuple[str, int], BrokerPool] = {}
+
+    def __iter__(self) -> Iterator[BrokerPool]:
+        return iter(list(self._pools.values()))
+
+    def pool(self, host: str, port: int, node_id: int | None = None) -> BrokerPool:
+        """The pool of ``host:port`` (made on first use), noting its node id if given."""
+        key = (host, port)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = BrokerPool(
+                host, port, self.options, self._task_group, self.counters
+            )
+        if node_id is not None:
+            pool.node_id = node_id
+        return pool
+
+    def find(self, host: str, port: int) -> BrokerPool | None:
+        return self._pools.get((host, port))
+
+    def connected(self, host: str, port: int) -> bool:
+        pool = self._pools.get((host, port))
+        return pool is not None and pool.connected
+
+    def backing_off(self, host: str, port: int) -> bool:
+        pool = self._pools.get((host, port))
+        return pool is not None and pool.backing_off()
+
+    def open_count(self, node_id: int | None = None) -> int:
+        """Open connections (to one node, or to all)."""
+        return sum(pool.open_count for pool in self if node_id is None or pool.node_id == node_id)
+
+    async def reap(self, now: float) -> None:
+        for pool in self:
+            await pool.reap(now)
+
+    async def confirm_writes(self, timeout: float | None) -> None:  # noqa: ASYNC109
+        for pool in self:
+            await pool.confirm_writes(timeout)
+
+    async def aclose(self) -> None:
+        for pool in self:
+            await pool.aclose()
