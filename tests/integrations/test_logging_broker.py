@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import KafkaCluster
-
-from .servers import REPO, read_topic
+from tests.support.brokers import KafkaCluster
+from tests.support.servers import REPO, read_topic
 
 pytestmark = pytest.mark.broker
 
