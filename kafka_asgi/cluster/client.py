@@ -426,13 +426,23 @@ class KafkaClient:
         except KafkaError as exc:
             self._last_failure = (seq, take, exc)
             raise
-        self._apply(response, take, seq)
+        try:
+            self._apply(response, take, seq)
+        except KafkaError as exc:  # metadata that cannot be right (metadata.py)
+            self._last_failure = (seq, take, exc)
+            raise
 
     def _apply(self, response: MetadataResponse, asked: frozenset[str] | None, seq: int) -> None:
         # Cache ages use time.monotonic: the same clock on every backend, readable
         # without an event loop (stats() may be called from anywhere).
         now = time.monotonic()
+        # Decoded (and validated) before anything changes: bad metadata changes nothing.
         brokers = brokers_from_response(response)
+        decoded = {
+            t.name: topic_from_response(t)
+            for t in response.topics
+            if t.name and t.error_code != _UNKNOWN_TOPIC
+        }
         topics = {} if asked is None else dict(self._metadata.topics)
         if len(self._topic_errors) > _MAX_REMEMBERED or len(self._topic_seq) > _MAX_REMEMBERED:
             # Names asked about once and never again must not grow these forever; the
@@ -448,7 +458,7 @@ class KafkaClient:
                 self._fetched_at.pop(t.name, None)
                 self._topic_errors[t.name] = t.error_code
             else:
-                topics[t.name] = topic_from_response(t)
+                topics[t.name] = decoded[t.name]
                 self._fetched_at[t.name] = now
                 self._topic_errors.pop(t.name, None)
             self._topic_seq[t.name] = seq

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
+from kafka_asgi.protocol.errors import ProtocolError
 from kafka_asgi.protocol.messages.metadata import (
     MetadataResponse,
     MetadataResponseTopic,
@@ -66,17 +67,30 @@ class ClusterMetadata:
 
 
 def topic_from_response(topic: MetadataResponseTopic) -> TopicMetadata:
-    partitions = {
-        p.partition_index: PartitionMetadata(
-            partition=p.partition_index,
+    """The cluster view of one topic of a Metadata response.
+
+    Metadata from the wire is input: a topic's partitions must be numbered 0 to
+    count-1, each once (the producer and consumer index partitions by number), or
+    ProtocolError names the topic and the bad index.
+    """
+    count = len(topic.partitions)
+    partitions: dict[int, PartitionMetadata] = {}
+    for p in sorted(topic.partitions, key=lambda p: p.partition_index):
+        index = p.partition_index
+        if not 0 <= index < count or index in partitions:
+            raise ProtocolError(
+                f"Metadata response: topic {topic.name!r} has {count} partition(s) but "
+                f"names partition {index}{' twice' if index in partitions else ''} "
+                f"(expected 0 to {count - 1}, each once)"
+            )
+        partitions[index] = PartitionMetadata(
+            partition=index,
             leader=p.leader_id,
             leader_epoch=p.leader_epoch,
             replicas=tuple(p.replica_nodes),
             isr=tuple(p.isr_nodes),
             error_code=p.error_code,
         )
-        for p in sorted(topic.partitions, key=lambda p: p.partition_index)
-    }
     return TopicMetadata(
         name=topic.name or "",
         topic_id=None if topic.topic_id == _ZERO_UUID else topic.topic_id,
@@ -87,7 +101,14 @@ def topic_from_response(topic: MetadataResponseTopic) -> TopicMetadata:
 
 
 def brokers_from_response(response: MetadataResponse) -> dict[int, BrokerMetadata]:
-    return {
-        b.node_id: BrokerMetadata(node_id=b.node_id, host=b.host, port=b.port, rack=b.rack)
-        for b in response.brokers
-    }
+    """The brokers of a Metadata response; ProtocolError for one that cannot be
+    connected to (a port outside 1..65535, an empty host)."""
+    brokers: dict[int, BrokerMetadata] = {}
+    for b in response.brokers:
+        if not 1 <= b.port <= 65535 or not b.host:
+            raise ProtocolError(
+                f"Metadata response: broker {b.node_id} has address {b.host!r}:{b.port} "
+                "(port must be 1 to 65535, host non-empty)"
+            )
+        brokers[b.node_id] = BrokerMetadata(node_id=b.node_id, host=b.host, port=b.port, rack=b.rack)
+    return brokers
