@@ -110,5 +110,7 @@ def brokers_from_response(response: MetadataResponse) -> dict[int, BrokerMetadat
                 f"Metadata response: broker {b.node_id} has address {b.host!r}:{b.port} "
                 "(port must be 1 to 65535, host non-empty)"
             )
-        brokers[b.node_id] = BrokerMetadata(node_id=b.node_id, host=b.host, port=b.port, rack=b.rack)
+        brokers[b.node_id] = BrokerMetadata(
+            node_id=b.node_id, host=b.host, port=b.port, rack=b.rack
+        )
     return brokers
