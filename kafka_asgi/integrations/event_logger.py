@@ -112,7 +112,9 @@ class EventLogger:
     ``bytes`` and ``str`` payloads are sent as they are.
 
     Safe to call from the request's event loop and from threads (sync endpoints run
-    in a thread pool): those go through the lifespan's thread-safe sender.
+    in a thread pool): those go through the lifespan's thread-safe sender. ``send``
+    (a thread-safe ``send_nowait``, e.g. a WSGI app's background producer's) replaces
+    the look-up of the cluster's producer.
     """
 
     __slots__ = (
@@ -121,6 +123,7 @@ class EventLogger:
         "cluster",
         "dropped",
         "request_id",
+        "send",
         "sent",
         "serializer",
         "trace",
@@ -132,8 +135,10 @@ class EventLogger:
         request_id: str,
         cluster: str = "default",
         serializer: Callable[[Any], bytes | str] = default_serializer,
+        send: Callable[..., None] | None = None,
     ) -> None:
         self._scope = scope
+        self.send = send
         self._route: str | None = None
         self.request_id = request_id
         self.cluster = cluster
@@ -199,7 +204,10 @@ class EventLogger:
             stamp.extend(trace_headers(self.trace))
         stamp.extend(own)
         try:
-            sender_for(self.cluster)(topic, value, key, stamp)
+            send = self.send
+            if send is None:
+                send = sender_for(self.cluster)
+            send(topic, value, key, stamp)
         except (TypeError, ValueError):
             raise
         except Exception as exc:

@@ -1,4 +1,4 @@
-"""Run the example apps under real uvicorn processes and read their events back."""
+"""Run the example apps under real uvicorn / gunicorn processes and read their events back."""
 
 from __future__ import annotations
 
@@ -49,6 +49,9 @@ APPS = {
         "shopsite.asgi:application",
         "items/<int:item_id>",
         "orders",
+    ),
+    "flask": AppSpec(
+        "flask", REPO / "examples" / "flask_app", "app:app", "/items/<int:item_id>", "/orders"
     ),
 }
 
@@ -105,12 +108,64 @@ def uvicorn(
         stop(server)
 
 
-def wait_ready(server: Server, timeout: float, workers: int) -> None:
+@contextmanager
+def gunicorn(
+    spec: AppSpec,
+    env: dict[str, str],
+    tmp: Path,
+    workers: int = 2,
+    worker_class: str = "sync",
+    startup_timeout: float = 60.0,
+) -> Iterator[Server]:
+    """A gunicorn master and its workers serving ``spec`` with the example's
+    gunicorn.conf.py; SIGTERM (then SIGKILL) on exit."""
+    port = free_port()
+    log = tmp / f"gunicorn-{spec.name}-{worker_class}-{port}.log"
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), **env}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                spec.ref,
+                "--config",
+                str(spec.app_dir / "gunicorn.conf.py"),
+                "--chdir",
+                str(spec.app_dir),
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                str(workers),
+                "--worker-class",
+                worker_class,
+                "--threads",
+                "4" if worker_class == "gthread" else "1",
+                "--error-logfile",
+                "-",
+                "--no-control-socket",
+            ],
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = Server(proc, f"http://127.0.0.1:{port}", log)
+    try:
+        wait_ready(server, startup_timeout, workers, "Booting worker")
+        yield server
+    finally:
+        stop(server)
+
+
+def wait_ready(
+    server: Server, timeout: float, workers: int, marker: str = "Application startup complete"
+) -> None:
 
     def ready() -> bool:
         if server.proc.poll() is not None:
-            raise RuntimeError(f"uvicorn exited early:\n{server.log_text()}")
-        if server.log_text().count("Application startup complete") < workers:
+            raise RuntimeError(f"server exited early:\n{server.log_text()}")
+        if server.log_text().count(marker) < workers:
             return False
         try:
             return httpx.get(server.url + "/health", timeout=2).status_code == 200
@@ -119,11 +174,11 @@ def wait_ready(server: Server, timeout: float, workers: int) -> None:
 
     if ready() or eventually_sync(ready, timeout, interval=0.2):
         return
-    raise RuntimeError(f"uvicorn not ready within {timeout}s:\n{server.log_text()}")
+    raise RuntimeError(f"server not ready within {timeout}s:\n{server.log_text()}")
 
 
 def stop(server: Server, timeout: float = 60.0) -> int | None:
-    """SIGTERM the uvicorn parent (it stops its workers); SIGKILL the group if stuck."""
+    """SIGTERM the server's parent (it stops its workers); SIGKILL the group if stuck."""
     proc = server.proc
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)

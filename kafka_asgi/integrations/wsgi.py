@@ -1,0 +1,372 @@
+"""The WSGI front door: an access-log middleware for any WSGI app (Flask, Bottle, Pyramid,
+a bare callable) under gunicorn, uWSGI or any WSGI server.
+
+The event and its options are those of the ASGI middleware
+(:mod:`kafka_asgi.integrations.access_log_event`). The producer runs in a background
+thread with its own event loop, one per worker process, started by the first request
+after the server forked (:class:`~kafka_asgi.integrations.background.BackgroundProducer`);
+requests hand events to it through a bounded thread-safe queue and never wait for
+Kafka. It is flushed within ``shutdown_timeout`` when the process exits (``atexit``,
+which gunicorn's graceful SIGTERM runs in each worker) or on :meth:`close`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from kafka_asgi.integrations.access_log_event import AccessLogOptions, access_log_event, quote
+from kafka_asgi.integrations.background import BackgroundProducer
+from kafka_asgi.integrations.event_logger import EventLogger, warn_drop
+from kafka_asgi.integrations.lifespan import LifespanOptions
+from kafka_asgi.integrations.sender import get_sender
+from kafka_asgi.integrations.tracecontext import trace_of
+from kafka_asgi.producer import get_producer
+
+__all__ = [
+    "ENVIRON_LOGGER_KEY",
+    "ENVIRON_ROUTE_KEY",
+    "AccessLogMiddleware",
+    "background_producer",
+    "close_all",
+    "sender_for_wsgi",
+]
+
+ENVIRON_LOGGER_KEY = "kafka_asgi.event_logger"  # environ -> the request's EventLogger
+ENVIRON_ROUTE_KEY = "kafka_asgi.route"  # environ -> route template, set by a framework
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+_perf_ns = time.perf_counter_ns
+_time_ns = time.time_ns
+
+# One background producer per cluster name per process, shared by every WSGI
+# middleware and Flask extension of the process.
+_background: dict[str, BackgroundProducer] = {}
+_background_lock = threading.Lock()
+
+
+def background_producer(options: LifespanOptions) -> BackgroundProducer:
+    """The process's background producer for ``options.cluster``, made on first call
+    (not started: it starts on its first event) and stopped at exit."""
+    with _background_lock:
+        found = _background.get(options.cluster)
+        if found is not None:
+            if found.options != options:
+                raise ValueError(
+                    f"a background producer for cluster {options.cluster!r} already exists "
+                    f"with other options ({found.options}); give this one another cluster="
+                )
+            return found
+        made = _background[options.cluster] = BackgroundProducer(**options.as_kwargs())
+    atexit.register(made.stop)
+    return made
+
+
+def close_all(timeout: float | None = None) -> None:
+    """Flush and stop every background producer of this process (each within its
+    ``shutdown_timeout``). For a server hook, e.g. gunicorn's ``worker_exit``; atexit
+    does the same when the process exits normally."""
+    with _background_lock:
+        found = list(_background.values())
+    for bg in found:
+        bg.stop(timeout)
+
+
+def sender_for_wsgi(
+    cluster: str, background: BackgroundProducer | None
+) -> Callable[..., None] | None:
+    """The thread-safe ``send_nowait`` for ``cluster`` in a WSGI process: a lifespan's
+    sender (or the background producer's, once up), else the background producer's
+    front door, else None (the caller falls back to a registered producer)."""
+    sender = get_sender(cluster)
+    if sender is not None:
+        return sender.send_nowait
+    if background is not None:
+        return background.send_nowait
+    return None
+
+
+class _CountingInput:
+    """``wsgi.input`` counting the body bytes the app reads (bodies without a length)."""
+
+    __slots__ = ("count", "stream")
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data: bytes = self.stream.read(size) if size is not None else self.stream.read()
+        self.count += len(data)
+        return data
+
+    def readline(self, size: int = -1) -> bytes:
+        data: bytes = self.stream.readline(size)
+        self.count += len(data)
+        return data
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        lines: list[bytes] = self.stream.readlines(hint)
+        self.count += sum(len(line) for line in lines)
+        return lines
+
+    def __iter__(self) -> Iterator[bytes]:
+        for line in self.stream:
+            self.count += len(line)
+            yield line
+
+
+class _Exchange:
+    """One request's response: counts what is sent and emits the event at close()."""
+
+    __slots__ = (
+        "body",
+        "closed",
+        "environ",
+        "input",
+        "logger",
+        "middleware",
+        "request_bytes",
+        "response_bytes",
+        "start",
+        "status",
+    )
+
+    def __init__(
+        self,
+        middleware: AccessLogMiddleware,
+        environ: dict[str, Any],
+        logger: EventLogger,
+        start: int,
+        request_bytes: int,
+        counting: _CountingInput | None,
+    ) -> None:
+        self.middleware = middleware
+        self.environ = environ
+        self.logger = logger
+        self.start = start
+        self.request_bytes = request_bytes
+        self.input = counting
+        self.status = 0
+        self.response_bytes = 0
+        self.body: Iterable[bytes] = ()
+        self.closed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self.body:
+            self.response_bytes += len(chunk)
+            yield chunk
+
+    def write(self, write: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+        """The legacy ``write()`` callable, counting what goes through it."""
+
+        def counting_write(data: bytes) -> Any:
+            self.response_bytes += len(data)
+            return write(data)
+
+        return counting_write
+
+    def close(self) -> None:
+        # PEP 3333: the server calls close() once the response is sent (or abandoned).
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            close = getattr(self.body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self.middleware.finish(self)
+
+
+class AccessLogMiddleware(AccessLogOptions):
+    """Pure WSGI middleware: one access-log event per request, the same fields and
+    options as the ASGI middleware (``websockets`` aside).
+
+    The event is queued when the server closes the response iterable (after the last
+    chunk of a streaming body); an app that raises gives a 500 event and the exception
+    propagates unchanged. ``request_bytes`` is the declared Content-Length, else what
+    the app read from ``wsgi.input``. The request id (``x-request-id`` in, or made)
+    is echoed in the response and is at ``environ["kafka_asgi.event_logger"]``
+    (an EventLogger: ``log(topic, payload)`` stamped with the request id and route).
+
+    The producer: ``producer=`` if given; else a kafka_asgi lifespan's for ``cluster``
+    if one runs in the process; else, when ``bootstrap`` (or ``producer_factory``) is
+    given, the process's background producer for ``cluster`` (options of
+    :class:`~kafka_asgi.integrations.lifespan.LifespanOptions`: ``producer_options``,
+    ``on_unreachable``, ``shutdown_timeout``...); else one registered under
+    ``cluster`` (``capture_events()`` in an app's tests). :meth:`close` flushes and
+    stops the background producer; atexit does it too.
+    """
+
+    def __init__(self, app: WSGIApp, **options: Any) -> None:
+        lifespan_names = set(LifespanOptions.__dataclass_fields__) - {"cluster"}
+        lifespan = {k: options.pop(k) for k in list(options) if k in lifespan_names}
+        super().__init__(**options)
+        self.app = app
+        self.background: BackgroundProducer | None = None
+        if lifespan:
+            opts = LifespanOptions.from_kwargs(
+                "AccessLogMiddleware", {"cluster": self.cluster, **lifespan}
+            )
+            if opts.bootstrap is None and opts.producer_factory is None:
+                raise TypeError(
+                    f"AccessLogMiddleware got producer options {sorted(lifespan)} without "
+                    "bootstrap= or producer_factory="
+                )
+            self.background = background_producer(opts)
+        header = self.request_id_header
+        self._rid_environ = "HTTP_" + header.upper().replace("-", "_") if header else None
+        self._rid_name = header or ""
+
+    # -- the request path -----------------------------------------------------------------
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if self._has_exclusions and self.excluded(environ.get("PATH_INFO", "")):
+            return self.app(environ, start_response)
+        start = _perf_ns()
+        rid_environ = self._rid_environ
+        raw = environ.get(rid_environ) if rid_environ is not None and self._trust_rid else None
+        request_id = self.request_id_from(
+            raw.encode("latin-1", "replace") if isinstance(raw, str) else None
+        )
+        logger = EventLogger(None, request_id, self.cluster, send=self.send_function())
+        environ[ENVIRON_LOGGER_KEY] = logger
+        if self.trace_context:
+            # Now, while a WSGI OpenTelemetry middleware's span (if any) is current.
+            logger.trace = trace_of(environ.get("HTTP_TRACEPARENT"), environ.get("HTTP_TRACESTATE"))
+        declared = environ.get("CONTENT_LENGTH")
+        counting: _CountingInput | None = None
+        if declared:
+            request_bytes = int(declared) if declared.isdigit() else 0
+        else:
+            request_bytes = 0
+            stream = environ.get("wsgi.input")
+            if stream is not None and environ.get("HTTP_TRANSFER_ENCODING"):
+                counting = environ["wsgi.input"] = _CountingInput(stream)
+        exchange = _Exchange(self, environ, logger, start, request_bytes, counting)
+        echo = (self._rid_name, request_id) if self._echo_rid else None
+
+        def start_exchange(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Callable[[bytes], Any]:
+            exchange.status = int(status[:3])
+            if echo is not None:
+                headers = [*headers, echo]
+            return exchange.write(start_response(status, headers, exc_info))
+
+        try:
+            exchange.body = self.app(environ, start_exchange)
+        except BaseException:
+            exchange.status = 500
+            exchange.close()
+            raise
+        return exchange
+
+    def send_function(self) -> Callable[..., None] | None:
+        """Where events go now (see the class docstring); None: a registered producer."""
+        producer = self.producer
+        if producer is not None:
+            return producer.send_nowait
+        return sender_for_wsgi(self.cluster, self.background)
+
+    def finish(self, exchange: _Exchange) -> None:
+        """The response is over: build the event and queue it (never raises)."""
+        duration = _perf_ns() - exchange.start
+        environ = exchange.environ
+        route = environ.get(ENVIRON_ROUTE_KEY)
+        logger = exchange.logger
+        logger.release(route if isinstance(route, str) else None)
+        if not self.sampled():
+            return
+        if exchange.input is not None:
+            exchange.request_bytes = exchange.input.count
+        host = environ.get("REMOTE_ADDR") or None
+        client = (
+            self.resolve_client(host, environ.get("HTTP_X_FORWARDED_FOR"))
+            if self._use_proxies
+            else host
+        )
+        protocol = environ.get("SERVER_PROTOCOL", "")
+        version = protocol[5:] if protocol.startswith("HTTP/") else None
+        path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+        ua = environ.get("HTTP_USER_AGENT")
+        status = exchange.status or 500
+        send = logger.send
+        template = self._template
+        trace = logger.trace
+        if template is not None:
+            if trace is None:
+                trace_id = span_id = ""
+            else:
+                template = self._traced_template
+                trace_id, span_id = trace[0], trace[1]
+            q = quote
+            try:
+                value = (
+                    template
+                    % (
+                        _time_ns() // 1_000_000,
+                        q(environ.get("REQUEST_METHOD", "GET")),
+                        q(environ.get("wsgi.url_scheme", "http")),
+                        q(path),
+                        "null" if logger.route is None else q(logger.route),
+                        q(environ.get("QUERY_STRING", "")),
+                        status,
+                        exchange.response_bytes,
+                        exchange.request_bytes,
+                        duration / 1e6,
+                        "null" if client is None else q(client),
+                        "null" if ua is None else q(ua),
+                        q(logger.request_id),
+                        "null" if version is None else q(version),
+                        trace_id,
+                        span_id,
+                    )
+                ).encode()
+                if send is None:
+                    send = get_producer(self.cluster).send_nowait
+                send(self.topic, value)
+            except Exception as exc:
+                self.dropped += 1
+                warn_drop("WSGI access-log middleware", self.topic, exc)
+            else:
+                self.emitted += 1
+            return
+        event = access_log_event(
+            timestamp=_time_ns() // 1_000_000,
+            type="http",
+            method=environ.get("REQUEST_METHOD", "GET"),
+            scheme=environ.get("wsgi.url_scheme", "http"),
+            path=path,
+            route=logger.route,
+            query=environ.get("QUERY_STRING", ""),
+            status=status,
+            response_bytes=exchange.response_bytes,
+            request_bytes=exchange.request_bytes,
+            duration_ms=duration / 1e6,
+            client=client,
+            user_agent=ua,
+            request_id=logger.request_id,
+            http_version=version,
+            trace_id=None if trace is None else trace[0],
+            span_id=None if trace is None else trace[1],
+        )
+        self.emit(environ, event, send)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush and stop this middleware's background producer (bounded)."""
+        if self.background is not None:
+            self.background.stop(timeout)
+
+    def stats(self) -> dict[str, int]:
+        stats = super().stats()
+        if self.background is not None:
+            stats["dropped_before_start"] = self.background.dropped
+        return stats
