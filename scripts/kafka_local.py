@@ -9,6 +9,13 @@ listeners (offsets from ``--base-port``, default 9092):
     +0 PLAINTEXT        +3 SASL_SSL        (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)
     +1 SSL              +4 MTLS            (SSL, client certificate required)
     +2 SASL_PLAINTEXT   +5 CONTROLLER      (internal)
+    +6 OAUTH_PLAINTEXT  +7 OAUTH_SSL       (SASL_PLAINTEXT / SASL_SSL, OAUTHBEARER)
+    +8 the OAuth identity provider's HTTP port (scripts/oauth_idp.py: /token, /jwks)
+
+The OAUTHBEARER listeners check signed JWTs against the identity provider's JWKS,
+the way production brokers do (OAuthBearerValidatorCallbackHandler, audience
+``kafka``), and end each SASL session after ``OAUTH_REAUTH_MS`` so that clients must
+re-authenticate (KIP-368).
 
 With ``--nodes 3`` three such processes form one cluster: each is a KRaft voter
 and a broker (lighter on a small machine than separate controllers).  Node 0 keeps
@@ -43,6 +50,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import importlib.util
 import json
 import os
 import shutil
@@ -54,9 +62,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 KAFKA_VERSION = os.environ.get("KAFKA_LOCAL_VERSION", "4.1.1")
 # The versions `scripts/dev.py test-versions` runs the broker tests against.
@@ -74,6 +84,25 @@ PASSWORD = "admin-secret"
 JVM_HEAP = os.environ.get("KAFKA_LOCAL_HEAP", "512m")
 # Each node of a cluster gets less: three JVMs share a small machine.
 CLUSTER_JVM_HEAP = os.environ.get("KAFKA_LOCAL_HEAP", "384m")
+# The OAUTHBEARER listeners' connections.max.reauth.ms: short, for the KIP-368 tests.
+OAUTH_REAUTH_MS = 4000
+IDP_PORT_OFFSET = 8
+
+
+def oauth_idp() -> Any:
+    """scripts/oauth_idp.py as a module (this file is also loaded by path, not as a package)."""
+    name = "kafka_asgi_oauth_idp"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            name, Path(__file__).with_name("oauth_idp.py")
+        )
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
 # Ports of node I >= 1 of a cluster: PLAINTEXT at base + NODE_PORT_OFFSET + 2 * (I - 1),
 # its CONTROLLER one above (node 0 keeps the single-node layout).
 NODE_PORT_OFFSET = 10
@@ -106,6 +135,12 @@ class Addresses:
     # Every node's PLAINTEXT listener, comma-separated (the one above for a single node).
     bootstrap: str = ""
     nodes: int = 1
+    oauth_plaintext: str = ""
+    oauth_ssl: str = ""
+    oauth_token_url: str = ""
+    oauth_jwks_url: str = ""
+    oauth_client_id: str = ""
+    oauth_client_secret: str = ""
 
 
 class HarnessError(RuntimeError):
@@ -277,6 +312,7 @@ def make_certs(state: Path) -> None:
 
 def ports(base: int) -> dict[str, int]:
     names = ["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL", "MTLS", "CONTROLLER"]
+    names += ["OAUTH_PLAINTEXT", "OAUTH_SSL"]
     return {name: base + i for i, name in enumerate(names)}
 
 
@@ -311,7 +347,8 @@ def server_properties(state: Path, data: Path, base: int, node: int = 0, nodes: 
         f"listeners={listeners}",
         f"advertised.listeners={advertised}",
         "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,"
-        "SASL_SSL:SASL_SSL,MTLS:SSL,CONTROLLER:PLAINTEXT",
+        "SASL_SSL:SASL_SSL,MTLS:SSL,CONTROLLER:PLAINTEXT,OAUTH_PLAINTEXT:SASL_PLAINTEXT,"
+        "OAUTH_SSL:SASL_SSL",
         "controller.listener.names=CONTROLLER",
         "inter.broker.listener.name=PLAINTEXT",
         f"log.dirs={node_data / 'logs'}",
@@ -351,7 +388,33 @@ def server_properties(state: Path, data: Path, base: int, node: int = 0, nodes: 
         lines.append(f"listener.name.{listener}.plain.sasl.jaas.config={plain}")
         lines.append(f"listener.name.{listener}.scram-sha-256.sasl.jaas.config={scram}")
         lines.append(f"listener.name.{listener}.scram-sha-512.sasl.jaas.config={scram}")
+    if node == 0:
+        lines += oauth_properties(base)
     return "\n".join(lines) + "\n"
+
+
+def oauth_properties(base: int) -> list[str]:
+    """The OAUTHBEARER listeners: signed JWTs checked against the identity provider's JWKS."""
+    idp = oauth_idp()
+    handler = "org.apache.kafka.common.security.oauthbearer.OAuthBearerValidatorCallbackHandler"
+    module = "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required;"
+    lines = [
+        f"sasl.oauthbearer.jwks.endpoint.url=http://127.0.0.1:{base + IDP_PORT_OFFSET}/jwks",
+        f"sasl.oauthbearer.expected.audience={idp.AUDIENCE}",
+        f"sasl.oauthbearer.expected.issuer={idp.ISSUER}",
+        # Named explicitly: the broker-side validator checks signature, audience and expiry.
+        "sasl.oauthbearer.jwt.validator.class="
+        "org.apache.kafka.common.security.oauthbearer.BrokerJwtValidator",
+    ]
+    for listener in ("oauth_plaintext", "oauth_ssl"):
+        prefix = f"listener.name.{listener}"
+        lines += [
+            f"{prefix}.sasl.enabled.mechanisms=OAUTHBEARER",
+            f"{prefix}.oauthbearer.sasl.server.callback.handler.class={handler}",
+            f"{prefix}.oauthbearer.sasl.jaas.config={module}",
+            f"{prefix}.oauthbearer.connections.max.reauth.ms={OAUTH_REAUTH_MS}",
+        ]
+    return lines
 
 
 LOG4J2 = """\
@@ -488,6 +551,70 @@ def _sasl(sock: socket.socket, mechanism: str) -> None:
     client.set_server_final(server_final.decode())
 
 
+def _oauthbearer(sock: socket.socket, token: str) -> str | None:
+    """Authenticate with ``token``: None when the broker accepts it, else its message."""
+    mech = b"OAUTHBEARER"
+    body = _roundtrip(sock, 17, 1, 2, struct.pack(">h", len(mech)) + mech)
+    (err,) = struct.unpack(">h", body[:2])
+    if err != 0:
+        raise HarnessError(f"SaslHandshake(OAUTHBEARER) error {err}")
+    corr = 3
+    message = f"n,,\x01auth=Bearer {token}\x01\x01".encode()
+    while True:
+        resp = _roundtrip(sock, 36, 0, corr, struct.pack(">i", len(message)) + message)
+        (code,) = struct.unpack(">h", resp[:2])
+        (mlen,) = struct.unpack(">h", resp[2:4])
+        text = resp[4 : 4 + max(mlen, 0)].decode(errors="replace")
+        off = 4 + max(mlen, 0)
+        (blen,) = struct.unpack(">i", resp[off : off + 4])
+        challenge = resp[off + 4 : off + 4 + blen]
+        if code != 0:
+            return f"error {code}: {text}"
+        if not challenge:
+            return None
+        # RFC 7628: an error status; a lone %x01 makes the broker fail the exchange.
+        message, corr = b"\x01", corr + 1
+
+
+def check_oauth(addr: Addresses, timeout: float = 5.0) -> None:
+    """The OAUTHBEARER listeners accept a good token and refuse forged, expired and
+    wrong-audience ones: the broker really validates (signature, expiry, audience)."""
+    idp = oauth_idp()
+    state = Path(addr.ca_file).parent
+    try:
+        with urllib.request.urlopen(addr.oauth_jwks_url, timeout=timeout) as answer:
+            json.loads(answer.read())
+    except (OSError, ValueError) as exc:
+        raise HarnessError(f"the OAuth identity provider {addr.oauth_jwks_url}: {exc}") from exc
+    good = idp.sign_jwt(state, idp.claims_for("harness-check", ttl=300))
+    bad = {
+        "forged": idp.sign_jwt(state, idp.claims_for("harness-check"), key="oauth-rogue.key"),
+        "expired": idp.sign_jwt(
+            state, idp.claims_for("harness-check", ttl=60, now=time.time() - 3600)
+        ),
+        "wrong audience": idp.sign_jwt(state, {**idp.claims_for("harness-check"), "aud": "x"}),
+    }
+    verify = ssl.create_default_context(cafile=addr.ca_file)
+    for name, hostport, tls in (
+        ("OAUTH_PLAINTEXT", addr.oauth_plaintext, None),
+        ("OAUTH_SSL", addr.oauth_ssl, verify),
+    ):
+        port = int(hostport.rsplit(":", 1)[1])
+        try:
+            with _connect(port, tls, timeout) as sock:
+                refused = _oauthbearer(sock, good)
+                if refused is not None:
+                    raise HarnessError(f"a valid token was refused ({refused})")
+                _api_versions(sock)
+            if tls is None:
+                for what, token in bad.items():
+                    with _connect(port, tls, timeout) as sock:
+                        if _oauthbearer(sock, token) is None:
+                            raise HarnessError(f"the broker accepted a {what} token")
+        except (OSError, HarnessError, struct.error) as exc:
+            raise HarnessError(f"{name} listener {hostport} (OAUTHBEARER): {exc}") from exc
+
+
 def _connect(port: int, tls: ssl.SSLContext | None, timeout: float) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     if tls is not None:
@@ -523,6 +650,8 @@ def check_listeners(addr: Addresses, timeout: float = 5.0) -> None:
                 _api_versions(sock)
         except (OSError, HarnessError, struct.error) as exc:
             raise HarnessError(f"{name} listener {hostport} ({mech or 'no SASL'}): {exc}") from exc
+    if addr.oauth_plaintext:
+        check_oauth(addr, timeout)
 
 
 # --------------------------------------------------------------------------- lifecycle
@@ -558,6 +687,7 @@ class LocalKafka:
             kafka_version = str(info.get("kafka_version", KAFKA_VERSION)) if info else KAFKA_VERSION
         self.kafka_version = kafka_version
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
+        self._idp_proc: subprocess.Popen[bytes] | None = None
 
     # files
     def _suffix(self, node: int) -> str:
@@ -604,7 +734,80 @@ class LocalKafka:
             kafka_version=self.kafka_version,
             bootstrap=self.bootstrap,
             nodes=self.nodes,
+            oauth_plaintext=hp["OAUTH_PLAINTEXT"],
+            oauth_ssl=hp["OAUTH_SSL"],
+            oauth_token_url=f"{self.idp_url}/token",
+            oauth_jwks_url=f"{self.idp_url}/jwks",
+            oauth_client_id=oauth_idp().CLIENT_ID,
+            oauth_client_secret=oauth_idp().secret_for(oauth_idp().CLIENT_ID),
         )
+
+    @property
+    def idp_url(self) -> str:
+        return f"http://127.0.0.1:{self.base_port + IDP_PORT_OFFSET}"
+
+    @property
+    def idp_pid_file(self) -> Path:
+        return self.state / "oauth-idp.pid"
+
+    def _start_idp(self, deadline: float) -> None:
+        """The identity provider (scripts/oauth_idp.py) on base+8, answering before the
+        broker starts: the broker fetches its JWKS."""
+        self._stop_idp()
+        with open(self.state / "oauth-idp.log", "ab") as log:
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    str(Path(__file__).with_name("oauth_idp.py")),
+                    "--state-dir",
+                    str(self.state),
+                    "--port",
+                    str(self.base_port + IDP_PORT_OFFSET),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self._idp_proc = proc
+        self.idp_pid_file.write_text(str(proc.pid))
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise HarnessError(f"the OAuth identity provider exited ({proc.returncode})")
+            try:
+                with socket.create_connection(
+                    ("127.0.0.1", self.base_port + IDP_PORT_OFFSET), timeout=1.0
+                ):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise HarnessError("the OAuth identity provider did not start")
+
+    def _stop_idp(self) -> None:
+        try:
+            pid = int(self.idp_pid_file.read_text())
+        except (OSError, ValueError):
+            pid = None
+        if pid is not None:
+            try:
+                os.killpg(pid, signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                pass
+        proc, self._idp_proc = self._idp_proc, None
+        if proc is not None:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        elif pid is not None:
+            for _ in range(100):
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.05)
+        self.idp_pid_file.unlink(missing_ok=True)
 
     def _check_node(self, node: int, members: int | None = None) -> None:
         """Node ``node`` answers for real (node 0: every listener) and, when
@@ -668,7 +871,10 @@ class LocalKafka:
 
     def _ports_free(self) -> None:
         for node in range(self.nodes):
-            for name, port in node_ports(self.base_port, node).items():
+            every = node_ports(self.base_port, node)
+            if node == 0:
+                every = {**every, "OAUTH_IDP": self.base_port + IDP_PORT_OFFSET}
+            for name, port in every.items():
                 with socket.socket() as s:
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                     try:
@@ -685,11 +891,13 @@ class LocalKafka:
 
     def _format(self, libs: Path, deadline: float) -> None:
         """Certificates, configs and formatted KRaft storage for every node."""
+        self._stop_idp()
         self._ports_free()
         for f in self.state.glob("*"):
             if f.is_file():
                 f.unlink()
         make_certs(self.state)
+        oauth_idp().make_keys(self.state)
         data = self._data_dir or Path(tempfile.mkdtemp(prefix="kafka-asgi-data-"))
         data.mkdir(parents=True, exist_ok=True)
         cluster_id = new_cluster_id()
@@ -731,6 +939,7 @@ class LocalKafka:
 
     def _launch(self, node: int, libs: Path) -> subprocess.Popen[bytes]:
         heap = self._heap()
+        allowed = f"{self.idp_url}/jwks,{self.idp_url}/token"
         cmd = [
             java(),
             f"-Xmx{heap}",
@@ -741,6 +950,8 @@ class LocalKafka:
             if os.environ.get("KAFKA_LOCAL_C1")
             else "-XX:+UseStringDeduplication",
             "-Djava.awt.headless=true",
+            # Kafka 4 fetches OAuth URLs only when they are allowed here.
+            f"-Dorg.apache.kafka.sasl.oauthbearer.allowed.urls={allowed}",
             *log_options(self.state, self.kafka_version),
             "-cp",
             f"{libs}/*",
@@ -803,6 +1014,8 @@ class LocalKafka:
             self._format(libs, deadline)
         else:
             self.base_port = int(str(info["base_port"]))
+        # Before the broker: it fetches the identity provider's JWKS.
+        self._start_idp(deadline)
         for node in range(self.nodes):
             self._launch(node, libs)
         self._await_nodes(list(range(self.nodes)), deadline, timeout)
@@ -892,6 +1105,7 @@ class LocalKafka:
                 time.sleep(0.1)
             for node in pids:
                 self.kill_node(node)
+        self._stop_idp()
         if remove_data:
             info = self._read_info()
             if info is not None:
