@@ -77,6 +77,8 @@ class ClientStats:
     metadata_requests: int
     metadata_age: float | None
     """Seconds since the last successful metadata refresh (None: never)."""
+    reauthentications: int = 0
+    """KIP-368 re-authentications done by the connections open now."""
 
 
 class KafkaClient:
@@ -206,6 +208,9 @@ class KafkaClient:
             connect_failures=self._pools.counters.connect_failures,
             metadata_requests=self._metadata_requests,
             metadata_age=age,
+            reauthentications=sum(
+                c.reauthentications for pool in self._pools.values() for c in pool.connections
+            ),
         )
 
     async def confirm_writes(self, timeout: float | None = None) -> None:  # noqa: ASYNC109

@@ -141,6 +141,8 @@ class BrokerConnection:
         """Event-loop time at which the broker ends the SASL session (KIP-368)."""
         # When the next request re-authenticates first (KIP-368), and whether one is.
         self._reauth_at: float | None = None
+        # A session too short to renew in place: stop handing out the connection then.
+        self._retire_at: float | None = None
         self._reauthenticating = False
         self._last_auth = 0.0
         self._drained: anyio.Event | None = None
@@ -172,8 +174,10 @@ class BrokerConnection:
 
     @property
     def usable(self) -> bool:
-        """Open. (A SASL session nearing its end is renewed in place: KIP-368.)"""
-        return self._closed is None and self._state == "open"
+        """Open, and its SASL session renewable in place (KIP-368) or not about to end."""
+        if self._closed is not None or self._state != "open":
+            return False
+        return self._retire_at is None or anyio.current_time() < self._retire_at
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -444,13 +448,22 @@ class BrokerConnection:
     def _session_started(self, lifetime_ms: int) -> None:
         now = anyio.current_time()
         self._last_auth = now
+        self._retire_at = None
         if lifetime_ms <= 0:
             self.expires_at = self._reauth_at = None
             return
         lifetime = lifetime_ms / 1000
         self.expires_at = now + lifetime
-        share = random.uniform(*_REAUTH_AT)
-        self._reauth_at = now + max(share * lifetime, _REAUTH_MIN_INTERVAL)
+        wait = random.uniform(*_REAUTH_AT) * lifetime
+        if wait < _REAUTH_MIN_INTERVAL:
+            # The broker refuses a re-authentication within a second of the last one:
+            # this session ends first. Let it finish what it carries; new requests go
+            # to a new connection.
+            self._reauth_at = None
+            self._retire_at = now + wait
+            logger.debug("%s: SASL session of %.2fs too short to renew", self.address, lifetime)
+            return
+        self._reauth_at = now + wait
 
     async def _reauthenticate(self) -> None:
         """KIP-368: authenticate again on this open connection before the session ends.

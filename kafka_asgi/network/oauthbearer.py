@@ -70,8 +70,12 @@ _VALUE = re.compile(r"[\x21-\x7E \t\r\n]+")
 # RFC 6750 b64token, as Kafka's broker parses it.
 _TOKEN = re.compile(r"[-_~+/.a-zA-Z0-9]+=*")
 _SEPARATOR = "\x01"
-# Refresh once this share of the token's lifetime has passed (Java's default window).
+# Refresh once this share of the token's lifetime has passed (Java's default window),
+# and at the latest this many seconds before it expires (half the lifetime for tokens
+# shorter than twice that): a session the broker cuts at the token's expiry must leave
+# time to re-authenticate, which it allows once a second at most.
 _REFRESH_WINDOW = 0.8
+_REFRESH_FLOOR = 3.0
 # After a failed refresh, wait this long (doubling) before asking the provider again.
 _RETRY_FIRST = 0.5
 _RETRY_MAX = 10.0
@@ -323,7 +327,9 @@ class OAuthBearerCredentials:
         self._retry_delay = _RETRY_FIRST
         fetched = time.time()
         self._token = fresh
-        self._refresh_at = fetched + _REFRESH_WINDOW * (fresh.expires_at - fetched)
+        lifetime = fresh.expires_at - fetched
+        ahead = max((1 - _REFRESH_WINDOW) * lifetime, min(_REFRESH_FLOOR, lifetime / 2))
+        self._refresh_at = fresh.expires_at - ahead
         logger.debug(
             "OAUTHBEARER: new token from the provider, valid for %.1fs",
             fresh.expires_at - fetched,

@@ -205,10 +205,12 @@ class OIDCTokenProvider:
         expires_in = body.get("expires_in")
         if isinstance(expires_in, str) and expires_in.isdigit():
             expires_in = int(expires_in)
+        # A JWT's own exp wins when it is earlier: it is what the broker checks, and
+        # it is rounded down to whole seconds.
+        expires_at = jwt_expiry(value)
         if isinstance(expires_in, (int, float)) and not isinstance(expires_in, bool):
-            expires_at: float | None = time.time() + float(expires_in)
-        else:
-            expires_at = jwt_expiry(value)
+            by_expires_in = time.time() + float(expires_in)
+            expires_at = by_expires_in if expires_at is None else min(expires_at, by_expires_in)
         if expires_at is None:
             raise AuthenticationError(
                 f"token endpoint {self.token_url} gave neither expires_in nor a JWT exp claim"

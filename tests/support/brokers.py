@@ -70,6 +70,10 @@ class KafkaCluster:
     client_key: str | None = None
     username: str = "admin"
     password: str = "admin-secret"
+    # The OAUTHBEARER listeners and the identity provider beside them (local harness).
+    oauth_plaintext: str | None = None
+    oauth_ssl: str | None = None
+    oauth_token_url: str | None = None
     source: str = "local"
     # Set when this session controls the broker's process (the local harness).
     harness: Any = field(default=None, repr=False)
@@ -160,6 +164,9 @@ def session_cluster() -> Iterator[KafkaCluster]:
         client_key=a.client_key,
         username=a.username,
         password=a.password,
+        oauth_plaintext=a.oauth_plaintext or None,
+        oauth_ssl=a.oauth_ssl or None,
+        oauth_token_url=a.oauth_token_url or None,
         source="local",
         harness=broker,
     )
