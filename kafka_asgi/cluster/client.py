@@ -209,7 +209,7 @@ class KafkaClient:
             metadata_requests=self._metadata_requests,
             metadata_age=age,
             reauthentications=sum(
-                c.reauthentications for pool in self._pools.values() for c in pool.connections
+                c.reauthentications for pool in self._pools for c in pool.connections
             ),
         )
 

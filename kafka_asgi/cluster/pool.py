@@ -120,8 +120,9 @@ class BrokerPool:
     def _pick(self) -> BrokerConnection | None:
         """The least busy usable connection, unless a new one should be opened.
 
-        Connections past their SASL session lifetime are not usable: they finish what
-        they carry, do not count against the limit, and the reaper closes them.
+        A SASL session is renewed in place (KIP-368); only a connection whose session
+        is too short to renew is retired: it finishes what it carries, does not count
+        against the limit, and the reaper closes it.
         """
         usable = self._usable()
         if not usable:
