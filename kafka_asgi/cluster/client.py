@@ -48,6 +48,7 @@ from kafka_asgi.network.errors import (
     TLSError,
 )
 from kafka_asgi.protocol.errors import (
+    NO_ERROR,
     BrokerNotAvailableError,
     KafkaError,
     LeaderNotAvailableError,
@@ -545,7 +546,7 @@ class KafkaClient:
         Returns whether it did. Sync and cheap: for the producer's response handling.
         """
         if isinstance(error, int):
-            if error == 0:
+            if error == NO_ERROR:
                 return False
             stale = error_for_code(error).invalid_metadata
         else:

@@ -15,7 +15,7 @@ from kafka_asgi.network.config import Credentials
 from kafka_asgi.network.errors import AuthenticationError, ConnectionClosedError
 from kafka_asgi.network.oauthbearer import OAuthBearerCredentials, OAuthBearerMechanism
 from kafka_asgi.network.sasl import SaslMechanism
-from kafka_asgi.protocol.errors import error_for_code
+from kafka_asgi.protocol.errors import UnsupportedSaslMechanismError, error_for_code
 from kafka_asgi.protocol.framing import decode_response
 from kafka_asgi.protocol.messages import (
     Message,
@@ -29,7 +29,7 @@ __all__ = ["SaslIO", "new_mechanism", "run_exchange"]
 
 logger = logging.getLogger("kafka_asgi.network")
 
-_UNSUPPORTED_SASL_MECHANISM = 33
+_UNSUPPORTED_SASL_MECHANISM = UnsupportedSaslMechanismError.code
 
 
 class SaslIO:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import NoReturn
 
 __all__ = [
+    "NO_ERROR",
     "BrokerIdNotRegisteredError",
     "BrokerNotAvailableError",
     "BrokerResponseError",
@@ -158,6 +159,10 @@ __all__ = [
     "error_for_code",
     "raise_for_code",
 ]
+
+
+# Kafka's Errors.NONE: the error code of a successful response.
+NO_ERROR = 0
 
 
 class KafkaError(Exception):
@@ -947,7 +952,7 @@ def error_for_code(code: int) -> type[BrokerResponseError]:
         return _BY_CODE[code]
     except KeyError:
         pass
-    if code == 0:
+    if code == NO_ERROR:
         raise ValueError("error code 0 (NONE) is not an error")
     if not isinstance(code, int) or isinstance(code, bool):
         raise TypeError(f"error code must be an int, got {code!r}")
@@ -964,7 +969,7 @@ def error_for_code(code: int) -> type[BrokerResponseError]:
 
 def raise_for_code(code: int, message: str | None = None) -> None:
     """Raise the exception for ``code`` (with the broker's message); no-op for 0."""
-    if code == 0:
+    if code == NO_ERROR:
         return
     _raise(error_for_code(code), message)
 

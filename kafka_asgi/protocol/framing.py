@@ -21,7 +21,7 @@ import struct
 from typing import TypeVar
 
 from kafka_asgi.protocol.errors import EncodeError, ProtocolError
-from kafka_asgi.protocol.messages import API_VERSIONS_SPEC, Message
+from kafka_asgi.protocol.messages import API_VERSIONS_SPEC, ApiVersionsRequest, Message
 from kafka_asgi.protocol.primitives import (
     ZERO_BYTE,
     Reader,
@@ -33,7 +33,6 @@ from kafka_asgi.protocol.primitives import (
 __all__ = [
     "MAX_FRAME_SIZE",
     "SIZE_PREFIX_LENGTH",
-    "FrameBuffer",
     "decode_response",
     "encode_request",
     "frame_size",
@@ -55,8 +54,11 @@ plaintext port) than a real message, and must not make us allocate gigabytes.
 
 _M = TypeVar("_M", bound=Message)
 
-_API_VERSIONS_KEY = 18
-_CONTROLLED_SHUTDOWN_KEY = 7
+_API_VERSIONS_KEY = ApiVersionsRequest.API_KEY
+# ControlledShutdown v0 (the one request with a v0 header) is not generated: by name.
+_CONTROLLED_SHUTDOWN_KEY = next(
+    key for key, spec in API_VERSIONS_SPEC.items() if spec[0] == "ControlledShutdown"
+)
 _I32 = struct.Struct(">i")
 
 
@@ -148,46 +150,3 @@ def decode_response(
         reader.skip_tagged_fields()
     body = memoryview(frame)[reader.pos :]
     return correlation_id, response_cls.decode(body, version)
-
-
-class FrameBuffer:
-    """Accumulates bytes from a stream and splits them into frames (sans-I/O).
-
-    ``feed(data)`` appends received bytes; ``next_frame()`` returns the next complete
-    frame without its size prefix, or None if more bytes are needed. A size prefix above
-    ``max_frame_size`` raises ProtocolError, so the buffer never grows beyond one frame
-    plus one read.
-    """
-
-    __slots__ = ("_buf", "_max", "_need")
-
-    def __init__(self, max_frame_size: int = MAX_FRAME_SIZE) -> None:
-        self._buf = bytearray()
-        self._max = max_frame_size
-        self._need: int | None = None
-
-    def __len__(self) -> int:
-        return len(self._buf)
-
-    def feed(self, data: bytes | bytearray | memoryview) -> None:
-        self._buf += data
-
-    def next_frame(self) -> bytes | None:
-        if self._need is None:
-            if len(self._buf) < SIZE_PREFIX_LENGTH:
-                return None
-            self._need = frame_size(self._buf, self._max)
-            del self._buf[:SIZE_PREFIX_LENGTH]
-        if len(self._buf) < self._need:
-            return None
-        frame = bytes(self._buf[: self._need])
-        del self._buf[: self._need]
-        self._need = None
-        return frame
-
-    @property
-    def bytes_needed(self) -> int:
-        """How many more bytes complete the current frame (or its size prefix)."""
-        if self._need is None:
-            return SIZE_PREFIX_LENGTH - len(self._buf) if len(self._buf) < 4 else 0
-        return max(0, self._need - len(self._buf))

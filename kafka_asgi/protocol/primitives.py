@@ -19,12 +19,20 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from kafka_asgi.protocol.errors import EncodeError, ProtocolError
+from kafka_asgi.protocol.varint import (
+    MAX_VARINT_BYTES,
+    MAX_VARLONG_BYTES,
+    encode_uvarint,
+    encode_varint,
+    encode_varlong,
+    read_uvarint,
+    uvarint_size,
+)
 
 __all__ = [
     "ZERO_UUID",
     "EncodeError",
     "Reader",
-    "Writer",
     "encode_compact_nullable_string",
     "encode_compact_string",
     "encode_nullable_string",
@@ -76,53 +84,10 @@ _INT16_MAX = 0x7FFF
 _INT32_MAX = 0x7FFFFFFF
 _UINT32_MAX = 0xFFFFFFFF
 _UINT64_MAX = 0xFFFFFFFFFFFFFFFF
-_INT64_MIN = -(1 << 63)
-_INT64_MAX = (1 << 63) - 1
-_INT32_MIN = -(1 << 31)
-
-# One-byte varints are by far the most common (lengths, tag counts): precompute them.
-_SMALL_UVARINT = tuple(bytes((i,)) for i in range(0x80))
 
 
 def pack_bool(value: bool) -> bytes:
     return _TRUE if value else _FALSE
-
-
-def encode_uvarint(value: int) -> bytes:
-    """Unsigned varint (protobuf base-128) of a value in 0 .. 2**64-1."""
-    if 0 <= value < 0x80:
-        return _SMALL_UVARINT[value]
-    if value < 0 or value > _UINT64_MAX:
-        raise EncodeError(f"unsigned varint out of range: {value!r}")
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def uvarint_size(value: int) -> int:
-    """Number of bytes :func:`encode_uvarint` produces for ``value``."""
-    size = 1
-    while value >= 0x80:
-        value >>= 7
-        size += 1
-    return size
-
-
-def encode_varint(value: int) -> bytes:
-    """Signed 32-bit varint, zigzag encoded (as in record headers and record fields)."""
-    if not _INT32_MIN <= value <= _INT32_MAX:
-        raise EncodeError(f"varint out of int32 range: {value!r}")
-    return encode_uvarint(((value << 1) ^ (value >> 31)) & _UINT32_MAX)
-
-
-def encode_varlong(value: int) -> bytes:
-    """Signed 64-bit varint, zigzag encoded."""
-    if not _INT64_MIN <= value <= _INT64_MAX:
-        raise EncodeError(f"varlong out of int64 range: {value!r}")
-    return encode_uvarint(((value << 1) ^ (value >> 63)) & _UINT64_MAX)
 
 
 def _utf8(value: str) -> bytes:
@@ -195,20 +160,6 @@ def write_compact_nullable_bytes(out: list[bytes], value: bytes | None) -> None:
         write_compact_bytes(out, value)
 
 
-def encode_array_length(value: Sequence[object] | None) -> bytes:
-    """Classic ARRAY length (int32, -1 for null)."""
-    if value is None:
-        return NULL_INT32
-    return _I32.pack(len(value))
-
-
-def encode_compact_array_length(value: Sequence[object] | None) -> bytes:
-    """COMPACT_ARRAY length (unsigned varint ``N + 1``, 0 for null)."""
-    if value is None:
-        return _FALSE
-    return encode_uvarint(len(value) + 1)
-
-
 def pack_int32_array(values: Sequence[int]) -> bytes:
     """The elements of an int32 array, without its length."""
     return struct.pack(f">{len(values)}i", *values)
@@ -224,108 +175,6 @@ def pack_int16_array(values: Sequence[int]) -> bytes:
 
 def pack_int8_array(values: Sequence[int]) -> bytes:
     return struct.pack(f">{len(values)}b", *values)
-
-
-def pack_uuid(value: uuid.UUID) -> bytes:
-    return value.bytes
-
-
-class Writer:
-    """A convenience builder over a list of byte strings, for hand-written encoders.
-
-    The generated messages append to a plain ``list[bytes]`` instead; this class
-    offers the same encodings as named methods.
-    """
-
-    __slots__ = ("parts",)
-
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
-
-    def getvalue(self) -> bytes:
-        return b"".join(self.parts)
-
-    def __len__(self) -> int:
-        return sum(len(p) for p in self.parts)
-
-    def raw(self, data: bytes) -> None:
-        self.parts.append(data)
-
-    def int8(self, value: int) -> None:
-        self.parts.append(_pack_checked(_I8, value, "int8"))
-
-    def int16(self, value: int) -> None:
-        self.parts.append(_pack_checked(_I16, value, "int16"))
-
-    def int32(self, value: int) -> None:
-        self.parts.append(_pack_checked(_I32, value, "int32"))
-
-    def int64(self, value: int) -> None:
-        self.parts.append(_pack_checked(_I64, value, "int64"))
-
-    def uint16(self, value: int) -> None:
-        self.parts.append(_pack_checked(_U16, value, "uint16"))
-
-    def uint32(self, value: int) -> None:
-        self.parts.append(_pack_checked(_U32, value, "uint32"))
-
-    def float64(self, value: float) -> None:
-        self.parts.append(_pack_checked(_F64, value, "float64"))
-
-    def boolean(self, value: bool) -> None:
-        self.parts.append(_TRUE if value else _FALSE)
-
-    def uvarint(self, value: int) -> None:
-        self.parts.append(encode_uvarint(value))
-
-    def varint(self, value: int) -> None:
-        self.parts.append(encode_varint(value))
-
-    def varlong(self, value: int) -> None:
-        self.parts.append(encode_varlong(value))
-
-    def uuid(self, value: uuid.UUID) -> None:
-        self.parts.append(value.bytes)
-
-    def string(self, value: str) -> None:
-        self.parts.append(encode_string(value))
-
-    def nullable_string(self, value: str | None) -> None:
-        self.parts.append(encode_nullable_string(value))
-
-    def compact_string(self, value: str) -> None:
-        self.parts.append(encode_compact_string(value))
-
-    def compact_nullable_string(self, value: str | None) -> None:
-        self.parts.append(encode_compact_nullable_string(value))
-
-    def bytes_(self, value: bytes) -> None:
-        write_bytes(self.parts, value)
-
-    def nullable_bytes(self, value: bytes | None) -> None:
-        write_nullable_bytes(self.parts, value)
-
-    def compact_bytes(self, value: bytes) -> None:
-        write_compact_bytes(self.parts, value)
-
-    def compact_nullable_bytes(self, value: bytes | None) -> None:
-        write_compact_nullable_bytes(self.parts, value)
-
-    def array_length(self, value: Sequence[object] | None) -> None:
-        self.parts.append(encode_array_length(value))
-
-    def compact_array_length(self, value: Sequence[object] | None) -> None:
-        self.parts.append(encode_compact_array_length(value))
-
-    def empty_tagged_fields(self) -> None:
-        self.parts.append(_FALSE)
-
-
-def _pack_checked(codec: struct.Struct, value: object, name: str) -> bytes:
-    try:
-        return codec.pack(value)
-    except struct.error as exc:
-        raise EncodeError(f"{value!r} is not a valid {name}") from exc
 
 
 _T = TypeVar("_T")
@@ -469,22 +318,15 @@ class Reader:
     # -- varints -----------------------------------------------------------------------
 
     def _uvarint(self, max_bytes: int, what: str) -> int:
-        buf = self._buf
-        pos = self.pos
-        end = self._end
-        result = 0
-        shift = 0
-        for _ in range(max_bytes):
-            if pos >= end:
-                raise ProtocolError(f"truncated {what} at offset {self.pos}")
-            byte = buf[pos]
-            pos += 1
-            result |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                self.pos = pos
-                return result
-            shift += 7
-        raise ProtocolError(f"{what} longer than {max_bytes} bytes at offset {self.pos}")
+        try:
+            value, self.pos = read_uvarint(self._buf, self.pos, max_bytes)
+        except IndexError:
+            raise ProtocolError(f"truncated {what} at offset {self.pos}") from None
+        except ProtocolError:
+            raise ProtocolError(
+                f"{what} longer than {max_bytes} bytes at offset {self.pos}"
+            ) from None
+        return value
 
     def uvarint(self) -> int:
         """Unsigned varint of at most 32 bits (lengths, tags, tag counts)."""
@@ -494,22 +336,22 @@ class Reader:
             if byte < 0x80:
                 self.pos = pos + 1
                 return byte
-        value = self._uvarint(5, "unsigned varint")
+        value = self._uvarint(MAX_VARINT_BYTES, "unsigned varint")
         if value > _UINT32_MAX:
             raise ProtocolError(f"unsigned varint {value} exceeds 32 bits")
         return value
 
     def uvarlong(self) -> int:
-        return self._uvarint(10, "unsigned varlong")
+        return self._uvarint(MAX_VARLONG_BYTES, "unsigned varlong")
 
     def varint(self) -> int:
-        value = self._uvarint(5, "varint")
+        value = self._uvarint(MAX_VARINT_BYTES, "varint")
         if value > _UINT32_MAX:
             raise ProtocolError(f"varint {value} exceeds 32 bits")
         return (value >> 1) ^ -(value & 1)
 
     def varlong(self) -> int:
-        value = self._uvarint(10, "varlong")
+        value = self._uvarint(MAX_VARLONG_BYTES, "varlong")
         if value > _UINT64_MAX:
             raise ProtocolError(f"varlong {value} exceeds 64 bits")
         return (value >> 1) ^ -(value & 1)

@@ -1,0 +1,290 @@
+"""Decoding record batches: magic 2 here, magic 0 and 1 in :mod:`.legacy`.
+
+See :mod:`kafka_asgi.protocol.records` for the API; the layout is in
+:mod:`kafka_asgi.protocol.record_batch`.  The record loop decodes the common one-
+and two-byte varints inline by table lookup: this is the consumer's hot path.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from kafka_asgi.protocol.compression import MAX_DECOMPRESSED_SIZE, decompress
+from kafka_asgi.protocol.crc import crc32c
+from kafka_asgi.protocol.errors import KafkaError, ProtocolError
+from kafka_asgi.protocol.legacy import LEGACY_MIN_SIZE, decode_legacy
+from kafka_asgi.protocol.record_batch import (
+    ATTR_CODEC_MASK,
+    ATTR_CONTROL,
+    ATTR_TIMESTAMP_TYPE,
+    ATTRIBUTES_OFFSET,
+    BATCH_HEADER,
+    BATCH_OVERHEAD,
+    CONTROL_KEY,
+    LOG_OVERHEAD,
+    LOG_OVERHEAD_SIZE,
+    MAGIC_OFFSET,
+    MAGIC_V2,
+    NO_HEADERS,
+    ControlType,
+    DecodedBatches,
+    Header,
+    Record,
+    RecordBatch,
+)
+from kafka_asgi.protocol.varint import (
+    MAX_VARINT_BYTES,
+    MAX_VARLONG_BYTES,
+    UNZIGZAG_1,
+    UNZIGZAG_2,
+    read_zigzag,
+)
+
+__all__ = ["decode_batches"]
+
+
+def decode_batches(
+    data: bytes | bytearray | memoryview,
+    *,
+    verify_crc: bool = True,
+    max_decompressed_size: int = MAX_DECOMPRESSED_SIZE,
+) -> DecodedBatches:
+    """Decode every complete batch in ``data`` (see the module docstring)."""
+    buf = data if isinstance(data, bytes) else bytes(data)
+    result = DecodedBatches()
+    pos = 0
+    end = len(buf)
+    try:
+        while pos < end:
+            if end - pos < LOG_OVERHEAD_SIZE:
+                result.truncated = True
+                result.remainder = end - pos
+                break
+            _, length = LOG_OVERHEAD.unpack_from(buf, pos)
+            if length < LEGACY_MIN_SIZE[0]:
+                raise ProtocolError(f"record batch at byte {pos}: invalid length {length}")
+            batch_end = pos + LOG_OVERHEAD_SIZE + length
+            if batch_end > end:
+                result.truncated = True
+                result.remainder = end - pos
+                break
+            magic = buf[pos + MAGIC_OFFSET]
+            if magic == MAGIC_V2:
+                result.append(_decode_v2(buf, pos, batch_end, verify_crc, max_decompressed_size))
+            elif magic == 0 or magic == 1:
+                result.append(decode_legacy(buf, pos, batch_end, verify_crc, max_decompressed_size))
+            else:
+                raise ProtocolError(f"record batch at byte {pos}: unknown magic {magic}")
+            pos = batch_end
+    except ProtocolError:
+        raise
+    except KafkaError as exc:
+        # e.g. UnsupportedCodecError: a batch we cannot read is still data we
+        # could not decode; keep the message that names the extra to install.
+        raise ProtocolError(str(exc)) from exc
+    except (IndexError, struct.error, ValueError, UnicodeDecodeError, OverflowError) as exc:
+        raise ProtocolError(f"malformed record batch at byte {pos}: {exc}") from None
+    return result
+
+
+def _decode_v2(buf: bytes, pos: int, end: int, verify_crc: bool, max_size: int) -> RecordBatch:
+    if end - pos < BATCH_OVERHEAD:
+        raise ProtocolError(
+            f"record batch at byte {pos}: length {end - pos - LOG_OVERHEAD_SIZE} too small"
+        )
+    (
+        base_offset,
+        _,
+        leader_epoch,
+        _,
+        crc,
+        attributes,
+        last_offset_delta,
+        base_ts,
+        max_ts,
+        producer_id,
+        producer_epoch,
+        base_sequence,
+        count,
+    ) = BATCH_HEADER.unpack_from(buf, pos)
+    if verify_crc:
+        actual = crc32c(memoryview(buf)[pos + ATTRIBUTES_OFFSET : end])
+        if actual != crc:
+            raise ProtocolError(
+                f"record batch at offset {base_offset}: CRC-32C mismatch "
+                f"(stored {crc:#010x}, computed {actual:#010x})"
+            )
+    if count < 0:
+        raise ProtocolError(f"record batch at offset {base_offset}: negative record count {count}")
+    codec = attributes & ATTR_CODEC_MASK
+    start = pos + BATCH_OVERHEAD
+    if codec:
+        body = decompress(codec, buf[start:end], max_size)
+        start = 0
+        body_end = len(body)
+    else:
+        body = buf
+        body_end = end
+    log_append = attributes & ATTR_TIMESTAMP_TYPE
+    records = _decode_records(
+        body, start, body_end, count, base_offset, max_ts if log_append else base_ts, not log_append
+    )
+    control_type = None
+    if attributes & ATTR_CONTROL:
+        if not records or records[0].key is None or len(records[0].key) < CONTROL_KEY.size:
+            raise ProtocolError(f"control batch at offset {base_offset} has no valid control key")
+        _, control_type = CONTROL_KEY.unpack_from(records[0].key)
+        if control_type in (ControlType.ABORT, ControlType.COMMIT):
+            control_type = ControlType(control_type)
+    return RecordBatch(
+        base_offset,
+        leader_epoch,
+        MAGIC_V2,
+        crc,
+        attributes,
+        last_offset_delta,
+        base_ts,
+        max_ts,
+        producer_id,
+        producer_epoch,
+        base_sequence,
+        records,
+        control_type,
+    )
+
+
+def _decode_records(
+    data: bytes,
+    pos: int,
+    end: int,
+    count: int,
+    base_offset: int,
+    base_ts: int,
+    add_delta: bool,
+) -> list[Record]:
+    """Decode ``count`` records filling exactly data[pos:end].
+
+    With ``add_delta`` False (log-append time), every record's timestamp is
+    ``base_ts``: the broker then sets the batch's max timestamp and readers use
+    it for all records.
+    """
+    unzig = UNZIGZAG_1
+    unzig2 = UNZIGZAG_2
+    read = read_zigzag
+    no_headers = NO_HEADERS
+    new = tuple.__new__
+    records: list[Record] = []
+    append = records.append
+    for _ in range(count):
+        b = data[pos]
+        if b < 0x80:
+            rlen = unzig[b]
+            pos += 1
+        elif data[pos + 1] < 0x80:
+            rlen = unzig2[(b & 0x7F) | (data[pos + 1] << 7)]
+            pos += 2
+        else:
+            rlen, pos = read(data, pos, MAX_VARINT_BYTES)
+        rend = pos + rlen
+        if rlen <= 0 or rend > end:
+            raise ProtocolError(f"record length {rlen} exceeds its batch")
+        pos += 1  # record attributes: unused
+        b = data[pos]
+        if b < 0x80:
+            ts = unzig[b]
+            pos += 1
+        elif data[pos + 1] < 0x80:
+            ts = unzig2[(b & 0x7F) | (data[pos + 1] << 7)]
+            pos += 2
+        else:
+            ts, pos = read(data, pos, MAX_VARLONG_BYTES)
+        b = data[pos]
+        if b < 0x80:
+            offset_delta = unzig[b]
+            pos += 1
+        elif data[pos + 1] < 0x80:
+            offset_delta = unzig2[(b & 0x7F) | (data[pos + 1] << 7)]
+            pos += 2
+        else:
+            offset_delta, pos = read(data, pos, MAX_VARINT_BYTES)
+        b = data[pos]
+        if b < 0x80:
+            n = unzig[b]
+            pos += 1
+        elif data[pos + 1] < 0x80:
+            n = unzig2[(b & 0x7F) | (data[pos + 1] << 7)]
+            pos += 2
+        else:
+            n, pos = read(data, pos, MAX_VARINT_BYTES)
+        if n < 0:
+            if n != -1:
+                raise ProtocolError(f"negative key length {n}")
+            key = None
+        else:
+            key = data[pos : pos + n]
+            pos += n
+        b = data[pos]
+        if b < 0x80:
+            n = unzig[b]
+            pos += 1
+        elif data[pos + 1] < 0x80:
+            n = unzig2[(b & 0x7F) | (data[pos + 1] << 7)]
+            pos += 2
+        else:
+            n, pos = read(data, pos, MAX_VARINT_BYTES)
+        if n < 0:
+            if n != -1:
+                raise ProtocolError(f"negative value length {n}")
+            value = None
+        else:
+            value = data[pos : pos + n]
+            pos += n
+        b = data[pos]
+        if b == 0:
+            headers = no_headers
+            pos += 1
+        else:
+            headers, pos = _decode_headers(data, pos)
+        if pos != rend:
+            raise ProtocolError(f"record fields do not add up to its length {rlen}")
+        # tuple.__new__ skips the keyword handling of Record's generated __new__.
+        append(
+            new(
+                Record,
+                (
+                    base_offset + offset_delta,
+                    base_ts + ts if add_delta else base_ts,
+                    key,
+                    value,
+                    headers,
+                ),
+            )
+        )
+    if pos != end:
+        raise ProtocolError(f"{end - pos} bytes left after the {count} records of the batch")
+    return records
+
+
+def _decode_headers(data: bytes, pos: int) -> tuple[tuple[Header, ...], int]:
+    count, pos = read_zigzag(data, pos, MAX_VARINT_BYTES)
+    if count < 0:
+        raise ProtocolError(f"negative header count {count}")
+    headers = []
+    for _ in range(count):
+        n, pos = read_zigzag(data, pos, MAX_VARINT_BYTES)
+        if n < 0 or pos + n > len(data):
+            raise ProtocolError(f"invalid header key length {n}")
+        hk = data[pos : pos + n].decode()
+        pos += n
+        n, pos = read_zigzag(data, pos, MAX_VARINT_BYTES)
+        if n < 0:
+            if n != -1:
+                raise ProtocolError(f"negative header value length {n}")
+            hv = None
+        else:
+            if pos + n > len(data):
+                raise ProtocolError(f"header value length {n} exceeds the record")
+            hv = data[pos : pos + n]
+            pos += n
+        headers.append((hk, hv))
+    return tuple(headers), pos
