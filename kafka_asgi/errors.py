@@ -2,14 +2,20 @@
 
 All derive from :class:`KafkaError`. Broker error codes are :class:`BrokerResponseError`
 subclasses (one per Kafka error code, with ``retriable`` and ``invalid_metadata``);
-network failures are :class:`NetworkError` subclasses; SASL failures
-:class:`AuthenticationError`. The producer and consumer add theirs below.
+network failures are :class:`NetworkError` subclasses (the client giving up on a
+response is :class:`ClientRequestTimeoutError`, formerly ``RequestTimeout``, not
+Kafka's ``REQUEST_TIMED_OUT``, :class:`RequestTimedOutError`); SASL failures
+:class:`AuthenticationError`. The producer, the ASGI lifespan and the command line add
+theirs below.  tests/test_names.py checks that no exception class is missing.
 """
 
 from __future__ import annotations
 
+from kafka_asgi.cli import CommandError
+from kafka_asgi.integrations.lifespan import KafkaUnreachableError
 from kafka_asgi.network.errors import (
     AuthenticationError,
+    ClientRequestTimeoutError,
     ConnectError,
     ConnectionClosedError,
     NetworkError,
@@ -32,9 +38,11 @@ __all__ = [
     *_protocol_errors.__all__,
     "AuthenticationError",
     "BufferFullError",
+    "CommandError",
     "ConnectError",
     "ConnectionClosedError",
     "DeliveryTimeoutError",
+    "KafkaUnreachableError",
     "NetworkError",
     "PartitionerError",
     "ProducerAlreadyRegisteredError",
@@ -42,5 +50,6 @@ __all__ = [
     "ProducerNotRegisteredError",
     "RecordTooLargeError",
     "RequestTimeout",
+    "ClientRequestTimeoutError",
     "TLSError",
 ]

@@ -19,7 +19,7 @@ import anyio
 
 from kafka_asgi.cluster.pool import backoff
 from kafka_asgi.network.connection import check_timeout
-from kafka_asgi.network.errors import RequestTimeout
+from kafka_asgi.network.errors import ClientRequestTimeoutError
 from kafka_asgi.protocol.errors import error_for_code
 from kafka_asgi.protocol.messages import (
     CreatePartitionsRequest,
@@ -179,7 +179,9 @@ async def create_topics(
                 raise error_for_code(code)(f"topic {name!r}: {message or ''}".rstrip(": "))
         await _wait_until(client, list(wanted), lambda: _ready(client, wanted))
     if scope.cancelled_caught:
-        raise RequestTimeout(f"create_topics: {sorted(wanted)} not ready within {limit}s")
+        raise ClientRequestTimeoutError(
+            f"create_topics: {sorted(wanted)} not ready within {limit}s"
+        )
 
 
 async def delete_topics(
@@ -217,7 +219,7 @@ async def delete_topics(
             client, wanted, lambda: not any(n in client.metadata.topics for n in wanted)
         )
     if scope.cancelled_caught:
-        raise RequestTimeout(f"delete_topics: {wanted} still listed after {limit}s")
+        raise ClientRequestTimeoutError(f"delete_topics: {wanted} still listed after {limit}s")
 
 
 async def create_partitions(
@@ -254,7 +256,9 @@ async def create_partitions(
                 )
         await _wait_until(client, list(wanted), lambda: _ready(client, wanted))
     if scope.cancelled_caught:
-        raise RequestTimeout(f"create_partitions: {dict(wanted)} not ready within {limit}s")
+        raise ClientRequestTimeoutError(
+            f"create_partitions: {dict(wanted)} not ready within {limit}s"
+        )
 
 
 async def elect_preferred_leaders(
@@ -301,4 +305,4 @@ async def elect_preferred_leaders(
                     )
         await client.refresh(list(wanted))
     if scope.cancelled_caught:
-        raise RequestTimeout(f"elect_preferred_leaders: no answer within {limit}s")
+        raise ClientRequestTimeoutError(f"elect_preferred_leaders: no answer within {limit}s")

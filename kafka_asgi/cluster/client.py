@@ -42,9 +42,9 @@ from kafka_asgi.cluster.pool import BrokerPools, backoff, error_copy
 from kafka_asgi.network.connection import BrokerConnection
 from kafka_asgi.network.errors import (
     AuthenticationError,
+    ClientRequestTimeoutError,
     ConnectError,
     NetworkError,
-    RequestTimeout,
     TLSError,
 )
 from kafka_asgi.protocol.errors import (
@@ -253,7 +253,7 @@ class KafkaClient:
 
         Returns the decoded response (None with ``expect_response=False``). Broker
         error codes inside the response are left to the caller. A lost connection
-        raises ConnectionClosedError (or ConnectError/RequestTimeout) and requests a
+        raises ConnectionClosedError (or ConnectError/ClientRequestTimeoutError) and requests a
         metadata refresh.
         """
         return await self.send_built(
@@ -362,7 +362,7 @@ class KafkaClient:
 
         Concurrent callers share requests (single flight). Returns the whole cached
         view after the refresh. Bounded by connect_timeout + request_timeout per
-        attempt; raises ConnectError/RequestTimeout when no broker answers.
+        attempt; raises ConnectError/ClientRequestTimeoutError when no broker answers.
         """
         self._task_group()
         wanted: frozenset[str] | None
@@ -386,7 +386,7 @@ class KafkaClient:
         with anyio.move_on_after(2 * self._refresh_limit()) as scope:
             await lock.acquire()
         if scope.cancelled_caught:
-            raise RequestTimeout("timed out waiting for a metadata refresh in progress")
+            raise ClientRequestTimeoutError("timed out waiting for a metadata refresh in progress")
         try:
             if self._covered(wanted, since):
                 return self._metadata
@@ -424,7 +424,7 @@ class KafkaClient:
                     None, MetadataRequest.API_KEY, build, min_version=1
                 )
         except TimeoutError:
-            error: KafkaError = RequestTimeout(
+            error: KafkaError = ClientRequestTimeoutError(
                 f"metadata refresh timed out after {self._refresh_limit()}s"
             )
             self._last_failure = (seq, take, error)
@@ -616,7 +616,7 @@ class KafkaClient:
         ``topics`` holds names (``num_partitions`` each) or ``(name, partitions)``;
         ``replication_factor=-1`` leaves it to the broker's default. Raises the
         broker's error (TopicAlreadyExistsError, InvalidTopicError, ...) for the first
-        topic that failed, RequestTimeout when not ready in time.
+        topic that failed, ClientRequestTimeoutError when not ready in time.
         """
         await admin.create_topics(
             self, topics, num_partitions, replication_factor, configs, timeout

@@ -3,6 +3,7 @@
 from kafka_asgi.network.connection import BrokerConnection, ConnectionConfig
 from kafka_asgi.network.errors import (
     AuthenticationError,
+    ClientRequestTimeoutError,
     ConnectError,
     ConnectionClosedError,
     NetworkError,
@@ -20,6 +21,7 @@ from kafka_asgi.network.sasl import SaslCredentials
 __all__ = [
     "AuthenticationError",
     "BrokerConnection",
+    "ClientRequestTimeoutError",
     "ConnectError",
     "ConnectionClosedError",
     "ConnectionConfig",

@@ -39,9 +39,9 @@ from kafka_asgi.network.errors import (
     CONNECT_ERRORS,
     IO_ERRORS,
     AuthenticationError,
+    ClientRequestTimeoutError,
     ConnectError,
     ConnectionClosedError,
-    RequestTimeout,
     map_exceptions,
 )
 from kafka_asgi.network.sasl import SaslMechanism
@@ -563,9 +563,9 @@ class BrokerConnection:
 
         With ``expect_response=False`` (Produce with acks=0, where the broker sends
         nothing back) returns None once the frame is written. ``request_timeout``
-        defaults to the client option of that name. Raises RequestTimeout, ConnectionClosedError,
-        TLSError, ProtocolError; a broker error code inside the response is returned
-        as is (the caller knows which ones it can retry).
+        defaults to the client option of that name. Raises ClientRequestTimeoutError,
+        ConnectionClosedError, TLSError, ProtocolError; a broker error code inside the
+        response is returned as is (the caller knows which ones it can retry).
         """
         response_cls = RESPONSE_TYPES.get(request.API_KEY)
         if response_cls is None:
@@ -704,7 +704,9 @@ class BrokerConnection:
         await self.request(request, version, request_timeout=timeout)
 
     def _timed_out(self, name: str, limit: float, stage: str) -> Any:
-        error = RequestTimeout(f"{self.address}: {name} timed out after {limit}s ({stage})")
+        error = ClientRequestTimeoutError(
+            f"{self.address}: {name} timed out after {limit}s ({stage})"
+        )
         self._fail(
             ConnectionClosedError(f"{self.address}: closed after a request timed out ({name})")
         )

@@ -17,6 +17,7 @@ from kafka_asgi.protocol.errors import KafkaError
 
 __all__ = [
     "AuthenticationError",
+    "ClientRequestTimeoutError",
     "ConnectError",
     "ConnectionClosedError",
     "NetworkError",
@@ -42,8 +43,17 @@ class ConnectionClosedError(NetworkError):
     """The connection closed (or broke) while a request was waiting on it."""
 
 
-class RequestTimeout(NetworkError):
-    """No response arrived within the request timeout."""
+class ClientRequestTimeoutError(NetworkError):
+    """No response arrived within the client's request timeout (``request_timeout``).
+
+    The client gave up waiting; not to be confused with Kafka's ``REQUEST_TIMED_OUT``
+    error code (:class:`~kafka_asgi.protocol.errors.RequestTimedOutError`), which a
+    broker returns when *it* timed out (waiting for replicas, say).
+    """
+
+
+RequestTimeout = ClientRequestTimeoutError
+"""The name this error had before: kept so that old imports and handlers still work."""
 
 
 class TLSError(ConnectError):

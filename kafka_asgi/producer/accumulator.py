@@ -41,7 +41,7 @@ __all__ = [
     "Batch",
     "Delivery",
     "PartitionBuffer",
-    "Record",
+    "PendingRecord",
     "TopicBuffer",
     "cut",
     "cut_moving_on",
@@ -51,8 +51,10 @@ __all__ = [
 ]
 
 Header = tuple[str, bytes | None]
-Record = tuple[bytes | None, bytes | None, list[Header] | None, int]
-"""(key, value, headers, timestamp_ms): one record, as the callbacks receive it."""
+PendingRecord = tuple[bytes | None, bytes | None, list[Header] | None, int]
+"""(key, value, headers, timestamp_ms): a record handed to the producer and not yet
+delivered, as the error callback receives it (the protocol layer's decoded record is
+:class:`kafka_asgi.protocol.records.Record`; the consumer hands out ``ConsumerRecord``)."""
 Values = list[bytes | None]
 Keys = list[bytes | None]
 HeadersColumn = list[list[Header] | None]
@@ -63,7 +65,7 @@ _NS_PER_MS = 1_000_000
 
 def records_of(
     values: Values, stamps: list[int], keys: Keys | None, headers: HeadersColumn | None
-) -> list[Record]:
+) -> list[PendingRecord]:
     """The records of columns as tuples (for the callbacks; not on the hot path)."""
     n = len(values)
     return [
@@ -165,7 +167,7 @@ class Batch:
         # Set when the batch was split: its second half (which finishes after the first).
         self.replaced_by: Batch | None = None
 
-    def records(self) -> list[Record]:
+    def records(self) -> list[PendingRecord]:
         return records_of(self.values, self.stamps, self.keys, self.headers)
 
     def slice(self, start: int, stop: int, nbytes: int) -> Batch:
@@ -336,7 +338,7 @@ def cut_moving_on(p: PartitionBuffer) -> Batch:
     return batch
 
 
-Failed = list[tuple[Record, Delivery | None, KafkaError]]
+Failed = list[tuple[PendingRecord, Delivery | None, KafkaError]]
 
 
 def place(

@@ -15,8 +15,15 @@ import logging
 
 import anyio
 
-from kafka_asgi.network.errors import RequestTimeout
-from kafka_asgi.protocol.errors import KafkaError, error_for_code
+from kafka_asgi.network.errors import ClientRequestTimeoutError
+from kafka_asgi.protocol.errors import (
+    DuplicateSequenceNumberError,
+    InvalidProducerEpochError,
+    KafkaError,
+    OutOfOrderSequenceNumberError,
+    UnknownProducerIdError,
+    error_for_code,
+)
 from kafka_asgi.protocol.messages import InitProducerIdRequest, InitProducerIdResponse
 from kafka_asgi.protocol.records import set_producer_state
 
@@ -27,9 +34,15 @@ __all__ = ["DUPLICATE_SEQUENCE", "PRODUCER_STATE_CODES", "Idempotence"]
 
 logger = logging.getLogger("kafka_asgi.producer")
 
-DUPLICATE_SEQUENCE = 46
+DUPLICATE_SEQUENCE = DuplicateSequenceNumberError.code
 """DUPLICATE_SEQUENCE_NUMBER: the broker already has the batch."""
-PRODUCER_STATE_CODES = frozenset({45, 47, 59})
+PRODUCER_STATE_CODES = frozenset(
+    {
+        OutOfOrderSequenceNumberError.code,
+        InvalidProducerEpochError.code,
+        UnknownProducerIdError.code,
+    }
+)
 """OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_PRODUCER_EPOCH, UNKNOWN_PRODUCER_ID: the
 broker lost or rejects our producer state; KIP-360: start a new one and resend."""
 _SEQ_MASK = 0x7FFFFFFF  # sequence numbers wrap from Int32.MAX to 0 (KIP-98)
@@ -83,7 +96,7 @@ class Idempotence(ProducerState):
                 if response.error_code:
                     raise error_for_code(response.error_code)("InitProducerId")
             except TimeoutError:
-                self._pid_error = RequestTimeout("InitProducerId timed out")
+                self._pid_error = ClientRequestTimeoutError("InitProducerId timed out")
             except KafkaError as exc:
                 self._pid_error = exc
             else:

@@ -37,7 +37,7 @@ import anyio.lowlevel
 
 from kafka_asgi.cluster.client import KafkaClient
 from kafka_asgi.cluster.options import split_client_options
-from kafka_asgi.network.errors import RequestTimeout
+from kafka_asgi.network.errors import ClientRequestTimeoutError
 from kafka_asgi.protocol.errors import KafkaError
 from kafka_asgi.protocol.records import BATCH_OVERHEAD
 
@@ -634,12 +634,12 @@ class Producer(Sender, Idempotence, Reports):
                         await self._client.fetch_metadata(t.name)
                     return
                 except TimeoutError:
-                    error: KafkaError = RequestTimeout(
+                    error: KafkaError = ClientRequestTimeoutError(
                         f"metadata for topic {t.name!r} not received within {limit}s"
                     )
                 except KafkaError as exc:
                     error = exc
-                if unreachable(error) or isinstance(error, RequestTimeout):
+                if unreachable(error) or isinstance(error, ClientRequestTimeoutError):
                     # A metadata request writes nothing: waiting for a broker is safe.
                     now = anyio.current_time()
                     self._expire_waiting(t, marks, now, error)

@@ -19,10 +19,13 @@ import anyio
 
 from kafka_asgi.network.errors import ConnectError, NetworkError
 from kafka_asgi.protocol.errors import (
+    NO_ERROR,
     BrokerNotAvailableError,
     KafkaError,
     LeaderNotAvailableError,
+    MessageTooLargeError,
     ProtocolError,
+    RecordListTooLargeError,
     error_for_code,
 )
 from kafka_asgi.protocol.messages import ProduceRequest, ProduceResponse
@@ -49,7 +52,7 @@ _PRODUCE_MIN_VERSION = 3
 # appended it, then waiting for the replicas failed): not retried without
 # idempotence, for a retry could duplicate.
 _MAYBE_WRITTEN_CODES = frozenset({7, 20})  # REQUEST_TIMED_OUT, NOT_ENOUGH_REPLICAS_AFTER_APPEND
-_TOO_LARGE_CODES = frozenset({10, 18})  # MESSAGE_TOO_LARGE, RECORD_LIST_TOO_LARGE
+_TOO_LARGE_CODES = frozenset({MessageTooLargeError.code, RecordListTooLargeError.code})
 
 
 class Sender(ProducerState):
@@ -303,7 +306,7 @@ class Sender(ProducerState):
                 self._attempt_failed(b, KafkaError(f"the broker did not answer for {p!r}"), True)
                 continue
             code = pr.error_code
-            if code == 0:
+            if code == NO_ERROR:
                 self._complete(b, pr.base_offset, pr.log_append_time_ms)
             elif code == DUPLICATE_SEQUENCE and self._idempotent:
                 # KIP-98: the broker already has this batch (an earlier attempt got

@@ -27,7 +27,7 @@ from kafka_asgi.network.errors import ConnectError, TLSError
 from kafka_asgi.protocol.compression import Compression
 from kafka_asgi.protocol.errors import KafkaError
 
-from .accumulator import Batch, PartitionBuffer, Record, TopicBuffer, Waiters
+from .accumulator import Batch, PartitionBuffer, PendingRecord, TopicBuffer, Waiters
 from .options import ErrorHandle, OnDelivery, ProducerOptions
 
 __all__ = ["STALL_BACKOFF_CAP", "ProducerClient", "ProducerState", "unreachable"]
@@ -171,7 +171,7 @@ class ProducerState:
             self,
             topic: str,
             partition: int,
-            records: list[Record],
+            records: list[PendingRecord],
             waiters: Waiters | None,
             error: KafkaError,
             retriable: bool,
