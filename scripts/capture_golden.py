@@ -34,9 +34,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from kafka_asgi.protocol.framing import (  # noqa: E402
-    FrameBuffer,
+    SIZE_PREFIX_LENGTH,
     decode_response,
     encode_request,
+    frame_size,
     peek_correlation_id,
 )
 from kafka_asgi.protocol.messages import (  # noqa: E402
@@ -119,23 +120,24 @@ class RawClient:
     def __init__(self, address: str) -> None:
         host, port = address.rsplit(":", 1)
         self.sock = socket.create_connection((host, int(port)), timeout=15)
-        self.frames = FrameBuffer()
         self.correlation_id = 0
 
     def close(self) -> None:
         self.sock.close()
 
+    def _receive(self, size: int) -> bytes:
+        data = bytearray()
+        while len(data) < size:
+            chunk = self.sock.recv(size - len(data))
+            if not chunk:
+                raise ConnectionError("broker closed the connection")
+            data += chunk
+        return bytes(data)
+
     def call(self, request: Message, version: int) -> tuple[bytes, Message]:
         self.correlation_id += 1
         self.sock.sendall(encode_request(request, version, self.correlation_id, CLIENT_ID))
-        while True:
-            frame = self.frames.next_frame()
-            if frame is not None:
-                break
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("broker closed the connection")
-            self.frames.feed(chunk)
+        frame = self._receive(frame_size(self._receive(SIZE_PREFIX_LENGTH)))
         assert peek_correlation_id(frame) == self.correlation_id
         response_cls = RESPONSE_TYPES[request.API_KEY]
         _cid, response = decode_response(response_cls, frame, version)

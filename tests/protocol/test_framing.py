@@ -6,13 +6,10 @@ import struct
 import warnings
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from kafka_asgi.protocol.errors import EncodeError, ProtocolError
 from kafka_asgi.protocol.framing import (
     MAX_FRAME_SIZE,
-    FrameBuffer,
     decode_response,
     encode_request,
     frame_size,
@@ -151,36 +148,9 @@ def test_frame_size_guard() -> None:
         frame_size(b"HTTP")
 
 
-@given(
-    frames=st.lists(st.binary(max_size=50), max_size=6),
-    chunk=st.integers(1, 17),
-)
-def test_frame_buffer_splits_any_chunking(frames: list[bytes], chunk: int) -> None:
-    stream = b"".join(struct.pack(">i", len(f)) + f for f in frames)
-    buffer = FrameBuffer(max_frame_size=64)
-    out = []
-    for start in range(0, len(stream), chunk):
-        buffer.feed(stream[start : start + chunk])
-        while (frame := buffer.next_frame()) is not None:
-            out.append(frame)
-    assert out == frames
-    assert len(buffer) == 0
-    assert buffer.bytes_needed == 4
-
-
-def test_frame_buffer_refuses_oversized_frames() -> None:
-    buffer = FrameBuffer(max_frame_size=8)
-    buffer.feed(struct.pack(">i", 9))
+def test_frame_size_takes_the_connections_limit() -> None:
+    # The connection frames its stream with frame_size (over anyio's buffered
+    # stream), with its own max_frame_size.
+    assert frame_size(struct.pack(">i", 8), 8) == 8
     with pytest.raises(ProtocolError, match="maximum frame size"):
-        buffer.next_frame()
-
-
-def test_frame_buffer_bytes_needed() -> None:
-    buffer = FrameBuffer()
-    buffer.feed(b"\x00\x00")
-    assert buffer.bytes_needed == 2
-    buffer.feed(b"\x00\x05ab")
-    assert buffer.next_frame() is None
-    assert buffer.bytes_needed == 3
-    buffer.feed(b"cde")
-    assert buffer.next_frame() == b"abcde"
+        frame_size(struct.pack(">i", 9), 8)
