@@ -127,7 +127,9 @@ class AccessLogMiddleware(AccessLogOptions):
         finally:
             duration = (finished or _perf_ns()) - start
             route = scope.get("route")
-            if route is not None and route.__class__ is not str:
+            if route is None:
+                route = scope.get("path_template")  # Litestar's
+            elif route.__class__ is not str:
                 route = route_of(scope)
             event_logger.release(route)
             if self.sample_rate >= 1.0 or self.sampled():

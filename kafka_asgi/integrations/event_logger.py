@@ -83,9 +83,12 @@ def next_request_number() -> int:
 
 
 def route_of(scope: MutableMapping[str, Any]) -> str | None:
+    """The route template the framework put in the scope: Starlette's ``route`` (its
+    ``path``), or Litestar's ``path_template``."""
     route = scope.get("route")
     if route is None:
-        return None
+        template = scope.get("path_template")
+        return template if isinstance(template, str) else None
     if isinstance(route, str):
         return route
     path = getattr(route, "path", None)

@@ -16,7 +16,7 @@ from tests.support.traffic import env_for, hammer, timed
 pytestmark = pytest.mark.broker
 
 
-@pytest.mark.parametrize("app", ["fastapi", "starlette", "django"])
+@pytest.mark.parametrize("app", ["fastapi", "starlette", "django", "litestar"])
 def test_every_request_is_one_access_event(
     app: str, kafka: KafkaCluster, new_topic: Callable[..., str], tmp_path: Path
 ) -> None:

@@ -50,6 +50,13 @@ APPS = {
         "items/<int:item_id>",
         "orders",
     ),
+    "litestar": AppSpec(
+        "litestar",
+        REPO,
+        "tests.integrations.apps.litestar_app:app",
+        "/items/{item_id}",
+        "/orders",
+    ),
     "flask": AppSpec(
         "flask", REPO / "examples" / "flask_app", "app:app", "/items/<int:item_id>", "/orders"
     ),
