@@ -9,8 +9,8 @@
 
 Connection options may come before or after the command.  The bootstrap defaults to
 ``$KAFKA_BOOTSTRAP_SERVERS``, else 127.0.0.1:9092; the SASL password to
-``$KAFKA_SASL_PASSWORD``.  A failure prints one line on stderr and exits 1; Ctrl-C
-exits 130.
+``$KAFKA_SASL_PASSWORD``.  A failure prints one line on stderr and exits 1; a command
+line that argparse rejects (an unknown option, a bad number) exits 2; Ctrl-C exits 130.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import queue
+import re
 import sys
 import threading
 from collections.abc import Callable, Coroutine, Sequence
@@ -35,7 +36,6 @@ __all__ = ["build_parser", "client_options", "format_record", "main"]
 PROG = "kafka-asgi"
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 EXIT_FAILURE = 1
-EXIT_USAGE = 2  # as argparse
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 _STDIN_QUEUE_SIZE = 1000  # lines read ahead of the producer
@@ -452,11 +452,22 @@ def _first_leaf(exc: BaseException) -> BaseException:
         exc = interrupts[0] if interrupts else inner[0]
 
 
+# A message that starts with the broker's address ("127.0.0.1:9092: SASL ...").
+_NAMES_ITS_BROKER = re.compile(r"^\S+:\d+: ")
+# The broker's own "Authentication failed..." after ours.
+_SAID_TWICE = re.compile(r"authentication failed: authentication failed(:\s*|\s+)", re.I)
+
+
 def _describe(exc: BaseException, command: str, bootstrap: str) -> str:
     from kafka_asgi.network.errors import AuthenticationError, NetworkError
 
     text = str(exc) or type(exc).__name__
     if isinstance(exc, AuthenticationError):
+        # The network layer's message names the broker and the mechanism already: say
+        # each once ("authentication failed" too, which brokers also write).
+        text = _SAID_TWICE.sub("authentication failed: ", text)
+        if _NAMES_ITS_BROKER.match(text):
+            return text
         return f"authentication with {bootstrap} failed: {text}"
     if isinstance(exc, NetworkError):
         return f"cannot reach Kafka at {bootstrap}: {text}"
@@ -478,8 +489,10 @@ def main(
     try:
         bootstrap, options = client_options(args)
     except CommandError as exc:
+        # Options argparse accepts but that do not go together (a SASL mechanism
+        # without its password): a failure like any other, exit 1 as documented.
         err.write(f"{PROG}: {exc}\n")
-        return EXIT_USAGE
+        return EXIT_FAILURE
 
     run: Callable[[], Coroutine[Any, Any, int]]
     if args.command == "tail":

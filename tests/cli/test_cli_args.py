@@ -97,13 +97,14 @@ def test_tls_and_sasl_options() -> None:
     assert "ssl" not in plain and "sasl_mechanism" not in plain
 
 
-def test_sasl_without_credentials_is_a_usage_error() -> None:
+def test_sasl_without_credentials_fails_with_exit_1() -> None:
     with pytest.raises(CommandError, match="--sasl-username"):
         client_options(parse("topics", "--sasl-mechanism", "PLAIN"), {})
     with pytest.raises(CommandError, match="--sasl-mechanism"):
         client_options(parse("topics", "--sasl-username", "u"), {})
     err = io.StringIO()
-    assert main(["topics", "--sasl-mechanism", "PLAIN"], stderr=err) == 2
+    # One line and exit 1, as the README says of every failure (issue 16: it was 2).
+    assert main(["topics", "--sasl-mechanism", "PLAIN"], stderr=err) == 1
     assert err.getvalue().count("\n") == 1
 
 

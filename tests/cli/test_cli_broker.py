@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
@@ -172,6 +174,9 @@ def test_sasl_ssl_options(kafka: KafkaCluster, new_topic: Callable[..., str]) ->
     assert wrong.returncode == 1
     assert wrong.stderr.count("\n") == 1 and "Traceback" not in wrong.stderr
     assert "not-the-password" not in wrong.stderr
+    # Each thing said once: the broker's address, and that authentication failed.
+    assert wrong.stderr.count(kafka.sasl_ssl) == 1, wrong.stderr
+    assert wrong.stderr.lower().count("authentication failed") == 1, wrong.stderr
 
 
 @pytest.mark.parametrize("command", [["topics"], ["tail", "x"], ["create-topic", "x"]])
@@ -262,3 +267,47 @@ def test_produce_to_a_missing_topic(kafka: KafkaCluster) -> None:
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert "UNKNOWN_TOPIC_OR_PARTITION" in result.stderr and missing in result.stderr
+
+
+def readme_transcript() -> list[tuple[str, list[str]]]:
+    """(command, the output lines shown after it) for each ``$`` line of the README's
+    ``kafka-asgi`` section."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("## The `kafka-asgi` command") :]
+    block = section[section.index("```console\n") + len("```console\n") :]
+    block = block[: block.index("```")]
+    steps: list[tuple[str, list[str]]] = []
+    for line in block.splitlines():
+        if line.startswith("$ "):
+            steps.append((line[2:].split("  #")[0].strip(), []))
+        else:
+            steps[-1][1].append(line)
+    return steps
+
+
+def test_the_readme_transcript_is_what_the_command_prints(kafka: KafkaCluster) -> None:
+    # Run as a new user would copy it (on a fresh topic name): every command ends, and
+    # prints what the README shows, timestamps aside.
+    topic = unique_name("orders")
+    steps = readme_transcript()
+    assert len(steps) >= 4
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAFKA_")}
+    env["KAFKA_BOOTSTRAP_SERVERS"] = kafka.plaintext
+    cli_command = f"{sys.executable} -m kafka_asgi.cli"
+
+    def masked(lines: list[str]) -> list[str]:
+        return [re.sub(r'"timestamp": \d+', '"timestamp": T', line) for line in lines]
+
+    for command, shown in steps:
+        assert command.count("kafka-asgi") == 1, command
+        run = subprocess.run(
+            ["bash", "-c", command.replace("kafka-asgi", cli_command).replace("orders", topic)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=scaled(60),
+        )
+        assert run.returncode == 0, (command, run.stderr)
+        if shown:
+            printed = (run.stdout + run.stderr).replace(topic, "orders").splitlines()
+            assert masked(printed) == masked(shown), command
