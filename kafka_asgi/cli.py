@@ -9,8 +9,12 @@
 
 Connection options may come before or after the command.  The bootstrap defaults to
 ``$KAFKA_BOOTSTRAP_SERVERS``, else 127.0.0.1:9092; the SASL password to
-``$KAFKA_SASL_PASSWORD``.  A failure prints one line on stderr and exits 1; a command
-line that argparse rejects (an unknown option, a bad number) exits 2; Ctrl-C exits 130.
+``$KAFKA_SASL_PASSWORD``; the OAuth client secret to ``$KAFKA_OAUTH_CLIENT_SECRET``.
+``--sasl-mechanism OAUTHBEARER`` takes its token from an OIDC token endpoint
+(``--oauth-token-url``, ``--oauth-client-id``, secret, ``--oauth-scope``) or from AWS
+MSK IAM (``--msk-iam-region``, optionally ``--aws-profile`` or ``--aws-role-arn``).
+A failure prints one line on stderr and exits 1; a command line that argparse rejects
+(an unknown option, a bad number) exits 2; Ctrl-C exits 130.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ PROG = "kafka-asgi"
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 EXIT_FAILURE = 1
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
-SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER")
 _STDIN_QUEUE_SIZE = 1000  # lines read ahead of the producer
 
 
@@ -132,6 +136,27 @@ def _add_connection_options(parser: argparse.ArgumentParser, *, top_level: bool)
         default=default(None),
         help="(default: $KAFKA_SASL_PASSWORD)",
     )
+    group.add_argument("--oauth-token-url", metavar="URL", default=default(None))
+    group.add_argument("--oauth-client-id", metavar="ID", default=default(None))
+    group.add_argument(
+        "--oauth-client-secret",
+        metavar="SECRET",
+        default=default(None),
+        help="(default: $KAFKA_OAUTH_CLIENT_SECRET)",
+    )
+    group.add_argument("--oauth-scope", metavar="SCOPE", default=default(None))
+    group.add_argument(
+        "--oauth-extension",
+        metavar="KEY=VALUE",
+        action="append",
+        default=default(None),
+        help="SASL extension sent with the token (repeatable), e.g. logicalCluster=lkc-1",
+    )
+    group.add_argument(
+        "--msk-iam-region", metavar="REGION", default=default(None), help="AWS MSK IAM tokens"
+    )
+    group.add_argument("--aws-profile", metavar="NAME", default=default(None))
+    group.add_argument("--aws-role-arn", metavar="ARN", default=default(None))
     group.add_argument(
         "--connect-timeout",
         type=_positive_float,
@@ -249,7 +274,26 @@ def client_options(
         options["ssl_certfile"] = args.ssl_certfile
         options["ssl_keyfile"] = args.ssl_keyfile
         options["ssl_check_hostname"] = args.ssl_check_hostname
-    if args.sasl_mechanism:
+    oauth = _oauth_provider_settings(args, env)
+    if oauth is not None or args.sasl_mechanism == "OAUTHBEARER":
+        if args.sasl_mechanism not in (None, "OAUTHBEARER"):
+            raise CommandError(
+                f"the OAuth/MSK IAM options need --sasl-mechanism OAUTHBEARER, not"
+                f" {args.sasl_mechanism}"
+            )
+        if oauth is None:
+            raise CommandError(
+                "--sasl-mechanism OAUTHBEARER needs --oauth-token-url (with"
+                " --oauth-client-id and a secret) or --msk-iam-region"
+            )
+        if args.sasl_username or args.sasl_password:
+            raise CommandError("--sasl-username/--sasl-password do not apply to OAUTHBEARER")
+        options["sasl_mechanism"] = "OAUTHBEARER"
+        options["sasl_oauth_token_provider"] = oauth
+        if args.msk_iam_region and not options.get("ssl"):
+            # MSK's IAM listeners are TLS only.
+            options["ssl"] = True
+    elif args.sasl_mechanism:
         password = args.sasl_password
         if password is None:
             password = env.get("KAFKA_SASL_PASSWORD")
@@ -264,6 +308,52 @@ def client_options(
     elif args.sasl_username or args.sasl_password:
         raise CommandError("--sasl-username/--sasl-password need --sasl-mechanism")
     return bootstrap, options
+
+
+def _oauth_provider_settings(args: argparse.Namespace, env: Any) -> dict[str, Any] | None:
+    """The token provider's settings (kafka_asgi.oauth.provider_from_settings), if any."""
+    oidc = [args.oauth_token_url, args.oauth_client_id, args.oauth_scope, args.oauth_extension]
+    msk = [args.msk_iam_region, args.aws_profile, args.aws_role_arn]
+    if any(v is not None for v in msk):
+        if any(v is not None for v in oidc) or args.oauth_client_secret is not None:
+            raise CommandError("--msk-iam-region and the --oauth-* options exclude each other")
+        if not args.msk_iam_region:
+            raise CommandError("--aws-profile/--aws-role-arn need --msk-iam-region")
+        if args.aws_profile and args.aws_role_arn:
+            raise CommandError("give --aws-profile or --aws-role-arn, not both")
+        settings: dict[str, Any] = {"provider": "msk_iam", "region": args.msk_iam_region}
+        if args.aws_profile:
+            settings["profile"] = args.aws_profile
+        if args.aws_role_arn:
+            settings["role_arn"] = args.aws_role_arn
+        return settings
+    if all(v is None for v in oidc) and args.oauth_client_secret is None:
+        return None
+    secret = args.oauth_client_secret
+    if secret is None:
+        secret = env.get("KAFKA_OAUTH_CLIENT_SECRET")
+    if not args.oauth_token_url or not args.oauth_client_id or not secret:
+        raise CommandError(
+            "OAuth needs --oauth-token-url, --oauth-client-id and --oauth-client-secret"
+            " (or $KAFKA_OAUTH_CLIENT_SECRET)"
+        )
+    settings = {
+        "provider": "oidc",
+        "token_url": args.oauth_token_url,
+        "client_id": args.oauth_client_id,
+        "client_secret": secret,
+    }
+    if args.oauth_scope:
+        settings["scope"] = args.oauth_scope
+    if args.oauth_extension:
+        extensions: dict[str, str] = {}
+        for item in args.oauth_extension:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise CommandError(f"--oauth-extension wants KEY=VALUE, not {item!r}")
+            extensions[key] = value
+        settings["extensions"] = extensions
+    return settings
 
 
 # --- output ------------------------------------------------------------------

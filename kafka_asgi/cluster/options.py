@@ -95,9 +95,14 @@ class ClientOptions:
                 f"unknown client option(s): {', '.join(unknown)}"
                 f" (known: {', '.join(sorted(CLIENT_OPTION_NAMES))})"
             )
-        connection = ConnectionConfig.from_options(
-            **{k: v for k, v in options.items() if k in _CONNECTION_OPTIONS}
-        )
+        connection_options = {k: v for k, v in options.items() if k in _CONNECTION_OPTIONS}
+        provider = connection_options.get("sasl_oauth_token_provider")
+        if isinstance(provider, Mapping):
+            # Plain settings (Django, lifespan options, the CLI) name a built-in provider.
+            from kafka_asgi.oauth.settings import provider_from_settings
+
+            connection_options["sasl_oauth_token_provider"] = provider_from_settings(provider)
+        connection = ConnectionConfig.from_options(**connection_options)
         max_age = check_timeout("metadata_max_age", options.get("metadata_max_age", 300.0))
         interval = check_timeout(
             "refresh_interval", options.get("refresh_interval"), allow_none=True

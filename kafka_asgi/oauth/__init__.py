@@ -5,11 +5,13 @@
 - :class:`MSKIAMTokenProvider`: Amazon MSK IAM, signed by AWS's own
   ``aws-msk-iam-sasl-signer-python`` (``pip install kafka-asgi[msk]``).
 
-Pass one as ``sasl_oauth_token_provider`` with ``sasl_mechanism="OAUTHBEARER"``.
+Pass one as ``sasl_oauth_token_provider`` with ``sasl_mechanism="OAUTHBEARER"``, or
+describe it in plain settings (a dict, see :func:`provider_from_settings`).
 Importing this package imports neither extra: each is imported when a provider is made.
 """
 
 from kafka_asgi.oauth.msk import MSKIAMTokenProvider
 from kafka_asgi.oauth.oidc import OIDCTokenProvider
+from kafka_asgi.oauth.settings import provider_from_settings
 
-__all__ = ["MSKIAMTokenProvider", "OIDCTokenProvider"]
+__all__ = ["MSKIAMTokenProvider", "OIDCTokenProvider", "provider_from_settings"]
