@@ -64,6 +64,14 @@ _LZ4_LEVEL = 0
 _ZSTD_LEVEL = 3
 
 _int32 = struct.Struct(">i")
+# zlib's wbits: the largest window (15), plus 32 to accept a gzip or a zlib header.
+_GZIP_OR_ZLIB = 32 + zlib.MAX_WBITS
+# An LZ4 frame (lz4 frame format spec): magic, then the descriptor FLG, BD, the
+# optional content size and dictionary id, then the header checksum byte.
+_LZ4_FLG_POS = len(_LZ4_MAGIC)
+_LZ4_FLG_CONTENT_SIZE = 0x08  # an 8-byte content size follows BD
+_LZ4_FLG_DICT_ID = 0x01  # a 4-byte dictionary id follows
+_LZ4_MIN_HEADER = len(_LZ4_MAGIC) + 3  # FLG, BD, header checksum
 
 
 def _cramjam(codec: Compression) -> ModuleType:
@@ -197,8 +205,7 @@ def _gunzip(data: bytes, max_size: int) -> bytes:
     try:
         # A gzip file may hold several members one after the other (RFC 1952 2.2).
         while True:
-            # 47 = 32 + 15: accept a gzip or a zlib header.
-            d = zlib.decompressobj(47)
+            d = zlib.decompressobj(_GZIP_OR_ZLIB)
             chunk = d.decompress(rest, max_size - total + 1)
             total += len(chunk)
             if total > max_size:
@@ -225,10 +232,10 @@ def _unsnappy(cramjam: ModuleType, data: bytes, max_size: int) -> bytes:
         end = len(data)
         blocks = []
         while pos < end:
-            if pos + 4 > end:
+            if pos + _int32.size > end:
                 raise ProtocolError("truncated xerial snappy block length")
             (size,) = _int32.unpack_from(data, pos)
-            pos += 4
+            pos += _int32.size
             if size < 0 or pos + size > end:
                 raise ProtocolError(f"xerial snappy block length {size} exceeds the data")
             blocks.append(data[pos : pos + size])
@@ -283,12 +290,17 @@ def fix_legacy_lz4_header(data: bytes) -> bytes:
     frame descriptor; magic-0 messages still carry that checksum, which a
     standard LZ4 reader rejects.  Return the frame with a correct checksum.
     """
-    if len(data) < 7 or not data.startswith(_LZ4_MAGIC):
+    if len(data) < _LZ4_MIN_HEADER or not data.startswith(_LZ4_MAGIC):
         raise ProtocolError("invalid lz4 frame header")
-    flg = data[4]
-    desc_len = 2 + (8 if flg & 0x08 else 0) + (4 if flg & 0x01 else 0)
-    hc_pos = 4 + desc_len
+    flg = data[_LZ4_FLG_POS]
+    desc_len = (
+        2  # FLG, BD
+        + (8 if flg & _LZ4_FLG_CONTENT_SIZE else 0)
+        + (4 if flg & _LZ4_FLG_DICT_ID else 0)
+    )
+    hc_pos = _LZ4_FLG_POS + desc_len
     if len(data) <= hc_pos:
         raise ProtocolError("truncated lz4 frame header")
-    hc = (_xxh32_short(data[4:hc_pos]) >> 8) & 0xFF
+    # The header checksum is the second byte of the descriptor's xxHash32.
+    hc = (_xxh32_short(data[_LZ4_FLG_POS:hc_pos]) >> 8) & 0xFF
     return data[:hc_pos] + bytes((hc,)) + data[hc_pos + 1 :]

@@ -57,7 +57,7 @@ _M = TypeVar("_M", bound=Message)
 _API_VERSIONS_KEY = ApiVersionsRequest.API_KEY
 # ControlledShutdown v0 (the one request with a v0 header) is not generated: by name.
 _CONTROLLED_SHUTDOWN_KEY = next(
-    key for key, spec in API_VERSIONS_SPEC.items() if spec[0] == "ControlledShutdown"
+    key for key, (name, *_) in API_VERSIONS_SPEC.items() if name == "ControlledShutdown"
 )
 _I32 = struct.Struct(">i")
 
@@ -67,7 +67,8 @@ def _first_flexible(api_key: int, *, response: bool) -> int | None:
         spec = API_VERSIONS_SPEC[api_key]
     except KeyError:
         raise ValueError(f"unknown api key {api_key!r}") from None
-    return spec[4] if response else spec[3]
+    _name, _min, _max, first_flexible_request, first_flexible_response = spec
+    return first_flexible_response if response else first_flexible_request
 
 
 def request_header_version(api_key: int, version: int) -> int:

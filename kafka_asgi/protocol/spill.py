@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from .compression import Compression
 from .crc import crc32c
 from .errors import KafkaError, ProtocolError
+from .record_batch import LOG_OVERHEAD_SIZE
 from .records import RecordTuple, decode_batches, encode_batch
 
 __all__ = [
@@ -203,7 +204,7 @@ def _batch_records(batch: bytes, count: int) -> list[RecordTuple]:
         raise ProtocolError("record batch too short")
     # The bytes before the batch's own CRC, which does not cover them.
     base_offset, length, leader_epoch = _BATCH_PREFIX.unpack_from(batch)
-    if base_offset != 0 or length != len(batch) - 12 or leader_epoch != -1:
+    if base_offset != 0 or length != len(batch) - LOG_OVERHEAD_SIZE or leader_epoch != -1:
         raise ProtocolError(
             f"record batch base_offset {base_offset}, length {length} or leader epoch "
             f"{leader_epoch} is not what a spill frame holds"
