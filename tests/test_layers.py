@@ -12,7 +12,17 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "kafka_asgi"
 
 # Rank of each layer; a module may import modules of its own rank or lower.
-LAYERS = {"protocol": 0, "network": 1, "cluster": 2, "producer": 3, "consumer": 3}
+LAYERS: dict[str, float] = {
+    "protocol": 0,
+    "network": 1,
+    # Token providers (they may do HTTP): above the network layer, which takes them as
+    # callables and never imports them, and below the cluster layer, whose options
+    # build one from plain settings (ARCHITECTURE.md, OAUTHBEARER).
+    "oauth": 1.5,
+    "cluster": 2,
+    "producer": 3,
+    "consumer": 3,
+}
 INTEGRATIONS = 4
 # The top-level package and its modules (kafka_asgi/__init__.py, cli.py, errors.py,
 # and the framework entry points: fastapi.py, starlette.py, django.py, flask.py,
@@ -38,7 +48,7 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def rank(module: str) -> int | None:
+def rank(module: str) -> float | None:
     """The layer of a kafka_asgi module; None for anything outside the package."""
     parts = module.split(".")
     if parts[0] != "kafka_asgi":
@@ -121,6 +131,8 @@ def test_every_allowed_violation_still_exists() -> None:
 
 def test_the_check_sees_each_kind_of_violation() -> None:
     known = set(production_modules()) | {"kafka_asgi.network.probe"}
+    assert violations("kafka_asgi.network.probe", "import kafka_asgi.oauth.oidc\n", known)
+    assert not violations("kafka_asgi.cluster.probe", "import kafka_asgi.oauth.oidc\n", known)
     cases = {
         "import kafka_asgi\n": "kafka_asgi",
         "from kafka_asgi import __version__\n": "kafka_asgi",
