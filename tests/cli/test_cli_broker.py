@@ -18,7 +18,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
 from tests.support.brokers import KafkaCluster, unique_name
-from tests.support.timing import scaled
+from tests.support.timing import eventually_sync, scaled
 
 pytestmark = pytest.mark.broker
 
@@ -238,6 +238,21 @@ def test_ctrl_c_exits_130_without_traceback(
     assert out == ""
 
 
+def waits_for_stdin(pid: int) -> bool:
+    """Whether ``kafka-asgi produce`` (process ``pid``) is past its start: connected to
+    the broker (a socket open) and its stdin reader thread started (a third thread,
+    beside the main one and anyio's worker).  Linux /proc; elsewhere, after 5 s."""
+    if not Path("/proc/self/fd").is_dir():
+        time.sleep(5)
+        return True
+    try:
+        fds = Path(f"/proc/{pid}/fd").iterdir()
+        connected = any(os.readlink(fd).startswith("socket:") for fd in fds)
+        return connected and len(list(Path(f"/proc/{pid}/task").iterdir())) >= 3
+    except OSError:  # an fd closed while we looked
+        return False
+
+
 def test_ctrl_c_while_produce_waits_for_stdin(
     kafka: KafkaCluster, new_topic: Callable[..., str]
 ) -> None:
@@ -250,7 +265,8 @@ def test_ctrl_c_while_produce_waits_for_stdin(
         text=True,
     )
     try:
-        time.sleep(2)
+        # A condition, not a fixed sleep (which raced the imports on a loaded machine).
+        assert eventually_sync(lambda: waits_for_stdin(proc.pid), 60), "produce never started"
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=20)
     finally:
