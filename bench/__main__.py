@@ -142,7 +142,12 @@ SECTIONS = [
         "(a) no access log; (b) kafka_asgi's `AccessLogMiddleware`; (c) "
         '`@app.middleware("http")` awaiting aiokafka `send_and_wait()` per request, the '
         "middleware most apps have today; (d) (b) with Kafka stopped. Every event of (b) "
-        "and (c) is checked as acknowledged afterwards. Cells: median (min-max).",
+        "and (c) is checked as acknowledged afterwards. Cells: median (min-max). "
+        "The Flask rows (bench/wsgi.py): the same variants for WSGI, (b) being "
+        "`KafkaExtension` (the WSGI `AccessLogMiddleware` and its background producer) and "
+        "(c) an `after_request` hook calling kafka-python's blocking `send().get()`; "
+        "in-process calls the WSGI callable directly (the background producer's thread "
+        "shares the GIL meanwhile); under gunicorn, 1 sync worker.",
         run_middleware,
         middleware_table,
     ),

@@ -1,4 +1,5 @@
-"""Middleware overhead: what an access log costs a minimal app under uvicorn.
+"""Middleware overhead: what an access log costs a minimal app under uvicorn (and, from
+bench/wsgi.py, a minimal Flask app under gunicorn).
 
     python -m bench.middleware [--quick]          # this benchmark alone
     python -m bench.middleware loadgen URL ...    # the httpx load generator (used
@@ -511,7 +512,7 @@ def run(ctx: Context, apps: Sequence[str] | None = None) -> list[Result]:
     dead = f"127.0.0.1:{free_port()}"
     seconds, warm = (1, 1) if ctx.quick else (4, 2)
     results = inprocess(ctx, topic)
-    for app_name in apps or list(APPS):
+    for app_name in [a for a in apps or list(APPS) if a in APPS]:
         app = APPS[app_name]
         env = {"BENCH_BOOTSTRAP": ctx.bootstrap, "BENCH_TOPIC": topic}
         with (
@@ -520,6 +521,10 @@ def run(ctx: Context, apps: Sequence[str] | None = None) -> list[Result]:
         ):
             srv = {**up, **down}
             results += _measure(ctx, app_name, srv, gen, seconds, warm, gen_name)
+    if apps is None or "Flask" in apps:
+        from bench import wsgi
+
+        results += wsgi.run(ctx, topic)  # the WSGI rows, beside these
     return results
 
 
