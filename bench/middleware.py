@@ -63,7 +63,7 @@ APPS = {
 VARIANTS = {
     "a": "(a) no logging",
     "b": "(b) kafka_asgi middleware",
-    "c": "(c) aiokafka send_and_wait",
+    "c": "(c) send and wait per request",
     "d": "(d) kafka_asgi, Kafka down",
 }
 CONNECTIONS = 16

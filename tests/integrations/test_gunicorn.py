@@ -1,6 +1,6 @@
-"""The Flask example under real gunicorn processes (2 workers, sync and gthread) against
-a real Kafka broker: every request one event, g.kafka events with their request's id,
-SIGTERM flushes, a Kafka outage changes no response."""
+"""The Flask (and Django) examples under real gunicorn processes (2 workers, sync and
+gthread) against a real Kafka broker: every request one event, g.kafka events with their
+request's id, SIGTERM flushes, a Kafka outage changes no response."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from tests.support.brokers import KafkaCluster, kafka_local, unique_name
 from tests.support.ports import free_base_port
-from tests.support.servers import APPS, create_topics, gunicorn, read_topic, stop
+from tests.support.servers import APPS, AppSpec, create_topics, gunicorn, read_topic, stop
 from tests.support.traffic import env_for, hammer, timed
 
 pytestmark = pytest.mark.broker
@@ -134,3 +134,21 @@ def test_kafka_outage_changes_no_response_and_shipping_resumes(tmp_path: Path) -
             assert down_median < 0.1
     finally:
         broker.stop(remove_data=True)
+
+
+def test_django_example_under_gunicorn(
+    kafka: KafkaCluster, new_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    """The Django example's WSGI steps (its README): 2 gunicorn workers, every request
+    one event, and the streaming view served without Django's sync/async warning."""
+    spec = AppSpec("django-wsgi", APPS["django"].app_dir, "shopsite.wsgi:application", "", "orders")
+    access, events = new_topic(partitions=2), new_topic()
+    with gunicorn(spec, env_for(kafka.plaintext, access, events), tmp_path) as server:
+        answers = hammer(server.url, 200, clients=4)
+        got = read_topic(kafka.plaintext, access, expect=200)
+        log = server.log_text()
+    assert all(a.status in (200, 201) for a in answers)
+    assert sorted(e["request_id"] for e in got) == sorted(a.request_id for a in answers)
+    exports = [e for e in got if e["path"] == "/export"]
+    assert exports and all(e["response_bytes"] > 1000 for e in exports)
+    assert "StreamingHttpResponse" not in log and "Warning" not in log, log

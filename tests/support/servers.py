@@ -125,7 +125,8 @@ def gunicorn(
     startup_timeout: float = 60.0,
 ) -> Iterator[Server]:
     """A gunicorn master and its workers serving ``spec`` with the example's
-    gunicorn.conf.py; SIGTERM (then SIGKILL) on exit."""
+    gunicorn.conf.py (if it has one); SIGTERM (then SIGKILL) on exit."""
+    conf = spec.app_dir / "gunicorn.conf.py"
     port = free_port()
     log = tmp / f"gunicorn-{spec.name}-{worker_class}-{port}.log"
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **env}
@@ -137,7 +138,7 @@ def gunicorn(
                 "gunicorn",
                 spec.ref,
                 "--config",
-                str(spec.app_dir / "gunicorn.conf.py"),
+                str(conf) if conf.exists() else "/dev/null",
                 "--chdir",
                 str(spec.app_dir),
                 "--bind",
