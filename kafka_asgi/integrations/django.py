@@ -139,8 +139,14 @@ class DjangoEventLogger(EventLogger):
 
     __slots__ = ("_request",)
 
-    def __init__(self, request: Any, request_id: str, cluster: str = "default") -> None:
-        super().__init__(None, request_id, cluster)
+    def __init__(
+        self,
+        request: Any,
+        request_id: str,
+        cluster: str = "default",
+        send: Callable[..., None] | None = None,
+    ) -> None:
+        super().__init__(None, request_id, cluster, send=send)
         # A weak reference: request.kafka -> logger -> request would be a cycle, and
         # every request (with all a view hangs on it) would wait for the cycle GC.
         self._request: Callable[[], Any] = weakref.ref(request)
@@ -163,21 +169,26 @@ _background: dict[str, BackgroundProducer] = {}
 _background_lock = threading.Lock()
 
 
-def _ensure_producer(conf: KafkaSettings) -> None:
+def _ensure_producer(conf: KafkaSettings) -> BackgroundProducer | None:
     """Make sure something can take events for the cluster in this process.
 
-    A kafka_asgi lifespan (ASGI) registers a sender; without one (WSGI), start a
-    background producer once per process.
+    A kafka_asgi lifespan (ASGI) registers a sender: None. Without one (WSGI, or Django's
+    own ASGI handler), the process's background producer, started once per process
+    without waiting for it (events wait in its bounded queue the few milliseconds it
+    takes to come up, so a request never waits, even with Kafka down).
     """
     cluster = conf.cluster
     if get_sender(cluster) is not None:
-        return
-    with _background_lock:
-        bg = _background.get(cluster)
-        if bg is None:
-            bg = _background[cluster] = BackgroundProducer(**conf.lifespan)
-            atexit.register(bg.stop)
-    bg.ensure_started()
+        return None
+    bg = _background.get(cluster)
+    if bg is None:
+        with _background_lock:
+            bg = _background.get(cluster)
+            if bg is None:
+                bg = _background[cluster] = BackgroundProducer(**conf.lifespan)
+                atexit.register(bg.stop)
+    bg.start_soon()
+    return bg
 
 
 def _http_version(request: Any) -> str | None:
@@ -226,27 +237,24 @@ class AccessLogMiddleware:
     def __call__(self, request: Any) -> Any:
         if self.is_async:
             return self.__acall__(request)
-        _ensure_producer(self.conf)
-        start = self._before(request)
+        start = self._before(request, _ensure_producer(self.conf))
         response = self.get_response(request)
         return self._after(request, response, start)
 
     async def __acall__(self, request: Any) -> Any:
-        if get_sender(self.cluster) is None:
-            # ASGI without our lifespan wrapper: a background producer, as under WSGI.
-            from asgiref.sync import sync_to_async
-
-            await sync_to_async(_ensure_producer, thread_sensitive=False)(self.conf)
-        start = self._before(request)
+        # Under our lifespan wrapper its sender; else (Django's own ASGI handler) a
+        # background producer, as under WSGI. Neither waits.
+        start = self._before(request, _ensure_producer(self.conf))
         response = await self.get_response(request)
         return self._after(request, response, start)
 
-    def _before(self, request: Any) -> float:
+    def _before(self, request: Any, background: BackgroundProducer | None) -> float:
         raw = request.META.get(self._meta_header) if self._meta_header else None
         request_id = self.access_log.request_id_from(
             raw.encode("latin-1", "replace") if isinstance(raw, str) else None
         )
-        request.kafka = logger = DjangoEventLogger(request, request_id, self.cluster)
+        send = background.send_nowait if background is not None else None
+        request.kafka = logger = DjangoEventLogger(request, request_id, self.cluster, send)
         if self.access_log.trace_context:
             # Now, while opentelemetry-instrumentation-django's span (if any) is current.
             meta = request.META
@@ -324,12 +332,14 @@ class AccessLogMiddleware:
             trace_id=None if logger.trace is None else logger.trace[0],
             span_id=None if logger.trace is None else logger.trace[1],
         )
-        try:
-            send = sender_for(self.cluster)
-        except Exception as exc:
-            opts.dropped += 1
-            warn_drop("Django access-log middleware", opts.topic, exc)
-            return
+        send = logger.send
+        if send is None:
+            try:
+                send = sender_for(self.cluster)
+            except Exception as exc:
+                opts.dropped += 1
+                warn_drop("Django access-log middleware", opts.topic, exc)
+                return
         opts.emit(request, event, send)
 
 

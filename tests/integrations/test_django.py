@@ -163,3 +163,32 @@ def test_request_is_freed_without_the_cycle_collector(bg_producer: InMemoryProdu
     assert [v["request_id"] for v in bg_producer.json_values("item-views")] == [
         logger.request_id
     ] * 2
+
+
+def test_first_wsgi_request_never_waits_for_an_unreachable_kafka() -> None:
+    """The background producer starts without the request waiting for its startup
+    check (up to STARTUP_TIMEOUT when Kafka does not answer); events wait meanwhile."""
+    import socket
+    import time
+
+    silent = socket.socket()  # accepts connections (the kernel does), never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    conf = {
+        "BOOTSTRAP": f"127.0.0.1:{silent.getsockname()[1]}",
+        "STARTUP_TIMEOUT": 5.0,
+        "SHUTDOWN_TIMEOUT": 0.2,
+        "ACCESS_LOG": {"topic": "access"},
+    }
+    try:
+        with override_settings(KAFKA_ASGI=conf):
+            started = time.monotonic()
+            r = Client().get("/items/3")
+            took = time.monotonic() - started
+        assert r.status_code == 200 and r.json() == {"item": 3}
+        assert took < 2.5, f"the first request took {took:.2f}s"  # not the 5 s check
+    finally:
+        bg = kdjango._background.pop("default", None)
+        if bg is not None:
+            bg.stop()
+        silent.close()
