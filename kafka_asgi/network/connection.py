@@ -514,6 +514,10 @@ class BrokerConnection:
                 f"{self.address}: re-authentication took longer than {limit}s"
             ) from None
         except AuthenticationError as exc:
+            # The broker closes the connection right after refusing, and the reader may
+            # have seen that first: report the refusal, not the close that followed.
+            if isinstance(self._closed, ConnectionClosedError):
+                self._closed = exc
             self._fail(exc)
             raise
         finally:
