@@ -10,10 +10,16 @@ observer never breaks delivery).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-__all__ = ["CompositeHooks", "ProduceRequestInfo", "ProducedPartition", "ProducerHooks"]
+__all__ = [
+    "CompositeHooks",
+    "ProduceRequestInfo",
+    "ProducedPartition",
+    "ProducerHooks",
+    "trace_injector",
+]
 
 logger = logging.getLogger("kafka_asgi.producer")
 
@@ -149,3 +155,30 @@ def without(current: ProducerHooks | None, removed: ProducerHooks) -> ProducerHo
             return None
         return left[0] if len(left) == 1 else CompositeHooks(left)
     return current
+
+
+def trace_injector() -> Callable[[Any], Any]:
+    """``headers -> headers`` adding the current OpenTelemetry context through the
+    configured propagator (``inject_trace_context=True``). Headers the caller set
+    itself win. Needs opentelemetry-api (imported here, not before)."""
+    try:
+        from opentelemetry import propagate
+    except ImportError as exc:
+        raise ImportError(
+            "inject_trace_context=True needs opentelemetry-api: pip install 'kafka-asgi[otel]'"
+        ) from exc
+    inject = propagate.inject
+
+    def add(headers: Any) -> Any:
+        carrier: dict[str, str] = {}
+        inject(carrier)
+        if not carrier:
+            return headers
+        if headers is None:
+            return [(k, v.encode()) for k, v in carrier.items()]
+        items = list(headers.items() if isinstance(headers, Mapping) else headers)
+        have = {k for k, _ in items}
+        items.extend((k, v.encode()) for k, v in carrier.items() if k not in have)
+        return items
+
+    return add

@@ -82,6 +82,10 @@ Added here:
 ``cluster_name`` (None)
     When set, the producer registers itself under that name when it starts (see
     ``kafka_asgi.get_producer``) and unregisters when it closes.
+``inject_trace_context`` (False)
+    Put the current OpenTelemetry context into every record's headers
+    (``traceparent``...) through the globally configured propagator; headers the
+    caller sets win. Needs opentelemetry-api (extra ``otel``).
 ``client`` (None)
     An already started KafkaClient to use instead of creating one; the producer
     then neither starts nor closes it (and takes no client options).
@@ -139,6 +143,7 @@ class ProducerOptions:
     close_timeout: float = 10.0
     delivery_timeout: float = 120.0
     cluster_name: str | None = None
+    inject_trace_context: bool = False
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> ProducerOptions:
@@ -194,6 +199,9 @@ class ProducerOptions:
             close_timeout=_seconds("close_timeout", o.get("close_timeout", 10.0), 0.0),
             delivery_timeout=_seconds("delivery_timeout", o.get("delivery_timeout", 120.0), 0.001),
             cluster_name=_name(o.get("cluster_name")),
+            inject_trace_context=_bool(
+                "inject_trace_context", o.get("inject_trace_context", False)
+            ),
         )
 
 

@@ -59,6 +59,7 @@ from .errors import (
     ProducerClosedError,
     RecordTooLargeError,
 )
+from .hooks import ProducerHooks, call_hook, combine, trace_injector, without
 from .idempotence import Idempotence
 from .options import ProducerOptions
 from .registry import register_producer, unregister_producer
@@ -175,6 +176,27 @@ class Producer(Sender, Idempotence, Reports):
         self._bytes_sent = 0
         self._batches_sent = 0
         self._last_error: KafkaError | None = None
+
+        # Observers (kafka_asgi.integrations.otel / .prometheus): None costs one test
+        # per batch and per request, nothing per send_nowait record.
+        self._hooks: ProducerHooks | None = None
+        self._inject: Any = None
+        if opts.inject_trace_context:
+            self._inject = inject = trace_injector()
+            plain = self.send_nowait
+
+            def send_nowait(
+                topic: str,
+                value: Any,
+                key: Any = None,
+                headers: Any = None,
+                partition: int | None = None,
+                timestamp: int | None = None,
+            ) -> None:
+                plain(topic, value, key, inject(headers), partition, timestamp)
+
+            # Only producers that asked for it pay for the injection.
+            setattr(self, "send_nowait", send_nowait)  # noqa: B010
 
     def __repr__(self) -> str:
         return f"<Producer {self._state} held={self._held}>"
@@ -348,8 +370,31 @@ class Producer(Sender, Idempotence, Reports):
         after ``delivery_timeout`` (the record is then still in the producer).
         Concurrent calls for one partition share a batch.
         """
+        hooks = self._hooks
+        if hooks is None:
+            return await self._send(topic, value, key, headers, partition, timestamp)
+        token = call_hook(hooks.send_started, topic, partition)
+        try:
+            metadata = await self._send(topic, value, key, headers, partition, timestamp)
+        except BaseException as exc:
+            call_hook(hooks.send_finished, token, None, exc)
+            raise
+        call_hook(hooks.send_finished, token, metadata, None)
+        return metadata
+
+    async def _send(
+        self,
+        topic: str,
+        value: Any,
+        key: Any,
+        headers: Any,
+        partition: int | None,
+        timestamp: int | None,
+    ) -> RecordMetadata:
         if self._held >= self._max_buffering:
             await self._wait_for_room()
+        if self._inject is not None:
+            headers = self._inject(headers)
         delivery = Delivery()
         self._enqueue(topic, value, key, headers, partition, timestamp, delivery)
         force_at = anyio.current_time() + self.options.linger
@@ -402,6 +447,17 @@ class Producer(Sender, Idempotence, Reports):
         raise DeliveryTimeoutError(
             f"flush did not finish within {limit}s ({self._held} records still held)"
         )
+
+    def add_hooks(self, hooks: ProducerHooks) -> None:
+        """Install ``hooks`` (a :class:`~kafka_asgi.producer.hooks.ProducerHooks`):
+        told of every Produce request, delivered batch, failure and retry from now on."""
+        if not isinstance(hooks, ProducerHooks):
+            raise TypeError(f"hooks must be a ProducerHooks, not {hooks!r}")
+        self._hooks = combine(self._hooks, hooks)
+
+    def remove_hooks(self, hooks: ProducerHooks) -> None:
+        """Uninstall ``hooks`` (no error if they are not installed)."""
+        self._hooks = without(self._hooks, hooks)
 
     def stats(self) -> ProducerStats:
         """Counters (a snapshot)."""

@@ -26,6 +26,7 @@ from .accumulator import (
     records_of,
 )
 from .errors import DeliveryTimeoutError
+from .hooks import call_hook
 from .state import ProducerState
 
 __all__ = ["ProducerStats", "RecordMetadata", "Reports"]
@@ -85,6 +86,8 @@ class Reports(ProducerState):
         self._batches_sent += 1
         topic = p.topic.name
         index = p.index
+        if self._hooks is not None:
+            call_hook(self._hooks.batch_delivered, topic, index, n, len(b.data))
         if b.waiters:
             for i, d in b.waiters:
                 d.metadata = RecordMetadata(
@@ -142,6 +145,8 @@ class Reports(ProducerState):
         self._held -= n
         self._failed += n
         self._last_error = error
+        if self._hooks is not None:
+            call_hook(self._hooks.records_failed, topic, partition, n, error)
         if waiters:
             for _, d in waiters:
                 d.error = copy.copy(error)

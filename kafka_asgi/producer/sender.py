@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Any, TypeAlias
 
 import anyio
 
@@ -38,6 +39,7 @@ from kafka_asgi.protocol.records import encode_batch_columns
 
 from .accumulator import Batch, PartitionBuffer, cut_moving_on
 from .errors import DeliveryTimeoutError
+from .hooks import ProducedPartition, ProduceRequestInfo, ProducerHooks, call_hook
 from .idempotence import DUPLICATE_SEQUENCE, PRODUCER_STATE_CODES
 from .state import STALL_BACKOFF_CAP, ProducerState, unreachable
 
@@ -48,6 +50,8 @@ logger = logging.getLogger("kafka_asgi.producer")
 _INF = math.inf
 # Produce v3 is the first to carry magic-2 record batches (KIP-98).
 _PRODUCE_MIN_VERSION = 3
+# The hooks installed when a Produce request began, what they were told, their token.
+Probe: TypeAlias = "tuple[ProducerHooks, ProduceRequestInfo, Any]"
 # Codes whose meaning is "the broker may have written the batch" (the leader
 # appended it, then waiting for the replicas failed): not retried without
 # idempotence, for a retry could duplicate.
@@ -236,21 +240,32 @@ class Sender(ProducerState):
         )
         self._node_inflight[node] = self._node_inflight.get(node, 0) + 1
         self._inflight_records += count
+        probe: Probe | None = None
+        hooks = self._hooks
+        if hooks is not None:
+            info = ProduceRequestInfo(
+                node,
+                [
+                    ProducedPartition(b.part.topic.name, b.part.index, len(b.values), len(b.data))
+                    for b in batches
+                    if b.data is not None
+                ],
+            )
+            probe = (hooks, info, call_hook(hooks.request_started, info))
         assert self._tg is not None
-        self._tg.start_soon(self._request, node, batches, request, count)
+        self._tg.start_soon(self._request, node, batches, request, count, probe)
 
     async def _request(
-        self, node: int, batches: list[Batch], request: ProduceRequest, count: int
+        self,
+        node: int,
+        batches: list[Batch],
+        request: ProduceRequest,
+        count: int,
+        probe: Probe | None = None,
     ) -> None:
         try:
             try:
-                response = await self._client.send(
-                    node,
-                    request,
-                    min_version=_PRODUCE_MIN_VERSION,
-                    expect_response=self._acks != 0,
-                    request_timeout=self._request_wait,
-                )
+                response = await self._send_request(node, request, probe)
             except ConnectError as exc:
                 # Never connected: nothing was written.
                 self._settle(batches, count, node)
@@ -286,6 +301,44 @@ class Sender(ProducerState):
                     self._handle_response(response, batches)
         finally:
             self._wake()
+
+    async def _send_request(
+        self,
+        node: int,
+        request: ProduceRequest,
+        probe: Probe | None,
+    ) -> ProduceResponse | None:
+        """The Produce request's round trip, told to the hooks installed when it began."""
+        try:
+            response: ProduceResponse | None = await self._client.send(
+                node,
+                request,
+                min_version=_PRODUCE_MIN_VERSION,
+                expect_response=self._acks != 0,
+                request_timeout=self._request_wait,
+            )
+        except BaseException as exc:
+            if probe is not None:
+                call_hook(probe[0].request_finished, probe[2], probe[1], exc)
+            raise
+        if probe is None:
+            return response
+        hooks, info, token = probe
+        if response is not None:
+            answers = {
+                (t.name, part.index): part
+                for t in response.responses
+                for part in t.partition_responses
+            }
+            parts = []
+            for p in info.partitions:
+                a = answers.get((p.topic, p.partition))
+                if a is not None:
+                    p = p._replace(base_offset=a.base_offset, error_code=a.error_code)
+                parts.append(p)
+            info = info._replace(partitions=parts)
+        call_hook(hooks.request_finished, token, info, None)
+        return response
 
     def _settle(self, batches: list[Batch], count: int, node: int) -> None:
         """The request is over: its partitions and node slot are free again."""
@@ -353,6 +406,10 @@ class Sender(ProducerState):
         if b.not_before < self._retry_at:
             self._retry_at = b.not_before
         self._retried += len(b.values)
+        if self._hooks is not None:
+            call_hook(
+                self._hooks.records_retried, b.part.topic.name, b.part.index, len(b.values), error
+            )
         self._client.note_error(error)
 
     def _stalled(self, b: Batch, error: KafkaError) -> None:
@@ -376,3 +433,7 @@ class Sender(ProducerState):
         if b.not_before < self._retry_at:
             self._retry_at = b.not_before
         self._retried += len(b.values)
+        if self._hooks is not None:
+            call_hook(
+                self._hooks.records_retried, b.part.topic.name, b.part.index, len(b.values), error
+            )

@@ -28,6 +28,7 @@ from kafka_asgi.protocol.compression import Compression
 from kafka_asgi.protocol.errors import KafkaError
 
 from .accumulator import Batch, PartitionBuffer, PendingRecord, TopicBuffer, Waiters
+from .hooks import ProducerHooks
 from .options import ErrorHandle, OnDelivery, ProducerOptions
 
 __all__ = ["STALL_BACKOFF_CAP", "ProducerClient", "ProducerState", "unreachable"]
@@ -151,6 +152,10 @@ class ProducerState:
     _bytes_sent: int
     _batches_sent: int
     _last_error: KafkaError | None
+
+    # Observers (hooks.py): None unless an integration installed some.
+    _hooks: ProducerHooks | None
+    _inject: Any
 
     if TYPE_CHECKING:
         # Defined by one part, called by another.
