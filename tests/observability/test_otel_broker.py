@@ -76,10 +76,13 @@ async def test_metrics_equal_stats_and_send_span_has_the_offset(
     assert send_span.attributes["messaging.destination.partition.id"] == str(sent.partition)
     request_spans = [s for s in finished if s.kind is SpanKind.CLIENT]
     assert len(request_spans) == requests
-    assert sum(
-        s.attributes["messaging.batch.message_count"]  # type: ignore[index]
-        for s in request_spans
-    ) == stats.delivered
+    assert (
+        sum(
+            s.attributes["messaging.batch.message_count"]  # type: ignore[index]
+            for s in request_spans
+        )
+        == stats.delivered
+    )
     assert all("error.type" not in (s.attributes or {}) for s in request_spans)
 
 
