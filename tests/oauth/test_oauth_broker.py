@@ -272,3 +272,21 @@ async def test_tokens_and_secrets_never_shown(
         assert secret not in text
         # Nor any long piece of it (a token is a JWT: its signature part is secret).
         assert secret[-40:] not in text
+
+
+async def test_an_idle_connection_past_its_session_renews_before_its_next_request(
+    kafka: KafkaCluster, anyio_backend: str
+) -> None:
+    """The broker accepts a re-authentication even after the session ended (it closes
+    only on other requests): a connection left idle longer than the session lifetime
+    renews itself before its next request instead of being closed under it."""
+    client_id = new_client_id()
+    options = oauth_options(kafka, "oauth_plaintext", oidc_provider(kafka, client_id))
+    async with KafkaClient(address(kafka, "oauth_plaintext"), idle_timeout=60, **options) as client:
+        await client.refresh([])
+        await anyio.sleep(REAUTH * 1.5)
+        with anyio.fail_after(scaled(10)):
+            await client.refresh([])
+        stats = client.stats()
+    assert stats.connections_opened == 1
+    assert stats.reauthentications == 1
