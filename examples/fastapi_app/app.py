@@ -9,6 +9,11 @@ Configuration comes from the environment (defaults in brackets): KAFKA_BOOTSTRAP
 [127.0.0.1:9092], ACCESS_LOG_TOPIC [access-log], EVENTS_TOPIC [shop-events],
 KAFKA_FLUSH_TIME [0.5 s], KAFKA_CREATE_TOPICS [unset: topics must exist; set: the
 lifespan creates missing ones], KAFKA_ON_UNREACHABLE [buffer].
+
+``GET /metrics`` serves the producer's and the access log's Prometheus metrics (with
+the ``prometheus`` extra installed). With several workers, point
+``PROMETHEUS_MULTIPROC_DIR`` at an empty directory before starting the server so any
+worker's answer covers them all.
 """
 
 from __future__ import annotations
@@ -21,15 +26,30 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
+from kafka_asgi import get_producer
 from kafka_asgi.fastapi import AccessLogMiddleware, KafkaLogger, kafka_lifespan
+
+try:
+    from kafka_asgi.integrations import prometheus
+except ImportError:  # pip install 'kafka-asgi[prometheus]' for /metrics
+    prometheus = None  # type: ignore[assignment]
 
 BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 ACCESS_LOG_TOPIC = os.environ.get("ACCESS_LOG_TOPIC", "access-log")
 EVENTS_TOPIC = os.environ.get("EVENTS_TOPIC", "shop-events")
 
+
+async def metrics_lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Runs in each worker once its producer is up: its metrics feed /metrics."""
+    if prometheus is not None:
+        prometheus.register(get_producer())
+    yield
+
+
 app = FastAPI(
     title="kafka-asgi example shop",
     lifespan=kafka_lifespan(
+        metrics_lifespan,
         bootstrap=BOOTSTRAP,
         producer_options={"flush_time": float(os.environ.get("KAFKA_FLUSH_TIME", "0.5"))},
         create_topics=(
@@ -41,7 +61,7 @@ app = FastAPI(
 app.add_middleware(
     AccessLogMiddleware,
     topic=ACCESS_LOG_TOPIC,
-    exclude_paths=["/health"],
+    exclude_paths=["/health", "/metrics"],
     extra={"service": "example-shop"},
 )
 
@@ -87,3 +107,7 @@ async def export() -> StreamingResponse:
                 await asyncio.sleep(0)
 
     return StreamingResponse(rows(), media_type="text/csv")
+
+
+if prometheus is not None:
+    app.add_route("/metrics", prometheus.metrics_app(), include_in_schema=False)

@@ -2,7 +2,7 @@
 
     from kafka_asgi.integrations.prometheus import metrics_app, register
     register(producer)                      # in the worker, e.g. in the lifespan
-    app.mount("/metrics", metrics_app())    # or any ASGI router
+    app.add_route("/metrics", metrics_app())  # or any ASGI router
 
 Several worker processes (uvicorn ``--workers``, gunicorn): set the environment
 variable ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory before the server starts
@@ -53,7 +53,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
 from kafka_asgi.integrations.middleware_stats import middleware_totals
 from kafka_asgi.producer.hooks import ProduceRequestInfo, ProducerHooks
 
-__all__ = ["PrometheusMetrics", "metrics_app", "multiprocess_mode", "register"]
+__all__ = ["MetricsApp", "PrometheusMetrics", "metrics_app", "multiprocess_mode", "register"]
 
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
 _SIZE_BUCKETS = tuple(float(64 * 4**i) for i in range(10))  # 64 B .. 16 MiB
@@ -326,17 +326,15 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
-def metrics_app(
-    registry: CollectorRegistry | None = None,
-) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
-    """An ASGI app answering every HTTP request with the metrics in the text format.
+class MetricsApp:
+    """An ASGI app answering every HTTP request with the metrics in the text format
+    (a class, not a function, so routers such as Starlette's ``Route`` and FastAPI's
+    ``add_route`` serve it as an ASGI app)."""
 
-    In multiprocess mode it serves the sum over all workers' files (a fresh
-    ``MultiProcessCollector`` per scrape, as prometheus-client advises), after bringing
-    this worker's own values up to date.
-    """
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry
 
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         if multiprocess_mode():
@@ -345,7 +343,7 @@ def metrics_app(
             reg = CollectorRegistry()
             MultiProcessCollector(reg)  # type: ignore[no-untyped-call]
         else:
-            reg = REGISTRY if registry is None else registry
+            reg = REGISTRY if self.registry is None else self.registry
         body = generate_latest(reg)
         await send(
             {
@@ -359,4 +357,13 @@ def metrics_app(
         )
         await send({"type": "http.response.body", "body": body})
 
-    return app
+
+def metrics_app(registry: CollectorRegistry | None = None) -> MetricsApp:
+    """The ASGI app serving ``registry`` (default: prometheus-client's global one):
+    ``app.add_route("/metrics", metrics_app())`` (FastAPI/Starlette) or any router.
+
+    In multiprocess mode it serves the sum over all workers' files (a fresh
+    ``MultiProcessCollector`` per scrape, as prometheus-client advises), after bringing
+    this worker's own values up to date.
+    """
+    return MetricsApp(registry)
