@@ -86,6 +86,18 @@ Added here:
     Put the current OpenTelemetry context into every record's headers
     (``traceparent``...) through the globally configured propagator; headers the
     caller sets win. Needs opentelemetry-api (extra ``otel``).
+``spill_dir`` (None: no disk spill)
+    A directory for records Kafka cannot take now (unreachable, memory buffer full,
+    ``delivery_timeout`` reached, the producer closing): they are written there
+    and sent once Kafka is back, before newer records of their topic (see
+    kafka_asgi.producer.spill_seam).  One subdirectory per live producer.
+``spill_max_bytes`` (1 GiB), ``spill_when_full`` ("drop_newest")
+    The disk budget, and what happens when it is used up: "drop_newest" reports
+    the records that do not fit (SpillFullError), "block" keeps them in memory
+    and makes ``send_buffered`` wait (up to ``wait_buffer_timeout``).
+``spill_fsync`` ("segment"), ``spill_segment_bytes`` (16 MiB)
+    fsync each segment when it is closed ("segment"), at most every that many
+    seconds (a number), or never ("never"); segments are rolled at this size.
 ``client`` (None)
     An already started KafkaClient to use instead of creating one; the producer
     then neither starts nor closes it (and takes no client options).
@@ -98,6 +110,7 @@ All client options (``client_id``, TLS and SASL options, ``connect_timeout``,
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -144,6 +157,11 @@ class ProducerOptions:
     delivery_timeout: float = 120.0
     cluster_name: str | None = None
     inject_trace_context: bool = False
+    spill_dir: str | None = None
+    spill_max_bytes: int = 1024 * _MIB
+    spill_when_full: str = "drop_newest"
+    spill_fsync: str | float = "segment"
+    spill_segment_bytes: int = 16 * _MIB
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> ProducerOptions:
@@ -202,6 +220,7 @@ class ProducerOptions:
             inject_trace_context=_bool(
                 "inject_trace_context", o.get("inject_trace_context", False)
             ),
+            **_spill_options(o),
         )
 
 
@@ -276,3 +295,26 @@ def _name(value: object) -> str | None:
     if value is not None and (not isinstance(value, str) or not value):
         raise ValueError(f"cluster_name must be a non-empty str or None, not {value!r}")
     return value
+
+
+def _spill_options(o: dict[str, Any]) -> dict[str, Any]:
+    directory = o.get("spill_dir")
+    if directory is not None:
+        if not isinstance(directory, (str, os.PathLike)) or not os.fspath(directory):
+            raise TypeError(f"spill_dir must be a path (str) or None, not {directory!r}")
+        directory = os.fspath(directory)
+    when_full = o.get("spill_when_full", "drop_newest")
+    if when_full not in ("drop_newest", "block"):
+        raise ValueError(f"spill_when_full must be 'drop_newest' or 'block', not {when_full!r}")
+    fsync = o.get("spill_fsync", "segment")
+    if not (fsync in ("segment", "never") and isinstance(fsync, str)):
+        fsync = _seconds("spill_fsync ('segment', 'never' or seconds)", fsync, 0.0)
+    segment = _int("spill_segment_bytes", o.get("spill_segment_bytes", 16 * _MIB), 4096)
+    budget = _int("spill_max_bytes", o.get("spill_max_bytes", 1024 * _MIB), 0)
+    return {
+        "spill_dir": directory,
+        "spill_max_bytes": budget,
+        "spill_when_full": when_full,
+        "spill_fsync": fsync,
+        "spill_segment_bytes": segment,
+    }

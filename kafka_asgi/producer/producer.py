@@ -65,6 +65,8 @@ from .options import ProducerOptions
 from .registry import register_producer, unregister_producer
 from .reports import ProducerStats, RecordMetadata, Reports
 from .sender import Sender
+from .spill_host import SpillSupport
+from .spill_seam import SpillHost, spill_seam
 from .state import STALL_BACKOFF_CAP, ProducerClient, unreachable
 from .validation import as_bytes, check_partition, check_topic, coerce_headers, timestamp_ns
 
@@ -77,7 +79,7 @@ _INF = math.inf
 _NEVER = 1 << 62
 
 
-class Producer(Sender, Idempotence, Reports):
+class Producer(Sender, Idempotence, Reports, SpillSupport):
     """Ship records to Kafka in batches, from async (``send_nowait``) or sync
     (``await send``) callers.  See :mod:`kafka_asgi.producer.options` for options.
 
@@ -176,6 +178,8 @@ class Producer(Sender, Idempotence, Reports):
         self._bytes_sent = 0
         self._batches_sent = 0
         self._last_error: KafkaError | None = None
+        # Disk spill (kafka_asgi.producer.spill_seam), None without spill_dir.
+        self._spill = spill_seam(opts)
 
         # Observers (kafka_asgi.integrations.otel / .prometheus): None costs one test
         # per batch and per request, nothing per send_nowait record.
@@ -256,6 +260,14 @@ class Producer(Sender, Idempotence, Reports):
                     self._tg = tg
                     self._next_flush = anyio.current_time() + self.options.flush_time
                     await tg.start(self._flusher)
+                    if self._spill is not None:
+                        host = SpillHost(
+                            self._replay_room,
+                            self._replay_record,
+                            self._report_dropped,
+                            self._respill,
+                        )
+                        await tg.start(self._spill.run, host)
                     if self._idempotent:
                         self._pid_wanted = anyio.Event()
                         self._pid_wanted.set()
@@ -304,6 +316,9 @@ class Producer(Sender, Idempotence, Reports):
                         f"(close_timeout={timeout}s)"
                     )
                 )
+                if self._spill is not None:
+                    # What is left in memory was queued for the disk just above.
+                    await self._spill.close(max(timeout, 5.0))
                 if self.options.cluster_name is not None:
                     unregister_producer(self.options.cluster_name, self)
 
@@ -425,8 +440,13 @@ class Producer(Sender, Idempotence, Reports):
     ) -> None:
         """``send_nowait``, but with ``wait_on_buffer_full=True`` waits for room
         (up to ``wait_buffer_timeout``, then BufferFullError) instead of failing."""
-        if self._held >= self._max_buffering:
-            await self._wait_for_room()
+        spill = self._spill
+        if spill is None or not spill.usable():
+            if self._held >= self._max_buffering:
+                await self._wait_for_room()
+        elif spill.full() and self.options.wait_on_buffer_full:
+            if self._held >= self._max_buffering or topic in spill.spilling:
+                await self._wait_for_spill(spill)
         self.send_nowait(topic, value, key, headers, partition, timestamp)
 
     # The timeout parameter is the public contract (as Java's flush(timeout)).
@@ -471,6 +491,7 @@ class Producer(Sender, Idempotence, Reports):
             bytes_sent=self._bytes_sent,
             batches_sent=self._batches_sent,
             last_error=self._last_error,
+            **({} if self._spill is None else self._spill.stats()),
         )
 
     # ------------------------------------------------------------------ enqueue (slow path)
@@ -499,6 +520,8 @@ class Producer(Sender, Idempotence, Reports):
         t = self._buffers.get(topic)
         if t is None:
             t = self._buffers[topic] = TopicBuffer(topic, self._batch_size)
+            if self._topics is not self._buffers:
+                self._respill()  # the fast path's dict is a copy while topics spill
         return t
 
     def _enqueue(
@@ -512,7 +535,11 @@ class Producer(Sender, Idempotence, Reports):
         delivery: Delivery | None,
     ) -> None:
         """Every record that is not the plainest kind (or the first of its topic)."""
-        if self._held >= self._max_buffering:
+        spill = self._spill
+        # Records read back from spill_dir (their Delivery is a FrameTicket) may go
+        # over max_buffering by one read: the replayer only reads while there is room.
+        replayed = delivery is not None and delivery.__class__ is not Delivery
+        if self._held >= self._max_buffering and not replayed and (spill is None or delivery):
             raise self._buffer_full()
         t = self._topics.get(topic) if topic.__class__ is str else None
         if t is None:
@@ -534,6 +561,16 @@ class Producer(Sender, Idempotence, Reports):
             size += header_size(hdrs)
         if size > self._max_request_size - BATCH_OVERHEAD - 20:
             raise self._too_large(topic, size)
+        if (
+            spill is not None
+            and delivery is None
+            and spill.takes(topic, self._held >= self._max_buffering)
+        ):
+            # Behind the records of its topic already on their way to the disk.
+            spill.overflow(topic, key, value, hdrs, part, ts // 1_000_000)
+            return
+        if self._held >= self._max_buffering and not replayed:
+            raise self._buffer_full()
         values = t.values
         if part is not None or delivery is not None or key is not None or hdrs is not None:
             if t.extras is None:
@@ -607,6 +644,8 @@ class Producer(Sender, Idempotence, Reports):
 
     def _cycle(self, force: bool) -> None:
         """Place buffered records on partitions and send what is ready."""
+        if self._spill is not None and self._spill.evacuate:
+            self._evacuate()
         now = anyio.current_time()
         if now >= self._next_flush:
             self._force_pending = True

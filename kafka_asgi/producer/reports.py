@@ -67,6 +67,22 @@ class ProducerStats:
     """Acknowledged record batches."""
     last_error: KafkaError | None
     """The latest error reported for a record."""
+    spilled: int = 0
+    """Records written to ``spill_dir`` (each time one was)."""
+    spilled_bytes: int = 0
+    """Bytes of the frames written to ``spill_dir``."""
+    replayed: int = 0
+    """Records read back from ``spill_dir`` and handed to the sender."""
+    spill_dropped: int = 0
+    """Records the spill could not keep (budget used up, disk error), reported."""
+    spill_lost: int = 0
+    """Records in damaged segment frames (reported with SpillDamagedError)."""
+    spill_queued: int = 0
+    """Records in memory waiting to be written to ``spill_dir``."""
+    spill_backlog_bytes: int = 0
+    """Bytes on disk not read back yet."""
+    spill_error: KafkaError | None = None
+    """The latest spill error (disk full, unwritable directory, damaged frame)."""
 
 
 class Reports(ProducerState):
@@ -84,6 +100,8 @@ class Reports(ProducerState):
         assert b.data is not None
         self._bytes_sent += len(b.data)
         self._batches_sent += 1
+        if self._spill is not None:
+            self._spill.kafka_ok = True
         topic = p.topic.name
         index = p.index
         if self._hooks is not None:
@@ -141,6 +159,16 @@ class Reports(ProducerState):
         error: KafkaError,
         retriable: bool,
     ) -> None:
+        spill = self._spill
+        if spill is not None:
+            # Records that can wait go to the disk instead of being reported.
+            kept = spill.intercept(topic, partition, records, waiters, error)
+            if kept is None:
+                self._held -= len(records)
+                self._progress()
+                return
+            self._held -= len(records) - len(kept[0])
+            records, waiters = kept
         n = len(records)
         self._held -= n
         self._failed += n
@@ -258,7 +286,6 @@ class Reports(ProducerState):
     def _abort_all(self, error: KafkaError) -> None:
         """Report every record still held (the producer is closed)."""
         for t in list(self._buffers.values()):
-            self._fail_topic(t, error)
             for p in t.partitions:
                 if p.pending:
                     cut(p)
@@ -269,6 +296,8 @@ class Reports(ProducerState):
                     # A batch in flight (or once lost in flight) may be stored.
                     self._fail_batch(b, error, not (b.maybe_written or in_flight))
                     in_flight = False
+            # After the placed ones, which are older (the spill keeps this order).
+            self._fail_topic(t, error)
         self._active.clear()
         self._inflight_records = 0
         self._node_inflight.clear()

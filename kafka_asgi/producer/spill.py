@@ -63,10 +63,12 @@ class Segment:
     sealed: bool = False
     read_pos: int = len(SEGMENT_HEADER)
     read_done: bool = False
-    outstanding: int = 0
-    """Frames handed out by :meth:`SpillStore.read` and not acknowledged yet."""
+    out: set[int] = field(default_factory=set)
+    """Offsets of the frames handed out by :meth:`SpillStore.read`, not settled yet."""
     acked: set[int] = field(default_factory=set)
-    """Frame offsets acknowledged by an earlier owner (from the ack file)."""
+    """Offsets of the frames acknowledged (by us, or an earlier owner's ack file)."""
+    damaged: set[int] = field(default_factory=set)
+    """Offsets of the damage already reported (a segment can be read twice)."""
     fd: int | None = None
     ack_fd: int | None = None
 
@@ -85,6 +87,8 @@ class ReadResult:
 
     frames: list[tuple[Segment, SpillFrame]] = field(default_factory=list)
     damage: list[tuple[Path, Damage]] = field(default_factory=list)
+    more: bool = False
+    """Frames are left to read."""
 
 
 def _flock(fd: int) -> bool:
@@ -350,8 +354,9 @@ class SpillStore:
     def has_unread(self) -> bool:
         return any(not s.read_done for s in self._segments)
 
-    def read(self) -> ReadResult:
-        """The next frames not read yet, oldest first (about ``read_bytes`` of them).
+    def read(self, max_bytes: int | None = None) -> ReadResult:
+        """The next frames not read yet, oldest first (about ``max_bytes`` of them,
+        default ``read_bytes``).
 
         Seals the segment being written when it is the oldest left to read.
         """
@@ -362,20 +367,21 @@ class SpillStore:
                     continue
                 if not seg.sealed:
                     self._seal(seg)
-                self._read_segment(seg, result)
+                self._read_segment(seg, result, max_bytes or self.read_bytes)
                 if result.frames or result.damage:
                     break
             self._collect()
+            result.more = any(not s.read_done for s in self._segments)
             return result
 
-    def _read_segment(self, seg: Segment, result: ReadResult) -> None:
-        want = self.read_bytes
+    def _read_segment(self, seg: Segment, result: ReadResult, want: int) -> None:
         with open(seg.path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if seg.read_pos == len(SEGMENT_HEADER):
                 head = f.read(len(SEGMENT_HEADER))
-                if head != SEGMENT_HEADER:
+                if head != SEGMENT_HEADER and 0 not in seg.damaged:
                     # Not our file header: read on, the frames carry their own checks.
+                    seg.damaged.add(0)
                     result.damage.append(
                         (seg.path, Damage(0, len(head), None, "bad segment file header"))
                     )
@@ -385,11 +391,14 @@ class SpillStore:
                 eof = seg.read_pos + len(chunk) >= size
                 scan = decode_frames(chunk, base=seg.read_pos, at_eof=eof)
                 seg.read_pos += scan.consumed
-                result.damage.extend((seg.path, d) for d in scan.damage)
+                for d in scan.damage:
+                    if d.offset not in seg.damaged:
+                        seg.damaged.add(d.offset)
+                        result.damage.append((seg.path, d))
                 for frame in scan.frames:
-                    if frame.offset in seg.acked:
+                    if frame.offset in seg.acked or frame.offset in seg.out:
                         continue
-                    seg.outstanding += 1
+                    seg.out.add(frame.offset)
                     result.frames.append((seg, frame))
                 if eof:
                     seg.read_done = True
@@ -402,18 +411,34 @@ class SpillStore:
 
     def ack(self, seg: Segment, offset: int) -> None:
         """Record that every record of the frame at ``offset`` was delivered or reported."""
+        self.settle([(seg, offset, True)])
+
+    def settle(self, outcomes: list[tuple[Segment, int, bool]]) -> None:
+        """Acknowledge (True) or give back for another read (False) frames handed out."""
         with self._lock:
-            seg.outstanding -= 1
-            if seg.sealed and seg.read_done and seg.outstanding <= 0:
-                self._collect()
-                return
-            if seg.ack_fd is None:
-                seg.ack_fd = os.open(seg.ack_path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o644)
-            os.write(seg.ack_fd, encode_ack(offset))
+            for seg, offset, ok in outcomes:
+                if offset not in seg.out:
+                    continue
+                seg.out.discard(offset)
+                if not ok:
+                    # Read again, before anything after it.
+                    seg.read_pos = min(seg.read_pos, offset)
+                    seg.read_done = False
+                    continue
+                seg.acked.add(offset)
+                if seg.sealed and seg.read_done and not seg.out:
+                    continue  # the whole segment goes below: no ack to write
+                if seg.ack_fd is None:
+                    seg.ack_fd = os.open(
+                        seg.ack_path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o644
+                    )
+                os.write(seg.ack_fd, encode_ack(offset))
+            self._collect()
+            self._maybe_sync()
 
     def _collect(self) -> None:
         """Delete the segments whose every frame was acknowledged."""
-        done = [s for s in self._segments if s.sealed and s.read_done and s.outstanding <= 0]
+        done = [s for s in self._segments if s.sealed and s.read_done and not s.out]
         for seg in done:
             self._drop(seg)
         keep = self._segments

@@ -27,9 +27,10 @@ from kafka_asgi.network.errors import ConnectError, TLSError
 from kafka_asgi.protocol.compression import Compression
 from kafka_asgi.protocol.errors import KafkaError
 
-from .accumulator import Batch, PartitionBuffer, PendingRecord, TopicBuffer, Waiters
+from .accumulator import Batch, Delivery, PartitionBuffer, PendingRecord, TopicBuffer, Waiters
 from .hooks import ProducerHooks
 from .options import ErrorHandle, OnDelivery, ProducerOptions
+from .spill_seam import SpillSeam
 
 __all__ = ["STALL_BACKOFF_CAP", "ProducerClient", "ProducerState", "unreachable"]
 
@@ -156,6 +157,8 @@ class ProducerState:
     # Observers (hooks.py): None unless an integration installed some.
     _hooks: ProducerHooks | None
     _inject: Any
+    # Disk spill (spill_seam.py), None without spill_dir.
+    _spill: SpillSeam | None
 
     if TYPE_CHECKING:
         # Defined by one part, called by another.
@@ -183,3 +186,18 @@ class ProducerState:
         ) -> None: ...
 
         def _progress(self) -> None: ...
+
+        def _enqueue(
+            self,
+            topic: str,
+            value: object,
+            key: object,
+            headers: object,
+            partition: object,
+            timestamp: object,
+            delivery: Delivery | None,
+        ) -> None: ...
+
+        def _fail_topic(
+            self, t: TopicBuffer, error: KafkaError, count: int | None = None
+        ) -> None: ...

@@ -1,0 +1,88 @@
+"""The producer's side of the disk spill: what :class:`SpillSeam` calls back (the
+methods of :class:`~kafka_asgi.producer.spill_seam.SpillHost`), and moving a topic's
+memory records to the disk when it starts spilling.  A part of ``Producer``, as
+sender.py, idempotence.py and reports.py are (see state.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .accumulator import Delivery, PendingRecord, cut
+from .errors import BufferFullError
+from .spill_seam import SpillMovedError, SpillSeam
+from .state import ProducerState
+
+__all__ = ["SpillSupport"]
+
+
+class SpillSupport(ProducerState):
+    """Replayed records in, dropped ones reported, spilling topics off the fast path."""
+
+    def _replay_room(self) -> int:
+        if self._state != "running":
+            return 0
+        return self._max_buffering // 2 - self._held
+
+    def _replay_record(self, topic: str, partition: int, record: Any, ticket: Delivery) -> None:
+        key, value, headers, ts = record
+        self._enqueue(topic, value, key, headers, None if partition < 0 else partition, ts, ticket)
+        # Sent at once, as a sync send() is: the replayer reads again once they are.
+        self._force_at = 0.0
+        self._wake()
+
+    def _report_dropped(
+        self, topic: str, partition: int, records: list[PendingRecord], error: Any
+    ) -> None:
+        self._held += len(records)  # reported as failed, as if held until now
+        spill, self._spill = self._spill, None
+        try:
+            self._report_failure(topic, partition, records, None, error, False)
+        finally:
+            self._spill = spill
+
+    def _respill(self) -> None:
+        """Records of the spilling topics go through _enqueue (and then to the disk):
+        ``_topics``, the fast path's dict, leaves them out."""
+        spill = self._spill
+        if self._state != "running" or spill is None:
+            return
+        if spill.spilling:
+            self._topics = {n: t for n, t in self._buffers.items() if n not in spill.spilling}
+        else:
+            self._topics = self._buffers
+        if spill.evacuate:
+            self._wake()
+
+    def _evacuate(self) -> None:
+        """Move the memory records of topics that started spilling to the disk
+        (in order, ahead of their records queued there), except batches in flight
+        or awaited by a send()."""
+        assert self._spill is not None
+        moved = SpillMovedError("moved to spill_dir behind its topic's backlog")
+        topics = self._spill.begin_evacuation()
+        try:
+            for name in topics:
+                t = self._buffers.get(name)
+                if t is None:
+                    continue
+                for p in t.partitions:
+                    if p.pending:
+                        cut(p)
+                    for b in list(p.batches):
+                        if (b is p.batches[0] and p.inflight) or b.maybe_written:
+                            continue
+                        if b.waiters and any(d.__class__ is Delivery for _, d in b.waiters):
+                            continue
+                        self._fail_batch(b, moved, True)
+                if not (t.extras and any(e[4].__class__ is Delivery for e in t.extras)):
+                    self._fail_topic(t, moved)
+        finally:
+            self._spill.end_evacuation()
+
+    async def _wait_for_spill(self, spill: SpillSeam) -> None:
+        limit = self.options.wait_buffer_timeout
+        if not await spill.wait_room(limit):
+            raise BufferFullError(
+                f"buffer overflow: {spill.queued} records still wait to be written to "
+                f"spill_dir after wait_buffer_timeout={limit}s"
+            )

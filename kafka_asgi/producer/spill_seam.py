@@ -1,0 +1,701 @@
+"""Between a running Producer and its spill store (see kafka_asgi.producer.spill).
+
+What the producer calls, all from the event loop and none of them awaiting:
+
+* :meth:`SpillSeam.intercept` from the one place records fail: records that
+  could be delivered later (Kafka unreachable, ``delivery_timeout`` reached, the
+  producer closing, a retriable error) are queued for the disk instead of being
+  reported; records a ``send()`` awaits are never spilled (their caller gets the
+  error); records read back from disk settle their frame's :class:`FrameTicket`.
+* :meth:`SpillSeam.overflow` from the send path, for a record of a topic that has
+  records on disk (so it goes behind them, keeping the order per partition and
+  key), or when the memory buffer is full.
+* :meth:`SpillSeam.run` in the producer's task group: a writer (encodes frames and
+  appends them off the event loop, ``anyio.to_thread``) and a replayer (reads
+  frames back, off the loop, and hands their records to the producer while its
+  memory buffer has room, so live traffic keeps its share).
+
+A topic with records queued or on disk is *spilling*: its new records go to the
+disk too, until the replayer has read the last of them back.  When a topic starts
+spilling, the records it still has in memory (older than the ones now queued)
+are moved to the disk first (:attr:`SpillSeam.evacuate`, done by the producer at
+the start of its next cycle).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+import anyio
+import anyio.abc
+
+from kafka_asgi.protocol.errors import KafkaError, UnknownTopicOrPartitionError
+from kafka_asgi.protocol.records import RecordTuple
+from kafka_asgi.protocol.spill import encode_frame
+
+from .accumulator import Delivery, PendingRecord, Waiters
+from .errors import BufferFullError, DeliveryTimeoutError, ProducerClosedError
+from .options import ProducerOptions
+from .spill import Segment, SpillStore
+
+__all__ = [
+    "WHEN_FULL",
+    "FrameTicket",
+    "SpillDamagedError",
+    "SpillError",
+    "SpillFullError",
+    "SpillHost",
+    "SpillMovedError",
+    "SpillSeam",
+    "spill_seam",
+]
+
+logger = logging.getLogger("kafka_asgi.producer")
+
+WHEN_FULL = ("drop_newest", "block")
+_FRAME_RECORDS = 64  # records per frame: the most one torn write can cost
+_WRITE_RECORDS = 8192  # records per trip to the writer thread
+_READ_BYTES = 256 * 1024
+_PROBE_INTERVAL = 1.0
+
+
+class SpillError(KafkaError):
+    """Records could not be written to the spill directory (disk full, I/O error,
+    unwritable directory); they are reported with this error."""
+
+
+class SpillFullError(SpillError):
+    """``spill_max_bytes`` is used up and ``spill_when_full="drop_newest"``: the
+    newest records were dropped (reported with this error)."""
+
+
+class SpillDamagedError(SpillError):
+    """Bytes of a spill segment could not be read back (a torn or corrupted frame).
+
+    ``lost`` is the number of records lost when the frame's header said (else None),
+    ``path`` the segment file.  Reported through ``error_handle`` with no records.
+    """
+
+    def __init__(self, message: str, path: str, lost: int | None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.lost = lost
+
+
+class SpillMovedError(KafkaError):
+    """Internal: a record moved from memory to the disk (its topic started spilling)."""
+
+    retriable = True
+
+
+@dataclass(frozen=True, slots=True)
+class SpillHost:
+    """What the seam uses of the producer (bound methods of it)."""
+
+    replay_room: Callable[[], int]
+    """Records the producer can take from the disk now."""
+    inject: Callable[[str, int, RecordTuple, FrameTicket], None]
+    """Hand one record read back to the producer (its ticket as its Delivery)."""
+    report_dropped: Callable[[str, int, list[PendingRecord], KafkaError], None]
+    """Report records as failed (error_handle, on_delivery, the failed counter)."""
+    spilling_changed: Callable[[], None]
+    """The set of spilling topics changed."""
+
+
+class _Countdown:
+    """Stands in for a Delivery's event: the producer "sets" it once per record."""
+
+    __slots__ = ("ticket",)
+
+    def __init__(self, ticket: FrameTicket) -> None:
+        self.ticket = ticket
+
+    def set(self) -> None:
+        self.ticket.settled(None)
+
+
+class FrameTicket(Delivery):
+    """Rides with every record of one frame read back from disk (as its Delivery);
+    when all of them are settled the frame is acknowledged or read again."""
+
+    __slots__ = (
+        "attempts",
+        "count",
+        "failed",
+        "left",
+        "offset",
+        "partition",
+        "seam",
+        "seg",
+        "topic",
+    )
+
+    def __init__(
+        self, seam: SpillSeam, seg: Segment, offset: int, count: int, attempts: int, topic: str
+    ) -> None:
+        # No anyio.Event: the producer's event.set() calls count records down.
+        self.event = cast(anyio.Event, _Countdown(self))
+        self.metadata: Any = None
+        self.error: KafkaError | None = None
+        self.seam = seam
+        self.seg = seg
+        self.offset = offset
+        self.left = count
+        self.count = count
+        self.attempts = attempts
+        self.topic = topic
+        self.partition = -1
+        self.failed: list[PendingRecord] = []
+
+    def settled(self, failed: tuple[PendingRecord, KafkaError] | None) -> None:
+        if failed is not None:
+            self.failed.append(failed[0])
+            self.error = failed[1]
+        self.left -= 1
+        if self.left == 0:
+            self.seam._frame_settled(self)
+
+
+def _unreachable_kind(error: KafkaError) -> bool:
+    """Errors that say nothing about the records, only that Kafka was not there."""
+    return isinstance(
+        error, (DeliveryTimeoutError, ProducerClosedError, SpillMovedError, BufferFullError)
+    )
+
+
+def spill_seam(opts: ProducerOptions) -> SpillSeam | None:
+    """The seam for a producer with these options (None without ``spill_dir``)."""
+    if opts.spill_dir is None:
+        return None
+    store = SpillStore(
+        opts.spill_dir,
+        max_bytes=opts.spill_max_bytes,
+        segment_bytes=opts.spill_segment_bytes,
+        fsync=opts.spill_fsync,
+    )
+    handle = opts.error_handle
+
+    def on_error(error: KafkaError) -> None:
+        if handle is not None:
+            handle("", -1, [], error, False)
+
+    return SpillSeam(
+        store,
+        when_full=opts.spill_when_full,
+        queue_limit=max(1000, opts.max_buffering),
+        replay_limit=max(_FRAME_RECORDS, opts.max_buffering // 2),
+        on_error=on_error,
+    )
+
+
+def _counts_as_replay_failure(error: KafkaError) -> bool:
+    """Errors that say the records themselves cannot go (bounded by max_replays): a
+    permanent error, or a topic Kafka does not know.  Transient ones (a leader or
+    coordinator moving, Kafka away) are retried without a bound, as a buffer should."""
+    if _unreachable_kind(error):
+        return False
+    return not error.retriable or isinstance(error, UnknownTopicOrPartitionError)
+
+
+class SpillSeam:
+    """The producer's side of the spill: queues, writer, replayer, counters."""
+
+    def __init__(
+        self,
+        store: SpillStore,
+        *,
+        when_full: str,
+        queue_limit: int,
+        replay_limit: int,
+        max_replays: int = 3,
+        on_error: Callable[[KafkaError], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.when_full = when_full
+        self.queue_limit = queue_limit
+        self.replay_limit = replay_limit
+        self.max_replays = max_replays
+        self.on_error = on_error
+        self.spilling: set[str] = set()
+        self.evacuate: list[str] = []
+        """Topics that started spilling: the producer moves their memory records here."""
+        self.kafka_ok = True
+        self.ready = False
+        self.broken: KafkaError | None = None
+        # Per topic: queued items [partition, attempts, records], oldest first.
+        self._queues: dict[str, deque[list[Any]]] = {}
+        self._front: dict[str, list[list[Any]]] | None = None
+        self._backlog: dict[str, int] = {}  # records queued or on disk, not read back
+        self._queued = 0
+        self._replaying = 0  # records handed to the producer, not settled
+        self._settle: list[tuple[Segment, int, bool]] = []
+        self._attempts: dict[tuple[int, int], int] = {}
+        self._unread = False
+        self._work: anyio.Event | None = None
+        self._room: anyio.Event | None = None
+        self._probe_at = 0.0
+        self._host: SpillHost | None = None
+        self._chunks: list[tuple[str, int, int, list[PendingRecord]]] = []
+        self._written: tuple[int, int] | None = None
+        # Counters (stats()).
+        self.spilled = 0
+        self.spilled_bytes = 0
+        self.replayed = 0
+        self.dropped = 0
+        self.lost = 0
+        self.last_error: KafkaError | None = None
+
+    # ------------------------------------------------------------------ producer side
+
+    def stats(self) -> dict[str, Any]:
+        """The spill's fields of ProducerStats."""
+        store = self.store
+        return {
+            "spilled": self.spilled,
+            "spilled_bytes": self.spilled_bytes,
+            "replayed": self.replayed,
+            "spill_dropped": self.dropped,
+            "spill_lost": self.lost,
+            "spill_queued": self._queued,
+            "spill_backlog_bytes": store.backlog_bytes if self.ready and not store.closed else 0,
+            "spill_error": self.last_error,
+        }
+
+    @property
+    def queued(self) -> int:
+        """Records in memory waiting to be written."""
+        return self._queued
+
+    @property
+    def replaying(self) -> int:
+        return self._replaying
+
+    def full(self) -> bool:
+        """The write queue is at its limit: new records wait (send_buffered) or fail."""
+        return self._queued >= self.queue_limit
+
+    def usable(self) -> bool:
+        return self.broken is None
+
+    def takes(self, topic: str, memory_full: bool) -> bool:
+        """A new record of ``topic`` goes to the disk (behind its backlog, or for room)."""
+        return self.broken is None and (memory_full or topic in self.spilling)
+
+    def overflow(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes | None]] | None,
+        partition: int | None,
+        ts_ms: int,
+    ) -> None:
+        """Queue one new record for the disk (raises BufferFullError when the queue is full)."""
+        if self._queued >= self.queue_limit:
+            raise BufferFullError(
+                f"buffer overflow: the memory buffer is full and {self._queued} records "
+                "wait to be written to spill_dir; the disk is slower than the senders"
+            )
+        self._put(topic, -1 if partition is None else partition, 0, [(key, value, headers, ts_ms)])
+
+    def intercept(
+        self,
+        topic: str,
+        partition: int,
+        records: list[PendingRecord],
+        waiters: Waiters | None,
+        error: KafkaError,
+    ) -> tuple[list[PendingRecord], Waiters | None] | None:
+        """Take the failed records the disk can keep; return the rest to report."""
+        spillable = self.broken is None and (_unreachable_kind(error) or error.retriable)
+        if isinstance(error, DeliveryTimeoutError):
+            self.kafka_ok = False
+        if not waiters:
+            if not spillable:
+                return records, waiters
+            self._put(topic, partition, 0, records)
+            return None
+        by_index = dict(waiters)
+        keep: list[PendingRecord] = []
+        keep_waiters: Waiters = []
+        live: list[PendingRecord] = []
+        for i, record in enumerate(records):
+            d = by_index.get(i)
+            if d is None:
+                if spillable:
+                    live.append(record)
+                else:
+                    keep.append(record)
+            elif isinstance(d, FrameTicket):
+                d.partition = partition
+                if spillable:
+                    d.settled((record, error))
+                else:
+                    # A permanent error: reported like any record, and the frame done.
+                    keep.append(record)
+                    d.settled(None)
+            else:
+                keep_waiters.append((len(keep), d))
+                keep.append(record)
+        if live:
+            self._put(topic, partition, 0, live)
+        if not keep:
+            return None
+        return keep, keep_waiters or None
+
+    def begin_evacuation(self) -> list[str]:
+        """The topics to move to disk now; their records go in front of their queue."""
+        topics, self.evacuate = self.evacuate, []
+        self._front = {}
+        return topics
+
+    def end_evacuation(self) -> None:
+        front, self._front = self._front, None
+        if front:
+            for topic, items in front.items():
+                q = self._queues.setdefault(topic, deque())
+                q.extendleft(reversed(items))
+        self._kick()
+
+    def _put(self, topic: str, partition: int, attempts: int, records: list[PendingRecord]) -> None:
+        n = len(records)
+        self._queued += n
+        if topic not in self.spilling:
+            self.spilling.add(topic)
+            self.evacuate.append(topic)
+            if self._host is not None:
+                self._host.spilling_changed()
+        self._backlog[topic] = self._backlog.get(topic, 0) + n
+        if self._front is not None:
+            items = self._front.setdefault(topic, [])
+            items.append([partition, attempts, list(records)])
+            return
+        q = self._queues.get(topic)
+        if q is None:
+            q = self._queues[topic] = deque()
+        if q:
+            last = q[-1]
+            if last[0] == partition and last[1] == attempts and len(last[2]) < _FRAME_RECORDS:
+                last[2].extend(records)
+                self._kick()
+                return
+        q.append([partition, attempts, list(records)])
+        self._kick()
+
+    def _kick(self) -> None:
+        if self._work is not None:
+            self._work.set()
+
+    def _frame_settled(self, ticket: FrameTicket) -> None:
+        seg, offset = ticket.seg, ticket.offset
+        failed = ticket.failed
+        error = ticket.error
+        count = ticket.count
+        self._replaying -= count
+        if not failed:
+            self.kafka_ok = True
+            self._settle.append((seg, offset, True))
+        elif error is not None and _unreachable_kind(error) and len(failed) == count:
+            # Kafka went away again: read the frame again later, in its place.
+            self._settle.append((seg, offset, False))
+            self._unread = True
+            self._mark_backlog(ticket.topic, count)
+        else:
+            key = (id(seg), offset)
+            attempts = ticket.attempts
+            if error is not None and _counts_as_replay_failure(error):
+                attempts = self._attempts.get(key, ticket.attempts) + 1
+            if attempts > self.max_replays:
+                assert error is not None
+                self._attempts.pop(key, None)
+                self._settle.append((seg, offset, True))
+                if self._host is not None:
+                    self._host.report_dropped(ticket.topic, ticket.partition, failed, error)
+            elif len(failed) == count:
+                self._attempts[key] = attempts
+                self._settle.append((seg, offset, False))
+                self._unread = True
+                self._mark_backlog(ticket.topic, count)
+            else:
+                # Some were delivered: only the others go back to disk (a new frame).
+                self._settle.append((seg, offset, True))
+                self._put(ticket.topic, ticket.partition, attempts, failed)
+        self._kick()
+
+    def _mark_backlog(self, topic: str, n: int) -> None:
+        self._backlog[topic] = self._backlog.get(topic, 0) + n
+        if topic not in self.spilling:
+            self.spilling.add(topic)
+            self.evacuate.append(topic)
+            if self._host is not None:
+                self._host.spilling_changed()
+
+    def _read_back(self, topic: str, n: int) -> None:
+        left = self._backlog.get(topic, 0) - n
+        if left > 0:
+            self._backlog[topic] = left
+            return
+        self._backlog.pop(topic, None)
+        if topic in self.spilling and not self._queues.get(topic):
+            self.spilling.discard(topic)
+            if self._host is not None:
+                self._host.spilling_changed()
+
+    async def wait_room(self, limit: float) -> bool:
+        """Wait (at most ``limit`` s) until the write queue has room; False on timeout."""
+        with anyio.move_on_after(limit):
+            while self._queued >= self.queue_limit and self.broken is None:
+                if self._room is None:
+                    self._room = anyio.Event()
+                await self._room.wait()
+            return True
+        return False
+
+    def _notify_room(self) -> None:
+        room = self._room
+        if room is not None and self._queued < self.queue_limit:
+            self._room = None
+            room.set()
+
+    # ------------------------------------------------------------------ tasks
+
+    async def run(self, host: SpillHost, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        """Open the store, then write and replay until cancelled."""
+        self._host = host
+        self._work = anyio.Event()
+        task_status.started()
+        try:
+            await anyio.to_thread.run_sync(self.store.open)
+        except OSError as exc:
+            self._fail(SpillError(f"spill_dir {str(self.store.root)!r} is not usable: {exc}"))
+            return
+        self.ready = True
+        self._unread = bool(self.store.adopted)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._writer)
+            tg.start_soon(self._replayer)
+
+    def _fail(self, error: SpillError) -> None:
+        """The spill cannot be used: report what was queued, take nothing more."""
+        self.broken = error
+        self._error(error)
+        self._drop_queued(error)
+        self._notify_room()
+        if self._host is not None:
+            self.spilling.clear()
+            self._host.spilling_changed()
+
+    def _error(self, error: KafkaError) -> None:
+        self.last_error = error
+        logger.error("kafka_asgi producer: %s", error)
+        if self.on_error is not None:
+            try:
+                self.on_error(error)
+            except Exception:
+                logger.exception("kafka_asgi producer: error_handle raised")
+
+    def _drop_queued(self, error: KafkaError) -> None:
+        queues, self._queues = self._queues, {}
+        for topic, q in queues.items():
+            for partition, _, records in q:
+                self._dropped(topic, partition, records, error)
+
+    def _dropped(
+        self, topic: str, partition: int, records: list[PendingRecord], error: KafkaError
+    ) -> None:
+        n = len(records)
+        self._queued -= n
+        self.dropped += n
+        self._read_back(topic, n)
+        self._notify_room()
+        if self._host is not None:
+            self._host.report_dropped(topic, partition, records, error)
+
+    def _take(self) -> list[tuple[str, int, int, list[PendingRecord]]]:
+        """Queued items to write now (oldest first per topic)."""
+        out: list[tuple[str, int, int, list[PendingRecord]]] = []
+        n = 0
+        held = self.evacuate  # their older records are not queued yet
+        for topic, q in self._queues.items():
+            if topic in held:
+                continue
+            while q and n < _WRITE_RECORDS:
+                partition, attempts, records = q.popleft()
+                out.append((topic, partition, attempts, records))
+                n += len(records)
+        self._queues = {t: q for t, q in self._queues.items() if q}
+        return out
+
+    async def _writer(self) -> None:
+        assert self._work is not None
+        while True:
+            await self._write_settled()
+            items = self._take()
+            if not items:
+                if not self._settle:
+                    self._work = anyio.Event()
+                    await self._work.wait()
+                continue
+            await self._write(items)
+
+    async def _write_settled(self) -> None:
+        """Write the acks of the frames settled since last time (frees the disk)."""
+        if self._settle:
+            outcomes, self._settle = self._settle, []
+            try:
+                await anyio.to_thread.run_sync(self.store.settle, outcomes)
+            except OSError as exc:
+                self._error(SpillError(f"cannot write an ack file in spill_dir: {exc}"))
+
+    async def _write(self, items: list[tuple[str, int, int, list[PendingRecord]]]) -> None:
+        # self._chunks: taken from the queues and not yet written or dropped; if the
+        # writer is cancelled (the producer closing), close() finishes them.
+        self._chunks = [
+            (topic, partition, attempts, records[i : i + _FRAME_RECORDS])
+            for topic, partition, attempts, records in items
+            for i in range(0, len(records), _FRAME_RECORDS)
+        ]
+        while self._chunks:
+            try:
+                await anyio.to_thread.run_sync(self._encode_append, self._chunks)
+            except OSError as exc:
+                error = SpillError(f"cannot write to spill_dir {str(self.store.root)!r}: {exc}")
+                self._error(error)
+                chunks, self._chunks = self._chunks, []
+                for topic, partition, _, records in chunks:
+                    self._dropped(topic, partition, records, error)
+                return
+            self._apply_written()
+            if not self._chunks:
+                return
+            if self.when_full == "drop_newest":
+                error = SpillFullError(
+                    f"spill_max_bytes={self.store.max_bytes} is used up: the newest "
+                    "records were dropped"
+                )
+                self.last_error = error
+                chunks, self._chunks = self._chunks, []
+                for topic, partition, _, records in chunks:
+                    self._dropped(topic, partition, records, error)
+                return
+            # "block": keep them (the senders wait for room) until acks free the disk.
+            await self._write_settled()
+            await anyio.sleep(0.1)
+
+    def _encode_append(self, chunks: list[tuple[str, int, int, list[PendingRecord]]]) -> None:
+        """In the writer thread: encode and append; the outcome for _apply_written()."""
+        frames = [
+            encode_frame(topic, partition, cast(list[RecordTuple], records), attempts=attempts)
+            for topic, partition, attempts, records in chunks
+        ]
+        written = self.store.append(frames)
+        self._written = (written, sum(len(f) for f in frames[:written]))
+
+    def _apply_written(self) -> None:
+        """Count what the last append wrote (back on the event loop)."""
+        outcome, self._written = self._written, None
+        if outcome is None:
+            return
+        written, nbytes = outcome
+        for _, _, _, records in self._chunks[:written]:
+            self._queued -= len(records)
+            self.spilled += len(records)
+        self.spilled_bytes += nbytes
+        if written:
+            self._unread = True
+        self._chunks = self._chunks[written:]
+        self._notify_room()
+
+    async def _replayer(self) -> None:
+        host = self._host
+        assert host is not None
+        while True:
+            if not self._unread:
+                await anyio.sleep(0.05)
+                continue
+            room = min(host.replay_room(), self.replay_limit - self._replaying)
+            if not self.kafka_ok:
+                # Probe with one frame at a time while Kafka seemed away.
+                now = anyio.current_time()
+                if self._replaying or now < self._probe_at:
+                    await anyio.sleep(0.05)
+                    continue
+                self._probe_at = now + _PROBE_INTERVAL
+                read_bytes = 1
+            elif room <= 0 or (room < _FRAME_RECORDS and self._replaying):
+                await anyio.sleep(0.02)
+                continue
+            else:
+                # A record takes at least ~8 bytes on disk: this reads at most about
+                # twice the room (so memory stays within max_buffering and a read).
+                read_bytes = max(1, min(_READ_BYTES, room * 16))
+            try:
+                result = await anyio.to_thread.run_sync(self.store.read, read_bytes)
+            except OSError as exc:
+                self._error(SpillError(f"cannot read spill_dir: {exc}"))
+                await anyio.sleep(1.0)
+                continue
+            self._unread = result.more or bool(self._settle and not self.kafka_ok)
+            for path, damage in result.damage:
+                if damage.records:
+                    self.lost += damage.records
+                what = f"{damage.records} record(s)" if damage.records else "records"
+                self._error(
+                    SpillDamagedError(
+                        f"spill segment {path.name}: {damage.length} bytes at offset "
+                        f"{damage.offset} unreadable ({damage.reason}); {what} lost",
+                        str(path),
+                        damage.records,
+                    )
+                )
+            for seg, frame in result.frames:
+                n = len(frame.records)
+                self._read_back(frame.topic, n)
+                ticket = FrameTicket(self, seg, frame.offset, n, frame.attempts, frame.topic)
+                self._replaying += n
+                self.replayed += n
+                for record in frame.records:
+                    try:
+                        host.inject(frame.topic, frame.partition, record, ticket)
+                    except (KafkaError, TypeError, ValueError) as exc:
+                        error = exc if isinstance(exc, KafkaError) else KafkaError(str(exc))
+                        ticket.settled(((*record[:2], _hdrs(record[2]), record[3]), error))
+            await anyio.lowlevel.checkpoint()
+
+    async def close(self, timeout: float) -> None:  # noqa: ASYNC109
+        """Write what is queued and settled, then close the store (bounded)."""
+        self.evacuate = []  # everything left was just queued, oldest first
+        with anyio.CancelScope(shield=True), anyio.move_on_after(timeout):
+            if self.ready and self.broken is None:
+                await self._write_settled()
+                # The writer may have been cancelled with frames taken or written.
+                self._apply_written()
+                if self._chunks:
+                    chunks, self._chunks = self._chunks, []
+                    for topic, partition, attempts, records in reversed(chunks):
+                        self._queues.setdefault(topic, deque()).appendleft(
+                            [partition, attempts, records]
+                        )
+                while self._queues:
+                    items = self._take()
+                    if not items:
+                        break
+                    before = self.dropped
+                    await self._write(items)
+                    if self.when_full == "block" and self.dropped == before and self._queued:
+                        break
+        error = SpillError("the producer closed before these records were written to spill_dir")
+        self._drop_queued(error)
+        if self.ready:
+            try:
+                await anyio.to_thread.run_sync(self.store.close)
+            except OSError as exc:
+                self._error(SpillError(f"closing spill_dir: {exc}"))
+
+
+def _hdrs(headers: Any) -> list[tuple[str, bytes | None]] | None:
+    return list(headers) if headers else None

@@ -1,0 +1,141 @@
+"""A worker SIGKILLed while spilling; a new one with the same spill_dir ships what
+the dead one wrote (real broker of the test's own, worker in a subprocess)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import pytest
+
+from kafka_asgi.producer import Producer
+from kafka_asgi.producer.spill_seam import SpillDamagedError
+from kafka_asgi.protocol.spill import SEGMENT_HEADER, decode_frames
+from tests.support.spill import Problems, make_topic, values_by_key
+from tests.support.timing import scaled
+
+pytestmark = [pytest.mark.anyio, pytest.mark.broker]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def kill_while_spilling(bootstrap: str, topic: str, spill_dir: Path, at_least: int) -> int:
+    """Run the worker until it reports ``at_least`` records spilled, SIGKILL it; the
+    count it last reported (those records were on disk by then)."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.support.spill_worker",
+            bootstrap,
+            topic,
+            str(spill_dir),
+            "10000000",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    spilled = 0
+    deadline = time.monotonic() + scaled(120)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            spilled = int(line.split()[0].split("=")[1])
+            if spilled >= at_least or time.monotonic() > deadline:
+                break
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, err[-2000:]
+    assert spilled >= at_least, (spilled, err[-2000:])
+    return spilled
+
+
+def on_disk(spill_dir: Path) -> list[tuple[Path, list[int]]]:
+    """(segment, records per frame) of every segment left, oldest first."""
+    out = []
+    for seg in sorted(spill_dir.glob("*/*.seg")):
+        data = seg.read_bytes()
+        scan = decode_frames(data[len(SEGMENT_HEADER) :], base=len(SEGMENT_HEADER))
+        assert not scan.damage
+        out.append((seg, [len(f.records) for f in scan.frames]))
+    return out
+
+
+async def ship(bootstrap: str, spill_dir: Path, problems: Problems, expected: int) -> Any:
+    producer = Producer(bootstrap, error_handle=problems, spill_dir=str(spill_dir))
+    async with producer:
+        with anyio.move_on_after(scaled(120)):
+            while True:
+                s = producer.stats()
+                if (
+                    s.delivered + s.failed + s.spill_lost >= expected
+                    and s.spill_backlog_bytes == 0
+                    and s.buffered + s.in_flight == 0
+                ):
+                    break
+                await anyio.sleep(0.2)
+        stats = producer.stats()
+    return stats
+
+
+async def test_killed_worker_records_are_shipped_by_the_next(
+    own_broker: Any, tmp_path: Path, anyio_backend: str
+) -> None:
+    bootstrap = own_broker.addresses().plaintext
+    topic = make_topic(bootstrap)
+    spill_dir = tmp_path / "spill"
+    await anyio.to_thread.run_sync(own_broker.stop)
+    reported = await anyio.to_thread.run_sync(
+        kill_while_spilling, bootstrap, topic, spill_dir, 20_000
+    )
+    left = on_disk(spill_dir)
+    total = sum(sum(counts) for _, counts in left)
+    assert total >= reported
+    await anyio.to_thread.run_sync(lambda: own_broker.start(timeout=120.0, fresh=False))
+    problems = Problems()
+    stats = await ship(bootstrap, spill_dir, problems, total)
+    assert stats.delivered == total and stats.failed == 0, (stats, problems.summary())
+    values, by_key = await anyio.to_thread.run_sync(values_by_key, bootstrap, topic, 3, total)
+    # Every record the dead worker had written is in the topic, once: at least all of
+    # those it reported as spilled before it was killed.
+    assert {b"%08d" % i for i in range(reported)} <= set(values)
+    assert len(values) == total and max(values.values()) == 1
+    for key, seq in by_key.items():
+        assert seq == sorted(seq), key
+    # The dead worker's directory was adopted, emptied and removed.
+    assert not list(spill_dir.glob("*/*.seg"))
+
+
+async def test_truncated_segment_loses_only_the_cut_frame(
+    own_broker: Any, tmp_path: Path, anyio_backend: str
+) -> None:
+    bootstrap = own_broker.addresses().plaintext
+    topic = make_topic(bootstrap)
+    spill_dir = tmp_path / "spill"
+    await anyio.to_thread.run_sync(own_broker.stop)
+    await anyio.to_thread.run_sync(kill_while_spilling, bootstrap, topic, spill_dir, 5_000)
+    left = on_disk(spill_dir)
+    total = sum(sum(counts) for _, counts in left)
+    # Cut the last frame of the newest segment in its middle (a torn write).
+    seg, counts = next((s, c) for s, c in reversed(left) if c)
+    os.truncate(seg, seg.stat().st_size - 20)
+    lost = counts[-1]
+    await anyio.to_thread.run_sync(lambda: own_broker.start(timeout=120.0, fresh=False))
+    problems = Problems()
+    stats = await ship(bootstrap, spill_dir, problems, total)
+    damaged = problems.of(SpillDamagedError)
+    assert len(damaged) == 1 and damaged[0][3].lost == lost, problems.summary()
+    assert stats.spill_lost == lost
+    assert stats.delivered == total - lost and stats.failed == 0, (stats, problems.summary())
+    values, _ = await anyio.to_thread.run_sync(values_by_key, bootstrap, topic, 3, total - lost)
+    assert len(values) == total - lost and max(values.values()) == 1

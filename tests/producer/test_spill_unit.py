@@ -1,0 +1,109 @@
+"""The spill seam over the in-memory FakeClient: outage and replay, bounded replays of
+an unknown topic, an unwritable directory, the records left at close."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+
+from kafka_asgi.producer.spill_seam import SpillError
+from kafka_asgi.protocol.errors import UnknownTopicOrPartitionError
+from tests.support.fake_client import FakeClient
+from tests.support.producers import Reports, running
+from tests.support.timing import eventually
+
+pytestmark = pytest.mark.anyio
+
+
+def _options(tmp_path: Path) -> dict[str, object]:
+    return {
+        "spill_dir": str(tmp_path / "spill"),
+        "delivery_timeout": 0.3,
+        "max_buffering": 100,
+        "wait_on_buffer_full": True,
+    }
+
+
+async def test_outage_then_replay_in_order(tmp_path: Path, anyio_backend: str) -> None:
+    fake = FakeClient()
+    fake.add_topic("t", 2)
+    reports = Reports()
+    async with running(fake, reports, **_options(tmp_path)) as producer:
+        await producer.send("t", b"first")
+        fake.down = True
+        for i in range(1000):
+            await producer.send_buffered("t", b"%04d" % i, key=b"k%d" % (i % 7))
+        assert await eventually(lambda: producer.stats().spilled >= 900, 10)
+        assert producer.stats().failed == 0
+        fake.down = False
+        assert await eventually(lambda: producer.stats().delivered == 1001, 30), producer.stats()
+    assert not reports.errors
+    for p in range(2):
+        seq = [s.value for s in fake.records("t", p) if s.value != b"first"]
+        keys = {s.key for s in fake.records("t", p)} - {None}
+        for key in keys:
+            mine = [s.value for s in fake.records("t", p) if s.key == key]
+            assert mine == sorted(mine), key
+        assert len(set(seq)) == len(seq)
+    assert sorted(fake.all_values("t")) == sorted([b"first", *(b"%04d" % i for i in range(1000))])
+    assert not list((tmp_path / "spill").glob("*/*.seg"))
+
+
+async def test_unknown_topic_is_replayed_a_bounded_number_of_times(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    fake = FakeClient()
+    reports = Reports()
+    async with running(fake, reports, **_options(tmp_path), max_retry=1) as producer:
+        for i in range(10):
+            producer.send_nowait("gone", b"%d" % i)
+        assert await eventually(lambda: producer.stats().failed == 10, 30), producer.stats()
+        stats = producer.stats()
+    # Replayed (3 times at most), then reported once each: never forever.
+    assert 10 <= stats.replayed <= 40, stats
+    failed = [r for e in reports.errors for r in e[2]]
+    assert sorted(r[1] for r in failed) == sorted(b"%d" % i for i in range(10))
+    assert all(isinstance(e[3], UnknownTopicOrPartitionError) for e in reports.errors)
+    assert not list((tmp_path / "spill").glob("*/*.seg"))
+
+
+async def test_unwritable_directory_is_reported_not_raised(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    fake = FakeClient()
+    fake.add_topic("t", 1)
+    reports = Reports()
+    options = {**_options(tmp_path), "spill_dir": str(blocker / "spill")}
+    async with running(fake, reports, **options) as producer:
+        assert await eventually(lambda: producer.stats().spill_error is not None, 10)
+        fake.down = True
+        for i in range(50):
+            producer.send_nowait("t", b"%d" % i)  # no exception in the request path
+        assert await eventually(lambda: producer.stats().failed == 50, 10)
+    errors = [e for e in reports.errors if isinstance(e[3], SpillError)]
+    assert errors and errors[0][0] == "" and errors[0][2] == []
+    assert isinstance(producer.stats().spill_error, SpillError)
+
+
+async def test_records_left_at_close_are_shipped_by_the_next_producer(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    fake = FakeClient()
+    fake.add_topic("t", 1)
+    fake.down = True
+    options = {**_options(tmp_path), "delivery_timeout": 30.0, "close_timeout": 0.2}
+    async with running(fake, Reports(), **options) as producer:
+        for i in range(50):
+            producer.send_nowait("t", b"%02d" % i)
+        await anyio.sleep(0.1)
+    assert producer.stats().failed == 0 and producer.stats().spilled == 50
+    fake.down = False
+    reports = Reports()
+    async with running(fake, reports, **options) as second:
+        assert await eventually(lambda: second.stats().delivered == 50, 20), second.stats()
+    assert fake.all_values("t") == [b"%02d" % i for i in range(50)]
+    assert not reports.errors
