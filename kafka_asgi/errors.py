@@ -30,6 +30,10 @@ from kafka_asgi.producer.errors import (
     ProducerClosedError,
     ProducerNotRegisteredError,
     RecordTooLargeError,
+    SpillDamagedError,
+    SpillError,
+    SpillFullError,
+    SpillMovedError,
 )
 from kafka_asgi.protocol import errors as _protocol_errors
 from kafka_asgi.protocol.errors import *  # noqa: F403 - every error-code class, by design
@@ -49,6 +53,10 @@ __all__ = [
     "ProducerClosedError",
     "ProducerNotRegisteredError",
     "RecordTooLargeError",
+    "SpillDamagedError",
+    "SpillError",
+    "SpillFullError",
+    "SpillMovedError",
     "RequestTimeout",
     "ClientRequestTimeoutError",
     "TLSError",

@@ -12,6 +12,10 @@ __all__ = [
     "ProducerClosedError",
     "ProducerNotRegisteredError",
     "RecordTooLargeError",
+    "SpillDamagedError",
+    "SpillError",
+    "SpillFullError",
+    "SpillMovedError",
 ]
 
 
@@ -62,3 +66,32 @@ class ProducerAlreadyRegisteredError(KafkaError, RuntimeError):
 
 class ProducerNotRegisteredError(KafkaError, LookupError):
     """No producer is registered under this cluster name in this process."""
+
+
+class SpillError(KafkaError):
+    """Records could not be written to the spill directory (disk full, I/O error,
+    unwritable directory); they are reported with this error."""
+
+
+class SpillFullError(SpillError):
+    """``spill_max_bytes`` is used up and ``spill_when_full="drop_newest"``: the
+    newest records were dropped (reported with this error)."""
+
+
+class SpillDamagedError(SpillError):
+    """Bytes of a spill segment could not be read back (a torn or corrupted frame).
+
+    ``lost`` is the number of records lost when the frame's header said (else None),
+    ``path`` the segment file.  Reported through ``error_handle`` with no records.
+    """
+
+    def __init__(self, message: str, path: str, lost: int | None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.lost = lost
+
+
+class SpillMovedError(KafkaError):
+    """Internal: a record moved from memory to the disk (its topic started spilling)."""
+
+    retriable = True

@@ -8,8 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 from .accumulator import Delivery, PendingRecord, cut
-from .errors import BufferFullError
-from .spill_seam import SpillMovedError, SpillSeam
+from .errors import BufferFullError, SpillMovedError
+from .spill_seam import SpillSeam
 from .state import ProducerState
 
 __all__ = ["SpillSupport"]

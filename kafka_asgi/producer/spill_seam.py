@@ -38,18 +38,22 @@ from kafka_asgi.protocol.records import RecordTuple
 from kafka_asgi.protocol.spill import encode_frame
 
 from .accumulator import Delivery, PendingRecord, Waiters
-from .errors import BufferFullError, DeliveryTimeoutError, ProducerClosedError
+from .errors import (
+    BufferFullError,
+    DeliveryTimeoutError,
+    ProducerClosedError,
+    SpillDamagedError,
+    SpillError,
+    SpillFullError,
+    SpillMovedError,
+)
 from .options import ProducerOptions
 from .spill import Segment, SpillStore
 
 __all__ = [
     "WHEN_FULL",
     "FrameTicket",
-    "SpillDamagedError",
-    "SpillError",
-    "SpillFullError",
     "SpillHost",
-    "SpillMovedError",
     "SpillSeam",
     "spill_seam",
 ]
@@ -61,35 +65,6 @@ _FRAME_RECORDS = 64  # records per frame: the most one torn write can cost
 _WRITE_RECORDS = 8192  # records per trip to the writer thread
 _READ_BYTES = 256 * 1024
 _PROBE_INTERVAL = 1.0
-
-
-class SpillError(KafkaError):
-    """Records could not be written to the spill directory (disk full, I/O error,
-    unwritable directory); they are reported with this error."""
-
-
-class SpillFullError(SpillError):
-    """``spill_max_bytes`` is used up and ``spill_when_full="drop_newest"``: the
-    newest records were dropped (reported with this error)."""
-
-
-class SpillDamagedError(SpillError):
-    """Bytes of a spill segment could not be read back (a torn or corrupted frame).
-
-    ``lost`` is the number of records lost when the frame's header said (else None),
-    ``path`` the segment file.  Reported through ``error_handle`` with no records.
-    """
-
-    def __init__(self, message: str, path: str, lost: int | None) -> None:
-        super().__init__(message)
-        self.path = path
-        self.lost = lost
-
-
-class SpillMovedError(KafkaError):
-    """Internal: a record moved from memory to the disk (its topic started spilling)."""
-
-    retriable = True
 
 
 @dataclass(frozen=True, slots=True)

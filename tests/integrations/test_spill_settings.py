@@ -66,3 +66,28 @@ def test_bad_spill_option_is_named() -> None:
         Producer("127.0.0.1:1", spill_dir="/tmp/x", spill_fsync=-1)
     with pytest.raises(TypeError, match="spill_dir"):
         Producer("127.0.0.1:1", spill_dir=3)
+
+
+def test_wsgi_middleware_passes_spill_options(tmp_path: Path) -> None:
+    from kafka_asgi.integrations.wsgi import AccessLogMiddleware
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    options = {**SPILL, "spill_dir": str(tmp_path)}
+    mw = AccessLogMiddleware(
+        app,
+        topic="access",
+        cluster="c-spill-wsgi",
+        bootstrap="127.0.0.1:1",
+        startup_timeout=0.2,
+        producer_options=options,
+    )
+    assert mw.background is not None
+    try:
+        mw.background.ensure_started(timeout=10)
+        producer = get_producer("c-spill-wsgi")
+        assert isinstance(producer, Producer) and producer.options.spill_dir == str(tmp_path)
+    finally:
+        mw.background.stop()

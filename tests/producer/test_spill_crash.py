@@ -15,8 +15,8 @@ import anyio
 import anyio.to_thread
 import pytest
 
+from kafka_asgi.errors import SpillDamagedError
 from kafka_asgi.producer import Producer
-from kafka_asgi.producer.spill_seam import SpillDamagedError
 from kafka_asgi.protocol.spill import SEGMENT_HEADER, decode_frames
 from tests.support.spill import Problems, make_topic, values_by_key
 from tests.support.timing import scaled

@@ -12,8 +12,8 @@ import anyio
 import anyio.to_thread
 import pytest
 
+from kafka_asgi.errors import SpillFullError
 from kafka_asgi.producer import BufferFullError, Producer
-from kafka_asgi.producer.spill_seam import SpillFullError
 from tests.support.spill import Problems, make_topic, settled, values_by_key
 
 pytestmark = [pytest.mark.anyio, pytest.mark.broker]

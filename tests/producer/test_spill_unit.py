@@ -8,7 +8,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from kafka_asgi.producer.spill_seam import SpillError
+from kafka_asgi.errors import SpillError
 from kafka_asgi.protocol.errors import UnknownTopicOrPartitionError
 from tests.support.fake_client import FakeClient
 from tests.support.producers import Reports, running
