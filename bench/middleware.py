@@ -503,6 +503,132 @@ def inprocess(ctx: Context, topic: str) -> list[Result]:
     return results
 
 
+# ---------------------------------------------------------------------- trace context cost
+
+TRACE_SECTION = "tracecost"
+TRACE_CASE = "bare middleware, no-op producer"
+TRACE_VARIANTS = {
+    "off": "trace_context=False",
+    "on": "trace_context=True, no traceparent",
+    "header": "trace_context=True, traceparent header",
+    "otel": "trace_context=True, OpenTelemetry span current",
+}
+_TRACEPARENT = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+async def _trace_cost(variants: Sequence[str], n: int, reps: int) -> dict[str, list[float]]:
+    """µs per request of the bare middleware around a minimal ASGI app, the producer a
+    no-op: the middleware's own work with trace fields on and off."""
+    from kafka_asgi.integrations.access_log import AccessLogMiddleware
+
+    class NullProducer:
+        def send_nowait(self, *args: Any) -> None:
+            pass
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        # New messages each time: the middleware adds its request-id header to them.
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"Hello, world!"})
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        pass
+
+    base_headers = [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"bench")]
+    cases: dict[str, tuple[Any, list[tuple[bytes, bytes]]]] = {}
+    for v in variants:
+        mw = AccessLogMiddleware(app, topic="t", producer=NullProducer(), trace_context=v != "off")
+        # The same request (with a traceparent) for all but "on, no traceparent".
+        headers = base_headers if v == "on" else [*base_headers, (b"traceparent", _TRACEPARENT)]
+        cases[v] = (mw, headers)
+
+    span_cm: Any = contextlib.nullcontext()
+    if "otel" in variants:
+        from opentelemetry.sdk.trace import TracerProvider
+
+        span_cm = TracerProvider().get_tracer("bench").start_as_current_span("server")
+
+    async def timed(v: str, count: int) -> float:
+        mw, headers = cases[v]
+        # The thread's CPU time: on a shared machine wall time mostly measures how long
+        # other processes held the CPU (this loop does no I/O).
+        perf = time.thread_time
+        began = perf()
+        for _ in range(count):
+            scope = {
+                "type": "http",
+                "http_version": "1.1",
+                "method": "GET",
+                "scheme": "http",
+                "path": "/",
+                "query_string": b"",
+                "headers": headers,
+                "client": ("127.0.0.1", 40000),
+            }
+            await mw(scope, receive, send)
+        return (perf() - began) / count * 1e6
+
+    out: dict[str, list[float]] = {v: [] for v in variants}
+    with span_cm:
+        for v in variants:
+            await timed(v, max(1000, n // 10))
+        for _ in range(reps):
+            for v in variants:
+                out[v].append(await timed(v, n))
+    return out
+
+
+def trace_run(ctx: Context) -> list[Result]:
+    """Two processes: one that never imports OpenTelemetry (off / on / header), and
+    one with an OpenTelemetry SDK span current around every request. Variants take
+    turns in short blocks, so the load of a shared machine falls on all of them; the
+    cost of a variant is the median over blocks of its difference to the block's
+    "off" figure (paired, which cancels drift better than comparing medians)."""
+    block = 2_000
+    reps = 20 if ctx.quick else 60
+    results: list[Result] = []
+    for variants in (["off", "on", "header"], ["off", "otel"]):
+        cmd = [PYTHON, "-m", "bench.middleware", "tracecost", ",".join(variants)]
+        cmd += [str(block), str(reps)]
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=1800, check=False, cwd=ROOT
+        )
+        data = _json_line(proc.stdout + proc.stderr, "the trace context benchmark")
+        note = "opentelemetry-sdk imported, a span current" if "otel" in variants else ""
+        for v, values in data.items():
+            label = TRACE_VARIANTS[v] + (" (OpenTelemetry process)" if v == "off" and note else "")
+            results.append(
+                Result(TRACE_SECTION, TRACE_CASE, label, "µs/request", values, False, note)
+            )
+            if v != "off":
+                diffs = [a - b for a, b in zip(values, data["off"], strict=True)]
+                results.append(
+                    Result(TRACE_SECTION, TRACE_CASE, label, "µs vs off", diffs, False, note)
+                )
+                # The least disturbed block of each: the best estimate of the work itself.
+                best = [min(values) - min(data["off"])]
+                results.append(
+                    Result(TRACE_SECTION, TRACE_CASE, label, "best µs vs off", best, False, note)
+                )
+    return results
+
+
+def trace_table(results: Sequence[Result]) -> str:
+    rows = []
+    for r in results:
+        if r.section != TRACE_SECTION or r.metric != "µs/request":
+            continue
+        d = find(results, TRACE_SECTION, TRACE_CASE, r.impl, "µs vs off")
+        b = find(results, TRACE_SECTION, TRACE_CASE, r.impl, "best µs vs off")
+        delta = "" if d is None else f"{d.median:+.2f} ({d.lo:+.1f} to {d.hi:+.1f})"
+        best = "" if b is None else f"{b.median:+.2f}"
+        rows.append([r.impl, _cell(r), delta, best])
+    header = ["variant", "µs/request", "vs off: paired blocks", "vs off: best blocks"]
+    return markdown_table(header, rows, 1)
+
+
 # ---------------------------------------------------------------------- the run
 
 
@@ -636,6 +762,12 @@ def main(argv: list[str] | None = None) -> None:
 
         bootstrap, topic, n, reps = args[1], args[2], int(args[3]), int(args[4])
         print("BENCH_JSON " + json.dumps(anyio.run(_inprocess, bootstrap, topic, n, reps)))
+        return
+    if args[:1] == ["tracecost"]:
+        import anyio
+
+        variants, n, reps = args[1].split(","), int(args[2]), int(args[3])
+        print("BENCH_JSON " + json.dumps(anyio.run(_trace_cost, variants, n, reps)))
         return
     if args[:1] == ["loadgen"]:
         p = argparse.ArgumentParser(prog="python -m bench.middleware loadgen")

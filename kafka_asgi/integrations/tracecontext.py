@@ -38,15 +38,17 @@ __all__ = [
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 
-Trace: TypeAlias = "tuple[str, str, str, bytes | str | None]"
+Trace: TypeAlias = "tuple[str, str, str, Any]"
 """``(trace_id, span_id, flags, tracestate)``: 32 and 16 lowercase hex digits, 2 hex
-digits of flags (``01``: sampled), and the ``tracestate`` value as received (or None).
+digits of flags (``01``: sampled), and the ``tracestate`` value as received, or the
+span's OpenTelemetry ``TraceState``, or None.
 ``span_id`` is the caller's span (header) or the active span (OpenTelemetry)."""
 
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
 _LOWER_HEX = b"0123456789abcdef"
 _OTEL_TRACE = "opentelemetry.trace"
+_FLAGS = [f"{i:02x}" for i in range(256)]
 # Trace Context, section 3.3.1.1: at most 32 list-members; vendors may drop the state
 # past 512 characters: we keep up to that and drop the header beyond it.
 _MAX_TRACESTATE_MEMBERS = 32
@@ -70,10 +72,8 @@ def parse_traceparent(
         if not value.isascii():
             return None
         raw = value.encode("ascii")
-    elif value.isascii():
-        raw = value
     else:
-        return None
+        raw = value  # the head is checked byte by byte below; the rest is never decoded
     n = len(raw)
     if n != 55:
         raw = raw.strip(b" \t")
@@ -91,7 +91,7 @@ def parse_traceparent(
         return None
     if n > 55 and (head[:2] == b"00" or raw[55] != 45):
         return None
-    text = head.decode("ascii")
+    text = head.decode("latin-1")  # ASCII: only hex digits and dashes are left
     trace_id = text[3:35]
     span_id = text[36:52]
     if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
@@ -165,7 +165,10 @@ def trace_headers(trace: Trace) -> list[tuple[str, bytes | None]]:
     """Kafka record headers carrying ``trace``: ``traceparent``, and ``tracestate`` when
     the request's is valid."""
     out: list[tuple[str, bytes | None]] = [(TRACEPARENT, format_traceparent(trace).encode("ascii"))]
-    state = parse_tracestate(trace[3])
+    raw = trace[3]
+    if raw is not None and not isinstance(raw, (bytes, str)):
+        raw = raw.to_header()  # an OpenTelemetry TraceState
+    state = parse_tracestate(raw)
     if state:
         out.append((TRACESTATE, state.encode("ascii")))
     return out
@@ -179,14 +182,16 @@ def current_otel_trace() -> Trace | None:
         return None
     try:
         ctx = trace.get_current_span().get_span_context()
-        if not ctx.is_valid:
+        trace_id = ctx.trace_id
+        span_id = ctx.span_id
+        if not trace_id or not span_id:  # INVALID_SPAN_CONTEXT (is_valid, cheaper)
             return None
-        state = ctx.trace_state
+        # The TraceState itself: rendered only if an event carries it on.
         return (
-            f"{ctx.trace_id:032x}",
-            f"{ctx.span_id:016x}",
-            f"{int(ctx.trace_flags):02x}",
-            state.to_header() if state else None,
+            trace_id.to_bytes(16, "big").hex(),
+            span_id.to_bytes(8, "big").hex(),
+            _FLAGS[ctx.trace_flags & 0xFF],
+            ctx.trace_state,
         )
     except Exception:
         # A broken or foreign tracer must not fail the request or its access log.
