@@ -21,7 +21,6 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -47,6 +46,7 @@ from kafka_asgi.network.errors import (
     NetworkError,
     TLSError,
 )
+from kafka_asgi.network.host import TaskHost
 from kafka_asgi.protocol.errors import (
     NO_ERROR,
     BrokerNotAvailableError,
@@ -68,6 +68,8 @@ logger = logging.getLogger("kafka_asgi.cluster")
 
 _UNKNOWN_TOPIC = UnknownTopicOrPartitionError.code
 _MAX_REMEMBERED = 10_000
+# Longest wait for the connections to close in aclose().
+_CLOSE_WAIT = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +100,7 @@ class KafkaClient:
         self._metadata = ClusterMetadata()
         self._fetched_at: dict[str, float] = {}
         self._pools = BrokerPools(self.options, self._task_group)
-        self._stack: AsyncExitStack | None = None
+        self._host: TaskHost | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._closed = False
         # Single-flight metadata refresh state (see the module docstring).
@@ -142,24 +144,28 @@ class KafkaClient:
             raise RuntimeError(f"{self!r} cannot be started twice")
         self._refresh_lock = anyio.Lock()
         self._refresh_wanted = anyio.Event()
-        async with AsyncExitStack() as stack:
-            self._tg = await stack.enter_async_context(anyio.create_task_group())
-            self._tg.start_soon(self._refresher)
-            self._tg.start_soon(self._reaper)
-            self._stack = stack.pop_all()
+        # A host task owns the task group: start() and aclose() may be awaited from
+        # any task, inside fail_after/move_on_after (kafka_asgi.network.host).
+        host = TaskHost("kafka_asgi client")
+        await host.start()
+        self._host = host
+        self._tg = host.task_group
+        self._tg.start_soon(self._refresher)
+        self._tg.start_soon(self._reaper)
 
     async def aclose(self) -> None:
-        """Close every connection and stop the background tasks (must be the task
-        that called start)."""
+        """Close every connection and stop the background tasks (bounded; any task
+        may call it)."""
         if self._closed:
             return
         self._closed = True
-        await self._pools.aclose()
-        if self._tg is not None:
-            self._tg.cancel_scope.cancel()
-        stack, self._stack = self._stack, None
-        if stack is not None:
-            await stack.aclose()
+        try:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(_CLOSE_WAIT):
+                await self._pools.aclose()
+        finally:
+            host, self._host = self._host, None
+            if host is not None:
+                await host.aclose()
 
     def require_started(self) -> None:
         """Raise RuntimeError unless the client runs (started and not closed)."""

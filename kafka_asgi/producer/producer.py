@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any
 
@@ -38,6 +37,7 @@ import anyio.lowlevel
 from kafka_asgi.cluster.client import KafkaClient
 from kafka_asgi.cluster.options import split_client_options
 from kafka_asgi.network.errors import ClientRequestTimeoutError
+from kafka_asgi.network.host import TaskHost
 from kafka_asgi.protocol.errors import KafkaError
 from kafka_asgi.protocol.records import BATCH_OVERHEAD
 
@@ -77,6 +77,8 @@ logger = logging.getLogger("kafka_asgi.producer")
 _time_ns = time.time_ns
 _INF = math.inf
 _NEVER = 1 << 62
+# Longest wait for the client to close its connections when the producer closes.
+_CLIENT_CLOSE_WAIT = 5.0
 
 
 class Producer(Sender, Idempotence, Reports, SpillSupport):
@@ -84,9 +86,9 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
     (``await send``) callers.  See :mod:`kafka_asgi.producer.options` for options.
 
     Use ``async with Producer("host:9092", **options) as producer:``, or ``await
-    producer.start()`` and ``await producer.aclose()`` from the same task (an ASGI
-    lifespan does that).  The send methods must be called from the event loop's
-    thread.
+    producer.start()`` and ``await producer.aclose()`` (from any task, inside a
+    timeout if wished: the background tasks run in a host task of their own).
+    The send methods must be called from the event loop's thread.
     """
 
     def __init__(self, bootstrap: Any = None, **options: Any) -> None:
@@ -152,7 +154,7 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
         self._error_handle = opts.error_handle
 
         self._state = "new"  # new, running, closing, closed
-        self._stack: AsyncExitStack | None = None
+        self._host: TaskHost | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._next_flush = _INF
         self._force_at = _INF
@@ -232,54 +234,56 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
         name = self.options.cluster_name
         if name is not None:
             register_producer(name, self)
+        # The background tasks live in a host task of their own: start() and
+        # aclose() may be awaited from any task, inside fail_after/move_on_after.
+        host = TaskHost("kafka_asgi producer")
         try:
-            async with AsyncExitStack() as stack:
-                host = await stack.enter_async_context(anyio.create_task_group())
-                await host.start(self._runner)
-                self._stack = stack.pop_all()
+            await host.start(self._runner)
         except BaseException:
             if name is not None:
                 unregister_producer(name, self)
             self._state = "closed"
             raise
+        self._host = host
         self._state = "running"
         self._topics = self._buffers
 
     async def _runner(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         """Own the client and the background tasks until aclose() stops them.
 
-        Shielded from the cancellation of the task that started the producer (a
-        server cancelling its lifespan, say), so that aclose() can still deliver
-        what is buffered; aclose() then cancels the background tasks itself.
+        Runs in the producer's host task (kafka_asgi.network.host), so the
+        cancellation of the task that started the producer (a server cancelling
+        its lifespan, say) does not reach it: aclose() can still deliver what is
+        buffered, then cancels the background tasks itself.
         """
-        with anyio.CancelScope(shield=True):
+        if self._own_client:
+            await self._client.start()
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                self._next_flush = anyio.current_time() + self.options.flush_time
+                await tg.start(self._flusher)
+                if self._spill is not None:
+                    host = SpillHost(
+                        self._replay_room,
+                        self._replay_record,
+                        self._report_dropped,
+                        self._respill,
+                    )
+                    await tg.start(self._spill.run, host)
+                if self._idempotent:
+                    self._pid_wanted = anyio.Event()
+                    self._pid_wanted.set()
+                    tg.start_soon(self._producer_id_task)
+                task_status.started()
+        finally:
             if self._own_client:
-                await self._client.start()
-            try:
-                async with anyio.create_task_group() as tg:
-                    self._tg = tg
-                    self._next_flush = anyio.current_time() + self.options.flush_time
-                    await tg.start(self._flusher)
-                    if self._spill is not None:
-                        host = SpillHost(
-                            self._replay_room,
-                            self._replay_record,
-                            self._report_dropped,
-                            self._respill,
-                        )
-                        await tg.start(self._spill.run, host)
-                    if self._idempotent:
-                        self._pid_wanted = anyio.Event()
-                        self._pid_wanted.set()
-                        tg.start_soon(self._producer_id_task)
-                    task_status.started()
-            finally:
-                if self._own_client:
-                    # Not cancelled: aclose() stops the task group above, not this scope.
+                # Bounded, and not cancelled by the host stopping.
+                with anyio.CancelScope(shield=True), anyio.move_on_after(_CLIENT_CLOSE_WAIT):
                     await self._client.aclose()
 
     async def aclose(self) -> None:
-        """Flush within ``close_timeout``, report what is left, stop (same task as start).
+        """Flush within ``close_timeout``, report what is left, stop.
 
         Returns within ``close_timeout`` (plus a fraction of a second to close the
         connections), even when Kafka is unreachable or has stopped reading: requests
@@ -303,11 +307,11 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
         finally:
             if self._tg is not None:
                 self._tg.cancel_scope.cancel()
-            stack, self._stack = self._stack, None
+            host, self._host = self._host, None
             try:
-                if stack is not None:
-                    # Waits for the runner (shielded itself) to close the client.
-                    await stack.aclose()
+                if host is not None:
+                    # Waits (shielded, bounded) for the runner to close the client.
+                    await host.aclose(_CLIENT_CLOSE_WAIT + 1.0)
             finally:
                 self._state = "closed"
                 self._abort_all(

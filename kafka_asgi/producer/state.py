@@ -16,7 +16,6 @@ for the type checker, the methods one part calls on another.
 
 from __future__ import annotations
 
-from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
@@ -24,6 +23,7 @@ import anyio.abc
 
 from kafka_asgi.cluster.metadata import TopicMetadata
 from kafka_asgi.network.errors import ConnectError, TLSError
+from kafka_asgi.network.host import TaskHost
 from kafka_asgi.protocol.compression import Compression
 from kafka_asgi.protocol.errors import KafkaError
 
@@ -133,7 +133,7 @@ class ProducerState:
 
     # Lifecycle.
     _state: str  # new, running, closing, closed
-    _stack: AsyncExitStack | None
+    _host: TaskHost | None
     _tg: anyio.abc.TaskGroup | None
     _node_inflight: dict[int, int]
 
