@@ -42,6 +42,7 @@ from kafka_asgi.network.errors import (
     ClientRequestTimeoutError,
     ConnectError,
     ConnectionClosedError,
+    TLSError,
     map_exceptions,
 )
 from kafka_asgi.network.sasl import SaslMechanism
@@ -324,7 +325,9 @@ class BrokerConnection:
             if tls is not None and isinstance(
                 exc.__cause__, (anyio.EndOfStream, anyio.BrokenResourceError)
             ):
-                raise ConnectError(
+                # Most often TLS pointed at a plaintext listener: a configuration
+                # error (TLSError, not retried), as a failed certificate check is.
+                raise TLSError(
                     f"{context}: the broker closed the connection during the TLS handshake"
                     " (is this a plaintext listener?)"
                 ) from exc

@@ -109,6 +109,7 @@ class Idempotence(ProducerState):
                 self._wake()
                 continue
             failures += 1
+            self._last_error = self._pid_error
             logger.debug("InitProducerId failed: %s", self._pid_error)
             self._wake()
             # While no broker is reachable, look again at least every second, so

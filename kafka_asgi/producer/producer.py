@@ -738,6 +738,7 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
                     )
                 except KafkaError as exc:
                     error = exc
+                self._last_error = error
                 if unreachable(error) or isinstance(error, ClientRequestTimeoutError):
                     # A metadata request writes nothing: waiting for a broker is safe.
                     now = anyio.current_time()

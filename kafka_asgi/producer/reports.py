@@ -66,7 +66,9 @@ class ProducerStats:
     batches_sent: int
     """Acknowledged record batches."""
     last_error: KafkaError | None
-    """The latest error reported for a record."""
+    """The latest error: of a record reported as failed, or of a try that failed
+    (a broker unreachable during an outage, a retriable broker error, a metadata
+    request or InitProducerId that failed), even while the records still wait."""
     spilled: int = 0
     """Records written to ``spill_dir`` (each time one was)."""
     spilled_bytes: int = 0

@@ -388,6 +388,7 @@ class Sender(ProducerState):
         """One try of ``b`` failed: back off and retry, or report it."""
         if b.done:
             return
+        self._last_error = error  # seen in stats() while the records wait (an outage)
         if unreachable:
             self._stalled(b, error)
             return

@@ -198,27 +198,35 @@ def _bounded(module: ModuleType, data: bytes, max_size: int, codec: Compression)
         return bytes(memoryview(buf)[:n])
 
 
+# gzip output is produced this much at a time: a "bomb" stops within one step of
+# max_size, so the peak memory is about max_size, not a multiple of it.
+_GZIP_STEP = 1 << 20
+
+
 def _gunzip(data: bytes, max_size: int) -> bytes:
-    out = []
+    out: list[bytes] = []
     total = 0
     rest = data
     try:
         # A gzip file may hold several members one after the other (RFC 1952 2.2).
         while True:
             d = zlib.decompressobj(_GZIP_OR_ZLIB)
-            chunk = d.decompress(rest, max_size - total + 1)
-            total += len(chunk)
-            if total > max_size:
-                raise _too_large(Compression.GZIP, max_size)
-            out.append(chunk)
-            if not d.eof:
-                raise ProtocolError("truncated gzip data")
+            pending = rest
+            while not d.eof:
+                chunk = d.decompress(pending, min(_GZIP_STEP, max_size - total + 1))
+                total += len(chunk)
+                if total > max_size:
+                    raise _too_large(Compression.GZIP, max_size)
+                pending = d.unconsumed_tail
+                if not chunk and not pending and not d.eof:
+                    raise ProtocolError("truncated gzip data")
+                out.append(chunk)
             rest = d.unused_data
             if not rest:
                 break
     except zlib.error as exc:
         raise ProtocolError(f"invalid gzip data: {exc}") from None
-    return b"".join(out)
+    return out[0] if len(out) == 1 else b"".join(out)
 
 
 def _unsnappy(cramjam: ModuleType, data: bytes, max_size: int) -> bytes:
