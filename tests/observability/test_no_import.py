@@ -12,7 +12,11 @@ def test_import_pulls_in_neither_opentelemetry_nor_prometheus() -> None:
         "import kafka_asgi, kafka_asgi.integrations\n"
         "import kafka_asgi.integrations.tracecontext\n"
         "from kafka_asgi.integrations import AccessLogMiddleware\n"
-        "import kafka_asgi.django\n"
+        # Not kafka_asgi.fastapi: recent FastAPI imports opentelemetry-api itself.
+        "import kafka_asgi.django, kafka_asgi.wsgi, kafka_asgi.flask\n"
+        "import kafka_asgi.starlette, kafka_asgi.integrations.logging\n"
+        "from kafka_asgi import Producer\n"
+        "Producer('127.0.0.1:1')\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
         "('opentelemetry', 'prometheus_client'))\n"
         "print(bad)\n"
