@@ -15,7 +15,10 @@ lua-resty-kafka's producer options, with its defaults:
 ``max_retry`` (3)
     Retries of a batch after a retriable error the broker answered, or after a
     request that may have been written (so at most 1 + max_retry attempts).  Tries
-    that found no broker to connect to do not count (see ``delivery_timeout``).
+    that found no broker to connect to do not count, nor tries refused because the
+    partition's leader moved or is being elected (NOT_LEADER_OR_FOLLOWER,
+    LEADER_NOT_AVAILABLE, FENCED_LEADER_EPOCH: nothing written); those wait for the
+    new leader, refreshing metadata at once (see ``delivery_timeout``).
 ``retry_backoff`` (0.1)
     Pause before a retry; also the client's metadata refresh backoff.
 ``flush_time`` (1.0)

@@ -27,6 +27,7 @@ from kafka_asgi.protocol.errors import (
     MessageTooLargeError,
     ProtocolError,
     RecordListTooLargeError,
+    UnknownTopicOrPartitionError,
     error_for_code,
 )
 from kafka_asgi.protocol.messages import ProduceRequest, ProduceResponse
@@ -57,6 +58,15 @@ Probe: TypeAlias = "tuple[ProducerHooks, ProduceRequestInfo, Any]"
 # idempotence, for a retry could duplicate.
 _MAYBE_WRITTEN_CODES = frozenset({7, 20})  # REQUEST_TIMED_OUT, NOT_ENOUGH_REPLICAS_AFTER_APPEND
 _TOO_LARGE_CODES = frozenset({MessageTooLargeError.code, RecordListTooLargeError.code})
+# The broker refused the batch because it does not lead the partition (any more, or
+# yet): nothing was written. Like an unreachable broker, this waits for the new
+# leader (metadata refreshed at once) up to delivery_timeout, without using up
+# max_retry: a failover takes as long as the cluster needs to notice the dead broker
+# (broker.session.timeout.ms), and a handful of quick retries would give up before.
+_TOPIC_UNKNOWN = -2
+_LEADER_MOVED_CODES = frozenset(
+    {5, 6, 74}  # LEADER_NOT_AVAILABLE, NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH
+)
 
 
 class Sender(ProducerState):
@@ -91,7 +101,22 @@ class Sender(ProducerState):
                 self._active.discard(p)
                 continue
             leader = self._leader(p)
+            if leader == _TOPIC_UNKNOWN:
+                # Deleted (or its metadata in error): retried within max_retry, then
+                # reported, naming the topic.
+                self._client.request_refresh()
+                self._attempt_failed(
+                    b,
+                    UnknownTopicOrPartitionError(
+                        f"topic {p.topic.name!r} is not in the cluster metadata (deleted?)"
+                    ),
+                    False,
+                )
+                if not b.done and b.not_before < retry_at:
+                    retry_at = b.not_before
+                continue
             if leader < 0:
+                # An election in progress: wait for its outcome (see _LEADER_MOVED_CODES).
                 self._client.request_refresh()
                 self._attempt_failed(
                     b,
@@ -99,6 +124,7 @@ class Sender(ProducerState):
                         f"no leader known for {p.topic.name!r} partition {p.index}"
                     ),
                     False,
+                    unreachable=True,
                 )
                 if not b.done and b.not_before < retry_at:
                     retry_at = b.not_before
@@ -114,7 +140,10 @@ class Sender(ProducerState):
         if self._idempotent and self._pid < 0:
             error = self._pid_error
             if error is not None:
-                stalled = unreachable(error)
+                # A retriable InitProducerId failure (COORDINATOR_LOAD_IN_PROGRESS while
+                # a broker takes over, no broker reachable, ...) wrote nothing: wait
+                # for the id up to delivery_timeout rather than use up max_retry.
+                stalled = unreachable(error) or error.retriable
                 for group in by_node.values():
                     for b in group:
                         self._attempt_failed(b, error, False, unreachable=stalled)
@@ -123,9 +152,11 @@ class Sender(ProducerState):
             self._send_to(node, group)
 
     def _leader(self, p: PartitionBuffer) -> int:
+        """The partition's leader, -1 while it has none, _TOPIC_UNKNOWN when the
+        topic is not (or no longer) in the metadata."""
         meta = self._client.cached_topic(p.topic.name)
         if meta is None:
-            return -1
+            return _TOPIC_UNKNOWN
         pm = meta.partitions.get(p.index)
         return -1 if pm is None else pm.leader
 
@@ -283,9 +314,10 @@ class Sender(ProducerState):
                 self._settle(batches, count, node)
                 stale = isinstance(exc, BrokerNotAvailableError)
                 if stale:
+                    # The leader's node left the metadata: wait for the new leader.
                     self._client.request_refresh()
                 for b in batches:
-                    self._attempt_failed(b, exc, False, retriable=True if stale else None)
+                    self._attempt_failed(b, exc, False, unreachable=stale)
             except Exception as exc:
                 logger.exception("kafka_asgi producer: unexpected error sending to node %d", node)
                 self._settle(batches, count, node)
@@ -373,6 +405,9 @@ class Sender(ProducerState):
                 elif code in PRODUCER_STATE_CODES and self._idempotent:
                     self._reset_producer_id(error)
                     self._attempt_failed(b, error, False, retriable=True)
+                elif code in _LEADER_MOVED_CODES:
+                    self._client.note_error(error)
+                    self._attempt_failed(b, error, False, unreachable=True)
                 else:
                     self._attempt_failed(b, error, code in _MAYBE_WRITTEN_CODES)
 
@@ -422,7 +457,7 @@ class Sender(ProducerState):
         if now >= deadline:
             expired = DeliveryTimeoutError(
                 f"not delivered within delivery_timeout={self._delivery_timeout}s "
-                f"(no broker reachable: {error})"
+                f"(no broker reachable, or no leader for the partition: {error})"
             )
             self._fail_batch(b, expired, not b.maybe_written)
             return

@@ -24,7 +24,7 @@ from kafka_asgi.producer import (
 from kafka_asgi.protocol.errors import (
     KafkaError,
     MessageTooLargeError,
-    NotLeaderOrFollowerError,
+    NotEnoughReplicasError,
     UnknownTopicOrPartitionError,
 )
 from tests.support.fake_client import FakeClient, Fault
@@ -485,14 +485,43 @@ async def test_retriable_error_is_retried(fake: FakeClient, reports: Reports) ->
 async def test_retries_exhausted_reported_as_retriable(fake: FakeClient, reports: Reports) -> None:
     from collections import deque
 
-    fake.codes[("one", 0)] = deque([6] * 10)
+    fake.codes[("one", 0)] = deque([19] * 10)  # NOT_ENOUGH_REPLICAS
     async with running(fake, reports, max_retry=2) as producer:
         producer.send_nowait("one", b"x")
     assert len(fake.requests) == 3
     ((topic, partition, records, error, retriable),) = reports.errors
     assert (topic, partition, records[0][1], retriable) == ("one", 0, b"x", True)
-    assert isinstance(error, NotLeaderOrFollowerError)
+    assert isinstance(error, NotEnoughReplicasError)
     assert producer.stats().failed == 1 and producer.stats().last_error is error
+
+
+async def test_leader_moved_waits_for_the_new_leader_beyond_max_retry(
+    fake: FakeClient, reports: Reports
+) -> None:
+    """NOT_LEADER_OR_FOLLOWER / LEADER_NOT_AVAILABLE: nothing was written, and a
+    failover lasts as long as the cluster takes to notice the dead broker, so these
+    do not use up max_retry (each asks for a metadata refresh)."""
+    from collections import deque
+
+    fake.codes[("one", 0)] = deque([6, 5, 6, 6, 5, 6])
+    async with running(fake, reports, max_retry=1) as producer:
+        meta = await producer.send("one", b"x")
+    assert meta.offset == 0 and not reports.errors
+    assert len(fake.requests) == 7 and fake.refreshes >= 6
+
+
+async def test_leader_never_back_is_reported_after_delivery_timeout(
+    fake: FakeClient, reports: Reports
+) -> None:
+    from collections import deque
+
+    fake.codes[("one", 0)] = deque([6] * 1000)
+    async with running(fake, reports, max_retry=1, delivery_timeout=0.5) as producer:
+        producer.send_nowait("one", b"x")
+        await anyio.sleep(0.8)
+    ((_, _, _, error, retriable),) = reports.errors
+    assert isinstance(error, DeliveryTimeoutError) and retriable
+    assert "NOT_LEADER_OR_FOLLOWER" in str(error)
 
 
 async def test_connect_error_is_retried(fake: FakeClient, reports: Reports) -> None:
@@ -563,12 +592,15 @@ async def test_too_large_batch_is_split(fake: FakeClient, reports: Reports) -> N
     assert isinstance(error, MessageTooLargeError)
 
 
-async def test_leader_unknown_is_retried_then_reported(fake: FakeClient, reports: Reports) -> None:
+async def test_leader_unknown_waits_then_is_reported(fake: FakeClient, reports: Reports) -> None:
+    """No leader (an election): the records wait for one up to delivery_timeout, not
+    just max_retry quick retries, then are reported naming the cause."""
     fake.leaders[("one", 0)] = -1
-    async with running(fake, reports, max_retry=2) as producer:
+    async with running(fake, reports, max_retry=1, delivery_timeout=0.5) as producer:
         producer.send_nowait("one", b"x")
-        await producer.flush()
-    assert reports.errors[0][3].name == "LEADER_NOT_AVAILABLE"
+        await producer.flush(timeout=scaled(10))
+    error = reports.errors[0][3]
+    assert isinstance(error, DeliveryTimeoutError) and "LEADER_NOT_AVAILABLE" in str(error)
     assert fake.requests == []
 
 
@@ -811,3 +843,26 @@ async def test_unreachable_records_are_reported_after_delivery_timeout(
     assert (stats.delivered, stats.failed, stats.buffered) == (1, 200, 0)
     assert isinstance(stats.last_error, DeliveryTimeoutError)
     assert fake.requests[1:] == []  # nothing after "before" got through
+
+
+async def test_retriable_init_producer_id_failures_do_not_use_up_max_retry(
+    fake: FakeClient, reports: Reports
+) -> None:
+    """COORDINATOR_LOAD_IN_PROGRESS while a broker takes over: the records wait for
+    the producer id (up to delivery_timeout), however many tries it takes."""
+    from kafka_asgi.protocol.errors import CoordinatorLoadInProgressError
+
+    for _ in range(5):
+        fake.pid_faults.append(CoordinatorLoadInProgressError("InitProducerId"))
+    async with running(
+        fake,
+        reports,
+        enable_idempotence=True,
+        required_acks=-1,
+        max_retry=1,
+        retry_backoff=0.01,
+    ) as producer:
+        with anyio.fail_after(scaled(30)):
+            meta = await producer.send("one", b"x")
+    assert meta.offset == 0 and not reports.errors
+    assert not fake.pid_faults
