@@ -14,6 +14,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from kafka_asgi.cluster.client import KafkaClient
 from kafka_asgi.consumer import EARLIEST, LATEST, BasicConsumer, ConsumerRecord, FetchResult
 from kafka_asgi.protocol.errors import OffsetOutOfRangeError, UnknownTopicOrPartitionError
 from kafka_asgi.protocol.messages.fetch import FetchPartition, FetchRequest, FetchTopic
@@ -520,6 +521,20 @@ async def test_stale_metadata_is_refreshed_and_the_fetch_retried(
         old_id = consumer.client.cached_topic(topic).topic_id  # type: ignore[union-attr]
         await anyio.to_thread.run_sync(recreate_topic, kafka, topic)
         produce_all(producer, [{"topic": topic, "value": b"new"}])
+        # The broker itself knows the new topic (id) by now: the only stale view left is
+        # the consumer's cache, whatever the machine's speed.
+        async with KafkaClient(kafka.plaintext) as fresh:
+
+            async def new_id_known() -> bool:
+                meta = await fresh.refresh([topic])
+                known = meta.topics.get(topic)
+                return known is not None and known.topic_id not in (None, old_id)
+
+            with anyio.fail_after(scaled(30)):
+                while True:
+                    if await new_id_known():
+                        break
+                    await anyio.sleep(0.1)
         # The cached metadata still names the deleted topic's id: the broker answers
         # UNKNOWN_TOPIC_ID, the consumer refreshes and asks again.
         assert consumer.client.cached_topic(topic).topic_id == old_id  # type: ignore[union-attr]
