@@ -683,6 +683,8 @@ class LocalKafka:
         if not 1 <= nodes <= MAX_NODES:
             raise HarnessError(f"nodes must be 1..{MAX_NODES}, not {nodes}")
         self.nodes = nodes
+        if kafka_version is None and "KAFKA_LOCAL_VERSION" in os.environ:
+            kafka_version = KAFKA_VERSION
         if kafka_version is None:
             kafka_version = str(info.get("kafka_version", KAFKA_VERSION)) if info else KAFKA_VERSION
         self.kafka_version = kafka_version
