@@ -22,9 +22,11 @@ from kafka_asgi.network.errors import ConnectError, NetworkError
 from kafka_asgi.protocol.errors import (
     NO_ERROR,
     BrokerNotAvailableError,
+    FencedLeaderEpochError,
     KafkaError,
     LeaderNotAvailableError,
     MessageTooLargeError,
+    NotLeaderOrFollowerError,
     ProtocolError,
     RecordListTooLargeError,
     UnknownTopicOrPartitionError,
@@ -65,7 +67,7 @@ _TOO_LARGE_CODES = frozenset({MessageTooLargeError.code, RecordListTooLargeError
 # (broker.session.timeout.ms), and a handful of quick retries would give up before.
 _TOPIC_UNKNOWN = -2
 _LEADER_MOVED_CODES = frozenset(
-    {5, 6, 74}  # LEADER_NOT_AVAILABLE, NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH
+    {LeaderNotAvailableError.code, NotLeaderOrFollowerError.code, FencedLeaderEpochError.code}
 )
 
 
