@@ -365,12 +365,13 @@ async def test_preferred_leader_moves_are_followed(kafka_cluster: Any, anyio_bac
         await _stream(producer, topic, outcome, seconds=0.5)
         await anyio.to_thread.run_sync(kafka_cluster.stop, preferred)
         await _stream(producer, topic, outcome, seconds=1.0, first_id=10_000)
-        assert kafka_cluster.leader_node(topic) != preferred
+        # Brokers learn the new leader one after the other: ask until they agree.
+        assert await eventually(lambda: kafka_cluster.leader_node(topic) != preferred, 30)
         await anyio.to_thread.run_sync(kafka_cluster.start, preferred)
         await anyio.to_thread.run_sync(kafka_cluster.wait_for_isr, topic, 3)
         async with KafkaClient(kafka_cluster.bootstrap) as admin:
             await admin.elect_preferred_leaders({topic: [0]}, timeout=30)
-        assert kafka_cluster.leader_node(topic) == preferred
+        assert await eventually(lambda: kafka_cluster.leader_node(topic) == preferred, 30)
         before = len(outcome.acked)
         await _stream(producer, topic, outcome, seconds=1.0, first_id=20_000)
         await producer.flush(timeout=60)
