@@ -445,12 +445,11 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
         """``send_nowait``, but with ``wait_on_buffer_full=True`` waits for room
         (up to ``wait_buffer_timeout``, then BufferFullError) instead of failing."""
         spill = self._spill
-        if spill is None or not spill.usable():
-            if self._held >= self._max_buffering:
+        if self._held >= self._max_buffering or (spill is not None and spill.spilling):
+            if spill is None or not spill.usable():
                 await self._wait_for_room()
-        elif spill.full() and self.options.wait_on_buffer_full:
-            if self._held >= self._max_buffering or topic in spill.spilling:
-                await self._wait_for_spill(spill)
+            else:
+                await self._room_or_spill(spill, topic)
         self.send_nowait(topic, value, key, headers, partition, timestamp)
 
     # The timeout parameter is the public contract (as Java's flush(timeout)).
@@ -741,6 +740,8 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
                 self._last_error = error
                 if unreachable(error) or isinstance(error, ClientRequestTimeoutError):
                     # A metadata request writes nothing: waiting for a broker is safe.
+                    if self._spill is not None:
+                        self._spill.kafka_ok = False
                     now = anyio.current_time()
                     self._expire_waiting(t, marks, now, error)
                     marks.append((now, len(t.values)))

@@ -454,6 +454,8 @@ class Sender(ProducerState):
         """No broker could be reached for ``b``: keep it until delivery_timeout has
         passed since it was made (as Java's delivery.timeout.ms), retrying with a
         capped exponential backoff; this does not use up max_retry."""
+        if self._spill is not None:
+            self._spill.kafka_ok = False  # a full buffer now goes to disk
         now = anyio.current_time()
         deadline = b.born + self._delivery_timeout
         if now >= deadline:

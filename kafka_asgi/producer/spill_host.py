@@ -79,10 +79,18 @@ class SpillSupport(ProducerState):
         finally:
             self._spill.end_evacuation()
 
-    async def _wait_for_spill(self, spill: SpillSeam) -> None:
-        limit = self.options.wait_buffer_timeout
-        if not await spill.wait_room(limit):
-            raise BufferFullError(
-                f"buffer overflow: {spill.queued} records still wait to be written to "
-                f"spill_dir after wait_buffer_timeout={limit}s"
-            )
+    async def _room_or_spill(self, spill: SpillSeam, topic: str) -> None:
+        """send_buffered with the buffer full or ``topic`` spilling: wait for the
+        buffer while Kafka is there (only slower than the senders), else for room in
+        the write queue (the record then goes to the disk)."""
+        if spill.kafka_ok and topic not in spill.spilling and self._held >= self._max_buffering:
+            await self._wait_for_room()
+        if not (spill.full() and self.options.wait_on_buffer_full):
+            return
+        if self._held >= self._max_buffering or topic in spill.spilling:
+            limit = self.options.wait_buffer_timeout
+            if not await spill.wait_room(limit):
+                raise BufferFullError(
+                    f"buffer overflow: {spill.queued} records still wait to be written to "
+                    f"spill_dir after wait_buffer_timeout={limit}s"
+                )
