@@ -20,7 +20,11 @@ Names (``_total`` counters, base units): ``kafka_asgi_producer_records_sent_tota
 histograms ``kafka_asgi_producer_request_duration_seconds`` and
 ``kafka_asgi_producer_batch_size_bytes``; and
 ``kafka_asgi_access_log_events_{emitted,dropped,sampled_out}_total`` (label
-``middleware``).
+``middleware``).  Disk spill (``spill_dir``): counters
+``kafka_asgi_producer_spilled_records_total``, ``..._spilled_bytes_total``,
+``..._replayed_records_total``, ``..._spill_dropped_records_total``,
+``..._spill_lost_records_total``; gauges ``..._spill_queued_records`` and
+``..._spill_backlog_bytes`` (copied from ``stats()``, zero without spill).
 """
 
 from __future__ import annotations
@@ -80,6 +84,15 @@ class _SyncCollector:
         if metrics is not None:
             metrics.sync()
         return []
+
+
+_SPILL_COUNTERS = (
+    ("spilled", "spilled_records", "Records written to spill_dir"),
+    ("spilled_bytes", "spilled_bytes", "Bytes of the frames written to spill_dir"),
+    ("replayed", "replayed_records", "Records read back from spill_dir"),
+    ("spill_dropped", "spill_dropped_records", "Records the spill could not keep, reported"),
+    ("spill_lost", "spill_lost_records", "Records in damaged spill frames, reported"),
+)
 
 
 class PrometheusMetrics(ProducerHooks):
@@ -181,6 +194,30 @@ class PrometheusMetrics(ProducerHooks):
             registry=reg,
             buckets=_SIZE_BUCKETS,
         )
+        # Disk spill: stats() field -> counter (copied by sync(), as deltas).
+        self.spill_totals = {
+            field: Counter(
+                f"producer_{name}",
+                doc,
+                namespace=ns,
+                registry=reg,
+            )
+            for field, name, doc in _SPILL_COUNTERS
+        }
+        self.spill_queued_records = Gauge(
+            "producer_spill_queued_records",
+            "Records in memory waiting to be written to spill_dir",
+            namespace=ns,
+            registry=reg,
+            multiprocess_mode="livesum",
+        )
+        self.spill_backlog_bytes = Gauge(
+            "producer_spill_backlog_bytes",
+            "Bytes in spill_dir not read back yet",
+            namespace=ns,
+            registry=reg,
+            multiprocess_mode="livesum",
+        )
         self.access_log_events_total = {
             field: Counter(
                 f"access_log_events_{field}",
@@ -218,12 +255,24 @@ class PrometheusMetrics(ProducerHooks):
         """Copy the producers' gauges and the middlewares' counters into the metrics."""
         with self._lock:
             producers = list(self._producers)
-            buffered = in_flight = limit = 0
+            buffered = in_flight = limit = queued = backlog = 0
+            spill = dict.fromkeys(self.spill_totals, 0)
             for p in producers:
                 s = p.stats()
                 buffered += s.buffered
                 in_flight += s.in_flight
                 limit += getattr(getattr(p, "options", None), "max_buffering", 0)
+                queued += getattr(s, "spill_queued", 0)
+                backlog += getattr(s, "spill_backlog_bytes", 0)
+                for field in spill:
+                    spill[field] += getattr(s, field, 0)
+            for field, now in spill.items():
+                before = self._seen.get(("producer", field), 0)
+                if now > before:
+                    self.spill_totals[field].inc(now - before)
+                self._seen[("producer", field)] = now
+            self.spill_queued_records.set(queued)
+            self.spill_backlog_bytes.set(backlog)
             self.buffered_records.set(buffered)
             self.in_flight_records.set(in_flight)
             self.buffer_limit_records.set(limit)

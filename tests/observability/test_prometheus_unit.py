@@ -179,3 +179,31 @@ def test_metrics_app_single_process(monkeypatch: pytest.MonkeyPatch) -> None:
     body = sent[1]["body"]
     assert isinstance(body, bytes)
     assert b'kafka_asgi_producer_records_sent_total{topic="t"} 3.0' in body
+
+
+def test_spill_counters_follow_stats(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    registry = CollectorRegistry()
+    producer = FakeProducer()
+    spill = {"spilled": 0, "spilled_bytes": 0, "replayed": 0, "spill_queued": 0}
+    base_stats = producer.stats
+    producer.stats = lambda: dataclasses.replace(base_stats(), **spill)  # type: ignore[method-assign]
+    register(producer, registry=registry)
+
+    def value(name: str) -> float | None:
+        return registry.get_sample_value(name, {})
+
+    spill.update(spilled=100, spilled_bytes=4096, replayed=40, spill_queued=7)
+    generate_latest(registry)  # a scrape syncs
+    assert value("kafka_asgi_producer_spilled_records_total") == 100
+    assert value("kafka_asgi_producer_spilled_bytes_total") == 4096
+    assert value("kafka_asgi_producer_replayed_records_total") == 40
+    assert value("kafka_asgi_producer_spill_queued_records") == 7
+    spill.update(spilled=150, replayed=140, spill_queued=0)
+    generate_latest(registry)
+    assert value("kafka_asgi_producer_spilled_records_total") == 150
+    assert value("kafka_asgi_producer_replayed_records_total") == 140
+    assert value("kafka_asgi_producer_spill_dropped_records_total") == 0
+    assert value("kafka_asgi_producer_spill_queued_records") == 0
