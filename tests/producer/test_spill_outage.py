@@ -139,7 +139,9 @@ async def test_budget_block_makes_send_buffered_wait_then_fail(
         delivery_timeout=1.0,
         max_buffering=1_000,
         wait_on_buffer_full=True,
-        wait_buffer_timeout=1.0,
+        # Until the producer has seen that no broker answers, send_buffered waits for
+        # the memory buffer (as without spill): longer than delivery_timeout here.
+        wait_buffer_timeout=3.0,
         error_handle=problems,
         spill_dir=str(tmp_path / "spill"),
         spill_max_bytes=64 * 1024,
