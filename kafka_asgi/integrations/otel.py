@@ -11,8 +11,9 @@ carries records of many requests); none per ``send_nowait`` record.
 Metrics (instrument names below, attributes ``messaging.system="kafka"`` and, per
 topic, ``messaging.destination.name``): records sent/failed/retried, bytes and batches
 sent, the buffer's fill and limit, records and requests in flight, the Produce request
-duration (``messaging.client.operation.duration``) and batch size histograms, and the
-access-log middlewares' emitted/dropped/sampled-out events.
+duration (``messaging.client.operation.duration``) and batch size histograms, the
+disk spill's counters (``kafka_asgi.producer.spill.*``), and the access-log
+middlewares' emitted/dropped/sampled-out events.
 """
 
 from __future__ import annotations
@@ -57,6 +58,18 @@ def error_type(error: BaseException | None, code: int = 0) -> str | None:
     if code:
         return error_for_code(code).__name__
     return None
+
+
+_SPILL_INSTRUMENTS = (
+    ("spilled", "kafka_asgi.producer.spill.records", "{record}", "Records written to spill_dir"),
+    ("spilled_bytes", "kafka_asgi.producer.spill.bytes", "By", "Bytes written to spill_dir"),
+    ("replayed", "kafka_asgi.producer.spill.replayed", "{record}", "Records read back"),
+    ("spill_dropped", "kafka_asgi.producer.spill.dropped", "{record}", "Records not kept"),
+    ("spill_lost", "kafka_asgi.producer.spill.lost", "{record}", "Records in damaged frames"),
+    ("spill_queued", "kafka_asgi.producer.spill.queued", "{record}", "Waiting to be written"),
+    ("spill_backlog_bytes", "kafka_asgi.producer.spill.backlog", "By", "On disk, not read back"),
+)
+_SPILL_COUNTERS = frozenset({"spilled", "spilled_bytes", "replayed", "spill_dropped", "spill_lost"})
 
 
 class ProducerInstrumentation(ProducerHooks):
@@ -136,6 +149,14 @@ class ProducerInstrumentation(ProducerHooks):
                 "Produce requests awaiting their answer",
             ),
         ]
+        # Disk spill (spill_dir): cumulative counters and gauges from stats().
+        for field, name, unit, doc in _SPILL_INSTRUMENTS:
+            make = (
+                meter.create_observable_counter
+                if field in _SPILL_COUNTERS
+                else (meter.create_observable_gauge)
+            )
+            self._instruments.append(make(name, [self._observe(field)], unit, doc))
         if access_logs:
             for field in ("emitted", "dropped", "sampled_out"):
                 self._instruments.append(

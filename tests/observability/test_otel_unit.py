@@ -190,3 +190,18 @@ def test_metrics_only(otel: Otel) -> None:
 def test_instrument_rejects_what_is_not_a_producer() -> None:
     with pytest.raises(TypeError, match="add_hooks"):
         instrument(object())
+
+
+def test_spill_instruments_follow_stats(otel: Otel) -> None:
+    import dataclasses
+
+    producer = FakeProducer()
+    base_stats = producer.stats
+    spill = {"spilled": 100, "spilled_bytes": 4096, "replayed": 40, "spill_backlog_bytes": 512}
+    producer.stats = lambda: dataclasses.replace(base_stats(), **spill)  # type: ignore[method-assign]
+    _instrument(producer, otel)
+    assert otel.total("kafka_asgi.producer.spill.records") == 100
+    assert otel.total("kafka_asgi.producer.spill.bytes") == 4096
+    assert otel.total("kafka_asgi.producer.spill.replayed") == 40
+    assert otel.total("kafka_asgi.producer.spill.backlog") == 512
+    assert otel.total("kafka_asgi.producer.spill.dropped") == 0
