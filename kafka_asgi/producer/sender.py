@@ -56,8 +56,9 @@ _PRODUCE_MIN_VERSION = 3
 # The hooks installed when a Produce request began, what they were told, their token.
 Probe: TypeAlias = "tuple[ProducerHooks, ProduceRequestInfo, Any]"
 # Codes whose meaning is "the broker may have written the batch" (the leader
-# appended it, then waiting for the replicas failed): not retried without
-# idempotence, for a retry could duplicate.
+# appended it, then waiting for the replicas failed).  Retried within max_retry
+# as the connection lost with a request in flight is (at-least-once, as the Java
+# client): without idempotence such a retry may store the batch twice.
 _MAYBE_WRITTEN_CODES = frozenset({7, 20})  # REQUEST_TIMED_OUT, NOT_ENOUGH_REPLICAS_AFTER_APPEND
 _TOO_LARGE_CODES = frozenset({MessageTooLargeError.code, RecordListTooLargeError.code})
 # The broker refused the batch because it does not lead the partition (any more, or
@@ -433,11 +434,10 @@ class Sender(ProducerState):
             b.maybe_written = True
         b.attempts += 1
         can_retry = error.retriable if retriable is None else retriable
-        if (
-            not can_retry
-            or (maybe_written and not self._idempotent)
-            or (b.attempts > self._max_retry)
-        ):
+        # A batch that may have been written is retried too (at-least-once, as the
+        # Java client and lua-resty-kafka do with retries set): with idempotence the
+        # broker drops a copy it has, without it the retry may duplicate.
+        if not can_retry or b.attempts > self._max_retry:
             self._fail_batch(b, error, can_retry and not b.maybe_written)
             return
         b.not_before = anyio.current_time() + self._backoff

@@ -532,11 +532,25 @@ async def test_connect_error_is_retried(fake: FakeClient, reports: Reports) -> N
 
 
 @pytest.mark.parametrize("error", [RequestTimeout("slow"), ConnectionClosedError("reset")])
-async def test_maybe_written_is_not_retried_without_idempotence(
+async def test_maybe_written_is_retried_without_idempotence(
+    fake: FakeClient, reports: Reports, error: KafkaError
+) -> None:
+    # Issue 11 point 5: at-least-once within max_retry (the batch got through the
+    # first time, so it is stored twice: idempotence removes such duplicates).
+    fake.faults.append(Fault(error, written=True))
+    async with running(fake, reports) as producer:
+        meta = await producer.send("one", b"x")
+    assert len(fake.requests) == 2
+    assert meta.offset == 1 and not reports.errors
+    assert [r.value for r in fake.records("one", 0)] == [b"x", b"x"]
+
+
+@pytest.mark.parametrize("error", [RequestTimeout("slow"), ConnectionClosedError("reset")])
+async def test_maybe_written_is_reported_once_max_retry_is_used(
     fake: FakeClient, reports: Reports, error: KafkaError
 ) -> None:
     fake.faults.append(Fault(error, written=True))
-    async with running(fake, reports) as producer:
+    async with running(fake, reports, max_retry=0) as producer:
         with pytest.raises(type(error)):
             await producer.send("one", b"x")
     assert len(fake.requests) == 1
