@@ -178,9 +178,11 @@ async def test_broker_stopped_for_good(kafka_cluster: Any, anyio_backend: str) -
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(follow)
+        # Idempotent: a request in flight when the broker goes is retried safely.
         async with Producer(
             kafka_cluster.bootstrap,
             required_acks=-1,
+            enable_idempotence=True,
             on_delivery=outcome.on_delivery,
             flush_time=0.05,
             delivery_timeout=90.0,
@@ -357,6 +359,7 @@ async def test_preferred_leader_moves_are_followed(kafka_cluster: Any, anyio_bac
         Producer(
             client=client,
             required_acks=-1,
+            enable_idempotence=True,
             on_delivery=outcome.on_delivery,
             flush_time=0.05,
             delivery_timeout=90.0,
