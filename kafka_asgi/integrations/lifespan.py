@@ -264,7 +264,7 @@ async def producer_lifespan(
 
 
 async def _close_client(client: Any) -> None:
-    # No scope of ours around it: the client exits the task group it entered at start.
+    # Bounded by the client itself (its tasks live in a host task: any scope is fine).
     await client.aclose()
 
 
@@ -292,9 +292,8 @@ async def _shutdown(producer: ProducerLike, cluster: str, limit: float, owned: b
             )
     if not owned:
         return
-    # Not inside a cancel scope of ours: the producer exits the task group it entered
-    # at start, which must be the innermost scope. Its own close is bounded by its
-    # close_timeout and shielded.
+    # The producer's own close is bounded by its close_timeout and shielded (its
+    # tasks live in a host task of their own, so no scope of ours is needed).
     await producer.__aexit__(None, None, None)
     if not left:
         logger.info(

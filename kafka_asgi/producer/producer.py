@@ -36,7 +36,6 @@ import anyio.lowlevel
 
 from kafka_asgi.cluster.client import KafkaClient
 from kafka_asgi.cluster.options import split_client_options
-from kafka_asgi.network.errors import ClientRequestTimeoutError
 from kafka_asgi.network.host import TaskHost
 from kafka_asgi.protocol.errors import KafkaError
 from kafka_asgi.protocol.records import BATCH_OVERHEAD
@@ -67,7 +66,7 @@ from .reports import ProducerStats, RecordMetadata, Reports
 from .sender import Sender
 from .spill_host import SpillSupport
 from .spill_seam import SpillHost, spill_seam
-from .state import STALL_BACKOFF_CAP, ProducerClient, unreachable
+from .state import ProducerClient
 from .validation import as_bytes, check_partition, check_topic, coerce_headers, timestamp_ns
 
 __all__ = ["Producer", "ProducerStats", "RecordMetadata"]
@@ -710,58 +709,6 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
             waiters: Waiters | None = [(0, delivery)] if delivery is not None else None
             self._report_failure(t.name, -1, [record], waiters, error, False)
         return True
-
-    # ------------------------------------------------------------------ metadata, ids
-
-    async def _fetch_topic(self, t: TopicBuffer) -> None:
-        """Get a topic's metadata for its first records (retried, then reported).
-
-        While no broker answers at all, the records wait (reported once
-        delivery_timeout has passed since they were handed over) and the tries do
-        not count against max_retry.
-        """
-        attempt = 0
-        stalls = 0
-        limit = 2 * self._request_wait
-        # (time, n): the first n records of t.values were handed over by then.
-        marks: list[tuple[float, int]] = [(anyio.current_time(), len(t.values))]
-        try:
-            while True:
-                try:
-                    with anyio.fail_after(limit):
-                        await self._client.fetch_metadata(t.name)
-                    return
-                except TimeoutError:
-                    error: KafkaError = ClientRequestTimeoutError(
-                        f"metadata for topic {t.name!r} not received within {limit}s"
-                    )
-                except KafkaError as exc:
-                    error = exc
-                self._last_error = error
-                if unreachable(error) or isinstance(error, ClientRequestTimeoutError):
-                    # A metadata request writes nothing: waiting for a broker is safe.
-                    if self._spill is not None:
-                        self._spill.kafka_ok = False
-                    now = anyio.current_time()
-                    self._expire_waiting(t, marks, now, error)
-                    marks.append((now, len(t.values)))
-                    delay = min(
-                        self._backoff * (1 << min(stalls, 16)),
-                        max(STALL_BACKOFF_CAP, self._backoff),
-                    )
-                    stalls += 1
-                    due = marks[0][0] + self._delivery_timeout - now
-                    await anyio.sleep(max(0.0, min(delay, due)))
-                    continue
-                attempt += 1
-                if not error.retriable or attempt > self._max_retry:
-                    self._fail_topic(t, error)
-                    return
-                await anyio.sleep(self._backoff)
-        finally:
-            t.fetching = False
-            self._wake()
-            self._progress()
 
     # ------------------------------------------------------------------ flush, close
 

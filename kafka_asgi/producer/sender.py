@@ -1,4 +1,5 @@
-"""The sender: ready batches to Produce requests, their responses, retries.
+"""The sender: ready batches to Produce requests, their responses, retries; and
+the metadata request for a topic's first records (``_fetch_topic``).
 
 The flusher (producer.py) places records on partitions and calls ``_dispatch``,
 which takes each partition's next batch (a partition has at most one in flight,
@@ -18,7 +19,7 @@ from typing import Any, TypeAlias
 
 import anyio
 
-from kafka_asgi.network.errors import ConnectError, NetworkError
+from kafka_asgi.network.errors import ClientRequestTimeoutError, ConnectError, NetworkError
 from kafka_asgi.protocol.errors import (
     NO_ERROR,
     BrokerNotAvailableError,
@@ -40,7 +41,7 @@ from kafka_asgi.protocol.messages.produce import (
 )
 from kafka_asgi.protocol.records import encode_batch_columns
 
-from .accumulator import Batch, PartitionBuffer, cut_moving_on
+from .accumulator import Batch, PartitionBuffer, TopicBuffer, cut_moving_on
 from .errors import DeliveryTimeoutError
 from .hooks import ProducedPartition, ProduceRequestInfo, ProducerHooks, call_hook
 from .idempotence import DUPLICATE_SEQUENCE, PRODUCER_STATE_CODES
@@ -477,3 +478,53 @@ class Sender(ProducerState):
             call_hook(
                 self._hooks.records_retried, b.part.topic.name, b.part.index, len(b.values), error
             )
+
+    async def _fetch_topic(self, t: TopicBuffer) -> None:
+        """Get a topic's metadata for its first records (retried, then reported).
+
+        While no broker answers at all, the records wait (reported once
+        delivery_timeout has passed since they were handed over) and the tries do
+        not count against max_retry.
+        """
+        attempt = 0
+        stalls = 0
+        limit = 2 * self._request_wait
+        # (time, n): the first n records of t.values were handed over by then.
+        marks: list[tuple[float, int]] = [(anyio.current_time(), len(t.values))]
+        try:
+            while True:
+                try:
+                    with anyio.fail_after(limit):
+                        await self._client.fetch_metadata(t.name)
+                    return
+                except TimeoutError:
+                    error: KafkaError = ClientRequestTimeoutError(
+                        f"metadata for topic {t.name!r} not received within {limit}s"
+                    )
+                except KafkaError as exc:
+                    error = exc
+                self._last_error = error
+                if unreachable(error) or isinstance(error, ClientRequestTimeoutError):
+                    # A metadata request writes nothing: waiting for a broker is safe.
+                    if self._spill is not None:
+                        self._spill.kafka_ok = False
+                    now = anyio.current_time()
+                    self._expire_waiting(t, marks, now, error)
+                    marks.append((now, len(t.values)))
+                    delay = min(
+                        self._backoff * (1 << min(stalls, 16)),
+                        max(STALL_BACKOFF_CAP, self._backoff),
+                    )
+                    stalls += 1
+                    due = marks[0][0] + self._delivery_timeout - now
+                    await anyio.sleep(max(0.0, min(delay, due)))
+                    continue
+                attempt += 1
+                if not error.retriable or attempt > self._max_retry:
+                    self._fail_topic(t, error)
+                    return
+                await anyio.sleep(self._backoff)
+        finally:
+            t.fetching = False
+            self._wake()
+            self._progress()

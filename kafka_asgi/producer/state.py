@@ -187,6 +187,14 @@ class ProducerState:
 
         def _progress(self) -> None: ...
 
+        def _expire_waiting(
+            self, t: TopicBuffer, marks: list[tuple[float, int]], now: float, error: KafkaError
+        ) -> None: ...
+
+        def _fail_topic(
+            self, t: TopicBuffer, error: KafkaError, count: int | None = None
+        ) -> None: ...
+
         def _enqueue(
             self,
             topic: str,
