@@ -270,6 +270,24 @@ async def _topic_id(conn: BrokerConnection, topic: str) -> object:
     return response.topics[0].topic_id
 
 
+async def _ready_long_poll(
+    conn: BrokerConnection, topic: str, version: int, max_wait_ms: int
+) -> FetchRequest:
+    """A long poll on ``topic``'s partition 0 once the partition is ready: a fresh
+    partition may answer a fetch at once (with an error, or before its id is known)
+    until its leader is ready, and then nothing would be left waiting."""
+    with anyio.fail_after(scaled(30)):
+        while True:
+            topic_id = await _topic_id(conn, topic)
+            probe = _long_poll(topic_id, version, 0)
+            response = await conn.request(probe, version)
+            if response.error_code == 0 and all(
+                part.error_code == 0 for t in response.responses for part in t.partitions
+            ):
+                return _long_poll(topic_id, version, max_wait_ms)
+            await anyio.sleep(0.1)
+
+
 def _long_poll(topic_id: object, version: int, max_wait_ms: int) -> FetchRequest:
     # min_bytes=1 on an empty partition: the broker holds the request for max_wait_ms.
     return FetchRequest(
@@ -293,7 +311,7 @@ async def test_request_timeout_closes_the_connection(
         version = conn.choose_api_version(FetchRequest.API_KEY, min=13)
         # The broker would answer after 30 s: a timeout well before that is ours,
         # however slow the machine (no bound close to the 0.5 s asked for).
-        request = _long_poll(await _topic_id(conn, topic), version, 30_000)
+        request = await _ready_long_poll(conn, topic, version, 30_000)
         started = time.monotonic()
         with anyio.fail_after(60):
             with pytest.raises(RequestTimeout, match="Fetch"):
@@ -312,7 +330,7 @@ async def test_close_fails_every_waiting_request(
     failures: list[BaseException] = []
     async with BrokerConnection(host, port) as conn:
         version = conn.choose_api_version(FetchRequest.API_KEY, min=13)
-        request = _long_poll(await _topic_id(conn, topic), version, 20000)
+        request = await _ready_long_poll(conn, topic, version, 20000)
 
         async def wait() -> None:
             try:
@@ -342,7 +360,7 @@ async def test_cancelled_request_leaves_the_connection_usable(
     host, port = host_port(kafka.plaintext)
     async with BrokerConnection(host, port) as conn:
         version = conn.choose_api_version(FetchRequest.API_KEY, min=13)
-        request = _long_poll(await _topic_id(conn, topic), version, 1000)
+        request = await _ready_long_poll(conn, topic, version, 1000)
         with anyio.move_on_after(0.2) as scope:
             await conn.request(request, version)
         assert scope.cancelled_caught
