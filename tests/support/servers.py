@@ -21,6 +21,7 @@ from tests.support.ports import free_port
 from tests.support.timing import eventually_sync, scaled
 
 REPO = Path(__file__).resolve().parents[2]
+GUNICORN_READY = "Worker loaded the app"
 
 
 @dataclass(frozen=True)
@@ -125,10 +126,21 @@ def gunicorn(
     startup_timeout: float = 60.0,
 ) -> Iterator[Server]:
     """A gunicorn master and its workers serving ``spec`` with the example's
-    gunicorn.conf.py (if it has one); SIGTERM (then SIGKILL) on exit."""
-    conf = spec.app_dir / "gunicorn.conf.py"
+    gunicorn.conf.py (if it has one); SIGTERM (then SIGKILL) on exit.
+
+    Ready means every worker has loaded the app ("Booting worker" is logged before the
+    import): a worker still importing would leave all the first keep-alive connections
+    to the other one."""
+    example_conf = spec.app_dir / "gunicorn.conf.py"
     port = free_port()
     log = tmp / f"gunicorn-{spec.name}-{worker_class}-{port}.log"
+    conf = tmp / f"gunicorn-{spec.name}-{worker_class}-{port}.conf.py"
+    conf.write_text(
+        (f"exec(open({str(example_conf)!r}).read())\n" if example_conf.exists() else "")
+        + "def post_worker_init(worker):\n"
+        + "    worker.log.info('%s (pid: %s)', READY, worker.pid)\n"
+        + f"READY = {GUNICORN_READY!r}\n"
+    )
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **env}
     with open(log, "wb") as out:
         proc = subprocess.Popen(
@@ -138,7 +150,7 @@ def gunicorn(
                 "gunicorn",
                 spec.ref,
                 "--config",
-                str(conf) if conf.exists() else "/dev/null",
+                str(conf),
                 "--chdir",
                 str(spec.app_dir),
                 "--bind",
@@ -160,7 +172,7 @@ def gunicorn(
         )
     server = Server(proc, f"http://127.0.0.1:{port}", log)
     try:
-        wait_ready(server, startup_timeout, workers, "Booting worker")
+        wait_ready(server, startup_timeout, workers, GUNICORN_READY)
         yield server
     finally:
         stop(server)
@@ -173,7 +185,7 @@ def wait_ready(
     def ready() -> bool:
         if server.proc.poll() is not None:
             raise RuntimeError(f"server exited early:\n{server.log_text()}")
-        if server.log_text().count(marker) < workers:
+        if server.log.read_text(errors="replace").count(marker) < workers:
             return False
         try:
             return httpx.get(server.url + "/health", timeout=2).status_code == 200
