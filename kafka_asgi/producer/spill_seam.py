@@ -61,7 +61,9 @@ __all__ = [
 logger = logging.getLogger("kafka_asgi.producer")
 
 WHEN_FULL = ("drop_newest", "block")
-_FRAME_RECORDS = 64  # records per frame: the most one torn write can cost
+# Records per frame: they share its header; each is its own batch, so damage to a
+# frame costs the records damaged, not the frame (kafka_asgi.protocol.spill).
+_FRAME_RECORDS = 64
 _WRITE_RECORDS = 8192  # records per trip to the writer thread
 _READ_BYTES = 256 * 1024
 _PROBE_INTERVAL = 1.0
