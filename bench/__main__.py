@@ -98,6 +98,54 @@ def tracecost_table(results: Sequence[Result]) -> str:
     return middleware.trace_table(results)
 
 
+def run_tuned(ctx: Context) -> list[Result]:
+    from bench import peers
+
+    return peers.run_tuned(ctx)
+
+
+def tuned_table(results: Sequence[Result]) -> str:
+    from bench import peers
+
+    return peers.tuned_table(results)
+
+
+def run_uvloop(ctx: Context) -> list[Result]:
+    from bench import peers, saturation
+
+    return peers.run_uvloop(ctx) + saturation.run_uvloop(ctx)
+
+
+def uvloop_table(results: Sequence[Result]) -> str:
+    from bench import saturation
+
+    return saturation.uvloop_table(results)
+
+
+def run_cpu(ctx: Context) -> list[Result]:
+    from bench import cpu
+
+    return cpu.run(ctx)
+
+
+def cpu_table(results: Sequence[Result]) -> str:
+    from bench import cpu
+
+    return cpu.table(results)
+
+
+def run_pinned(ctx: Context) -> list[Result]:
+    from bench import saturation
+
+    return saturation.run_pinned(ctx)
+
+
+def pinned_table(results: Sequence[Result]) -> str:
+    from bench import saturation
+
+    return saturation.pinned_table(results)
+
+
 def run_memory(ctx: Context) -> list[Result]:
     from bench import memory
 
@@ -115,6 +163,8 @@ class Section:
     run: Callable[[Context], list[Result]]
     table: Callable[[Sequence[Result]], str] = ratio_table
     needs_broker: bool = True
+    # False: run only when named in --only (long runs outside the standard report).
+    default: bool = True
 
 
 SECTIONS = [
@@ -205,6 +255,47 @@ SECTIONS = [
         "client does at its default level; aiokafka uses LZ4HC level 9.",
         run_codec,
         needs_broker=False,
+    ),
+    # Issue 17's runs, each alone with --only NAME (not part of the default run).
+    Section(
+        "tuned",
+        "Tuned peers",
+        "Producer throughput with each peer as its own docs advise for throughput beside "
+        "its defaults (aiokafka and kafka-python: 1 MiB batches, linger 5 ms; "
+        "confluent-kafka: linger.ms 20, batch.size 1 MiB, batch.num.messages 100,000), "
+        "100 B, acks=1, no compression, 3 partitions; start-up, metadata and a warm-up "
+        "record per partition outside the timed window for every client; then fewer "
+        "records per run, to show how many a run needs to be stable (bench/peers.py).",
+        run_tuned,
+        tuned_table,
+        default=False,
+    ),
+    Section(
+        "uvloop",
+        "uvloop",
+        "The producer (bench/peers.py) and the middleware (bench/saturation.py) on "
+        "asyncio's own loop and on uvloop's (uvicorn's default when uvloop is installed).",
+        run_uvloop,
+        uvloop_table,
+        default=False,
+    ),
+    Section(
+        "cpu",
+        "CPU per 1,000 records",
+        "Process CPU time (getrusage, every thread) per 1,000 records produced at a "
+        "moderate fixed rate, each client in its own process (bench/cpu.py).",
+        run_cpu,
+        cpu_table,
+        default=False,
+    ),
+    Section(
+        "pinned",
+        "Pinned saturation",
+        "The middleware at saturation with the server pinned to one core and wrk and the "
+        "broker to the other (taskset), variants alternated (bench/saturation.py).",
+        run_pinned,
+        pinned_table,
+        default=False,
     ),
 ]
 
@@ -373,6 +464,7 @@ def write_readme(text: str, readme: Path = ROOT / "README.md") -> bool:
 
 def main(argv: Sequence[str] | None = None) -> None:
     names = [s.name for s in SECTIONS]
+    standard = [s.name for s in SECTIONS if s.default]
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description=__doc__.split("\n")[0],
@@ -381,8 +473,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="short run (< 3 min), noisier")
     parser.add_argument(
         "--only",
-        default=",".join(names),
-        help=f"comma-separated sections (default: all of {','.join(names)})",
+        default=",".join(standard),
+        help=f"comma-separated sections (default: all of {','.join(standard)}; "
+        f"besides, alone: {','.join(n for n in names if n not in standard)})",
     )
     parser.add_argument(
         "--output",
@@ -457,14 +550,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     text = report(meta, sections, results, failures)
     print(text)
     output = args.output
-    if output is None and not args.quick and len(sections) == len(SECTIONS):
+    if output is None and not args.quick and {s.name for s in sections} == set(standard):
         output = RESULTS
     if output is not None:
         output.write_text(text)
         print(f"wrote {output}", file=sys.stderr)
     if args.json is not None:
         dump_json(args.json, meta, results)
-    if args.write_readme:
+    if args.write_readme and any(not s.default for s in sections):
+        print(
+            "README.md left as is: its benchmark block holds the standard run, and "
+            f"{', '.join(s.name for s in sections if not s.default)} is not part of it",
+            file=sys.stderr,
+        )
+    elif args.write_readme:
         if write_readme(text):
             print("replaced the benchmark block in README.md", file=sys.stderr)
         else:

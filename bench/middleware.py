@@ -121,6 +121,10 @@ class Server:
                     str(self.port),
                     "--workers",
                     "1",
+                    # uvicorn's default ("auto") takes uvloop when installed (bench/loops.py
+                    # measures it): these rows stay on asyncio's own loop.
+                    "--loop",
+                    "asyncio",
                     "--no-access-log",
                     "--log-level",
                     "warning",
