@@ -19,8 +19,10 @@ The path of a record (see ARCHITECTURE.md):
    ``(key, value, headers, timestamp_ms)`` tuples are only made for the callbacks
    that receive them (``error_handle``, ``on_delivery``).
 3. A partition's pending records become a :class:`Batch` (:func:`cut`) when they
-   reach the batch size, or when the flusher sends them.  A partition sends one
-   batch at a time, in order, so a retried batch can never be overtaken.
+   reach the batch size, or when the flusher sends them.  Without idempotence a
+   partition sends one batch at a time, in order, so a retried batch can never be
+   overtaken; with it, up to ``max_in_flight`` batches, kept in order by their
+   sequence numbers (idempotence.py).
 """
 
 from __future__ import annotations
@@ -117,6 +119,7 @@ class Batch:
         "data",
         "done",
         "headers",
+        "inflight",
         "keys",
         "maybe_written",
         "nbytes",
@@ -162,6 +165,7 @@ class Batch:
         self.pid_gen = -1
         self.base_seq = -1
         self.sent = False
+        self.inflight = False  # in a Produce request awaiting its response now
         self.maybe_written = False
         self.done = False
         # Set when the batch was split: its second half (which finishes after the first).
@@ -189,10 +193,12 @@ class PartitionBuffer:
     """Records placed on one partition: pending ones, then cut batches."""
 
     __slots__ = (
+        "acked_seq",
         "batches",
         "headers",
         "index",
         "inflight",
+        "inflight_gen",
         "keys",
         "nbytes",
         "next_seq",
@@ -200,6 +206,7 @@ class PartitionBuffer:
         "pid_gen",
         "stamps",
         "topic",
+        "unresolved",
         "waiters",
     )
 
@@ -214,9 +221,18 @@ class PartitionBuffer:
         self.nbytes = 0
         self.waiters: Waiters | None = None
         self.batches: deque[Batch] = deque()
-        self.inflight = False
+        # Batches of this partition in Produce requests awaiting their response.
+        self.inflight = 0
+        # Idempotence (KIP-98), under producer id generation pid_gen: the next
+        # sequence number to give out, the one after the last acknowledged batch,
+        # the generation the batches in flight were stamped with, and (>= 0) the
+        # sequence number after a batch that failed maybe written while later ones
+        # were out (unresolved until one of them is acknowledged, or none is left).
         self.next_seq = 0
+        self.acked_seq = 0
         self.pid_gen = -1
+        self.inflight_gen = -1
+        self.unresolved = -1
 
     def __repr__(self) -> str:
         return f"<PartitionBuffer {self.topic.name}[{self.index}]>"

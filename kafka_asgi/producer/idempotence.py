@@ -3,10 +3,22 @@
 With ``enable_idempotence`` the producer gets a producer id and epoch
 (InitProducerId) before it sends, and stamps each batch with the sequence number
 of its first record; the broker then stores a batch retried after a lost
-response once.  When the broker loses or rejects that state
-(OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_PRODUCER_EPOCH, UNKNOWN_PRODUCER_ID), or a
-batch that may have been written fails for good, the producer starts over with a
-new id (KIP-360) and the sequence numbers restart at 0.
+response once, and refuses one that would leave a gap.  That lets a partition have
+up to ``max_in_flight`` batches in flight (as Java's client): a retried batch keeps
+its sequence numbers, and the batches after it, refused as out of order, are
+retried after it in sequence order (sender.py sends a retry only at the head of
+its partition, with nothing else in flight there).
+
+As Java's TransactionManager does for the idempotent producer:
+DUPLICATE_SEQUENCE_NUMBER means the broker has the batch (success);
+OUT_OF_ORDER_SEQUENCE_NUMBER for the next batch in line, or UNKNOWN_PRODUCER_ID,
+means the broker lost our state: the epoch is bumped (KIP-360: same producer id,
+epoch + 1, sequence numbers restarting at 0; a new id by InitProducerId when the
+epoch is at its maximum, or after INVALID_PRODUCER_EPOCH).  A partition's batches
+of the new epoch wait until its batches of the earlier one are back.  A batch that
+failed for good after it may have been written leaves its partition *unresolved*
+while later batches are out: acknowledged, they prove it written; if they are all
+gone, or the next one is refused as out of order, the epoch is bumped.
 """
 
 from __future__ import annotations
@@ -46,6 +58,12 @@ PRODUCER_STATE_CODES = frozenset(
 """OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_PRODUCER_EPOCH, UNKNOWN_PRODUCER_ID: the
 broker lost or rejects our producer state; KIP-360: start a new one and resend."""
 _SEQ_MASK = 0x7FFFFFFF  # sequence numbers wrap from Int32.MAX to 0 (KIP-98)
+_MAX_EPOCH = 0x7FFF
+
+
+def _seq_after(a: int, b: int) -> bool:
+    """Is sequence number ``a`` after ``b`` (modulo the wrap at Int32.MAX)?"""
+    return 0 < ((a - b) & _SEQ_MASK) < 0x40000000
 
 
 class Idempotence(ProducerState):
@@ -53,13 +71,18 @@ class Idempotence(ProducerState):
 
     def _stamp(self, b: Batch) -> None:
         """Give ``b`` its sequence numbers under the current producer id (if it has
-        none yet, or has them from an earlier id)."""
+        none yet, or has them from an earlier id or epoch).  A batch keeps its
+        sequence numbers through its retries (the broker drops a copy it has)."""
         gen = self._pid_gen
-        if b.data is None or b.pid_gen != gen:
+        if b.pid_gen != gen:
             p = b.part
             if p.pid_gen != gen:
+                # A new producer id or epoch: the partition's numbers restart at 0
+                # (its batches of the earlier one are all back: see _dispatch).
                 p.pid_gen = gen
                 p.next_seq = 0
+                p.acked_seq = 0
+                p.unresolved = -1
             b.base_seq = p.next_seq
             b.pid_gen = gen
             p.next_seq = (p.next_seq + len(b.values)) & _SEQ_MASK
@@ -80,6 +103,117 @@ class Idempotence(ProducerState):
         for queued in p.batches:
             if queued.base_seq >= 0 and not queued.sent and queued.pid_gen == p.pid_gen:
                 queued.pid_gen = -1  # restamped (set_producer_state) when sent
+
+    @staticmethod
+    def _later_sent(p: PartitionBuffer, gen: int) -> bool:
+        """Does ``p`` have a batch sent under generation ``gen`` not yet done?"""
+        for queued in p.batches:
+            if queued.sent and queued.pid_gen == gen and not queued.done:
+                return True
+        return False
+
+    def _release_seq(self, b: Batch, error: KafkaError) -> None:
+        """``b`` (removed from its partition) was not written: its sequence numbers
+        go to the batches after it, or, when later ones were sent already with
+        higher numbers (a gap the broker refuses), the epoch is bumped (KIP-360)
+        and the partition's numbers restart at 0."""
+        p = b.part
+        if b.base_seq < 0 or b.pid_gen != self._pid_gen or p.pid_gen != b.pid_gen:
+            return
+        if self._later_sent(p, b.pid_gen):
+            self._bump_epoch(error)
+        else:
+            self._rewind(p, b.base_seq)
+
+    def _seq_failed(self, b: Batch, error: KafkaError) -> None:
+        """``b`` (removed from its partition) was reported failed: settle the
+        sequence numbers it used (Java's TransactionManager.handleFailedBatch)."""
+        p = b.part
+        if b.base_seq < 0 or b.pid_gen != self._pid_gen or p.pid_gen != b.pid_gen:
+            return
+        if not b.maybe_written:
+            self._release_seq(b, error)
+        elif self._later_sent(p, b.pid_gen):
+            # Whether the broker has it is unknown: if a later batch is acknowledged
+            # it has (sequence numbers are contiguous); if the next one is refused
+            # as out of order, or none is left, it has not: then bump the epoch.
+            end = (b.base_seq + len(b.values)) & _SEQ_MASK
+            if p.unresolved < 0 or _seq_after(end, p.unresolved):
+                p.unresolved = end
+        else:
+            self._bump_epoch(error)
+        self._check_resolved(p, error)
+
+    def _check_resolved(self, p: PartitionBuffer, error: KafkaError) -> None:
+        """An unresolved partition with no batch of its generation left: bump."""
+        if p.unresolved >= 0 and p.pid_gen == self._pid_gen and not self._later_sent(p, p.pid_gen):
+            p.unresolved = -1
+            self._bump_epoch(error)
+
+    def _seq_acked(self, b: Batch) -> None:
+        """The broker has ``b``: the batches before it are written too."""
+        p = b.part
+        if b.base_seq < 0 or b.pid_gen != p.pid_gen:
+            return
+        end = (b.base_seq + len(b.values)) & _SEQ_MASK
+        if _seq_after(end, p.acked_seq):
+            p.acked_seq = end
+        if p.unresolved >= 0 and not _seq_after(p.unresolved, end):
+            p.unresolved = -1
+
+    def _producer_state_error(self, b: Batch, code: int, error: KafkaError, log_start: int) -> None:
+        """OUT_OF_ORDER_SEQUENCE_NUMBER, UNKNOWN_PRODUCER_ID or INVALID_PRODUCER_EPOCH
+        for ``b``: retry it, after bumping the epoch when the broker really lost
+        our sequence (as Java's TransactionManager.canRetry for the idempotent
+        producer)."""
+        p = b.part
+        current = b.pid_gen == self._pid_gen and b.pid_gen == p.pid_gen
+        if not current:
+            # Stamped under an earlier producer id or epoch: restamped when resent.
+            self._requeue(b, error)
+            return
+        if code == OutOfOrderSequenceNumberError.code:
+            if p.unresolved >= 0:
+                if b.base_seq == p.unresolved:
+                    # Right after the batch that failed maybe written: it was not.
+                    self._bump_epoch(error)
+                # Else: wait and see whether the sequence resolves.
+                self._requeue(b, error)
+                return
+            if b.base_seq != p.acked_seq:
+                # A batch before it was not written (failed, or being retried):
+                # this one goes again after it, with the same sequence number.
+                self._requeue(b, error)
+                return
+            # The next in line, refused: the broker has a gap (lost its state).
+            self._bump_epoch(error)
+            self._attempt_failed(b, error, False, retriable=True)
+        elif code == UnknownProducerIdError.code:
+            if log_start >= 0:
+                # The broker forgot our producer (its log was truncated or deleted).
+                self._bump_epoch(error)
+            self._attempt_failed(b, error, False, retriable=True)
+        else:
+            # INVALID_PRODUCER_EPOCH for our current epoch: ask for a new producer id.
+            self._reset_producer_id(error)
+            self._attempt_failed(b, error, False, retriable=True)
+
+    def _bump_epoch(self, error: KafkaError) -> None:
+        """KIP-360 for the idempotent producer (as Java's bumpIdempotentProducerEpoch):
+        the same producer id with the next epoch, every partition's sequence numbers
+        restarting at 0; a new producer id once the epoch is at its maximum."""
+        if self._pid < 0:
+            return
+        if self._pid_epoch >= _MAX_EPOCH - 1:
+            self._reset_producer_id(error)
+            return
+        logger.warning(
+            "kafka_asgi producer: producer epoch bumped to %d after %s", self._pid_epoch + 1, error
+        )
+        self._pid_epoch += 1
+        self._pid_gen += 1
+        self._epoch_bumps += 1
+        self._wake()
 
     async def _producer_id_task(self) -> None:
         """Get (and after a reset, get again) a producer id: InitProducerId (KIP-98)."""

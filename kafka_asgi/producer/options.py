@@ -54,15 +54,18 @@ Added here:
     How long a sync ``send()`` lets other records join its batch before the
     flusher sends it (Java's linger.ms for the sync path).
 ``max_in_flight`` (5)
-    Produce requests outstanding per broker.  A partition has one batch in flight
-    at a time, so retries never reorder records.
+    Produce requests outstanding per broker.  Without idempotence a partition has
+    one batch in flight at a time, so retries never reorder records; with
+    ``enable_idempotence``, up to ``max_in_flight`` batches (at most 5), kept in
+    order by their sequence numbers (as Java's client).
 ``on_delivery`` (None)
     ``on_delivery(error, metadata, key, value, headers)`` once per record: error is
     None and metadata a RecordMetadata on success; on failure error is the
     KafkaError and metadata's offset is -1.
 ``enable_idempotence`` (False)
     InitProducerId and per-partition sequence numbers (KIP-98): retries never
-    duplicate.  Needs ``required_acks=-1`` and ``max_in_flight <= 5``.
+    duplicate nor reorder, and a partition pipelines up to ``max_in_flight``
+    batches.  Needs ``required_acks=-1`` and ``max_in_flight <= 5``.
 ``value_serializer`` / ``key_serializer`` (None)
     Without one, values and keys are bytes (bytearray/memoryview copied) or str
     (UTF-8).  "json" serializes anything ``json.dumps`` accepts (bytes still pass

@@ -13,8 +13,10 @@ The flusher (one task) wakes when a topic has ``batch_num`` records or
 ``send()`` (after ``linger``) and when a response frees a partition.  It places
 records on partitions (accumulator.py), groups the partitions that are ready by
 leader, encodes one RecordBatch per partition and sends one ProduceRequest per
-broker, up to ``max_in_flight`` of them outstanding per broker; a partition has at
-most one batch in flight, so retries never reorder its records.
+broker, up to ``max_in_flight`` of them outstanding per broker.  Without
+idempotence a partition has at most one batch in flight, so retries never reorder
+its records; with it, up to ``max_in_flight``, kept in order by their sequence
+numbers (idempotence.py).
 
 Every record handed over ends in exactly one of: acknowledged (``delivered``),
 or reported to ``error_handle``/``on_delivery`` (``failed``), including at close.
@@ -160,6 +162,7 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
         self._force_pending = False
         self._retry_at = _INF
         self._node_inflight: dict[int, int] = {}
+        self._node_gate: dict[int, anyio.Event] = {}
         self._room_event: anyio.Event | None = None
         self._progress_event: anyio.Event | None = None
 
@@ -170,6 +173,9 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
         self._pid_gen = 0
         self._pid_error: KafkaError | None = None
         self._pid_wanted: anyio.Event | None = None
+        self._epoch_bumps = 0
+        # Batches in flight per partition: the sequence numbers keep them in order.
+        self._part_limit = opts.max_in_flight if self._idempotent else 1
 
         # Counters.
         self._delivered = 0

@@ -92,9 +92,19 @@ class Reports(ProducerState):
 
     def _complete(self, b: Batch, base_offset: int, log_append_time: int) -> None:
         p = b.part
+        if b.done:
+            return
         if p.batches and p.batches[0] is b:
             p.batches.popleft()
+        else:
+            # With idempotence, a later batch of the partition can be answered first.
+            try:
+                p.batches.remove(b)
+            except ValueError:
+                pass
         b.done = True
+        if self._idempotent:
+            self._seq_acked(b)
         stamps = b.stamps
         n = len(stamps)
         self._held -= n
@@ -142,14 +152,10 @@ class Reports(ProducerState):
             except ValueError:
                 pass
         b.done = True
-        if self._idempotent and b.base_seq >= 0 and b.pid_gen == self._pid_gen:
-            if b.maybe_written:
-                # Whether the broker has these sequence numbers is unknown: the
-                # partition's next batch would be out of order (or a duplicate).
-                self._reset_producer_id(error)
-            elif p.pid_gen == b.pid_gen:
-                # Not written: its numbers go to the batches after it.
-                self._rewind(p, b.base_seq)
+        if self._idempotent:
+            # Not written: its numbers go to the batches after it (or the epoch is
+            # bumped); maybe written: resolved by the batches after it.
+            self._seq_failed(b, error)
         self._report_failure(p.topic.name, p.index, b.records(), b.waiters, error, retriable)
 
     def _report_failure(
@@ -291,13 +297,13 @@ class Reports(ProducerState):
             for p in t.partitions:
                 if p.pending:
                     cut(p)
-                in_flight = p.inflight
-                p.inflight = False
+                p.inflight = 0
                 while p.batches:
                     b = p.batches[0]
+                    in_flight = b.inflight
+                    b.inflight = False
                     # A batch in flight (or once lost in flight) may be stored.
                     self._fail_batch(b, error, not (b.maybe_written or in_flight))
-                    in_flight = False
             # After the placed ones, which are older (the spill keeps this order).
             self._fail_topic(t, error)
         self._active.clear()

@@ -78,32 +78,53 @@ class Sender(ProducerState):
 
     def _dispatch(self, now: float, force: bool) -> None:
         """Send the ready batches: one request per leader, within max_in_flight."""
-        by_node: dict[int, list[Batch]] = {}
+        # Per leader, rounds: round k holds the k-th batch taken of each partition
+        # (a Produce request carries a partition once; round k goes before k + 1).
+        by_node: dict[int, list[list[Batch]]] = {}
         retry_at = _INF
         batch_num = self._batch_num
         batch_size = self._batch_size
+        limit = self._part_limit
+        idempotent = self._idempotent
+        gen = self._pid_gen
         for p in list(self._active):
             if force and p.pending and p.batches:
                 # Cut records behind a batch still in flight or waiting to be
                 # retried: a batch's age (delivery_timeout) counts from its cut, so
                 # records must not sit uncut through a long outage.
                 cut_moving_on(p)
-            if p.inflight:
+            inflight = p.inflight
+            if inflight >= limit:
                 continue
-            if p.batches:
-                b = p.batches[0]
-                if b.not_before > now:
-                    if b.not_before < retry_at:
-                        retry_at = b.not_before
-                    continue
-            elif p.pending:
-                if force or len(p.pending) >= batch_num or p.nbytes >= batch_size:
+            picked: list[Batch] = []
+            batches = p.batches
+            i = 0
+            while inflight + len(picked) < limit:
+                n = len(batches)
+                while i < n and batches[i].inflight:
+                    i += 1
+                if i < n:
+                    b = batches[i]
+                    if b.not_before > now:
+                        if b.not_before < retry_at:
+                            retry_at = b.not_before
+                        break
+                    if idempotent and not self._may_send(p, b, inflight + len(picked), gen):
+                        break
+                    i += 1
+                elif p.pending and (force or len(p.pending) >= batch_num or p.nbytes >= batch_size):
+                    if idempotent and inflight + len(picked) and not self._may_send_new(p, gen):
+                        break
                     b = cut_moving_on(p)
+                    i += 1
                 else:
-                    continue
-            else:
-                self._active.discard(p)
+                    break
+                picked.append(b)
+            if not picked:
+                if not batches and not p.pending:
+                    self._active.discard(p)
                 continue
+            b = picked[0]
             leader = self._leader(p)
             if leader == _TOPIC_UNKNOWN:
                 # Deleted (or its metadata in error): retried within max_retry, then
@@ -133,27 +154,51 @@ class Sender(ProducerState):
                 if not b.done and b.not_before < retry_at:
                     retry_at = b.not_before
                 continue
-            group = by_node.get(leader)
-            if group is None:
-                by_node[leader] = [b]
-            else:
-                group.append(b)
+            rounds = by_node.get(leader)
+            if rounds is None:
+                rounds = by_node[leader] = []
+            for k, b in enumerate(picked):
+                if k < len(rounds):
+                    rounds[k].append(b)
+                else:
+                    rounds.append([b])
         self._retry_at = retry_at
         if not by_node:
             return
-        if self._idempotent and self._pid < 0:
+        if idempotent and self._pid < 0:
             error = self._pid_error
             if error is not None:
                 # A retriable InitProducerId failure (COORDINATOR_LOAD_IN_PROGRESS while
                 # a broker takes over, no broker reachable, ...) wrote nothing: wait
                 # for the id up to delivery_timeout rather than use up max_retry.
                 stalled = unreachable(error) or error.retriable
-                for group in by_node.values():
-                    for b in group:
+                for rounds in by_node.values():
+                    for b in rounds[0]:
                         self._attempt_failed(b, error, False, unreachable=stalled)
             return
-        for node, group in by_node.items():
-            self._send_to(node, group)
+        for node, rounds in by_node.items():
+            self._send_to(node, rounds)
+
+    @staticmethod
+    def _may_send(p: PartitionBuffer, b: Batch, out: int, gen: int) -> bool:
+        """With idempotence, may ``b`` (``p``'s first batch not in flight) go while
+        ``out`` batches of ``p`` are in flight or taken?"""
+        if b.sent and b.pid_gen == gen:
+            # A retry keeps its sequence number: it goes alone, at the head of its
+            # partition (Java: only once it is the first in flight), so the batches
+            # after it, refused as out of order, follow it in order.
+            return out == 0
+        return out == 0 or Sender._may_send_new(p, gen)
+
+    @staticmethod
+    def _may_send_new(p: PartitionBuffer, gen: int) -> bool:
+        """May a batch get new sequence numbers while ``p`` has some out?"""
+        if p.inflight and p.inflight_gen != gen:
+            # Batches of an earlier epoch in flight: a batch of the new one starts
+            # at 0 and must not overtake them.
+            return False
+        # Unresolved: wait until the batches out tell whether the broker has it.
+        return p.unresolved < 0 or p.pid_gen != gen
 
     def _leader(self, p: PartitionBuffer) -> int:
         """The partition's leader, -1 while it has none, _TOPIC_UNKNOWN when the
@@ -164,31 +209,45 @@ class Sender(ProducerState):
         pm = meta.partitions.get(p.index)
         return -1 if pm is None else pm.leader
 
-    def _send_to(self, node: int, batches: list[Batch]) -> None:
-        """Start Produce requests to ``node`` for ``batches`` (as slots allow)."""
+    def _send_to(self, node: int, rounds: list[list[Batch]]) -> None:
+        """Start Produce requests to ``node`` for ``rounds`` (as slots allow)."""
         slots = self.options.max_in_flight - self._node_inflight.get(node, 0)
         limit = self._max_request_size
-        i = 0
-        n = len(batches)
-        while i < n and slots > 0:
-            request_batches: list[Batch] = []
-            size = 0
-            while i < n:
-                b = self._encode(batches[i])
-                if b is None:
+        # Partitions whose batch was split or failed here: their later batches
+        # wait for the next pass (the second half goes first).
+        held: set[PartitionBuffer] | None = None
+        for batches in rounds:
+            i = 0
+            n = len(batches)
+            while i < n and slots > 0:
+                request_batches: list[Batch] = []
+                size = 0
+                while i < n:
+                    original = batches[i]
+                    if held is not None and original.part in held:
+                        i += 1
+                        continue
+                    b = self._encode(original)
+                    if b is not original:
+                        if held is None:
+                            held = set()
+                        held.add(original.part)
+                    if b is None:
+                        i += 1
+                        continue
+                    batches[i] = b  # the first half, if it was split
+                    assert b.data is not None
+                    if request_batches and size + len(b.data) > limit:
+                        break
+                    request_batches.append(b)
+                    size += len(b.data)
                     i += 1
-                    continue
-                batches[i] = b  # the first half, if it was split
-                assert b.data is not None
-                if request_batches and size + len(b.data) > limit:
+                if not request_batches:
                     break
-                request_batches.append(b)
-                size += len(b.data)
-                i += 1
-            if not request_batches:
-                break
-            slots -= 1
-            self._start_request(node, request_batches)
+                slots -= 1
+                self._start_request(node, request_batches)
+            if slots <= 0:
+                return
 
     def _encode(self, b: Batch) -> Batch | None:
         """Encode (and for idempotence stamp) ``b``; the batch to send in its place
@@ -221,8 +280,9 @@ class Sender(ProducerState):
         return b
 
     def _encode_ahead(self) -> None:
-        """Encode the next batch of partitions in flight, while the broker works."""
-        if self._idempotent and self._pid < 0:
+        """Encode the next batch of partitions in flight, while the broker works
+        (a partition with one batch in flight at a time)."""
+        if self._part_limit > 1 or (self._idempotent and self._pid < 0):
             return
         for p in list(self._active):
             if p.inflight and len(p.batches) > 1:
@@ -235,8 +295,8 @@ class Sender(ProducerState):
         p = b.part
         index = p.batches.index(b)
         del p.batches[index]
-        if b.base_seq >= 0 and b.pid_gen == p.pid_gen:
-            self._rewind(p, b.base_seq)
+        if self._idempotent:
+            self._release_seq(b, MessageTooLargeError("batch split"))
         n = len(b.values)
         half = n // 2
         first = b.slice(0, half, b.nbytes // 2)
@@ -260,7 +320,9 @@ class Sender(ProducerState):
         count = 0
         for b in batches:
             p = b.part
-            p.inflight = True
+            p.inflight += 1
+            p.inflight_gen = b.pid_gen
+            b.inflight = True
             b.sent = True
             count += len(b.values)
             parts = topics.get(p.topic.name)
@@ -288,7 +350,15 @@ class Sender(ProducerState):
             )
             probe = (hooks, info, call_hook(hooks.request_started, info))
         assert self._tg is not None
-        self._tg.start_soon(self._request, node, batches, request, count, probe)
+        gate: tuple[anyio.Event | None, anyio.Event] | None = None
+        if self._part_limit > 1:
+            # Several batches of a partition may be in flight: the requests must
+            # reach the connection in the order they were made (a scheduler may run
+            # the tasks started together in another order: trio does).
+            mine = anyio.Event()
+            gate = (self._node_gate.get(node), mine)
+            self._node_gate[node] = mine
+        self._tg.start_soon(self._request, node, batches, request, count, probe, gate)
 
     async def _request(
         self,
@@ -297,9 +367,21 @@ class Sender(ProducerState):
         request: ProduceRequest,
         count: int,
         probe: Probe | None = None,
+        gate: tuple[anyio.Event | None, anyio.Event] | None = None,
     ) -> None:
         try:
             try:
+                if gate is not None:
+                    before, mine = gate
+                    try:
+                        if before is not None and not before.is_set():
+                            # Set by the request before this one as it starts to
+                            # send (or ends): bounded by that task's first step.
+                            await before.wait()
+                    finally:
+                        # The next request may go once this one reaches the
+                        # connection (this task runs on until it waits there).
+                        mine.set()
                 response = await self._send_request(node, request, probe)
             except ConnectError as exc:
                 # Never connected: nothing was written.
@@ -381,7 +463,9 @@ class Sender(ProducerState):
         self._node_inflight[node] -= 1
         self._inflight_records -= count
         for b in batches:
-            b.part.inflight = False
+            if b.inflight:  # (not if the producer closed meanwhile: _abort_all)
+                b.inflight = False
+                b.part.inflight -= 1
 
     def _handle_response(self, response: ProduceResponse, batches: list[Batch]) -> None:
         results: dict[tuple[str, int], PartitionProduceResponse] = {}
@@ -401,14 +485,15 @@ class Sender(ProducerState):
                 # KIP-98: the broker already has this batch (an earlier attempt got
                 # through); its offset is not known any more.
                 self._complete(b, -1, -1)
+            elif code in PRODUCER_STATE_CODES and self._idempotent:
+                self._producer_state_error(
+                    b, code, error_for_code(code)(pr.error_message), pr.log_start_offset
+                )
             else:
                 error = error_for_code(code)(pr.error_message)
                 if code in _TOO_LARGE_CODES and len(b.values) > 1:
                     # The topic's max.message.bytes is lower than our batch: halve it.
                     self._split(b)
-                elif code in PRODUCER_STATE_CODES and self._idempotent:
-                    self._reset_producer_id(error)
-                    self._attempt_failed(b, error, False, retriable=True)
                 elif code in _LEADER_MOVED_CODES:
                     self._client.note_error(error)
                     self._attempt_failed(b, error, False, unreachable=True)
@@ -450,6 +535,28 @@ class Sender(ProducerState):
                 self._hooks.records_retried, b.part.topic.name, b.part.index, len(b.values), error
             )
         self._client.note_error(error)
+
+    def _requeue(self, b: Batch, error: KafkaError) -> None:
+        """Retry ``b`` without counting a try: refused only because a batch before
+        it (or of an earlier epoch) was not written; it goes again after that one.
+        Bounded by delivery_timeout."""
+        if b.done:
+            return
+        now = anyio.current_time()
+        if now >= b.born + self._delivery_timeout:
+            expired = DeliveryTimeoutError(
+                f"not delivered within delivery_timeout={self._delivery_timeout}s "
+                f"(retried in order behind an earlier batch: {error})"
+            )
+            self._fail_batch(b, expired, not b.maybe_written)
+            return
+        b.not_before = now
+        self._retry_at = now
+        self._retried += len(b.values)
+        if self._hooks is not None:
+            call_hook(
+                self._hooks.records_retried, b.part.topic.name, b.part.index, len(b.values), error
+            )
 
     def _stalled(self, b: Batch, error: KafkaError) -> None:
         """No broker could be reached for ``b``: keep it until delivery_timeout has

@@ -69,7 +69,7 @@ class SpillSupport(ProducerState):
                     if p.pending:
                         cut(p)
                     for b in list(p.batches):
-                        if (b is p.batches[0] and p.inflight) or b.maybe_written:
+                        if b.inflight or b.maybe_written:
                             continue
                         if b.waiters and any(d.__class__ is Delivery for _, d in b.waiters):
                             continue

@@ -144,6 +144,12 @@ class ProducerState:
     _pid_gen: int
     _pid_error: KafkaError | None
     _pid_wanted: anyio.Event | None
+    _epoch_bumps: int
+    # Batches a partition may have in flight: max_in_flight with idempotence, else 1.
+    _part_limit: int
+    # Per broker, an event set once the latest Produce request started to it has
+    # reached the connection: the next one waits for it (requests keep their order).
+    _node_gate: dict[int, anyio.Event]
 
     # Counters.
     _delivered: int
@@ -170,6 +176,28 @@ class ProducerState:
         def _rewind(p: PartitionBuffer, seq: int) -> None: ...
 
         def _reset_producer_id(self, error: KafkaError) -> None: ...
+
+        def _seq_failed(self, b: Batch, error: KafkaError) -> None: ...
+
+        def _seq_acked(self, b: Batch) -> None: ...
+
+        def _release_seq(self, b: Batch, error: KafkaError) -> None: ...
+
+        def _attempt_failed(
+            self,
+            b: Batch,
+            error: KafkaError,
+            maybe_written: bool,
+            *,
+            retriable: bool | None = None,
+            unreachable: bool = False,
+        ) -> None: ...
+
+        def _requeue(self, b: Batch, error: KafkaError) -> None: ...
+
+        def _producer_state_error(
+            self, b: Batch, code: int, error: KafkaError, log_start: int
+        ) -> None: ...
 
         def _complete(self, b: Batch, base_offset: int, log_append_time: int) -> None: ...
 

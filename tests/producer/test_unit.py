@@ -570,16 +570,20 @@ async def test_idempotent_retry_never_duplicates(fake: FakeClient, reports: Repo
     assert meta.offset == 0 and not reports.errors
 
 
-async def test_idempotent_out_of_order_gets_a_new_producer_id(fake: FakeClient) -> None:
+async def test_idempotent_out_of_order_bumps_the_epoch(fake: FakeClient) -> None:
     from collections import deque
 
     async with running(fake, enable_idempotence=True, required_acks=-1) as producer:
         await producer.send("one", b"a")
-        fake.codes[("one", 0)] = deque([45])  # OUT_OF_ORDER_SEQUENCE_NUMBER
+        # OUT_OF_ORDER_SEQUENCE_NUMBER for the next batch in line: the broker lost
+        # our state. As Java's client (KIP-360): same producer id, epoch + 1,
+        # sequence numbers from 0.
+        fake.codes[("one", 0)] = deque([45])
         await producer.send("one", b"b")
         await producer.send("one", b"c")
     assert [r.value for r in fake.records("one", 0)] == [b"a", b"b", b"c"]
-    assert len({pid for pid, _, _ in fake._seqs}) == 2
+    assert len({pid for pid, _, _ in fake._seqs}) == 1
+    assert list(fake.epochs.values()) == [1]
 
 
 async def test_order_per_partition_kept_across_retries(fake: FakeClient) -> None:
@@ -683,7 +687,13 @@ async def test_idempotent_batches_encoded_ahead_are_restamped_after_a_failure(
     fake.gate = anyio.Event()
     fake.codes[("one", 0)] = deque([87])  # INVALID_RECORD for the first batch: not written
     async with running(
-        fake, reports, enable_idempotence=True, required_acks=-1, batch_size=1000, flush_time=60
+        fake,
+        reports,
+        enable_idempotence=True,
+        required_acks=-1,
+        batch_size=1000,
+        flush_time=60,
+        max_in_flight=1,  # one batch in flight per partition: the next is encoded ahead
     ) as producer:
         producer.send_nowait("one", b"first" * 200)  # batch_size reached: sent at once
         assert await eventually(lambda: len(fake.requests) == 1, 5.0, interval=0.005)

@@ -74,6 +74,8 @@ class FakeClient:
     _seqs: dict[tuple[int, str, int], tuple[int, list[tuple[int, int, int]]]] = field(
         default_factory=dict
     )
+    # (pid, topic, partition) -> the producer epoch the partition last took
+    epochs: dict[tuple[int, str, int], int] = field(default_factory=dict)
 
     def add_topic(self, name: str, count: int, leader: int = 0) -> None:
         self.partitions[name] = count
@@ -154,15 +156,16 @@ class FakeClient:
         assert kwargs.get("min_version") == 3
         self._refuse()
         self.requests.append(request)
+        # Taken in the order sent, as a broker does the requests of one connection.
+        fault = None if self.hang or not self.faults else self.faults.popleft()
+        response = None
+        if not self.hang and (fault is None or fault.written):
+            response = self._apply(request)
         await anyio.lowlevel.checkpoint()
         if self.hang:
             await anyio.sleep_forever()
-        if self.faults:
-            fault = self.faults.popleft()
-            if fault.written:
-                self._apply(request)
+        if fault is not None:
             raise fault.error
-        response = self._apply(request)
         if self.gate is not None:
             await self.gate.wait()
         if not kwargs.get("expect_response", True):
@@ -193,6 +196,16 @@ class FakeClient:
         count = len(batch.records)
         if batch.producer_id >= 0:
             state_key = (batch.producer_id, topic, partition)
+            epoch = self.epochs.get(state_key, -1)
+            if batch.producer_epoch < epoch:
+                # INVALID_PRODUCER_EPOCH: an older epoch than the partition has seen.
+                return PartitionProduceResponse(index=partition, error_code=47, base_offset=-1)
+            if batch.producer_epoch > epoch:
+                # A new epoch (KIP-360) starts its sequence numbers at 0.
+                if batch.base_sequence != 0 and epoch >= 0:
+                    return PartitionProduceResponse(index=partition, error_code=45, base_offset=-1)
+                self.epochs[state_key] = batch.producer_epoch
+                self._seqs.pop(state_key, None)
             expected, seen = self._seqs.get(state_key, (0, []))
             for first, _last, offset in seen:
                 if first == batch.base_sequence:

@@ -1,0 +1,169 @@
+"""Idempotent pipelining (issue 17): up to max_in_flight batches in flight per
+partition, kept in order by sequence numbers, against the in-memory FakeClient
+(which checks sequence numbers and epochs as a broker does)."""
+
+from __future__ import annotations
+
+from collections import deque
+
+import anyio
+import pytest
+
+from kafka_asgi.network.errors import ConnectionClosedError, RequestTimeout
+from tests.support.fake_client import FakeClient, Fault
+from tests.support.producers import Reports, running
+from tests.support.timing import eventually
+
+pytestmark = pytest.mark.anyio
+
+BATCH = 1000
+RECORD = 200  # 5 records cut a batch (batch_size=BATCH)
+
+
+@pytest.fixture
+def fake() -> FakeClient:
+    client = FakeClient()
+    client.add_topic("one", 1)
+    return client
+
+
+@pytest.fixture
+def reports() -> Reports:
+    return Reports()
+
+
+def value(i: int) -> bytes:
+    return b"%06d" % i + b"x" * (RECORD - 6)
+
+
+def opts(idempotent: bool = True, **extra: object) -> dict[str, object]:
+    o: dict[str, object] = {
+        "batch_size": BATCH,
+        "flush_time": 60,
+        "max_retry": 3,
+        "retry_backoff": 0.01,
+    }
+    if idempotent:
+        o.update(enable_idempotence=True, required_acks=-1)
+    o.update(extra)
+    return o
+
+
+async def burst(fake: FakeClient, producer: object, n: int, outstanding: int) -> None:
+    """Hold the responses, send ``n`` records, wait for ``outstanding`` requests."""
+    fake.gate = anyio.Event()
+    for i in range(n):
+        producer.send_nowait("one", value(i))  # type: ignore[attr-defined]
+    assert await eventually(lambda: len(fake.requests) >= outstanding, 5.0, interval=0.005)
+
+
+def stored(fake: FakeClient) -> list[int]:
+    return [int(r.value[:6]) for r in fake.records("one", 0) if r.value is not None]
+
+
+@pytest.mark.parametrize("idempotent", [True, False], ids=["idempotent", "plain"])
+async def test_batches_in_flight_per_partition(
+    fake: FakeClient, reports: Reports, idempotent: bool
+) -> None:
+    limit = 5 if idempotent else 1
+    async with running(fake, reports, **opts(idempotent)) as producer:
+        await burst(fake, producer, 50, limit)
+        await anyio.sleep(0.05)
+        # One partition: each request carries one of its batches, all outstanding.
+        assert len(fake.requests) == limit
+        assert producer._buffers["one"].partitions[0].inflight == limit
+        assert fake.gate is not None
+        fake.gate.set()
+    assert stored(fake) == list(range(50))
+    assert not reports.errors
+
+
+async def test_max_in_flight_bounds_the_partition(fake: FakeClient, reports: Reports) -> None:
+    async with running(fake, reports, **opts(max_in_flight=3)) as producer:
+        await burst(fake, producer, 50, 3)
+        await anyio.sleep(0.05)
+        assert len(fake.requests) == 3
+        assert fake.gate is not None
+        fake.gate.set()
+    assert stored(fake) == list(range(50))
+
+
+async def test_retriable_error_retries_the_later_batches_in_order(
+    fake: FakeClient, reports: Reports
+) -> None:
+    # NOT_ENOUGH_REPLICAS for the first batch (not written): the four after it are
+    # refused as out of order (a gap), then all go again in sequence order.
+    fake.codes[("one", 0)] = deque([19])
+    async with running(fake, reports, **opts()) as producer:
+        await burst(fake, producer, 50, 5)
+        assert fake.gate is not None
+        fake.gate.set()
+    assert stored(fake) == list(range(50))
+    assert not reports.errors
+    assert list(fake.epochs.values()) == [0]  # no epoch bump: only a retry
+
+
+@pytest.mark.parametrize("written", [True, False], ids=["written", "lost"])
+async def test_lost_response_mid_pipeline(
+    fake: FakeClient, reports: Reports, written: bool
+) -> None:
+    # The first request's connection breaks (after or before the broker took it):
+    # its retry is a duplicate the broker drops, or fills the gap the later
+    # batches were refused for. Exactly once, in order.
+    fake.faults.append(Fault(ConnectionClosedError("gone"), written=written))
+    async with running(fake, reports, **opts()) as producer:
+        await burst(fake, producer, 50, 5)
+        assert fake.gate is not None
+        fake.gate.set()
+    assert stored(fake) == list(range(50))
+    assert not reports.errors
+
+
+async def test_unknown_producer_id_is_retried(fake: FakeClient, reports: Reports) -> None:
+    fake.codes[("one", 0)] = deque([59])  # UNKNOWN_PRODUCER_ID
+    async with running(fake, reports, **opts()) as producer:
+        await burst(fake, producer, 50, 5)
+        assert fake.gate is not None
+        fake.gate.set()
+    assert stored(fake) == list(range(50))
+    assert not reports.errors
+
+
+async def test_duplicate_sequence_is_success(fake: FakeClient, reports: Reports) -> None:
+    fake.codes[("one", 0)] = deque([46])  # DUPLICATE_SEQUENCE_NUMBER: the broker has it
+    async with running(fake, reports, on_delivery=reports.on_delivery, **opts()) as producer:
+        await producer.send("one", value(0))
+    assert not reports.errors
+    assert [d[0] for d in reports.deliveries] == [None]
+
+
+async def test_failed_maybe_written_batch_resolved_by_later_ack(
+    fake: FakeClient, reports: Reports
+) -> None:
+    # The first batch times out after the broker stored it and has no retry left:
+    # reported (maybe written). The batches after it are acknowledged: the broker
+    # had it, the sequence is resolved, no epoch bump.
+    fake.faults.append(Fault(RequestTimeout("slow"), written=True))
+    async with running(fake, reports, **opts(max_retry=0)) as producer:
+        await burst(fake, producer, 50, 5)
+        assert fake.gate is not None
+        fake.gate.set()
+    assert stored(fake) == list(range(50))
+    assert [r[4] for r in reports.errors] == [False]  # maybe delivered
+    assert list(fake.epochs.values()) == [0]
+
+
+async def test_failed_unwritten_batch_bumps_the_epoch(fake: FakeClient, reports: Reports) -> None:
+    # The same, but the broker never got it: the next batch is refused as out of
+    # order right after the unresolved sequence: the epoch is bumped and the rest
+    # is delivered from sequence 0, in order, once.
+    fake.faults.append(Fault(RequestTimeout("slow"), written=False))
+    async with running(fake, reports, **opts(max_retry=0)) as producer:
+        await burst(fake, producer, 50, 5)
+        assert fake.gate is not None
+        fake.gate.set()
+    assert len(reports.errors) == 1
+    lost = len(reports.errors[0][2])  # the first batch's records
+    assert 0 < lost < 50
+    assert stored(fake) == list(range(lost, 50))
+    assert list(fake.epochs.values()) == [1]
