@@ -344,12 +344,13 @@ def tuned_table(results: Sequence[Result]) -> str:
     """The ratio table per record count, then the stability summary."""
     rows = [r for r in results if r.section == TUNED_SECTION]
     out = [ratio_table(rows)]
-    by_case: dict[str, dict[str, Result]] = {}
+    by_case: dict[tuple[str, str], dict[str, Result]] = {}
     for r in rows:
-        if r.metric == "records/s":
-            by_case.setdefault(r.case, {})[r.impl] = r
+        by_case.setdefault((r.metric, r.case), {})[r.impl] = r
     stab = []
-    for case, impls in sorted(by_case.items(), key=lambda kv: _count(kv[0])):
+    for (metric, case), impls in sorted(
+        by_case.items(), key=lambda kv: (kv[0][0], _count(kv[0][1]))
+    ):
         ours = impls.get(OURS)
         if ours is None:
             continue
@@ -360,6 +361,7 @@ def tuned_table(results: Sequence[Result]) -> str:
             paired = [a / b for a, b in zip(ours.samples, other.samples, strict=False) if b]
             stab.append(
                 [
+                    metric,
                     f"{_count(case):,}",
                     peer,
                     _spread(ours.samples),
@@ -370,6 +372,7 @@ def tuned_table(results: Sequence[Result]) -> str:
             )
     if stab:
         header = [
+            "metric",
             "records per run",
             "peer",
             "kafka_asgi spread",
@@ -377,7 +380,7 @@ def tuned_table(results: Sequence[Result]) -> str:
             "paired ratio (median)",
             "paired ratio (min-max)",
         ]
-        out.append(markdown_table(header, stab, right=2))
+        out.append(markdown_table(header, stab, right=3))
     return "\n\n".join(out)
 
 
