@@ -6,6 +6,7 @@ The event and its options are defined in :mod:`kafka_asgi.integrations.access_lo
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Awaitable
 from typing import Any
@@ -26,13 +27,19 @@ from kafka_asgi.integrations.lifespan import (
     Scope,
     Send,
 )
-from kafka_asgi.integrations.tracecontext import trace_from_headers
+from kafka_asgi.integrations.tracecontext import (
+    OTEL_TRACE_MODULE,
+    current_otel_trace,
+    parse_traceparent,
+    trace_from_headers,
+)
 from kafka_asgi.producer import get_producer
 
 __all__ = ["AccessLogMiddleware"]
 
 _perf_ns = time.perf_counter_ns
 _time_ns = time.time_ns
+_modules = sys.modules
 
 
 class AccessLogMiddleware(AccessLogOptions):
@@ -79,10 +86,18 @@ class AccessLogMiddleware(AccessLogOptions):
         if state is None:
             state = scope["state"] = {}
         state[STATE_KEY] = event_logger = EventLogger(scope, request_id, self.cluster)
-        # Taken now, while the server's span (OpenTelemetry's middleware) is current.
-        trace = trace_from_headers(headers) if self.trace_context else None
-        if trace is not None:
-            event_logger.trace = trace
+        # Taken now, while the server's span (OpenTelemetry's middleware) is current:
+        # trace_from_headers written out (a call less per request).
+        trace = None
+        if self.trace_context:
+            if OTEL_TRACE_MODULE in _modules:
+                trace = current_otel_trace()
+            if trace is None:
+                raw_tp = headers.get(b"traceparent")
+                if raw_tp is not None:
+                    trace = parse_traceparent(raw_tp, headers.get(b"tracestate"))
+            if trace is not None:
+                event_logger.trace = trace
         rid_header = (rid_name, request_id.encode()) if self._echo_rid else None
         status = 0
         response_bytes = 0
@@ -126,11 +141,14 @@ class AccessLogMiddleware(AccessLogOptions):
             await self.app(scope, receive, send_wrapper)
         finally:
             duration = (finished or _perf_ns()) - start
+            # route_of(scope) written out: Starlette's Route object, Litestar's template.
             route = scope.get("route")
-            if route is None:
-                route = scope.get("path_template")  # Litestar's
-            elif route.__class__ is not str:
-                route = route_of(scope)
+            if route.__class__ is not str:
+                route = (
+                    scope.get("path_template") if route is None else getattr(route, "path", None)
+                )
+                if route.__class__ is not str:
+                    route = None
             event_logger.release(route)
             if self.sample_rate >= 1.0 or self.sampled():
                 if self._use_proxies:

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any, TypeAlias
 
 __all__ = [
+    "OTEL_TRACE_MODULE",
     "TRACEPARENT",
     "TRACESTATE",
     "Trace",
@@ -48,6 +49,12 @@ _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
 _LOWER_HEX = b"0123456789abcdef"
 _OTEL_TRACE = "opentelemetry.trace"
+OTEL_TRACE_MODULE = _OTEL_TRACE
+"""Only when this module is in ``sys.modules`` can an OpenTelemetry span be current."""
+_OTEL_CONTEXT = "opentelemetry.context"
+_TRACE_ID_END = 1 << 128
+_SPAN_ID_END = 1 << 64
+_otel_get_current: Any = None  # opentelemetry.context.get_current, once in use
 _FLAGS = [f"{i:02x}" for i in range(256)]
 # Trace Context, section 3.3.1.1: at most 32 list-members; vendors may drop the state
 # past 512 characters: we keep up to that and drop the header beyond it.
@@ -180,16 +187,28 @@ def current_otel_trace() -> Trace | None:
     trace: Any = sys.modules.get(_OTEL_TRACE)
     if trace is None:
         return None
+    global _otel_get_current
     try:
-        ctx = trace.get_current_span().get_span_context()
+        get_current = _otel_get_current
+        if get_current is None:
+            # opentelemetry.trace imports it; the public function, found once.
+            get_current = _otel_get_current = sys.modules[_OTEL_CONTEXT].get_current
+        context = get_current()
+        if not context:
+            # An empty Context (a dict) holds no span: the common case of an app that
+            # imports OpenTelemetry (recent FastAPI does) and traces nothing. Two calls
+            # instead of the five of get_current_span().get_span_context().
+            return None
+        ctx = trace.get_current_span(context).get_span_context()
         trace_id = ctx.trace_id
         span_id = ctx.span_id
-        if not trace_id or not span_id:  # INVALID_SPAN_CONTEXT (is_valid, cheaper)
+        # Not INVALID_SPAN_CONTEXT (zeros; is_valid, cheaper) and within 128/64 bits.
+        if not (0 < trace_id < _TRACE_ID_END and 0 < span_id < _SPAN_ID_END):
             return None
         # The TraceState itself: rendered only if an event carries it on.
         return (
-            trace_id.to_bytes(16, "big").hex(),
-            span_id.to_bytes(8, "big").hex(),
+            "%032x" % trace_id,  # noqa: UP031 - one operation, no method calls
+            "%016x" % span_id,  # noqa: UP031
             _FLAGS[ctx.trace_flags & 0xFF],
             ctx.trace_state,
         )
