@@ -161,35 +161,68 @@ class AccessLogMiddleware(AccessLogOptions):
                 status = status or 500
                 template = self._template
                 if template is not None:
-                    if trace is None:
-                        trace_id = span_id = ""
-                    else:
-                        template = self._traced_template
-                        trace_id, span_id = trace[0], trace[1]
-                    q = quote
                     version = scope.get("http_version")
                     try:
-                        value = (
-                            template
-                            % (
-                                _time_ns() // 1_000_000,
-                                q(scope["method"]),
-                                q(scope.get("scheme", "http")),
-                                q(scope["path"]),
-                                "null" if route is None else q(route),
-                                q(scope["query_string"].decode("latin-1")),
-                                status,
-                                response_bytes,
-                                request_bytes,
-                                duration / 1e6,
-                                "null" if client is None else q(client),
-                                "null" if ua is None else q(ua.decode("latin-1")),
-                                q(request_id),
-                                "null" if version is None else q(version),
-                                trace_id,
-                                span_id,
-                            )
-                        ).encode()
+                        dumps = self._dumps
+                        if dumps is not None:
+                            # orjson (the extra): one C call over a dict, no quoting.
+                            event = {
+                                "timestamp": _time_ns() // 1_000_000,
+                                "type": "http",
+                                "method": scope["method"],
+                                "scheme": scope.get("scheme", "http"),
+                                "path": scope["path"],
+                                "route": route,
+                                "query": scope["query_string"].decode("latin-1"),
+                                "status": status,
+                                "response_bytes": response_bytes,
+                                "request_bytes": request_bytes,
+                                # To the microsecond, as the template's "%.3f".
+                                "duration_ms": (duration + 500) // 1000 / 1000,
+                                "client": client,
+                                "user_agent": None if ua is None else ua.decode("latin-1"),
+                                "request_id": request_id,
+                                "http_version": version,
+                                "close_code": None,
+                            }
+                            if self.trace_context:
+                                if trace is None:
+                                    event["trace_id"] = event["span_id"] = None
+                                else:
+                                    event["trace_id"] = trace[0]
+                                    event["span_id"] = trace[1]
+                            value = dumps(event)
+                            tail = self._tail
+                            if tail is not None:  # the static fields, rendered once
+                                value = value[:-1] + tail
+                        else:
+                            if trace is None:
+                                trace_id = span_id = ""
+                            else:
+                                template = self._traced_template
+                                trace_id, span_id = trace[0], trace[1]
+                            q = quote
+                            value = (
+                                template
+                                % (
+                                    _time_ns() // 1_000_000,
+                                    q(scope["method"]),
+                                    q(scope.get("scheme", "http")),
+                                    q(scope["path"]),
+                                    "null" if route is None else q(route),
+                                    q(scope["query_string"].decode("latin-1")),
+                                    status,
+                                    response_bytes,
+                                    request_bytes,
+                                    duration / 1e6,
+                                    "null" if client is None else q(client),
+                                    "null" if ua is None else q(ua.decode("latin-1")),
+                                    q(request_id),
+                                    "null" if version is None else q(version),
+                                    trace_id,
+                                    span_id,
+                                )
+                            ).encode()
                         producer = self.producer
                         if producer is None:
                             # The lifespan's producer, as it put it in the state: two

@@ -32,6 +32,7 @@ from kafka_asgi.producer import get_producer
 __all__ = [
     "ACCESS_LOG_FIELDS",
     "HTTP_TEMPLATE",
+    "ORJSON_DUMPS",
     "AccessLogOptions",
     "access_log_event",
     "quote",
@@ -75,6 +76,16 @@ _UNTRACED = ',"trace_id":null,"span_id":null%.0s%.0s'
 _NO_TRACE_FIELDS = "%.0s%.0s"
 quote: Callable[[str], str] = json.encoder.encode_basestring
 """A str as a JSON string literal (for HTTP_TEMPLATE's str arguments)."""
+
+ORJSON_DUMPS: Callable[[Any], bytes] | None
+try:  # the optional extra "orjson": the default HTTP event in one C call
+    from orjson import dumps as ORJSON_DUMPS
+except ImportError:  # pragma: no cover - exercised without the extra
+    ORJSON_DUMPS = None
+"""``orjson.dumps`` when the ``orjson`` extra is installed, else None. Middlewares made
+while it is set serialize the default HTTP event with it (about a fifth cheaper than
+the pure-Python template, which stays the path without orjson); set it to None first
+to make one that takes the template."""
 
 
 def access_log_event(
@@ -248,6 +259,10 @@ class AccessLogOptions:
         # template (about twice as fast as building a dict and encoding it).
         self._template: str | None = None
         self._traced_template = ""  # set with _template
+        # With the default event shape and orjson installed: orjson.dumps, and the
+        # static fields as JSON to close the object with (b',"a":1}'), or None.
+        self._dumps: Callable[[Any], bytes] | None = None
+        self._tail: bytes | None = None
         if (
             fields is None
             and enrich is None
@@ -266,6 +281,8 @@ class AccessLogOptions:
                 self._template = self._traced_template = (
                     HTTP_TEMPLATE + _NO_TRACE_FIELDS + tail + "}"
                 )
+            self._dumps = ORJSON_DUMPS
+            self._tail = ("," + extra_json + "}").encode() if extra_json else None
         track_middleware(self)
 
     @property
