@@ -274,6 +274,7 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
                         self._replay_record,
                         self._report_dropped,
                         self._respill,
+                        self._evacuate_now,
                     )
                     await tg.start(self._spill.run, host)
                 if self._idempotent:
@@ -672,6 +673,8 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
             # as it arrives (its task wakes us), not a flush_time later.
             self._force_pending = undrained
         self._dispatch(now, force)
+        if self._spill is not None and self._spill.evacuate:
+            self._evacuate()  # topics that started spilling during this cycle
         self._notify_room()
 
     def _notify_room(self) -> None:

@@ -129,17 +129,21 @@ class Reports(ProducerState):
                 d.event.set()
         callback = self._on_delivery
         if callback is not None:
-            for i, (key, value, headers, ts) in enumerate(b.records()):
-                meta = RecordMetadata(
-                    topic,
-                    index,
-                    base_offset + i if base_offset >= 0 else -1,
-                    log_append_time if log_append_time >= 0 else ts,
-                )
-                try:
-                    callback(None, meta, key, value, headers)
-                except Exception:
-                    logger.exception("kafka_asgi producer: on_delivery raised")
+            self._in_callback += 1  # a send_nowait from it defers spill evacuation
+            try:
+                for i, (key, value, headers, ts) in enumerate(b.records()):
+                    meta = RecordMetadata(
+                        topic,
+                        index,
+                        base_offset + i if base_offset >= 0 else -1,
+                        log_append_time if log_append_time >= 0 else ts,
+                    )
+                    try:
+                        callback(None, meta, key, value, headers)
+                    except Exception:
+                        logger.exception("kafka_asgi producer: on_delivery raised")
+            finally:
+                self._in_callback -= 1
         self._progress()
 
     def _fail_batch(self, b: Batch, error: KafkaError, retriable: bool) -> None:
@@ -188,20 +192,26 @@ class Reports(ProducerState):
                 d.error = copy.copy(error)
                 d.event.set()
         handled = False
-        if self._error_handle is not None:
-            handled = True
-            try:
-                self._error_handle(topic, partition, records, error, retriable)
-            except Exception:
-                logger.exception("kafka_asgi producer: error_handle raised")
-        callback = self._on_delivery
-        if callback is not None:
-            handled = True
-            for key, value, headers, ts in records:
+        self._in_callback += 1  # a send_nowait from a callback defers spill evacuation
+        try:
+            if self._error_handle is not None:
+                handled = True
                 try:
-                    callback(error, RecordMetadata(topic, partition, -1, ts), key, value, headers)
+                    self._error_handle(topic, partition, records, error, retriable)
                 except Exception:
-                    logger.exception("kafka_asgi producer: on_delivery raised")
+                    logger.exception("kafka_asgi producer: error_handle raised")
+            callback = self._on_delivery
+            if callback is not None:
+                handled = True
+                for key, value, headers, ts in records:
+                    try:
+                        callback(
+                            error, RecordMetadata(topic, partition, -1, ts), key, value, headers
+                        )
+                    except Exception:
+                        logger.exception("kafka_asgi producer: on_delivery raised")
+        finally:
+            self._in_callback -= 1
         if not handled and not waiters:
             logger.error(
                 "kafka_asgi producer: %d record(s) for %s[%d] not delivered (retriable=%s): %s",

@@ -21,9 +21,21 @@ already in the ack file (a previous owner acknowledged them) are not handed out
 again; frames acknowledged after the last ack write reached the disk are shipped
 again (at-least-once).
 
-This class does plain blocking file I/O and is thread-safe: the producer calls
-it from worker threads (``anyio.to_thread``), never from the event loop.  Errors
-are ``OSError`` (the caller reports them) and full budgets are return values.
+This class does plain blocking file I/O and is thread-safe.  The producer calls
+:meth:`SpillStore.append` and :meth:`SpillStore.append_held` from the event loop
+(a record accepted while its topic spills is in the page cache, so it survives a
+SIGKILL, before ``send_nowait`` returns: those calls only ``write``); fsync
+(:meth:`SpillStore.background_sync`), reads and acks run in worker threads
+(``anyio.to_thread``).  Errors are ``OSError`` (the caller reports them) and full
+budgets are return values.
+
+A *held* frame (:meth:`SpillStore.append_held`) is a copy of records that are
+also in memory, in a batch the producer may still deliver (one in flight when its
+topic started spilling): the reader stops in front of it until it is settled,
+acknowledged if the batch was delivered (the copy is never sent), or given back
+(the batch failed) and then read and sent in its place, before the frames after
+it.  A process killed meanwhile leaves it on disk for the next one to send
+(at-least-once: a second copy if the batch had been written).
 """
 
 from __future__ import annotations
@@ -67,6 +79,9 @@ class Segment:
     """Offsets of the frames handed out by :meth:`SpillStore.read`, not settled yet."""
     acked: set[int] = field(default_factory=set)
     """Offsets of the frames acknowledged (by us, or an earlier owner's ack file)."""
+    held: set[int] = field(default_factory=set)
+    """Offsets of the frames written by :meth:`SpillStore.append_held`, not settled yet
+    (also in ``out``): the reader does not go past them."""
     damaged: set[int] = field(default_factory=set)
     """Offsets of the damage already reported (a segment can be read twice)."""
     fd: int | None = None
@@ -89,6 +104,8 @@ class ReadResult:
     damage: list[tuple[Path, Damage]] = field(default_factory=list)
     more: bool = False
     """Frames are left to read."""
+    blocked: bool = False
+    """The reader stopped in front of a held frame."""
 
 
 def _flock(fd: int) -> bool:
@@ -125,6 +142,8 @@ class SpillStore:
         self._writing: Segment | None = None
         self._next_seq = 1
         self._last_sync = time.monotonic()
+        self._unsynced: list[int] = []  # descriptors of sealed segments, to fsync and close
+        self._dirty = False  # written since the last periodic fsync
         self._lock = threading.Lock()
         self.disk_bytes = 0
         self.closed = False
@@ -193,6 +212,7 @@ class SpillStore:
             if self.closed:
                 return
             self.closed = True
+            self._sync_sealed()
             for seg in self._segments:
                 self._close_fds(seg, sync=self.fsync != "never")
             for directory, fd in list(self._locks.items()):
@@ -266,8 +286,47 @@ class SpillStore:
                 written += len(take)
                 if i < n and size + len(frames[i]) > room:
                     break
-            self._maybe_sync()
             return written
+
+    def append_held(self, frame: bytes) -> tuple[Segment, int] | None:
+        """Write one frame that the reader must not hand out until it is settled
+        (see the module docstring); its segment and offset, or None when the budget
+        has no room for it.  Raises OSError as :meth:`append`."""
+        with self._lock:
+            if self.closed or self.own is None:
+                raise OSError("the spill store is closed")
+            if len(frame) > self.max_bytes - self.disk_bytes:
+                return None
+            seg = self._writing
+            if seg is None or (
+                seg.size > len(SEGMENT_HEADER) and seg.size + len(frame) > self.segment_bytes
+            ):
+                seg = self._roll()
+            offset = seg.size
+            self._write(seg, frame)
+            seg.out.add(offset)
+            seg.held.add(offset)
+            return seg, offset
+
+    def sync_due(self) -> bool:
+        """:meth:`background_sync` has work: sealed segments, or the policy's period."""
+        if self._unsynced:
+            return True
+        policy = self.fsync
+        return (
+            not isinstance(policy, str)
+            and self._dirty
+            and time.monotonic() - self._last_sync >= policy
+        )
+
+    def background_sync(self) -> None:
+        """fsync (in a worker thread) what the policy asks: sealed segments, and
+        every ``fsync`` seconds (a number policy) what was written since."""
+        with self._lock:
+            self._sync_sealed()
+            if self.closed:
+                return
+            self._maybe_sync()
 
     def _roll(self) -> Segment:
         old = self._writing
@@ -290,6 +349,7 @@ class SpillStore:
         assert seg.fd is not None
         view = memoryview(data)
         done = 0
+        self._dirty = True
         try:
             while done < len(view):
                 done += os.write(seg.fd, view[done:])
@@ -313,12 +373,23 @@ class SpillStore:
             self._writing = None
         fd, seg.fd = seg.fd, None
         if fd is not None:
-            try:
-                if self.fsync != "never":
-                    os.fsync(fd)
-            finally:
+            if self.fsync == "never":
                 os.close(fd)
-            self._last_sync = time.monotonic()
+            else:
+                # Sealed while appending from the event loop: fsync'ed by
+                # background_sync in a worker thread, not here.
+                self._unsynced.append(fd)
+
+    def _sync_sealed(self) -> None:
+        fds, self._unsynced = self._unsynced, []
+        for i, fd in enumerate(fds):
+            try:
+                os.fsync(fd)
+            except OSError:
+                for rest in fds[i:]:
+                    os.close(rest)
+                raise
+            os.close(fd)
 
     def _maybe_sync(self) -> None:
         policy = self.fsync
@@ -328,6 +399,7 @@ class SpillStore:
         if now - self._last_sync < policy:
             return
         self._last_sync = now
+        self._dirty = False
         seg = self._writing
         if seg is not None and seg.fd is not None:
             os.fsync(seg.fd)
@@ -336,8 +408,9 @@ class SpillStore:
                 os.fsync(s.ack_fd)
 
     def sync(self) -> None:
-        """fsync what is written (a number policy calls this on a timer)."""
+        """fsync everything written."""
         with self._lock:
+            self._sync_sealed()
             for s in self._segments:
                 for fd in (s.fd, s.ack_fd):
                     if fd is not None:
@@ -368,10 +441,10 @@ class SpillStore:
                 if not seg.sealed:
                     self._seal(seg)
                 self._read_segment(seg, result, max_bytes or self.read_bytes)
-                if result.frames or result.damage:
+                if result.frames or result.damage or result.blocked:
                     break
             self._collect()
-            result.more = any(not s.read_done for s in self._segments)
+            result.more = result.blocked or any(not s.read_done for s in self._segments)
             return result
 
     def _read_segment(self, seg: Segment, result: ReadResult, want: int) -> None:
@@ -396,6 +469,11 @@ class SpillStore:
                         seg.damaged.add(d.offset)
                         result.damage.append((seg.path, d))
                 for frame in scan.frames:
+                    if frame.offset in seg.held:
+                        # Its batch may still be delivered: nothing after it goes first.
+                        seg.read_pos = frame.offset
+                        result.blocked = True
+                        return
                     if frame.offset in seg.acked or frame.offset in seg.out:
                         continue
                     seg.out.add(frame.offset)
@@ -420,6 +498,7 @@ class SpillStore:
                 if offset not in seg.out:
                     continue
                 seg.out.discard(offset)
+                seg.held.discard(offset)
                 if not ok:
                     # Read again, before anything after it.
                     seg.read_pos = min(seg.read_pos, offset)

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .accumulator import Delivery, PendingRecord, cut
+from .accumulator import Batch, Delivery, PendingRecord, Waiters, cut
 from .errors import BufferFullError, SpillMovedError
-from .spill_seam import SpillSeam
+from .spill_seam import FRAME_RECORDS, SpillSeam
 from .state import ProducerState
 
 __all__ = ["SpillSupport"]
@@ -53,13 +53,22 @@ class SpillSupport(ProducerState):
         if spill.evacuate:
             self._wake()
 
+    def _evacuate_now(self) -> None:
+        """SpillHost.evacuate_now: the send path found a topic whose evacuation is
+        pending; do it now unless a callback runs (the producer may be iterating its
+        batches: the flusher's cycle does it then, woken by _respill)."""
+        if self._in_callback == 0 and self._state == "running" and self._spill is not None:
+            self._evacuate()
+
     def _evacuate(self) -> None:
         """Move the memory records of topics that started spilling to the disk
-        (in order, ahead of their records queued there), except batches in flight
-        or awaited by a send()."""
-        assert self._spill is not None
+        (in order, ahead of their records queued there).  Batches that must stay in
+        memory (in flight, perhaps written, awaited by a send()) get a held copy on
+        disk of their records that no send() awaits (spill_seam.SpillSeam.hold)."""
+        spill = self._spill
+        assert spill is not None
         moved = SpillMovedError("moved to spill_dir behind its topic's backlog")
-        topics = self._spill.begin_evacuation()
+        topics = spill.begin_evacuation()
         try:
             for name in topics:
                 t = self._buffers.get(name)
@@ -69,15 +78,33 @@ class SpillSupport(ProducerState):
                     if p.pending:
                         cut(p)
                     for b in list(p.batches):
-                        if b.inflight or b.maybe_written:
-                            continue
-                        if b.waiters and any(d.__class__ is Delivery for _, d in b.waiters):
+                        if (
+                            b.inflight
+                            or b.maybe_written
+                            or (b.waiters and any(d.__class__ is Delivery for _, d in b.waiters))
+                        ):
+                            self._hold_copy(spill, b)
                             continue
                         self._fail_batch(b, moved, True)
                 if not (t.extras and any(e[4].__class__ is Delivery for e in t.extras)):
                     self._fail_topic(t, moved)
         finally:
-            self._spill.end_evacuation()
+            spill.end_evacuation()
+
+    def _hold_copy(self, spill: SpillSeam, b: Batch) -> None:
+        """A held copy on disk of the records of ``b`` no waiter watches (its
+        replayed records are on disk already, a send() gets its own outcome)."""
+        records = b.records()
+        taken = {i for i, _ in b.waiters} if b.waiters else set()
+        free = [i for i in range(len(records)) if i not in taken]
+        if not free:
+            return
+        tickets = spill.hold(b.part.topic.name, b.part.index, [records[i] for i in free])
+        waiters: Waiters = list(b.waiters or [])
+        for k, ticket in enumerate(tickets):
+            waiters.extend((i, ticket) for i in free[k * FRAME_RECORDS : (k + 1) * FRAME_RECORDS])
+        waiters.sort(key=_index)
+        b.waiters = waiters or None
 
     async def _room_or_spill(self, spill: SpillSeam, topic: str) -> None:
         """send_buffered with the buffer full or ``topic`` spilling: wait for the
@@ -94,3 +121,7 @@ class SpillSupport(ProducerState):
                     f"buffer overflow: {spill.queued} records still wait to be written to "
                     f"spill_dir after wait_buffer_timeout={limit}s"
                 )
+
+
+def _index(waiter: tuple[int, Delivery]) -> int:
+    return waiter[0]

@@ -19,12 +19,24 @@ A topic with records queued or on disk is *spilling*: its new records go to the
 disk too, until the replayer has read the last of them back.  When a topic starts
 spilling, the records it still has in memory (older than the ones now queued)
 are moved to the disk first (:attr:`SpillSeam.evacuate`, done by the producer at
-the start of its next cycle).
+the end of the cycle or the callback that started it, or before it accepts the
+next record of that topic, whichever comes first); those of its batches that
+must stay in memory (in flight, perhaps written, awaited by a ``send()``) get a
+*held* copy on disk (:meth:`SpillSeam.hold`, see kafka_asgi.producer.spill).
+
+Durability while spilling: records handed to the seam are written (``os.write``,
+to the page cache: a SIGKILL cannot lose them, a power cut can until fsync) before
+the call that handed them over returns, so ``send_nowait`` of a spilling topic
+returns with its record on disk.  Only fsync runs in a worker thread (the
+``spill_fsync`` policy).  The exceptions, in memory until written: records behind
+a full disk budget with ``spill_when_full="block"``, records of a topic whose
+evacuation is pending, and records handed over before the store is open.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,6 +63,7 @@ from .options import ProducerOptions
 from .spill import Segment, SpillStore
 
 __all__ = [
+    "FRAME_RECORDS",
     "WHEN_FULL",
     "FrameTicket",
     "SpillHost",
@@ -63,8 +76,7 @@ logger = logging.getLogger("kafka_asgi.producer")
 WHEN_FULL = ("drop_newest", "block")
 # Records per frame: they share its header; each is its own batch, so damage to a
 # frame costs the records damaged, not the frame (kafka_asgi.protocol.spill).
-_FRAME_RECORDS = 64
-_WRITE_RECORDS = 8192  # records per trip to the writer thread
+FRAME_RECORDS = 64
 _READ_BYTES = 256 * 1024
 _PROBE_INTERVAL = 1.0
 
@@ -81,6 +93,10 @@ class SpillHost:
     """Report records as failed (error_handle, on_delivery, the failed counter)."""
     spilling_changed: Callable[[], None]
     """The set of spilling topics changed."""
+    evacuate_now: Callable[[], None]
+    """Move the memory records of the topics in ``SpillSeam.evacuate`` to the disk now,
+    if the producer is not in the middle of a cycle or a callback (else it does it
+    at their end)."""
 
 
 class _Countdown:
@@ -164,7 +180,7 @@ def spill_seam(opts: ProducerOptions) -> SpillSeam | None:
         store,
         when_full=opts.spill_when_full,
         queue_limit=max(1000, opts.max_buffering),
-        replay_limit=max(_FRAME_RECORDS, opts.max_buffering // 2),
+        replay_limit=max(FRAME_RECORDS, opts.max_buffering // 2),
         on_error=on_error,
     )
 
@@ -217,7 +233,6 @@ class SpillSeam:
         self._probe_at = 0.0
         self._host: SpillHost | None = None
         self._chunks: list[tuple[str, int, int, list[PendingRecord]]] = []
-        self._written: tuple[int, int] | None = None
         # Counters (stats()).
         self.spilled = 0
         self.spilled_bytes = 0
@@ -278,6 +293,9 @@ class SpillSeam:
                 "wait to be written to spill_dir; the disk is slower than the senders"
             )
         self._put(topic, -1 if partition is None else partition, 0, [(key, value, headers, ts_ms)])
+        if self.evacuate and self._host is not None:
+            # Its older records still in memory go to the disk first, then this one.
+            self._host.evacuate_now()
 
     def intercept(
         self,
@@ -336,7 +354,35 @@ class SpillSeam:
             for topic, items in front.items():
                 q = self._queues.setdefault(topic, deque())
                 q.extendleft(reversed(items))
-        self._kick()
+        self.write_now()
+
+    def hold(self, topic: str, partition: int, records: list[PendingRecord]) -> list[FrameTicket]:
+        """Write held copies of ``records`` (of a batch that stays in memory); a ticket
+        per frame, in order, for the batch's records as their Delivery (the first
+        64 records ride with the first ticket...).  Fewer tickets than frames when
+        the budget or the disk fails (the records left have no copy)."""
+        tickets: list[FrameTicket] = []
+        if not self.ready or self.broken is not None:
+            return tickets
+        for i in range(0, len(records), FRAME_RECORDS):
+            chunk = records[i : i + FRAME_RECORDS]
+            try:
+                placed = self.store.append_held(
+                    encode_frame(topic, partition, cast(list[RecordTuple], chunk))
+                )
+            except OSError as exc:
+                where = str(self.store.root)
+                self._error(SpillError(f"cannot write to spill_dir {where!r}: {exc}"))
+                break
+            if placed is None:
+                break
+            seg, offset = placed
+            n = len(chunk)
+            tickets.append(FrameTicket(self, seg, offset, n, 0, topic))
+            self._replaying += n
+        if self.store.sync_due():
+            self._kick()
+        return tickets
 
     def _put(self, topic: str, partition: int, attempts: int, records: list[PendingRecord]) -> None:
         n = len(records)
@@ -356,12 +402,12 @@ class SpillSeam:
             q = self._queues[topic] = deque()
         if q:
             last = q[-1]
-            if last[0] == partition and last[1] == attempts and len(last[2]) < _FRAME_RECORDS:
+            if last[0] == partition and last[1] == attempts and len(last[2]) < FRAME_RECORDS:
                 last[2].extend(records)
-                self._kick()
+                self.write_now()
                 return
         q.append([partition, attempts, list(records)])
-        self._kick()
+        self.write_now()
 
     def _kick(self) -> None:
         if self._work is not None:
@@ -452,6 +498,7 @@ class SpillSeam:
             return
         self.ready = True
         self._unread = bool(self.store.adopted)
+        self.write_now()  # what was handed over while the store opened
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._writer)
             tg.start_soon(self._replayer)
@@ -495,29 +542,93 @@ class SpillSeam:
     def _take(self) -> list[tuple[str, int, int, list[PendingRecord]]]:
         """Queued items to write now (oldest first per topic)."""
         out: list[tuple[str, int, int, list[PendingRecord]]] = []
-        n = 0
         held = self.evacuate  # their older records are not queued yet
         for topic, q in self._queues.items():
             if topic in held:
                 continue
-            while q and n < _WRITE_RECORDS:
+            while q:
                 partition, attempts, records = q.popleft()
                 out.append((topic, partition, attempts, records))
-                n += len(records)
         self._queues = {t: q for t, q in self._queues.items() if q}
         return out
 
+    def write_now(self) -> None:
+        """Write what is queued (not held for an evacuation), on the caller's thread:
+        ``os.write`` only, so the records survive a SIGKILL of the process once this
+        returns.  Records that do not fit the budget are dropped and reported
+        (``drop_newest``) or wait in memory for room (``block``, the writer retries)."""
+        if not self.ready or self.broken is not None or self._chunks or not self._queues:
+            return
+        items = self._take()
+        if not items:
+            return
+        chunks = [
+            (topic, partition, attempts, records[i : i + FRAME_RECORDS])
+            for topic, partition, attempts, records in items
+            for i in range(0, len(records), FRAME_RECORDS)
+        ]
+        frames = [
+            encode_frame(topic, partition, cast(list[RecordTuple], records), attempts=attempts)
+            for topic, partition, attempts, records in chunks
+        ]
+        try:
+            written = self.store.append(frames)
+        except OSError as exc:
+            error = SpillError(f"cannot write to spill_dir {str(self.store.root)!r}: {exc}")
+            self._error(error)
+            for topic, partition, _, records in chunks:
+                self._dropped(topic, partition, records, error)
+            return
+        for _, _, _, records in chunks[:written]:
+            self._queued -= len(records)
+            self.spilled += len(records)
+        self.spilled_bytes += sum(len(f) for f in frames[:written])
+        if written:
+            self._unread = True
+        rest = chunks[written:]
+        if rest:
+            if self.when_full == "drop_newest":
+                error = SpillFullError(
+                    f"spill_max_bytes={self.store.max_bytes} is used up: the newest "
+                    "records were dropped"
+                )
+                self.last_error = error
+                for topic, partition, _, records in rest:
+                    self._dropped(topic, partition, records, error)
+            else:
+                # "block": kept (the senders wait for room) until acks free the disk.
+                self._chunks = rest
+        self._notify_room()
+        if rest or self.store.sync_due():
+            self._kick()
+
     async def _writer(self) -> None:
-        assert self._work is not None
+        """Acks, fsync and, with ``block``, the records waiting for disk room: the
+        seam's work in worker threads."""
+        policy = self.store.fsync
+        period = policy if not isinstance(policy, str) else math.inf
         while True:
             await self._write_settled()
-            items = self._take()
-            if not items:
-                if not self._settle:
-                    self._work = anyio.Event()
-                    await self._work.wait()
+            if self.store.sync_due():
+                try:
+                    await anyio.to_thread.run_sync(self.store.background_sync)
+                except OSError as exc:
+                    self._error(SpillError(f"cannot fsync spill_dir: {exc}"))
+            if self._chunks:
+                await anyio.sleep(0.1)
+                self._retry_blocked()
                 continue
-            await self._write(items)
+            if not self._settle:
+                self._work = anyio.Event()
+                with anyio.move_on_after(period):
+                    await self._work.wait()
+
+    def _retry_blocked(self) -> None:
+        """``block``: the records that found no room go first when there is some."""
+        chunks, self._chunks = self._chunks, []
+        for topic, partition, attempts, records in reversed(chunks):
+            self._queues.setdefault(topic, deque()).appendleft([partition, attempts, records])
+        self.write_now()
 
     async def _write_settled(self) -> None:
         """Write the acks of the frames settled since last time (frees the disk)."""
@@ -527,65 +638,6 @@ class SpillSeam:
                 await anyio.to_thread.run_sync(self.store.settle, outcomes)
             except OSError as exc:
                 self._error(SpillError(f"cannot write an ack file in spill_dir: {exc}"))
-
-    async def _write(self, items: list[tuple[str, int, int, list[PendingRecord]]]) -> None:
-        # self._chunks: taken from the queues and not yet written or dropped; if the
-        # writer is cancelled (the producer closing), close() finishes them.
-        self._chunks = [
-            (topic, partition, attempts, records[i : i + _FRAME_RECORDS])
-            for topic, partition, attempts, records in items
-            for i in range(0, len(records), _FRAME_RECORDS)
-        ]
-        while self._chunks:
-            try:
-                await anyio.to_thread.run_sync(self._encode_append, self._chunks)
-            except OSError as exc:
-                error = SpillError(f"cannot write to spill_dir {str(self.store.root)!r}: {exc}")
-                self._error(error)
-                chunks, self._chunks = self._chunks, []
-                for topic, partition, _, records in chunks:
-                    self._dropped(topic, partition, records, error)
-                return
-            self._apply_written()
-            if not self._chunks:
-                return
-            if self.when_full == "drop_newest":
-                error = SpillFullError(
-                    f"spill_max_bytes={self.store.max_bytes} is used up: the newest "
-                    "records were dropped"
-                )
-                self.last_error = error
-                chunks, self._chunks = self._chunks, []
-                for topic, partition, _, records in chunks:
-                    self._dropped(topic, partition, records, error)
-                return
-            # "block": keep them (the senders wait for room) until acks free the disk.
-            await self._write_settled()
-            await anyio.sleep(0.1)
-
-    def _encode_append(self, chunks: list[tuple[str, int, int, list[PendingRecord]]]) -> None:
-        """In the writer thread: encode and append; the outcome for _apply_written()."""
-        frames = [
-            encode_frame(topic, partition, cast(list[RecordTuple], records), attempts=attempts)
-            for topic, partition, attempts, records in chunks
-        ]
-        written = self.store.append(frames)
-        self._written = (written, sum(len(f) for f in frames[:written]))
-
-    def _apply_written(self) -> None:
-        """Count what the last append wrote (back on the event loop)."""
-        outcome, self._written = self._written, None
-        if outcome is None:
-            return
-        written, nbytes = outcome
-        for _, _, _, records in self._chunks[:written]:
-            self._queued -= len(records)
-            self.spilled += len(records)
-        self.spilled_bytes += nbytes
-        if written:
-            self._unread = True
-        self._chunks = self._chunks[written:]
-        self._notify_room()
 
     async def _replayer(self) -> None:
         host = self._host
@@ -603,7 +655,7 @@ class SpillSeam:
                     continue
                 self._probe_at = now + _PROBE_INTERVAL
                 read_bytes = 1
-            elif room <= 0 or (room < _FRAME_RECORDS and self._replaying):
+            elif room <= 0 or (room < FRAME_RECORDS and self._replaying):
                 await anyio.sleep(0.02)
                 continue
             else:
@@ -617,6 +669,8 @@ class SpillSeam:
                 await anyio.sleep(1.0)
                 continue
             self._unread = result.more or bool(self._settle and not self.kafka_ok)
+            if self.store.sync_due():
+                self._kick()  # the read sealed the segment being written: fsync it
             for path, damage in result.damage:
                 if damage.records:
                     self.lost += damage.records
@@ -649,23 +703,19 @@ class SpillSeam:
         with anyio.CancelScope(shield=True), anyio.move_on_after(timeout):
             if self.ready and self.broken is None:
                 await self._write_settled()
-                # The writer may have been cancelled with frames taken or written.
-                self._apply_written()
-                if self._chunks:
-                    chunks, self._chunks = self._chunks, []
-                    for topic, partition, attempts, records in reversed(chunks):
-                        self._queues.setdefault(topic, deque()).appendleft(
-                            [partition, attempts, records]
-                        )
-                while self._queues:
-                    items = self._take()
-                    if not items:
-                        break
-                    before = self.dropped
-                    await self._write(items)
-                    if self.when_full == "block" and self.dropped == before and self._queued:
-                        break
+                while (self._queues or self._chunks) and self.broken is None:
+                    before = self._queued
+                    if self._chunks:
+                        self._retry_blocked()
+                    else:
+                        self.write_now()
+                    if self._queued == before:
+                        break  # "block" and still no room: reported below
+                    await anyio.lowlevel.checkpoint()
         error = SpillError("the producer closed before these records were written to spill_dir")
+        chunks, self._chunks = self._chunks, []
+        for topic, partition, _, records in chunks:
+            self._dropped(topic, partition, records, error)
         self._drop_queued(error)
         if self.ready:
             try:

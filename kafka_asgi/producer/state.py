@@ -165,6 +165,9 @@ class ProducerState:
     _inject: Any
     # Disk spill (spill_seam.py), None without spill_dir.
     _spill: SpillSeam | None
+    # > 0 while a user callback (error_handle, on_delivery) runs: the producer may be
+    # in the middle of a loop over its batches then (spill evacuation waits).
+    _in_callback: int = 0
 
     if TYPE_CHECKING:
         # Defined by one part, called by another.

@@ -172,3 +172,52 @@ def test_large_frame_larger_than_read_chunk(tmp_path: Path) -> None:
     got = _read_all(store)
     assert [len(f.records[0][1]) for _, f in got] == [4, 5000, 4]  # type: ignore[attr-defined]
     store.close()
+
+
+def test_sealed_segments_are_fsynced_in_the_background(tmp_path: Path) -> None:
+    store = _store(tmp_path, fsync="segment", segment_bytes=200)
+    assert not store.sync_due()
+    assert store.append([_frame(i) for i in range(5)]) == 5  # rolls: seals segments
+    assert store.sync_due()  # their fsync waits for a worker thread
+    store.background_sync()
+    assert not store.sync_due()
+    periodic = _store(tmp_path / "p", fsync=0.0)
+    assert not periodic.sync_due()
+    periodic.append([_frame(0)])
+    assert periodic.sync_due()
+    periodic.background_sync()
+    assert not periodic.sync_due()
+    store.close()
+    periodic.close()
+
+
+@pytest.mark.parametrize("delivered", [True, False])
+def test_reader_stops_in_front_of_a_held_frame(tmp_path: Path, delivered: bool) -> None:
+    store = _store(tmp_path)
+    store.append([_frame(0)])
+    placed = store.append_held(_frame(1))
+    assert placed is not None
+    store.append([_frame(2), _frame(3)])
+    first = store.read()
+    assert [f.records[0][0] for _, f in first.frames] == [b"k0"]
+    assert first.blocked and first.more
+    again = store.read()
+    assert again.frames == [] and again.blocked
+    seg, offset = placed
+    store.settle([(seg, offset, delivered)])
+    rest = _read_all(store)
+    # Delivered: its copy is never handed out; failed: it is, in its place.
+    expected = [b"k2", b"k3"] if delivered else [b"k1", b"k2", b"k3"]
+    assert [f.records[0][0] for _, f in rest] == expected  # type: ignore[attr-defined]
+    for s, f in [*first.frames, *rest]:
+        store.ack(s, f.offset)  # type: ignore[arg-type, attr-defined]
+    assert store.disk_bytes == 0
+    store.close()
+
+
+def test_held_frame_needs_room_in_the_budget(tmp_path: Path) -> None:
+    frame = _frame(0)
+    store = _store(tmp_path, max_bytes=len(frame) + 10)
+    assert store.append_held(frame) is not None
+    assert store.append_held(frame) is None
+    store.close()

@@ -218,7 +218,8 @@ def test_every_flipped_byte_is_detected() -> None:
             scan = decode_frames(bytes(bad))
             got = [r for f in scan.frames for r in f.records]
             # Never a record that was not written, in the order written.
-            assert [r for r in written if r in got] == got, (pos, flip)
+            rest = iter(written)
+            assert all(any(r == w for w in rest) for r in got), (pos, flip)
             assert len(scan.damage) == 1, (pos, flip)
             if in_body:
                 # A byte of a batch: that batch's record lost, counted exactly.
@@ -294,8 +295,8 @@ def test_fuzz_damage_never_misreads(batches: list[Any], data: Any) -> None:
         # A frame's records (all, or those that survived) in the order written.
         whole = written[frame.partition]
         got = _as_written(frame.records)
-        assert [r for r in whole if r in got] == got
-        assert len(got) <= len(whole)
+        rest = iter(whole)
+        assert all(any(r == w for w in rest) for r in got)  # a subsequence of whole
     assert scan.consumed == cut
 
 

@@ -56,6 +56,8 @@ class FakeClient:
     faults: deque[Fault] = field(default_factory=deque)
     pid_faults: deque[KafkaError] = field(default_factory=deque)
     gate: anyio.Event | None = None  # when set, Produce responses wait for it
+    # With a gate: Produce requests wait for it, then fail with this, not written.
+    gate_error: KafkaError | None = None
     hang: bool = False  # Produce requests never get an answer
     metadata_error: KafkaError | None = None
     down: bool = False  # no broker reachable: every call raises ConnectError
@@ -156,14 +158,20 @@ class FakeClient:
         assert kwargs.get("min_version") == 3
         self._refuse()
         self.requests.append(request)
+        # gate_error: the request waits for the gate, then fails unwritten.
+        gated = self.gate_error if self.gate is not None else None
         # Taken in the order sent, as a broker does the requests of one connection.
-        fault = None if self.hang or not self.faults else self.faults.popleft()
+        fault = None if self.hang or gated or not self.faults else self.faults.popleft()
         response = None
-        if not self.hang and (fault is None or fault.written):
+        if not self.hang and gated is None and (fault is None or fault.written):
             response = self._apply(request)
         await anyio.lowlevel.checkpoint()
         if self.hang:
             await anyio.sleep_forever()
+        if gated is not None:
+            assert self.gate is not None
+            await self.gate.wait()
+            raise gated
         if fault is not None:
             raise fault.error
         if self.gate is not None:
