@@ -12,8 +12,10 @@ Throughput ("producer" section): 100-byte and 1 KiB records (distinct values sha
 like JSON access-log events, made before the clock starts), acks=1 and acks=all, no
 key, without and with lz4 compression, each client with its defaults otherwise
 (kafka-python sits out lz4: its codec needs the ``lz4`` package, not a dependency
-here).  The full run measures every size x acks x codec on one partition, and 100 B,
-acks=1, uncompressed on four; --quick measures three of these cases.  Records per second
+here).  The full run measures every size x acks x codec on one partition, 100 B,
+acks=1, uncompressed on four, and 1 KiB, acks=all, lz4 with every client's
+idempotence on (``--idempotence`` for chosen cases; kafka-python sits out: its
+idempotence is not measured here); --quick measures four of these cases.  Records per second
 from the first send until every record is acknowledged, each producer counting its
 own acknowledgements: kafka_asgi its
 ``stats().delivered``; confluent-kafka its delivery reports; aiokafka and
@@ -142,11 +144,13 @@ class Case:
     acks: str = "1"  # "1" or "all"
     codec: str = "none"
     partitions: int = 1
+    idempotent: bool = False  # every client with its enable_idempotence on
 
     def __str__(self) -> str:
         size = f"{self.size} B" if self.size % 1024 else f"{self.size // 1024} KiB"
         many = "s" if self.partitions > 1 else ""
-        return f"{size}, acks={self.acks}, {self.codec}, {self.partitions} partition{many}"
+        idem = ", idempotent" if self.idempotent else ""
+        return f"{size}, acks={self.acks}, {self.codec}, {self.partitions} partition{many}{idem}"
 
 
 FULL_CASES = (
@@ -157,8 +161,14 @@ FULL_CASES = (
         for codec in ("none", "lz4")
     ),
     Case(VALUE_SIZE, "1", "none", 4),
+    Case(1024, "all", "lz4", idempotent=True),
 )
-QUICK_CASES = (Case(), Case(1024, "all", "lz4"), Case(partitions=4))
+QUICK_CASES = (
+    Case(),
+    Case(1024, "all", "lz4"),
+    Case(partitions=4),
+    Case(1024, "all", "lz4", idempotent=True),
+)
 
 
 # ---------------------------------------------------------------------- workers (own process)
@@ -176,6 +186,7 @@ async def _ours_throughput(
         bootstrap,
         required_acks=-1 if case.acks == "all" else 1,
         compression=case.codec,
+        enable_idempotence=case.idempotent,
         wait_on_buffer_full=True,
     ) as producer:
         await producer.send(topic, b"warm-up")
@@ -220,6 +231,7 @@ def _confluent_throughput(bootstrap: str, topic: str, n: int, case: Case) -> flo
             "bootstrap.servers": bootstrap,
             "acks": case.acks,
             "compression.type": case.codec,
+            "enable.idempotence": case.idempotent,
             "on_delivery": report,
         }
     )
@@ -254,6 +266,7 @@ async def _aiokafka_throughput(bootstrap: str, topic: str, n: int, case: Case) -
         bootstrap_servers=bootstrap,
         acks="all" if case.acks == "all" else 1,
         compression_type=None if case.codec == "none" else case.codec,
+        enable_idempotence=case.idempotent,
     )
     await producer.start()
     try:
@@ -440,6 +453,8 @@ def run(ctx: Context, cases: Sequence[Case] | None = None) -> list[Result]:
         impls = [i for i in IMPLS if not (i == "kafka-python" and case.codec == "lz4")]
         if case.codec == "lz4" and _kafka_python_lz4():
             impls = list(IMPLS)
+        if case.idempotent:  # kafka-python sits out: its idempotence is not measured here
+            impls = [i for i in impls if i != "kafka-python"]
         if case == Case():
             impls.insert(1, OURS_TIGHT)
         samples: dict[str, list[float]] = {impl: [] for impl in impls}
@@ -495,6 +510,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--acks", help="e.g. 1,all")
     parser.add_argument("--codecs", help="compression, e.g. none,lz4")
     parser.add_argument("--partitions", help="partition counts, e.g. 1,4")
+    parser.add_argument(
+        "--idempotence", action="store_true", help="the chosen cases with idempotence on"
+    )
     parser.add_argument("--worker", nargs=6, metavar="ARG", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -509,7 +527,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             return [x.strip() for x in (text or default).split(",") if x.strip()]
 
         cases = [
-            Case(int(size), acks, codec, int(p))
+            Case(int(size), acks, codec, int(p), args.idempotence)
             for size in items(args.sizes, str(VALUE_SIZE))
             for acks in items(args.acks, "1")
             for codec in items(args.codecs, "none")

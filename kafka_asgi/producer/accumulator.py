@@ -198,7 +198,6 @@ class PartitionBuffer:
         "headers",
         "index",
         "inflight",
-        "inflight_gen",
         "keys",
         "nbytes",
         "next_seq",
@@ -225,13 +224,12 @@ class PartitionBuffer:
         self.inflight = 0
         # Idempotence (KIP-98), under producer id generation pid_gen: the next
         # sequence number to give out, the one after the last acknowledged batch,
-        # the generation the batches in flight were stamped with, and (>= 0) the
-        # sequence number after a batch that failed maybe written while later ones
-        # were out (unresolved until one of them is acknowledged, or none is left).
+        # and (>= 0) the sequence number after a batch that failed maybe written
+        # while later ones were out (unresolved until one of them is acknowledged,
+        # or none is left).
         self.next_seq = 0
         self.acked_seq = 0
         self.pid_gen = -1
-        self.inflight_gen = -1
         self.unresolved = -1
 
     def __repr__(self) -> str:

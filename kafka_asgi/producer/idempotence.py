@@ -14,8 +14,11 @@ DUPLICATE_SEQUENCE_NUMBER means the broker has the batch (success);
 OUT_OF_ORDER_SEQUENCE_NUMBER for the next batch in line, or UNKNOWN_PRODUCER_ID,
 means the broker lost our state: the epoch is bumped (KIP-360: same producer id,
 epoch + 1, sequence numbers restarting at 0; a new id by InitProducerId when the
-epoch is at its maximum, or after INVALID_PRODUCER_EPOCH).  A partition's batches
-of the new epoch wait until its batches of the earlier one are back.  A batch that
+epoch is at its maximum, or after INVALID_PRODUCER_EPOCH), and that partition's
+batches get new numbers from 0.  The other partitions move to the new epoch once
+none of their batches is out: until then their retries keep the producer id,
+epoch and sequence numbers they were sent with, so the broker still drops a copy
+it has (as Java's client).  A batch that
 failed for good after it may have been written leaves its partition *unresolved*
 while later batches are out: acknowledged, they prove it written; if they are all
 gone, or the next one is refused as out of order, the epoch is bumped.
@@ -59,6 +62,7 @@ PRODUCER_STATE_CODES = frozenset(
 broker lost or rejects our producer state; KIP-360: start a new one and resend."""
 _SEQ_MASK = 0x7FFFFFFF  # sequence numbers wrap from Int32.MAX to 0 (KIP-98)
 _MAX_EPOCH = 0x7FFF
+_REWRITE = -2  # a partition generation no batch has: all its batches get new numbers
 
 
 def _seq_after(a: int, b: int) -> bool:
@@ -70,30 +74,49 @@ class Idempotence(ProducerState):
     """The producer id task, and the sequence numbers given to batches."""
 
     def _stamp(self, b: Batch) -> None:
-        """Give ``b`` its sequence numbers under the current producer id (if it has
-        none yet, or has them from an earlier id or epoch).  A batch keeps its
-        sequence numbers through its retries (the broker drops a copy it has)."""
+        """Give ``b`` its sequence numbers, unless it keeps the ones it has: a batch
+        keeps them through its retries (the broker drops a copy it has), under the
+        producer id and epoch it was first sent with while its partition has not
+        moved on (as Java's client: only the partitions that need it restart)."""
+        p = b.part
         gen = self._pid_gen
-        if b.pid_gen != gen:
-            p = b.part
-            if p.pid_gen != gen:
-                # A new producer id or epoch: the partition's numbers restart at 0
-                # (its batches of the earlier one are all back: see _dispatch).
-                p.pid_gen = gen
-                p.next_seq = 0
-                p.acked_seq = 0
-                p.unresolved = -1
-            b.base_seq = p.next_seq
-            b.pid_gen = gen
-            p.next_seq = (p.next_seq + len(b.values)) & _SEQ_MASK
-            if b.data is not None:
-                # Encoded for an earlier producer id: only the stamp changes.
-                b.data = set_producer_state(
-                    b.data,
-                    producer_id=self._pid,
-                    producer_epoch=self._pid_epoch,
-                    base_sequence=b.base_seq,
-                )
+        if b.base_seq >= 0 and b.pid_gen == p.pid_gen and (b.sent or p.pid_gen == gen):
+            return
+        if p.pid_gen != gen:
+            # No batch of the earlier one is out (see _may_send_new).
+            self._move_on(p)
+        b.base_seq = p.next_seq
+        b.pid_gen = gen
+        p.next_seq = (p.next_seq + len(b.values)) & _SEQ_MASK
+        if b.data is not None:
+            # Encoded for an earlier producer id: only the stamp changes.
+            b.data = set_producer_state(
+                b.data,
+                producer_id=self._pid,
+                producer_epoch=self._pid_epoch,
+                base_sequence=b.base_seq,
+            )
+
+    def _may_send_new(self, p: PartitionBuffer, out: int, gen: int) -> bool:
+        """May a batch of ``p`` get new sequence numbers while ``out`` batches of
+        ``p`` are in flight or taken?"""
+        if p.pid_gen != gen:
+            # Moving to a new producer id or epoch (numbers from 0): only once no
+            # batch of the earlier one is out, in flight or waiting for its retry
+            # (as Java's client), so none is overtaken by the new sequence.
+            if out or p.inflight or self._later_sent(p, p.pid_gen):
+                return False
+            self._move_on(p)
+            return True
+        # Unresolved: wait until the batches out tell whether the broker has it.
+        return p.unresolved < 0
+
+    def _move_on(self, p: PartitionBuffer) -> None:
+        """``p`` moves to the current producer id and epoch: numbers from 0."""
+        p.pid_gen = self._pid_gen
+        p.next_seq = 0
+        p.acked_seq = 0
+        p.unresolved = -1
 
     @staticmethod
     def _rewind(p: PartitionBuffer, seq: int) -> None:
@@ -115,13 +138,13 @@ class Idempotence(ProducerState):
     def _release_seq(self, b: Batch, error: KafkaError) -> None:
         """``b`` (removed from its partition) was not written: its sequence numbers
         go to the batches after it, or, when later ones were sent already with
-        higher numbers (a gap the broker refuses), the epoch is bumped (KIP-360)
-        and the partition's numbers restart at 0."""
+        higher numbers (a gap the broker refuses), the partition restarts under a
+        bumped epoch (KIP-360)."""
         p = b.part
-        if b.base_seq < 0 or b.pid_gen != self._pid_gen or p.pid_gen != b.pid_gen:
+        if b.base_seq < 0 or b.pid_gen != p.pid_gen:
             return
-        if self._later_sent(p, b.pid_gen):
-            self._bump_epoch(error)
+        if self._later_sent(p, p.pid_gen):
+            self._bump_for(p, error)
         else:
             self._rewind(p, b.base_seq)
 
@@ -129,11 +152,11 @@ class Idempotence(ProducerState):
         """``b`` (removed from its partition) was reported failed: settle the
         sequence numbers it used (Java's TransactionManager.handleFailedBatch)."""
         p = b.part
-        if b.base_seq < 0 or b.pid_gen != self._pid_gen or p.pid_gen != b.pid_gen:
+        if b.base_seq < 0 or b.pid_gen != p.pid_gen:
             return
         if not b.maybe_written:
             self._release_seq(b, error)
-        elif self._later_sent(p, b.pid_gen):
+        elif self._later_sent(p, p.pid_gen):
             # Whether the broker has it is unknown: if a later batch is acknowledged
             # it has (sequence numbers are contiguous); if the next one is refused
             # as out of order, or none is left, it has not: then bump the epoch.
@@ -141,14 +164,13 @@ class Idempotence(ProducerState):
             if p.unresolved < 0 or _seq_after(end, p.unresolved):
                 p.unresolved = end
         else:
-            self._bump_epoch(error)
+            self._bump_for(p, error)
         self._check_resolved(p, error)
 
     def _check_resolved(self, p: PartitionBuffer, error: KafkaError) -> None:
         """An unresolved partition with no batch of its generation left: bump."""
-        if p.unresolved >= 0 and p.pid_gen == self._pid_gen and not self._later_sent(p, p.pid_gen):
-            p.unresolved = -1
-            self._bump_epoch(error)
+        if p.unresolved >= 0 and not self._later_sent(p, p.pid_gen):
+            self._bump_for(p, error)
 
     def _seq_acked(self, b: Batch) -> None:
         """The broker has ``b``: the batches before it are written too."""
@@ -167,41 +189,51 @@ class Idempotence(ProducerState):
         our sequence (as Java's TransactionManager.canRetry for the idempotent
         producer)."""
         p = b.part
-        current = b.pid_gen == self._pid_gen and b.pid_gen == p.pid_gen
-        if not current:
-            # Stamped under an earlier producer id or epoch: restamped when resent.
+        if b.pid_gen != p.pid_gen:
+            # Its partition restarted under a new epoch: restamped when resent.
             self._requeue(b, error)
             return
         if code == OutOfOrderSequenceNumberError.code:
-            if p.unresolved >= 0:
-                if b.base_seq == p.unresolved:
-                    # Right after the batch that failed maybe written: it was not.
-                    self._bump_epoch(error)
-                # Else: wait and see whether the sequence resolves.
+            # The batch right after the last acknowledged one (or after the batch
+            # that failed maybe written), or with nothing before it left: the
+            # broker has a gap (it lost our state, or that batch was not written).
+            expected = p.acked_seq if p.unresolved < 0 else p.unresolved
+            if b.base_seq != expected and not (p.batches and p.batches[0] is b):
+                # A batch before it was not written (failed, or being retried), or
+                # may still resolve: this one goes again after it, same numbers.
                 self._requeue(b, error)
                 return
-            if b.base_seq != p.acked_seq:
-                # A batch before it was not written (failed, or being retried):
-                # this one goes again after it, with the same sequence number.
+            unresolved = p.unresolved >= 0
+            self._bump_for(p, error)
+            if unresolved:
+                # Refused for the failed batch before it, not for itself: a retry
+                # that does not count against max_retry.
                 self._requeue(b, error)
                 return
-            # The next in line, refused: the broker has a gap (lost its state).
-            self._bump_epoch(error)
-            self._attempt_failed(b, error, False, retriable=True)
         elif code == UnknownProducerIdError.code:
             if log_start >= 0:
                 # The broker forgot our producer (its log was truncated or deleted).
-                self._bump_epoch(error)
-            self._attempt_failed(b, error, False, retriable=True)
+                self._bump_for(p, error)
         else:
-            # INVALID_PRODUCER_EPOCH for our current epoch: ask for a new producer id.
+            # INVALID_PRODUCER_EPOCH for the epoch the partition uses: a new id.
             self._reset_producer_id(error)
-            self._attempt_failed(b, error, False, retriable=True)
+            p.pid_gen = _REWRITE
+            p.unresolved = -1
+        self._attempt_failed(b, error, False, retriable=True)
+
+    def _bump_for(self, p: PartitionBuffer, error: KafkaError) -> None:
+        """``p``'s sequence must restart: under the next epoch (bumped now unless
+        the producer has moved on from the one ``p`` uses already); its batches
+        get new numbers from 0 once none of them is in flight."""
+        if p.pid_gen == self._pid_gen:
+            self._bump_epoch(error)
+        p.pid_gen = _REWRITE
+        p.unresolved = -1
 
     def _bump_epoch(self, error: KafkaError) -> None:
         """KIP-360 for the idempotent producer (as Java's bumpIdempotentProducerEpoch):
-        the same producer id with the next epoch, every partition's sequence numbers
-        restarting at 0; a new producer id once the epoch is at its maximum."""
+        the same producer id with the next epoch; a new producer id once the epoch
+        is at its maximum.  Partitions move to it one by one (see _stamp)."""
         if self._pid < 0:
             return
         if self._pid_epoch >= _MAX_EPOCH - 1:

@@ -113,7 +113,7 @@ class Sender(ProducerState):
                         break
                     i += 1
                 elif p.pending and (force or len(p.pending) >= batch_num or p.nbytes >= batch_size):
-                    if idempotent and inflight + len(picked) and not self._may_send_new(p, gen):
+                    if idempotent and not self._may_send_new(p, inflight + len(picked), gen):
                         break
                     b = cut_moving_on(p)
                     i += 1
@@ -179,26 +179,15 @@ class Sender(ProducerState):
         for node, rounds in by_node.items():
             self._send_to(node, rounds)
 
-    @staticmethod
-    def _may_send(p: PartitionBuffer, b: Batch, out: int, gen: int) -> bool:
+    def _may_send(self, p: PartitionBuffer, b: Batch, out: int, gen: int) -> bool:
         """With idempotence, may ``b`` (``p``'s first batch not in flight) go while
         ``out`` batches of ``p`` are in flight or taken?"""
-        if b.sent and b.pid_gen == gen:
+        if b.sent and b.pid_gen == p.pid_gen:
             # A retry keeps its sequence number: it goes alone, at the head of its
             # partition (Java: only once it is the first in flight), so the batches
             # after it, refused as out of order, follow it in order.
             return out == 0
-        return out == 0 or Sender._may_send_new(p, gen)
-
-    @staticmethod
-    def _may_send_new(p: PartitionBuffer, gen: int) -> bool:
-        """May a batch get new sequence numbers while ``p`` has some out?"""
-        if p.inflight and p.inflight_gen != gen:
-            # Batches of an earlier epoch in flight: a batch of the new one starts
-            # at 0 and must not overtake them.
-            return False
-        # Unresolved: wait until the batches out tell whether the broker has it.
-        return p.unresolved < 0 or p.pid_gen != gen
+        return self._may_send_new(p, out, gen)
 
     def _leader(self, p: PartitionBuffer) -> int:
         """The partition's leader, -1 while it has none, _TOPIC_UNKNOWN when the
@@ -287,7 +276,12 @@ class Sender(ProducerState):
         for p in list(self._active):
             if p.inflight and len(p.batches) > 1:
                 b = p.batches[1]
-                if b.data is None or (self._idempotent and b.pid_gen != self._pid_gen):
+                if self._idempotent:
+                    # Stamped ahead only under the producer id and epoch its
+                    # partition uses (moving on waits until nothing is out).
+                    if p.pid_gen == self._pid_gen and b.pid_gen != p.pid_gen:
+                        self._encode(b)
+                elif b.data is None:
                     self._encode(b)
 
     def _split(self, b: Batch) -> Batch:
@@ -321,7 +315,6 @@ class Sender(ProducerState):
         for b in batches:
             p = b.part
             p.inflight += 1
-            p.inflight_gen = b.pid_gen
             b.inflight = True
             b.sent = True
             count += len(b.values)

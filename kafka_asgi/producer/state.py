@@ -186,6 +186,8 @@ class ProducerState:
 
         def _release_seq(self, b: Batch, error: KafkaError) -> None: ...
 
+        def _may_send_new(self, p: PartitionBuffer, out: int, gen: int) -> bool: ...
+
         def _attempt_failed(
             self,
             b: Batch,

@@ -167,3 +167,32 @@ async def test_failed_unwritten_batch_bumps_the_epoch(fake: FakeClient, reports:
     assert 0 < lost < 50
     assert stored(fake) == list(range(lost, 50))
     assert list(fake.epochs.values()) == [1]
+
+
+async def test_epoch_bump_keeps_other_partitions_retries_deduplicated(
+    reports: Reports,
+) -> None:
+    # Partition 0 is refused as out of order (the broker lost our state): the epoch
+    # is bumped. Partition 1 has a batch the broker stored whose response was lost:
+    # its retry keeps the epoch and sequence number it was sent with, so the broker
+    # drops the copy (restamped under the new epoch, it would be stored twice).
+    fake = FakeClient()
+    fake.add_topic("two", 2)
+    async with running(fake, reports, **opts(retry_backoff=0.3, flush_time=0.02)) as producer:
+        await producer.send("two", b"warm-0", partition=0)
+        await producer.send("two", b"warm-1", partition=1)
+        fake.gate = anyio.Event()
+        fake.codes[("two", 0)] = deque([45])  # OUT_OF_ORDER_SEQUENCE_NUMBER
+        sent = len(fake.requests)
+        producer.send_nowait("two", b"a", partition=0)
+        assert await eventually(lambda: len(fake.requests) == sent + 1, 5.0, interval=0.005)
+        fake.faults.append(Fault(ConnectionClosedError("gone"), written=True))
+        producer.send_nowait("two", b"b", partition=1)
+        assert await eventually(lambda: producer.stats().retried >= 1, 5.0, interval=0.005)
+        fake.gate.set()  # partition 0's answer: the epoch is bumped before b's retry
+        await producer.flush(timeout=10)
+    assert [r.value for r in fake.records("two", 0)] == [b"warm-0", b"a"]
+    assert [r.value for r in fake.records("two", 1)] == [b"warm-1", b"b"]
+    assert not reports.errors
+    epochs = {part: epoch for (_, _, part), epoch in fake.epochs.items()}
+    assert epochs == {0: 1, 1: 0}
