@@ -6,22 +6,29 @@ from anywhere) goes through a :class:`ThreadSafeSender`: on the loop's own threa
 ``send_nowait`` calls the producer directly; from any other thread it puts the event
 in a bounded queue and schedules a drain on the loop, never waiting for the loop.
 The lifespans register one sender per cluster name (:func:`get_sender`).
+
+While events keep coming, the drain looks again every :data:`DRAIN_INTERVAL` on its
+own (asyncio) instead of being woken by each one: a wake-up from another thread is a
+write to the loop's self-pipe and a hand-over of the GIL, which cost a WSGI request
+more than everything else the access log does.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import queue
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from kafka_asgi.integrations.producer_api import Headers, ProducerLike
 from kafka_asgi.producer import BufferFullError
 
 __all__ = [
+    "DRAIN_INTERVAL",
     "ThreadSafeSender",
     "add_sender_listener",
     "call_soon_threadsafe",
@@ -35,6 +42,9 @@ __all__ = [
 logger = logging.getLogger("kafka_asgi.integrations")
 
 _Item = tuple[str, "bytes | str | None", "bytes | str | None", Headers, "int | None", "int | None"]
+
+DRAIN_INTERVAL = 0.002
+"""Seconds between drains while events from other threads keep coming (asyncio)."""
 
 
 def call_soon_threadsafe() -> Callable[[Callable[[], object]], None]:
@@ -85,21 +95,30 @@ class ThreadSafeSender:
         self.producer = producer
         self.max_queue = max_queue
         self.dropped = 0
-        self._queue: queue.Queue[_Item] = queue.Queue(max_queue)
+        # A deque: append and popleft are atomic (no lock, no condition to notify, as
+        # queue.Queue has); the length is checked before each append.
+        self._queue: deque[_Item] = deque()
         self._loop_thread: int | None = None
         self._schedule: Callable[[Callable[[], object]], None] | None = None
+        self._call_later: Callable[[float, Callable[[], object]], Any] | None = None
+        self._timer: Any = None
         self._scheduled = False
         self._last_warning = 0.0
 
     def bind(self) -> None:
         """Attach to the running event loop (call from the producer's loop)."""
         self._schedule = call_soon_threadsafe()
+        self._call_later = _call_later()
         self._loop_thread = threading.get_ident()
 
     def close(self) -> None:
         """Detach and hand over what other threads queued (call from the loop)."""
         self._loop_thread = None
         self._schedule = None
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+        self._scheduled = False
         self._drain()
 
     def send_nowait(
@@ -120,11 +139,13 @@ class ThreadSafeSender:
             raise BufferFullError(
                 "the producer's event loop is not running (not started, or shut down)"
             )
-        try:
-            self._queue.put_nowait((topic, value, key, headers, partition, timestamp))
-        except queue.Full:
+        events = self._queue
+        # Threads racing past this check at once may each add one: at most max_queue
+        # plus the number of sending threads.
+        if len(events) >= self.max_queue:
             self.dropped += 1
-            raise BufferFullError(f"thread hand-off queue full ({self.max_queue} events)") from None
+            raise BufferFullError(f"thread hand-off queue full ({self.max_queue} events)")
+        events.append((topic, value, key, headers, partition, timestamp))
         # Queue first, flag second: a drain that already cleared the flag will see
         # this event, or this thread sees the cleared flag and schedules a new drain.
         if not self._scheduled:
@@ -133,20 +154,32 @@ class ThreadSafeSender:
 
     @property
     def queued(self) -> int:
-        return self._queue.qsize()
+        return len(self._queue)
 
     def _drain_soon(self) -> None:
+        self._timer = None
+        if self._loop_thread is None:  # closed; close() drained
+            return
+        call_later = self._call_later
+        if self._drain() and call_later is not None:
+            # Events are coming: look again shortly, still flagged as scheduled, so
+            # that the threads sending them need not wake the loop for each.
+            self._timer = call_later(DRAIN_INTERVAL, self._drain_soon)
+            return
         self._scheduled = False
-        self._drain()
+        self._drain()  # one queued just before the flag was cleared
 
-    def _drain(self) -> None:
-        get = self._queue.get_nowait
+    def _drain(self) -> int:
+        """Hand what is queued to the producer; the number of events taken."""
+        take = self._queue.popleft
         send = self.producer.send_nowait
+        taken = 0
         while True:
             try:
-                item = get()
-            except queue.Empty:
-                return
+                item = take()
+            except IndexError:
+                return taken
+            taken += 1
             try:
                 send(*item)
             except Exception as exc:
@@ -161,6 +194,17 @@ class ThreadSafeSender:
                         exc,
                         self.dropped,
                     )
+
+
+def _call_later() -> Callable[[float, Callable[[], object]], Any] | None:
+    """The running asyncio loop's ``call_later`` (on the loop's thread); None on trio,
+    whose drain is then woken for each batch of events as it comes."""
+    import asyncio
+
+    try:
+        return asyncio.get_running_loop().call_later
+    except RuntimeError:
+        return None
 
 
 def in_event_loop() -> bool:
