@@ -4,6 +4,8 @@
     python -m bench --quick              # under 3 minutes, noisier; prints only
     python -m bench --only producer,middleware
     python -m bench --write-readme       # also replace README.md's bench block
+    python -m bench --only tuned         # issue 17's runs, each alone (not in the
+                                         # default run): tuned, uvloop, cpu, pinned
 
 The broker: KAFKA_BOOTSTRAP_SERVERS if set (KAFKA_VERSION may name its version),
 else the local one from scripts/kafka_local.py (reused when it runs; started, and
