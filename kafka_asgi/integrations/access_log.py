@@ -184,13 +184,11 @@ class AccessLogMiddleware(AccessLogOptions):
                                 "request_id": request_id,
                                 "http_version": version,
                                 "close_code": None,
+                                "trace_id": None if trace is None else trace[0],
+                                "span_id": None if trace is None else trace[1],
                             }
-                            if self.trace_context:
-                                if trace is None:
-                                    event["trace_id"] = event["span_id"] = None
-                                else:
-                                    event["trace_id"] = trace[0]
-                                    event["span_id"] = trace[1]
+                            if not self.trace_context:  # the default writes them
+                                del event["trace_id"], event["span_id"]
                             value = dumps(event)
                             tail = self._tail
                             if tail is not None:  # the static fields, rendered once
