@@ -96,7 +96,9 @@ Added here:
     A directory for records Kafka cannot take now (unreachable, memory buffer full,
     ``delivery_timeout`` reached, the producer closing): they are written there
     and sent once Kafka is back, before newer records of their topic (see
-    kafka_asgi.producer.spill_seam).  One subdirectory per live producer.
+    kafka_asgi.producer.spill_seam).  One subdirectory per live producer.  While
+    a topic spills, a record accepted for it is on disk when ``send_nowait``
+    returns (it survives a SIGKILL; README: "What survives a SIGKILL").
 ``spill_max_bytes`` (1 GiB), ``spill_when_full`` ("drop_newest")
     The disk budget, and what happens when it is used up: "drop_newest" reports
     the records that do not fit (SpillFullError), "block" keeps them in memory

@@ -119,6 +119,7 @@ class FrameTicket(Delivery):
         "attempts",
         "count",
         "failed",
+        "held",
         "left",
         "offset",
         "partition",
@@ -143,6 +144,8 @@ class FrameTicket(Delivery):
         self.topic = topic
         self.partition = -1
         self.failed: list[PendingRecord] = []
+        self.held = False
+        """A held copy's ticket: its records count in the topic's backlog until settled."""
 
     def settled(self, failed: tuple[PendingRecord, KafkaError] | None) -> None:
         if failed is not None:
@@ -378,8 +381,12 @@ class SpillSeam:
                 break
             seg, offset = placed
             n = len(chunk)
-            tickets.append(FrameTicket(self, seg, offset, n, 0, topic))
+            ticket = FrameTicket(self, seg, offset, n, 0, topic)
+            ticket.held = True
+            tickets.append(ticket)
             self._replaying += n
+            # The topic spills until the copy is settled: newer records go behind it.
+            self._backlog[topic] = self._backlog.get(topic, 0) + n
         if self.store.sync_due():
             self._kick()
         return tickets
@@ -419,6 +426,11 @@ class SpillSeam:
         error = ticket.error
         count = ticket.count
         self._replaying -= count
+        if ticket.held:
+            # Its topic kept spilling while the copy was on disk: now the copy is done
+            # (or given back, then counted again below as any frame read back).
+            ticket.held = False
+            self._read_back(ticket.topic, count)
         if not failed:
             self.kafka_ok = True
             self._settle.append((seg, offset, True))
