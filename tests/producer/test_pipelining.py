@@ -196,3 +196,21 @@ async def test_epoch_bump_keeps_other_partitions_retries_deduplicated(
     assert not reports.errors
     epochs = {part: epoch for (_, _, part), epoch in fake.epochs.items()}
     assert epochs == {0: 1, 1: 0}
+
+
+async def test_invalid_producer_epoch_gets_a_new_producer_id(
+    fake: FakeClient, reports: Reports
+) -> None:
+    # INVALID_PRODUCER_EPOCH for the epoch in use: InitProducerId again, and the
+    # partition's batches restart at sequence 0 under the new id, in order, once.
+    async with running(fake, reports, **opts()) as producer:
+        await producer.send("one", value(1000))
+        fake.codes[("one", 0)] = deque([47])
+        await burst(fake, producer, 50, 1)
+        assert fake.gate is not None
+        fake.gate.set()
+        for i in range(50, 60):
+            producer.send_nowait("one", value(i))
+    assert stored(fake) == [1000, *range(60)]
+    assert not reports.errors
+    assert len({pid for pid, _, _ in fake._seqs}) == 2
