@@ -10,9 +10,9 @@ producer); (c) an ``after_request`` hook calling kafka-python's blocking
 
 In process: each variant's WSGI callable is called directly (response iterated and
 closed, as a server does), µs of process CPU per request (both threads); the
-background producer's thread runs meanwhile, so its work is in (b)'s figure. Under gunicorn: one sync
-worker per variant, loaded like the ASGI apps (wrk, else the httpx load generator),
-every event of (b) and (c) checked as acknowledged afterwards.
+background producer's thread runs meanwhile, so its work is in (b)'s figure. Under
+gunicorn: one sync worker per variant, loaded like the ASGI apps (wrk, else the httpx
+load generator), every event of (b) and (c) checked as acknowledged afterwards.
 """
 
 from __future__ import annotations
