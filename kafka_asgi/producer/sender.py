@@ -453,8 +453,10 @@ class Sender(ProducerState):
 
     def _settle(self, batches: list[Batch], count: int, node: int) -> None:
         """The request is over: its partitions and node slot are free again."""
-        self._node_inflight[node] -= 1
-        self._inflight_records -= count
+        left = self._node_inflight.get(node)
+        if left is not None:  # (None once _abort_all cleared the counts: closed)
+            self._node_inflight[node] = left - 1
+            self._inflight_records -= count
         for b in batches:
             if b.inflight:  # (not if the producer closed meanwhile: _abort_all)
                 b.inflight = False
