@@ -222,7 +222,9 @@ class SpillSeam:
         self.kafka_ok = True
         self.ready = False
         self.broken: KafkaError | None = None
-        # Per topic: queued items [partition, attempts, records], oldest first.
+        # Per topic: queued items [partition, attempts, records, older], oldest first;
+        # older: failed records put while their topic's evacuation is pending (they
+        # were ahead of the memory records it moves: they go before them).
         self._queues: dict[str, deque[list[Any]]] = {}
         self._front: dict[str, list[list[Any]]] | None = None
         self._backlog: dict[str, int] = {}  # records queued or on disk, not read back
@@ -315,7 +317,7 @@ class SpillSeam:
         if not waiters:
             if not spillable:
                 return records, waiters
-            self._put(topic, partition, 0, records)
+            self._put(topic, partition, 0, records, older=True)
             return None
         by_index = dict(waiters)
         keep: list[PendingRecord] = []
@@ -340,7 +342,7 @@ class SpillSeam:
                 keep_waiters.append((len(keep), d))
                 keep.append(record)
         if live:
-            self._put(topic, partition, 0, live)
+            self._put(topic, partition, 0, live, older=True)
         if not keep:
             return None
         return keep, keep_waiters or None
@@ -355,8 +357,16 @@ class SpillSeam:
         front, self._front = self._front, None
         if front:
             for topic, items in front.items():
-                q = self._queues.setdefault(topic, deque())
-                q.extendleft(reversed(items))
+                # Failed records queued meanwhile were ahead of the moved ones in
+                # memory; records handed over meanwhile are newer than both.
+                q = self._queues.get(topic) or deque()
+                self._queues[topic] = deque(
+                    [
+                        *(i for i in q if i[3]),
+                        *items,
+                        *(i for i in q if not i[3]),
+                    ]
+                )
         self.write_now()
 
     def hold(self, topic: str, partition: int, records: list[PendingRecord]) -> list[FrameTicket]:
@@ -391,7 +401,15 @@ class SpillSeam:
             self._kick()
         return tickets
 
-    def _put(self, topic: str, partition: int, attempts: int, records: list[PendingRecord]) -> None:
+    def _put(
+        self,
+        topic: str,
+        partition: int,
+        attempts: int,
+        records: list[PendingRecord],
+        *,
+        older: bool = False,
+    ) -> None:
         n = len(records)
         self._queued += n
         if topic not in self.spilling:
@@ -402,18 +420,23 @@ class SpillSeam:
         self._backlog[topic] = self._backlog.get(topic, 0) + n
         if self._front is not None:
             items = self._front.setdefault(topic, [])
-            items.append([partition, attempts, list(records)])
+            items.append([partition, attempts, list(records), False])
             return
         q = self._queues.get(topic)
         if q is None:
             q = self._queues[topic] = deque()
         if q:
             last = q[-1]
-            if last[0] == partition and last[1] == attempts and len(last[2]) < FRAME_RECORDS:
+            if (
+                last[0] == partition
+                and last[1] == attempts
+                and last[3] == older
+                and len(last[2]) < FRAME_RECORDS
+            ):
                 last[2].extend(records)
                 self.write_now()
                 return
-        q.append([partition, attempts, list(records)])
+        q.append([partition, attempts, list(records), older])
         self.write_now()
 
     def _kick(self) -> None:
@@ -537,7 +560,7 @@ class SpillSeam:
     def _drop_queued(self, error: KafkaError) -> None:
         queues, self._queues = self._queues, {}
         for topic, q in queues.items():
-            for partition, _, records in q:
+            for partition, _, records, _ in q:
                 self._dropped(topic, partition, records, error)
 
     def _dropped(
@@ -559,7 +582,7 @@ class SpillSeam:
             if topic in held:
                 continue
             while q:
-                partition, attempts, records = q.popleft()
+                partition, attempts, records, _ = q.popleft()
                 out.append((topic, partition, attempts, records))
         self._queues = {t: q for t, q in self._queues.items() if q}
         return out
@@ -639,7 +662,9 @@ class SpillSeam:
         """``block``: the records that found no room go first when there is some."""
         chunks, self._chunks = self._chunks, []
         for topic, partition, attempts, records in reversed(chunks):
-            self._queues.setdefault(topic, deque()).appendleft([partition, attempts, records])
+            self._queues.setdefault(topic, deque()).appendleft(
+                [partition, attempts, records, False]
+            )
         self.write_now()
 
     async def _write_settled(self) -> None:
