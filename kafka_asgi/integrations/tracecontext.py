@@ -18,6 +18,7 @@ flags, tracestate)`` (a NamedTuple costs several times more to make); the
 
 from __future__ import annotations
 
+import operator
 import sys
 from collections.abc import Mapping
 from typing import Any, TypeAlias
@@ -55,6 +56,8 @@ _OTEL_CONTEXT = "opentelemetry.context"
 _TRACE_ID_END = 1 << 128
 _SPAN_ID_END = 1 << 64
 _otel_get_current: Any = None  # opentelemetry.context.get_current, once in use
+_otel_span_key: Any = None  # the context key of the current span (_otel_layout)
+_otel_indexed = False  # a SpanContext's fields read by index (_otel_layout)
 _FLAGS = [f"{i:02x}" for i in range(256)]
 # Trace Context, section 3.3.1.1: at most 32 list-members; vendors may drop the state
 # past 512 characters: we keep up to that and drop the header beyond it.
@@ -181,17 +184,42 @@ def trace_headers(trace: Trace) -> list[tuple[str, bytes | None]]:
     return out
 
 
+def _otel_layout(trace: Any) -> tuple[Any, Any]:
+    """Found once through OpenTelemetry's public API: the context key its spans are
+    stored under (the one key of a context holding a span), and the positions of
+    ``trace_id``, ``span_id``, ``trace_flags`` and ``trace_state`` in a ``SpanContext``
+    (a tuple) if a probe shows them at 0, 1, 3 and 4; None where not, and the public
+    calls are used instead."""
+    context_mod: Any = sys.modules[_OTEL_CONTEXT]
+    probe: Any = trace.SpanContext(
+        trace_id=0x1234, span_id=0x56, is_remote=False, trace_flags=trace.TraceFlags(1)
+    )
+    holder = trace.set_span_in_context(trace.NonRecordingSpan(probe), context_mod.Context())
+    keys = list(holder)
+    key = keys[0] if len(keys) == 1 else None
+    if key is not None and trace.get_current_span(holder).get_span_context() is not probe:
+        key = None
+    fields = (probe.trace_id, probe.span_id, probe.trace_flags, probe.trace_state)
+    indexed = (
+        isinstance(probe, tuple)
+        and len(probe) > 4
+        and all(a is b for a, b in zip(operator.itemgetter(0, 1, 3, 4)(probe), fields, strict=True))
+    )
+    return key, indexed
+
+
 def current_otel_trace() -> Trace | None:
     """The active OpenTelemetry span's :data:`Trace`, or None (OpenTelemetry not in use,
     or no valid span current). Never imports OpenTelemetry."""
     trace: Any = sys.modules.get(_OTEL_TRACE)
     if trace is None:
         return None
-    global _otel_get_current
+    global _otel_get_current, _otel_span_key, _otel_indexed
     try:
         get_current = _otel_get_current
         if get_current is None:
             # opentelemetry.trace imports it; the public function, found once.
+            _otel_span_key, _otel_indexed = _otel_layout(trace)
             get_current = _otel_get_current = sys.modules[_OTEL_CONTEXT].get_current
         context = get_current()
         if not context:
@@ -199,9 +227,22 @@ def current_otel_trace() -> Trace | None:
             # imports OpenTelemetry (recent FastAPI does) and traces nothing. Two calls
             # instead of the five of get_current_span().get_span_context().
             return None
-        ctx = trace.get_current_span(context).get_span_context()
-        trace_id = ctx.trace_id
-        span_id = ctx.span_id
+        key = _otel_span_key
+        if key is not None:
+            # get_current_span(context) is this dict look-up and an isinstance check
+            # (three Python calls); a foreign object fails below and is ignored.
+            span = context.get(key)
+            if span is None:
+                return None
+            ctx = span.get_span_context()
+        else:
+            ctx = trace.get_current_span(context).get_span_context()
+        if _otel_indexed:
+            # SpanContext is a tuple whose properties index it: read it directly.
+            trace_id, span_id, flags, state = ctx[0], ctx[1], ctx[3], ctx[4]
+        else:
+            trace_id, span_id = ctx.trace_id, ctx.span_id
+            flags, state = ctx.trace_flags, ctx.trace_state
         # Not INVALID_SPAN_CONTEXT (zeros; is_valid, cheaper) and within 128/64 bits.
         if not (0 < trace_id < _TRACE_ID_END and 0 < span_id < _SPAN_ID_END):
             return None
@@ -209,8 +250,8 @@ def current_otel_trace() -> Trace | None:
         return (
             "%032x" % trace_id,  # noqa: UP031 - one operation, no method calls
             "%016x" % span_id,  # noqa: UP031
-            _FLAGS[ctx.trace_flags & 0xFF],
-            ctx.trace_state,
+            _FLAGS[flags & 0xFF],
+            state,
         )
     except Exception:
         # A broken or foreign tracer must not fail the request or its access log.

@@ -105,3 +105,63 @@ def test_active_otel_span_wins_over_the_header() -> None:
     assert current_otel_trace() is None
     found = trace_from_headers({b"traceparent": VALID.encode()})
     assert found is not None and found[1] == SPAN
+
+
+def test_the_direct_span_look_up_equals_opentelemetry_public_calls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The span's context key and the SpanContext's field positions are found once,
+    through the public API; the answer is the same as get_current_span()'s, and the
+    same again with the public calls forced (a layout the probe did not recognise)."""
+    from opentelemetry import context, trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
+
+    from kafka_asgi.integrations import tracecontext
+
+    state = TraceState([("vendor", "abc")])
+    remote = SpanContext(
+        trace_id=int(TRACE, 16),
+        span_id=int(SPAN, 16),
+        is_remote=True,
+        trace_flags=TraceFlags(0),
+        trace_state=state,
+    )
+    token = context.attach(trace.set_span_in_context(NonRecordingSpan(remote)))
+    try:
+        direct = current_otel_trace()
+        assert tracecontext._otel_span_key is not None and tracecontext._otel_indexed
+        assert direct == (TRACE, SPAN, "00", state)
+        monkeypatch.setattr(tracecontext, "_otel_span_key", None)
+        monkeypatch.setattr(tracecontext, "_otel_indexed", False)
+        assert current_otel_trace() == direct
+    finally:
+        context.detach(token)
+    monkeypatch.undo()
+    with TracerProvider().get_tracer("t").start_as_current_span("server") as span:
+        ctx = span.get_span_context()
+        via_api = trace.get_current_span().get_span_context()
+        assert via_api is ctx
+        assert current_otel_trace() == (
+            f"{ctx.trace_id:032x}",
+            f"{ctx.span_id:016x}",
+            f"{int(ctx.trace_flags):02x}",
+            ctx.trace_state,
+        )
+
+
+def test_a_foreign_object_where_the_span_belongs_is_no_trace() -> None:
+    from opentelemetry import context, trace
+
+    from kafka_asgi.integrations import tracecontext
+
+    current_otel_trace()  # the layout is found
+    key = tracecontext._otel_span_key
+    assert key is not None
+    token = context.attach(context.set_value(key, object()))
+    try:
+        assert trace.get_current_span() is trace.INVALID_SPAN
+        assert current_otel_trace() is None
+        assert trace_from_headers({b"traceparent": VALID.encode()}) == (TRACE, SPAN, "01", None)
+    finally:
+        context.detach(token)
