@@ -211,16 +211,20 @@ def _otel_layout(trace: Any) -> tuple[Any, Any]:
 def current_otel_trace() -> Trace | None:
     """The active OpenTelemetry span's :data:`Trace`, or None (OpenTelemetry not in use,
     or no valid span current). Never imports OpenTelemetry."""
-    trace: Any = sys.modules.get(_OTEL_TRACE)
-    if trace is None:
-        return None
     global _otel_get_current, _otel_span_key, _otel_indexed
-    try:
-        get_current = _otel_get_current
-        if get_current is None:
+    get_current = _otel_get_current
+    if get_current is None:
+        # Until OpenTelemetry is in use (a module is never unloaded once imported).
+        trace: Any = sys.modules.get(_OTEL_TRACE)
+        if trace is None:
+            return None
+        try:
             # opentelemetry.trace imports it; the public function, found once.
             _otel_span_key, _otel_indexed = _otel_layout(trace)
             get_current = _otel_get_current = sys.modules[_OTEL_CONTEXT].get_current
+        except Exception:
+            return None
+    try:
         context = get_current()
         if not context:
             # An empty Context (a dict) holds no span: the common case of an app that
@@ -236,7 +240,7 @@ def current_otel_trace() -> Trace | None:
                 return None
             ctx = span.get_span_context()
         else:
-            ctx = trace.get_current_span(context).get_span_context()
+            ctx = sys.modules[_OTEL_TRACE].get_current_span(context).get_span_context()
         if _otel_indexed:
             # SpanContext is a tuple whose properties index it: read it directly.
             trace_id, span_id, flags, state = ctx[0], ctx[1], ctx[3], ctx[4]
