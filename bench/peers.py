@@ -71,7 +71,7 @@ from bench.common import (
     markdown_table,
     ratio_table,
 )
-from bench.producer import _values
+from bench.producer import _values, confluent_produce_all
 
 TUNED_SECTION = "tuned"
 UVLOOP_SECTION = "uvloop"
@@ -190,18 +190,8 @@ def _confluent(bootstrap: str, topic: str, n: int, partitions: int, options: Any
         raise BenchError(f"confluent-kafka: warm-up not acknowledged ({acked}, {errors[:3]})")
     setup = time.perf_counter() - t0
     acked = 0
-    produce, poll = producer.produce, producer.poll
     start, cpu0 = time.perf_counter(), _cpu()
-    for i, value in enumerate(values):
-        while True:
-            try:
-                produce(topic, value)
-                break
-            except BufferError:  # librdkafka's queue is full: serve it
-                poll(0.001)
-        if i % 1000 == 999:
-            poll(0)
-    remaining = producer.flush(120)
+    remaining = confluent_produce_all(producer, topic, values)
     elapsed, cpu = time.perf_counter() - start, _cpu() - cpu0
     if remaining or errors or acked != n:
         raise BenchError(f"confluent-kafka: {acked} of {n} acknowledged, errors {errors[:3]}")

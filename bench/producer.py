@@ -239,9 +239,18 @@ def _confluent_throughput(bootstrap: str, topic: str, n: int, case: Case) -> flo
     producer.flush(30)
     acked = 0
     values = _values(n, case.size)
-    produce = producer.produce
-    poll = producer.poll
     start = time.perf_counter()
+    remaining = confluent_produce_all(producer, topic, values)
+    elapsed = time.perf_counter() - start
+    if remaining or errors or acked != n:
+        raise BenchError(f"confluent-kafka: {acked} of {n} acknowledged, errors {errors[:3]}")
+    return n / elapsed
+
+
+def confluent_produce_all(producer: Any, topic: str, values: Sequence[bytes]) -> int:
+    """Hand every value to a confluent-kafka producer (serving its queue when full),
+    then flush: the records not delivered within 120 s."""
+    produce, poll = producer.produce, producer.poll
     for i, value in enumerate(values):
         while True:
             try:
@@ -252,10 +261,7 @@ def _confluent_throughput(bootstrap: str, topic: str, n: int, case: Case) -> flo
         if i % 1000 == 999:
             poll(0)
     remaining = producer.flush(120)
-    elapsed = time.perf_counter() - start
-    if remaining or errors or acked != n:
-        raise BenchError(f"confluent-kafka: {acked} of {n} acknowledged, errors {errors[:3]}")
-    return n / elapsed
+    return int(remaining)
 
 
 async def _aiokafka_throughput(bootstrap: str, topic: str, n: int, case: Case) -> float:
