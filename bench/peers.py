@@ -71,7 +71,7 @@ from bench.common import (
     markdown_table,
     ratio_table,
 )
-from bench.producer import _values, confluent_produce_all
+from bench.producer import DeliveryCount, _values, confluent_produce_all
 
 TUNED_SECTION = "tuned"
 UVLOOP_SECTION = "uvloop"
@@ -169,15 +169,7 @@ async def _aiokafka(bootstrap: str, topic: str, n: int, partitions: int, options
 def _confluent(bootstrap: str, topic: str, n: int, partitions: int, options: Any) -> Any:
     from confluent_kafka import Producer
 
-    acked = 0
-    errors: list[Any] = []
-
-    def report(err: Any, msg: Any) -> None:
-        nonlocal acked
-        if err is None:
-            acked += 1
-        else:
-            errors.append(err)
+    report = DeliveryCount()
 
     t0 = time.perf_counter()
     values = _values(n)
@@ -186,15 +178,19 @@ def _confluent(bootstrap: str, topic: str, n: int, partitions: int, options: Any
     )
     for partition in range(partitions):
         producer.produce(topic, b"warm-up", partition=partition)
-    if producer.flush(30) or acked != partitions:
-        raise BenchError(f"confluent-kafka: warm-up not acknowledged ({acked}, {errors[:3]})")
+    if producer.flush(30) or report.acked != partitions:
+        raise BenchError(
+            f"confluent-kafka: warm-up not acknowledged ({report.acked}, {report.errors[:3]})"
+        )
     setup = time.perf_counter() - t0
-    acked = 0
+    report.acked = 0
     start, cpu0 = time.perf_counter(), _cpu()
     remaining = confluent_produce_all(producer, topic, values)
     elapsed, cpu = time.perf_counter() - start, _cpu() - cpu0
-    if remaining or errors or acked != n:
-        raise BenchError(f"confluent-kafka: {acked} of {n} acknowledged, errors {errors[:3]}")
+    if remaining or report.errors or report.acked != n:
+        raise BenchError(
+            f"confluent-kafka: {report.acked} of {n} acknowledged, errors {report.errors[:3]}"
+        )
     return {"rate": n / elapsed, "setup": setup, "cpu_rate": n / cpu}
 
 

@@ -216,15 +216,7 @@ async def _ours_throughput(
 def _confluent_throughput(bootstrap: str, topic: str, n: int, case: Case) -> float:
     from confluent_kafka import Producer
 
-    acked = 0
-    errors: list[Any] = []
-
-    def report(err: Any, msg: Any) -> None:
-        nonlocal acked
-        if err is None:
-            acked += 1
-        else:
-            errors.append(err)
+    report = DeliveryCount()
 
     producer = Producer(
         {
@@ -237,14 +229,30 @@ def _confluent_throughput(bootstrap: str, topic: str, n: int, case: Case) -> flo
     )
     producer.produce(topic, b"warm-up")
     producer.flush(30)
-    acked = 0
+    report.acked = 0
     values = _values(n, case.size)
     start = time.perf_counter()
     remaining = confluent_produce_all(producer, topic, values)
     elapsed = time.perf_counter() - start
-    if remaining or errors or acked != n:
-        raise BenchError(f"confluent-kafka: {acked} of {n} acknowledged, errors {errors[:3]}")
+    if remaining or report.errors or report.acked != n:
+        raise BenchError(
+            f"confluent-kafka: {report.acked} of {n} acknowledged, errors {report.errors[:3]}"
+        )
     return n / elapsed
+
+
+class DeliveryCount:
+    """A confluent-kafka ``on_delivery`` callback counting what was acknowledged."""
+
+    def __init__(self) -> None:
+        self.acked = 0
+        self.errors: list[Any] = []
+
+    def __call__(self, err: Any, msg: Any) -> None:
+        if err is None:
+            self.acked += 1
+        else:
+            self.errors.append(err)
 
 
 def confluent_produce_all(producer: Any, topic: str, values: Sequence[bytes]) -> int:
