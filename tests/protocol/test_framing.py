@@ -102,6 +102,31 @@ def test_request_header_layout() -> None:
     assert null_client[12:14] == b"\xff\xff"
 
 
+@pytest.mark.parametrize("version", [3, 8, 9, 11])
+def test_produce_frame_is_size_header_and_body_pieces(version: int) -> None:
+    # encode_request joins the body's pieces (encode_parts) with the header once: the
+    # frame must be exactly what joining encode()'s body would give, batches included.
+    from kafka_asgi.protocol.messages.produce import PartitionProduceData, TopicProduceData
+    from kafka_asgi.protocol.records import encode_batch
+
+    batches = [encode_batch([(None, b"v%d" % i * 100, None, 1_700_000_000_000)]) for i in range(3)]
+    topic = TopicProduceData(
+        name="t",
+        partition_data=[PartitionProduceData(index=i, records=b) for i, b in enumerate(batches)],
+    )
+    request = ProduceRequest(acks=-1, timeout_ms=1500, topic_data=[topic])
+    frame = encode_request(request, version, 9, "c")
+    body = request.encode(version)
+    assert b"".join(request.encode_parts(version)) == body
+    assert frame.endswith(body)
+    (size,) = struct.unpack(">i", frame[:4])
+    assert size == len(frame) - 4
+    header = frame[4 : len(frame) - len(body)]
+    assert header[:8] == struct.pack(">hhi", 0, version, 9)
+    for b in batches:
+        assert frame.count(b) == 1
+
+
 def test_encode_request_limits() -> None:
     request = ProduceRequest(acks=1, timeout_ms=10)
     with pytest.raises(EncodeError, match="maximum frame size"):
