@@ -2,6 +2,8 @@
 bench/wsgi.py, a minimal Flask app under gunicorn).
 
     python -m bench.middleware [--quick]          # this benchmark alone
+    python -m bench.middleware direct             # the middleware's own µs/request,
+                                                  # driven without an event loop
     python -m bench.middleware loadgen URL ...    # the httpx load generator (used
                                                   # when wrk is not installed)
 
@@ -771,6 +773,71 @@ def table(results: Sequence[Result]) -> str:
     return "\n\n".join(out)
 
 
+# ---------------------------------------------------------------------- direct drive
+
+
+def direct(number: int = 100_000, repeat: int = 9) -> dict[str, float]:
+    """µs per request of the middleware's own work, without an event loop: each request's
+    coroutine is run to its end by one ``send(None)`` (nothing in it suspends), around
+    a bare two-message ASGI app, the producer a no-op; best of ``repeat`` timeit runs
+    (the least disturbed), so steadier than the in-process rows' CPU time."""
+    import timeit
+
+    from kafka_asgi.integrations.access_log import AccessLogMiddleware
+
+    class NullProducer:
+        def send_nowait(self, *args: Any) -> None:
+            pass
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"Hello, world!"})
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        pass
+
+    def one(asgi: Any) -> None:
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": "/",
+            "raw_path": b"/",
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"wrk")],
+            "client": ("127.0.0.1", 40000),
+            "server": ("127.0.0.1", 8000),
+            "state": {},
+        }
+        coro = asgi(scope, receive, send)
+        try:
+            coro.send(None)
+        except StopIteration:
+            return
+        raise BenchError("the request suspended: not a direct-drive case")
+
+    template = AccessLogMiddleware(app, topic="t", producer=NullProducer())
+    template._dumps = None  # the pure-Python template, as without the orjson extra
+    cases = {
+        "bare app": app,
+        "AccessLogMiddleware (orjson if installed)": AccessLogMiddleware(
+            app, topic="t", producer=NullProducer()
+        ),
+        "AccessLogMiddleware (template)": template,
+    }
+    out = {}
+    for name, asgi in cases.items():
+        best = min(timeit.repeat(lambda a=asgi: one(a), number=number, repeat=repeat))
+        out[name] = best / number * 1e6
+    return out
+
+
 # ---------------------------------------------------------------------- command line
 
 
@@ -781,6 +848,10 @@ def main(argv: list[str] | None = None) -> None:
 
         bootstrap, topic, n, reps = args[1], args[2], int(args[3]), int(args[4])
         print("BENCH_JSON " + json.dumps(anyio.run(_inprocess, bootstrap, topic, n, reps)))
+        return
+    if args[:1] == ["direct"]:
+        for name, us in direct().items():
+            print(f"{name}: {us:.2f} µs/request")
         return
     if args[:1] == ["tracecost"]:
         import anyio
