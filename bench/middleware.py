@@ -437,11 +437,7 @@ async def _inprocess(bootstrap: str, topic: str, n: int, reps: int) -> dict[str,
 
     logging.getLogger("kafka_asgi").setLevel(logging.CRITICAL)  # (d) reports every record
 
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: Any) -> None:
-        pass
+    receive, send = _receive, _discard
 
     async def timed(app: Any, count: int) -> float:
         # The thread's CPU time, as the trace-cost benchmark: the producer's background
@@ -450,30 +446,12 @@ async def _inprocess(bootstrap: str, topic: str, n: int, reps: int) -> dict[str,
         perf = time.thread_time
         start = perf()
         for _ in range(count):
-            scope = {
-                "type": "http",
-                "asgi": {"version": "3.0"},
-                "http_version": "1.1",
-                "method": "GET",
-                "scheme": "http",
-                "path": "/",
-                "raw_path": b"/",
-                "query_string": b"",
-                "root_path": "",
-                "headers": [(b"host", b"127.0.0.1:8000")],
-                "client": ("127.0.0.1", 40000),
-                "server": ("127.0.0.1", 8000),
-                "state": {},
-            }
+            scope = _scope([(b"host", b"127.0.0.1:8000")])
             await app(scope, receive, send)
             await anyio.lowlevel.checkpoint()
         return (perf() - start) / count * 1e6
 
-    class NullProducer:
-        """(n): the middleware's own work, without the producer's."""
-
-        def send_nowait(self, *args: Any) -> None:
-            pass
+    NullProducer = _NullProducer  # (n): the middleware's own work, without the producer's
 
     out: dict[str, Any] = {}
     async with Producer(bootstrap) as live, Producer(f"127.0.0.1:{free_port()}") as dead:
@@ -524,6 +502,49 @@ def inprocess(ctx: Context, topic: str) -> list[Result]:
     return results
 
 
+# ---------------------------------------------------------------------- bare ASGI pieces
+
+
+class _NullProducer:
+    """A producer that drops every record: the middleware's own work alone."""
+
+    def send_nowait(self, *args: Any) -> None:
+        pass
+
+
+async def _bare_app(scope: Any, receive: Any, send: Any) -> None:
+    # New messages each time: the middleware adds its request-id header to them.
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"Hello, world!"})
+
+
+async def _receive() -> dict[str, Any]:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def _discard(message: Any) -> None:
+    pass
+
+
+def _scope(headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    """A new HTTP scope for ``GET /`` from a loopback client, as uvicorn makes one."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/",
+        "raw_path": b"/",
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 40000),
+        "server": ("127.0.0.1", 8000),
+        "state": {},
+    }
+
+
 # ---------------------------------------------------------------------- trace context cost
 
 TRACE_SECTION = "tracecost"
@@ -542,20 +563,7 @@ async def _trace_cost(variants: Sequence[str], n: int, reps: int) -> dict[str, l
     no-op: the middleware's own work with trace fields on and off."""
     from kafka_asgi.integrations.access_log import AccessLogMiddleware
 
-    class NullProducer:
-        def send_nowait(self, *args: Any) -> None:
-            pass
-
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        # New messages each time: the middleware adds its request-id header to them.
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"Hello, world!"})
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: Any) -> None:
-        pass
+    NullProducer, app, receive, send = _NullProducer, _bare_app, _receive, _discard
 
     base_headers = [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"bench")]
     cases: dict[str, tuple[Any, list[tuple[bytes, bytes]]]] = {}
@@ -785,36 +793,10 @@ def direct(number: int = 100_000, repeat: int = 9) -> dict[str, float]:
 
     from kafka_asgi.integrations.access_log import AccessLogMiddleware
 
-    class NullProducer:
-        def send_nowait(self, *args: Any) -> None:
-            pass
-
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"Hello, world!"})
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: Any) -> None:
-        pass
+    NullProducer, app, receive, send = _NullProducer, _bare_app, _receive, _discard
 
     def one(asgi: Any) -> None:
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "GET",
-            "scheme": "http",
-            "path": "/",
-            "raw_path": b"/",
-            "query_string": b"",
-            "root_path": "",
-            "headers": [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"wrk")],
-            "client": ("127.0.0.1", 40000),
-            "server": ("127.0.0.1", 8000),
-            "state": {},
-        }
+        scope = _scope([(b"host", b"127.0.0.1:8000"), (b"user-agent", b"wrk")])
         coro = asgi(scope, receive, send)
         try:
             coro.send(None)
