@@ -22,7 +22,6 @@ import json
 import statistics
 import subprocess
 import sys
-import time
 import uuid
 from typing import Any
 
@@ -32,12 +31,7 @@ from bench.common import PYTHON, ROOT, BenchError, broker, create_topics, delete
 async def _run(
     bootstrap: str, topic: str, n: int, size: int, codec: str, kind: str, every: int
 ) -> dict[str, float]:
-    import resource
-
-    import anyio.lowlevel
-
-    from bench.producer import _values
-    from kafka_asgi import Producer
+    from bench.producer import Case, _values, ours_timed
 
     if kind == "random":
         import os
@@ -45,32 +39,10 @@ async def _run(
         values = [os.urandom(size // 2 + 1).hex().encode()[:size] for _ in range(n)]
     else:
         values = _values(n, size)
-    async with Producer(
-        bootstrap, required_acks=1, compression=codec, wait_on_buffer_full=True
-    ) as producer:
-        await producer.send(topic, b"warm-up")
-        send_nowait = producer.send_nowait
-        checkpoint = anyio.lowlevel.checkpoint
-        before = resource.getrusage(resource.RUSAGE_SELF)
-        start = time.perf_counter()
-        for i, value in enumerate(values):
-            if i % every == 0:
-                await checkpoint()
-            try:
-                send_nowait(topic, value)
-            except Exception:
-                await producer.send_buffered(topic, value)
-        await producer.flush(timeout=120)
-        elapsed = time.perf_counter() - start
-        after = resource.getrusage(resource.RUSAGE_SELF)
-        stats = producer.stats()
-    if stats.delivered != n + 1 or stats.failed:
-        raise BenchError(f"not every record acknowledged: {stats}")
-    return {
-        "records_per_s": n / elapsed,
-        "user_us": (after.ru_utime - before.ru_utime) / n * 1e6,
-        "sys_us": (after.ru_stime - before.ru_stime) / n * 1e6,
-    }
+    elapsed, user, system = await ours_timed(
+        bootstrap, topic, values, Case(size=size, codec=codec), yield_every=every
+    )
+    return {"records_per_s": n / elapsed, "user_us": user / n * 1e6, "sys_us": system / n * 1e6}
 
 
 def main(argv: list[str] | None = None) -> None:

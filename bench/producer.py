@@ -177,11 +177,27 @@ QUICK_CASES = (
 async def _ours_throughput(
     bootstrap: str, topic: str, n: int, case: Case, yield_every: int = YIELD_EVERY
 ) -> float:
+    elapsed, _, _ = await ours_timed(bootstrap, topic, _values(n, case.size), case, yield_every)
+    return n / elapsed
+
+
+async def ours_timed(
+    bootstrap: str,
+    topic: str,
+    values: Sequence[bytes],
+    case: Case,
+    yield_every: int = YIELD_EVERY,
+) -> tuple[float, float, float]:
+    """kafka_asgi's send loop: ``values`` handed over with ``send_nowait`` (the loop
+    yielding every ``yield_every``), then flushed; every one must be acknowledged.
+    Returns the window's wall seconds and the process's user and system CPU seconds
+    (``resource.getrusage``), from the first send to the end of the flush."""
+    import resource
+
     import anyio
 
     from kafka_asgi import BufferFullError, Producer
 
-    values = _values(n, case.size)
     async with Producer(
         bootstrap,
         required_acks=-1 if case.acks == "all" else 1,
@@ -192,6 +208,7 @@ async def _ours_throughput(
         await producer.send(topic, b"warm-up")
         send_nowait = producer.send_nowait
         checkpoint = anyio.lowlevel.checkpoint
+        before = resource.getrusage(resource.RUSAGE_SELF)
         start = time.perf_counter()
         for i, value in enumerate(values):
             if i % yield_every == 0:
@@ -205,12 +222,14 @@ async def _ours_throughput(
                 await producer.send_buffered(topic, value)
         await producer.flush()
         elapsed = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_SELF)
         stats = producer.stats()
         await anyio.lowlevel.checkpoint()
+    n = len(values)
     acked = stats.delivered - 1
     if acked != n or stats.failed:
         raise BenchError(f"kafka_asgi: {acked} of {n} acknowledged, {stats.failed} failed")
-    return n / elapsed
+    return elapsed, after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
 
 
 def _confluent_throughput(bootstrap: str, topic: str, n: int, case: Case) -> float:
