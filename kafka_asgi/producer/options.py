@@ -49,7 +49,9 @@ Added here:
 
 ``compression`` ("none"), ``compression_level`` (None)
     "none", "gzip", "snappy", "lz4" or "zstd" (the last three need the
-    ``compression`` extra).
+    ``compression`` extra).  Levels as the Java client's: gzip -1 to 9, lz4 0 to
+    17 (LZ4HC from 3; the default is lz4's fast compressor), zstd -131072 to 22;
+    none and snappy take no level.
 ``linger`` (0.0)
     How long a sync ``send()`` lets other records join its batch before the
     flusher sends it (Java's linger.ms for the sync path).
@@ -123,7 +125,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kafka_asgi.protocol.compression import Compression, ensure_available
+from kafka_asgi.protocol.compression import Compression, check_level, ensure_available
 
 from .partitioner import BUILTIN_PARTITIONERS, PartitionerFunc
 from .validation import Serializer, resolve_serializer
@@ -198,6 +200,7 @@ class ProducerOptions:
         level = o.get("compression_level")
         if level is not None:
             level = _int("compression_level", level, -131072)
+            check_level(codec, level)
         return cls(
             required_acks=acks,
             request_timeout=_seconds("request_timeout", o.get("request_timeout", 30.0), 0.001),

@@ -373,3 +373,39 @@ async def test_broker_restart_mid_stream(
             assert (meta.partition, meta.offset) in copies, (value, meta, copies)
     if idempotent:
         assert max(values.values()) == 1, [v for v, n in values.items() if n > 1][:5]
+
+
+@pytest.mark.parametrize(
+    ("records", "block_max"),
+    [(200, 256 << 10), (900, 1 << 20), (6_000, 4 << 20)],
+    ids=["256KiB-block", "1MiB-block", "4MiB-blocks"],
+)
+async def test_lz4_frames_of_large_blocks_are_read_by_the_broker_and_librdkafka(
+    kafka: KafkaCluster,
+    new_topic: Callable[..., str],
+    anyio_backend: str,
+    records: int,
+    block_max: int,
+) -> None:
+    # One batch of `records` 1 KiB records: its lz4 frame has the block maximum that
+    # holds it (two 4 MiB blocks for the largest).  The broker decompresses it to
+    # validate it (Java's KafkaLZ4BlockInputStream); librdkafka reads it back.
+    topic = new_topic(partitions=1, prefix="prod-lz4-blocks")
+    values = [b"%06d " % i + b"GET /api/items?page=3 200 0.004 " * 32 for i in range(records)]
+    raw = sum(len(v) for v in values)
+    assert block_max // 4 < raw <= 2 * block_max
+    async with Producer(
+        kafka.plaintext,
+        compression="lz4",
+        batch_num=records,
+        batch_size=16 << 20,
+        max_request_size=16 << 20,
+    ) as producer:
+        for v in values:
+            producer.send_nowait(topic, v)
+        with anyio.fail_after(scaled(60)):
+            await producer.flush()
+        stats = producer.stats()
+    assert (stats.delivered, stats.failed, stats.batches_sent) == (records, 0, 1)
+    got = read_back(kafka.plaintext, topic, 1, records)[0]
+    assert [(offset, value) for offset, _key, value, _h in got] == list(enumerate(values))

@@ -88,6 +88,37 @@ def test_bad_option_names_the_option(
         Producer(client=fake, **{option: value})
 
 
+@pytest.mark.parametrize(
+    ("compression", "level", "accepted"),
+    [
+        ("gzip", -1, True),
+        ("gzip", 9, True),
+        ("gzip", 10, False),
+        ("gzip", -2, False),
+        ("lz4", 0, True),
+        ("lz4", 17, True),
+        ("lz4", -1, False),
+        ("lz4", 18, False),
+        ("zstd", -131072, True),
+        ("zstd", 22, True),
+        ("zstd", 23, False),
+        ("snappy", 1, False),
+        ("none", 1, False),
+    ],
+)
+def test_compression_level_checked_per_codec(
+    fake: FakeClient, compression: str, level: int, accepted: bool
+) -> None:
+    # Before, lz4 with -1 failed every batch later, in the flusher, with cramjam's
+    # OverflowError; gzip with 10 with zlib's "Invalid initialization option".
+    if accepted:
+        producer = Producer(client=fake, compression=compression, compression_level=level)
+        assert producer.options.compression_level == level
+        return
+    with pytest.raises(ValueError, match=rf"compression_level={level}\b.*{compression}"):
+        Producer(client=fake, compression=compression, compression_level=level)
+
+
 def test_bad_client_option_names_the_option() -> None:
     with pytest.raises(ValueError, match="connect_timeout"):
         Producer("127.0.0.1:9092", connect_timeout=-1)

@@ -118,6 +118,86 @@ def test_lz4_is_a_standard_frame() -> None:
     assert bytes(cramjam.lz4.decompress(encoded)) == b"frame" * 100
 
 
+def _lz4_blocks(frame: bytes) -> tuple[int, list[tuple[bool, bytes]]]:
+    """(block maximum, [(stored, block bytes)]) of a frame without checksums."""
+    assert frame[:4] == b"\x04\x22\x4d\x18"
+    assert frame[4] == 0x60  # version 1, independent blocks, nothing optional
+    block_max = 1 << (8 + 2 * (frame[5] >> 4))
+    pos = 7
+    blocks = []
+    while True:
+        (word,) = struct.unpack_from("<I", frame, pos)
+        pos += 4
+        if word == 0:
+            break
+        size = word & 0x7FFFFFFF
+        blocks.append((bool(word & 0x80000000), frame[pos : pos + size]))
+        pos += size
+    assert pos == len(frame)
+    return block_max, blocks
+
+
+@pytest.mark.parametrize(
+    ("size", "block_max"),
+    [
+        (0, 64 << 10),
+        (1, 64 << 10),
+        (64 << 10, 64 << 10),
+        ((64 << 10) + 1, 256 << 10),
+        ((256 << 10) + 1, 1 << 20),
+        (1 << 20, 1 << 20),
+        ((1 << 20) + 1, 4 << 20),
+        ((4 << 20) + 1, 4 << 20),
+        (9 << 20, 4 << 20),
+    ],
+)
+def test_lz4_frame_takes_the_smallest_block_maximum_that_holds_it(
+    size: int, block_max: int
+) -> None:
+    data = (b"GET /api/items?page=7 200 1432 0.004 " * (size // 37 + 1))[:size]
+    frame = compress(Compression.LZ4, data)
+    got_max, blocks = _lz4_blocks(frame)
+    assert got_max == block_max
+    assert len(blocks) == -(-size // block_max)
+    # Each block decompresses alone (KIP-57: Kafka's reader needs independent blocks).
+    chunks = [data[i : i + block_max] for i in range(0, size, block_max)]
+    out = [
+        block if stored else bytes(cramjam.lz4.decompress_block(block, output_len=len(chunk)))
+        for (stored, block), chunk in zip(blocks, chunks, strict=True)
+    ]
+    assert b"".join(out) == data
+    assert bytes(cramjam.lz4.decompress(frame)) == data
+    assert decompress(Compression.LZ4, frame) == data
+
+
+def test_lz4_stores_incompressible_blocks() -> None:
+    data = os.urandom(300_000)
+    block_max, blocks = _lz4_blocks(compress(Compression.LZ4, data))
+    assert block_max == 1 << 20
+    assert blocks == [(True, data)]
+    assert decompress(Compression.LZ4, compress(Compression.LZ4, data)) == data
+
+
+def test_lz4_one_block_is_smaller_than_64k_blocks() -> None:
+    # What the single block buys over cramjam's frame compressor (64 KiB blocks).
+    data = b"".join(
+        b'{"method":"GET","path":"/items/%d","status":200,"ms":%d}' % (i, i % 97)
+        for i in range(20_000)
+    )
+    c = cramjam.lz4.Compressor(level=0, content_checksum=False, block_linked=False)
+    c.compress(data)
+    assert len(compress(Compression.LZ4, data)) < len(bytes(c.finish()))
+
+
+@pytest.mark.parametrize("level", [3, 9, 17])
+def test_lz4_high_levels_are_lz4hc(level: int) -> None:
+    data = b"".join(b"user=%d path=/x/%d " % (i % 500, i % 37) for i in range(20_000))
+    hc = compress(Compression.LZ4, data, level)
+    assert hc[4] & 0x20  # independent blocks
+    assert len(hc) < len(compress(Compression.LZ4, data))
+    assert decompress(Compression.LZ4, hc) == data
+
+
 @pytest.mark.parametrize("codec", COMPRESSED)
 @pytest.mark.parametrize(
     "garbage",
