@@ -233,6 +233,19 @@ async def ours_timed(
 
 
 def _confluent_throughput(bootstrap: str, topic: str, n: int, case: Case) -> float:
+    elapsed, _user, _system = confluent_timed(bootstrap, topic, _values(n, case.size), case)
+    return n / elapsed
+
+
+def confluent_timed(
+    bootstrap: str, topic: str, values: Sequence[bytes], case: Case
+) -> tuple[float, float, float]:
+    """confluent-kafka's send loop (:func:`confluent_produce_all`) with its defaults and
+    the case's settings; every value must be acknowledged.  Returns the window's wall
+    seconds and the process's user and system CPU seconds, librdkafka's threads
+    included, as :func:`ours_timed`."""
+    import resource
+
     from confluent_kafka import Producer
 
     report = DeliveryCount()
@@ -249,15 +262,17 @@ def _confluent_throughput(bootstrap: str, topic: str, n: int, case: Case) -> flo
     producer.produce(topic, b"warm-up")
     producer.flush(30)
     report.acked = 0
-    values = _values(n, case.size)
+    n = len(values)
+    before = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     remaining = confluent_produce_all(producer, topic, values)
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_SELF)
     if remaining or report.errors or report.acked != n:
         raise BenchError(
             f"confluent-kafka: {report.acked} of {n} acknowledged, errors {report.errors[:3]}"
         )
-    return n / elapsed
+    return elapsed, after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
 
 
 class DeliveryCount:
