@@ -17,7 +17,7 @@ Wire formats, as the Java client writes and reads them:
 * lz4: the standard LZ4 frame format (KAFKA-3160 fixed the header checksum for
   magic >= 1; magic-0 messages keep the broken checksum, see
   :func:`fix_legacy_lz4_header`).  Kafka's reader needs independent blocks
-  (KIP-57); at the default level, a frame's block maximum is the smallest of
+  (KIP-57); at the fast levels (the default), a frame's block maximum is the smallest of
   64 KiB, 256 KiB, 1 MiB and 4 MiB that holds the whole records section, so a
   batch up to 4 MiB is one block (smaller than 64 KiB blocks would make it,
   and compressed in one call that releases the GIL).
@@ -63,9 +63,8 @@ _XERIAL_HEADER = _XERIAL_MAGIC + struct.pack(">ii", 1, 1)
 _XERIAL_BLOCK_SIZE = 32 * 1024
 _LZ4_MAGIC = b"\x04\x22\x4d\x18"
 # The Java client's default lz4 level (9, KIP-390) selects lz4's fast
-# compressor, not LZ4HC level 9; lz4 frame levels 0-2 are that fast compressor
-# (LZ4HC from 3 up).
-_LZ4_LEVEL = 0
+# compressor, not LZ4HC level 9; here no level, or 0-2 as in lz4's frame API, is
+# that fast compressor, and 3 up is LZ4HC.
 _LZ4_HC_LEVEL = 3
 # The frames written at the fast levels: FLG 0x60 (version 1, independent
 # blocks, no block or content checksum, no content size), and BD per block
@@ -146,7 +145,7 @@ def compress(codec: int, data: bytes | memoryview, level: int | None = None) -> 
         # LZ4HC: cramjam's frame compressor, with independent blocks and no content
         # checksum, like the Java client's KafkaLZ4BlockOutputStream (KIP-57).
         compressor = cramjam.lz4.Compressor(
-            level=_LZ4_LEVEL if level is None else level,
+            level=level,
             content_checksum=False,
             block_linked=False,
         )
