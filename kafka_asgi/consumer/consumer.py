@@ -2,7 +2,8 @@
 
 No consumer group, no committed offsets: the caller says where to read.  Each request
 goes to the partition's leader; a sign of stale metadata (NOT_LEADER_OR_FOLLOWER, a
-lost connection, ...) refreshes the topic's metadata and retries once.
+leader not yet elected, a lost connection, ...) refreshes the topic's metadata and
+retries, with backoff, for up to ``request_timeout``.
 """
 
 from __future__ import annotations
@@ -141,21 +142,33 @@ class BasicConsumer:
     # --- leader routing ---------------------------------------------------------
 
     async def _on_leader(self, topic: str, partition: int, call: Callable[[int], Any]) -> Any:
-        """``await call(leader_node_id)``, refreshing metadata and retrying once when the
-        outcome says the metadata was stale (a moved leader, a lost connection)."""
-        for attempt in (1, 2):
+        """``await call(leader_node_id)``; while the outcome says the metadata was stale
+        (a moved leader, one not yet in place on a new topic, a lost connection),
+        refresh it and try again, backing off from ``retry_backoff`` up to 1 s, for up
+        to ``request_timeout`` in all (as ``follow`` does); then raise the last error."""
+        give_up = anyio.current_time() + self._request_timeout
+        failures = 0
+        while True:
             try:
                 leader = await self._client.leader_for(topic, partition)
                 return await call(leader)
             except _Retry as retry:
-                if attempt == 2:
-                    raise retry.error from None
+                error = retry.error
             except KafkaError as exc:
-                if attempt == 2 or not (exc.retriable and exc.invalid_metadata):
+                if not (exc.retriable and exc.invalid_metadata):
                     raise
-            await anyio.sleep(self._retry_backoff)
-            await self._client.refresh([topic])
-        raise AssertionError("unreachable")
+                error = exc
+            delay = min(self._retry_backoff * 2**failures, _MAX_BACKOFF)
+            failures += 1
+            if anyio.current_time() + delay > give_up:
+                raise error from None
+            await anyio.sleep(delay)
+            try:
+                await self._client.refresh([topic])
+            except KafkaError as exc:
+                # Still unreachable (a broker restarting): the next try says so again.
+                if not exc.retriable:
+                    raise
 
     # --- ListOffsets -----------------------------------------------------------
 

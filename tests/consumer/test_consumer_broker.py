@@ -51,9 +51,13 @@ class Written:
 def create_topic(kafka: KafkaCluster, partitions: int = 1) -> str:
     name = unique_name("consumer")
     admin = AdminClient({"bootstrap.servers": kafka.plaintext})
-    futures = admin.create_topics(
-        [NewTopic(name, num_partitions=partitions, replication_factor=1)], operation_timeout=30
+    # No time retention: records stamped BASE_TS (2020) are older than the broker's
+    # 7 days, and its retention check (every 5 minutes) would delete them under a
+    # test that reads them from offset 0.
+    topic = NewTopic(
+        name, num_partitions=partitions, replication_factor=1, config={"retention.ms": "-1"}
     )
+    futures = admin.create_topics([topic], operation_timeout=30)
     futures[name].result(timeout=30)
     return name
 

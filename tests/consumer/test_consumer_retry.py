@@ -1,0 +1,84 @@
+"""BasicConsumer's leader routing retries stale-metadata errors with backoff for up to
+request_timeout, then raises the last one (CI once saw a fresh topic's leader answer
+NOT_LEADER_OR_FOLLOWER past the single retry there was before)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anyio
+import pytest
+
+from kafka_asgi.consumer import BasicConsumer
+from kafka_asgi.consumer.consumer import _Retry
+from kafka_asgi.protocol.errors import NotLeaderOrFollowerError, TopicAuthorizationFailedError
+
+pytestmark = pytest.mark.anyio
+
+
+class FakeClient:
+    """Leader 0 for every partition; counts metadata refreshes."""
+
+    def __init__(self) -> None:
+        self.refreshes = 0
+
+    async def leader_for(self, topic: str, partition: int) -> int:
+        return 0
+
+    async def refresh(self, topics: list[str]) -> None:
+        self.refreshes += 1
+
+
+def consumer_with(client: FakeClient, request_timeout: float) -> BasicConsumer:
+    consumer = BasicConsumer("127.0.0.1:1", request_timeout=request_timeout, retry_backoff=0.01)
+    consumer._client = client  # type: ignore[assignment]
+    return consumer
+
+
+async def test_retries_until_the_leader_answers(anyio_backend: str) -> None:
+    client = FakeClient()
+    consumer = consumer_with(client, request_timeout=10.0)
+    calls = 0
+
+    async def call(leader: int) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls <= 5:  # more than the one retry there was
+            raise _Retry(NotLeaderOrFollowerError("topic 't' partition 0"))
+        return 42
+
+    with anyio.fail_after(5):
+        assert await consumer._on_leader("t", 0, call) == 42
+    assert (calls, client.refreshes) == (6, 5)
+
+
+async def test_gives_up_after_request_timeout(anyio_backend: str) -> None:
+    client = FakeClient()
+    consumer = consumer_with(client, request_timeout=0.5)
+
+    async def call(leader: int) -> Any:
+        raise _Retry(NotLeaderOrFollowerError("topic 't' partition 0"))
+
+    started = time.monotonic()
+    with anyio.fail_after(10):
+        with pytest.raises(NotLeaderOrFollowerError, match="partition 0"):
+            await consumer._on_leader("t", 0, call)
+    elapsed = time.monotonic() - started
+    assert 0.2 < elapsed < 5.0
+    assert client.refreshes >= 3
+
+
+async def test_other_errors_raise_at_once(anyio_backend: str) -> None:
+    client = FakeClient()
+    consumer = consumer_with(client, request_timeout=10.0)
+    calls = 0
+
+    async def call(leader: int) -> Any:
+        nonlocal calls
+        calls += 1
+        raise TopicAuthorizationFailedError("topic 't'")
+
+    with pytest.raises(TopicAuthorizationFailedError):
+        await consumer._on_leader("t", 0, call)
+    assert (calls, client.refreshes) == (1, 0)
