@@ -36,21 +36,28 @@ def consumer_with(client: FakeClient, request_timeout: float) -> BasicConsumer:
     return consumer
 
 
+class Leader:
+    """A call to the leader: raises ``errors`` one per call, then answers 42."""
+
+    def __init__(self, *errors: Exception) -> None:
+        self.errors = list(errors)
+        self.calls = 0
+
+    async def __call__(self, leader: int) -> Any:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return 42
+
+
 async def test_retries_until_the_leader_answers(anyio_backend: str) -> None:
     client = FakeClient()
     consumer = consumer_with(client, request_timeout=10.0)
-    calls = 0
-
-    async def call(leader: int) -> Any:
-        nonlocal calls
-        calls += 1
-        if calls <= 5:  # more than the one retry there was
-            raise _Retry(NotLeaderOrFollowerError("topic 't' partition 0"))
-        return 42
-
+    # More refusals than the one retry there was.
+    call = Leader(*[_Retry(NotLeaderOrFollowerError("topic 't' partition 0")) for _ in range(5)])
     with anyio.fail_after(5):
         assert await consumer._on_leader("t", 0, call) == 42
-    assert (calls, client.refreshes) == (6, 5)
+    assert (call.calls, client.refreshes) == (6, 5)
 
 
 async def test_gives_up_after_request_timeout(anyio_backend: str) -> None:
@@ -72,13 +79,7 @@ async def test_gives_up_after_request_timeout(anyio_backend: str) -> None:
 async def test_other_errors_raise_at_once(anyio_backend: str) -> None:
     client = FakeClient()
     consumer = consumer_with(client, request_timeout=10.0)
-    calls = 0
-
-    async def call(leader: int) -> Any:
-        nonlocal calls
-        calls += 1
-        raise TopicAuthorizationFailedError("topic 't'")
-
+    call = Leader(TopicAuthorizationFailedError("topic 't'"))
     with pytest.raises(TopicAuthorizationFailedError):
         await consumer._on_leader("t", 0, call)
-    assert (calls, client.refreshes) == (1, 0)
+    assert (call.calls, client.refreshes) == (1, 0)
