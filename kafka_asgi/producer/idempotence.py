@@ -32,11 +32,14 @@ import anyio
 
 from kafka_asgi.network.errors import ClientRequestTimeoutError
 from kafka_asgi.protocol.errors import (
+    ClusterAuthorizationFailedError,
     DuplicateSequenceNumberError,
     InvalidProducerEpochError,
     KafkaError,
     OutOfOrderSequenceNumberError,
+    TransactionalIdAuthorizationFailedError,
     UnknownProducerIdError,
+    UnsupportedVersionError,
     error_for_code,
 )
 from kafka_asgi.protocol.messages import InitProducerIdRequest, InitProducerIdResponse
@@ -63,6 +66,19 @@ broker lost or rejects our producer state; KIP-360: start a new one and resend."
 _SEQ_MASK = 0x7FFFFFFF  # sequence numbers wrap from Int32.MAX to 0 (KIP-98)
 _MAX_EPOCH = 0x7FFF
 _REWRITE = -2  # a partition generation no batch has: all its batches get new numbers
+
+
+def _refused(error: KafkaError) -> bool:
+    """Does ``error`` from InitProducerId say this cluster will not give the producer
+    an id (a permission it lacks, or no such API), rather than not yet?"""
+    return isinstance(
+        error,
+        (
+            ClusterAuthorizationFailedError,
+            TransactionalIdAuthorizationFailedError,
+            UnsupportedVersionError,
+        ),
+    )
 
 
 def _seq_after(a: int, b: int) -> bool:
@@ -264,6 +280,9 @@ class Idempotence(ProducerState):
             except TimeoutError:
                 self._pid_error = ClientRequestTimeoutError("InitProducerId timed out")
             except KafkaError as exc:
+                if self._idempotence_implicit and self._pid_gen == 0 and _refused(exc):
+                    self._drop_idempotence(exc)
+                    return
                 self._pid_error = exc
             else:
                 self._pid = response.producer_id
@@ -282,6 +301,22 @@ class Idempotence(ProducerState):
             # that records waiting for the id go soon after a broker comes back.
             cap = STALL_BACKOFF_CAP if unreachable(self._pid_error) else 5.0
             await anyio.sleep(min(self._backoff * (2 ** min(failures, 6)), max(cap, self._backoff)))
+
+    def _drop_idempotence(self, error: KafkaError) -> None:
+        """The default turned idempotence on, and the cluster refuses the producer
+        its first id: go on without it (nothing was sent with sequence numbers yet),
+        rather than fail every record over a permission the user never asked for."""
+        logger.warning(
+            "kafka_asgi producer: idempotence is off: the cluster refused InitProducerId "
+            "(%s); records are sent without it (enable_idempotence=True requires it, "
+            "False skips the request)",
+            error,
+        )
+        self._idempotent = False
+        self._idempotence_implicit = False
+        self._part_limit = 1
+        self._pid_error = None
+        self._wake()
 
     def _reset_producer_id(self, error: KafkaError) -> None:
         if self._pid < 0:

@@ -64,10 +64,16 @@ Added here:
     ``on_delivery(error, metadata, key, value, headers)`` once per record: error is
     None and metadata a RecordMetadata on success; on failure error is the
     KafkaError and metadata's offset is -1.
-``enable_idempotence`` (False)
+``enable_idempotence`` (None: on with ``required_acks=-1``)
     InitProducerId and per-partition sequence numbers (KIP-98): retries never
     duplicate nor reorder, and a partition pipelines up to ``max_in_flight``
-    batches.  Needs ``required_acks=-1`` and ``max_in_flight <= 5``.
+    batches.  True needs ``required_acks=-1`` and ``max_in_flight <= 5``.  None
+    (the default) turns it on where those hold and ``max_retry > 0``, as the Java
+    client since 3.0 (KAFKA-13673), and off otherwise, so the default
+    ``required_acks=1`` stays without it; if the cluster then refuses the
+    producer id (CLUSTER_AUTHORIZATION_FAILED: a managed Kafka's policy without the
+    idempotent-write permission) or lacks InitProducerId, the producer goes on
+    without idempotence and logs a warning once.  False: never.
 ``value_serializer`` / ``key_serializer`` (None)
     Without one, values and keys are bytes (bytearray/memoryview copied) or str
     (UTF-8).  "json" serializes anything ``json.dumps`` accepts (bytes still pass
@@ -159,7 +165,7 @@ class ProducerOptions:
     linger: float = 0.0
     max_in_flight: int = 5
     on_delivery: OnDelivery | None = None
-    enable_idempotence: bool = False
+    enable_idempotence: bool | None = None
     value_serializer: Serializer | None = None
     key_serializer: Serializer | None = None
     max_request_size: int = _MIB
@@ -173,6 +179,15 @@ class ProducerOptions:
     spill_fsync: str | float = "segment"
     spill_segment_bytes: int = 16 * _MIB
 
+    @property
+    def idempotence(self) -> bool:
+        """Whether the producer starts idempotent: ``enable_idempotence``, or with
+        None, whether ``required_acks=-1``, ``max_in_flight <= 5`` and ``max_retry > 0``
+        (the Java client's rule for its default)."""
+        if self.enable_idempotence is not None:
+            return self.enable_idempotence
+        return self.required_acks == -1 and self.max_in_flight <= 5 and self.max_retry > 0
+
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> ProducerOptions:
         """Validate ``options`` (producer options only; TypeError for unknown names)."""
@@ -181,7 +196,9 @@ class ProducerOptions:
             raise TypeError(f"unknown producer option(s): {', '.join(unknown)}")
         o = dict(options)
         acks = _acks(o.get("required_acks", 1))
-        idempotent = _bool("enable_idempotence", o.get("enable_idempotence", False))
+        idempotent = o.get("enable_idempotence")
+        if idempotent is not None:
+            idempotent = _bool("enable_idempotence", idempotent)
         max_in_flight = _int("max_in_flight", o.get("max_in_flight", 5), 1)
         if idempotent:
             # KIP-98: the broker keeps the last five batches per producer and

@@ -145,7 +145,8 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
         self._backoff = opts.retry_backoff
         self._max_retry = opts.max_retry
         self._delivery_timeout = opts.delivery_timeout
-        self._idempotent = opts.enable_idempotence
+        self._idempotent = opts.idempotence
+        self._idempotence_implicit = self._idempotent and opts.enable_idempotence is None
         self._codec = opts.compression
         self._level = opts.compression_level
         self._partitioner = opts.partitioner
@@ -487,6 +488,13 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
     def remove_hooks(self, hooks: ProducerHooks) -> None:
         """Uninstall ``hooks`` (no error if they are not installed)."""
         self._hooks = without(self._hooks, hooks)
+
+    @property
+    def idempotent(self) -> bool:
+        """Whether the producer sends with idempotence (KIP-98): ``enable_idempotence``,
+        or its default's choice; False after the cluster refused the default's
+        producer id (see ``enable_idempotence``)."""
+        return self._idempotent
 
     def stats(self) -> ProducerStats:
         """Counters (a snapshot)."""

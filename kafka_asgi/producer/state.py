@@ -123,6 +123,9 @@ class ProducerState:
     _max_retry: int
     _delivery_timeout: float
     _idempotent: bool
+    # Turned on by default (enable_idempotence=None): dropped if the cluster refuses
+    # the first producer id.
+    _idempotence_implicit: bool
     _codec: Compression
     _level: int | None
     _partitioner: Any

@@ -36,7 +36,8 @@ async def test_batches_in_flight_per_partition(
     topic = new_topic(partitions=PARTITIONS)
     probe = InFlightProbe()
     outcome = Outcome()
-    extra: dict[str, Any] = {"enable_idempotence": True} if idempotent else {}
+    # "plain" says False: with acks=all the default would turn idempotence on.
+    extra: dict[str, Any] = {"enable_idempotence": idempotent}
     async with Producer(
         kafka.plaintext,
         required_acks=-1,

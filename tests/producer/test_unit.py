@@ -135,6 +135,94 @@ def test_idempotence_needs_acks_all(fake: FakeClient) -> None:
     assert producer.options.required_acks == -1
 
 
+def test_idempotence_by_default_where_acks_all_allows_it(fake: FakeClient) -> None:
+    """enable_idempotence=None (the default) follows the Java client's rule: on with
+    acks=all, max_in_flight <= 5 and retries; off (not an error) otherwise."""
+    cases = [
+        ({}, False),  # required_acks=1, lua-resty-kafka's default
+        ({"required_acks": -1}, True),
+        ({"required_acks": "all", "max_in_flight": 6}, False),
+        ({"required_acks": -1, "max_retry": 0}, False),
+        ({"required_acks": -1, "enable_idempotence": False}, False),
+        ({"required_acks": -1, "enable_idempotence": None}, True),
+        ({"required_acks": 0}, False),
+    ]
+    for options, expected in cases:
+        producer = Producer(client=fake, **options)
+        assert producer.idempotent is expected, options
+        assert producer.options.idempotence is expected, options
+    assert Producer(client=fake).options.enable_idempotence is None
+
+
+def _producer_ids(fake: FakeClient) -> set[int]:
+    """The producer id field (offset 43) of every batch in the Produce requests."""
+    return {
+        int.from_bytes(part.records[43:51], "big", signed=True)
+        for request in fake.requests
+        for topic in request.topic_data
+        for part in topic.partition_data
+    }
+
+
+async def test_default_idempotence_uses_a_producer_id(fake: FakeClient) -> None:
+    async with running(fake, required_acks=-1) as producer:
+        await producer.send("t", b"a", partition=0)
+    assert producer.idempotent
+    (pid,) = _producer_ids(fake)
+    assert pid >= 1000  # FakeClient's ids
+
+
+@pytest.mark.parametrize("refusal", ["ClusterAuthorizationFailedError", "UnsupportedVersionError"])
+async def test_default_idempotence_refused_goes_on_without_it(
+    fake: FakeClient, reports: Reports, refusal: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cluster whose policy lacks the idempotent-write permission (as a managed
+    Kafka's IAM policy may) refuses InitProducerId: with the default, every record
+    is still delivered, without a producer id, and a warning says why."""
+    import kafka_asgi.protocol.errors as errors
+
+    fake.pid_faults.append(getattr(errors, refusal)("InitProducerId"))
+    with caplog.at_level("WARNING", logger="kafka_asgi.producer"):
+        async with running(fake, reports, required_acks=-1) as producer:
+            assert producer.idempotent
+            with anyio.fail_after(scaled(10)):
+                metas = [await producer.send("one", b"%d" % i) for i in range(3)]
+                for i in range(50):
+                    producer.send_nowait("one", b"n%d" % i)
+                await producer.flush()
+            assert not producer.idempotent
+            stats = producer.stats()
+    assert [m.offset for m in metas] == [0, 1, 2]
+    assert (stats.delivered, stats.failed) == (53, 0) and not reports.errors
+    assert [r.value for r in fake.records("one", 0)] == [b"0", b"1", b"2"] + [
+        b"n%d" % i for i in range(50)
+    ]
+    assert _producer_ids(fake) == {-1}
+    assert not fake.pid_faults
+    warnings = [r.getMessage() for r in caplog.records if "idempotence is off" in r.getMessage()]
+    assert len(warnings) == 1 and "refused InitProducerId" in warnings[0]
+
+
+async def test_explicit_idempotence_refused_is_reported_not_dropped(
+    fake: FakeClient, reports: Reports
+) -> None:
+    """enable_idempotence=True asks for it: a refused producer id fails the records
+    (reported, after max_retry) instead of sending them without it."""
+    from kafka_asgi.protocol.errors import ClusterAuthorizationFailedError
+
+    for _ in range(20):
+        fake.pid_faults.append(ClusterAuthorizationFailedError("InitProducerId"))
+    async with running(
+        fake, reports, required_acks=-1, enable_idempotence=True, max_retry=1
+    ) as producer:
+        producer.send_nowait("one", b"x")
+        assert await eventually(lambda: bool(reports.errors), 20)
+        assert producer.idempotent
+    assert reports.failed_values == [b"x"]
+    assert isinstance(reports.errors[0][3], ClusterAuthorizationFailedError)
+    assert fake.requests == []
+
+
 def test_defaults_follow_lua_resty_kafka(fake: FakeClient) -> None:
     o = Producer(client=fake).options
     assert (o.flush_time, o.batch_num, o.batch_size, o.max_buffering) == (1.0, 200, 1 << 20, 50000)
