@@ -1,4 +1,5 @@
-"""Idempotent pipelining on the real broker: with enable_idempotence a partition has
+"""Idempotent pipelining on the real broker: with idempotence (asked for, or the default
+with acks=all) a partition has
 up to max_in_flight batches in flight (seen by a hook counting Produce requests per
 partition); without it, one. What was written is read back: every record once, in
 order per partition."""
@@ -22,22 +23,22 @@ PARTITIONS = 2
 
 @pytest.mark.parametrize(
     ("idempotent", "max_in_flight", "expected"),
-    [(True, 5, 5), (True, 2, 2), (False, 5, 1)],
-    ids=["idempotent-5", "idempotent-2", "plain"],
+    [(True, 5, 5), (True, 2, 2), (False, 5, 1), (None, 5, 5)],
+    ids=["idempotent-5", "idempotent-2", "plain", "default-acks-all"],
 )
 async def test_batches_in_flight_per_partition(
     kafka: Any,
     new_topic: Any,
     anyio_backend: str,
-    idempotent: bool,
+    idempotent: bool | None,
     max_in_flight: int,
     expected: int,
 ) -> None:
     topic = new_topic(partitions=PARTITIONS)
     probe = InFlightProbe()
     outcome = Outcome()
-    # "plain" says False: with acks=all the default would turn idempotence on.
-    extra: dict[str, Any] = {"enable_idempotence": idempotent}
+    # None: the default, which acks=all turns on (as the Java client's).
+    extra: dict[str, Any] = {} if idempotent is None else {"enable_idempotence": idempotent}
     async with Producer(
         kafka.plaintext,
         required_acks=-1,
@@ -53,6 +54,7 @@ async def test_batches_in_flight_per_partition(
             outcome.handed(i, None)
             producer.send_nowait(topic, b"%d" % i + b" " * 1000)
         await producer.flush(timeout=60)
+        assert producer.idempotent is (expected > 1)
     print(f"\n[{anyio_backend}] most batches of a partition in flight: {probe.peak}")
     assert probe.most() == expected
     # The requests reached the broker in order: no batch was refused as out of
