@@ -1,7 +1,7 @@
 """Idempotent pipelining on the real broker: with idempotence (asked for, or the
 default with acks=all) a partition has up to max_in_flight batches in flight (seen by a
-hook counting Produce requests per partition); without it, one. What was written is read back: every record once, in
-order per partition."""
+hook counting Produce requests per partition); without it, one. What was written is
+read back: every record once, in order per partition."""
 
 from __future__ import annotations
 
