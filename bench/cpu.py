@@ -55,9 +55,17 @@ from bench.producer import _values
 SECTION = "cpu"
 TICK = 0.002
 POOL = 10_000  # distinct values, cycled
-CLIENTS = (OURS, "confluent-kafka", "aiokafka")
+OURS_BIG = "kafka_asgi, batch_num=1000"
+"""kafka_asgi with five times lua-resty-kafka's batch_num: fewer, larger batches."""
+BIG_BATCH_NUM = 1000
+CLIENTS = (OURS, OURS_BIG, "confluent-kafka", "aiokafka")
 LOOPS = {"pacing loop (asyncio)": "asyncio", "pacing loop (time.sleep)": "sync"}
-BASELINE_OF = {OURS: "asyncio", "aiokafka": "asyncio", "confluent-kafka": "sync"}
+BASELINE_OF = {
+    OURS: "asyncio",
+    OURS_BIG: "asyncio",
+    "aiokafka": "asyncio",
+    "confluent-kafka": "sync",
+}
 BASELINE_SECONDS = 15.0
 
 
@@ -84,11 +92,13 @@ def _due(start: float, rate: float, total: int) -> int:
     return min(total, int((time.perf_counter() - start) * rate) + 1)
 
 
-async def _ours(bootstrap: str, topic: str, total: int, rate: float) -> dict[str, float]:
+async def _ours(
+    bootstrap: str, topic: str, total: int, rate: float, batch_num: int = 200
+) -> dict[str, float]:
     from kafka_asgi import Producer
 
     values = _values(POOL)
-    async with Producer(bootstrap, required_acks=1) as producer:
+    async with Producer(bootstrap, required_acks=1, batch_num=batch_num) as producer:
         await producer.send(topic, b"warm-up")
         send_nowait = producer.send_nowait
         window = _Window()
@@ -200,6 +210,8 @@ def _worker(impl: str, bootstrap: str, topic: str, total: int, rate: float) -> d
         warnings.simplefilter("ignore", DeprecationWarning)
         if impl == OURS:
             return asyncio.run(_ours(bootstrap, topic, total, rate))
+        if impl == OURS_BIG:
+            return asyncio.run(_ours(bootstrap, topic, total, rate, BIG_BATCH_NUM))
         if impl == "aiokafka":
             return asyncio.run(_aiokafka(bootstrap, topic, total, rate))
         if impl == "confluent-kafka":
@@ -298,7 +310,8 @@ def table(results: Sequence[Result]) -> str:
         net = _find(results, r.case, r.impl)
         ours = _find(results, r.case, OURS)
         ratio = ""
-        if net is not None and ours is not None and r.impl != OURS and ours.median > 0:
+        peer = r.impl not in (OURS, OURS_BIG)
+        if net is not None and ours is not None and peer and ours.median > 0:
             ratio = f"{net.median / ours.median:.2f}x"
         rows.append(
             [
