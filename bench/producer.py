@@ -10,7 +10,9 @@ The broker: KAFKA_BOOTSTRAP_SERVERS, else the local one (scripts/kafka_local.py,
 
 Throughput ("producer" section): 100-byte and 1 KiB records (distinct values shaped
 like JSON access-log events, made before the clock starts), acks=1 and acks=all, no
-key, without and with lz4 compression, each client with its defaults otherwise
+key, without and with lz4 compression, without idempotence unless the case says
+"idempotent" (kafka_asgi's default would turn it on with acks=all: the case passes
+False, as the peers' defaults have it off), each client with its defaults otherwise
 (kafka-python sits out lz4: its codec needs the ``lz4`` package, not a dependency
 here).  The full run measures every size x acks x codec on one partition, 100 B,
 acks=1, uncompressed on four, and 1 KiB, acks=all, lz4 with every client's
