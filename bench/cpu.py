@@ -93,12 +93,14 @@ def _due(start: float, rate: float, total: int) -> int:
 
 
 async def _ours(
-    bootstrap: str, topic: str, total: int, rate: float, batch_num: int = 200
+    bootstrap: str, topic: str, total: int, rate: float, batch_num: int | None = None
 ) -> dict[str, float]:
+    """``batch_num`` None: the producer's default."""
     from kafka_asgi import Producer
 
     values = _values(POOL)
-    async with Producer(bootstrap, required_acks=1, batch_num=batch_num) as producer:
+    tuned = {} if batch_num is None else {"batch_num": batch_num}
+    async with Producer(bootstrap, required_acks=1, **tuned) as producer:
         await producer.send(topic, b"warm-up")
         send_nowait = producer.send_nowait
         window = _Window()

@@ -68,17 +68,13 @@ _MAX_EPOCH = 0x7FFF
 _REWRITE = -2  # a partition generation no batch has: all its batches get new numbers
 
 
-def _refused(error: KafkaError) -> bool:
-    """Does ``error`` from InitProducerId say this cluster will not give the producer
-    an id (a permission it lacks, or no such API), rather than not yet?"""
-    return isinstance(
-        error,
-        (
-            ClusterAuthorizationFailedError,
-            TransactionalIdAuthorizationFailedError,
-            UnsupportedVersionError,
-        ),
-    )
+_REFUSALS = (
+    ClusterAuthorizationFailedError,
+    TransactionalIdAuthorizationFailedError,
+    UnsupportedVersionError,
+)
+"""InitProducerId errors that say this cluster will not give the producer an id (a
+permission it lacks, or no such API), rather than not yet."""
 
 
 def _seq_after(a: int, b: int) -> bool:
@@ -280,7 +276,7 @@ class Idempotence(ProducerState):
             except TimeoutError:
                 self._pid_error = ClientRequestTimeoutError("InitProducerId timed out")
             except KafkaError as exc:
-                if self._idempotence_implicit and self._pid_gen == 0 and _refused(exc):
+                if self._idempotence_implicit and self._pid_gen == 0 and isinstance(exc, _REFUSALS):
                     self._drop_idempotence(exc)
                     return
                 self._pid_error = exc

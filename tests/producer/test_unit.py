@@ -27,6 +27,7 @@ from kafka_asgi.protocol.errors import (
     NotEnoughReplicasError,
     UnknownTopicOrPartitionError,
 )
+from kafka_asgi.protocol.records import decode_batches
 from tests.support.fake_client import FakeClient, Fault
 from tests.support.producers import Reports, make, running
 from tests.support.timing import eventually, scaled
@@ -155,12 +156,13 @@ def test_idempotence_by_default_where_acks_all_allows_it(fake: FakeClient) -> No
 
 
 def _producer_ids(fake: FakeClient) -> set[int]:
-    """The producer id field (offset 43) of every batch in the Produce requests."""
+    """The producer id of every batch in the Produce requests."""
     return {
-        int.from_bytes(part.records[43:51], "big", signed=True)
+        batch.producer_id
         for request in fake.requests
         for topic in request.topic_data
         for part in topic.partition_data
+        for batch in decode_batches(part.records or b"")
     }
 
 
