@@ -132,6 +132,8 @@ class Batch:
         "stamps",
         "values",
         "waiters",
+        "zbody",
+        "zbusy",
     )
 
     def __init__(
@@ -170,6 +172,11 @@ class Batch:
         self.done = False
         # Set when the batch was split: its second half (which finishes after the first).
         self.replaced_by: Batch | None = None
+        # A slow codec's large batch is compressed on a worker thread (sender.py):
+        # zbusy while that runs, then zbody holds (compressed records section, base
+        # timestamp, largest delta) until the batch is encoded around it.
+        self.zbody: tuple[bytes, int, int] | None = None
+        self.zbusy = False
 
     def records(self) -> list[PendingRecord]:
         return records_of(self.values, self.stamps, self.keys, self.headers)

@@ -65,7 +65,7 @@ from .idempotence import Idempotence
 from .options import ProducerOptions
 from .registry import register_producer, unregister_producer
 from .reports import ProducerStats, RecordMetadata, Reports
-from .sender import Sender
+from .sender import Sender, offload_threshold
 from .spill_host import SpillSupport
 from .spill_seam import SpillHost, spill_seam
 from .state import ProducerClient
@@ -149,6 +149,8 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
         self._idempotence_implicit = self._idempotent and opts.enable_idempotence is None
         self._codec = opts.compression
         self._level = opts.compression_level
+        self._offload_min = offload_threshold(self._codec)
+        self._zlimiter = None
         self._partitioner = opts.partitioner
         self._value_serializer = opts.value_serializer
         self._key_serializer = opts.key_serializer

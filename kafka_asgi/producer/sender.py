@@ -18,8 +18,10 @@ import math
 from typing import Any, TypeAlias
 
 import anyio
+import anyio.to_thread
 
 from kafka_asgi.network.errors import ClientRequestTimeoutError, ConnectError, NetworkError
+from kafka_asgi.protocol.compression import Compression, compress
 from kafka_asgi.protocol.errors import (
     NO_ERROR,
     BrokerNotAvailableError,
@@ -39,7 +41,11 @@ from kafka_asgi.protocol.messages.produce import (
     PartitionProduceResponse,
     TopicProduceData,
 )
-from kafka_asgi.protocol.records import encode_batch_columns
+from kafka_asgi.protocol.records import (
+    assemble_batch,
+    encode_batch_columns,
+    encode_records_section,
+)
 
 from .accumulator import Batch, PartitionBuffer, TopicBuffer, cut_moving_on
 from .errors import DeliveryTimeoutError
@@ -47,11 +53,29 @@ from .hooks import ProducedPartition, ProduceRequestInfo, ProducerHooks, call_ho
 from .idempotence import DUPLICATE_SEQUENCE, PRODUCER_STATE_CODES
 from .state import STALL_BACKOFF_CAP, ProducerState, unreachable
 
-__all__ = ["Sender"]
+__all__ = ["Sender", "offload_threshold"]
 
 logger = logging.getLogger("kafka_asgi.producer")
 
 _INF = math.inf
+# Compressing a large batch with a slow codec on the event loop would hold every
+# other task there (an application's requests) for as long: gzip takes about 50 ms
+# per MiB of log lines on the benchmark machine, zstd about 5.  Their batches from
+# these sizes (before compression) are compressed on a worker thread (zlib and
+# cramjam's zstd release the GIL while they work); the records section is written
+# before and the header after, on the loop.  lz4 (its fast levels) and snappy take
+# 2-3 ms per MiB and stay on the loop: there a worker cost more throughput, in
+# handing the GIL back, than it saved (README, "Idempotent pipelining and 1 KiB
+# records").  LZ4HC's frame compressor holds the GIL, so a worker would not help.
+_OFFLOAD_MIN = {Compression.GZIP: 16 * 1024, Compression.ZSTD: 256 * 1024}
+
+
+def offload_threshold(codec: Compression) -> int | None:
+    """The size (before compression) from which ``codec``'s batches are compressed
+    on a worker thread; None: always on the event loop."""
+    return _OFFLOAD_MIN.get(codec)
+
+
 # Produce v3 is the first to carry magic-2 record batches (KIP-98).
 _PRODUCE_MIN_VERSION = 3
 # The hooks installed when a Produce request began, what they were told, their token.
@@ -87,6 +111,7 @@ class Sender(ProducerState):
         limit = self._part_limit
         idempotent = self._idempotent
         gen = self._pid_gen
+        offload = self._offload_min is not None
         for p in list(self._active):
             if force and p.pending and p.batches:
                 # Cut records behind a batch still in flight or waiting to be
@@ -111,11 +136,15 @@ class Sender(ProducerState):
                         break
                     if idempotent and not self._may_send(p, b, inflight + len(picked), gen):
                         break
+                    if offload and self._held_for_compression(b):
+                        break
                     i += 1
                 elif p.pending and (force or len(p.pending) >= batch_num or p.nbytes >= batch_size):
                     if idempotent and not self._may_send_new(p, inflight + len(picked), gen):
                         break
                     b = cut_moving_on(p)
+                    if offload and self._held_for_compression(b):
+                        break
                     i += 1
                 else:
                     break
@@ -244,7 +273,22 @@ class Sender(ProducerState):
         try:
             if self._idempotent:
                 self._stamp(b)
-            if b.data is None:
+            if b.data is None and b.zbody is not None:
+                # Compressed on a worker thread: the header around it, stamped now.
+                section, base_ts, max_delta = b.zbody
+                b.zbody = None
+                b.data = assemble_batch(
+                    section,
+                    len(b.values),
+                    base_ts,
+                    max_delta,
+                    compression=self._codec,
+                    compressed=True,
+                    producer_id=self._pid,
+                    producer_epoch=self._pid_epoch,
+                    base_sequence=b.base_seq,
+                )
+            elif b.data is None:
                 # Without idempotence the producer id, epoch and sequence stay -1.
                 b.data = encode_batch_columns(
                     b.values,
@@ -273,9 +317,12 @@ class Sender(ProducerState):
         (a partition with one batch in flight at a time)."""
         if self._part_limit > 1 or (self._idempotent and self._pid < 0):
             return
+        offload = self._offload_min is not None
         for p in list(self._active):
             if p.inflight and len(p.batches) > 1:
                 b = p.batches[1]
+                if offload and self._held_for_compression(b):
+                    continue  # compressed meanwhile on a worker thread
                 if self._idempotent:
                     # Stamped ahead only under the producer id and epoch its
                     # partition uses (moving on waits until nothing is out).
@@ -283,6 +330,47 @@ class Sender(ProducerState):
                         self._encode(b)
                 elif b.data is None:
                     self._encode(b)
+
+    def _held_for_compression(self, b: Batch) -> bool:
+        """Must ``b`` (its partition's next batch, not in flight) wait for its
+        compression on a worker thread?  Starts it when it is due."""
+        if b.zbusy:
+            return True
+        least = self._offload_min
+        if b.data is not None or b.zbody is not None or least is None or b.nbytes < least:
+            return False
+        tg = self._tg
+        if tg is None:
+            return False
+        section = encode_records_section(b.values, b.stamps, b.keys, b.headers)
+        if section is None:
+            return False  # unusual records: encoded on the loop, which names a fault
+        b.zbusy = True
+        tg.start_soon(self._compress_off_loop, b, section)
+        return True
+
+    async def _compress_off_loop(self, b: Batch, section: tuple[bytes, int, int]) -> None:
+        """Compress ``b``'s records section on a worker thread (one at a time per
+        producer), then let the flusher send it; a failure is reported."""
+        body, base_ts, max_delta = section
+        limiter = self._zlimiter
+        if limiter is None:
+            limiter = self._zlimiter = anyio.CapacityLimiter(1)
+        try:
+            packed = await anyio.to_thread.run_sync(
+                compress, self._codec, body, self._level, limiter=limiter, abandon_on_cancel=True
+            )
+        except Exception as exc:
+            b.zbusy = False  # before the report: a callback may flush
+            if not b.done:
+                self._fail_batch(b, KafkaError(f"cannot compress the batch: {exc!r}"), False)
+                self._wake()
+            return
+        finally:
+            b.zbusy = False
+        if not b.done:
+            b.zbody = (packed, base_ts, max_delta)
+            self._wake()
 
     def _split(self, b: Batch) -> Batch:
         """Replace ``b`` (not in flight) by its two halves; the first half."""

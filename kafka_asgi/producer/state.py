@@ -128,6 +128,10 @@ class ProducerState:
     _idempotence_implicit: bool
     _codec: Compression
     _level: int | None
+    # Batches of at least this many bytes are compressed on a worker thread (None:
+    # every batch on the event loop), one at a time.
+    _offload_min: int | None
+    _zlimiter: anyio.CapacityLimiter | None
     _partitioner: Any
     _value_serializer: Any
     _key_serializer: Any

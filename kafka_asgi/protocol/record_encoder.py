@@ -44,8 +44,10 @@ from kafka_asgi.protocol.varint import (
 )
 
 __all__ = [
+    "assemble_batch",
     "encode_batch",
     "encode_batch_columns",
+    "encode_records_section",
     "estimate_record_size",
     "set_producer_state",
 ]
@@ -282,9 +284,11 @@ def _assemble(
     transactional: bool,
     partition_leader_epoch: int,
     timestamp_type: TimestampType | int,
+    compressed: bool = False,
 ) -> bytes:
-    """Header, CRC and (compressed) records section: the per-batch work."""
-    if codec is not Compression.NONE:
+    """Header, CRC and (compressed) records section: the per-batch work.
+    ``compressed``: ``body`` is compressed with ``codec`` already."""
+    if codec is not Compression.NONE and not compressed:
         body = compress(codec, body, compression_level)
     attributes = (
         codec
@@ -409,6 +413,81 @@ def encode_batch_columns(
         timestamp_type=timestamp_type,
         compression_level=compression_level,
     )
+
+
+def encode_records_section(
+    values: Sequence[bytes | None],
+    timestamps_ns: Sequence[int],
+    keys: Sequence[bytes | None] | None = None,
+    headers: Sequence[Sequence[Header] | None] | None = None,
+) -> tuple[bytes, int, int] | None:
+    """The uncompressed records section :func:`encode_batch_columns` would write, as
+    (section, first timestamp in ms, largest timestamp delta); None for input only
+    its checked path takes (it then names the fault).
+
+    With :func:`assemble_batch`, a batch in two steps: the section here, its
+    compression elsewhere (a worker thread), the header around it last.
+    """
+    count = len(values)
+    if (
+        count == 0
+        or len(timestamps_ns) != count
+        or (keys is not None and len(keys) != count)
+        or (headers is not None and len(headers) != count)
+    ):
+        return None
+    try:
+        if keys is None and headers is None:
+            body, base_ts, max_ts = _encode_values(values, timestamps_ns)
+            return body, base_ts, max_ts - base_ts
+        return _encode_columns_fast(values, timestamps_ns, keys, headers)
+    except KafkaError as exc:
+        if isinstance(exc, EncodeError):
+            return None
+        raise
+    except Exception:
+        return None
+
+
+def assemble_batch(
+    section: bytes,
+    count: int,
+    base_ts: int,
+    max_delta: int,
+    *,
+    compression: Compression | int = Compression.NONE,
+    compressed: bool = False,
+    producer_id: int = -1,
+    producer_epoch: int = -1,
+    base_sequence: int = -1,
+) -> bytes:
+    """The batch of ``count`` records around a records section from
+    :func:`encode_records_section` (``compressed``: already compressed with
+    ``compression``); the bytes :func:`encode_batch_columns` makes of the same records.
+    A field out of its range raises ValueError naming the values."""
+    try:
+        return _assemble(
+            section,
+            count,
+            base_ts,
+            max_delta,
+            _options(compression, CREATE_TIME),
+            None,
+            0,
+            producer_id,
+            producer_epoch,
+            base_sequence,
+            False,
+            -1,
+            CREATE_TIME,
+            compressed,
+        )
+    except struct.error:
+        raise ValueError(
+            f"batch fields out of range: count={count}, base_ts={base_ts},"
+            f" max_delta={max_delta}, producer_id={producer_id},"
+            f" producer_epoch={producer_epoch}, base_sequence={base_sequence}"
+        ) from None
 
 
 def _encode_columns_fast(

@@ -17,6 +17,13 @@ partition_leader_epoch=-1, timestamp_type=CREATE_TIME, compression_level=None)
     batch's base timestamp is the first record's.  Bad input raises TypeError or
     ValueError naming the record and field.  This is the producer's hot path.
 
+``encode_records_section(values, timestamps_ns, keys=None, headers=None)``
+    and ``assemble_batch(section, count, base_ts, max_delta, *, compression,
+    compressed=False, producer_id=-1, producer_epoch=-1, base_sequence=-1)``
+    ``encode_batch_columns`` in two steps, so that the compression between them
+    can run elsewhere: the producer compresses slow codecs' large batches on a
+    worker thread.  The first returns None for input only the checked path takes.
+
 ``set_producer_state(batch, *, producer_id, producer_epoch, base_sequence,
 transactional=None) -> bytes``
     The same batch with other idempotence fields (and a new CRC), without
@@ -58,8 +65,10 @@ from kafka_asgi.protocol.record_batch import (
 )
 from kafka_asgi.protocol.record_decoder import decode_batches
 from kafka_asgi.protocol.record_encoder import (
+    assemble_batch,
     encode_batch,
     encode_batch_columns,
+    encode_records_section,
     estimate_record_size,
     set_producer_state,
 )
@@ -75,9 +84,11 @@ __all__ = [
     "RecordBatch",
     "RecordTuple",
     "TimestampType",
+    "assemble_batch",
     "decode_batches",
     "encode_batch",
     "encode_batch_columns",
+    "encode_records_section",
     "estimate_record_size",
     "set_producer_state",
 ]

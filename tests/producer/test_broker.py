@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 import pytest
 from confluent_kafka import Producer as ConfluentProducer
@@ -117,6 +118,62 @@ async def test_round_trip_all_codecs(
         # Records without a key were spread over partitions, not piled on one.
         keyless = Counter(acked[v].partition for k, v, _ in sent[codec] if k is None)
         assert len(keyless) > 1
+
+
+@pytest.mark.parametrize("codec", ["gzip", "zstd"])
+@pytest.mark.parametrize("acks", [1, -1], ids=["acks1", "acks-all-idempotent"])
+async def test_slow_codecs_compress_off_the_loop(
+    kafka: KafkaCluster,
+    new_topic: Callable[..., str],
+    anyio_backend: str,
+    monkeypatch: pytest.MonkeyPatch,
+    codec: str,
+    acks: int,
+) -> None:
+    """gzip's and zstd's large batches are compressed on a worker thread: the broker
+    takes them (with the producer id stamped around the compressed records when
+    idempotent), and a reader finds every record once, in order."""
+    import threading
+
+    import kafka_asgi.producer.sender as sender_module
+    from kafka_asgi.protocol.compression import Compression, compress
+
+    threads: list[int] = []
+
+    def spy(c: int, data: Any, level: int | None = None) -> bytes:
+        threads.append(threading.get_ident())
+        return compress(c, data, level)
+
+    monkeypatch.setattr(sender_module, "compress", spy)
+    threshold = sender_module.offload_threshold(Compression[codec.upper()])
+    assert threshold is not None
+    topic = new_topic(partitions=1)
+    value = b"GET /items/%06d 200 0.123 ms " + b"x" * 200
+    batch_num = threshold // len(value) + 1
+    n = 4 * batch_num
+    outcomes = Outcomes()
+    async with Producer(
+        kafka.plaintext,
+        compression=codec,
+        required_acks=acks,
+        batch_num=batch_num,
+        max_buffering=n + 1,
+        on_delivery=outcomes.on_delivery,
+        error_handle=outcomes.error_handle,
+    ) as producer:
+        assert producer.idempotent is (acks == -1)
+        with anyio.fail_after(scaled(60)):
+            for i in range(n):
+                producer.send_nowait(topic, value % i)
+                if i % 500 == 0:
+                    await anyio.lowlevel.checkpoint()
+            await producer.flush()
+        stats = producer.stats()
+    assert (stats.delivered, stats.failed) == (n, 0) and not outcomes.handled
+    assert threads and threading.get_ident() not in threads
+    read = await anyio.to_thread.run_sync(read_back, kafka.plaintext, topic, 1, n)
+    assert [v for _, _, v, _ in read[0]] == [value % i for i in range(n)]
+    assert [o for o, _, _, _ in read[0]] == list(range(n))
 
 
 async def test_sync_send_and_shared_batches(

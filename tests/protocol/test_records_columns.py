@@ -75,3 +75,48 @@ def test_bad_columns_are_named() -> None:
         encode_batch_columns([b"a", b"b"], [0, "later"])  # type: ignore[list-item]
     with pytest.raises(TypeError, match=r"records\[1\] value"):
         encode_batch_columns([b"a", 5], [0, 0])  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize("codec", [0, 1, 2, 3, 4])
+def test_section_then_assemble_makes_the_same_batch(codec: int) -> None:
+    """The producer's two-step encoding (records section, compression on a worker
+    thread, header around it) writes encode_batch_columns's bytes."""
+    from kafka_asgi.protocol.compression import compress
+    from kafka_asgi.protocol.records import assemble_batch, encode_records_section
+
+    if codec in (2, 3, 4):
+        pytest.importorskip("cramjam")
+    rng = random.Random(codec)
+    for trial in range(40):
+        n = rng.randint(1, 400)
+        values, stamps, _, _ = _case(rng, n, rng.choice([0, 10_000, 2 * _MS]), 300)
+        keys = [None if rng.random() < 0.5 else b"k%d" % i for i in range(n)] if trial % 2 else None
+        headers = (
+            [None if rng.random() < 0.5 else [("h", b"v")] for _ in range(n)] if trial % 3 else None
+        )
+        section = encode_records_section(values, stamps, keys, headers)
+        assert section is not None
+        body, base_ts, max_delta = section
+        packed = compress(codec, body) if codec else body
+        stamp = {"producer_id": 9, "producer_epoch": 2, "base_sequence": 40 + trial}
+        made = assemble_batch(
+            packed, n, base_ts, max_delta, compression=codec, compressed=True, **stamp
+        )
+        assert made == encode_batch_columns(
+            values, stamps, keys, headers, compression=codec, **stamp
+        )
+        # Not compressed yet: assemble_batch compresses it itself.
+        assert assemble_batch(body, n, base_ts, max_delta, compression=codec, **stamp) == made
+
+
+def test_section_leaves_unusual_input_to_the_checked_path() -> None:
+    from kafka_asgi.protocol.records import assemble_batch, encode_records_section
+
+    assert encode_records_section([], []) is None
+    assert encode_records_section([b"a", b"b"], [0]) is None  # columns of different lengths
+    assert encode_records_section([b"a", 5], [0, 0]) is None  # type: ignore[list-item]
+    # A timestamp out of range: the section is made, the header names it.
+    section = encode_records_section([b"a"], [-(1 << 90)])
+    assert section is not None
+    with pytest.raises(ValueError, match=f"base_ts={-(1 << 90) // _MS}"):
+        assemble_batch(section[0], 1, section[1], section[2])

@@ -1,0 +1,194 @@
+"""Slow codecs' large batches are compressed on a worker thread, not on the event
+loop (against the in-memory FakeClient; tests/producer/test_broker.py has the real
+broker)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import pytest
+
+import kafka_asgi.producer.sender as sender_module
+from kafka_asgi.protocol.compression import Compression, compress
+from kafka_asgi.protocol.records import decode_batches
+from tests.support.fake_client import FakeClient
+from tests.support.producers import Reports, running
+from tests.support.timing import scaled
+
+pytestmark = pytest.mark.anyio
+
+# 200 records (the default batch_num) of this size make a batch of about 60 KB.
+VALUE = b'{"method":"GET","path":"/items/42","status":200,"duration_ms":1.234}' * 4
+
+
+@pytest.fixture
+def fake() -> FakeClient:
+    client = FakeClient()
+    client.add_topic("one", 1)
+    return client
+
+
+@pytest.fixture
+def reports() -> Reports:
+    return Reports()
+
+
+class Compressions:
+    """Wraps the sender's compress: the thread each call ran on, and a gate that a
+    test may close to hold a compression until it opens it."""
+
+    def __init__(self) -> None:
+        self.threads: list[int] = []
+        self.sizes: list[int] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+        self.fail: BaseException | None = None
+
+    def __call__(self, codec: int, data: Any, level: int | None = None) -> bytes:
+        self.threads.append(threading.get_ident())
+        self.sizes.append(len(data))
+        self.entered.set()
+        # Bounded: a test that forgets to open the gate fails instead of hanging.
+        assert self.gate.wait(scaled(20)), "the gate was never opened"
+        if self.fail is not None:
+            error, self.fail = self.fail, None
+            raise error
+        return compress(codec, data, level)
+
+
+@pytest.fixture
+def compressions(monkeypatch: pytest.MonkeyPatch) -> Iterator[Compressions]:
+    spy = Compressions()
+    monkeypatch.setattr(sender_module, "compress", spy)
+    # The records' own encoder compresses inline through the protocol module.
+    monkeypatch.setattr("kafka_asgi.protocol.record_encoder.compress", spy)
+    yield spy
+    spy.gate.set()
+
+
+def _batches(fake: FakeClient) -> list[Any]:
+    return [
+        batch
+        for request in fake.requests
+        for topic in request.topic_data
+        for part in topic.partition_data
+        for batch in decode_batches(part.records or b"")
+    ]
+
+
+@pytest.mark.parametrize("codec", ["gzip", "zstd"])
+@pytest.mark.parametrize("acks", [1, -1])
+async def test_large_batches_of_slow_codecs_compress_on_a_worker_thread(
+    fake: FakeClient, compressions: Compressions, codec: str, acks: int
+) -> None:
+    threshold = sender_module.offload_threshold(Compression[codec.upper()])
+    assert threshold is not None
+    # Enough records that each batch is past the threshold (estimated size).
+    batch_num = max(200, threshold // len(VALUE) + 1)
+    n = 3 * batch_num
+    loop_thread = threading.get_ident()
+    async with running(fake, compression=codec, batch_num=batch_num, required_acks=acks) as p:
+        with anyio.fail_after(scaled(20)):
+            for i in range(n):
+                p.send_nowait("one", VALUE + b"%06d" % i)
+                if (i + 1) % batch_num == 0:
+                    await p.flush()  # a batch each
+        stats = p.stats()
+    assert (stats.delivered, stats.failed) == (n, 0)
+    assert [r.value for r in fake.records("one", 0)] == [VALUE + b"%06d" % i for i in range(n)]
+    batches = _batches(fake)
+    assert len(batches) == 3
+    assert {b.compression for b in batches} == {Compression[codec.upper()]}
+    # Every batch compressed off the loop, in one call on the whole records section.
+    assert compressions.threads and loop_thread not in compressions.threads
+    assert len(compressions.sizes) == len(batches)
+    if acks == -1:
+        # Idempotent by default: the stamp is put around the compressed section.
+        assert {b.producer_id for b in batches} != {-1}
+        assert [b.base_sequence for b in batches] == [
+            sum(len(x.records) for x in batches[:k]) for k in range(len(batches))
+        ]
+
+
+@pytest.mark.parametrize(
+    ("codec", "count"),
+    [("gzip", 20), ("lz4", 200), ("snappy", 200)],
+    ids=["small-gzip", "lz4", "snappy"],
+)
+async def test_small_batches_and_fast_codecs_compress_on_the_loop(
+    fake: FakeClient, compressions: Compressions, codec: str, count: int
+) -> None:
+    pytest.importorskip("cramjam")
+    loop_thread = threading.get_ident()
+    async with running(fake, compression=codec) as p:
+        with anyio.fail_after(scaled(20)):
+            for i in range(count):
+                p.send_nowait("one", VALUE + b"%06d" % i)
+            await p.flush()
+    assert len(fake.records("one", 0)) == count
+    assert compressions.threads and set(compressions.threads) == {loop_thread}
+
+
+async def test_the_loop_runs_while_a_batch_is_compressed(
+    fake: FakeClient, compressions: Compressions
+) -> None:
+    """While the worker holds a batch, the loop serves other tasks, and the
+    partition's later records wait behind it, in order."""
+    compressions.gate.clear()
+    async with running(fake, compression="gzip") as p:
+        with anyio.fail_after(scaled(20)):
+            for i in range(200):
+                p.send_nowait("one", VALUE + b"%06d" % i)
+            await anyio.to_thread.run_sync(compressions.entered.wait)
+            # Held on the worker: the loop still turns, records still come in...
+            for i in range(200, 260):
+                p.send_nowait("one", VALUE + b"%06d" % i)
+                await anyio.sleep(0.001)
+            # ...and nothing of the partition overtook the held batch.
+            assert not fake.records("one", 0) and not fake.requests
+            compressions.gate.set()
+            await p.flush()
+    assert [r.value for r in fake.records("one", 0)] == [VALUE + b"%06d" % i for i in range(260)]
+
+
+async def test_a_failed_compression_is_reported(
+    fake: FakeClient, compressions: Compressions, reports: Reports
+) -> None:
+    compressions.fail = MemoryError("no room")
+    async with running(fake, reports, compression="gzip") as p:
+        with anyio.fail_after(scaled(20)):
+            for i in range(400):
+                p.send_nowait("one", VALUE + b"%06d" % i)
+                if i == 199:
+                    await p.flush()  # a batch each
+            await p.flush()
+        stats = p.stats()
+    # The first batch is reported, naming the cause; the next one is delivered.
+    assert (stats.delivered, stats.failed) == (200, 200)
+    ((topic, partition, records, error, retriable),) = reports.errors
+    assert (topic, partition, retriable) == ("one", 0, False)
+    assert "cannot compress the batch" in str(error) and "no room" in str(error)
+    assert [r[1] for r in records] == [VALUE + b"%06d" % i for i in range(200)]
+    assert [r.value for r in fake.records("one", 0)] == [
+        VALUE + b"%06d" % i for i in range(200, 400)
+    ]
+
+
+async def test_close_while_a_compression_hangs_reports_the_batch(
+    fake: FakeClient, compressions: Compressions, reports: Reports
+) -> None:
+    """A compression that does not finish within close_timeout: aclose() returns
+    in time and reports its records; none is lost silently."""
+    compressions.gate.clear()
+    with anyio.fail_after(scaled(20)):
+        async with running(fake, reports, compression="gzip", close_timeout=0.5) as p:
+            for i in range(200):
+                p.send_nowait("one", VALUE + b"%06d" % i)
+            await anyio.to_thread.run_sync(compressions.entered.wait)
+    compressions.gate.set()
+    assert [r[1] for e in reports.errors for r in e[2]] == [VALUE + b"%06d" % i for i in range(200)]
+    assert p.stats().failed == 200 and not fake.records("one", 0)
