@@ -8,7 +8,9 @@ ProduceRequest per broker, up to ``max_in_flight`` outstanding per broker.  Each
 request runs in its own task (``_request``); its response completes the batches,
 or schedules their retry after ``retry_backoff`` (within ``max_retry``), or
 reports them.  While no broker can be reached, batches wait (``_stalled``) up to
-``delivery_timeout`` without using up ``max_retry``.
+``delivery_timeout`` without using up ``max_retry``.  A slow codec's large batch is
+compressed on a worker thread first (``_held_for_compression``), its partition
+waiting behind it.
 """
 
 from __future__ import annotations
