@@ -457,6 +457,7 @@ class SpillSeam:
         if not failed:
             self.kafka_ok = True
             self._settle.append((seg, offset, True))
+            self._stop_spilling(ticket.topic)  # a probe delivered its topic's last frame
         elif error is not None and _unreachable_kind(error) and len(failed) == count:
             # Kafka went away again: read the frame again later, in its place.
             self._settle.append((seg, offset, False))
@@ -498,7 +499,16 @@ class SpillSeam:
             self._backlog[topic] = left
             return
         self._backlog.pop(topic, None)
-        if topic in self.spilling and not self._queues.get(topic):
+        if self.kafka_ok:
+            self._stop_spilling(topic)
+        # Otherwise a probe read the topic's last frame back while Kafka seemed away:
+        # its new records keep going to the disk, behind that frame, until the probe
+        # is answered (a record accepted for a spilling topic is on disk when
+        # send_nowait returns, probe or not).
+
+    def _stop_spilling(self, topic: str) -> None:
+        """New records of ``topic`` stay in memory again, if nothing of it is on disk."""
+        if topic in self.spilling and not self._backlog.get(topic) and not self._queues.get(topic):
             self.spilling.discard(topic)
             if self._host is not None:
                 self._host.spilling_changed()

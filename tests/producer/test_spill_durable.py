@@ -65,6 +65,39 @@ async def test_accepted_record_of_a_spilling_topic_is_on_disk_on_return(
             assert mine == sorted(mine, key=lambda v: (v[:3] == b"new", v)), key
 
 
+async def test_record_accepted_while_a_probe_has_the_backlog_is_on_disk(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    """While Kafka seems away the replayer probes it with the topic's oldest frame
+    read back into memory (here its whole backlog): a record accepted meanwhile
+    still goes to the disk, behind that frame, and order holds once Kafka is back."""
+    fake = FakeClient()
+    fake.add_topic("t", 1)
+    fake.down = True
+    spill = tmp_path / "spill"
+    options: dict[str, Any] = {
+        "spill_dir": str(spill),
+        "delivery_timeout": 1.0,  # how long the probe's records stay in memory
+        "spill_fsync": "never",
+    }
+    async with running(fake, Reports(), **options) as producer:
+        for i in range(20):
+            producer.send_nowait("t", b"old%02d" % i)
+        assert await eventually(lambda: producer.stats().spilled >= 20, 10), producer.stats()
+        # The probe (one frame, read back about a second later) takes the backlog.
+        assert await eventually(lambda: producer.stats().replayed >= 20, 10), producer.stats()
+        for i in range(50):
+            value = b"new%03d" % i
+            producer.send_nowait("t", value)
+            assert on_disk(spill)[-1] == value, i
+        assert producer.stats().replayed == 20  # still the probe's: it had not failed yet
+        fake.down = False
+        assert await eventually(lambda: producer.stats().delivered == 70, 20), producer.stats()
+    assert [s.value for s in fake.records("t", 0)] == [b"old%02d" % i for i in range(20)] + [
+        b"new%03d" % i for i in range(50)
+    ]
+
+
 @pytest.mark.parametrize("outcome", ["delivered", "failed"])
 async def test_batch_in_flight_when_its_topic_starts_spilling_gets_a_held_copy(
     tmp_path: Path, anyio_backend: str, outcome: str
