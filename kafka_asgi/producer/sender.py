@@ -309,6 +309,12 @@ class Sender(ProducerState):
         except (TypeError, ValueError) as exc:
             self._fail_batch(b, KafkaError(f"cannot encode the batch: {exc}"), False)
             return None
+        except Exception as exc:
+            # A codec's own failure (cramjam's CompressionError, MemoryError): the
+            # batch is reported, as on the worker thread; raised, it would escape
+            # flush() and aclose() and leave the batch to be tried again forever.
+            self._fail_batch(b, KafkaError(f"cannot encode the batch: {exc!r}"), False)
+            return None
         if len(b.data) > self._max_request_size and len(b.values) > 1:
             # The size estimate was short (records of very different sizes).
             return self._encode(self._split(b))

@@ -192,3 +192,33 @@ async def test_close_while_a_compression_hangs_reports_the_batch(
     compressions.gate.set()
     assert [r[1] for e in reports.errors for r in e[2]] == [VALUE + b"%06d" % i for i in range(200)]
     assert p.stats().failed == 200 and not fake.records("one", 0)
+
+
+class CodecCrash(Exception):
+    """What a codec's own error looks like (cramjam raises its CompressionError)."""
+
+
+@pytest.mark.parametrize(("codec", "count"), [("gzip", 20), ("lz4", 200)], ids=["gzip", "lz4"])
+async def test_a_failed_compression_on_the_loop_is_reported(
+    fake: FakeClient, compressions: Compressions, reports: Reports, codec: str, count: int
+) -> None:
+    """A codec failing with an error of its own on the loop reports its batch, and
+    flush() and aclose() return; the next batch is delivered."""
+    pytest.importorskip("cramjam")
+    compressions.fail = CodecCrash("codec gave up")
+    async with running(fake, reports, compression=codec) as p:
+        with anyio.fail_after(scaled(20)):
+            for i in range(2 * count):
+                p.send_nowait("one", VALUE + b"%06d" % i)
+                if i == count - 1:
+                    await p.flush()  # a batch each
+            await p.flush()
+        stats = p.stats()
+    assert (stats.delivered, stats.failed) == (count, count)
+    ((_, _, records, error, retriable),) = reports.errors
+    assert "cannot encode the batch" in str(error) and "codec gave up" in str(error)
+    assert not retriable
+    assert [r[1] for r in records] == [VALUE + b"%06d" % i for i in range(count)]
+    assert [r.value for r in fake.records("one", 0)] == [
+        VALUE + b"%06d" % i for i in range(count, 2 * count)
+    ]
