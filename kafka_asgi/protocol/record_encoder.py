@@ -356,19 +356,11 @@ def encode_batch_columns(
             + ("" if headers is None else f", {len(headers)} headers")
         )
     codec = _options(compression, timestamp_type)
-    try:
-        if keys is None and headers is None:
-            body, base_ts, max_ts = _encode_values(values, timestamps_ns)
-            max_delta = max_ts - base_ts
-        else:
-            body, base_ts, max_delta = _encode_columns_fast(values, timestamps_ns, keys, headers)
-    except EncodeError:
-        pass  # a value out of range: the general path names the record and field
-    except KafkaError:
-        raise
-    except Exception:
-        pass  # something out of the ordinary: the general path checks and names it
-    else:
+    # None for a value out of range or anything out of the ordinary: the general
+    # path below checks and names the record and field.
+    section = encode_records_section(values, timestamps_ns, keys, headers)
+    if section is not None:
+        body, base_ts, max_delta = section
         try:
             return _assemble(
                 body,
@@ -441,12 +433,12 @@ def encode_records_section(
             body, base_ts, max_ts = _encode_values(values, timestamps_ns)
             return body, base_ts, max_ts - base_ts
         return _encode_columns_fast(values, timestamps_ns, keys, headers)
-    except KafkaError as exc:
-        if isinstance(exc, EncodeError):
-            return None
+    except EncodeError:
+        return None  # a value out of range
+    except KafkaError:
         raise
     except Exception:
-        return None
+        return None  # something out of the ordinary
 
 
 def assemble_batch(
