@@ -132,6 +132,7 @@ class _Exchange:
         "middleware",
         "request_bytes",
         "response_bytes",
+        "route",
         "start",
         "status",
     )
@@ -153,6 +154,7 @@ class _Exchange:
         self.input = counting
         self.status = 0
         self.response_bytes = 0
+        self.route: str | None = None
         self.body: Iterable[bytes] = ()
         self.closed = False
 
@@ -255,6 +257,13 @@ class AccessLogMiddleware(AccessLogOptions):
             status: str, headers: list[tuple[str, str]], exc_info: Any = None
         ) -> Callable[[bytes], Any]:
             exchange.status = int(status[:3])
+            # Flask's request, which werkzeug keeps in the environ until Flask's request
+            # context ends (before the response is closed), has the URL rule.
+            rule = getattr(environ.get("werkzeug.request"), "url_rule", None)
+            if rule is not None:
+                route = getattr(rule, "rule", None)
+                if route.__class__ is str:
+                    exchange.route = route
             if echo is not None:
                 headers = [*headers, echo]
             return exchange.write(start_response(status, headers, exc_info))
@@ -279,8 +288,10 @@ class AccessLogMiddleware(AccessLogOptions):
         duration = _perf_ns() - exchange.start
         environ = exchange.environ
         route = environ.get(ENVIRON_ROUTE_KEY)
+        if route.__class__ is not str:
+            route = exchange.route
         logger = exchange.logger
-        logger.release(route if isinstance(route, str) else None)
+        logger.release(route)
         if not self.sampled():
             return
         if exchange.input is not None:
@@ -300,6 +311,9 @@ class AccessLogMiddleware(AccessLogOptions):
         template = self._template
         trace = logger.trace
         if template is not None:
+            # The template, with or without orjson: one C call over a dict measured no
+            # cheaper here (cachegrind), unlike in the ASGI middleware.
+            route = logger.route
             if trace is None:
                 trace_id = span_id = ""
             else:
@@ -314,7 +328,7 @@ class AccessLogMiddleware(AccessLogOptions):
                         q(environ.get("REQUEST_METHOD", "GET")),
                         q(environ.get("wsgi.url_scheme", "http")),
                         q(path),
-                        "null" if logger.route is None else q(logger.route),
+                        "null" if route is None else q(route),
                         q(environ.get("QUERY_STRING", "")),
                         status,
                         exchange.response_bytes,

@@ -11,6 +11,7 @@ from flask import Flask, g
 from werkzeug.test import Client as WerkzeugClient
 
 from kafka_asgi.flask import KafkaExtension
+from kafka_asgi.integrations import access_log_event
 from kafka_asgi.integrations.access_log_event import ACCESS_LOG_FIELDS
 from kafka_asgi.integrations.testing import InMemoryProducer, capture_events
 from kafka_asgi.wsgi import AccessLogMiddleware
@@ -125,17 +126,62 @@ def test_request_bytes_declared_or_counted() -> None:
     assert producer.json_values("acc")[1]["request_bytes"] == 7
 
 
-def test_template_fast_path_matches_the_general_path() -> None:
-    fast, general = InMemoryProducer(), InMemoryProducer()
-    for producer, fields in ((fast, None), (general, ACCESS_LOG_FIELDS)):
-        app = AccessLogMiddleware(hello, topic="acc", producer=producer, fields=fields)
-        Client(app).get(
-            "/a/b", query_string='q="1"', headers={"User-Agent": 'quo"te', "X-Request-ID": "r1"}
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+@pytest.mark.parametrize(
+    ("options", "headers"),
+    [
+        ({}, {}),
+        ({}, {"traceparent": TRACEPARENT}),
+        ({"trace_context": False}, {"traceparent": TRACEPARENT}),
+        ({"extra": {"service": "50% off", "n": 1}}, {}),
+    ],
+)
+def test_fast_paths_match_the_general_path(
+    monkeypatch: pytest.MonkeyPatch, options: dict[str, Any], headers: dict[str, str]
+) -> None:
+    """The template (orjson installed or not) and the general path (``fields`` given)
+    write the same event."""
+    paths = ("orjson", "template", "general")
+    producers = {name: InMemoryProducer() for name in paths}
+    for name in paths:
+        if name == "orjson":
+            pytest.importorskip("orjson")
+            assert access_log_event.ORJSON_DUMPS is not None
+        else:
+            monkeypatch.setattr(access_log_event, "ORJSON_DUMPS", None)
+        traced = options.get("trace_context", True)
+        every = [f for f in ACCESS_LOG_FIELDS if traced or f not in ("trace_id", "span_id")]
+        fields = every if name == "general" else None
+        app = AccessLogMiddleware(
+            hello, topic="acc", producer=producers[name], fields=fields, **options
         )
-    (a,), (b,) = fast.json_values("acc"), general.json_values("acc")
-    for e in (a, b):
-        del e["timestamp"], e["duration_ms"]
-    assert a == b
+        assert (app._template is not None) == (name != "general")
+        Client(app).post(
+            '/a/"café"\\',
+            query_string='q="1"&%C3%A9=1',
+            data=b"body!",
+            headers={"User-Agent": 'quo"te \\ \x01', "X-Request-ID": "r1", **headers},
+        )
+        monkeypatch.undo()
+    events = [producers[name].json_values("acc")[0] for name in paths]
+    durations = [e.pop("duration_ms") for e in events]
+    assert min(durations) >= 0
+    # The fast paths write it to the microsecond; the general path as measured.
+    assert [round(d, 3) for d in durations[:2]] == durations[:2]
+    stamps = [e.pop("timestamp") for e in events]
+    assert max(stamps) - min(stamps) < 60_000
+    assert events[0] == events[1] == events[2]
+    assert list(events[0]) == list(events[1])  # the same field order
+    e = events[0]
+    assert e["path"] == '/a/"café"\\'.encode().decode("latin-1") and e["request_bytes"] == 5
+    assert e["user_agent"] == 'quo"te \\ \x01' and e["request_id"] == "r1"
+    if options.get("trace_context", True):
+        assert e["trace_id"] == ("0af7651916cd43dd8448eb211c80319c" if headers else None)
+    else:
+        assert "trace_id" not in e
+    assert e.get("service") == options.get("extra", {}).get("service")
 
 
 def test_exclusions_sampling_and_drops_never_touch_the_response() -> None:
@@ -220,6 +266,47 @@ def test_flask_without_access_log_still_has_g_kafka() -> None:
         ext.close()
     assert [e["order_id"] for e in producer.json_values("orders")] == [1]
     assert producer.json_values("access-log") == []
+
+
+def test_flask_g_kafka_is_looked_up_per_request_without_a_hook() -> None:
+    cluster = cluster_name()
+    producer = InMemoryProducer()
+    app = make_flask(
+        cluster,
+        KAFKA_ASGI_PRODUCER_FACTORY=lambda: producer,
+        KAFKA_ASGI_ACCESS_LOG={"topic": "acc"},
+    )
+
+    @app.get("/plain/<name>")
+    def plain(name: str) -> str:  # never reads g.kafka
+        return name
+
+    @app.get("/own")
+    def own() -> dict[str, Any]:
+        g.kafka = "the app's own"
+        return {"kafka": g.kafka, "other": g.get("other", "none")}
+
+    ext = KafkaExtension(app)
+    # No hook runs for every request: g.kafka costs only the views that read it.
+    assert not any(app.before_request_funcs.values())
+    try:
+        with app.app_context():
+            with pytest.raises(AttributeError, match="kafka"):
+                _ = g.kafka  # an app context, no request: nothing to log for
+            # Requests inside one pushed app context share its g: each still gets
+            # its own request's logger.
+            ids = [Client(app).post("/orders/1").json["request_id"] for _ in range(2)]
+            assert ids[0] != ids[1]
+            with pytest.raises(AttributeError, match="missing"):
+                _ = g.missing
+        assert Client(app).get("/plain/x").status_code == 200
+        assert Client(app).get("/own").json == {"kafka": "the app's own", "other": "none"}
+        producer.wait_for_sync(6)
+    finally:
+        ext.close()
+    routes = [e["route"] for e in producer.json_values("acc")]
+    assert routes == ["/orders/<int:order_id>"] * 2 + ["/plain/<name>", "/own"]
+    assert [e["request_id"] for e in producer.json_values("orders")] == ids
 
 
 @pytest.mark.parametrize(
