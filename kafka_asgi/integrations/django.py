@@ -36,7 +36,11 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings  # type: ignore[import-untyped]
 from django.core.exceptions import ImproperlyConfigured  # type: ignore[import-untyped]
 
-from kafka_asgi.integrations.access_log_event import AccessLogOptions, access_log_event
+from kafka_asgi.integrations.access_log_event import (
+    AccessLogOptions,
+    access_log_event,
+    quote,
+)
 from kafka_asgi.integrations.background import BackgroundProducer
 from kafka_asgi.integrations.event_logger import EventLogger, sender_for, warn_drop
 from kafka_asgi.integrations.lifespan import ASGIApp, KafkaLifespan, LifespanOptions
@@ -65,6 +69,7 @@ _LIFESPAN_KEYS = {
     "THREAD_QUEUE_SIZE": "thread_queue_size",
 }
 _ACCESS_LOG_DEFAULT: dict[str, Any] = {"topic": "access-log"}
+_time_ns = time.time_ns
 
 
 @dataclass(frozen=True)
@@ -192,13 +197,13 @@ def _ensure_producer(conf: KafkaSettings) -> BackgroundProducer | None:
 
 
 def _http_version(request: Any) -> str | None:
+    protocol = request.META.get("SERVER_PROTOCOL")
+    if isinstance(protocol, str):  # WSGI (a missing attribute costs more than this look-up)
+        return protocol[5:] if protocol.startswith("HTTP/") else None
     scope = getattr(request, "scope", None)  # ASGIRequest: META has no SERVER_PROTOCOL
     if scope is not None:
         version = scope.get("http_version")
         return version if isinstance(version, str) else None
-    protocol = request.META.get("SERVER_PROTOCOL")
-    if isinstance(protocol, str) and protocol.startswith("HTTP/"):
-        return protocol[5:]
     return None
 
 
@@ -305,42 +310,90 @@ class AccessLogMiddleware:
 
     def _emit(self, request: Any, response: Any, start: float, response_bytes: int) -> None:
         finished = time.perf_counter()
-        request.kafka.finish()
+        logger: DjangoEventLogger = request.kafka
+        route = logger.route
+        logger.release(route)  # logger.finish(), its route at hand
         opts = self.access_log
         if not opts.sampled():
             return
         meta = request.META
-        logger: DjangoEventLogger = request.kafka
         length = meta.get("CONTENT_LENGTH")
-        forwarded = meta.get("HTTP_X_FORWARDED_FOR")
-        event = access_log_event(
-            timestamp=int(time.time() * 1000),
-            type="http",
-            method=request.method,
-            scheme=request.scheme,
-            path=request.path,
-            route=logger.route,
-            query=meta.get("QUERY_STRING", ""),
-            status=response.status_code,
-            response_bytes=response_bytes,
-            request_bytes=int(length) if isinstance(length, str) and length.isdigit() else 0,
-            duration_ms=(finished - start) * 1000.0,
-            client=opts.resolve_client(meta.get("REMOTE_ADDR") or None, forwarded),
-            user_agent=meta.get("HTTP_USER_AGENT"),
-            request_id=logger.request_id,
-            http_version=_http_version(request),
-            trace_id=None if logger.trace is None else logger.trace[0],
-            span_id=None if logger.trace is None else logger.trace[1],
+        request_bytes = int(length) if isinstance(length, str) and length.isdigit() else 0
+        client = opts.resolve_client(
+            meta.get("REMOTE_ADDR") or None, meta.get("HTTP_X_FORWARDED_FOR")
         )
+        trace = logger.trace
+        ua = meta.get("HTTP_USER_AGENT")
+        version = _http_version(request)
         send = logger.send
-        if send is None:
-            try:
+        template = opts._template
+        if template is None:
+            event = access_log_event(
+                timestamp=_time_ns() // 1_000_000,
+                type="http",
+                method=request.method,
+                scheme=request.scheme,
+                path=request.path,
+                route=route,
+                query=meta.get("QUERY_STRING", ""),
+                status=response.status_code,
+                response_bytes=response_bytes,
+                request_bytes=request_bytes,
+                duration_ms=(finished - start) * 1000.0,
+                client=client,
+                user_agent=ua,
+                request_id=logger.request_id,
+                http_version=version,
+                trace_id=None if trace is None else trace[0],
+                span_id=None if trace is None else trace[1],
+            )
+            if send is None:
+                try:
+                    send = sender_for(self.cluster)
+                except Exception as exc:
+                    opts.dropped += 1
+                    warn_drop("Django access-log middleware", opts.topic, exc)
+                    return
+            opts.emit(request, event, send)
+            return
+        # The default event: formatted straight into the JSON template, as the ASGI and
+        # WSGI middlewares do (no dict, no json.dumps, no shaping).
+        if trace is None:
+            trace_id = span_id = ""
+        else:
+            template = opts._traced_template
+            trace_id, span_id = trace[0], trace[1]
+        q = quote
+        try:
+            value = (
+                template
+                % (
+                    _time_ns() // 1_000_000,
+                    q(request.method),
+                    q(request.scheme),
+                    q(request.path),
+                    "null" if route is None else q(route),
+                    q(meta.get("QUERY_STRING", "")),
+                    response.status_code,
+                    response_bytes,
+                    request_bytes,
+                    (finished - start) * 1000.0,
+                    "null" if client is None else q(client),
+                    "null" if ua is None else q(ua),
+                    q(logger.request_id),
+                    "null" if version is None else q(version),
+                    trace_id,
+                    span_id,
+                )
+            ).encode()
+            if send is None:
                 send = sender_for(self.cluster)
-            except Exception as exc:
-                opts.dropped += 1
-                warn_drop("Django access-log middleware", opts.topic, exc)
-                return
-        opts.emit(request, event, send)
+            send(opts.topic, value)
+        except Exception as exc:
+            opts.dropped += 1
+            warn_drop("Django access-log middleware", opts.topic, exc)
+        else:
+            opts.emitted += 1
 
 
 KafkaMiddleware = AccessLogMiddleware

@@ -19,9 +19,9 @@ Config keys (``KAFKA_ASGI_`` + the name of a
 ``_THREAD_QUEUE_SIZE``; and ``KAFKA_ASGI_ACCESS_LOG``: a dict of access-log options
 (default ``{"topic": "access-log"}``), or None for no access log (``g.kafka`` still
 works; it is looked up when read, through a subclass of the app's
-``app_ctx_globals_class`` made at ``init_app``). The producer runs in a background thread of each worker process
-(:mod:`kafka_asgi.integrations.wsgi`), started by its first request and flushed at
-exit.
+``app_ctx_globals_class`` made at ``init_app``). The producer runs in a background
+thread of each worker process (:mod:`kafka_asgi.integrations.wsgi`), started by its
+first request and flushed at exit.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from django.test import AsyncClient, Client, override_settings
 
 from kafka_asgi.django import KafkaMiddleware, get_asgi_application, kafka_settings
 from kafka_asgi.integrations import django as kdjango
+from kafka_asgi.integrations.access_log_event import ACCESS_LOG_FIELDS
 from kafka_asgi.integrations.testing import InMemoryProducer, capture_events
 from tests.integrations import django_testapp  # noqa: F401 - configures Django first
 from tests.support.asgi import run_lifespan
@@ -55,6 +56,75 @@ def test_sync_chain_logs_access_and_view_events(bg_producer: InMemoryProducer) -
     ]
 
 
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+@pytest.mark.parametrize(
+    ("options", "headers"),
+    [
+        ({}, {}),
+        ({}, {"HTTP_TRACEPARENT": TRACEPARENT}),
+        ({"trace_context": False}, {"HTTP_TRACEPARENT": TRACEPARENT}),
+        ({"extra": {"service": "50% off", "n": 1}}, {}),
+    ],
+)
+def test_default_event_template_matches_the_general_path(
+    options: dict[str, Any], headers: dict[str, str]
+) -> None:
+    """The default event is formatted into the JSON template; ``fields`` (or enrich,
+    key...) takes the general path. Both write the same event."""
+    producer = InMemoryProducer()
+    traced = options.get("trace_context", True)
+    every = [f for f in ACCESS_LOG_FIELDS if traced or f not in ("trace_id", "span_id")]
+    try:
+        for fields in (None, every):
+            access_log = {"topic": "access", **options}
+            if fields is not None:
+                access_log["fields"] = fields
+            conf = {"PRODUCER_FACTORY": lambda: producer, "ACCESS_LOG": access_log}
+            with override_settings(KAFKA_ASGI=conf):
+                client = Client()
+                (middleware,) = [
+                    m for m in iter_middleware(client) if isinstance(m, KafkaMiddleware)
+                ]
+                assert (middleware.access_log._template is None) == (fields is not None)
+                r = client.get(
+                    '/items/7?q="1"',
+                    HTTP_USER_AGENT='quo"te \\ \x01 é',
+                    HTTP_X_REQUEST_ID="rid-7",
+                    **headers,
+                )
+                assert r.status_code == 200
+        producer.wait_for_sync(2, topic="access")
+    finally:
+        bg = kdjango._background.pop("default", None)
+        if bg is not None:
+            bg.stop()
+    fast, general = producer.json_values("access")
+    durations = [fast.pop("duration_ms"), general.pop("duration_ms")]
+    assert min(durations) >= 0 and round(durations[0], 3) == durations[0]
+    assert abs(fast.pop("timestamp") - general.pop("timestamp")) < 60_000
+    assert fast == general and list(fast) == list(general)
+    assert fast["route"] == "items/<int:item_id>" and fast["request_id"] == "rid-7"
+    assert fast["user_agent"] == 'quo"te \\ \x01 é'
+    assert fast["query"] == 'q="1"' and fast["http_version"] == "1.1"
+    if traced:
+        assert fast["trace_id"] == ("0af7651916cd43dd8448eb211c80319c" if headers else None)
+    else:
+        assert "trace_id" not in fast
+    assert fast.get("service") == options.get("extra", {}).get("service")
+
+
+def iter_middleware(client: Client) -> Iterator[Any]:
+    """The middleware instances of a test client's handler chain, outermost first."""
+    client.handler.load_middleware()
+    chain: Any = client.handler._middleware_chain
+    while chain is not None:
+        handler = getattr(chain, "__wrapped__", chain)
+        yield handler
+        chain = getattr(handler, "get_response", None)
+
+
 # Django's async support runs on asyncio only: these tests are not made for trio.
 asyncio_only = pytest.mark.parametrize("anyio_backend", ["asyncio"])
 
@@ -88,6 +158,7 @@ async def test_asgi_application_runs_the_lifespan(anyio_backend: str) -> None:
         assert r.status_code == 200 and r2.content == b"y" * 10
         (a1, a2) = events.json_values("access")
         assert a1["request_id"] == r.headers["x-request-id"]
+        assert a1["http_version"] == "1.1"  # from the ASGI scope (META has no protocol)
         assert a2["response_bytes"] == 10
         assert events.json_values("item-views")[0]["request_id"] == a1["request_id"]
     assert "default" not in kdjango._background  # the lifespan's producer was used
