@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import json.encoder
+import time
 from collections.abc import Callable, Collection, Mapping
 from random import random
 from typing import Any
@@ -37,6 +38,8 @@ __all__ = [
     "access_log_event",
     "quote",
 ]
+
+_time_ns = time.time_ns
 
 ACCESS_LOG_FIELDS = (
     "timestamp",
@@ -336,6 +339,56 @@ class AccessLogOptions:
         except ValueError:
             return False
         return any(address in net for net in self._proxy_nets)
+
+    def default_event(
+        self,
+        method: str,
+        scheme: str,
+        path: str,
+        route: str | None,
+        query: str,
+        status: int,
+        response_bytes: int,
+        request_bytes: int,
+        duration_ms: float,
+        client: str | None,
+        user_agent: str | None,
+        request_id: str,
+        http_version: str | None,
+        trace: tuple[Any, ...] | None,
+    ) -> bytes:
+        """The default HTTP event, formatted into the JSON template (only while
+        ``_template`` is set: the default event shape). The WSGI and Django middlewares
+        call it; the ASGI middleware writes it out inline, its hot path."""
+        template = self._template
+        assert template is not None
+        if trace is None:
+            trace_id = span_id = ""
+        else:
+            template = self._traced_template
+            trace_id, span_id = trace[0], trace[1]
+        q = quote
+        return (
+            template
+            % (
+                _time_ns() // 1_000_000,
+                q(method),
+                q(scheme),
+                q(path),
+                "null" if route is None else q(route),
+                q(query),
+                status,
+                response_bytes,
+                request_bytes,
+                duration_ms,
+                "null" if client is None else q(client),
+                "null" if user_agent is None else q(user_agent),
+                q(request_id),
+                "null" if http_version is None else q(http_version),
+                trace_id,
+                span_id,
+            )
+        ).encode()
 
     def sampled(self) -> bool:
         if self.sample_rate < 1.0 and random() >= self.sample_rate:

@@ -39,7 +39,6 @@ from django.core.exceptions import ImproperlyConfigured  # type: ignore[import-u
 from kafka_asgi.integrations.access_log_event import (
     AccessLogOptions,
     access_log_event,
-    quote,
 )
 from kafka_asgi.integrations.background import BackgroundProducer
 from kafka_asgi.integrations.event_logger import EventLogger, sender_for, warn_drop
@@ -326,8 +325,7 @@ class AccessLogMiddleware:
         ua = meta.get("HTTP_USER_AGENT")
         version = _http_version(request)
         send = logger.send
-        template = opts._template
-        if template is None:
+        if opts._template is None:
             event = access_log_event(
                 timestamp=_time_ns() // 1_000_000,
                 type="http",
@@ -358,34 +356,23 @@ class AccessLogMiddleware:
             return
         # The default event: formatted straight into the JSON template, as the ASGI and
         # WSGI middlewares do (no dict, no json.dumps, no shaping).
-        if trace is None:
-            trace_id = span_id = ""
-        else:
-            template = opts._traced_template
-            trace_id, span_id = trace[0], trace[1]
-        q = quote
         try:
-            value = (
-                template
-                % (
-                    _time_ns() // 1_000_000,
-                    q(request.method),
-                    q(request.scheme),
-                    q(request.path),
-                    "null" if route is None else q(route),
-                    q(meta.get("QUERY_STRING", "")),
-                    response.status_code,
-                    response_bytes,
-                    request_bytes,
-                    (finished - start) * 1000.0,
-                    "null" if client is None else q(client),
-                    "null" if ua is None else q(ua),
-                    q(logger.request_id),
-                    "null" if version is None else q(version),
-                    trace_id,
-                    span_id,
-                )
-            ).encode()
+            value = opts.default_event(
+                request.method,
+                request.scheme,
+                request.path,
+                route,
+                meta.get("QUERY_STRING", ""),
+                response.status_code,
+                response_bytes,
+                request_bytes,
+                (finished - start) * 1000.0,
+                client,
+                ua,
+                logger.request_id,
+                version,
+                trace,
+            )
             if send is None:
                 send = sender_for(self.cluster)
             send(opts.topic, value)
