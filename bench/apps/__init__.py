@@ -8,6 +8,11 @@ The variant comes from the environment (set by bench/middleware.py):
     ``aiokafka``'s ``send_and_wait()`` once per request; ``d`` kafka_asgi's
     middleware with Kafka stopped (``BENCH_BOOTSTRAP`` names a port where nothing
     listens).
+Three more split (b)'s cost apart (bench/server_instructions.py): ``e`` (b) without
+echoing the request id (``echo_request_id=False``); ``n`` the middleware with a no-op
+producer and no lifespan (the middleware alone); ``p`` no middleware, the route handing
+one prebuilt event of the default event's size to the lifespan's producer (the
+producer alone: hand-off, batches, requests).
 ``BENCH_BOOTSTRAP``, ``BENCH_TOPIC``
     Where the events go.
 
@@ -35,8 +40,11 @@ BOOTSTRAP = os.environ.get("BENCH_BOOTSTRAP", "127.0.0.1:9092")
 TOPIC = os.environ.get("BENCH_TOPIC", "bench-access-log")
 STATS_PATH = "/_bench/stats"
 
-if VARIANT not in ("a", "b", "c", "d"):
-    raise SystemExit(f"BENCH_VARIANT must be a, b, c or d, not {VARIANT!r}")
+if VARIANT not in ("a", "b", "c", "d", "e", "n", "p"):
+    raise SystemExit(f"BENCH_VARIANT must be one of a, b, c, d, e, n, p, not {VARIANT!r}")
+#: Variants whose app has kafka_asgi's lifespan (its producer), and its middleware.
+LIFESPAN_VARIANTS = ("b", "d", "e", "p")
+MIDDLEWARE_VARIANTS = ("b", "d", "e", "n")
 
 
 class CountedAccessLog(AccessLogMiddleware):
@@ -49,8 +57,46 @@ class CountedAccessLog(AccessLogMiddleware):
         CountedAccessLog.instances.append(self)
 
 
+class NullProducer:
+    """Variant (n)'s producer: counts the events and sends nothing."""
+
+    count = 0
+
+    def send_nowait(self, topic: str, value: Any, *args: Any, **kwargs: Any) -> None:
+        self.count += 1
+
+
+NULL_PRODUCER = NullProducer()
+
+
 def access_log_options() -> dict[str, Any]:
-    return {"topic": TOPIC, "exclude_paths": [STATS_PATH]}
+    options: dict[str, Any] = {"topic": TOPIC, "exclude_paths": [STATS_PATH]}
+    if VARIANT == "e":
+        options["echo_request_id"] = False
+    elif VARIANT == "n":
+        options["producer"] = NULL_PRODUCER
+    return options
+
+
+# Variant (p): the default event of ``GET /`` from the load of bench/server_instructions.py,
+# as the middleware writes it (the same length), handed over by the route itself.
+EVENT = (
+    b'{"timestamp":1764820000000,"type":"http","method":"GET","scheme":"http","path":"/",'
+    b'"route":"/","query":"","status":200,"response_bytes":13,"request_bytes":0,'
+    b'"duration_ms":0.071,"client":"127.0.0.1","user_agent":"bench/1",'
+    b'"request_id":"6c1f0b9a7d2e4f5a000000000000002a","http_version":"1.1",'
+    b'"trace_id":null,"span_id":null}'
+)
+_handed: list[Any] = []
+
+
+def hand_over() -> None:
+    """Variant (p): one event to the lifespan's producer, as the middleware would."""
+    if not _handed:
+        import kafka_asgi
+
+        _handed.append(kafka_asgi.get_producer())
+    _handed[0].send_nowait(TOPIC, EVENT)
 
 
 def lifespan_options() -> dict[str, Any]:
@@ -107,7 +153,11 @@ async def naive_access_log(
 
 async def stats(request: Request) -> JSONResponse:
     out: dict[str, Any] = {"variant": VARIANT, "pid": os.getpid()}
-    if VARIANT in ("b", "d"):
+    if VARIANT == "n":
+        mw = CountedAccessLog.instances[-1] if CountedAccessLog.instances else None
+        out["middleware"] = mw.stats() if mw is not None else None
+        out["null_producer"] = {"count": NULL_PRODUCER.count}
+    elif VARIANT in LIFESPAN_VARIANTS:
         import kafka_asgi
 
         mw = CountedAccessLog.instances[-1] if CountedAccessLog.instances else None

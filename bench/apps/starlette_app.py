@@ -14,10 +14,13 @@ from starlette.routing import Route
 from kafka_asgi.integrations.starlette import kafka_lifespan
 
 from . import (
+    LIFESPAN_VARIANTS,
+    MIDDLEWARE_VARIANTS,
     STATS_PATH,
     VARIANT,
     CountedAccessLog,
     access_log_options,
+    hand_over,
     lifespan_options,
     naive_access_log,
     naive_lifespan,
@@ -29,11 +32,17 @@ async def hello(request: Request) -> PlainTextResponse:
     return PlainTextResponse("Hello, world!")
 
 
-routes = [Route("/", hello), Route(STATS_PATH, stats)]
+async def hello_handing_over(request: Request) -> PlainTextResponse:
+    hand_over()
+    return PlainTextResponse("Hello, world!")
+
+
+routes = [Route("/", hello_handing_over if VARIANT == "p" else hello), Route(STATS_PATH, stats)]
 middleware: list[Middleware] = []
 lifespan: Any = None
-if VARIANT in ("b", "d"):
+if VARIANT in LIFESPAN_VARIANTS:
     lifespan = kafka_lifespan(**lifespan_options())
+if VARIANT in MIDDLEWARE_VARIANTS:
     middleware.append(Middleware(CountedAccessLog, **access_log_options()))
 elif VARIANT == "c":
     lifespan = naive_lifespan
