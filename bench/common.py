@@ -356,6 +356,18 @@ def delete_topics(bootstrap: str, names: Sequence[str]) -> None:
             fut.result(timeout=60)
 
 
+def end_offset(bootstrap: str, topic: str) -> int:
+    """The end offset of ``topic``'s partition 0 (the access-log topics have one)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-offsets"})
+    try:
+        _low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+    finally:
+        consumer.close()
+    return int(high)
+
+
 def free_port() -> int:
     """A loopback TCP port nothing listens on (bound then released)."""
     import socket

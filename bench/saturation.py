@@ -53,6 +53,7 @@ from bench.common import (
     BenchError,
     Context,
     Result,
+    end_offset,
     free_port,
     human,
     markdown_table,
@@ -245,7 +246,7 @@ def _load_once(
     with tempfile.TemporaryDirectory(prefix="bench-pinned-") as tmp:
         server = Uvicorn(app, variant, env, Path(tmp), loop=loop, workers=workers, core=core)
         topic = env["BENCH_TOPIC"]
-        before = _end_offset(ctx.bootstrap, topic) if workers > 1 and variant == "b" else 0
+        before = end_offset(ctx.bootstrap, topic) if workers > 1 and variant == "b" else 0
         try:
             server.wait_ready()
             server.served += wrk(server.url, 1, None).requests  # warm-up
@@ -264,18 +265,6 @@ def _load_once(
     return load, cpu / load.requests * 1e6, note
 
 
-def _end_offset(bootstrap: str, topic: str) -> int:
-    """The access-log topic's end offset (one partition)."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-offsets"})
-    try:
-        _low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
-    finally:
-        consumer.close()
-    return int(high)
-
-
 def _check_topic(ctx: Context, server: Uvicorn, topic: str, before: int) -> str:
     """Several workers: each has its own counters, so count the events in Kafka
     instead (the end offset of the topic has moved by one per logged request)."""
@@ -283,7 +272,7 @@ def _check_topic(ctx: Context, server: Uvicorn, topic: str, before: int) -> str:
         return "" if server.variant == "a" else "Kafka down: not checked per worker"
     deadline = time.monotonic() + 30
     while True:
-        got = _end_offset(ctx.bootstrap, topic) - before
+        got = end_offset(ctx.bootstrap, topic) - before
         if got >= server.served:
             return f"{got} events in the topic for {server.served} requests"
         if time.monotonic() > deadline:

@@ -43,7 +43,16 @@ import time
 import urllib.request
 import uuid
 
-from bench.common import PYTHON, ROOT, BenchError, broker, create_topics, delete_topics, free_port
+from bench.common import (
+    PYTHON,
+    ROOT,
+    BenchError,
+    broker,
+    create_topics,
+    delete_topics,
+    end_offset,
+    free_port,
+)
 
 APPS = {"starlette": "bench.apps.starlette_app:app", "fastapi": "bench.apps.fastapi_app:app"}
 VARIANTS = {
@@ -90,17 +99,6 @@ def _get(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=120) as response:
         body: bytes = response.read()
     return body
-
-
-def _end_offset(bootstrap: str, topic: str) -> int:
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-offsets"})
-    try:
-        _low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
-    finally:
-        consumer.close()
-    return int(high)
 
 
 def _count(app: str, variant: str, n: int, bootstrap: str) -> int:
@@ -175,7 +173,7 @@ def _count(app: str, variant: str, n: int, bootstrap: str) -> int:
         raise BenchError(f"uvicorn ({app}, {variant}) under valgrind failed:\n{err[-2000:]}")
     try:
         if variant in ("b", "e", "p"):
-            events = _end_offset(bootstrap, topic)
+            events = end_offset(bootstrap, topic)
             if events != n + 1:
                 raise BenchError(f"({variant}) {events} events in Kafka for {n + 1} requests")
     finally:
