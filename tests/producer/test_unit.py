@@ -1011,3 +1011,21 @@ async def test_retriable_init_producer_id_failures_do_not_use_up_max_retry(
             meta = await producer.send("one", b"x")
     assert meta.offset == 0 and not reports.errors
     assert not fake.pid_faults
+
+
+async def test_an_answer_wakes_the_flusher_for_the_batch_behind_it(fake: FakeClient) -> None:
+    # One batch in flight per partition: the second waits for the first's answer,
+    # which must send it at once (not a flush_time later).
+    fake.gate = anyio.Event()
+    async with running(fake, flush_time=60, batch_num=5, max_in_flight=1) as producer:
+        for i in range(5):
+            producer.send_nowait("one", b"%d" % i)
+        assert await eventually(lambda: producer.stats().in_flight == 5, 2.0, interval=0.005)
+        for i in range(5, 10):
+            producer.send_nowait("one", b"%d" % i)
+        await anyio.sleep(0.05)
+        stats = producer.stats()
+        assert (len(fake.records("one", 0)), stats.in_flight, stats.buffered) == (5, 5, 5)
+        fake.gate.set()
+        assert await eventually(lambda: producer.stats().delivered == 10, 2.0, interval=0.005)
+    assert [r.value for r in fake.records("one", 0)] == [b"%d" % i for i in range(10)]
