@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from scramp import ScramClient, ScramException  # type: ignore[import-untyped]
-
 from kafka_asgi.network.errors import AuthenticationError
 
 __all__ = [
@@ -146,6 +144,10 @@ class ScramMechanism:
     __slots__ = ("_client", "_step", "name")
 
     def __init__(self, name: str, username: str, password: str) -> None:
+        # Imported here: scramp (and asn1crypto under it) is a fifth of
+        # ``import kafka_asgi``'s time, and most producers never use SCRAM.
+        from scramp import ScramClient, ScramException  # type: ignore[import-untyped]
+
         self.name = name
         try:
             self._client = ScramClient([name], username, password)
@@ -169,6 +171,8 @@ class ScramMechanism:
         return str(self._client.get_client_first()).encode()
 
     def respond(self, challenge: bytes) -> bytes | None:
+        from scramp import ScramException  # loaded by __init__ already
+
         try:
             text = challenge.decode("utf-8")
         except UnicodeDecodeError:

@@ -275,6 +275,27 @@ def test_scram_rejects_garbage() -> None:
         mech2.respond(b"r=wrong-nonce,s=c2FsdA==,i=4096")
 
 
+def test_scramp_is_imported_only_when_scram_is_used() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import kafka_asgi, kafka_asgi.integrations\n"
+        "kafka_asgi.Producer(\n"
+        "    '127.0.0.1:1', sasl_mechanism='PLAIN', sasl_username='u', sasl_password='p'\n"
+        ")\n"
+        "print('scramp' in sys.modules)\n"
+        "from kafka_asgi.network.sasl import ScramMechanism\n"
+        "ScramMechanism('SCRAM-SHA-256', 'u', 'p')\n"
+        "print('scramp' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.split() == ["False", "True"], out.stdout + out.stderr
+
+
 # ---------------------------------------------------------------- versions
 
 
