@@ -249,7 +249,6 @@ class TopicBuffer:
     __slots__ = (
         "available",
         "count",
-        "drains",
         "extras",
         "fetching",
         "meta",
@@ -261,6 +260,7 @@ class TopicBuffer:
         "stamps",
         "sticky",
         "sticky_count",
+        "taken",
         "values",
         "wake_bytes",
     )
@@ -286,7 +286,9 @@ class TopicBuffer:
         self.sticky_count = 0  # records placed on the sticky partition since it was chosen
         self.rr = 0
         self.fetching = False
-        self.drains = 0
+        # Records that ever left the front of ``values`` (placed, or reported): a
+        # position in values plus this names one record however the list shrinks.
+        self.taken = 0
 
     def __repr__(self) -> str:
         return f"<TopicBuffer {self.name} {len(self.values)} records>"

@@ -711,7 +711,7 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
         t.wake_bytes = self._batch_size
         extras, t.extras = t.extras, None
         mixed, t.mixed = t.mixed, False
-        t.drains += 1
+        t.taken += len(values)
         failed = place(
             t,
             values,

@@ -238,19 +238,28 @@ class Reports(ProducerState):
         self, t: TopicBuffer, marks: list[tuple[float, int]], now: float, error: KafkaError
     ) -> None:
         """Report the records of ``t`` (waiting for its metadata) handed over
-        delivery_timeout ago or earlier; drop the marks they used."""
+        delivery_timeout ago or earlier; drop the marks they used.
+
+        A mark is (time, end): the records before position ``end`` (counted from
+        the topic's first record, ``t.taken`` + index) were handed over by then.
+        Positions, not counts of ``t.values``: records may leave it meanwhile (moved
+        to the disk by an evacuation) and others come (read back from it), and
+        those must get their own delivery_timeout, not their predecessors'."""
         horizon = now - self._delivery_timeout
-        count = 0
+        end = t.taken
         while marks and marks[0][0] <= horizon:
-            count = max(count, marks.pop(0)[1])
-        count = min(count, len(t.values))
-        if count:
-            marks[:] = [(at, n - count) for at, n in marks if n > count]
+            end = max(end, marks.pop(0)[1])
+        count = min(end - t.taken, len(t.values))
+        if count > 0:
             expired = DeliveryTimeoutError(
                 f"not delivered within delivery_timeout={self._delivery_timeout}s "
                 f"(metadata for topic {t.name!r} not received: {error})"
             )
             self._fail_topic(t, expired, count)
+        # Marks whose records all left (the ones above, or moved to the disk): the
+        # first one left sets the next wake-up.
+        while marks and marks[0][1] <= t.taken:
+            del marks[0]
 
     def _fail_topic(self, t: TopicBuffer, error: KafkaError, count: int | None = None) -> None:
         """Report the records of ``t`` not yet placed (the first ``count`` of them)."""
@@ -258,6 +267,7 @@ class Reports(ProducerState):
             self._fail_topic_prefix(t, error, count)
             return
         values, t.values = t.values, []
+        t.taken += len(values)
         stamps, t.stamps = t.stamps, []
         t.nbytes = 0
         t.wake_bytes = self._batch_size
@@ -267,6 +277,7 @@ class Reports(ProducerState):
             self._report_unplaced(t, values, stamps, extras, error)
 
     def _fail_topic_prefix(self, t: TopicBuffer, error: KafkaError, count: int) -> None:
+        t.taken += count
         values = t.values[:count]
         del t.values[:count]
         stamps = t.stamps[:count]

@@ -687,8 +687,9 @@ class Sender(ProducerState):
         attempt = 0
         stalls = 0
         limit = 2 * self._request_wait
-        # (time, n): the first n records of t.values were handed over by then.
-        marks: list[tuple[float, int]] = [(anyio.current_time(), len(t.values))]
+        # (time, end): the records before position end were handed over by then
+        # (see _expire_waiting).
+        marks: list[tuple[float, int]] = [(anyio.current_time(), t.taken + len(t.values))]
         try:
             while True:
                 try:
@@ -708,7 +709,7 @@ class Sender(ProducerState):
                         self._spill.kafka_ok = False
                     now = anyio.current_time()
                     self._expire_waiting(t, marks, now, error)
-                    marks.append((now, len(t.values)))
+                    marks.append((now, t.taken + len(t.values)))
                     delay = min(
                         self._backoff * (1 << min(stalls, 16)),
                         max(STALL_BACKOFF_CAP, self._backoff),

@@ -51,6 +51,38 @@ async def test_outage_then_replay_in_order(tmp_path: Path, anyio_backend: str) -
     assert not list((tmp_path / "spill").glob("*/*.seg"))
 
 
+async def test_records_read_back_wait_their_own_delivery_timeout_for_metadata(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    """The topic's metadata never came (no broker): A expires to the disk at 0.5 s, and
+    B, handed over at 0.25 s, is moved there behind it; A is read back (a probe) while
+    the metadata is still missing.  A must get a whole delivery_timeout in memory again,
+    not B's remaining 0.25 s: expired on B's account, part of A's frame went back to the
+    disk behind B while the rest of it was delivered once the broker came, and the key's
+    records reached Kafka as A3 A4 B0 B1 B2 A0 A1 A2."""
+    fake = FakeClient()
+    fake.add_topic("t", 1)
+    fake.down = True
+    reports = Reports()
+    options = {**_options(tmp_path), "delivery_timeout": 0.5, "flush_time": 0.05}
+    async with running(fake, reports, **options) as producer:
+        for i in range(5):
+            producer.send_nowait("t", b"A%d" % i, key=b"k")
+        await anyio.sleep(0.25)
+        for i in range(3):
+            producer.send_nowait("t", b"B%d" % i, key=b"k")
+        # After A was read back and B's delivery_timeout passed; before A's own.
+        await anyio.sleep(1.0)
+        fake.down = False
+        assert await eventually(lambda: producer.stats().delivered == 8, 20), producer.stats()
+    assert [s.value for s in fake.records("t", 0)] == [
+        *(b"A%d" % i for i in range(5)),
+        *(b"B%d" % i for i in range(3)),
+    ]
+    assert not reports.errors
+    assert not list((tmp_path / "spill").glob("*/*.seg"))
+
+
 async def test_unknown_topic_is_replayed_a_bounded_number_of_times(
     tmp_path: Path, anyio_backend: str
 ) -> None:
