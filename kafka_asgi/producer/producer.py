@@ -601,10 +601,7 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
         self._held += 1
         nbytes = t.nbytes + size
         t.nbytes = nbytes
-        # Once per drain (wake_bytes is reset there): while the topic's metadata is
-        # missing its records stay here, and waking the flusher for each one would
-        # run a cycle per record for nothing (the metadata's arrival wakes it).
-        if nbytes >= t.wake_bytes or (len(values) >= self._batch_num and t.wake_bytes < _NEVER):
+        if nbytes >= t.wake_bytes or len(values) >= self._batch_num:
             t.wake_bytes = _NEVER
             self._wake()
 

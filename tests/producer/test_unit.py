@@ -1029,27 +1029,3 @@ async def test_an_answer_wakes_the_flusher_for_the_batch_behind_it(fake: FakeCli
         fake.gate.set()
         assert await eventually(lambda: producer.stats().delivered == 10, 2.0, interval=0.005)
     assert [r.value for r in fake.records("one", 0)] == [b"%d" % i for i in range(10)]
-
-
-async def test_records_waiting_for_metadata_wake_the_flusher_once(fake: FakeClient) -> None:
-    # Keyed records (the general path): past batch_num, each used to wake the
-    # flusher again while the topic's metadata was missing, a cycle per record.
-    fake.down = True
-    async with running(fake, flush_time=60, batch_num=5, delivery_timeout=30) as producer:
-        cycles = 0
-        cycle = producer._cycle
-
-        def counted(force: bool) -> None:
-            nonlocal cycles
-            cycles += 1
-            cycle(force)
-
-        producer._cycle = counted  # type: ignore[method-assign]
-        for i in range(200):
-            producer.send_nowait("one", b"%d" % i, key=b"k")
-            await anyio.lowlevel.checkpoint()
-        assert producer.stats().buffered == 200
-        assert cycles <= 3
-        fake.down = False  # the metadata's arrival sends them, not flush_time
-        assert await eventually(lambda: producer.stats().delivered == 200, 10.0, interval=0.01)
-    assert [r.value for r in fake.records("one", 0)] == [b"%d" % i for i in range(200)]
