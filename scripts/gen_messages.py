@@ -42,6 +42,7 @@ APIS = (
     "FindCoordinator",
     "CreatePartitions",
     "ElectLeaders",
+    "DescribeProducers",
 )
 
 MAX_VERSION = 0x7FFF  # "N+" ranges are open-ended; int16 bounds every api version.
@@ -727,13 +728,20 @@ def emit_struct(
         if len(run) > 1:
             codec = struct_const(run, consts)
             names = ", ".join(f.py for f in run)
+            ind = 2
             if c:
                 for f in run:
                     e(2, f"{f.py}: {py_type(f)} = {default_expr(f)}")
                 e(2, f"if {c}:")
-                e(3, f"{names} = r.fixed({codec})")
+                ind = 3
+            if 4 * ind + len(names) + len(codec) + 13 <= 100:
+                e(ind, f"{names} = r.fixed({codec})")
             else:
-                e(2, f"{names} = r.fixed({codec})")
+                # One name a line, as ruff formats a long unpacking.
+                e(ind, "(")
+                for f in run:
+                    e(ind + 1, f"{f.py},")
+                e(ind, f") = r.fixed({codec})")
             continue
         vs = variants(fd, fd.versions, flex)
         ind = 2

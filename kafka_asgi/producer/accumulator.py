@@ -210,6 +210,7 @@ class PartitionBuffer:
         "next_seq",
         "pending",
         "pid_gen",
+        "probing",
         "stamps",
         "topic",
         "unresolved",
@@ -238,6 +239,10 @@ class PartitionBuffer:
         self.acked_seq = 0
         self.pid_gen = -1
         self.unresolved = -1
+        # A batch was refused as out of order where the broker may have it (its
+        # producer state reloaded after a restart keeps only the last batch): the
+        # partition sends nothing until DescribeProducers says how far it has us.
+        self.probing = False
 
     def __repr__(self) -> str:
         return f"<PartitionBuffer {self.topic.name}[{self.index}]>"

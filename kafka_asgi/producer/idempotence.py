@@ -15,13 +15,17 @@ OUT_OF_ORDER_SEQUENCE_NUMBER for the next batch in line, or UNKNOWN_PRODUCER_ID,
 means the broker lost our state: the epoch is bumped (KIP-360: same producer id,
 epoch + 1, sequence numbers restarting at 0; a new id by InitProducerId when the
 epoch is at its maximum, or after INVALID_PRODUCER_EPOCH), and that partition's
-batches get new numbers from 0.  The other partitions move to the new epoch once
-none of their batches is out: until then their retries keep the producer id,
-epoch and sequence numbers they were sent with, so the broker still drops a copy
-it has (as Java's client).  A batch that
-failed for good after it may have been written leaves its partition *unresolved*
-while later batches are out: acknowledged, they prove it written; if they are all
-gone, or the next one is refused as out of order, the epoch is bumped.
+batches get new numbers from 0.  Unlike Java's client, before bumping for
+OUT_OF_ORDER_SEQUENCE_NUMBER the producer asks the leader (DescribeProducers) how
+far it has us: a broker restarted cleanly knows only a producer's last batch, and
+refuses a retry of an earlier one it wrote (its answer lost) as out of order; the
+bump would write those batches twice (``_probe``).  The other partitions move to
+the new epoch once none of their batches is out: until then their retries keep
+the producer id, epoch and sequence numbers they were sent with, so the broker
+still drops a copy it has (as Java's client).  A batch that failed for good after
+it may have been written leaves its partition *unresolved* while later batches
+are out: acknowledged, they prove it written; if they are all gone, or the next
+one is refused as out of order, the epoch is bumped.
 """
 
 from __future__ import annotations
@@ -42,7 +46,13 @@ from kafka_asgi.protocol.errors import (
     UnsupportedVersionError,
     error_for_code,
 )
-from kafka_asgi.protocol.messages import InitProducerIdRequest, InitProducerIdResponse
+from kafka_asgi.protocol.messages import (
+    DescribeProducersRequest,
+    DescribeProducersResponse,
+    InitProducerIdRequest,
+    InitProducerIdResponse,
+)
+from kafka_asgi.protocol.messages.describe_producers import TopicRequest as DescribeTopic
 from kafka_asgi.protocol.records import set_producer_state
 
 from .accumulator import Batch, PartitionBuffer
@@ -112,6 +122,8 @@ class Idempotence(ProducerState):
     def _may_send_new(self, p: PartitionBuffer, out: int, gen: int) -> bool:
         """May a batch of ``p`` get new sequence numbers while ``out`` batches of
         ``p`` are in flight or taken?"""
+        if p.probing:
+            return False  # the leader is asked how far it has this partition
         if p.pid_gen != gen:
             # Moving to a new producer id or epoch (numbers from 0): only once no
             # batch of the earlier one is out, in flight or waiting for its retry
@@ -216,6 +228,8 @@ class Idempotence(ProducerState):
                 self._requeue(b, error)
                 return
             unresolved = p.unresolved >= 0
+            if not unresolved and self._probe(p, b, error):
+                return
             self._bump_for(p, error)
             if unresolved:
                 # Refused for the failed batch before it, not for itself: a retry
@@ -232,6 +246,105 @@ class Idempotence(ProducerState):
             p.pid_gen = _REWRITE
             p.unresolved = -1
         self._attempt_failed(b, error, False, retriable=True)
+
+    def _probe(self, p: PartitionBuffer, b: Batch, error: KafkaError) -> bool:
+        """OUT_OF_ORDER_SEQUENCE_NUMBER for ``b``, the batch right after the last one
+        acknowledged: the broker may not have it, or may have it and the batches
+        after it.  A broker restarted cleanly reloads a producer's state with its
+        last batch only, so a retry of an earlier one it wrote (its answer lost) is
+        refused as out of order, not recognised as a duplicate; bumping the epoch
+        then would write those batches again (Java's client does).  Ask the leader
+        how far it has us (DescribeProducers) before deciding; ``b`` waits, the
+        partition sends nothing meanwhile.  False: no question asked (bump now)."""
+        if p.probing or p.pid_gen != self._pid_gen or self._pid < 0 or self._tg is None:
+            return False
+        if b.base_seq != p.acked_seq or not b.sent:
+            return False
+        p.probing = True
+        self._tg.start_soon(self._ask_sequence, p, p.pid_gen, self._pid, self._pid_epoch, error)
+        self._requeue(b, error)
+        return True
+
+    async def _ask_sequence(
+        self, p: PartitionBuffer, gen: int, pid: int, epoch: int, error: KafkaError
+    ) -> None:
+        """DescribeProducers for ``p``: the last sequence number its leader has of
+        producer ``pid`` at ``epoch`` (None: not known, or another epoch)."""
+        last: int | None = None
+        why = "no answer"
+        try:
+            meta = self._client.cached_topic(p.topic.name)
+            pm = None if meta is None else meta.partitions.get(p.index)
+            if pm is None or pm.leader < 0:
+                why = "no leader known"
+            else:
+                request = DescribeProducersRequest(
+                    topics=[DescribeTopic(name=p.topic.name, partition_indexes=[p.index])]
+                )
+                with anyio.fail_after(2 * self._request_wait):
+                    response: DescribeProducersResponse = await self._client.send(
+                        pm.leader, request, request_timeout=self._request_wait
+                    )
+                why = "our producer is not in its answer"
+                for t in response.topics:
+                    for part in t.partitions:
+                        if part.partition_index != p.index or t.name != p.topic.name:
+                            continue
+                        if part.error_code:
+                            why = repr(error_for_code(part.error_code)(part.error_message))
+                        for state in part.active_producers:
+                            if state.producer_id == pid and state.producer_epoch == epoch:
+                                last = state.last_sequence
+        except TimeoutError:
+            why = "DescribeProducers timed out"
+        except KafkaError as exc:  # the connection, no such API (Kafka < 3.0), ...
+            why = repr(exc)
+        finally:
+            p.probing = False
+            self._wake()
+        self._sequence_known(p, gen, last, error, why)
+
+    def _sequence_known(
+        self, p: PartitionBuffer, gen: int, last: int | None, error: KafkaError, why: str
+    ) -> None:
+        """The leader has ``p``'s records up to sequence number ``last``: the batches
+        sent before up to there are written (acknowledged, their offsets unknown as
+        for a duplicate); the rest go again with their numbers.  If that does not
+        explain the refusal (the broker has none of them, or ``last`` falls inside a
+        batch), the broker lost our sequence: bump the epoch (KIP-360)."""
+        if p.pid_gen != gen or self._state == "closed":
+            return  # moved to a new epoch meanwhile: its batches get new numbers
+        written = 0
+        if last is not None:
+            for q in list(p.batches):
+                if q.done or q.inflight or not q.sent or q.pid_gen != gen:
+                    break
+                if q.base_seq != p.acked_seq:
+                    break
+                if _seq_after((q.base_seq + len(q.values) - 1) & _SEQ_MASK, last):
+                    break
+                self._complete(q, -1, -1)
+                written += len(q.values)
+        if last is not None and written and p.acked_seq == (last + 1) & _SEQ_MASK:
+            self._seq_probes_resolved += 1
+            logger.warning(
+                "kafka_asgi producer: %s partition %d: %d records refused as out of order "
+                "were written before (the broker's last sequence number for us is %s); "
+                "acknowledged without sending them again",
+                p.topic.name,
+                p.index,
+                written,
+                last,
+            )
+            return
+        logger.debug(
+            "kafka_asgi producer: %s partition %d: sequence not resolved (%s, last=%s)",
+            p.topic.name,
+            p.index,
+            why,
+            last,
+        )
+        self._bump_for(p, error)
 
     def _bump_for(self, p: PartitionBuffer, error: KafkaError) -> None:
         """``p``'s sequence must restart: under the next epoch (bumped now unless

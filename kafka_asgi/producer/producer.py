@@ -177,6 +177,7 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
         self._pid_error: KafkaError | None = None
         self._pid_wanted: anyio.Event | None = None
         self._epoch_bumps = 0
+        self._seq_probes_resolved = 0
         # Batches in flight per partition: the sequence numbers keep them in order.
         self._part_limit = opts.max_in_flight if self._idempotent else 1
 

@@ -213,6 +213,8 @@ class Sender(ProducerState):
     def _may_send(self, p: PartitionBuffer, b: Batch, out: int, gen: int) -> bool:
         """With idempotence, may ``b`` (``p``'s first batch not in flight) go while
         ``out`` batches of ``p`` are in flight or taken?"""
+        if p.probing:
+            return False  # the leader is asked how far it has this partition
         if b.sent and b.pid_gen == p.pid_gen:
             # A retry keeps its sequence number: it goes alone, at the head of its
             # partition (Java: only once it is the first in flight), so the batches

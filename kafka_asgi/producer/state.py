@@ -152,6 +152,8 @@ class ProducerState:
     _pid_error: KafkaError | None
     _pid_wanted: anyio.Event | None
     _epoch_bumps: int
+    # Refusals as out of order that DescribeProducers showed written (see _probe).
+    _seq_probes_resolved: int
     # Batches a partition may have in flight: max_in_flight with idempotence, else 1.
     _part_limit: int
     # Per broker, an event set once the latest Produce request started to it has

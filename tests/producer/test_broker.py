@@ -17,11 +17,13 @@ import pytest
 from confluent_kafka import Producer as ConfluentProducer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from kafka_asgi.network.errors import ConnectionClosedError
 from kafka_asgi.producer import BufferFullError, Producer, RecordMetadata, murmur2_partition
 from kafka_asgi.protocol.errors import (
     MessageTooLargeError,
     UnknownTopicOrPartitionError,
 )
+from kafka_asgi.protocol.messages import ProduceRequest
 from tests.support.brokers import KafkaCluster, unique_name
 from tests.support.readers import Outcomes, read_back
 from tests.support.timing import scaled
@@ -430,6 +432,68 @@ async def test_broker_restart_mid_stream(
             assert (meta.partition, meta.offset) in copies, (value, meta, copies)
     if idempotent:
         assert max(values.values()) == 1, [v for v, n in values.items() if n > 1][:5]
+
+
+async def test_answers_lost_before_a_clean_restart_are_not_written_twice(
+    own_broker: Any, anyio_backend: str
+) -> None:
+    """Three batches reach the broker, their answers are lost, and the broker is
+    stopped cleanly and started again before they are retried.  It reloads our
+    producer state with the last batch only, so the retry of the first is refused
+    as OUT_OF_ORDER_SEQUENCE_NUMBER rather than recognised as a duplicate; Java's
+    client bumps the epoch then and writes the three again.  The producer asks the
+    leader (DescribeProducers) and acknowledges them instead: each record once."""
+    bootstrap = own_broker.addresses().plaintext
+    topic = unique_name("restart-seq")
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(30)
+    del admin
+    outcomes = Outcomes()
+    producer = Producer(
+        bootstrap,
+        required_acks=-1,
+        enable_idempotence=True,
+        batch_num=10,
+        retry_backoff=0.5,
+        request_timeout=5.0,
+        connect_timeout=1.0,
+        on_delivery=outcomes.on_delivery,
+        error_handle=outcomes.error_handle,
+    )
+    values = [b"%04d" % i for i in range(31)]
+    async with producer:
+        await producer.send(topic, values[0])  # the producer id, sequence 0 acknowledged
+        real_send = producer._client.send
+        answered = anyio.Event()
+        held = 0
+
+        async def answer_lost(node: int, request: Any, **kwargs: Any) -> Any:
+            # The broker takes the request and answers; the answer never arrives.
+            nonlocal held
+            response = await real_send(node, request, **kwargs)
+            if isinstance(request, ProduceRequest) and not answered.is_set():
+                held += 1
+                await answered.wait()
+                raise ConnectionClosedError("the answer was lost (test)")
+            return response
+
+        producer._client.send = answer_lost  # type: ignore[method-assign]
+        for k in range(3):  # three batches of ten, each sent before the next is made
+            for v in values[1 + 10 * k : 11 + 10 * k]:
+                producer.send_nowait(topic, v)
+            with anyio.fail_after(30):
+                while held <= k:  # noqa: ASYNC110 - polling a counter
+                    await anyio.sleep(0.01)
+        await anyio.to_thread.run_sync(own_broker.stop)
+        answered.set()
+        await anyio.to_thread.run_sync(lambda: own_broker.start(timeout=120.0, fresh=False))
+        await producer.flush(timeout=60)
+        assert producer._seq_probes_resolved == 1
+        assert producer._epoch_bumps == 0
+    assert not outcomes.failed
+    assert set(outcomes.acked) == set(values)
+    read = await anyio.to_thread.run_sync(read_back, bootstrap, topic, 1, len(values))
+    assert [v for _, _, v, _ in read[0]] == values
 
 
 @pytest.mark.parametrize(

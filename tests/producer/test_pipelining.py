@@ -10,6 +10,7 @@ import anyio
 import pytest
 
 from kafka_asgi.network.errors import ConnectionClosedError, RequestTimeout
+from kafka_asgi.protocol.errors import UnsupportedVersionError
 from tests.support.fake_client import FakeClient, Fault
 from tests.support.producers import Reports, running
 from tests.support.timing import eventually
@@ -214,3 +215,38 @@ async def test_invalid_producer_epoch_gets_a_new_producer_id(
     assert stored(fake) == [1000, *range(60)]
     assert not reports.errors
     assert len({pid for pid, _, _ in fake._seqs}) == 2
+
+
+@pytest.mark.parametrize("answer", ["described", "no-such-api"])
+async def test_retry_refused_as_out_of_order_after_a_restart(
+    fake: FakeClient, reports: Reports, answer: str
+) -> None:
+    # Three batches in flight are written, their answers lost; the broker restarts
+    # cleanly before they are retried.  It reloads our state with the last batch
+    # only, so the retry of the first is refused as out of order, not recognised
+    # as a duplicate.  DescribeProducers says the broker has all three: they are
+    # acknowledged, the rest follows with the same numbers, each record once and
+    # no epoch bump.  Where the question cannot be asked (a broker before Kafka
+    # 3.0), the epoch is bumped as Java's client does: at least once.
+    if answer == "no-such-api":
+        fake.describe_error = UnsupportedVersionError("no DescribeProducers")
+    for _ in range(3):
+        fake.faults.append(Fault(ConnectionClosedError("gone"), written=True))
+    async with running(fake, reports, **opts(max_in_flight=3, retry_backoff=0.3)) as producer:
+        await burst(fake, producer, 50, 3)
+        # The three failed (written); their retries wait retry_backoff.
+        assert await eventually(lambda: producer.stats().retried > 0, 5.0, interval=0.005)
+        assert not fake.faults and len(fake.requests) == 3
+        fake.restart()
+        written = len(stored(fake))
+        assert fake.gate is not None
+        fake.gate.set()
+    assert not reports.errors
+    if answer == "described":
+        assert stored(fake) == list(range(50))
+        assert list(fake.epochs.values()) == [0]
+        assert producer._seq_probes_resolved == 1
+    else:
+        assert stored(fake) == [*range(written), *range(50)]
+        assert list(fake.epochs.values()) == [1]
+    assert fake.describes == 1

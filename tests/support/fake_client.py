@@ -19,7 +19,17 @@ import anyio
 from kafka_asgi.cluster.metadata import PartitionMetadata, TopicMetadata
 from kafka_asgi.network.errors import ConnectError
 from kafka_asgi.protocol.errors import KafkaError, UnknownTopicOrPartitionError
-from kafka_asgi.protocol.messages import InitProducerIdRequest, InitProducerIdResponse
+from kafka_asgi.protocol.messages import (
+    DescribeProducersRequest,
+    DescribeProducersResponse,
+    InitProducerIdRequest,
+    InitProducerIdResponse,
+)
+from kafka_asgi.protocol.messages.describe_producers import (
+    PartitionResponse as DescribedPartition,
+)
+from kafka_asgi.protocol.messages.describe_producers import ProducerState as DescribedProducer
+from kafka_asgi.protocol.messages.describe_producers import TopicResponse as DescribedTopic
 from kafka_asgi.protocol.messages.produce import (
     PartitionProduceResponse,
     ProduceRequest,
@@ -68,6 +78,8 @@ class FakeClient:
     refreshes: int = 0
     confirmations: int = 0  # confirm_writes calls
     fetches: int = 0
+    describes: int = 0  # DescribeProducers requests answered
+    describe_error: KafkaError | None = None  # raised for DescribeProducers
     known: set[str] = field(default_factory=set)
     started: bool = False
     closed: bool = False
@@ -154,6 +166,8 @@ class FakeClient:
         return InitProducerIdResponse(producer_id=next(self._pids), producer_epoch=0)
 
     async def send(self, node_id: int, request: Any, **kwargs: Any) -> Any:
+        if isinstance(request, DescribeProducersRequest):
+            return await self._describe_producers(request)
         assert isinstance(request, ProduceRequest)
         assert kwargs.get("min_version") == 3
         self._refuse()
@@ -179,6 +193,38 @@ class FakeClient:
         if not kwargs.get("expect_response", True):
             return None
         return response
+
+    async def _describe_producers(
+        self, request: DescribeProducersRequest
+    ) -> DescribeProducersResponse:
+        await anyio.lowlevel.checkpoint()
+        self._refuse()
+        self.describes += 1
+        if self.describe_error is not None:
+            raise self.describe_error
+        topics = []
+        for t in request.topics:
+            parts = []
+            for index in t.partition_indexes:
+                states = [
+                    DescribedProducer(
+                        producer_id=pid,
+                        producer_epoch=self.epochs.get((pid, topic, partition), 0),
+                        last_sequence=expected - 1,
+                    )
+                    for (pid, topic, partition), (expected, _) in self._seqs.items()
+                    if (topic, partition) == (t.name, index)
+                ]
+                parts.append(DescribedPartition(partition_index=index, active_producers=states))
+            topics.append(DescribedTopic(name=t.name, partitions=parts))
+        return DescribeProducersResponse(topics=topics)
+
+    def restart(self) -> None:
+        """As a broker restarted cleanly: it reloads each producer's state with its
+        last batch only (Kafka's producer state snapshot), so a retry of an earlier
+        batch it has is refused as out of order, not taken for a duplicate."""
+        for key, (expected, seen) in self._seqs.items():
+            self._seqs[key] = (expected, seen[-1:])
 
     # ---- broker behaviour
 

@@ -22,6 +22,10 @@ from kafka_asgi.protocol.messages.delete_topics import (
     DeleteTopicsRequest,
     DeleteTopicsResponse,
 )
+from kafka_asgi.protocol.messages.describe_producers import (
+    DescribeProducersRequest,
+    DescribeProducersResponse,
+)
 from kafka_asgi.protocol.messages.elect_leaders import (
     ElectLeadersRequest,
     ElectLeadersResponse,
@@ -71,6 +75,8 @@ __all__ = [
     "CreateTopicsResponse",
     "DeleteTopicsRequest",
     "DeleteTopicsResponse",
+    "DescribeProducersRequest",
+    "DescribeProducersResponse",
     "ElectLeadersRequest",
     "ElectLeadersResponse",
     "FetchRequest",
@@ -108,6 +114,7 @@ REQUEST_TYPES: dict[int, type[Message]] = {
     36: SaslAuthenticateRequest,
     37: CreatePartitionsRequest,
     43: ElectLeadersRequest,
+    61: DescribeProducersRequest,
 }
 
 RESPONSE_TYPES: dict[int, type[Message]] = {
@@ -124,6 +131,7 @@ RESPONSE_TYPES: dict[int, type[Message]] = {
     36: SaslAuthenticateResponse,
     37: CreatePartitionsResponse,
     43: ElectLeadersResponse,
+    61: DescribeProducersResponse,
 }
 
 # Every API in the spec: api key -> (name, min version, max version,
