@@ -232,7 +232,11 @@ class SpillSeam:
         self._replaying = 0  # records handed to the producer, not settled
         self._settle: list[tuple[Segment, int, bool]] = []
         self._attempts: dict[tuple[int, int], int] = {}
+        # Frames read again after part of them was delivered (bounded by max_replays).
+        self._rereads: dict[tuple[int, int], int] = {}
         self._unread = False
+        # Frames given back for another read (see _replayer).
+        self._given_back = 0
         self._work: anyio.Event | None = None
         self._room: anyio.Event | None = None
         self._probe_at = 0.0
@@ -334,6 +338,7 @@ class SpillSeam:
                 d.partition = partition
                 if spillable:
                     d.settled((record, error))
+                    self._read_back_failed(topic, error)
                 else:
                     # A permanent error: reported like any record, and the frame done.
                     keep.append(record)
@@ -346,6 +351,20 @@ class SpillSeam:
         if not keep:
             return None
         return keep, keep_waiters or None
+
+    def _read_back_failed(self, topic: str, error: KafkaError) -> None:
+        """A record read back from the disk failed, to go there again: the records of
+        its topic in memory behind it (read back after it) must not reach Kafka
+        first.  They are moved back too, before the producer sends again (their
+        frames are read again in their place; see _frame_settled)."""
+        if isinstance(error, SpillMovedError):
+            return  # moved by an evacuation: the rest of the topic goes with it
+        if topic not in self.spilling:
+            self.spilling.add(topic)
+            if self._host is not None:
+                self._host.spilling_changed()
+        if topic not in self.evacuate:
+            self.evacuate.append(topic)
 
     def begin_evacuation(self) -> list[str]:
         """The topics to move to disk now; their records go in front of their queue."""
@@ -456,19 +475,23 @@ class SpillSeam:
             self._read_back(ticket.topic, count)
         if not failed:
             self.kafka_ok = True
+            self._rereads.pop((id(seg), offset), None)
             self._settle.append((seg, offset, True))
             self._stop_spilling(ticket.topic)  # a probe delivered its topic's last frame
         elif error is not None and _unreachable_kind(error) and len(failed) == count:
             # Kafka went away again: read the frame again later, in its place.
-            self._settle.append((seg, offset, False))
+            self._give_back(seg, offset)
             self._unread = True
             self._mark_backlog(ticket.topic, count)
         else:
             key = (id(seg), offset)
             attempts = ticket.attempts
-            if error is not None and _counts_as_replay_failure(error):
+            transient = error is None or not _counts_as_replay_failure(error)
+            if not transient:
                 attempts = self._attempts.get(key, ticket.attempts) + 1
+            rereads = self._rereads.get(key, 0)
             if attempts > self.max_replays:
+                self._rereads.pop(key, None)
                 assert error is not None
                 self._attempts.pop(key, None)
                 self._settle.append((seg, offset, True))
@@ -476,14 +499,30 @@ class SpillSeam:
                     self._host.report_dropped(ticket.topic, ticket.partition, failed, error)
             elif len(failed) == count:
                 self._attempts[key] = attempts
-                self._settle.append((seg, offset, False))
+                self._give_back(seg, offset)
+                self._unread = True
+                self._mark_backlog(ticket.topic, count)
+            elif transient and rereads < self.max_replays:
+                # Some were delivered, the others failed only for Kafka's sake (a
+                # timeout, a leader moving): the frame is read again in its place, its
+                # delivered records with it (at-least-once), so the failed ones stay
+                # ahead of the frames read after it (the order per key).
+                self._rereads[key] = rereads + 1
+                self._give_back(seg, offset)
                 self._unread = True
                 self._mark_backlog(ticket.topic, count)
             else:
-                # Some were delivered: only the others go back to disk (a new frame).
+                # Only the others go back to disk (a new frame): behind the frames
+                # read after this one.
+                self._rereads.pop(key, None)
                 self._settle.append((seg, offset, True))
                 self._put(ticket.topic, ticket.partition, attempts, failed)
         self._kick()
+
+    def _give_back(self, seg: Segment, offset: int) -> None:
+        """The frame at ``offset`` is to be read again, before the frames after it."""
+        self._settle.append((seg, offset, False))
+        self._given_back += 1
 
     def _mark_backlog(self, topic: str, n: int) -> None:
         self._backlog[topic] = self._backlog.get(topic, 0) + n
@@ -709,6 +748,13 @@ class SpillSeam:
                 # A record takes at least ~8 bytes on disk: this reads at most about
                 # twice the room (so memory stays within max_buffering and a read).
                 read_bytes = max(1, min(_READ_BYTES, room * 16))
+            if any(not ok for _, _, ok in self._settle):
+                # A frame was given back: it is read again before the frames after it,
+                # so nothing is read until the store has it back (the writer's work).
+                self._kick()
+                await anyio.sleep(0.01)
+                continue
+            given_back = self._given_back
             try:
                 result = await anyio.to_thread.run_sync(self.store.read, read_bytes)
             except OSError as exc:
@@ -730,6 +776,14 @@ class SpillSeam:
                         damage.records,
                     )
                 )
+            if self._given_back != given_back and result.frames:
+                # A frame was given back while this read ran: the frames just read may
+                # be behind it (newer records of its keys); they go back too, unread.
+                for seg, frame in result.frames:
+                    self._settle.append((seg, frame.offset, False))
+                self._unread = True
+                self._kick()
+                continue
             for seg, frame in result.frames:
                 n = len(frame.records)
                 self._read_back(frame.topic, n)

@@ -3,6 +3,7 @@ an unknown topic, an unwritable directory, the records left at close."""
 
 from __future__ import annotations
 
+from collections import deque
 from pathlib import Path
 
 import anyio
@@ -81,6 +82,41 @@ async def test_records_read_back_wait_their_own_delivery_timeout_for_metadata(
     ]
     assert not reports.errors
     assert not list((tmp_path / "spill").glob("*/*.seg"))
+
+
+@pytest.mark.parametrize("refusals", [1, 3])
+async def test_a_replayed_frame_refused_once_keeps_its_place(
+    tmp_path: Path, anyio_backend: str, refusals: int
+) -> None:
+    """600 keyed records spill while Kafka is away, then partition 1 refuses its first
+    batches once Kafka is back (NOT_ENOUGH_REPLICAS, max_retry=0: back to the disk).
+    The frame given back must be read again before the frames after it, which were
+    read while its answer came: sent first, they put a key's newer records ahead of
+    its older ones (0112.. before 0000..).  Every record once, in order per key."""
+    fake = FakeClient()
+    fake.add_topic("t", 2)
+    reports = Reports()
+    options = {
+        **_options(tmp_path),
+        "max_buffering": 300,
+        "max_retry": 0,
+        "batch_num": 20,
+    }
+    async with running(fake, reports, **options) as producer:
+        fake.known.add("t")
+        fake.down = True
+        for i in range(600):
+            await producer.send_buffered("t", b"%04d" % i, key=b"k%d" % (i % 7))
+        assert await eventually(lambda: producer.stats().spilled >= 500, 10)
+        fake.codes[("t", 1)] = deque([19] * refusals)  # NOT_ENOUGH_REPLICAS
+        fake.down = False
+        assert await eventually(lambda: producer.stats().delivered == 600, 30), producer.stats()
+    assert not reports.errors
+    assert sorted(fake.all_values("t")) == [b"%04d" % i for i in range(600)]
+    for p in range(2):
+        for key in {s.key for s in fake.records("t", p)}:
+            mine = [s.value for s in fake.records("t", p) if s.key == key]
+            assert mine == sorted(mine), (p, key, mine)
 
 
 async def test_unknown_topic_is_replayed_a_bounded_number_of_times(
