@@ -26,6 +26,7 @@ import argparse
 import json
 import socket
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -49,15 +50,18 @@ from kafka_asgi.protocol.messages import (  # noqa: E402
     CreateTopicsRequest,
     CreateTopicsResponse,
     DeleteTopicsRequest,
+    DescribeProducersRequest,
     ElectLeadersRequest,
     FetchRequest,
     FindCoordinatorRequest,
     InitProducerIdRequest,
+    InitProducerIdResponse,
     ListOffsetsRequest,
     Message,
     MetadataRequest,
     MetadataResponse,
     ProduceRequest,
+    ProduceResponse,
     SaslAuthenticateRequest,
     SaslHandshakeRequest,
 )
@@ -69,6 +73,9 @@ from kafka_asgi.protocol.messages import (  # noqa: E402
 )
 from kafka_asgi.protocol.messages import (  # noqa: E402
     delete_topics as dt,
+)
+from kafka_asgi.protocol.messages import (  # noqa: E402
+    describe_producers as dp,
 )
 from kafka_asgi.protocol.messages import (  # noqa: E402
     elect_leaders as el,
@@ -85,13 +92,14 @@ from kafka_asgi.protocol.messages import (  # noqa: E402
 from kafka_asgi.protocol.messages import (  # noqa: E402
     produce as pr,
 )
+from kafka_asgi.protocol.record_encoder import encode_batch  # noqa: E402
 
 GOLDEN = REPO / "tests" / "protocol" / "golden"
 CLIENT_ID = "kafka-asgi-golden"
 
 
 def capture_kafka_python() -> None:
-    from tests.protocol.messages_support import (
+    from tests.support.messages import (
         ALL_MESSAGES,
         example,
         kafka_python_class,
@@ -286,6 +294,39 @@ def capture_broker(
     capture(
         22,
         lambda version: InitProducerIdRequest(transactional_id=None, transaction_timeout_ms=60000),
+    )
+
+    # An idempotent batch (our encoder, a producer id of the broker's), so that
+    # DescribeProducers has a producer to describe.
+    for _ in range(60):  # COORDINATOR_LOAD_IN_PROGRESS while the broker starts
+        frame, response = client.call(
+            InitProducerIdRequest(transactional_id=None, transaction_timeout_ms=60000), 0
+        )
+        assert isinstance(response, InitProducerIdResponse), response
+        if response.error_code != 14:
+            break
+        time.sleep(0.5)
+    assert response.error_code == 0, response
+    idempotent = encode_batch(
+        [(b"key", b"golden idempotent", [], 1700000000000)],
+        producer_id=response.producer_id,
+        producer_epoch=response.producer_epoch,
+        base_sequence=0,
+    )
+    partition = pr.PartitionProduceData(index=0, records=idempotent)
+    request = ProduceRequest(
+        acks=-1,
+        timeout_ms=30000,
+        topic_data=[pr.TopicProduceData(name=topic, partition_data=[partition])],
+    )
+    _, produced = client.call(request, 3)
+    assert isinstance(produced, ProduceResponse), produced
+    assert produced.responses[0].partition_responses[0].error_code == 0, produced
+    capture(
+        61,
+        lambda version: DescribeProducersRequest(
+            topics=[dp.TopicRequest(name=topic, partition_indexes=[0])]
+        ),
     )
 
     def find_coordinator(version: int) -> Message:

@@ -149,8 +149,8 @@ def kafka_python_class(cls: type[Message]) -> Any:
 
 
 def kafka_python_versions(kp_cls: Any) -> tuple[int, int]:
-    lo, hi = kp_cls._json["validVersions"].split("-")
-    return int(lo), int(hi)
+    lo, _, hi = kp_cls._json["validVersions"].partition("-")
+    return int(lo), int(hi or lo)
 
 
 def _kp_fields(kp_struct: Any, version: int) -> tuple[list[Any], dict[int, Any]]:
