@@ -299,6 +299,10 @@ class Idempotence(ProducerState):
             why = "DescribeProducers timed out"
         except KafkaError as exc:  # the connection, no such API (Kafka < 3.0), ...
             why = repr(exc)
+        except Exception as exc:
+            # A bug must not stop deliveries: the epoch is bumped as without the question.
+            logger.exception("kafka_asgi producer: DescribeProducers for %r failed", p)
+            why = repr(exc)
         finally:
             p.probing = False
             self._wake()

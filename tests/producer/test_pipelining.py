@@ -217,7 +217,7 @@ async def test_invalid_producer_epoch_gets_a_new_producer_id(
     assert len({pid for pid, _, _ in fake._seqs}) == 2
 
 
-@pytest.mark.parametrize("answer", ["described", "no-such-api"])
+@pytest.mark.parametrize("answer", ["described", "no-such-api", "a-bug"])
 async def test_retry_refused_as_out_of_order_after_a_restart(
     fake: FakeClient, reports: Reports, answer: str
 ) -> None:
@@ -227,9 +227,12 @@ async def test_retry_refused_as_out_of_order_after_a_restart(
     # as a duplicate.  DescribeProducers says the broker has all three: they are
     # acknowledged, the rest follows with the same numbers, each record once and
     # no epoch bump.  Where the question cannot be asked (a broker before Kafka
-    # 3.0), the epoch is bumped as Java's client does: at least once.
+    # 3.0, or a bug while asking), the epoch is bumped as Java's client does: at
+    # least once.
     if answer == "no-such-api":
         fake.describe_error = UnsupportedVersionError("no DescribeProducers")
+    elif answer == "a-bug":
+        fake.describe_error = RuntimeError("a bug while asking")  # logged, not raised
     for _ in range(3):
         fake.faults.append(Fault(ConnectionClosedError("gone"), written=True))
     async with running(fake, reports, **opts(max_in_flight=3, retry_backoff=0.3)) as producer:

@@ -79,7 +79,7 @@ class FakeClient:
     confirmations: int = 0  # confirm_writes calls
     fetches: int = 0
     describes: int = 0  # DescribeProducers requests answered
-    describe_error: KafkaError | None = None  # raised for DescribeProducers
+    describe_error: Exception | None = None  # raised for DescribeProducers
     known: set[str] = field(default_factory=set)
     started: bool = False
     closed: bool = False
