@@ -273,9 +273,8 @@ class Idempotence(ProducerState):
         last: int | None = None
         why = "no answer"
         try:
-            meta = self._client.cached_topic(p.topic.name)
-            pm = None if meta is None else meta.partitions.get(p.index)
-            if pm is None or pm.leader < 0:
+            leader = self._leader(p)
+            if leader < 0:
                 why = "no leader known"
             else:
                 request = DescribeProducersRequest(
@@ -283,7 +282,7 @@ class Idempotence(ProducerState):
                 )
                 with anyio.fail_after(2 * self._request_wait):
                     response: DescribeProducersResponse = await self._client.send(
-                        pm.leader, request, request_timeout=self._request_wait
+                        leader, request, request_timeout=self._request_wait
                     )
                 why = "our producer is not in its answer"
                 for t in response.topics:

@@ -197,6 +197,8 @@ class ProducerState:
 
         def _may_send_new(self, p: PartitionBuffer, out: int, gen: int) -> bool: ...
 
+        def _leader(self, p: PartitionBuffer) -> int: ...
+
         def _attempt_failed(
             self,
             b: Batch,
