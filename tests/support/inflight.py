@@ -16,6 +16,10 @@ class InFlightProbe(ProducerHooks):
         self.peak: dict[tuple[str, int], int] = {}
         self.requests = 0
         self.retried: list[BaseException] = []  # the errors batches were retried after
+        # What each partition saw, in order: ("sent", records, bytes), ("answer",
+        # records, base offset, error code), ("failed", records, error) for a request
+        # that got no answer, ("retried", records, error). For a failing test's message.
+        self.timeline: dict[tuple[str, int], list[tuple[Any, ...]]] = {}
 
     def request_started(self, info: ProduceRequestInfo) -> Any:
         self.requests += 1
@@ -25,6 +29,7 @@ class InFlightProbe(ProducerHooks):
             self.now[key] = n
             if n > self.peak.get(key, 0):
                 self.peak[key] = n
+            self.timeline.setdefault(key, []).append(("sent", p.records, p.size))
         return None
 
     def request_finished(
@@ -33,6 +38,11 @@ class InFlightProbe(ProducerHooks):
         for p in info.partitions:
             key = (p.topic, p.partition)
             self.now[key] -= 1
+            events = self.timeline.setdefault(key, [])
+            if error is None:
+                events.append(("answer", p.records, p.base_offset, p.error_code))
+            else:
+                events.append(("failed", p.records, repr(error)))
 
     def most(self) -> int:
         """The most batches one partition had in flight at once."""
@@ -42,3 +52,12 @@ class InFlightProbe(ProducerHooks):
         self, topic: str, partition: int, records: int, error: BaseException
     ) -> None:
         self.retried.append(error)
+        self.timeline.setdefault((topic, partition), []).append(("retried", records, repr(error)))
+
+    def story(self, of: type[BaseException]) -> str:
+        """The timelines of the partitions that retried a batch after an ``of`` error."""
+        lines = []
+        for key, events in self.timeline.items():
+            if any(e[0] == "retried" and of.__name__ in e[2] for e in events):
+                lines.append(f"{key}: " + ", ".join(map(repr, events)))
+        return "\n".join(lines)
