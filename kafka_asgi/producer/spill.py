@@ -3,7 +3,8 @@
 Layout under ``spill_dir``::
 
     spill_dir/
-      w<pid>-<random>/          one directory per live producer (worker)
+      g<generation>-<pid>-<random>/
+                                one directory per live producer (worker)
         LOCK                    held with fcntl.flock while that producer lives
         000000000001.seg        frames (kafka_asgi.protocol.spill), oldest first
         000000000001.ack        offsets of the frames acknowledged so far
@@ -11,7 +12,13 @@ Layout under ``spill_dir``::
 A producer creates its own directory and locks it, so two live processes never
 write one directory.  On open it also tries the lock of every other directory:
 a lock it gets belongs to a dead producer, whose segments it adopts (keeping the
-lock, so no other live producer adopts them too) and replays before its own.
+lock, so no other live producer adopts them too) and replays before its own.  The
+dead producers' directories are replayed oldest first, by their generation: one
+more than the highest in ``spill_dir`` when the directory was made, so a producer
+that adopted another's records (and spilled newer ones after them) comes after it,
+whatever the pids (a container's worker often has the same pid at every start) or
+the clock say.  Directories named by earlier versions (``w<pid>-<random>``) come
+first, by their oldest segment's modification time.
 
 Segments are rolled at ``segment_bytes`` and read back only once sealed (the
 reader seals the segment being written when it is the oldest left).  A segment is
@@ -118,6 +125,22 @@ def _flock(fd: int) -> bool:
     return True
 
 
+def _age(directory: Path) -> tuple[int, float, str]:
+    """Sort key of a producer's directory, oldest first: its generation (see the
+    module docstring); an earlier version's directory is generation 0, dated by its
+    oldest segment."""
+    name = directory.name
+    if name.startswith("g"):
+        generation, _, _ = name[1:].partition("-")
+        if generation.isdigit():
+            return int(generation), 0.0, name
+    try:
+        made = min((p.stat().st_mtime for p in directory.glob(f"*{_SEG}")), default=0.0)
+    except OSError:  # removed meanwhile (its producer emptied it)
+        made = 0.0
+    return 0, made, name
+
+
 class SpillStore:
     """Segments of one producer (its own directory and any it adopted)."""
 
@@ -154,7 +177,9 @@ class SpillStore:
         """Create and lock this producer's directory; adopt the dead ones' (blocking)."""
         with self._lock:
             self.root.mkdir(parents=True, exist_ok=True)
-            name = f"w{os.getpid()}-{secrets.token_hex(4)}"
+            others = sorted((d for d in self.root.iterdir() if d.is_dir()), key=_age)
+            generation = max((_age(d)[0] for d in others), default=0) + 1
+            name = f"g{generation:010d}-{os.getpid()}-{secrets.token_hex(4)}"
             own = self.root / name
             own.mkdir()
             fd = os.open(own / _LOCK, os.O_CREAT | os.O_RDWR, 0o644)
@@ -163,9 +188,7 @@ class SpillStore:
                 raise OSError(f"cannot lock {own / _LOCK}")
             self._locks[own] = fd
             self.own = own
-            for other in sorted(self.root.iterdir()):
-                if other == own or not other.is_dir():
-                    continue
+            for other in others:  # oldest first: their records go before newer ones
                 self._adopt(other)
 
     def _adopt(self, directory: Path) -> None:

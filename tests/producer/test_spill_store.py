@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from kafka_asgi.producer import spill
 from kafka_asgi.producer.spill import SpillStore
 from kafka_asgi.protocol.spill import encode_frame
 
@@ -122,6 +123,51 @@ def test_dead_directory_is_adopted_once_and_acks_survive(tmp_path: Path) -> None
         d.ack(seg, frame.offset)  # type: ignore[arg-type, attr-defined]
     d.close()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_dead_producers_are_replayed_oldest_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A dies with records on disk; B adopts them and spills newer records of its own
+    # after them, then dies too; C must send A's before B's. Directory names were
+    # sorted as strings ("w<pid>-<random>"): a container's worker has the same pid at
+    # every start, and pids wrap, so that order was the random suffix's. Here the
+    # suffixes come in descending order: by name alone, B's would go first.
+    tokens = iter(["ffffffff", "80000000", "00000000"])
+    monkeypatch.setattr(spill.secrets, "token_hex", lambda n: next(tokens))
+    a = _store(tmp_path)
+    a.append([_frame(i) for i in range(5)])
+    _die(a)
+    b = _store(tmp_path)
+    assert b.adopted == [a.own]
+    b.append([_frame(i) for i in range(5, 10)])
+    _die(b)
+    c = _store(tmp_path)
+    assert c.adopted == [a.own, b.own]
+    got = _read_all(c)
+    values = [f.records[0][1] for _, f in got]  # type: ignore[attr-defined]
+    assert values == [b"v%d-0" % i for i in range(10)]
+    c.close()
+
+
+def test_a_directory_of_an_earlier_version_is_replayed_first(tmp_path: Path) -> None:
+    # Left by a version that named directories w<pid>-<random> (renamed here):
+    # older than any numbered one, so its records go first.
+    a = _store(tmp_path)
+    a.append([_frame(i) for i in range(3)])
+    _die(a)
+    assert a.own is not None
+    legacy = a.own.rename(tmp_path / f"w{os.getpid()}-ffffffff")
+    b = _store(tmp_path)  # adopts it, spills newer records, dies too
+    assert b.adopted == [legacy]
+    assert b.own is not None and b.own.name.startswith("g0000000001-")
+    b.append([_frame(i) for i in range(3, 6)])
+    _die(b)
+    c = _store(tmp_path)
+    assert c.adopted == [legacy, b.own]
+    values = [f.records[0][1] for _, f in _read_all(c)]  # type: ignore[attr-defined]
+    assert values == [b"v%d-0" % i for i in range(6)]
+    c.close()
 
 
 def test_truncated_segment_loses_only_the_cut_frame(tmp_path: Path) -> None:
