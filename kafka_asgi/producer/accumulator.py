@@ -115,6 +115,7 @@ class Batch:
     __slots__ = (
         "attempts",
         "base_seq",
+        "behind_disk",
         "born",
         "data",
         "done",
@@ -170,6 +171,9 @@ class Batch:
         self.inflight = False  # in a Produce request awaiting its response now
         self.maybe_written = False
         self.done = False
+        # An older batch of its partition went to the spill while this one stayed in
+        # memory: it must not be retried from memory (reports.py, _follow_disk).
+        self.behind_disk = False
         # Set when the batch was split: its second half (which finishes after the first).
         self.replaced_by: Batch | None = None
         # A slow codec's large batch is compressed on a worker thread (sender.py):

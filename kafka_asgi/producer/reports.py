@@ -9,6 +9,7 @@ callback or caller receives is logged at ERROR, never dropped silently.
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -18,6 +19,7 @@ from kafka_asgi.protocol.errors import KafkaError
 from .accumulator import (
     RECORD_OVERHEAD,
     Batch,
+    Delivery,
     Extra,
     PendingRecord,
     TopicBuffer,
@@ -25,7 +27,7 @@ from .accumulator import (
     cut,
     records_of,
 )
-from .errors import DeliveryTimeoutError
+from .errors import DeliveryTimeoutError, SpillMovedError
 from .hooks import call_hook
 from .state import ProducerState
 
@@ -148,19 +150,49 @@ class Reports(ProducerState):
 
     def _fail_batch(self, b: Batch, error: KafkaError, retriable: bool) -> None:
         p = b.part
-        if p.batches and p.batches[0] is b:
-            p.batches.popleft()
+        batches = p.batches
+        later: list[Batch] | None = None
+        if batches and batches[0] is b:
+            batches.popleft()
+            if batches and self._spill is not None:
+                later = list(batches)
         else:
             try:
-                p.batches.remove(b)
+                index = batches.index(b)
             except ValueError:
                 pass
+            else:
+                del batches[index]
+                if self._spill is not None and index < len(batches):
+                    later = list(itertools.islice(batches, index, None))
         b.done = True
         if self._idempotent:
             # Not written: its numbers go to the batches after it (or the epoch is
             # bumped); maybe written: resolved by the batches after it.
             self._seq_failed(b, error)
-        self._report_failure(p.topic.name, p.index, b.records(), b.waiters, error, retriable)
+        spilled = self._report_failure(
+            p.topic.name, p.index, b.records(), b.waiters, error, retriable
+        )
+        if spilled and later:
+            # Those stay in memory for now (in flight, perhaps written): retried from
+            # there, they would reach Kafka before this one, which the disk sends.
+            for q in later:
+                q.behind_disk = True
+
+    def _follow_disk(self, b: Batch) -> bool:
+        """``b`` failed an attempt after an older batch of its partition went to the
+        spill (``behind_disk``): to keep the order per key, its records follow that
+        one to the disk (a held copy is given back and read in its place) instead of
+        being retried from memory, where, after an epoch bump, Kafka would take them
+        first.  False when a ``send()`` awaits one of them (that caller gets its
+        outcome from memory) or the disk cannot take them (spill_dir failed)."""
+        spill = self._spill
+        if b.done or spill is None or not spill.usable():
+            return False
+        if b.waiters and any(d.__class__ is Delivery for _, d in b.waiters):
+            return False
+        self._fail_batch(b, SpillMovedError("moved to spill_dir behind an older batch"), True)
+        return True
 
     def _report_failure(
         self,
@@ -170,7 +202,9 @@ class Reports(ProducerState):
         waiters: Waiters | None,
         error: KafkaError,
         retriable: bool,
-    ) -> None:
+    ) -> bool:
+        """Report failed records, or give the spill those that can wait: True if it
+        took any."""
         spill = self._spill
         if spill is not None:
             # Records that can wait go to the disk instead of being reported.
@@ -178,9 +212,12 @@ class Reports(ProducerState):
             if kept is None:
                 self._held -= len(records)
                 self._progress()
-                return
-            self._held -= len(records) - len(kept[0])
+                return True
+            taken = len(records) - len(kept[0])
+            self._held -= taken
             records, waiters = kept
+        else:
+            taken = 0
         n = len(records)
         self._held -= n
         self._failed += n
@@ -222,6 +259,7 @@ class Reports(ProducerState):
                 error,
             )
         self._progress()
+        return taken > 0
 
     def _progress(self) -> None:
         """Records left the producer: wake whoever waits for room or for a flush."""

@@ -398,6 +398,7 @@ class Sender(ProducerState):
             second.waiters = [(i - half, d) for i, d in b.waiters if i >= half] or None
         for half_batch in (first, second):
             half_batch.attempts = b.attempts
+            half_batch.behind_disk = b.behind_disk
             half_batch.maybe_written = b.maybe_written
             half_batch.born = b.born
             half_batch.stalls = b.stalls
@@ -606,11 +607,15 @@ class Sender(ProducerState):
         if b.done:
             return
         self._last_error = error  # seen in stats() while the records wait (an outage)
+        if unreachable and self._spill is not None:
+            self._spill.kafka_ok = False  # a full buffer now goes to disk
+        if maybe_written and not unreachable:
+            b.maybe_written = True
+        if b.behind_disk and self._follow_disk(b):
+            return
         if unreachable:
             self._stalled(b, error)
             return
-        if maybe_written:
-            b.maybe_written = True
         b.attempts += 1
         can_retry = error.retriable if retriable is None else retriable
         # A batch that may have been written is retried too (at-least-once, as the
@@ -633,7 +638,7 @@ class Sender(ProducerState):
         """Retry ``b`` without counting a try: refused only because a batch before
         it (or of an earlier epoch) was not written; it goes again after that one.
         Bounded by delivery_timeout."""
-        if b.done:
+        if b.done or (b.behind_disk and self._follow_disk(b)):
             return
         now = anyio.current_time()
         if now >= b.born + self._delivery_timeout:
@@ -655,8 +660,6 @@ class Sender(ProducerState):
         """No broker could be reached for ``b``: keep it until delivery_timeout has
         passed since it was made (as Java's delivery.timeout.ms), retrying with a
         capped exponential backoff; this does not use up max_retry."""
-        if self._spill is not None:
-            self._spill.kafka_ok = False  # a full buffer now goes to disk
         now = anyio.current_time()
         deadline = b.born + self._delivery_timeout
         if now >= deadline:

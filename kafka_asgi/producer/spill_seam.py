@@ -227,6 +227,9 @@ class SpillSeam:
         # were ahead of the memory records it moves: they go before them).
         self._queues: dict[str, deque[list[Any]]] = {}
         self._front: dict[str, list[list[Any]]] | None = None
+        # During an evacuation: the records handed over for its topics before it began
+        # (newer than the ones it moves), written after them.
+        self._newer: dict[str, list[list[Any]]] = {}
         self._backlog: dict[str, int] = {}  # records queued or on disk, not read back
         self._queued = 0
         self._replaying = 0  # records handed to the producer, not settled
@@ -367,26 +370,36 @@ class SpillSeam:
             self.evacuate.append(topic)
 
     def begin_evacuation(self) -> list[str]:
-        """The topics to move to disk now; their records go in front of their queue."""
+        """The topics to move to disk now.  The disk gets their records in the order
+        they had in memory: the failed ones queued since they started spilling first
+        (written now), then the memory's, batch by batch (moved, or a held copy:
+        :meth:`hold` writes the moved ones before it), then those handed over since."""
         topics, self.evacuate = self.evacuate, []
         self._front = {}
+        for topic in topics:
+            q = self._queues.get(topic)
+            if q:
+                self._queues[topic] = deque(i for i in q if i[3])
+                self._newer[topic] = [i for i in q if not i[3]]
+        self.write_now()
         return topics
 
     def end_evacuation(self) -> None:
         front, self._front = self._front, None
-        if front:
-            for topic, items in front.items():
-                # Failed records queued meanwhile were ahead of the moved ones in
-                # memory; records handed over meanwhile are newer than both.
-                q = self._queues.get(topic) or deque()
-                self._queues[topic] = deque(
-                    [
-                        *(i for i in q if i[3]),
-                        *items,
-                        *(i for i in q if not i[3]),
-                    ]
-                )
+        newer, self._newer = self._newer, {}
+        for topic in {*(front or ()), *newer}:
+            q = self._queues.get(topic) or deque()
+            self._queues[topic] = deque([*q, *(front or {}).get(topic, ()), *newer.get(topic, ())])
         self.write_now()
+
+    def _write_front(self, topic: str) -> None:
+        """Write the records an evacuation moved so far for ``topic`` (before a held
+        copy of the batch after them)."""
+        items = self._front.pop(topic, None) if self._front is not None else None
+        if items:
+            q = self._queues.get(topic) or deque()
+            self._queues[topic] = deque([*q, *items])
+            self.write_now()
 
     def hold(self, topic: str, partition: int, records: list[PendingRecord]) -> list[FrameTicket]:
         """Write held copies of ``records`` (of a batch that stays in memory); a ticket
@@ -396,6 +409,7 @@ class SpillSeam:
         tickets: list[FrameTicket] = []
         if not self.ready or self.broken is not None:
             return tickets
+        self._write_front(topic)
         for i in range(0, len(records), FRAME_RECORDS):
             chunk = records[i : i + FRAME_RECORDS]
             try:

@@ -219,6 +219,8 @@ class ProducerState:
 
         def _fail_batch(self, b: Batch, error: KafkaError, retriable: bool) -> None: ...
 
+        def _follow_disk(self, b: Batch) -> bool: ...
+
         def _report_failure(
             self,
             topic: str,
@@ -227,7 +229,7 @@ class ProducerState:
             waiters: Waiters | None,
             error: KafkaError,
             retriable: bool,
-        ) -> None: ...
+        ) -> bool: ...
 
         def _progress(self) -> None: ...
 

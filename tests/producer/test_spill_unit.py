@@ -10,8 +10,9 @@ import anyio
 import pytest
 
 from kafka_asgi.errors import SpillError
+from kafka_asgi.network.errors import ClientRequestTimeoutError
 from kafka_asgi.protocol.errors import UnknownTopicOrPartitionError
-from tests.support.fake_client import FakeClient
+from tests.support.fake_client import FakeClient, Fault
 from tests.support.producers import Reports, running
 from tests.support.timing import eventually
 
@@ -117,6 +118,51 @@ async def test_a_replayed_frame_refused_once_keeps_its_place(
         for key in {s.key for s in fake.records("t", p)}:
             mine = [s.value for s in fake.records("t", p) if s.key == key]
             assert mine == sorted(mine), (p, key, mine)
+
+
+async def test_a_batch_held_in_memory_follows_an_older_one_to_the_disk(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    """Idempotent, one partition, one key.  A's first two tries and B's first get no
+    answer (perhaps written), then A is refused twice (NOT_ENOUGH_REPLICAS) and, with
+    max_retry=3, goes to the disk; B, perhaps written, stays in memory with a held
+    copy on disk.  Two faults put B's records in Kafka before A's: the held copy was
+    written before A's frame (the evacuation wrote held copies at once and the failed
+    records queued before it after them), and B was retried from memory (refused as
+    out of order, then sent again under a bumped epoch) while A waited on the disk.
+    A's records must come first, each record once."""
+    fake = FakeClient()
+    fake.add_topic("t", 1)
+    fake.known.add("t")
+    reports = Reports()
+    options = {
+        **_options(tmp_path),
+        "enable_idempotence": True,
+        "required_acks": -1,
+        "batch_num": 5,
+        "flush_time": 0.02,
+        "retry_backoff": 0.05,
+        "max_retry": 3,
+    }
+    async with running(fake, reports, **options) as producer:
+        fake.faults = deque(
+            Fault(ClientRequestTimeoutError("no answer"), written=False) for _ in range(3)
+        )
+        fake.codes[("t", 0)] = deque([19, 19])
+        for i in range(5):
+            producer.send_nowait("t", b"A%d" % i, key=b"k")
+        assert await eventually(lambda: len(fake.faults) == 2, 5)
+        for i in range(20):
+            producer.send_nowait("t", b"B%02d" % i, key=b"k")
+        assert await eventually(lambda: producer.stats().delivered == 25, 20), producer.stats()
+        # A went to the disk, B's held copy was given back: both read back, once.
+        assert producer.stats().replayed == 25
+    assert [s.value for s in fake.records("t", 0)] == [
+        *(b"A%d" % i for i in range(5)),
+        *(b"B%02d" % i for i in range(20)),
+    ]
+    assert not reports.errors
+    assert not list((tmp_path / "spill").glob("*/*.seg"))
 
 
 async def test_unknown_topic_is_replayed_a_bounded_number_of_times(
