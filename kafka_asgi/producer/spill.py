@@ -177,8 +177,9 @@ class SpillStore:
         """Create and lock this producer's directory; adopt the dead ones' (blocking)."""
         with self._lock:
             self.root.mkdir(parents=True, exist_ok=True)
-            others = sorted((d for d in self.root.iterdir() if d.is_dir()), key=_age)
-            generation = max((_age(d)[0] for d in others), default=0) + 1
+            aged = sorted((_age(d), d) for d in self.root.iterdir() if d.is_dir())
+            others = [d for _, d in aged]
+            generation = (aged[-1][0][0] if aged else 0) + 1  # the highest: sorted first by it
             name = f"g{generation:010d}-{os.getpid()}-{secrets.token_hex(4)}"
             own = self.root / name
             own.mkdir()
