@@ -482,6 +482,7 @@ class SpillStore:
                     result.damage.append(
                         (seg.path, Damage(0, len(head), None, "bad segment file header"))
                     )
+            found = len(result.frames)
             while True:
                 f.seek(seg.read_pos)
                 chunk = f.read(want)
@@ -505,9 +506,13 @@ class SpillStore:
                 if eof:
                     seg.read_done = True
                     return
-                if scan.consumed or scan.damage:
+                if len(result.frames) > found or scan.damage:
                     return
-                want *= 2  # a frame larger than the chunk
+                if not scan.consumed:
+                    want *= 2  # a frame larger than the chunk
+                # Otherwise the chunk held only frames settled or out already (held
+                # copies delivered, say): read on here. Returning empty-handed would
+                # let read() hand out the next segment's frames ahead of this one's.
 
     # ------------------------------------------------------------------ acks
 

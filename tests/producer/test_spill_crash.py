@@ -263,18 +263,16 @@ async def test_killed_after_kafka_went_away_every_unacknowledged_record_ends_in_
     dups = sum(c - 1 for c in values.values())
     assert dups <= 2_000, dups
     assert before <= accepted
-    # Order per key is not asserted here yet: 4 of 16 runs saw a block of records (up
-    # to about one batch) arrive after newer ones in this scenario before two fixes
-    # (README, Surviving long outages: known gaps). It is asserted with Kafka down
-    # from the start (above) and in test_spill_outage.py.
     out_of_order = 0
     for seq in by_key.values():
         seen: set[int] = set()
         firsts = [v for v in seq if not (v in seen or seen.add(v))]
         out_of_order += sum(1 for a, b in itertools.pairwise(firsts) if b < a)
-    # Frames read more than once by the second producer (replayed beyond what was on
-    # disk) point at replays that failed and were read again.
     print(
         f"first copies out of order: {out_of_order}, duplicates: {dups}, "
         f"replayed {stats.replayed} of {on_disk_count} on disk"
     )
+    # The first copy of each record per key in the order sent, here too: the worker
+    # delivered part of them itself, spilled the rest around batches in flight (their
+    # held copies start the segments), and read some back before it was killed.
+    first_seen_in_order(by_key)
