@@ -1,12 +1,14 @@
-"""Issue 17's fault test: an idempotent producer with 5 batches in flight per
-partition (pipelining), the partition leader killed (SIGKILL by PID) mid-stream on
-the three-broker cluster. Afterwards the topic holds every acknowledged record
-exactly once, in order per partition (each record's value is its sequence number
-in the run), and every record was acknowledged or reported."""
+"""Issue 17's fault tests: an idempotent producer with 5 batches in flight per
+partition (pipelining), on the three-broker cluster, and the partition leader killed
+(SIGKILL by PID) mid-stream, or frozen (SIGSTOP) with those requests unanswered and
+thawed later. Afterwards the topic holds every acknowledged record exactly once, in
+order per partition (each record's value is its sequence number in the run), and
+every record was acknowledged or reported."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -28,9 +30,18 @@ SECONDS = 6.0
 PAD = b" " * 1000
 
 
-async def test_leader_killed_with_five_batches_in_flight(
-    kafka_cluster: Any, anyio_backend: str
+async def _five_in_flight_then(
+    kafka_cluster: Any,
+    anyio_backend: str,
+    fault: Callable[[int], None],
+    *,
+    undo: Callable[[int], None] | None = None,
+    hold: float = 0.0,
+    request_timeout: float = 10.0,
 ) -> None:
+    """Stream ~1 KiB records; once a partition of the leader of partition 0 has 5
+    batches in flight, ``fault(node)``; ``undo(node)`` ``hold`` seconds later; go on
+    streaming for half of SECONDS after that, flush, and check the log."""
     topic = kafka_cluster.create_topic(partitions=PARTITIONS)
     kafka_cluster.wait_for_isr(topic, 3)
     victim = kafka_cluster.leader_node(topic, 0)
@@ -39,56 +50,80 @@ async def test_leader_killed_with_five_batches_in_flight(
     victim_parts = {p for p, m in meta.partitions.items() if m.leader == victim_id}
     outcome = Outcome()
     probe = InFlightProbe()
-    in_flight_at_kill: dict[int, int] = {}
-    killed: float | None = None
-    async with (
-        KafkaClient(kafka_cluster.bootstrap) as client,
-        Producer(
-            client=client,
-            required_acks=-1,
-            enable_idempotence=True,
-            max_in_flight=5,
-            batch_size=4096,
-            compression="lz4",
-            on_delivery=outcome.on_delivery,
-            flush_time=0.05,
-            request_timeout=10.0,
-            delivery_timeout=120.0,
-            max_retry=10,
-            max_buffering=200_000,
-        ) as producer,
-    ):
-        producer.add_hooks(probe)
-        ident = 0
-        start = time.monotonic()
-        while time.monotonic() - start < scaled(SECONDS):
-            for _ in range(PER_TICK):
-                outcome.handed(ident, None)
-                producer.send_nowait(topic, b"%d" % ident + PAD)
-                ident += 1
-            elapsed = time.monotonic() - start
-            if killed is None and elapsed >= 1.5:
-                now = {p: probe.now.get((topic, p), 0) for p in victim_parts}
-                if max(now.values()) >= 5 or elapsed >= scaled(SECONDS) / 2:
-                    # Kill the leader while its partitions have 5 batches in flight.
-                    in_flight_at_kill = now
-                    await anyio.to_thread.run_sync(kafka_cluster.kill, victim)
-                    killed = time.monotonic()
-            await anyio.sleep(TICK)
-        await producer.flush(timeout=scaled(120))
-        stats = producer.stats()
-    assert killed is not None
+    in_flight_at_fault: dict[int, int] = {}
+    struck: float | None = None
+    undone: float | None = None
+    try:
+        async with (
+            KafkaClient(kafka_cluster.bootstrap) as client,
+            Producer(
+                client=client,
+                required_acks=-1,
+                enable_idempotence=True,
+                max_in_flight=5,
+                batch_size=4096,
+                compression="lz4",
+                on_delivery=outcome.on_delivery,
+                flush_time=0.05,
+                request_timeout=request_timeout,
+                delivery_timeout=120.0,
+                max_retry=10,
+                max_buffering=200_000,
+            ) as producer,
+        ):
+            producer.add_hooks(probe)
+            ident = 0
+            start = time.monotonic()
+            while True:
+                now = time.monotonic()
+                if struck is None:
+                    if now - start >= scaled(SECONDS):
+                        break  # (asserted below: the fault found 5 in flight)
+                elif undo is not None and undone is None:
+                    if now - struck >= hold:
+                        await anyio.to_thread.run_sync(undo, victim)
+                        undone = time.monotonic()
+                elif now - (undone or struck) >= scaled(SECONDS) / 2:
+                    break
+                for _ in range(PER_TICK):
+                    outcome.handed(ident, None)
+                    producer.send_nowait(topic, b"%d" % ident + PAD)
+                    ident += 1
+                elapsed = time.monotonic() - start
+                if struck is None and elapsed >= 1.5:
+                    now_in = {p: probe.now.get((topic, p), 0) for p in victim_parts}
+                    if max(now_in.values()) >= 5 or elapsed >= scaled(SECONDS) * 0.9:
+                        # Strike the leader while its partitions have 5 batches in flight.
+                        in_flight_at_fault = now_in
+                        await anyio.to_thread.run_sync(fault, victim)
+                        struck = time.monotonic()
+                await anyio.sleep(TICK)
+            await producer.flush(timeout=scaled(120))
+            stats = producer.stats()
+    finally:
+        if undo is not None and undone is None:
+            undo(victim)
+    assert struck is not None
     log = await read_log(kafka_cluster.bootstrap, topic, PARTITIONS)
-    resume = outcome.first_ack_after(killed, victim_parts)
+    resume = outcome.first_ack_after(undone or struck, victim_parts)
+    during = outcome.first_ack_after(struck, victim_parts) if undone is not None else None
+    leader_after = kafka_cluster.leader_node(topic, 0)
     print(
-        f"\n[{anyio_backend}] leader killed with {in_flight_at_kill} batches in flight"
+        f"\n[{anyio_backend}] leader struck with {in_flight_at_fault} batches in flight"
         f" on its partitions (most per partition in the run: {probe.most()}):"
         f" {len(outcome.sent)} sent, {len(outcome.acked)} acked,"
         f" {len(outcome.failed)} reported failed, {stats.retried} record retries;"
-        f" first ack on its partitions {resume and round(resume, 2)}s after the kill"
+        f" first ack on its partitions {resume and round(resume, 2)}s after the"
+        f" {'thaw' if undo else 'kill'}"
+        + (
+            ""
+            if undone is None
+            else f" ({during and round(during, 2)}s after the freeze, frozen"
+            f" {undone - struck:.1f}s; partition 0 led by node {leader_after}, was {victim})"
+        )
     )
-    # The kill found 5 batches in flight on a partition of the dead leader.
-    assert max(in_flight_at_kill.values()) == 5
+    # The fault found 5 batches in flight on a partition of the struck leader.
+    assert max(in_flight_at_fault.values()) == 5
     assert not outcome.unreported
     assert not outcome.failed, {i: repr(e) for i, e in list(outcome.failed.items())[:5]}
     # Every acknowledged record exactly once, in order per partition.
@@ -100,3 +135,34 @@ async def test_leader_killed_with_five_batches_in_flight(
     # And where the producer said it put them.
     for i, (partition, _) in outcome.acked.items():
         assert i in log.by_partition[partition]
+
+
+async def test_leader_killed_with_five_batches_in_flight(
+    kafka_cluster: Any, anyio_backend: str
+) -> None:
+    await _five_in_flight_then(kafka_cluster, anyio_backend, kafka_cluster.kill)
+
+
+@pytest.mark.parametrize(
+    "hold",
+    # Under broker.session.timeout.ms (6 s here): the same broker leads when it
+    # thaws and answers what it had read, requests the producer gave up on (their
+    # connections closed) and retried meanwhile. Over it: the controller fences it
+    # and a follower leads; the old leader wakes up with stale requests.
+    [3.0, 10.0],
+    ids=["same-leader-after", "fenced-meanwhile"],
+)
+async def test_leader_frozen_with_five_batches_in_flight(
+    kafka_cluster: Any, anyio_backend: str, hold: float
+) -> None:
+    # Requests time out well within the freeze: the producer closes their
+    # connections and tries again, to a broker that accepts connections and answers
+    # nothing.
+    await _five_in_flight_then(
+        kafka_cluster,
+        anyio_backend,
+        kafka_cluster.freeze,
+        undo=kafka_cluster.thaw,
+        hold=hold,
+        request_timeout=1.5,
+    )

@@ -2,12 +2,15 @@
 
 The ``kafka_cluster`` fixture (tests/conftest.py) hands tests a :class:`ThreeBrokers`:
 the bootstrap list, each node's address and pid, and the controls a failover test
-needs (``kill`` as a crash would, ``stop`` as an operator would, ``start`` again),
+needs (``kill`` as a crash would, ``stop`` as an operator would, ``freeze`` as a
+hung process or a paused VM would, ``start`` again),
 plus topic creation and leader look-ups through kafka_asgi's own client.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 import uuid
 from collections.abc import Mapping
@@ -71,15 +74,30 @@ class ThreeBrokers:
         """Stop ``node``'s broker (SIGTERM: a controlled shutdown moves its leaders)."""
         self.harness.stop_node(node)
 
+    def freeze(self, node: int) -> None:
+        """SIGSTOP ``node``'s broker: it hangs mid-request, its sockets stay open and
+        its kernel still accepts connections, nothing is answered until ``thaw``."""
+        pid = self.pid(node)
+        assert pid is not None, f"node {node} is not running"
+        os.killpg(pid, signal.SIGSTOP)
+
+    def thaw(self, node: int) -> None:
+        """SIGCONT ``node``'s broker: it goes on with what it had read."""
+        pid = self.pid(node)
+        if pid is not None:
+            os.killpg(pid, signal.SIGCONT)
+
     def start(self, node: int, timeout: float = 120.0) -> None:
         """Start ``node`` again on its data; returns once the cluster lists it."""
         self.harness.start_node(node, timeout=timeout)
 
     def heal(self) -> None:
-        """Start every node that a test left stopped."""
+        """Start every node that a test left stopped, and thaw any it left frozen."""
         for node in range(self.nodes):
             if self.pid(node) is None:
                 self.start(node)
+            else:
+                self.thaw(node)
 
     # --------------------------------------------------------------- topics
 
