@@ -206,6 +206,7 @@ class PartitionBuffer:
     __slots__ = (
         "acked_seq",
         "batches",
+        "confirmed",
         "headers",
         "index",
         "inflight",
@@ -243,6 +244,9 @@ class PartitionBuffer:
         self.acked_seq = 0
         self.pid_gen = -1
         self.unresolved = -1
+        # The leader acknowledged a batch of this partition under pid_gen: until it
+        # has, one batch at a time (see Idempotence._may_send_new).
+        self.confirmed = False
         # A batch was refused as out of order where the broker may have it (its
         # producer state reloaded after a restart keeps only the last batch): the
         # partition sends nothing until DescribeProducers says how far it has us.

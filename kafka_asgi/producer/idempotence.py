@@ -26,6 +26,14 @@ still drops a copy it has (as Java's client).  A batch that failed for good afte
 it may have been written leaves its partition *unresolved* while later batches
 are out: acknowledged, they prove it written; if they are all gone, or the next
 one is refused as out of order, the epoch is bumped.
+
+A partition pipelines only once the leader has acknowledged one of its batches under
+the producer id and epoch in use.  A leader with no state for a producer takes any
+first sequence number (Kafka 2.5 to 4.4; KAFKA-15591 makes 4.5 refuse it), so two
+batches in flight to a broker that becomes the leader between them (a topic just
+made, an election) could see the first refused as not leader and the second written:
+the first would then be refused as out of order, and written after the second under
+a bumped epoch (Java's client gives it up at delivery.timeout.ms).
 """
 
 from __future__ import annotations
@@ -132,6 +140,16 @@ class Idempotence(ProducerState):
                 return False
             self._move_on(p)
             return True
+        if out and not p.confirmed:
+            # Nothing of this partition acknowledged under this producer id and
+            # epoch yet: the leader may have no state for us, and then it takes any
+            # first sequence number (Kafka before 4.5, KAFKA-15591). A first batch
+            # refused as not leader while the broker takes the partition over (a
+            # topic just made, an election), then the next one in flight accepted,
+            # would leave the first one's records refused as out of order and, sent
+            # again under a bumped epoch, written after the later ones. One batch at
+            # a time until the first is acknowledged: one round trip.
+            return False
         # Unresolved: wait until the batches out tell whether the broker has it.
         return p.unresolved < 0
 
@@ -141,6 +159,7 @@ class Idempotence(ProducerState):
         p.next_seq = 0
         p.acked_seq = 0
         p.unresolved = -1
+        p.confirmed = False
 
     @staticmethod
     def _rewind(p: PartitionBuffer, seq: int) -> None:
@@ -201,6 +220,7 @@ class Idempotence(ProducerState):
         p = b.part
         if b.base_seq < 0 or b.pid_gen != p.pid_gen:
             return
+        p.confirmed = True
         end = (b.base_seq + len(b.values)) & _SEQ_MASK
         if _seq_after(end, p.acked_seq):
             p.acked_seq = end

@@ -12,6 +12,7 @@ import pytest
 from kafka_asgi.network.errors import ConnectionClosedError, RequestTimeout
 from kafka_asgi.protocol.errors import UnsupportedVersionError
 from tests.support.fake_client import FakeClient, Fault
+from tests.support.inflight import InFlightProbe
 from tests.support.producers import Reports, running
 from tests.support.timing import eventually
 
@@ -50,8 +51,18 @@ def opts(idempotent: bool = True, **extra: object) -> dict[str, object]:
     return o
 
 
+WARM = b"warm"
+
+
 async def burst(fake: FakeClient, producer: object, n: int, outstanding: int) -> None:
-    """Hold the responses, send ``n`` records, wait for ``outstanding`` requests."""
+    """One record acknowledged first (a partition pipelines once the leader has
+    acknowledged a batch of it), with the faults and codes the test set aside; then
+    hold the responses, send ``n`` records, wait for ``outstanding`` requests."""
+    faults, codes = fake.faults, fake.codes
+    fake.faults, fake.codes = deque(), {}
+    await producer.send("one", WARM)  # type: ignore[attr-defined]
+    fake.faults, fake.codes = faults, codes
+    fake.requests.clear()
     fake.gate = anyio.Event()
     for i in range(n):
         producer.send_nowait("one", value(i))  # type: ignore[attr-defined]
@@ -59,7 +70,8 @@ async def burst(fake: FakeClient, producer: object, n: int, outstanding: int) ->
 
 
 def stored(fake: FakeClient) -> list[int]:
-    return [int(r.value[:6]) for r in fake.records("one", 0) if r.value is not None]
+    """The records' numbers, in the log's order (the warm-up record left out)."""
+    return [int(r.value[:6]) for r in fake.records("one", 0) if r.value not in (None, WARM)]
 
 
 @pytest.mark.parametrize("idempotent", [True, False], ids=["idempotent", "plain"])
@@ -253,3 +265,33 @@ async def test_retry_refused_as_out_of_order_after_a_restart(
         assert stored(fake) == [*range(written), *range(50)]
         assert list(fake.epochs.values()) == [1]
     assert fake.describes == 1
+
+
+async def test_a_partition_pipelines_once_its_leader_acknowledged_a_batch(
+    reports: Reports,
+) -> None:
+    # KAFKA-15591: a leader with no state for a producer takes any first sequence
+    # number (Kafka 2.5 to 4.4). The first batch is refused as not leader (the
+    # broker was taking the partition over); had the next ones been in flight, they
+    # would have been written, the first refused as out of order from then on, and
+    # written after them under a bumped epoch. So the partition's first batch goes
+    # alone, and the rest pipeline once it is acknowledged: in order, once, no bump.
+    fake = FakeClient(any_first_sequence=True)
+    fake.add_topic("one", 1)
+    fake.codes[("one", 0)] = deque([6])  # NOT_LEADER_OR_FOLLOWER: nothing written
+    probe = InFlightProbe()
+    async with running(fake, reports, **opts()) as producer:
+        producer.add_hooks(probe)
+        for i in range(50):
+            producer.send_nowait("one", value(i))
+        await producer.flush(timeout=10)
+    assert stored(fake) == list(range(50))
+    assert not reports.errors
+    assert list(fake.epochs.values()) == [0]
+    events = probe.timeline[("one", 0)]
+    first_ack = next(i for i, e in enumerate(events) if e[0] == "answer" and e[3] == 0)
+    out = 0
+    for e in events[:first_ack]:
+        out += {"sent": 1, "answer": -1}.get(e[0], 0)
+        assert out <= 1, events[: first_ack + 1]
+    assert probe.most() == 5  # and five at once after it

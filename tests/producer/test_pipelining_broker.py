@@ -5,12 +5,17 @@ read back: every record once, in order per partition."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 
+from kafka_asgi.cluster.client import KafkaClient
 from kafka_asgi.producer import Producer
 from kafka_asgi.protocol.errors import OutOfOrderSequenceNumberError
+from kafka_asgi.protocol.messages import InitProducerIdRequest, ProduceRequest
+from kafka_asgi.protocol.messages.produce import PartitionProduceData, TopicProduceData
+from kafka_asgi.protocol.records import encode_batch_columns
 from tests.support.delivery import Outcome, read_log
 from tests.support.inflight import InFlightProbe
 
@@ -67,3 +72,46 @@ async def test_batches_in_flight_per_partition(
     # broker may answer COORDINATOR_LOAD_IN_PROGRESS at first.)
     refused = [e for e in probe.retried if isinstance(e, OutOfOrderSequenceNumberError)]
     assert not refused, probe.story(OutOfOrderSequenceNumberError)
+
+
+async def test_a_leader_without_our_state_takes_any_first_sequence(
+    kafka: Any, new_topic: Any
+) -> None:
+    # Why a partition pipelines only once its leader acknowledged a batch (see
+    # kafka_asgi/producer/idempotence.py): a fresh producer's first batch to a
+    # partition, numbered 17 instead of 0, is written by Kafka 2.5 to 4.4; Kafka 4.5
+    # refuses it as out of order (KAFKA-15591).
+    topic = new_topic(partitions=1)
+    async with KafkaClient(kafka.plaintext) as client:
+        pid = await client.send_any(
+            InitProducerIdRequest(transactional_id=None, transaction_timeout_ms=60_000)
+        )
+        assert pid.error_code == 0
+        leader = (await client.fetch_metadata(topic)).partitions[0].leader
+        data = encode_batch_columns(
+            [b"seventeen"],
+            [time.time_ns()],
+            producer_id=pid.producer_id,
+            producer_epoch=pid.producer_epoch,
+            base_sequence=17,
+        )
+        request = ProduceRequest(
+            transactional_id=None,
+            acks=-1,
+            timeout_ms=10_000,
+            topic_data=[
+                TopicProduceData(
+                    name=topic, partition_data=[PartitionProduceData(index=0, records=data)]
+                )
+            ],
+        )
+        response = await client.send(leader, request, min_version=3)
+    (answer,) = response.responses[0].partition_responses
+    version = getattr(kafka.harness, "kafka_version", None)
+    if version is None:  # a broker this session did not start: either rule
+        assert answer.error_code in (0, OutOfOrderSequenceNumberError.code)
+    elif tuple(int(n) for n in version.split(".")[:2]) >= (4, 5):
+        assert answer.error_code == OutOfOrderSequenceNumberError.code
+    else:
+        assert answer.error_code == 0, answer
+        assert answer.base_offset == 0

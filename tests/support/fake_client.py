@@ -90,6 +90,9 @@ class FakeClient:
     )
     # (pid, topic, partition) -> the producer epoch the partition last took
     epochs: dict[tuple[int, str, int], int] = field(default_factory=dict)
+    # As Kafka 2.5 to 4.4: a partition with no state for a producer takes any first
+    # sequence number from it (KAFKA-15591: 4.5 takes only 0 where nothing was written).
+    any_first_sequence: bool = False
 
     def add_topic(self, name: str, count: int, leader: int = 0) -> None:
         self.partitions[name] = count
@@ -261,6 +264,8 @@ class FakeClient:
                 self.epochs[state_key] = batch.producer_epoch
                 self._seqs.pop(state_key, None)
             expected, seen = self._seqs.get(state_key, (0, []))
+            if self.any_first_sequence and state_key not in self._seqs:
+                expected = batch.base_sequence
             for first, _last, offset in seen:
                 if first == batch.base_sequence:
                     # A retry of a batch already stored: its offset, no new records.
