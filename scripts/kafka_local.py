@@ -64,6 +64,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -672,8 +673,11 @@ class LocalKafka:
         data_dir: Path | None = None,
         nodes: int | None = None,
         kafka_version: str | None = None,
+        properties: Mapping[str, str] | None = None,
     ) -> None:
         self.state = Path(state_dir).resolve()
+        # Broker settings over the harness's own (a test's broker of its own).
+        self.properties = dict(properties or {})
         self.base_port = base_port
         self._data_dir = data_dir
         info = self._read_info()
@@ -905,7 +909,9 @@ class LocalKafka:
         cluster_id = new_cluster_id()
         for node in range(self.nodes):
             props = self._props(node)
-            props.write_text(server_properties(self.state, data, self.base_port, node, self.nodes))
+            text = server_properties(self.state, data, self.base_port, node, self.nodes)
+            text += "".join(f"{k}={v}\n" for k, v in self.properties.items())
+            props.write_text(text)
             fmt = [
                 java(),
                 "-Xmx256m",

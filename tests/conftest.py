@@ -36,7 +36,10 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 def _own_broker_process(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Any]:
-    with broker_of_our_own(tmp_path_factory, request.module.__name__.rsplit(".", 1)[-1]) as b:
+    # A module may set OWN_BROKER_PROPERTIES: broker settings its tests need.
+    properties = getattr(request.module, "OWN_BROKER_PROPERTIES", None)
+    name = request.module.__name__.rsplit(".", 1)[-1]
+    with broker_of_our_own(tmp_path_factory, name, properties) as b:
         yield b
 
 

@@ -33,7 +33,11 @@ first sequence number (Kafka 2.5 to 4.4; KAFKA-15591 makes 4.5 refuse it), so tw
 batches in flight to a broker that becomes the leader between them (a topic just
 made, an election) could see the first refused as not leader and the second written:
 the first would then be refused as out of order, and written after the second under
-a bumped epoch (Java's client gives it up at delivery.timeout.ms).
+a bumped epoch (Java's client gives it up at delivery.timeout.ms).  The broker also
+drops a producer's state for a partition it has not written to for a while
+(``producer.id.expiration.ms``, or retention deleting the segment that held its last
+batch), so a partition with no batch acknowledged for ``STATE_TRUSTED_FOR`` seconds
+goes one batch at a time again until one is.
 """
 
 from __future__ import annotations
@@ -66,7 +70,7 @@ from kafka_asgi.protocol.records import set_producer_state
 from .accumulator import Batch, PartitionBuffer
 from .state import STALL_BACKOFF_CAP, ProducerState, unreachable
 
-__all__ = ["DUPLICATE_SEQUENCE", "PRODUCER_STATE_CODES", "Idempotence"]
+__all__ = ["DUPLICATE_SEQUENCE", "PRODUCER_STATE_CODES", "STATE_TRUSTED_FOR", "Idempotence"]
 
 logger = logging.getLogger("kafka_asgi.producer")
 
@@ -84,6 +88,11 @@ broker lost or rejects our producer state; KIP-360: start a new one and resend."
 _SEQ_MASK = 0x7FFFFFFF  # sequence numbers wrap from Int32.MAX to 0 (KIP-98)
 _MAX_EPOCH = 0x7FFF
 _REWRITE = -2  # a partition generation no batch has: all its batches get new numbers
+STATE_TRUSTED_FOR = 10.0
+"""Seconds after a partition's last acknowledged batch was made during which the
+leader is taken to still hold our producer state for it (it drops the state of a
+producer idle past ``producer.id.expiration.ms``, a day by default, or whose last
+batch retention deleted); after that, the partition's next batch goes alone."""
 
 
 _REFUSALS = (
@@ -127,9 +136,9 @@ class Idempotence(ProducerState):
                 base_sequence=b.base_seq,
             )
 
-    def _may_send_new(self, p: PartitionBuffer, out: int, gen: int) -> bool:
+    def _may_send_new(self, p: PartitionBuffer, out: int, gen: int, now: float) -> bool:
         """May a batch of ``p`` get new sequence numbers while ``out`` batches of
-        ``p`` are in flight or taken?"""
+        ``p`` are in flight or taken (at ``now``, the anyio clock)?"""
         if p.probing:
             return False  # the leader is asked how far it has this partition
         if p.pid_gen != gen:
@@ -140,7 +149,12 @@ class Idempotence(ProducerState):
                 return False
             self._move_on(p)
             return True
-        if out and not p.confirmed:
+        if not out and p.confirmed and now - p.acked_born > STATE_TRUSTED_FOR:
+            # Idle long enough for the leader to have dropped our state (expired,
+            # or its segment deleted): as at the start, one batch until one is
+            # acknowledged.
+            p.confirmed = False
+        elif out and not p.confirmed:
             # Nothing of this partition acknowledged under this producer id and
             # epoch yet: the leader may have no state for us, and then it takes any
             # first sequence number (Kafka before 4.5, KAFKA-15591). A first batch
@@ -221,6 +235,8 @@ class Idempotence(ProducerState):
         if b.base_seq < 0 or b.pid_gen != p.pid_gen:
             return
         p.confirmed = True
+        if b.born > p.acked_born:
+            p.acked_born = b.born
         end = (b.base_seq + len(b.values)) & _SEQ_MASK
         if _seq_after(end, p.acked_seq):
             p.acked_seq = end

@@ -136,13 +136,13 @@ class Sender(ProducerState):
                         if b.not_before < retry_at:
                             retry_at = b.not_before
                         break
-                    if idempotent and not self._may_send(p, b, inflight + len(picked), gen):
+                    if idempotent and not self._may_send(p, b, inflight + len(picked), gen, now):
                         break
                     if offload and self._held_for_compression(b):
                         break
                     i += 1
                 elif p.pending and (force or len(p.pending) >= batch_num or p.nbytes >= batch_size):
-                    if idempotent and not self._may_send_new(p, inflight + len(picked), gen):
+                    if idempotent and not self._may_send_new(p, inflight + len(picked), gen, now):
                         break
                     b = cut_moving_on(p)
                     if offload and self._held_for_compression(b):
@@ -210,7 +210,7 @@ class Sender(ProducerState):
         for node, rounds in by_node.items():
             self._send_to(node, rounds)
 
-    def _may_send(self, p: PartitionBuffer, b: Batch, out: int, gen: int) -> bool:
+    def _may_send(self, p: PartitionBuffer, b: Batch, out: int, gen: int, now: float) -> bool:
         """With idempotence, may ``b`` (``p``'s first batch not in flight) go while
         ``out`` batches of ``p`` are in flight or taken?"""
         if p.probing:
@@ -220,7 +220,7 @@ class Sender(ProducerState):
             # partition (Java: only once it is the first in flight), so the batches
             # after it, refused as out of order, follow it in order.
             return out == 0
-        return self._may_send_new(p, out, gen)
+        return self._may_send_new(p, out, gen, now)
 
     def _leader(self, p: PartitionBuffer) -> int:
         """The partition's leader, -1 while it has none, _TOPIC_UNKNOWN when the

@@ -10,6 +10,7 @@ import anyio
 import pytest
 
 from kafka_asgi.network.errors import ConnectionClosedError, RequestTimeout
+from kafka_asgi.producer import idempotence
 from kafka_asgi.protocol.errors import UnsupportedVersionError
 from tests.support.fake_client import FakeClient, Fault
 from tests.support.inflight import InFlightProbe
@@ -295,3 +296,41 @@ async def test_a_partition_pipelines_once_its_leader_acknowledged_a_batch(
         out += {"sent": 1, "answer": -1}.get(e[0], 0)
         assert out <= 1, events[: first_ack + 1]
     assert probe.most() == 5  # and five at once after it
+
+
+async def test_an_idle_partition_goes_one_batch_at_a_time_again(
+    reports: Reports, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The same moment after the leader dropped our state for an idle partition
+    # (producer.id.expiration.ms, or retention): it takes any first sequence again,
+    # so a partition whose last acknowledged batch is older than STATE_TRUSTED_FOR
+    # sends one batch until one is acknowledged. Before, the partition pipelined at
+    # once: the first batch (refused as not leader) was written after the next ones.
+    monkeypatch.setattr(idempotence, "STATE_TRUSTED_FOR", 0.2)
+    fake = FakeClient(any_first_sequence=True)
+    fake.add_topic("one", 1)
+    probe = InFlightProbe()
+    async with running(fake, reports, **opts()) as producer:
+        await producer.send("one", WARM)
+        await burst(fake, producer, 50, 5)  # within the time: pipelined at once
+        assert fake.gate is not None
+        fake.gate.set()
+        await producer.flush(timeout=10)
+        fake.gate = None
+        await anyio.sleep(0.3)
+        fake.expire()
+        fake.codes[("one", 0)] = deque([6])  # NOT_LEADER_OR_FOLLOWER: nothing written
+        producer.add_hooks(probe)
+        for i in range(50, 100):
+            producer.send_nowait("one", value(i))
+        await producer.flush(timeout=10)
+    assert stored(fake) == list(range(100))
+    assert not reports.errors
+    assert list(fake.epochs.values()) == [0]  # no bump: nothing refused as out of order
+    events = probe.timeline[("one", 0)]
+    first_ack = next(i for i, e in enumerate(events) if e[0] == "answer" and e[3] == 0)
+    out = 0
+    for e in events[:first_ack]:
+        out += {"sent": 1, "answer": -1}.get(e[0], 0)
+        assert out <= 1, events[: first_ack + 1]
+    assert probe.most() == 5

@@ -186,11 +186,18 @@ def no_broker_of_our_own(reason: str) -> None:
 
 
 @contextlib.contextmanager
-def broker_of_our_own(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Any]:
+def broker_of_our_own(
+    tmp_path_factory: pytest.TempPathFactory,
+    name: str,
+    properties: dict[str, str] | None = None,
+) -> Iterator[Any]:
     """A broker that a test module starts for itself on free ports, so that it may stop
-    and restart it (never the shared one); removed with its data afterwards."""
+    and restart it (never the shared one), with ``properties`` over the harness's
+    settings; removed with its data afterwards."""
     state: Path = tmp_path_factory.mktemp(name) / "state"
-    broker = kafka_local.LocalKafka(state_dir=state, base_port=free_base_port())
+    broker = kafka_local.LocalKafka(
+        state_dir=state, base_port=free_base_port(), properties=properties
+    )
     try:
         broker.start(timeout=120.0)
     except (kafka_local.HarnessError, OSError) as exc:

@@ -229,6 +229,13 @@ class FakeClient:
         for key, (expected, seen) in self._seqs.items():
             self._seqs[key] = (expected, seen[-1:])
 
+    def expire(self) -> None:
+        """As a broker dropping the state of idle producers (producer.id.expiration.ms,
+        or retention deleting the segment with a producer's last batch): it no longer
+        knows any producer's epoch or sequence numbers."""
+        self._seqs.clear()
+        self.epochs.clear()
+
     # ---- broker behaviour
 
     def _apply(self, request: ProduceRequest) -> ProduceResponse:
