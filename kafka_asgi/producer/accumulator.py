@@ -204,7 +204,7 @@ class PartitionBuffer:
     """Records placed on one partition: pending ones, then cut batches."""
 
     __slots__ = (
-        "acked_born",
+        "acked_at",
         "acked_seq",
         "batches",
         "confirmed",
@@ -248,10 +248,9 @@ class PartitionBuffer:
         # The leader acknowledged a batch of this partition under pid_gen: until it
         # has, one batch at a time (see Idempotence._may_send_new).
         self.confirmed = False
-        # When the latest batch acknowledged was made (anyio clock; no later than the
-        # leader wrote it): a partition idle long enough goes back to one batch at a
-        # time (Idempotence.STATE_TRUSTED_FOR).
-        self.acked_born = 0.0
+        # When a batch was last acknowledged (anyio clock): a partition quiet long
+        # enough goes back to one batch at a time (idempotence.STATE_TRUSTED_FOR).
+        self.acked_at = 0.0
         # A batch was refused as out of order where the broker may have it (its
         # producer state reloaded after a restart keeps only the last batch): the
         # partition sends nothing until DescribeProducers says how far it has us.

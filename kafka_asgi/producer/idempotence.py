@@ -89,10 +89,10 @@ _SEQ_MASK = 0x7FFFFFFF  # sequence numbers wrap from Int32.MAX to 0 (KIP-98)
 _MAX_EPOCH = 0x7FFF
 _REWRITE = -2  # a partition generation no batch has: all its batches get new numbers
 STATE_TRUSTED_FOR = 10.0
-"""Seconds after a partition's last acknowledged batch was made during which the
-leader is taken to still hold our producer state for it (it drops the state of a
-producer idle past ``producer.id.expiration.ms``, a day by default, or whose last
-batch retention deleted); after that, the partition's next batch goes alone."""
+"""Seconds after a partition's last acknowledgement during which its leader is taken
+to still hold our producer state (it drops the state of a producer idle past
+``producer.id.expiration.ms``, a day by default, or whose last batch retention
+deleted); after that, the partition's next batch goes alone."""
 
 
 _REFUSALS = (
@@ -149,7 +149,7 @@ class Idempotence(ProducerState):
                 return False
             self._move_on(p)
             return True
-        if not out and p.confirmed and now - p.acked_born > STATE_TRUSTED_FOR:
+        if not out and p.confirmed and now - p.acked_at > STATE_TRUSTED_FOR:
             # Idle long enough for the leader to have dropped our state (expired,
             # or its segment deleted): as at the start, one batch until one is
             # acknowledged.
@@ -235,8 +235,7 @@ class Idempotence(ProducerState):
         if b.base_seq < 0 or b.pid_gen != p.pid_gen:
             return
         p.confirmed = True
-        if b.born > p.acked_born:
-            p.acked_born = b.born
+        p.acked_at = anyio.current_time()
         end = (b.base_seq + len(b.values)) & _SEQ_MASK
         if _seq_after(end, p.acked_seq):
             p.acked_seq = end

@@ -303,7 +303,7 @@ async def test_an_idle_partition_goes_one_batch_at_a_time_again(
 ) -> None:
     # The same moment after the leader dropped our state for an idle partition
     # (producer.id.expiration.ms, or retention): it takes any first sequence again,
-    # so a partition whose last acknowledged batch is older than STATE_TRUSTED_FOR
+    # so a partition with no batch acknowledged for STATE_TRUSTED_FOR seconds
     # sends one batch until one is acknowledged. Before, the partition pipelined at
     # once: the first batch (refused as not leader) was written after the next ones.
     monkeypatch.setattr(idempotence, "STATE_TRUSTED_FOR", 0.2)
