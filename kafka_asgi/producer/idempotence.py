@@ -149,12 +149,12 @@ class Idempotence(ProducerState):
                 return False
             self._move_on(p)
             return True
-        if not out and p.confirmed and now - p.acked_at > STATE_TRUSTED_FOR:
-            # Idle long enough for the leader to have dropped our state (expired,
-            # or its segment deleted): as at the start, one batch until one is
-            # acknowledged.
+        if p.confirmed and now - p.acked_at > STATE_TRUSTED_FOR:
+            # Nothing acknowledged for long enough that the leader may have dropped
+            # our state (expired, or its segment deleted): as at the start, one
+            # batch until one is acknowledged.
             p.confirmed = False
-        elif out and not p.confirmed:
+        if out and not p.confirmed:
             # Nothing of this partition acknowledged under this producer id and
             # epoch yet: the leader may have no state for us, and then it takes any
             # first sequence number (Kafka before 4.5, KAFKA-15591). A first batch

@@ -334,3 +334,35 @@ async def test_an_idle_partition_goes_one_batch_at_a_time_again(
         out += {"sent": 1, "answer": -1}.get(e[0], 0)
         assert out <= 1, events[: first_ack + 1]
     assert probe.most() == 5
+
+
+async def test_a_batch_out_past_the_trust_holds_the_next_ones_back(
+    reports: Reports, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The same while a batch is out: nothing acknowledged for longer than
+    # STATE_TRUSTED_FOR (a slow answer), and meanwhile the leader dropped our state.
+    # The batches that come next wait for that answer rather than join it in flight:
+    # had they gone, the first would be written where the broker took any sequence,
+    # and the batch out (refused as not leader) after them.
+    monkeypatch.setattr(idempotence, "STATE_TRUSTED_FOR", 0.2)
+    fake = FakeClient(any_first_sequence=True)
+    fake.add_topic("one", 1)
+    async with running(fake, reports, **opts()) as producer:
+        await producer.send("one", WARM)
+        fake.gate = anyio.Event()
+        fake.codes[("one", 0)] = deque([6])  # NOT_LEADER_OR_FOLLOWER: nothing written
+        sent = len(fake.requests)
+        for i in range(5):  # one batch
+            producer.send_nowait("one", value(i))
+        assert await eventually(lambda: len(fake.requests) == sent + 1, 5.0, interval=0.005)
+        await anyio.sleep(0.3)
+        fake.expire()
+        for i in range(5, 50):
+            producer.send_nowait("one", value(i))
+        await anyio.sleep(0.1)
+        assert len(fake.requests) == sent + 1  # none joined the batch out
+        fake.gate.set()
+        await producer.flush(timeout=10)
+    assert stored(fake) == list(range(50))
+    assert not reports.errors
+    assert list(fake.epochs.values()) == [0]
