@@ -35,6 +35,22 @@ def reports() -> Reports:
     return Reports()
 
 
+@pytest.fixture
+def lenient() -> FakeClient:
+    """As Kafka 2.5 to 4.4: a partition with no state for a producer takes any first
+    sequence number from it (KAFKA-15591)."""
+    client = FakeClient(any_first_sequence=True)
+    client.add_topic("one", 1)
+    return client
+
+
+@pytest.fixture
+def short_trust(monkeypatch: pytest.MonkeyPatch) -> float:
+    """STATE_TRUSTED_FOR cut to 0.2 s, so tests can wait past it."""
+    monkeypatch.setattr(idempotence, "STATE_TRUSTED_FOR", 0.2)
+    return 0.2
+
+
 def value(i: int) -> bytes:
     return b"%06d" % i + b"x" * (RECORD - 6)
 
@@ -269,7 +285,7 @@ async def test_retry_refused_as_out_of_order_after_a_restart(
 
 
 async def test_a_partition_pipelines_once_its_leader_acknowledged_a_batch(
-    reports: Reports,
+    lenient: FakeClient, reports: Reports
 ) -> None:
     # KAFKA-15591: a leader with no state for a producer takes any first sequence
     # number (Kafka 2.5 to 4.4). The first batch is refused as not leader (the
@@ -277,8 +293,7 @@ async def test_a_partition_pipelines_once_its_leader_acknowledged_a_batch(
     # would have been written, the first refused as out of order from then on, and
     # written after them under a bumped epoch. So the partition's first batch goes
     # alone, and the rest pipeline once it is acknowledged: in order, once, no bump.
-    fake = FakeClient(any_first_sequence=True)
-    fake.add_topic("one", 1)
+    fake = lenient
     fake.codes[("one", 0)] = deque([6])  # NOT_LEADER_OR_FOLLOWER: nothing written
     probe = InFlightProbe()
     async with running(fake, reports, **opts()) as producer:
@@ -289,26 +304,19 @@ async def test_a_partition_pipelines_once_its_leader_acknowledged_a_batch(
     assert stored(fake) == list(range(50))
     assert not reports.errors
     assert list(fake.epochs.values()) == [0]
-    events = probe.timeline[("one", 0)]
-    first_ack = next(i for i, e in enumerate(events) if e[0] == "answer" and e[3] == 0)
-    out = 0
-    for e in events[:first_ack]:
-        out += {"sent": 1, "answer": -1}.get(e[0], 0)
-        assert out <= 1, events[: first_ack + 1]
+    assert probe.out_before_first_ack(("one", 0)) == 1, probe.timeline
     assert probe.most() == 5  # and five at once after it
 
 
 async def test_an_idle_partition_goes_one_batch_at_a_time_again(
-    reports: Reports, monkeypatch: pytest.MonkeyPatch
+    lenient: FakeClient, reports: Reports, short_trust: float
 ) -> None:
     # The same moment after the leader dropped our state for an idle partition
     # (producer.id.expiration.ms, or retention): it takes any first sequence again,
     # so a partition with no batch acknowledged for STATE_TRUSTED_FOR seconds
     # sends one batch until one is acknowledged. Before, the partition pipelined at
     # once: the first batch (refused as not leader) was written after the next ones.
-    monkeypatch.setattr(idempotence, "STATE_TRUSTED_FOR", 0.2)
-    fake = FakeClient(any_first_sequence=True)
-    fake.add_topic("one", 1)
+    fake = lenient
     probe = InFlightProbe()
     async with running(fake, reports, **opts()) as producer:
         await producer.send("one", WARM)
@@ -317,7 +325,7 @@ async def test_an_idle_partition_goes_one_batch_at_a_time_again(
         fake.gate.set()
         await producer.flush(timeout=10)
         fake.gate = None
-        await anyio.sleep(0.3)
+        await anyio.sleep(short_trust + 0.1)
         fake.expire()
         fake.codes[("one", 0)] = deque([6])  # NOT_LEADER_OR_FOLLOWER: nothing written
         producer.add_hooks(probe)
@@ -327,26 +335,19 @@ async def test_an_idle_partition_goes_one_batch_at_a_time_again(
     assert stored(fake) == list(range(100))
     assert not reports.errors
     assert list(fake.epochs.values()) == [0]  # no bump: nothing refused as out of order
-    events = probe.timeline[("one", 0)]
-    first_ack = next(i for i, e in enumerate(events) if e[0] == "answer" and e[3] == 0)
-    out = 0
-    for e in events[:first_ack]:
-        out += {"sent": 1, "answer": -1}.get(e[0], 0)
-        assert out <= 1, events[: first_ack + 1]
+    assert probe.out_before_first_ack(("one", 0)) == 1, probe.timeline
     assert probe.most() == 5
 
 
 async def test_a_batch_out_past_the_trust_holds_the_next_ones_back(
-    reports: Reports, monkeypatch: pytest.MonkeyPatch
+    lenient: FakeClient, reports: Reports, short_trust: float
 ) -> None:
     # The same while a batch is out: nothing acknowledged for longer than
     # STATE_TRUSTED_FOR (a slow answer), and meanwhile the leader dropped our state.
     # The batches that come next wait for that answer rather than join it in flight:
     # had they gone, the first would be written where the broker took any sequence,
     # and the batch out (refused as not leader) after them.
-    monkeypatch.setattr(idempotence, "STATE_TRUSTED_FOR", 0.2)
-    fake = FakeClient(any_first_sequence=True)
-    fake.add_topic("one", 1)
+    fake = lenient
     async with running(fake, reports, **opts()) as producer:
         await producer.send("one", WARM)
         fake.gate = anyio.Event()
@@ -355,7 +356,7 @@ async def test_a_batch_out_past_the_trust_holds_the_next_ones_back(
         for i in range(5):  # one batch
             producer.send_nowait("one", value(i))
         assert await eventually(lambda: len(fake.requests) == sent + 1, 5.0, interval=0.005)
-        await anyio.sleep(0.3)
+        await anyio.sleep(short_trust + 0.1)
         fake.expire()
         for i in range(5, 50):
             producer.send_nowait("one", value(i))

@@ -5,7 +5,6 @@ read back: every record once, in order per partition."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import anyio
@@ -17,13 +16,10 @@ from kafka_asgi.protocol.errors import (
     NotLeaderOrFollowerError,
     OutOfOrderSequenceNumberError,
     UnknownTopicOrPartitionError,
-    error_for_code,
 )
-from kafka_asgi.protocol.messages import InitProducerIdRequest, ProduceRequest
-from kafka_asgi.protocol.messages.produce import PartitionProduceData, TopicProduceData
-from kafka_asgi.protocol.records import encode_batch_columns
 from tests.support.delivery import Outcome, read_log
 from tests.support.inflight import InFlightProbe
+from tests.support.raw_producer import new_producer_id, one_record_batch
 
 pytestmark = [pytest.mark.anyio, pytest.mark.broker]
 
@@ -91,32 +87,9 @@ async def test_a_leader_without_our_state_takes_any_first_sequence(
     # refuses it as out of order (KAFKA-15591).
     topic = new_topic(partitions=1)
     async with KafkaClient(kafka.plaintext) as client:
-        for _ in range(100):  # a fresh broker may not give ids at once (retriable codes)
-            pid = await client.send_any(
-                InitProducerIdRequest(transactional_id=None, transaction_timeout_ms=60_000)
-            )
-            if pid.error_code == 0 or not error_for_code(pid.error_code).retriable:
-                break
-            await anyio.sleep(0.1)
-        assert pid.error_code == 0
+        pid = await new_producer_id(client)
         leader = (await client.fetch_metadata(topic)).partitions[0].leader
-        data = encode_batch_columns(
-            [b"seventeen"],
-            [time.time_ns()],
-            producer_id=pid.producer_id,
-            producer_epoch=pid.producer_epoch,
-            base_sequence=17,
-        )
-        request = ProduceRequest(
-            transactional_id=None,
-            acks=-1,
-            timeout_ms=10_000,
-            topic_data=[
-                TopicProduceData(
-                    name=topic, partition_data=[PartitionProduceData(index=0, records=data)]
-                )
-            ],
-        )
+        request = one_record_batch(topic, pid, 17, b"seventeen")
         for _ in range(100):
             response = await client.send(leader, request, min_version=3)
             (answer,) = response.responses[0].partition_responses

@@ -6,7 +6,6 @@ one is acknowledged (kafka_asgi/producer/idempotence.py, STATE_TRUSTED_FOR)."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import anyio
@@ -15,17 +14,12 @@ import pytest
 from kafka_asgi.cluster.client import KafkaClient
 from kafka_asgi.producer import Producer, idempotence
 from kafka_asgi.protocol.errors import OutOfOrderSequenceNumberError, error_for_code
-from kafka_asgi.protocol.messages import (
-    DescribeProducersRequest,
-    InitProducerIdRequest,
-    ProduceRequest,
-)
+from kafka_asgi.protocol.messages import DescribeProducersRequest
 from kafka_asgi.protocol.messages.describe_producers import TopicRequest
-from kafka_asgi.protocol.messages.produce import PartitionProduceData, TopicProduceData
-from kafka_asgi.protocol.records import encode_batch_columns
 from tests.support.brokers import KafkaCluster, create_topic
 from tests.support.delivery import Outcome, read_log
 from tests.support.inflight import InFlightProbe
+from tests.support.raw_producer import new_producer_id, one_record_batch
 
 pytestmark = [pytest.mark.anyio, pytest.mark.broker]
 
@@ -56,22 +50,6 @@ async def _forgotten(client: KafkaClient, leader: int, topic: str, pid: int) -> 
             await anyio.sleep(0.2)
 
 
-def _produce(topic: str, pid: int, epoch: int, seq: int, value: bytes) -> ProduceRequest:
-    data = encode_batch_columns(
-        [value], [time.time_ns()], producer_id=pid, producer_epoch=epoch, base_sequence=seq
-    )
-    return ProduceRequest(
-        transactional_id=None,
-        acks=-1,
-        timeout_ms=10_000,
-        topic_data=[
-            TopicProduceData(
-                name=topic, partition_data=[PartitionProduceData(index=0, records=data)]
-            )
-        ],
-    )
-
-
 async def test_an_idle_producer_is_forgotten_and_any_sequence_taken_again(
     own_broker: Any,
 ) -> None:
@@ -81,30 +59,20 @@ async def test_an_idle_producer_is_forgotten_and_any_sequence_taken_again(
     kafka = KafkaCluster(plaintext=own_broker.addresses().plaintext, source="own")
     topic = create_topic(kafka, partitions=1, prefix="expiry")
     async with KafkaClient(kafka.plaintext) as client:
-        with anyio.fail_after(30):  # a fresh broker may not give ids at once
-            while True:
-                pid = await client.send_any(
-                    InitProducerIdRequest(transactional_id=None, transaction_timeout_ms=60_000)
-                )
-                if pid.error_code == 0 or not error_for_code(pid.error_code).retriable:
-                    break
-                await anyio.sleep(0.1)
-        assert pid.error_code == 0
+        pid = await new_producer_id(client)
         leader = (await client.fetch_metadata(topic)).partitions[0].leader
-        ident, epoch = pid.producer_id, pid.producer_epoch
 
         async def produce(seq: int, value: bytes) -> Any:
-            response = await client.send(
-                leader, _produce(topic, ident, epoch, seq, value), min_version=3
-            )
+            request = one_record_batch(topic, pid, seq, value)
+            response = await client.send(leader, request, min_version=3)
             (answer,) = response.responses[0].partition_responses
             return answer
 
         first = await produce(0, b"zero")
         assert (first.error_code, first.base_offset) == (0, 0)
         assert (await produce(17, b"early")).error_code == OUT_OF_ORDER
-        assert ident in await _producers_known(client, leader, topic)
-        await _forgotten(client, leader, topic, ident)
+        assert pid.producer_id in await _producers_known(client, leader, topic)
+        await _forgotten(client, leader, topic, pid.producer_id)
         late = await produce(17, b"seventeen")
     version = own_broker.kafka_version
     if tuple(int(n) for n in version.split(".")[:2]) >= (4, 5):
@@ -150,9 +118,7 @@ async def test_a_partition_idle_past_the_expiry_goes_one_batch_first(
             producer.send_nowait(topic, b"%d" % i + b" " * 1000)
         await producer.flush(timeout=60)
         assert (producer._pid, producer._pid_epoch) == (pid, epoch)  # no bump
-    events = probe.timeline[(topic, 0)]
-    first_ack = next(i for i, e in enumerate(events) if e[0] == "answer" and e[3] == 0)
-    assert [e[0] for e in events[: first_ack + 1]] == ["sent", "answer"], events[:5]
+    assert probe.out_before_first_ack((topic, 0)) == 1, probe.timeline
     assert probe.most() == 5  # and pipelined after it
     assert not outcome.unreported and not outcome.failed
     assert not probe.retried, probe.timeline

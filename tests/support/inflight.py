@@ -44,6 +44,17 @@ class InFlightProbe(ProducerHooks):
             else:
                 events.append(("failed", p.records, repr(error)))
 
+    def out_before_first_ack(self, key: tuple[str, int]) -> int:
+        """The most batches of partition ``key`` out at once until its first
+        acknowledgement (a successful answer) came."""
+        out = most = 0
+        for event in self.timeline.get(key, []):
+            if event[0] == "answer" and event[3] == 0:
+                return most
+            out += {"sent": 1, "answer": -1, "failed": -1}.get(event[0], 0)
+            most = max(most, out)
+        raise AssertionError(f"{key}: no batch acknowledged: {self.timeline.get(key)}")
+
     def most(self) -> int:
         """The most batches one partition had in flight at once."""
         return max(self.peak.values(), default=0)
