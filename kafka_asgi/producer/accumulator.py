@@ -39,6 +39,7 @@ from .errors import PartitionerError
 from .partitioner import crc32_partition, murmur2_partition
 
 __all__ = [
+    "NEVER_ACKED",
     "RECORD_OVERHEAD",
     "Batch",
     "Delivery",
@@ -92,6 +93,9 @@ def header_size(headers: list[Header]) -> int:
     for k, v in headers:
         size += 10 + len(k) * 4 + (len(v) if v is not None else 0)
     return size
+
+
+NEVER_ACKED = float("-inf")  # PartitionBuffer.acked_at before any acknowledgement
 
 
 class Delivery:
@@ -207,7 +211,6 @@ class PartitionBuffer:
         "acked_at",
         "acked_seq",
         "batches",
-        "confirmed",
         "headers",
         "index",
         "inflight",
@@ -245,12 +248,10 @@ class PartitionBuffer:
         self.acked_seq = 0
         self.pid_gen = -1
         self.unresolved = -1
-        # The leader acknowledged a batch of this partition under pid_gen: until it
-        # has, one batch at a time (see Idempotence._may_send_new).
-        self.confirmed = False
-        # When a batch was last acknowledged (anyio clock): a partition quiet long
-        # enough goes back to one batch at a time (idempotence.STATE_TRUSTED_FOR).
-        self.acked_at = 0.0
+        # When the leader last acknowledged a batch of this partition under pid_gen
+        # (anyio clock; -inf: none yet). Until one is, or once STATE_TRUSTED_FOR has
+        # passed since, one batch at a time (see Idempotence._may_send_new).
+        self.acked_at = NEVER_ACKED
         # A batch was refused as out of order where the broker may have it (its
         # producer state reloaded after a restart keeps only the last batch): the
         # partition sends nothing until DescribeProducers says how far it has us.

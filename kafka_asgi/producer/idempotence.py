@@ -67,7 +67,7 @@ from kafka_asgi.protocol.messages import (
 from kafka_asgi.protocol.messages.describe_producers import TopicRequest as DescribeTopic
 from kafka_asgi.protocol.records import set_producer_state
 
-from .accumulator import Batch, PartitionBuffer
+from .accumulator import NEVER_ACKED, Batch, PartitionBuffer
 from .state import STALL_BACKOFF_CAP, ProducerState, unreachable
 
 __all__ = ["DUPLICATE_SEQUENCE", "PRODUCER_STATE_CODES", "STATE_TRUSTED_FOR", "Idempotence"]
@@ -149,20 +149,16 @@ class Idempotence(ProducerState):
                 return False
             self._move_on(p)
             return True
-        if p.confirmed and now - p.acked_at > STATE_TRUSTED_FOR:
-            # Nothing acknowledged for long enough that the leader may have dropped
-            # our state (expired, or its segment deleted): as at the start, one
-            # batch until one is acknowledged.
-            p.confirmed = False
-        if out and not p.confirmed:
+        if out and now - p.acked_at > STATE_TRUSTED_FOR:
             # Nothing of this partition acknowledged under this producer id and
-            # epoch yet: the leader may have no state for us, and then it takes any
-            # first sequence number (Kafka before 4.5, KAFKA-15591). A first batch
-            # refused as not leader while the broker takes the partition over (a
-            # topic just made, an election), then the next one in flight accepted,
-            # would leave the first one's records refused as out of order and, sent
-            # again under a bumped epoch, written after the later ones. One batch at
-            # a time until the first is acknowledged: one round trip.
+            # epoch yet, or not for long enough that the leader may have dropped our
+            # state (expired, or its segment deleted): a leader with no state for us
+            # takes any first sequence number (Kafka before 4.5, KAFKA-15591). A
+            # first batch refused as not leader while the broker takes the partition
+            # over (a topic just made, an election), then the next one in flight
+            # accepted, would leave the first one's records refused as out of order
+            # and, sent again under a bumped epoch, written after the later ones. One
+            # batch at a time until one is acknowledged: one round trip.
             return False
         # Unresolved: wait until the batches out tell whether the broker has it.
         return p.unresolved < 0
@@ -173,7 +169,7 @@ class Idempotence(ProducerState):
         p.next_seq = 0
         p.acked_seq = 0
         p.unresolved = -1
-        p.confirmed = False
+        p.acked_at = NEVER_ACKED
 
     @staticmethod
     def _rewind(p: PartitionBuffer, seq: int) -> None:
@@ -234,7 +230,6 @@ class Idempotence(ProducerState):
         p = b.part
         if b.base_seq < 0 or b.pid_gen != p.pid_gen:
             return
-        p.confirmed = True
         p.acked_at = anyio.current_time()
         end = (b.base_seq + len(b.values)) & _SEQ_MASK
         if _seq_after(end, p.acked_seq):
