@@ -4,7 +4,7 @@ side of the machine a throughput case is bound by (issue 17).
 
     python -m bench.frame_cpu [--records 200000] [--size 1024] [--codec none] [--reps 3]
                               [--values log|random] [--yield-every 1000] [--acks 1|all]
-                              [--client kafka_asgi|confluent-kafka]
+                              [--client kafka_asgi|confluent-kafka] [--idempotence]
 
 Each repetition runs in a fresh process: a producer (acks=1, one partition, the
 topic made for the run) is warmed up with one acknowledged record, then
@@ -18,7 +18,8 @@ window.  With the local broker (scripts/kafka_local.py, one node), also the brok
 process's CPU per record over the window (``/proc/<pid>/stat``) and how busy the
 machine's cores were: client and broker CPU over wall time times the core count.
 ``--client confluent-kafka`` measures confluent-kafka's send loop (bench/producer.py)
-the same way, its C threads counted in the process's CPU.  To compare two commits, run
+the same way, its C threads counted in the process's CPU.  ``--idempotence`` turns it
+on for either client (acks=all).  To compare two commits, run
 it in a checkout of each, alternating.
 """
 
@@ -72,6 +73,7 @@ def _run(
     every: int,
     acks: str,
     client: str,
+    idempotent: bool = False,
 ) -> dict[str, float]:
     from bench.producer import Case, _values, confluent_timed, ours_timed
 
@@ -79,7 +81,7 @@ def _run(
         values = [os.urandom(size // 2 + 1).hex().encode()[:size] for _ in range(n)]
     else:
         values = _values(n, size)
-    case = Case(size=size, codec=codec, acks=acks)
+    case = Case(size=size, codec=codec, acks=acks, idempotent=idempotent)
     pid = _broker_pid()
     broker_before = _process_cpu(pid)
     if client == "confluent-kafka":
@@ -110,6 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--yield-every", type=int, default=1000)
     parser.add_argument("--acks", choices=("1", "all"), default="1")
     parser.add_argument("--client", choices=("kafka_asgi", "confluent-kafka"), default="kafka_asgi")
+    parser.add_argument("--idempotence", action="store_true", help="both clients idempotent")
     parser.add_argument("--child", nargs=2, metavar=("BOOTSTRAP", "TOPIC"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -124,6 +127,7 @@ def main(argv: list[str] | None = None) -> None:
             args.yield_every,
             args.acks,
             args.client,
+            args.idempotence,
         )
         print("BENCH_JSON " + json.dumps(result))
         return
@@ -137,6 +141,8 @@ def main(argv: list[str] | None = None) -> None:
                 cmd += ["--size", str(args.size), "--codec", args.codec, "--values", args.values]
                 cmd += ["--yield-every", str(args.yield_every), "--acks", args.acks]
                 cmd += ["--client", args.client]
+                if args.idempotence:
+                    cmd.append("--idempotence")
                 cmd += ["--child", b.bootstrap, topic]
                 proc = subprocess.run(
                     cmd, capture_output=True, text=True, timeout=600, check=False, cwd=ROOT
