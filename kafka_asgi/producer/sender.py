@@ -8,9 +8,10 @@ ProduceRequest per broker, up to ``max_in_flight`` outstanding per broker.  Each
 request runs in its own task (``_request``); its response completes the batches,
 or schedules their retry after ``retry_backoff`` (within ``max_retry``), or
 reports them.  While no broker can be reached, batches wait (``_stalled``) up to
-``delivery_timeout`` without using up ``max_retry``.  A slow codec's large batch is
-compressed on a worker thread first (``_held_for_compression``), its partition
-waiting behind it.
+``delivery_timeout`` without using up ``max_retry``.  A large batch of a codec that
+releases the GIL is compressed on a worker thread first (``_held_for_compression``),
+its partition's next batches behind it, in order; theirs are compressed meanwhile
+(two workers, at most ``max_in_flight`` batches of a partition ahead).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import anyio
 import anyio.to_thread
 
 from kafka_asgi.network.errors import ClientRequestTimeoutError, ConnectError, NetworkError
-from kafka_asgi.protocol.compression import Compression, compress
+from kafka_asgi.protocol.compression import Compression, compress, compresses_without_gil
 from kafka_asgi.protocol.errors import (
     NO_ERROR,
     BrokerNotAvailableError,
@@ -62,19 +63,30 @@ logger = logging.getLogger("kafka_asgi.producer")
 _INF = math.inf
 # Compressing a large batch with a slow codec on the event loop would hold every
 # other task there (an application's requests) for as long: gzip takes about 50 ms
-# per MiB of log lines on the benchmark machine, zstd about 5.  Their batches from
-# these sizes (before compression) are compressed on a worker thread (zlib and
-# cramjam's zstd release the GIL while they work); the records section is written
-# before and the header after, on the loop.  lz4 (its fast levels) and snappy take
-# 2-3 ms per MiB and stay on the loop: there a worker cost more throughput, in
-# handing the GIL back, than it saved (README, "Idempotent pipelining and 1 KiB
-# records").  LZ4HC's frame compressor holds the GIL, so a worker would not help.
-_OFFLOAD_MIN = {Compression.GZIP: 16 * 1024, Compression.ZSTD: 256 * 1024}
+# per MiB of log lines on the benchmark machine, zstd about 5, lz4 about 1.2.  Their
+# batches from these sizes (before compression) are compressed on a worker thread
+# (zlib, cramjam's zstd and lz4's fast compressor release the GIL while they work);
+# the records section is written before and the header after, on the loop.  For
+# lz4 the worker is also throughput: it compresses beside the loop's own work, on
+# the other core.  snappy stays on the loop (it releases the GIL per 32 KiB block,
+# and each block's hand-back waits for the loop's thread), as does LZ4HC (it holds
+# the GIL).
+_OFFLOAD_MIN = {
+    Compression.GZIP: 16 * 1024,
+    Compression.LZ4: 256 * 1024,
+    Compression.ZSTD: 256 * 1024,
+}
+# Worker threads compressing at once, per producer.  A worker that finishes waits
+# for the GIL (up to the interpreter's switch interval, 5 ms, while the loop runs
+# Python) to hand its result back; a second one compresses meanwhile.
+_OFFLOAD_THREADS = 2
 
 
-def offload_threshold(codec: Compression) -> int | None:
-    """The size (before compression) from which ``codec``'s batches are compressed
-    on a worker thread; None: always on the event loop."""
+def offload_threshold(codec: Compression, level: int | None = None) -> int | None:
+    """The size (before compression) from which ``codec``'s batches (at ``level``)
+    are compressed on a worker thread; None: always on the event loop."""
+    if not compresses_without_gil(codec, level):
+        return None
     return _OFFLOAD_MIN.get(codec)
 
 
@@ -126,7 +138,11 @@ class Sender(ProducerState):
             picked: list[Batch] = []
             batches = p.batches
             i = 0
-            while inflight + len(picked) < limit:
+            # Batches from the first one still compressing on a worker: they wait
+            # behind it (their compressions started meanwhile), counted as out.
+            behind = 0
+            while inflight + len(picked) + behind < limit:
+                out = inflight + len(picked) + behind
                 n = len(batches)
                 while i < n and batches[i].inflight:
                     i += 1
@@ -136,21 +152,20 @@ class Sender(ProducerState):
                         if b.not_before < retry_at:
                             retry_at = b.not_before
                         break
-                    if idempotent and not self._may_send(p, b, inflight + len(picked), gen, now):
+                    if idempotent and not self._may_send(p, b, out, gen, now):
                         break
-                    if offload and self._held_for_compression(b):
-                        break
-                    i += 1
                 elif p.pending and (force or len(p.pending) >= batch_num or p.nbytes >= batch_size):
-                    if idempotent and not self._may_send_new(p, inflight + len(picked), gen, now):
+                    if idempotent and not self._may_send_new(p, out, gen, now):
                         break
                     b = cut_moving_on(p)
-                    if offload and self._held_for_compression(b):
-                        break
-                    i += 1
                 else:
                     break
-                picked.append(b)
+                i += 1
+                held = offload and self._held_for_compression(b)
+                if held or behind:
+                    behind += 1
+                else:
+                    picked.append(b)
             if not picked:
                 if not batches and not p.pending:
                     self._active.discard(p)
@@ -328,9 +343,14 @@ class Sender(ProducerState):
         if self._part_limit > 1 or (self._idempotent and self._pid < 0):
             return
         offload = self._offload_min is not None
+        ahead = self.options.max_in_flight
         for p in list(self._active):
             if p.inflight and len(p.batches) > 1:
                 b = p.batches[1]
+                if offload:
+                    # The ones after it too, on the workers (at most max_in_flight).
+                    for k in range(2, min(len(p.batches), 1 + ahead)):
+                        self._held_for_compression(p.batches[k])
                 if offload and self._held_for_compression(b):
                     continue  # compressed meanwhile on a worker thread
                 if self._idempotent:
@@ -365,7 +385,7 @@ class Sender(ProducerState):
         body, base_ts, max_delta = section
         limiter = self._zlimiter
         if limiter is None:
-            limiter = self._zlimiter = anyio.CapacityLimiter(1)
+            limiter = self._zlimiter = anyio.CapacityLimiter(_OFFLOAD_THREADS)
         try:
             packed = await anyio.to_thread.run_sync(
                 compress, self._codec, body, self._level, limiter=limiter, abandon_on_cancel=True

@@ -16,7 +16,7 @@ from kafka_asgi.protocol.compression import Compression, compress
 from kafka_asgi.protocol.records import decode_batches
 from tests.support.fake_client import FakeClient
 from tests.support.producers import Reports, running
-from tests.support.timing import scaled
+from tests.support.timing import eventually, scaled
 
 pytestmark = pytest.mark.anyio
 
@@ -38,7 +38,8 @@ def reports() -> Reports:
 
 class Compressions:
     """Wraps the sender's compress: the thread each call ran on, and a gate that a
-    test may close to hold a compression until it opens it."""
+    test may close to hold a compression until it opens it (every call, or only
+    the ones whose data holds ``hold``); how many ran at once at most."""
 
     def __init__(self) -> None:
         self.threads: list[int] = []
@@ -46,18 +47,34 @@ class Compressions:
         self.gate = threading.Event()
         self.gate.set()
         self.entered = threading.Event()
+        self.held = threading.Event()  # a call with ``hold`` entered
         self.fail: BaseException | None = None
+        self.hold: bytes | None = None
+        self.finished = 0
+        self.running = 0
+        self.most_at_once = 0
+        self._lock = threading.Lock()
 
     def __call__(self, codec: int, data: Any, level: int | None = None) -> bytes:
-        self.threads.append(threading.get_ident())
-        self.sizes.append(len(data))
+        with self._lock:
+            self.threads.append(threading.get_ident())
+            self.sizes.append(len(data))
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
         self.entered.set()
-        # Bounded: a test that forgets to open the gate fails instead of hanging.
-        assert self.gate.wait(scaled(20)), "the gate was never opened"
-        if self.fail is not None:
-            error, self.fail = self.fail, None
-            raise error
-        return compress(codec, data, level)
+        try:
+            if self.hold is None or self.hold in bytes(data):
+                self.held.set()
+                # Bounded: a test that forgets to open the gate fails, not hangs.
+                assert self.gate.wait(scaled(20)), "the gate was never opened"
+            if self.fail is not None:
+                error, self.fail = self.fail, None
+                raise error
+            return compress(codec, data, level)
+        finally:
+            with self._lock:
+                self.running -= 1
+                self.finished += 1
 
 
 @pytest.fixture
@@ -80,11 +97,13 @@ def _batches(fake: FakeClient) -> list[Any]:
     ]
 
 
-@pytest.mark.parametrize("codec", ["gzip", "zstd"])
+@pytest.mark.parametrize("codec", ["gzip", "zstd", "lz4"])
 @pytest.mark.parametrize("acks", [1, -1])
 async def test_large_batches_of_slow_codecs_compress_on_a_worker_thread(
     fake: FakeClient, compressions: Compressions, codec: str, acks: int
 ) -> None:
+    if codec != "gzip":
+        pytest.importorskip("cramjam")
     threshold = sender_module.offload_threshold(Compression[codec.upper()])
     assert threshold is not None
     # Enough records that each batch is past the threshold (estimated size).
@@ -222,3 +241,91 @@ async def test_a_failed_compression_on_the_loop_is_reported(
     assert [r.value for r in fake.records("one", 0)] == [
         VALUE + b"%06d" % i for i in range(count, 2 * count)
     ]
+
+
+# Batches cut at this size (before compression), past lz4's threshold (256 KiB).
+LARGE = 300 * 1024
+PER_BATCH = LARGE // (len(VALUE) + 6 + 20)  # about; the producer's estimate decides
+
+
+async def test_a_partitions_next_batches_compress_beside_the_first(
+    fake: FakeClient, compressions: Compressions
+) -> None:
+    """Pipelining (idempotent): while a partition's batch is compressed on a worker,
+    its next ones are compressed too (two at a time at most); none is sent before
+    the one ahead of it, and the sequence numbers follow the records."""
+    pytest.importorskip("cramjam")
+    opts = {"compression": "lz4", "batch_size": LARGE, "batch_num": 100_000, "required_acks": -1}
+    async with running(fake, **opts) as p:
+        with anyio.fail_after(scaled(20)):
+            # One batch acknowledged first: the partition then pipelines.
+            for i in range(PER_BATCH):
+                p.send_nowait("one", VALUE + b"%06d" % i)
+            await p.flush()
+            first = len(fake.records("one", 0))
+            assert compressions.threads and first == PER_BATCH
+            # The next batch's compression is held (the workers may start the
+            # batches in any order: trio runs the tasks that start them so).
+            compressions.hold = VALUE + b"%06d" % first
+            compressions.gate.clear()
+            n = 5 * PER_BATCH
+            for i in range(PER_BATCH, n):
+                p.send_nowait("one", VALUE + b"%06d" % i)
+            # Two of the batches behind it compressed (on the other worker) before
+            # it: its compression did not hold theirs back.
+            assert await eventually(
+                lambda: compressions.held.is_set() and compressions.finished >= 1 + 2, 10, 0.005
+            )
+            assert len(fake.records("one", 0)) == first  # nothing overtook the held one
+            compressions.gate.set()
+            await p.flush()
+        stats = p.stats()
+    assert (stats.delivered, stats.failed) == (n, 0)
+    assert [r.value for r in fake.records("one", 0)] == [VALUE + b"%06d" % i for i in range(n)]
+    assert compressions.most_at_once <= 2
+    batches = _batches(fake)
+    assert len(batches) >= 5
+    assert [b.base_sequence for b in batches] == [
+        sum(len(x.records) for x in batches[:k]) for k in range(len(batches))
+    ]
+
+
+async def test_a_batch_in_flight_lets_the_next_ones_compress(
+    fake: FakeClient, compressions: Compressions
+) -> None:
+    """One batch in flight per partition (no idempotence): while the broker holds
+    it, the next max_in_flight batches are compressed on the workers, no more; they
+    go one after another once it is answered, in order."""
+    pytest.importorskip("cramjam")
+    fake.gate = anyio.Event()
+    opts = {"compression": "lz4", "batch_size": LARGE, "batch_num": 100_000, "max_in_flight": 3}
+    async with running(fake, **opts) as p:
+        with anyio.fail_after(scaled(20)):
+            n = 8 * PER_BATCH
+            for i in range(n):
+                p.send_nowait("one", VALUE + b"%06d" % i)
+            # The first batch in flight, held by the broker; three more compressed.
+            assert await eventually(lambda: len(fake.requests) == 1, 10, 0.005)
+            assert await eventually(lambda: compressions.finished >= 4, 10, 0.005)
+            await anyio.sleep(scaled(0.2))
+            assert compressions.finished == 4 and len(fake.requests) == 1
+            fake.gate.set()
+            await p.flush()
+        stats = p.stats()
+    assert (stats.delivered, stats.failed) == (n, 0)
+    assert [r.value for r in fake.records("one", 0)] == [VALUE + b"%06d" % i for i in range(n)]
+    assert compressions.threads and threading.get_ident() not in compressions.threads
+
+
+async def test_lz4hc_compresses_on_the_loop(fake: FakeClient, compressions: Compressions) -> None:
+    """LZ4HC holds the GIL while it works: a worker would gain nothing."""
+    pytest.importorskip("cramjam")
+    assert sender_module.offload_threshold(Compression.LZ4, 9) is None
+    async with running(fake, compression="lz4", compression_level=9, batch_size=LARGE) as p:
+        with anyio.fail_after(scaled(20)):
+            for i in range(2 * PER_BATCH):
+                p.send_nowait("one", VALUE + b"%06d" % i)
+            await p.flush()
+    assert len(fake.records("one", 0)) == 2 * PER_BATCH
+    assert max(compressions.sizes) > 256 * 1024
+    assert set(compressions.threads) == {threading.get_ident()}
