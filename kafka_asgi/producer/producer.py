@@ -149,7 +149,7 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
         self._idempotence_implicit = self._idempotent and opts.enable_idempotence is None
         self._codec = opts.compression
         self._level = opts.compression_level
-        self._offload_min = offload_threshold(self._codec, self._level)
+        self._offload_min = offload_threshold(self._codec)
         self._zlimiter = None
         self._partitioner = opts.partitioner
         self._value_serializer = opts.value_serializer

@@ -8,10 +8,10 @@ ProduceRequest per broker, up to ``max_in_flight`` outstanding per broker.  Each
 request runs in its own task (``_request``); its response completes the batches,
 or schedules their retry after ``retry_backoff`` (within ``max_retry``), or
 reports them.  While no broker can be reached, batches wait (``_stalled``) up to
-``delivery_timeout`` without using up ``max_retry``.  A large batch of a codec that
-releases the GIL is compressed on a worker thread first (``_held_for_compression``),
-its partition's next batches behind it, in order; theirs are compressed meanwhile
-(two workers, at most ``max_in_flight`` batches of a partition ahead).
+``delivery_timeout`` without using up ``max_retry``.  A slow codec's large batch is
+compressed on a worker thread first (``_held_for_compression``), its partition's next
+batches behind it, in order; theirs are compressed meanwhile (two workers, at most
+``max_in_flight`` batches of a partition ahead).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import anyio
 import anyio.to_thread
 
 from kafka_asgi.network.errors import ClientRequestTimeoutError, ConnectError, NetworkError
-from kafka_asgi.protocol.compression import Compression, compress, compresses_without_gil
+from kafka_asgi.protocol.compression import Compression, compress
 from kafka_asgi.protocol.errors import (
     NO_ERROR,
     BrokerNotAvailableError,
@@ -63,30 +63,24 @@ logger = logging.getLogger("kafka_asgi.producer")
 _INF = math.inf
 # Compressing a large batch with a slow codec on the event loop would hold every
 # other task there (an application's requests) for as long: gzip takes about 50 ms
-# per MiB of log lines on the benchmark machine, zstd about 5, lz4 about 1.2.  Their
-# batches from these sizes (before compression) are compressed on a worker thread
-# (zlib, cramjam's zstd and lz4's fast compressor release the GIL while they work);
-# the records section is written before and the header after, on the loop.  For
-# lz4 the worker is also throughput: it compresses beside the loop's own work, on
-# the other core.  snappy stays on the loop (it releases the GIL per 32 KiB block,
-# and each block's hand-back waits for the loop's thread), as does LZ4HC (it holds
-# the GIL).
-_OFFLOAD_MIN = {
-    Compression.GZIP: 16 * 1024,
-    Compression.LZ4: 256 * 1024,
-    Compression.ZSTD: 256 * 1024,
-}
+# per MiB of log lines on the benchmark machine, zstd about 5.  Their batches from
+# these sizes (before compression) are compressed on worker threads (zlib and
+# cramjam's zstd release the GIL while they work); the records section is written
+# before and the header after, on the loop.  lz4 (its fast levels) and snappy take
+# 1-3 ms per MiB and stay on the loop: on the workers, lz4 cost a fifth more CPU per
+# record, in handing the GIL back and forth, for a few percent more throughput
+# (README, "Idempotent pipelining and 1 KiB records").  LZ4HC's frame compressor
+# holds the GIL, so a worker would not help.
+_OFFLOAD_MIN = {Compression.GZIP: 16 * 1024, Compression.ZSTD: 256 * 1024}
 # Worker threads compressing at once, per producer.  A worker that finishes waits
 # for the GIL (up to the interpreter's switch interval, 5 ms, while the loop runs
 # Python) to hand its result back; a second one compresses meanwhile.
 _OFFLOAD_THREADS = 2
 
 
-def offload_threshold(codec: Compression, level: int | None = None) -> int | None:
-    """The size (before compression) from which ``codec``'s batches (at ``level``)
-    are compressed on a worker thread; None: always on the event loop."""
-    if not compresses_without_gil(codec, level):
-        return None
+def offload_threshold(codec: Compression) -> int | None:
+    """The size (before compression) from which ``codec``'s batches are compressed
+    on a worker thread; None: always on the event loop."""
     return _OFFLOAD_MIN.get(codec)
 
 

@@ -38,7 +38,6 @@ __all__ = [
     "Compression",
     "check_level",
     "compress",
-    "compresses_without_gil",
     "decompress",
     "ensure_available",
     "fix_legacy_lz4_header",
@@ -153,17 +152,6 @@ def compress(codec: int, data: bytes | memoryview, level: int | None = None) -> 
         compressor.compress(data)
         return bytes(compressor.finish())
     return bytes(cramjam.zstd.compress(data, _ZSTD_LEVEL if level is None else level))
-
-
-def compresses_without_gil(codec: Compression, level: int | None = None) -> bool:
-    """Does :func:`compress` let other threads run Python while it works, in one
-    stretch, so a worker thread can do it beside the event loop?  zlib, zstd and
-    lz4's fast compressor release the GIL for the whole batch; snappy releases it
-    once per 32 KiB block (each handing back waiting on the loop's thread), and
-    LZ4HC's frame compressor holds it."""
-    if codec is Compression.LZ4:
-        return level is None or level < _LZ4_HC_LEVEL
-    return codec in (Compression.GZIP, Compression.ZSTD)
 
 
 def _lz4_fast(cramjam: ModuleType, data: bytes | memoryview) -> bytes:
