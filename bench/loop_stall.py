@@ -7,7 +7,7 @@ Each repetition runs every variant in a fresh process, in turn, against the loca
 broker (one partition, a topic per run):
 
 - ``kafka_asgi``: the producer as shipped (gzip batches from 16 KiB and zstd ones
-  from 256 KiB compressed on a worker thread);
+  from 256 KiB compressed on worker threads, two at a time);
 - ``kafka_asgi, compressing on the loop``: the same with that turned off (the
   sender's thresholds emptied), as before;
 - ``aiokafka``: aiokafka's producer with its defaults and the codec (it compresses

@@ -356,7 +356,7 @@ class Sender(ProducerState):
                     self._encode(b)
 
     def _held_for_compression(self, b: Batch) -> bool:
-        """Must ``b`` (its partition's next batch, not in flight) wait for its
+        """Must ``b`` (a batch of its partition not in flight) wait for its
         compression on a worker thread?  Starts it when it is due."""
         if b.zbusy:
             return True
@@ -374,8 +374,9 @@ class Sender(ProducerState):
         return True
 
     async def _compress_off_loop(self, b: Batch, section: tuple[bytes, int, int]) -> None:
-        """Compress ``b``'s records section on a worker thread (one at a time per
-        producer), then let the flusher send it; a failure is reported."""
+        """Compress ``b``'s records section on a worker thread (``_OFFLOAD_THREADS``
+        at a time per producer), then let the flusher send it; a failure is
+        reported."""
         body, base_ts, max_delta = section
         limiter = self._zlimiter
         if limiter is None:
