@@ -15,7 +15,6 @@ import anyio.lowlevel
 import anyio.to_thread
 import pytest
 from confluent_kafka import Producer as ConfluentProducer
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from kafka_asgi.network.errors import ConnectionClosedError
 from kafka_asgi.producer import BufferFullError, Producer, RecordMetadata, murmur2_partition
@@ -24,7 +23,7 @@ from kafka_asgi.protocol.errors import (
     UnknownTopicOrPartitionError,
 )
 from kafka_asgi.protocol.messages import ProduceRequest
-from tests.support.brokers import KafkaCluster, unique_name
+from tests.support.brokers import KafkaCluster, topic_at, unique_name
 from tests.support.readers import Outcomes, read_back
 from tests.support.timing import scaled
 
@@ -357,11 +356,7 @@ async def test_broker_restart_mid_stream(
     """The broker goes away (SIGKILL: requests in flight are lost; or a clean
     stop) while records stream in, and comes back."""
     bootstrap = own_broker.addresses().plaintext
-    topic = unique_name("restart")
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    new = NewTopic(topic, num_partitions=3, replication_factor=1)
-    admin.create_topics([new])[topic].result(30)
-    del admin  # librdkafka would keep reconnecting while the broker is down
+    topic = topic_at(bootstrap, "restart", 3)
     outcomes = Outcomes()
     sent: list[bytes] = []
     rejected = 0
@@ -444,10 +439,7 @@ async def test_answers_lost_before_a_clean_restart_are_not_written_twice(
     client bumps the epoch then and writes the three again.  The producer asks the
     leader (DescribeProducers) and acknowledges them instead: each record once."""
     bootstrap = own_broker.addresses().plaintext
-    topic = unique_name("restart-seq")
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(30)
-    del admin
+    topic = topic_at(bootstrap, "restart-seq")
     outcomes = Outcomes()
     producer = Producer(
         bootstrap,

@@ -10,10 +10,9 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import pytest
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from kafka_asgi.producer import Producer
-from tests.support.brokers import unique_name
+from tests.support.brokers import topic_at
 from tests.support.readers import Outcomes, read_back
 
 pytestmark = [pytest.mark.anyio, pytest.mark.broker]
@@ -24,10 +23,7 @@ async def test_records_handed_over_while_kafka_is_down_are_delivered(
     own_broker: Any, idempotent: bool, anyio_backend: str
 ) -> None:
     bootstrap = own_broker.addresses().plaintext
-    topic = unique_name("outage")
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])[topic].result(30)
-    del admin  # librdkafka would keep reconnecting while the broker is down
+    topic = topic_at(bootstrap, "outage", 3)
     outcomes = Outcomes()
     before = [b"before-%05d" % i for i in range(500)]
     during: list[bytes] = []
@@ -110,10 +106,7 @@ async def test_batches_compressing_ahead_survive_a_killed_broker(
 
     monkeypatch.setattr(sender_module, "compress", spy)
     bootstrap = own_broker.addresses().plaintext
-    topic = unique_name("ahead")
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(30)
-    del admin
+    topic = topic_at(bootstrap, "ahead")
     outcomes = Outcomes()
     sent: list[bytes] = []
     producer = Producer(

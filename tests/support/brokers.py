@@ -209,6 +209,20 @@ def broker_of_our_own(
         broker.stop(remove_data=True)
 
 
+def topic_at(bootstrap: str, prefix: str, partitions: int = 1) -> str:
+    """Create a fresh topic (replication 1) on the broker at ``bootstrap`` with
+    confluent-kafka's admin client, and return its name.  The client is gone when
+    this returns (librdkafka would keep reconnecting while a test's own broker is
+    down)."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    name = unique_name(prefix)
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    new = NewTopic(name, num_partitions=partitions, replication_factor=1)
+    admin.create_topics([new])[name].result(30)
+    return name
+
+
 def create_topic(
     kafka: KafkaCluster,
     partitions: int = 1,

@@ -6,21 +6,15 @@ from collections import Counter, defaultdict
 from typing import Any
 
 import anyio
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from kafka_asgi.producer import Producer
-from tests.support.brokers import unique_name
+from tests.support.brokers import topic_at
 from tests.support.readers import read_back
 from tests.support.timing import scaled
 
 
 def make_topic(bootstrap: str, partitions: int = 3) -> str:
-    topic = unique_name("spill")
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[
-        topic
-    ].result(30)
-    return topic
+    return topic_at(bootstrap, "spill", partitions)
 
 
 class Problems:
