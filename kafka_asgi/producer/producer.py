@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import deque
 from types import TracebackType
 from typing import Any
 
@@ -151,6 +152,8 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
         self._level = opts.compression_level
         self._offload_min = offload_threshold(self._codec)
         self._zlimiter = None
+        self._zqueue = deque()
+        self._zworkers = 0
         self._partitioner = opts.partitioner
         self._value_serializer = opts.value_serializer
         self._key_serializer = opts.key_serializer

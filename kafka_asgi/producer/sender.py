@@ -342,11 +342,13 @@ class Sender(ProducerState):
             if p.inflight and len(p.batches) > 1:
                 b = p.batches[1]
                 if offload:
-                    # The ones after it too, on the workers (at most max_in_flight).
+                    # The next one first (the workers take them in order), then
+                    # the ones after it (at most max_in_flight).
+                    held = self._held_for_compression(b)
                     for k in range(2, min(len(p.batches), 1 + ahead)):
                         self._held_for_compression(p.batches[k])
-                if offload and self._held_for_compression(b):
-                    continue  # compressed meanwhile on a worker thread
+                    if held:
+                        continue  # compressed meanwhile on a worker thread
                 if self._idempotent:
                     # Stamped ahead only under the producer id and epoch its
                     # partition uses (moving on waits until nothing is out).
@@ -370,13 +372,30 @@ class Sender(ProducerState):
         if section is None:
             return False  # unusual records: encoded on the loop, which names a fault
         b.zbusy = True
-        tg.start_soon(self._compress_off_loop, b, section)
+        self._zqueue.append((b, section))
+        if self._zworkers < _OFFLOAD_THREADS:
+            self._zworkers += 1
+            tg.start_soon(self._compress_off_loop)
         return True
 
-    async def _compress_off_loop(self, b: Batch, section: tuple[bytes, int, int]) -> None:
-        """Compress ``b``'s records section on a worker thread (``_OFFLOAD_THREADS``
-        at a time per producer), then let the flusher send it; a failure is
-        reported."""
+    async def _compress_off_loop(self) -> None:
+        """Compress the queued batches' records sections on a worker thread, in the
+        order they were queued (``_OFFLOAD_THREADS`` of these at a time per
+        producer), letting the flusher send each."""
+        queue = self._zqueue
+        try:
+            while queue:
+                b, section = queue.popleft()
+                try:
+                    if not b.done:  # not failed meanwhile
+                        await self._compress_one(b, section)
+                finally:
+                    b.zbusy = False
+        finally:
+            self._zworkers -= 1
+
+    async def _compress_one(self, b: Batch, section: tuple[bytes, int, int]) -> None:
+        """Compress ``b``'s records section on a worker thread; a failure is reported."""
         body, base_ts, max_delta = section
         limiter = self._zlimiter
         if limiter is None:
@@ -391,8 +410,7 @@ class Sender(ProducerState):
                 self._fail_batch(b, KafkaError(f"cannot compress the batch: {exc!r}"), False)
                 self._wake()
             return
-        finally:
-            b.zbusy = False
+        b.zbusy = False
         if not b.done:
             b.zbody = (packed, base_ts, max_delta)
             self._wake()

@@ -16,6 +16,7 @@ for the type checker, the methods one part calls on another.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
@@ -129,9 +130,12 @@ class ProducerState:
     _codec: Compression
     _level: int | None
     # Batches of at least this many bytes are compressed on a worker thread (None:
-    # every batch on the event loop), one at a time.
+    # every batch on the event loop), _OFFLOAD_THREADS at a time, in the order
+    # queued: (batch, its records section) waiting for a worker.
     _offload_min: int | None
     _zlimiter: anyio.CapacityLimiter | None
+    _zqueue: deque[tuple[Batch, tuple[bytes, int, int]]]
+    _zworkers: int
     _partitioner: Any
     _value_serializer: Any
     _key_serializer: Any

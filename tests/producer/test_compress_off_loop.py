@@ -39,7 +39,9 @@ def reports() -> Reports:
 class Compressions:
     """Wraps the sender's compress: the thread each call ran on, and a gate that a
     test may close to hold a compression until it opens it (every call, or only
-    the ones whose data holds ``hold``); how many ran at once at most."""
+    the ones whose data holds ``hold``, or whose first record's number is at least
+    ``hold_from``); the first record's number of each call, in the order they
+    began; how many ran at once at most."""
 
     def __init__(self) -> None:
         self.threads: list[int] = []
@@ -50,20 +52,30 @@ class Compressions:
         self.held = threading.Event()  # a call with ``hold`` entered
         self.fail: BaseException | None = None
         self.hold: bytes | None = None
+        self.hold_from: int | None = None
+        self.starts: list[int] = []
         self.finished = 0
         self.running = 0
         self.most_at_once = 0
         self._lock = threading.Lock()
 
     def __call__(self, codec: int, data: Any, level: int | None = None) -> bytes:
+        raw = bytes(data)
+        at = raw.find(VALUE) + len(VALUE)
+        first = int(raw[at : at + 6]) if at >= len(VALUE) else -1
         with self._lock:
+            self.starts.append(first)
             self.threads.append(threading.get_ident())
             self.sizes.append(len(data))
             self.running += 1
             self.most_at_once = max(self.most_at_once, self.running)
         self.entered.set()
         try:
-            if self.hold is None or self.hold in bytes(data):
+            if self.hold_from is not None:
+                held = first >= self.hold_from
+            else:
+                held = self.hold is None or self.hold in raw
+            if held:
                 self.held.set()
                 # Bounded: a test that forgets to open the gate fails, not hangs.
                 assert self.gate.wait(scaled(20)), "the gate was never opened"
@@ -265,8 +277,8 @@ async def test_a_partitions_next_batches_compress_beside_the_first(
             await p.flush()
             first = len(fake.records("one", 0))
             assert compressions.threads and first == PER_BATCH
-            # The next batch's compression is held (the workers may start the
-            # batches in any order: trio runs the tasks that start them so).
+            # The next batch's compression is held (the workers take the batches
+            # in order, but the one beside it may reach its thread first).
             compressions.hold = VALUE + b"%06d" % first
             compressions.gate.clear()
             n = 5 * PER_BATCH
@@ -316,3 +328,38 @@ async def test_a_batch_in_flight_lets_the_next_ones_compress(
     assert (stats.delivered, stats.failed) == (n, 0)
     assert [r.value for r in fake.records("one", 0)] == [VALUE + b"%06d" % i for i in range(n)]
     assert compressions.threads and threading.get_ident() not in compressions.threads
+
+
+@pytest.mark.parametrize("codec", ["gzip", "zstd"])
+async def test_the_batch_to_send_next_compresses_first(
+    fake: FakeClient, compressions: Compressions, codec: str
+) -> None:
+    """One batch in flight per partition: of the batches compressed ahead while the
+    broker holds it, the next to go is compressed first (the workers take them in
+    order, on trio too), so the flusher never waits for one behind it."""
+    pytest.importorskip("cramjam")
+    fake.gate = anyio.Event()
+    compressions.gate.clear()
+    compressions.hold_from = 1  # every batch's compression but the first
+    opts = {"compression": codec, "batch_size": LARGE, "batch_num": 100_000, "max_in_flight": 3}
+    async with running(fake, **opts) as p:
+        with anyio.fail_after(scaled(20)):
+            n = 8 * PER_BATCH
+            for i in range(n):
+                p.send_nowait("one", VALUE + b"%06d" % i)
+            # The first batch in flight, held by the broker; both workers busy.
+            assert await eventually(lambda: len(fake.requests) == 1, 10, 0.005)
+            assert await eventually(lambda: compressions.running == 2, 10, 0.005)
+            await anyio.sleep(scaled(0.1))
+            started = list(compressions.starts)
+            compressions.gate.set()
+            fake.gate.set()
+            await p.flush()
+        stats = p.stats()
+    assert (stats.delivered, stats.failed) == (n, 0)
+    assert [r.value for r in fake.records("one", 0)] == [VALUE + b"%06d" % i for i in range(n)]
+    firsts = [int(b.records[0].value[len(VALUE) :]) for b in _batches(fake)]
+    assert len(firsts) >= 4
+    # The first batch, then the second and third (in either order: two threads).
+    assert started[0] == firsts[0] == 0
+    assert sorted(started[1:]) == firsts[1:3]
