@@ -4,6 +4,7 @@ partition, kept in order by sequence numbers, against the in-memory FakeClient
 
 from __future__ import annotations
 
+import time
 from collections import deque
 
 import anyio
@@ -337,6 +338,45 @@ async def test_an_idle_partition_goes_one_batch_at_a_time_again(
     assert list(fake.epochs.values()) == [0]  # no bump: nothing refused as out of order
     assert probe.out_before_first_ack(("one", 0)) == 1, probe.timeline
     assert probe.most() == 5
+
+
+@pytest.mark.parametrize(
+    "age", [7200.0, 1800.0, 0.0], ids=["two-hours-old", "half-an-hour-old", "fresh"]
+)
+async def test_old_records_go_one_batch_at_a_time(
+    lenient: FakeClient, reports: Reports, age: float
+) -> None:
+    # The broker counts a producer's idleness from the newest record timestamp of its
+    # last batch, not from when it wrote it: records stamped long ago (a spill
+    # replayed, the caller's own timestamps) may see our state dropped at its next
+    # check however busy the partition is. Then the moment above: a batch refused as
+    # not leader, the next ones written where any first sequence is taken. So a
+    # partition whose records are older than OLD_RECORDS_AFTER (an hour) goes one
+    # batch at a time; younger ones pipeline.
+    old = age > idempotence.OLD_RECORDS_AFTER
+    fake = lenient
+    probe = InFlightProbe()
+    stamp = time.time_ns() // 1_000_000 - int(age * 1000)
+    async with running(fake, reports, **opts()) as producer:
+        for i in range(5):  # one batch, acknowledged
+            producer.send_nowait("one", value(i), timestamp=stamp)
+        await producer.flush(timeout=10)
+        fake.gate = anyio.Event()
+        producer.add_hooks(probe)
+        for i in range(5, 50):
+            producer.send_nowait("one", value(i), timestamp=stamp)
+        assert await eventually(lambda: probe.most() >= 1, 5.0, interval=0.005)
+        await anyio.sleep(0.05)
+        batches_out = probe.most()
+        if old:
+            fake.expire()  # dropped: any first sequence taken
+            fake.codes[("one", 0)] = deque([6])  # NOT_LEADER_OR_FOLLOWER: nothing written
+        fake.gate.set()
+        await producer.flush(timeout=10)
+    assert batches_out == (1 if old else 5), probe.timeline
+    assert stored(fake) == list(range(50))
+    assert not reports.errors
+    assert list(fake.epochs.values()) == [0]  # no bump: nothing refused as out of order
 
 
 async def test_a_batch_out_past_the_trust_holds_the_next_ones_back(

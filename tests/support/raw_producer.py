@@ -33,13 +33,18 @@ async def new_producer_id(client: KafkaClient) -> InitProducerIdResponse:
 
 
 def one_record_batch(
-    topic: str, pid: InitProducerIdResponse, base_sequence: int, value: bytes
+    topic: str,
+    pid: InitProducerIdResponse,
+    base_sequence: int,
+    value: bytes,
+    timestamp_ns: int | None = None,
 ) -> ProduceRequest:
     """A Produce request (acks=all) of one record to partition 0 of ``topic``, stamped
-    with ``pid``'s producer id and epoch and ``base_sequence``."""
+    with ``pid``'s producer id and epoch and ``base_sequence`` (timestamped now, or at
+    ``timestamp_ns``)."""
     data = encode_batch_columns(
         [value],
-        [time.time_ns()],
+        [time.time_ns() if timestamp_ns is None else timestamp_ns],
         producer_id=pid.producer_id,
         producer_epoch=pid.producer_epoch,
         base_sequence=base_sequence,
