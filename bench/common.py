@@ -315,6 +315,33 @@ def broker() -> Iterator[Broker]:
         _kafka_local("stop", timeout=120)
 
 
+async def send_all(
+    producer: Any,
+    topic: str,
+    values: Sequence[bytes],
+    yield_every: int,
+    timestamp: int | None = None,
+) -> None:
+    """kafka_asgi's async send loop: ``send_nowait`` each value (``send_buffered`` when
+    the buffer is full), the event loop let run every ``yield_every`` records."""
+    import anyio.lowlevel
+
+    from kafka_asgi import BufferFullError
+
+    checkpoint = anyio.lowlevel.checkpoint
+    send_nowait = producer.send_nowait
+    for i, value in enumerate(values):
+        if i % yield_every == 0:
+            await checkpoint()
+        try:
+            if timestamp is None:
+                send_nowait(topic, value)
+            else:
+                send_nowait(topic, value, timestamp=timestamp)
+        except BufferFullError:
+            await producer.send_buffered(topic, value, timestamp=timestamp)
+
+
 def create_topics(bootstrap: str, names: Sequence[str], partitions: int = 1) -> None:
     from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 

@@ -32,7 +32,7 @@ import time
 import uuid
 from typing import Any
 
-from bench.common import PYTHON, ROOT, BenchError, broker, create_topics, delete_topics
+from bench.common import PYTHON, ROOT, BenchError, broker, create_topics, delete_topics, send_all
 
 VARIANTS = ("kafka_asgi", "kafka_asgi, compressing on the loop", "aiokafka")
 
@@ -48,7 +48,7 @@ async def _run(bootstrap: str, topic: str, variant: str, codec: str, n: int, siz
         from aiokafka import AIOKafkaProducer
     else:
         import kafka_asgi.producer.sender as sender
-        from kafka_asgi import BufferFullError, Producer
+        from kafka_asgi import Producer
 
         if variant != "kafka_asgi":
             sender._OFFLOAD_MIN.clear()
@@ -66,13 +66,7 @@ async def _run(bootstrap: str, topic: str, variant: str, codec: str, n: int, siz
         async with Producer(bootstrap, compression=codec, wait_on_buffer_full=True) as p:
             await p.send(topic, b"warm-up")
             start = time.perf_counter()
-            for i, value in enumerate(values):
-                if i % 100 == 0:
-                    await anyio.lowlevel.checkpoint()
-                try:
-                    p.send_nowait(topic, value)
-                except BufferFullError:
-                    await p.send_buffered(topic, value)
+            await send_all(p, topic, values, 100)
             await p.flush()
             elapsed = time.perf_counter() - start
             stats = p.stats()
