@@ -393,6 +393,11 @@ class Sender(ProducerState):
                     b.zbusy = False
         finally:
             self._zworkers -= 1
+            if not self._zworkers:
+                # Cancelled (the producer closing) with batches still queued: they
+                # are no longer being compressed, so no one waits for them.
+                while queue:
+                    queue.popleft()[0].zbusy = False
 
     async def _compress_one(self, b: Batch, section: tuple[bytes, int, int]) -> None:
         """Compress ``b``'s records section on a worker thread; a failure is reported."""

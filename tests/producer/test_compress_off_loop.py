@@ -226,6 +226,36 @@ async def test_close_while_a_compression_hangs_reports_the_batch(
     assert p.stats().failed == 200 and not fake.records("one", 0)
 
 
+async def test_close_with_compressions_queued_reports_every_batch(
+    fake: FakeClient, compressions: Compressions, reports: Reports
+) -> None:
+    """Pipelining (idempotent), both workers held and more batches queued for them
+    when the producer closes: aclose() returns in time, every record of those batches
+    is reported, and none is left marked as compressing."""
+    pytest.importorskip("cramjam")
+    opts = {"compression": "zstd", "batch_size": LARGE, "batch_num": 100_000, "required_acks": -1}
+    with anyio.fail_after(scaled(20)):
+        async with running(fake, reports, close_timeout=0.5, **opts) as p:
+            for i in range(PER_BATCH):  # one batch acknowledged: the partition pipelines
+                p.send_nowait("one", VALUE + b"%06d" % i)
+            await p.flush()
+            first = len(fake.records("one", 0))
+            compressions.gate.clear()
+            n = first + 5 * PER_BATCH
+            for i in range(first, n):
+                p.send_nowait("one", VALUE + b"%06d" % i)
+            assert await eventually(lambda: compressions.running == 2, 10, 0.005)
+            assert len(p._zqueue) >= 1  # a batch waits for a worker
+            batches = list(p._buffers["one"].partitions[0].batches)
+    compressions.gate.set()
+    failed = [r[1] for e in reports.errors for r in e[2]]
+    assert sorted(failed) == [VALUE + b"%06d" % i for i in range(first, n)]
+    assert p.stats().failed == n - first
+    assert len(fake.records("one", 0)) == first
+    assert not p._zqueue
+    assert len(batches) >= 3 and not any(b.zbusy for b in batches)
+
+
 class CodecCrash(Exception):
     """What a codec's own error looks like (cramjam raises its CompressionError)."""
 
