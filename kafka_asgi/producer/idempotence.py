@@ -109,8 +109,9 @@ last batch, not from when it wrote it: an acknowledged batch whose records are a
 older than this many seconds counts as acknowledged that long ago, so its partition
 goes one batch at a time while its records are that old.  Younger records pipeline
 (the state outlives them unless ``producer.id.expiration.ms`` or the topic's
-retention is below an hour); going one batch at a time costs about a third of the
-records/s (README, "Idempotent pipelining and 1 KiB records")."""
+retention is below an hour).  One batch at a time cost up to a tenth of the records/s
+at 100 B and up to a third at 1 KiB lz4 against a local broker (README, "Idempotent
+pipelining and 1 KiB records")."""
 
 
 _REFUSALS = (
