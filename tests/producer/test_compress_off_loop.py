@@ -109,6 +109,14 @@ def _batches(fake: FakeClient) -> list[Any]:
     ]
 
 
+async def _send_while_the_first_is_held(fake: FakeClient, p: Any, n: int) -> None:
+    """Hand over records 0..n-1 (numbered after VALUE), then wait until the first
+    Produce request is out, which the test's ``fake.gate`` holds."""
+    for i in range(n):
+        p.send_nowait("one", VALUE + b"%06d" % i)
+    assert await eventually(lambda: len(fake.requests) == 1, 10, 0.005)
+
+
 @pytest.mark.parametrize("codec", ["gzip", "zstd"])
 @pytest.mark.parametrize("acks", [1, -1])
 async def test_large_batches_of_slow_codecs_compress_on_a_worker_thread(
@@ -345,10 +353,8 @@ async def test_a_batch_in_flight_lets_the_next_ones_compress(
     async with running(fake, **opts) as p:
         with anyio.fail_after(scaled(20)):
             n = 8 * PER_BATCH
-            for i in range(n):
-                p.send_nowait("one", VALUE + b"%06d" % i)
             # The first batch in flight, held by the broker; three more compressed.
-            assert await eventually(lambda: len(fake.requests) == 1, 10, 0.005)
+            await _send_while_the_first_is_held(fake, p, n)
             assert await eventually(lambda: compressions.finished >= 4, 10, 0.005)
             await anyio.sleep(scaled(0.2))
             assert compressions.finished == 4 and len(fake.requests) == 1
@@ -375,10 +381,8 @@ async def test_the_batch_to_send_next_compresses_first(
     async with running(fake, **opts) as p:
         with anyio.fail_after(scaled(20)):
             n = 8 * PER_BATCH
-            for i in range(n):
-                p.send_nowait("one", VALUE + b"%06d" % i)
             # The first batch in flight, held by the broker; both workers busy.
-            assert await eventually(lambda: len(fake.requests) == 1, 10, 0.005)
+            await _send_while_the_first_is_held(fake, p, n)
             assert await eventually(lambda: compressions.running == 2, 10, 0.005)
             await anyio.sleep(scaled(0.1))
             started = list(compressions.starts)
