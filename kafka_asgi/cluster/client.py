@@ -233,7 +233,9 @@ class KafkaClient:
 
     # ------------------------------------------------------------------ connections
 
-    async def _node_connection(self, node_id: int) -> BrokerConnection:
+    async def _node_connection(
+        self, node_id: int, request_timeout: float | None = None
+    ) -> BrokerConnection:
         broker = self._metadata.brokers.get(node_id)
         if broker is None:
             await self.refresh([])
@@ -243,7 +245,7 @@ class KafkaClient:
                     f"node {node_id} is not in the cluster metadata"
                     f" (known: {sorted(self._metadata.brokers) or 'none'})"
                 )
-        return await self._pools.pool(broker.host, broker.port, node_id).get()
+        return await self._pools.pool(broker.host, broker.port, node_id).get(request_timeout)
 
     async def send(
         self,
@@ -254,13 +256,17 @@ class KafkaClient:
         max_version: int | None = None,
         expect_response: bool = True,
         request_timeout: float | None = None,
+        handshake_timeout: float | None = None,
     ) -> Any:
         """Send ``request`` to broker ``node_id`` at the best common version.
 
         Returns the decoded response (None with ``expect_response=False``). Broker
         error codes inside the response are left to the caller. A lost connection
         raises ConnectionClosedError (or ConnectError/ClientRequestTimeoutError) and requests a
-        metadata refresh.
+        metadata refresh. ``request_timeout`` (default: the client's) bounds the wait
+        for the response; a connection opened for the request must finish its
+        handshake within ``handshake_timeout`` (default: ``request_timeout``), or
+        the client's request_timeout if that is shorter.
         """
         return await self.send_built(
             node_id,
@@ -270,6 +276,7 @@ class KafkaClient:
             max_version=max_version,
             expect_response=expect_response,
             request_timeout=request_timeout,
+            handshake_timeout=handshake_timeout,
         )
 
     def _candidates(self) -> list[tuple[str, int, int | None]]:
@@ -287,11 +294,11 @@ class KafkaClient:
         ]
         return connected + others + boot
 
-    async def _any_connection(self) -> BrokerConnection:
+    async def _any_connection(self, request_timeout: float | None = None) -> BrokerConnection:
         errors: list[str] = []
         for host, port, node_id in self._candidates():
             try:
-                return await self._pools.pool(host, port, node_id).get()
+                return await self._pools.pool(host, port, node_id).get(request_timeout)
             except (AuthenticationError, TLSError):
                 # The same credentials/certificates fail everywhere: no point trying on.
                 raise
@@ -329,15 +336,21 @@ class KafkaClient:
         max_version: int | None = None,
         expect_response: bool = True,
         request_timeout: float | None = None,
+        handshake_timeout: float | None = None,
     ) -> Any:
         """Send the request ``build(version)`` makes for the negotiated version (some
-        fields exist only in some versions) to ``node_id``, or any broker for None."""
+        fields exist only in some versions) to ``node_id``, or any broker for None.
+        Timeouts as :meth:`send`'s."""
         self._task_group()
+        # A broker that accepts connections and answers nothing (a frozen process)
+        # holds a caller no longer than the caller's own timeout, in a new
+        # connection's handshake as in its request.
+        setup = request_timeout if handshake_timeout is None else handshake_timeout
         try:
             if node_id is None:
-                conn = await self._any_connection()
+                conn = await self._any_connection(setup)
             else:
-                conn = await self._node_connection(node_id)
+                conn = await self._node_connection(node_id, setup)
             version = conn.choose_api_version(api_key, min_version, max_version)
             return await conn.request(
                 build(version),

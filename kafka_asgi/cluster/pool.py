@@ -133,12 +133,20 @@ class BrokerPool:
             return None
         return best
 
-    async def get(self) -> BrokerConnection:
+    async def get(self, request_timeout: float | None = None) -> BrokerConnection:
+        """A connection to send on: an open one, or a new one.  ``request_timeout``
+        (the caller's, when shorter than the configured one) bounds the handshake of
+        a new connection, and the wait for another caller's, with connect_timeout:
+        a broker that accepts connections and answers nothing (a frozen process)
+        holds its caller no longer than its request would have."""
         conn = self._pick()
         if conn is not None:
             return conn
         config = self.options.connection
-        limit = config.connect_timeout + config.request_timeout
+        handshake = config.request_timeout
+        if request_timeout is not None:
+            handshake = min(handshake, request_timeout)
+        limit = config.connect_timeout + handshake
         with anyio.move_on_after(limit) as scope:
             await self._open_lock.acquire()
         if scope.cancelled_caught:
@@ -158,7 +166,7 @@ class BrokerPool:
                     f"{self.address}: not retrying for {self.retry_at - now:.2f}s",
                 )
             try:
-                return await self._open()
+                return await self._open(handshake)
             except KafkaError:
                 if busy:
                     # Could not add a connection; the busy ones still work.
@@ -167,10 +175,10 @@ class BrokerPool:
         finally:
             self._open_lock.release()
 
-    async def _open(self) -> BrokerConnection:
+    async def _open(self, handshake_timeout: float) -> BrokerConnection:
         conn = BrokerConnection(self.host, self.port, self.options.connection, node_id=self.node_id)
         try:
-            await conn.connect(self._task_group())
+            await conn.connect(self._task_group(), handshake_timeout)
         except KafkaError as exc:
             self._counters.connect_failures += 1
             self.note_failure(exc)

@@ -309,6 +309,7 @@ class BasicConsumer:
             max_version=None if use_id else _FETCH_TOPIC_ID_VERSION - 1,
             # The broker may hold the request for max_wait before it starts answering.
             request_timeout=self._request_timeout + max_wait_ms / 1000,
+            handshake_timeout=self._request_timeout,
         )
         assert isinstance(response, FetchResponse)
         if response.error_code:

@@ -208,9 +208,14 @@ class BrokerConnection:
             # The reader has finished: the task group exits empty.
             await stack.aclose()
 
-    async def connect(self, task_group: anyio.abc.TaskGroup) -> None:
+    async def connect(
+        self, task_group: anyio.abc.TaskGroup, handshake_timeout: float | None = None
+    ) -> None:
         """Open the socket, negotiate versions, authenticate, start the reader.
 
+        The handshake (versions, SASL) is bounded by ``handshake_timeout`` when
+        given and shorter than the configured request_timeout (a caller whose
+        request has a shorter timeout must not wait longer for its connection).
         Raises ConnectError (or TLSError) when the broker cannot be reached or the
         TLS handshake fails, AuthenticationError when SASL fails.
         """
@@ -224,15 +229,17 @@ class BrokerConnection:
                 mechanism = await new_mechanism(self.config.sasl, self.config.request_timeout)
             self._stream = await self._open_stream()
             self._rx = BufferedByteReceiveStream(self._stream)
+            limit = self.config.request_timeout
+            if handshake_timeout is not None:
+                limit = min(limit, handshake_timeout)
             try:
-                with anyio.fail_after(self.config.request_timeout):
+                with anyio.fail_after(limit):
                     await self._negotiate_versions()
                     if mechanism is not None:
                         await self._authenticate(mechanism)
             except TimeoutError:
                 raise ConnectError(
-                    f"{self.address}: no answer to the connection handshake within"
-                    f" {self.config.request_timeout}s"
+                    f"{self.address}: no answer to the connection handshake within {limit}s"
                 ) from None
             except ProtocolError as exc:
                 if self.config.ssl_context is None:

@@ -564,6 +564,9 @@ class Sender(ProducerState):
                 min_version=_PRODUCE_MIN_VERSION,
                 expect_response=self._acks != 0,
                 request_timeout=self._request_wait,
+                # (the broker's own ack timeout plus a margin: a new connection's
+                # handshake has no reason to take longer than request_timeout)
+                handshake_timeout=self.options.request_timeout,
             )
         except BaseException as exc:
             if probe is not None:

@@ -76,6 +76,7 @@ class ProducerClient(Protocol):
         max_version: int | None = None,
         expect_response: bool = True,
         request_timeout: float | None = None,
+        handshake_timeout: float | None = None,
     ) -> Any: ...
 
     async def send_any(

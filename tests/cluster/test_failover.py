@@ -19,8 +19,10 @@ import pytest
 
 from kafka_asgi.cluster.client import KafkaClient
 from kafka_asgi.consumer import BasicConsumer
+from kafka_asgi.errors import ConnectError
 from kafka_asgi.producer import Producer
 from kafka_asgi.protocol.errors import KafkaError
+from kafka_asgi.protocol.messages import MetadataRequest
 from tests.support.delivery import Outcome, read_log
 from tests.support.ports import free_port
 from tests.support.timing import eventually, scaled
@@ -393,3 +395,37 @@ async def test_preferred_leader_moves_are_followed(kafka_cluster: Any, anyio_bac
     log = await read_log(kafka_cluster.bootstrap, topic, 1)
     assert set(outcome.acked) <= set(log.ids)
     assert not log.duplicates()
+
+
+async def test_a_frozen_broker_holds_a_request_no_longer_than_its_timeout(
+    kafka_cluster: Any, anyio_backend: str
+) -> None:
+    # A broker stopped mid-life (SIGSTOP: a hung process, a paused VM) still accepts
+    # TCP connections in its kernel but answers nothing. A request sent to it on a new
+    # connection waits in the connection's handshake; that wait must end with the
+    # request's own timeout, not the client's (30 s here): the producer's retry of a
+    # batch to a frozen leader would otherwise hold its partition that long, after
+    # the cluster had moved the leader elsewhere.
+    victim = 2
+    live = ",".join(kafka_cluster.address(n) for n in range(kafka_cluster.nodes) if n != victim)
+    kafka_cluster.freeze(victim)
+    try:
+        async with KafkaClient(live) as client:  # request_timeout 30 s
+            with anyio.fail_after(30):
+                await client.refresh([])  # answered by a live broker
+            start = time.monotonic()
+            with anyio.fail_after(20):  # the caller's own bound, well above the expected
+                with pytest.raises(KafkaError) as caught:
+                    await client.send(
+                        kafka_cluster.node_id(victim),
+                        MetadataRequest(topics=[]),
+                        request_timeout=1.0,
+                    )
+            took = time.monotonic() - start
+    finally:
+        kafka_cluster.thaw(victim)
+    print(f"\n[{anyio_backend}] frozen broker: {caught.value!r} after {took:.2f}s")
+    assert isinstance(caught.value, ConnectError)
+    assert "handshake within 1.0s" in str(caught.value)
+    # The handshake's 1 s, with the TCP connect (answered by the kernel) and slack.
+    assert took < scaled(3.0)
