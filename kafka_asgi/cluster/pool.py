@@ -102,6 +102,11 @@ class BrokerPool:
         """Whether a usable connection is open now."""
         return any(c.usable for c in self.connections)
 
+    @property
+    def in_flight(self) -> int:
+        """Requests sent on this broker's usable connections and not yet answered."""
+        return sum(c.in_flight for c in self.connections if c.usable)
+
     def backing_off(self, now: float | None = None) -> bool:
         """Whether the last connect failed and its backoff has not passed yet."""
         if self.last_error is None:
@@ -260,6 +265,10 @@ class BrokerPools:
     def connected(self, host: str, port: int) -> bool:
         pool = self._pools.get((host, port))
         return pool is not None and pool.connected
+
+    def in_flight(self, host: str, port: int) -> int:
+        pool = self._pools.get((host, port))
+        return 0 if pool is None else pool.in_flight
 
     def backing_off(self, host: str, port: int) -> bool:
         pool = self._pools.get((host, port))

@@ -429,3 +429,40 @@ async def test_a_frozen_broker_holds_a_request_no_longer_than_its_timeout(
     assert "handshake within 1.0s" in str(caught.value)
     # The handshake's 1 s, with the TCP connect (answered by the kernel) and slack.
     assert took < scaled(3.0)
+
+
+async def test_metadata_is_asked_of_brokers_that_answer(
+    kafka_cluster: Any, anyio_backend: str
+) -> None:
+    # With a connection open to every broker and one of them frozen with a request
+    # unanswered, each metadata refresh goes to a broker that answers (the least
+    # loaded, as the Java client's leastLoadedNode), not to the frozen one, where it
+    # would wait the client's request_timeout (30 s) while the cluster moves on.
+    victim = 2
+    victim_id = kafka_cluster.node_id(victim)
+    async with KafkaClient(kafka_cluster.bootstrap) as client:
+        with anyio.fail_after(30):
+            await client.refresh([])
+            for node in range(kafka_cluster.nodes):  # a connection to each broker
+                await client.send(kafka_cluster.node_id(node), MetadataRequest(topics=[]))
+        kafka_cluster.freeze(victim)
+        try:
+            async with anyio.create_task_group() as tg:
+
+                async def unanswered() -> None:
+                    with anyio.move_on_after(20):
+                        await client.send(victim_id, MetadataRequest(topics=[]))
+
+                tg.start_soon(unanswered)
+                await anyio.sleep(0.2)
+                start = time.monotonic()
+                for _ in range(8):
+                    with anyio.fail_after(5):
+                        meta = await client.refresh([])
+                    assert victim_id in meta.brokers
+                took = time.monotonic() - start
+                tg.cancel_scope.cancel()
+        finally:
+            kafka_cluster.thaw(victim)
+    print(f"\n[{anyio_backend}] 8 refreshes with a broker frozen: {took:.2f}s")
+    assert took < scaled(5.0)
