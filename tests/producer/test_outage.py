@@ -4,6 +4,8 @@ back (up to delivery_timeout) instead of being reported after max_retry."""
 
 from __future__ import annotations
 
+import os
+import signal
 from collections import Counter
 from typing import Any
 
@@ -12,7 +14,9 @@ import anyio.to_thread
 import pytest
 
 from kafka_asgi.producer import Producer
+from kafka_asgi.producer.hooks import ProduceRequestInfo
 from tests.support.brokers import topic_at
+from tests.support.inflight import InFlightProbe
 from tests.support.readers import Outcomes, read_back
 
 pytestmark = [pytest.mark.anyio, pytest.mark.broker]
@@ -145,3 +149,108 @@ async def test_batches_compressing_ahead_survive_a_killed_broker(
     assert threads and threading.get_ident() not in threads
     read = await anyio.to_thread.run_sync(read_back, bootstrap, topic, 1, len(sent))
     assert [v for _, _, v, _ in read[0]] == sent  # once each, in order
+
+
+class FreezeAtFive(InFlightProbe):
+    """SIGSTOPs the broker (``pid``'s process group) the moment, once armed, a
+    partition of ``topic`` has 5 Produce requests started and not finished."""
+
+    def __init__(self, topic: str, pid: int) -> None:
+        super().__init__()
+        self.topic = topic
+        self.pid = pid
+        self.armed = False
+        self.frozen = 0  # batches in flight on the partition at the freeze
+
+    def request_started(self, info: ProduceRequestInfo) -> Any:
+        token = super().request_started(info)
+        if self.armed and not self.frozen:
+            out = max((n for (t, _), n in self.now.items() if t == self.topic), default=0)
+            if out >= 5:
+                os.killpg(self.pid, signal.SIGSTOP)
+                self.frozen = out
+        return token
+
+
+PER_TICK = 100  # records every 20 ms: 5 batches in flight per partition soon
+
+
+async def test_a_frozen_broker_gets_every_record_once_and_in_order(
+    own_broker: Any, anyio_backend: str
+) -> None:
+    """The broker SIGSTOPped for 10 s (a hung process, a paused VM: its kernel still
+    accepts connections) under an idempotent stream with 5 batches in flight per
+    partition. The requests in flight time out (request_timeout + 5 s), their
+    connections close; retries' new connections get no handshake answer
+    (request_timeout) until the thaw. Then the broker goes on with what it had read,
+    from connections the producer gave up on as well, while the retries arrive:
+    every record acknowledged once, written once, in order per partition."""
+    bootstrap = own_broker.addresses().plaintext
+    topic = topic_at(bootstrap, "frozen", 3)
+    outcomes = Outcomes()
+    sent: list[bytes] = []
+    producer = Producer(
+        bootstrap,
+        required_acks=-1,
+        enable_idempotence=True,
+        max_in_flight=5,
+        batch_size=4096,
+        flush_time=0.02,
+        connect_timeout=1.0,
+        request_timeout=1.5,
+        max_buffering=200_000,
+        on_delivery=outcomes.on_delivery,
+        error_handle=outcomes.error_handle,
+    )
+    pid = own_broker.pid()
+    assert pid is not None
+    probe = FreezeAtFive(topic, pid)
+    producer.add_hooks(probe)
+    frozen_at: float | None = None
+    try:
+        async with producer:
+            with anyio.fail_after(120):
+                start = anyio.current_time()
+                while True:
+                    now = anyio.current_time() - start
+                    if frozen_at is None and now >= 1.5:
+                        probe.armed = True
+                        if probe.frozen or now >= 8.0:
+                            frozen_at = now
+                    elif frozen_at is not None and now >= frozen_at + 10.0:
+                        os.killpg(pid, signal.SIGCONT)
+                        break
+                    for _ in range(PER_TICK):
+                        value = b"%07d" % len(sent) + LOG_PAD
+                        producer.send_nowait(topic, value, key=b"%d" % (len(sent) % 30))
+                        sent.append(value)
+                    await anyio.sleep(0.02)
+                during = producer.stats()
+                for _ in range(50):  # a second more after the thaw
+                    for _ in range(PER_TICK):
+                        value = b"%07d" % len(sent) + LOG_PAD
+                        producer.send_nowait(topic, value, key=b"%d" % (len(sent) % 30))
+                        sent.append(value)
+                    await anyio.sleep(0.02)
+                await producer.flush(timeout=60)
+            stats = producer.stats()
+    finally:
+        os.killpg(pid, signal.SIGCONT)
+    print(
+        f"\n[{anyio_backend}] {probe.frozen} batches of a partition in flight at the"
+        f" freeze (most in the run: {probe.most()});"
+        f" {len(sent)} sent, {stats.delivered} delivered, {stats.retried} record retries;"
+        f" while frozen: {during.failed} failed, {during.buffered + during.in_flight} held"
+    )
+    assert probe.frozen == 5
+    assert stats.retried > 0  # the requests cut by the freeze were tried again
+    assert not outcomes.failed and not outcomes.handled, outcomes.errors[:3]
+    assert not outcomes.acked_twice and set(outcomes.acked) == set(sent)
+    assert stats.delivered == len(sent) and stats.failed == 0
+    read = await anyio.to_thread.run_sync(read_back, bootstrap, topic, 3, len(sent))
+    values = Counter(v for items in read.values() for _, _, v, _ in items)
+    assert max(values.values()) == 1, [v for v, n in values.items() if n > 1][:5]
+    assert set(values) == set(sent)
+    for partition, items in read.items():  # in the order handed over, per partition
+        numbers = [int(v[:7]) for _, _, v, _ in items]
+        assert numbers == sorted(numbers), f"partition {partition} out of order"
