@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections import Counter
 from typing import Any
 
@@ -18,6 +19,7 @@ from kafka_asgi.producer.hooks import ProduceRequestInfo
 from tests.support.brokers import topic_at
 from tests.support.inflight import InFlightProbe
 from tests.support.readers import Outcomes, read_back
+from tests.support.timing import scaled
 
 pytestmark = [pytest.mark.anyio, pytest.mark.broker]
 
@@ -254,3 +256,73 @@ async def test_a_frozen_broker_gets_every_record_once_and_in_order(
     for partition, items in read.items():  # in the order handed over, per partition
         numbers = [int(v[:7]) for _, _, v, _ in items]
         assert numbers == sorted(numbers), f"partition {partition} out of order"
+
+
+async def test_close_with_the_broker_frozen_is_bounded_and_reports_the_rest(
+    own_broker: Any, anyio_backend: str
+) -> None:
+    """The broker SIGSTOPped with 5 batches of a partition in flight, and the producer
+    closed while it stays frozen (the default request_timeout, 30 s: nothing times
+    out by itself). A frozen broker keeps its connections open and stops reading, so
+    writes to it block once its socket buffers are full. aclose() returns within
+    close_timeout, and every record handed over was acknowledged or reported to the
+    callbacks, none silently dropped; what was acknowledged is in the log."""
+    bootstrap = own_broker.addresses().plaintext
+    topic = topic_at(bootstrap, "frozen-close", 3)
+    outcomes = Outcomes()
+    sent: list[bytes] = []
+    producer = Producer(
+        bootstrap,
+        required_acks=-1,
+        enable_idempotence=True,
+        batch_size=1024,  # a few records a batch: 5 in flight soon
+        flush_time=0.02,
+        close_timeout=2.0,
+        max_buffering=200_000,
+        on_delivery=outcomes.on_delivery,
+        error_handle=outcomes.error_handle,
+    )
+    pid = own_broker.pid()
+    assert pid is not None
+    probe = FreezeAtFive(topic, pid)
+    producer.add_hooks(probe)
+    took = -1.0
+    try:
+        await producer.start()
+        with anyio.fail_after(60):
+            start = anyio.current_time()
+            frozen_at: float | None = None
+            while frozen_at is None or anyio.current_time() < frozen_at + 1.0:
+                now = anyio.current_time()
+                if frozen_at is None and now - start >= 1.0:
+                    probe.armed = True
+                    if probe.frozen or now - start >= 8.0:
+                        frozen_at = now
+                for _ in range(PER_TICK):
+                    value = b"%07d" % len(sent) + LOG_PAD
+                    producer.send_nowait(topic, value, key=b"%d" % (len(sent) % 30))
+                    sent.append(value)
+                await anyio.sleep(0.02)
+        before = time.monotonic()
+        with anyio.fail_after(30):  # the caller's own bound, far above close_timeout
+            await producer.aclose()
+        took = time.monotonic() - before
+        stats = producer.stats()
+    finally:
+        os.killpg(pid, signal.SIGCONT)
+    print(
+        f"\n[{anyio_backend}] closed in {took:.2f}s with the broker frozen"
+        f" ({probe.frozen} batches of a partition in flight at the freeze): {len(sent)} sent,"
+        f" {len(outcomes.acked)} acknowledged, {sum(outcomes.failed.values())} reported"
+    )
+    assert probe.frozen == 5
+    assert took < 2.0 + scaled(2.0)
+    acked = set(outcomes.acked)
+    failed = set(outcomes.failed)
+    assert not outcomes.acked_twice and max(outcomes.failed.values(), default=1) == 1
+    assert acked.isdisjoint(failed) and acked | failed == set(sent)
+    assert failed  # what the frozen broker held was reported, not waited for
+    assert stats.delivered == len(acked) and stats.failed == len(failed)
+    read = await anyio.to_thread.run_sync(read_back, bootstrap, topic, 3, len(acked))
+    values = {v for items in read.values() for _, _, v, _ in items}
+    assert acked <= values
