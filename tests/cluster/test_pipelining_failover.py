@@ -164,32 +164,24 @@ async def test_leader_killed_with_five_batches_in_flight(
     await _five_in_flight_then(kafka_cluster, anyio_backend, kafka_cluster.kill)
 
 
+@pytest.mark.parametrize(
+    ("hold", "fails_over"),
+    [(3.0, False), (15.0, True)],
+    ids=["under_its_session", "past_its_session"],
+)
 async def test_leader_frozen_with_five_batches_in_flight(
-    kafka_cluster: Any, anyio_backend: str
+    kafka_cluster: Any, anyio_backend: str, hold: float, fails_over: bool
 ) -> None:
     # Frozen for 3 s, under broker.session.timeout.ms (6 s here): the same broker
     # leads when it thaws and goes on with what it had read. The producer waits for
     # its answers up to request_timeout + 5 s (6.5 s), past the thaw.
-    await _five_in_flight_then(
-        kafka_cluster,
-        anyio_backend,
-        kafka_cluster.freeze,
-        undo=kafka_cluster.thaw,
-        hold=3.0,
-        request_timeout=1.5,
-    )
-
-
-async def test_leader_frozen_past_its_session_with_five_batches_in_flight_fails_over(
-    kafka_cluster: Any, anyio_backend: str
-) -> None:
-    # Frozen for 15 s, past broker.session.timeout.ms (6 s here): the controller
-    # fences the broker and another replica leads its partitions while it is frozen
-    # (6 s after the freeze; 8 s when the frozen broker was the active controller and
-    # a new one is elected first). The producer's requests to it time out after
-    # request_timeout + 5 s (6.5 s); it must find the new leader and go on there,
-    # with the sequence numbers it had, while the old one is still frozen: a retry
-    # that opens a new connection to the frozen broker gives up after
+    #
+    # Frozen for 15 s, past the session: the controller fences the broker and another
+    # replica leads its partitions while it is frozen (6 s after the freeze; 8 s when
+    # the frozen broker was the active controller and a new one is elected first).
+    # The producer's requests to it time out after 6.5 s; it must find the new leader
+    # and go on there, with the sequence numbers it had, while the old one is still
+    # frozen: a retry that opens a new connection to the frozen broker gives up after
     # request_timeout (1.5 s), not the shared client's 30 s. When the old leader
     # thaws it still holds requests it had read, from connections the producer has
     # closed, and must not get them into the log twice.
@@ -198,7 +190,7 @@ async def test_leader_frozen_past_its_session_with_five_batches_in_flight_fails_
         anyio_backend,
         kafka_cluster.freeze,
         undo=kafka_cluster.thaw,
-        hold=15.0,
+        hold=hold,
         request_timeout=1.5,
-        fails_over=True,
+        fails_over=fails_over,
     )

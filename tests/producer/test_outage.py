@@ -177,6 +177,52 @@ class FreezeAtFive(InFlightProbe):
 PER_TICK = 100  # records every 20 ms: 5 batches in flight per partition soon
 
 
+class FrozenStream:
+    """An idempotent producer (acks=all) streaming keyed, numbered records to a new
+    3-partition topic of ``own_broker``, with a :class:`FreezeAtFive` probe."""
+
+    def __init__(self, own_broker: Any, prefix: str, **options: Any) -> None:
+        self.bootstrap = own_broker.addresses().plaintext
+        self.topic = topic_at(self.bootstrap, prefix, 3)
+        self.outcomes = Outcomes()
+        self.sent: list[bytes] = []
+        self.producer = Producer(
+            self.bootstrap,
+            required_acks=-1,
+            enable_idempotence=True,
+            flush_time=0.02,
+            max_buffering=200_000,
+            on_delivery=self.outcomes.on_delivery,
+            error_handle=self.outcomes.error_handle,
+            **options,
+        )
+        pid = own_broker.pid()
+        assert pid is not None
+        self.pid = pid
+        self.probe = FreezeAtFive(self.topic, pid)
+        self.producer.add_hooks(self.probe)
+
+    async def tick(self) -> None:
+        """PER_TICK records, then 20 ms."""
+        sent = self.sent
+        for _ in range(PER_TICK):
+            value = b"%07d" % len(sent) + LOG_PAD
+            self.producer.send_nowait(self.topic, value, key=b"%d" % (len(sent) % 30))
+            sent.append(value)
+        await anyio.sleep(0.02)
+
+    async def until_frozen(self, after: float) -> None:
+        """Stream; from ``after`` seconds on, freeze the broker once a partition has
+        5 batches in flight (at most 8 s in: the test then finds ``probe.frozen`` 0)."""
+        start = anyio.current_time()
+        while not self.probe.frozen and anyio.current_time() - start < 8.0:
+            self.probe.armed = anyio.current_time() - start >= after
+            await self.tick()
+
+    def thaw(self) -> None:
+        os.killpg(self.pid, signal.SIGCONT)
+
+
 async def test_a_frozen_broker_gets_every_record_once_and_in_order(
     own_broker: Any, anyio_backend: str
 ) -> None:
@@ -187,57 +233,30 @@ async def test_a_frozen_broker_gets_every_record_once_and_in_order(
     (request_timeout) until the thaw. Then the broker goes on with what it had read,
     from connections the producer gave up on as well, while the retries arrive:
     every record acknowledged once, written once, in order per partition."""
-    bootstrap = own_broker.addresses().plaintext
-    topic = topic_at(bootstrap, "frozen", 3)
-    outcomes = Outcomes()
-    sent: list[bytes] = []
-    producer = Producer(
-        bootstrap,
-        required_acks=-1,
-        enable_idempotence=True,
+    run = FrozenStream(
+        own_broker,
+        "frozen",
         max_in_flight=5,
         batch_size=4096,
-        flush_time=0.02,
         connect_timeout=1.0,
         request_timeout=1.5,
-        max_buffering=200_000,
-        on_delivery=outcomes.on_delivery,
-        error_handle=outcomes.error_handle,
     )
-    pid = own_broker.pid()
-    assert pid is not None
-    probe = FreezeAtFive(topic, pid)
-    producer.add_hooks(probe)
-    frozen_at: float | None = None
+    producer, outcomes, sent, probe = run.producer, run.outcomes, run.sent, run.probe
     try:
         async with producer:
             with anyio.fail_after(120):
-                start = anyio.current_time()
-                while True:
-                    now = anyio.current_time() - start
-                    if frozen_at is None and now >= 1.5:
-                        probe.armed = True
-                        if probe.frozen or now >= 8.0:
-                            frozen_at = now
-                    elif frozen_at is not None and now >= frozen_at + 10.0:
-                        os.killpg(pid, signal.SIGCONT)
-                        break
-                    for _ in range(PER_TICK):
-                        value = b"%07d" % len(sent) + LOG_PAD
-                        producer.send_nowait(topic, value, key=b"%d" % (len(sent) % 30))
-                        sent.append(value)
-                    await anyio.sleep(0.02)
+                await run.until_frozen(after=1.5)
+                frozen_at = anyio.current_time()
+                while anyio.current_time() < frozen_at + 10.0:
+                    await run.tick()
+                run.thaw()
                 during = producer.stats()
                 for _ in range(50):  # a second more after the thaw
-                    for _ in range(PER_TICK):
-                        value = b"%07d" % len(sent) + LOG_PAD
-                        producer.send_nowait(topic, value, key=b"%d" % (len(sent) % 30))
-                        sent.append(value)
-                    await anyio.sleep(0.02)
+                    await run.tick()
                 await producer.flush(timeout=60)
             stats = producer.stats()
     finally:
-        os.killpg(pid, signal.SIGCONT)
+        run.thaw()
     print(
         f"\n[{anyio_backend}] {probe.frozen} batches of a partition in flight at the"
         f" freeze (most in the run: {probe.most()});"
@@ -249,7 +268,7 @@ async def test_a_frozen_broker_gets_every_record_once_and_in_order(
     assert not outcomes.failed and not outcomes.handled, outcomes.errors[:3]
     assert not outcomes.acked_twice and set(outcomes.acked) == set(sent)
     assert stats.delivered == len(sent) and stats.failed == 0
-    read = await anyio.to_thread.run_sync(read_back, bootstrap, topic, 3, len(sent))
+    read = await anyio.to_thread.run_sync(read_back, run.bootstrap, run.topic, 3, len(sent))
     values = Counter(v for items in read.values() for _, _, v, _ in items)
     assert max(values.values()) == 1, [v for v, n in values.items() if n > 1][:5]
     assert set(values) == set(sent)
@@ -267,49 +286,28 @@ async def test_close_with_the_broker_frozen_is_bounded_and_reports_the_rest(
     writes to it block once its socket buffers are full. aclose() returns within
     close_timeout, and every record handed over was acknowledged or reported to the
     callbacks, none silently dropped; what was acknowledged is in the log."""
-    bootstrap = own_broker.addresses().plaintext
-    topic = topic_at(bootstrap, "frozen-close", 3)
-    outcomes = Outcomes()
-    sent: list[bytes] = []
-    producer = Producer(
-        bootstrap,
-        required_acks=-1,
-        enable_idempotence=True,
+    run = FrozenStream(
+        own_broker,
+        "frozen-close",
         batch_size=1024,  # a few records a batch: 5 in flight soon
-        flush_time=0.02,
         close_timeout=2.0,
-        max_buffering=200_000,
-        on_delivery=outcomes.on_delivery,
-        error_handle=outcomes.error_handle,
     )
-    pid = own_broker.pid()
-    assert pid is not None
-    probe = FreezeAtFive(topic, pid)
-    producer.add_hooks(probe)
+    producer, outcomes, sent, probe = run.producer, run.outcomes, run.sent, run.probe
     took = -1.0
     try:
         await producer.start()
         with anyio.fail_after(60):
-            start = anyio.current_time()
-            frozen_at: float | None = None
-            while frozen_at is None or anyio.current_time() < frozen_at + 1.0:
-                now = anyio.current_time()
-                if frozen_at is None and now - start >= 1.0:
-                    probe.armed = True
-                    if probe.frozen or now - start >= 8.0:
-                        frozen_at = now
-                for _ in range(PER_TICK):
-                    value = b"%07d" % len(sent) + LOG_PAD
-                    producer.send_nowait(topic, value, key=b"%d" % (len(sent) % 30))
-                    sent.append(value)
-                await anyio.sleep(0.02)
+            await run.until_frozen(after=1.0)
+            frozen_at = anyio.current_time()
+            while anyio.current_time() < frozen_at + 1.0:
+                await run.tick()
         before = time.monotonic()
         with anyio.fail_after(30):  # the caller's own bound, far above close_timeout
             await producer.aclose()
         took = time.monotonic() - before
         stats = producer.stats()
     finally:
-        os.killpg(pid, signal.SIGCONT)
+        run.thaw()
     print(
         f"\n[{anyio_backend}] closed in {took:.2f}s with the broker frozen"
         f" ({probe.frozen} batches of a partition in flight at the freeze): {len(sent)} sent,"
@@ -323,6 +321,6 @@ async def test_close_with_the_broker_frozen_is_bounded_and_reports_the_rest(
     assert acked.isdisjoint(failed) and acked | failed == set(sent)
     assert failed  # what the frozen broker held was reported, not waited for
     assert stats.delivered == len(acked) and stats.failed == len(failed)
-    read = await anyio.to_thread.run_sync(read_back, bootstrap, topic, 3, len(acked))
+    read = await anyio.to_thread.run_sync(read_back, run.bootstrap, run.topic, 3, len(acked))
     values = {v for items in read.values() for _, _, v, _ in items}
     assert acked <= values
