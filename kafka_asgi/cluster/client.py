@@ -43,6 +43,7 @@ from kafka_asgi.network.errors import (
     AuthenticationError,
     ClientRequestTimeoutError,
     ConnectError,
+    ConnectionClosedError,
     NetworkError,
     TLSError,
 )
@@ -357,12 +358,28 @@ class KafkaClient:
             else:
                 conn = await self._node_connection(node_id, setup)
             version = conn.choose_api_version(api_key, min_version, max_version)
-            return await conn.request(
-                build(version),
-                version,
-                expect_response=expect_response,
-                request_timeout=request_timeout,
-            )
+            try:
+                return await conn.request(
+                    build(version),
+                    version,
+                    expect_response=expect_response,
+                    request_timeout=request_timeout,
+                )
+            except ClientRequestTimeoutError as exc:
+                # The broker answered nothing in time on this connection (it closed):
+                # its other connections wait on the same broker (a frozen process, a
+                # paused VM), so they go too, and their requests are tried again
+                # rather than each waiting out its own timeout (the Java client has
+                # one connection per broker and closes it).
+                pool = self._pools.find(conn.host, conn.port)
+                if pool is not None:
+                    pool.abort_all(
+                        ConnectionClosedError(
+                            f"{conn.address}: closed after a request on another"
+                            f" connection to this broker timed out ({exc})"
+                        )
+                    )
+                raise
         except NetworkError:
             self.request_refresh()
             raise

@@ -107,6 +107,12 @@ class BrokerPool:
         """Requests sent on this broker's usable connections and not yet answered."""
         return sum(c.in_flight for c in self.connections if c.usable)
 
+    def abort_all(self, error: KafkaError) -> None:
+        """Close every connection to this broker now; their requests fail with ``error``."""
+        for conn in self.connections:
+            conn.abort(error)
+        self._prune()
+
     def backing_off(self, now: float | None = None) -> bool:
         """Whether the last connect failed and its backoff has not passed yet."""
         if self.last_error is None:

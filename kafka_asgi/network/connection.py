@@ -283,6 +283,10 @@ class BrokerConnection:
         if self._reader_scope is not None:
             self._reader_scope.cancel()
 
+    def abort(self, error: KafkaError) -> None:
+        """Close the connection now (without waiting): its requests fail with ``error``."""
+        self._fail(error)
+
     async def _close_stream(self) -> None:
         stream, self._stream = self._stream, None
         if stream is None:

@@ -19,7 +19,7 @@ import pytest
 
 from kafka_asgi.cluster.client import KafkaClient
 from kafka_asgi.consumer import BasicConsumer
-from kafka_asgi.errors import ConnectError
+from kafka_asgi.errors import ClientRequestTimeoutError, ConnectError, ConnectionClosedError
 from kafka_asgi.producer import Producer
 from kafka_asgi.protocol.errors import KafkaError
 from kafka_asgi.protocol.messages import MetadataRequest
@@ -466,3 +466,51 @@ async def test_metadata_is_asked_of_brokers_that_answer(
             kafka_cluster.thaw(victim)
     print(f"\n[{anyio_backend}] 8 refreshes with a broker frozen: {took:.2f}s")
     assert took < scaled(5.0)
+
+
+async def test_a_request_timeout_gives_up_every_connection_to_the_broker(
+    kafka_cluster: Any, anyio_backend: str
+) -> None:
+    # Two connections open to a broker, then it is frozen. A request that times out
+    # on one of them (1 s) takes the other down with it: a request waiting there for
+    # the same broker fails then too (to be tried again), instead of waiting out its
+    # own, longer timeout (20 s).
+    victim = 2
+    victim_id = kafka_cluster.node_id(victim)
+    async with KafkaClient(kafka_cluster.bootstrap) as client:
+        with anyio.fail_after(30):
+            await client.refresh([])
+            # More requests at once than one connection pipelines: a second one opens.
+            async with anyio.create_task_group() as tg:
+                for _ in range(40):
+                    tg.start_soon(client.send, victim_id, MetadataRequest(topics=[]))
+        opened = client.connection_count(victim_id)
+        assert opened >= 2
+        kafka_cluster.freeze(victim)
+        long_error: list[BaseException] = []
+        long_took: list[float] = []
+        try:
+            async with anyio.create_task_group() as tg:
+
+                async def patient() -> None:
+                    start = time.monotonic()
+                    try:
+                        await client.send(victim_id, MetadataRequest(topics=[]), request_timeout=20)
+                    except KafkaError as exc:
+                        long_error.append(exc)
+                    long_took.append(time.monotonic() - start)
+
+                tg.start_soon(patient)
+                await anyio.sleep(0.1)  # its request is written on a connection first
+                with anyio.fail_after(20), pytest.raises(ClientRequestTimeoutError):
+                    await client.send(victim_id, MetadataRequest(topics=[]), request_timeout=1.0)
+        finally:
+            kafka_cluster.thaw(victim)
+        left = client.connection_count(victim_id)
+    print(
+        f"\n[{anyio_backend}] {opened} connections to the frozen broker, {left} left after"
+        f" a timeout; the 20 s request ended after {long_took[0]:.2f}s: {long_error!r}"
+    )
+    assert left == 0
+    assert long_error and isinstance(long_error[0], ConnectionClosedError)
+    assert long_took[0] < scaled(4.0)
