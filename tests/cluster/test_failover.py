@@ -12,6 +12,8 @@ loaded machine.
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -431,6 +433,25 @@ async def test_a_frozen_broker_holds_a_request_no_longer_than_its_timeout(
     assert took < scaled(3.0)
 
 
+@asynccontextmanager
+async def _client_with_broker_frozen(
+    kafka_cluster: Any, connect: Callable[[KafkaClient, int], Awaitable[None]]
+) -> AsyncIterator[tuple[KafkaClient, int]]:
+    """A client (the default timeouts) that has run ``connect(client, node_id)``, then
+    node 2's broker frozen until the block ends: the client and that node id."""
+    victim = 2
+    victim_id = kafka_cluster.node_id(victim)
+    async with KafkaClient(kafka_cluster.bootstrap) as client:
+        with anyio.fail_after(30):
+            await client.refresh([])
+            await connect(client, victim_id)
+        kafka_cluster.freeze(victim)
+        try:
+            yield client, victim_id
+        finally:
+            kafka_cluster.thaw(victim)
+
+
 async def test_metadata_is_asked_of_brokers_that_answer(
     kafka_cluster: Any, anyio_backend: str
 ) -> None:
@@ -438,32 +459,29 @@ async def test_metadata_is_asked_of_brokers_that_answer(
     # unanswered, each metadata refresh goes to a broker that answers (the least
     # loaded, as the Java client's leastLoadedNode), not to the frozen one, where it
     # would wait the client's request_timeout (30 s) while the cluster moves on.
-    victim = 2
-    victim_id = kafka_cluster.node_id(victim)
-    async with KafkaClient(kafka_cluster.bootstrap) as client:
-        with anyio.fail_after(30):
-            await client.refresh([])
-            for node in range(kafka_cluster.nodes):  # a connection to each broker
-                await client.send(kafka_cluster.node_id(node), MetadataRequest(topics=[]))
-        kafka_cluster.freeze(victim)
-        try:
-            async with anyio.create_task_group() as tg:
 
-                async def unanswered() -> None:
-                    with anyio.move_on_after(20):
-                        await client.send(victim_id, MetadataRequest(topics=[]))
+    async def one_each(client: KafkaClient, _: int) -> None:
+        for node in range(kafka_cluster.nodes):
+            await client.send(kafka_cluster.node_id(node), MetadataRequest(topics=[]))
 
-                tg.start_soon(unanswered)
-                await anyio.sleep(0.2)
-                start = time.monotonic()
-                for _ in range(8):
-                    with anyio.fail_after(5):
-                        meta = await client.refresh([])
-                    assert victim_id in meta.brokers
-                took = time.monotonic() - start
-                tg.cancel_scope.cancel()
-        finally:
-            kafka_cluster.thaw(victim)
+    async with (
+        _client_with_broker_frozen(kafka_cluster, one_each) as (client, victim_id),
+        anyio.create_task_group() as tg,
+    ):
+
+        async def unanswered() -> None:
+            with anyio.move_on_after(20):
+                await client.send(victim_id, MetadataRequest(topics=[]))
+
+        tg.start_soon(unanswered)
+        await anyio.sleep(0.2)
+        start = time.monotonic()
+        for _ in range(8):
+            with anyio.fail_after(5):
+                meta = await client.refresh([])
+            assert victim_id in meta.brokers
+        took = time.monotonic() - start
+        tg.cancel_scope.cancel()
     print(f"\n[{anyio_backend}] 8 refreshes with a broker frozen: {took:.2f}s")
     assert took < scaled(5.0)
 
@@ -475,37 +493,32 @@ async def test_a_request_timeout_gives_up_every_connection_to_the_broker(
     # on one of them (1 s) takes the other down with it: a request waiting there for
     # the same broker fails then too (to be tried again), instead of waiting out its
     # own, longer timeout (20 s).
-    victim = 2
-    victim_id = kafka_cluster.node_id(victim)
-    async with KafkaClient(kafka_cluster.bootstrap) as client:
-        with anyio.fail_after(30):
-            await client.refresh([])
-            # More requests at once than one connection pipelines: a second one opens.
-            async with anyio.create_task_group() as tg:
-                for _ in range(40):
-                    tg.start_soon(client.send, victim_id, MetadataRequest(topics=[]))
+
+    async def two_connections(client: KafkaClient, victim_id: int) -> None:
+        # More requests at once than one connection pipelines: a second one opens.
+        async with anyio.create_task_group() as tg:
+            for _ in range(40):
+                tg.start_soon(client.send, victim_id, MetadataRequest(topics=[]))
+
+    long_error: list[BaseException] = []
+    long_took: list[float] = []
+    async with _client_with_broker_frozen(kafka_cluster, two_connections) as (client, victim_id):
         opened = client.connection_count(victim_id)
         assert opened >= 2
-        kafka_cluster.freeze(victim)
-        long_error: list[BaseException] = []
-        long_took: list[float] = []
-        try:
-            async with anyio.create_task_group() as tg:
+        async with anyio.create_task_group() as tg:
 
-                async def patient() -> None:
-                    start = time.monotonic()
-                    try:
-                        await client.send(victim_id, MetadataRequest(topics=[]), request_timeout=20)
-                    except KafkaError as exc:
-                        long_error.append(exc)
-                    long_took.append(time.monotonic() - start)
+            async def patient() -> None:
+                start = time.monotonic()
+                try:
+                    await client.send(victim_id, MetadataRequest(topics=[]), request_timeout=20)
+                except KafkaError as exc:
+                    long_error.append(exc)
+                long_took.append(time.monotonic() - start)
 
-                tg.start_soon(patient)
-                await anyio.sleep(0.1)  # its request is written on a connection first
-                with anyio.fail_after(20), pytest.raises(ClientRequestTimeoutError):
-                    await client.send(victim_id, MetadataRequest(topics=[]), request_timeout=1.0)
-        finally:
-            kafka_cluster.thaw(victim)
+            tg.start_soon(patient)
+            await anyio.sleep(0.1)  # its request is written on a connection first
+            with anyio.fail_after(20), pytest.raises(ClientRequestTimeoutError):
+                await client.send(victim_id, MetadataRequest(topics=[]), request_timeout=1.0)
         left = client.connection_count(victim_id)
     print(
         f"\n[{anyio_backend}] {opened} connections to the frozen broker, {left} left after"
