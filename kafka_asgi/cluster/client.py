@@ -282,17 +282,12 @@ class KafkaClient:
 
     def _candidates(self) -> list[tuple[str, int, int | None]]:
         """Where to send a request any broker can answer: known brokers with an open
-        connection first, the least loaded first (as the Java client's
-        leastLoadedNode: a broker that answers nothing, a frozen process, piles up
-        unanswered requests and goes last), then the other known brokers, then the
-        bootstrap list."""
+        connection first, then the other known brokers, then the bootstrap list."""
         known: list[tuple[str, int, int | None]] = [
             (b.host, b.port, b.node_id) for b in self._metadata.brokers.values()
         ]
         random.shuffle(known)
-        pools = self._pools
-        connected = [k for k in known if pools.connected(k[0], k[1])]
-        connected.sort(key=lambda k: pools.in_flight(k[0], k[1]))  # (stable: ties shuffled)
+        connected = [k for k in known if self._pools.connected(k[0], k[1])]
         others = [k for k in known if k not in connected]
         seen = {(h, p) for h, p, _ in known}
         boot: list[tuple[str, int, int | None]] = [

@@ -102,11 +102,6 @@ class BrokerPool:
         """Whether a usable connection is open now."""
         return any(c.usable for c in self.connections)
 
-    @property
-    def in_flight(self) -> int:
-        """Requests sent on this broker's usable connections and not yet answered."""
-        return sum(c.in_flight for c in self.connections if c.usable)
-
     def abort_all(self, error: KafkaError) -> None:
         """Close every connection to this broker now; their requests fail with ``error``."""
         for conn in self.connections:
@@ -271,10 +266,6 @@ class BrokerPools:
     def connected(self, host: str, port: int) -> bool:
         pool = self._pools.get((host, port))
         return pool is not None and pool.connected
-
-    def in_flight(self, host: str, port: int) -> int:
-        pool = self._pools.get((host, port))
-        return 0 if pool is None else pool.in_flight
 
     def backing_off(self, host: str, port: int) -> bool:
         pool = self._pools.get((host, port))

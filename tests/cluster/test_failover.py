@@ -452,40 +452,6 @@ async def _client_with_broker_frozen(
             kafka_cluster.thaw(victim)
 
 
-async def test_metadata_is_asked_of_brokers_that_answer(
-    kafka_cluster: Any, anyio_backend: str
-) -> None:
-    # With a connection open to every broker and one of them frozen with a request
-    # unanswered, each metadata refresh goes to a broker that answers (the least
-    # loaded, as the Java client's leastLoadedNode), not to the frozen one, where it
-    # would wait the client's request_timeout (30 s) while the cluster moves on.
-
-    async def one_each(client: KafkaClient, _: int) -> None:
-        for node in range(kafka_cluster.nodes):
-            await client.send(kafka_cluster.node_id(node), MetadataRequest(topics=[]))
-
-    async with (
-        _client_with_broker_frozen(kafka_cluster, one_each) as (client, victim_id),
-        anyio.create_task_group() as tg,
-    ):
-
-        async def unanswered() -> None:
-            with anyio.move_on_after(20):
-                await client.send(victim_id, MetadataRequest(topics=[]))
-
-        tg.start_soon(unanswered)
-        await anyio.sleep(0.2)
-        start = time.monotonic()
-        for _ in range(8):
-            with anyio.fail_after(5):
-                meta = await client.refresh([])
-            assert victim_id in meta.brokers
-        took = time.monotonic() - start
-        tg.cancel_scope.cancel()
-    print(f"\n[{anyio_backend}] 8 refreshes with a broker frozen: {took:.2f}s")
-    assert took < scaled(5.0)
-
-
 async def test_a_request_timeout_gives_up_every_connection_to_the_broker(
     kafka_cluster: Any, anyio_backend: str
 ) -> None:

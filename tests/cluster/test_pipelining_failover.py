@@ -38,13 +38,10 @@ async def _five_in_flight_then(
     undo: Callable[[int], None] | None = None,
     hold: float = 0.0,
     request_timeout: float = 10.0,
-    fails_over: bool = False,
 ) -> None:
     """Stream ~1 KiB records; once a partition has 5 batches in flight,
     ``fault(node)`` on its leader; ``undo(node)`` ``hold`` seconds later; go on
-    streaming for half of SECONDS after that, flush, and check the log.
-    ``fails_over``: the struck leader's partitions must take records again (from
-    another leader) before ``undo``."""
+    streaming for half of SECONDS after that, flush, and check the log."""
     topic = kafka_cluster.create_topic(partitions=PARTITIONS)
     kafka_cluster.wait_for_isr(topic, 3)
     victim = -1
@@ -122,9 +119,6 @@ async def _five_in_flight_then(
     resume = outcome.first_ack_after(undone or struck, victim_parts)
     during = outcome.first_ack_after(struck, victim_parts) if undone is not None else None
     leader_after = kafka_cluster.leader_node(topic, part)
-    # Acknowledgements of the struck partitions from a second after the fault on
-    # (the first one after it may be a response already on its way).
-    later = outcome.first_ack_after(struck + 1.0, victim_parts)
     print(
         f"\n[{anyio_backend}] leader struck with {in_flight_at_fault} batches in flight"
         f" on its partitions (most per partition in the run: {probe.most()}):"
@@ -138,13 +132,9 @@ async def _five_in_flight_then(
             else f" ({during and round(during, 2)}s after the freeze, frozen"
             f" {undone - struck:.1f}s; partition {part} led by node {leader_after}, was {victim})"
         )
-        + f"; first ack from a second after the fault on: {later and round(later + 1.0, 2)}s"
     )
     # The fault found 5 batches in flight on a partition of the struck leader.
     assert max(in_flight_at_fault.values()) == 5
-    if fails_over:
-        assert undone is not None and later is not None
-        assert struck + 1.0 + later < undone, "no record acknowledged while frozen"
     assert not outcome.unreported
     assert not outcome.failed, {i: repr(e) for i, e in list(outcome.failed.items())[:5]}
     # Every acknowledged record exactly once, in order per partition.
@@ -164,33 +154,17 @@ async def test_leader_killed_with_five_batches_in_flight(
     await _five_in_flight_then(kafka_cluster, anyio_backend, kafka_cluster.kill)
 
 
-@pytest.mark.parametrize(
-    ("hold", "fails_over"),
-    [(3.0, False), (15.0, True)],
-    ids=["under_its_session", "past_its_session"],
-)
 async def test_leader_frozen_with_five_batches_in_flight(
-    kafka_cluster: Any, anyio_backend: str, hold: float, fails_over: bool
+    kafka_cluster: Any, anyio_backend: str
 ) -> None:
     # Frozen for 3 s, under broker.session.timeout.ms (6 s here): the same broker
     # leads when it thaws and goes on with what it had read. The producer waits for
     # its answers up to request_timeout + 5 s (6.5 s), past the thaw.
-    #
-    # Frozen for 15 s, past the session: the controller fences the broker and another
-    # replica leads its partitions while it is frozen (6 s after the freeze; 8 s when
-    # the frozen broker was the active controller and a new one is elected first).
-    # The producer's requests to it time out after 6.5 s; it must find the new leader
-    # and go on there, with the sequence numbers it had, while the old one is still
-    # frozen: a retry that opens a new connection to the frozen broker gives up after
-    # request_timeout (1.5 s), not the shared client's 30 s. When the old leader
-    # thaws it still holds requests it had read, from connections the producer has
-    # closed, and must not get them into the log twice.
     await _five_in_flight_then(
         kafka_cluster,
         anyio_backend,
         kafka_cluster.freeze,
         undo=kafka_cluster.thaw,
-        hold=hold,
+        hold=3.0,
         request_timeout=1.5,
-        fails_over=fails_over,
     )
