@@ -289,6 +289,14 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
                     self._pid_wanted.set()
                     tg.start_soon(self._producer_id_task)
                 task_status.started()
+            if self._state == "running":
+                # Not stopped by aclose(): a task of the group ended by a cancellation
+                # no one asked for made anyio cancel the group (see
+                # _stray_cancellation).  Nothing is sent until aclose() reports it.
+                logger.error(
+                    "kafka_asgi producer: its background tasks stopped while it runs;"
+                    " records are held until aclose() reports them"
+                )
         finally:
             if self._own_client:
                 # Bounded, and not cancelled by the host stopping.
@@ -642,16 +650,20 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
         self._wake_event = anyio.Event()
         task_status.started()
         while True:
-            if self._woken:
-                await anyio.lowlevel.checkpoint()
-            else:
-                deadline = min(self._next_flush, self._force_at, self._retry_at)
-                delay = deadline - anyio.current_time()
-                if delay > 0:
-                    with anyio.move_on_after(delay):
-                        await self._wake_event.wait()
-                else:
+            try:
+                if self._woken:
                     await anyio.lowlevel.checkpoint()
+                else:
+                    deadline = min(self._next_flush, self._force_at, self._retry_at)
+                    delay = deadline - anyio.current_time()
+                    if delay > 0:
+                        with anyio.move_on_after(delay):
+                            await self._wake_event.wait()
+                    else:
+                        await anyio.lowlevel.checkpoint()
+            except anyio.get_cancelled_exc_class() as exc:
+                if not self._stray_cancellation(exc, "the flusher"):
+                    raise
             self._woken = False
             self._wake_event = anyio.Event()
             try:
@@ -777,6 +789,16 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
                 return
             if self._state == "closed":
                 return
+            tg = self._tg
+            if tg is not None and tg.cancel_scope.cancel_called:
+                # The background tasks stopped (see _runner; aclose() cancels them
+                # only after this flush): nothing will be sent.
+                if self._state != "running":
+                    return  # aclose() reports what is held
+                raise ProducerClosedError(
+                    f"the producer's background tasks stopped while it runs: {self._held}"
+                    " records held (aclose() reports them)"
+                )
             if self._progress_event is None:
                 self._progress_event = anyio.Event()
             event = self._progress_event
