@@ -167,6 +167,7 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
         self._force_at = _INF
         self._force_pending = False
         self._retry_at = _INF
+        self._waiting_logged_at = -_INF
         self._node_inflight: dict[int, int] = {}
         self._node_gate: dict[int, anyio.Event] = {}
         self._room_event: anyio.Event | None = None

@@ -97,6 +97,12 @@ def offload_threshold(codec: Compression) -> int | None:
     return _OFFLOAD_MIN.get(codec)
 
 
+# Records waiting this long for a broker or a leader (an outage, a failover taking
+# its time) are told in a WARNING, at most one per _WAITING_LOG_EVERY seconds: an
+# outage is visible in the logs before delivery_timeout reports anything.
+_WAITING_LOG_AFTER = 5.0
+_WAITING_LOG_EVERY = 10.0
+
 # Produce v3 is the first to carry magic-2 record batches (KIP-98).
 _PRODUCE_MIN_VERSION = 3
 # The hooks installed when a Produce request began, what they were told, their token.
@@ -760,6 +766,7 @@ class Sender(ProducerState):
             )
             self._fail_batch(b, expired, not b.maybe_written)
             return
+        self._note_waiting(now - b.born, error)
         cap = max(STALL_BACKOFF_CAP, self._backoff)
         delay = min(self._backoff * (1 << min(b.stalls, 16)), cap)
         b.stalls += 1
@@ -772,6 +779,24 @@ class Sender(ProducerState):
             call_hook(
                 self._hooks.records_retried, b.part.topic.name, b.part.index, len(b.values), error
             )
+
+    def _note_waiting(self, waited: float, error: KafkaError) -> None:
+        """Records have waited ``waited`` seconds for a broker or a leader: a
+        WARNING once that is long, rate-limited (see _WAITING_LOG_AFTER)."""
+        if waited < _WAITING_LOG_AFTER:
+            return
+        now = anyio.current_time()
+        if now < self._waiting_logged_at + _WAITING_LOG_EVERY:
+            return
+        self._waiting_logged_at = now
+        logger.warning(
+            "kafka_asgi producer: %d records held, the oldest waiting %.0fs for Kafka"
+            " (reported after delivery_timeout=%ss): %s",
+            self._held,
+            waited,
+            self._delivery_timeout,
+            error,
+        )
 
     async def _fetch_topic(self, t: TopicBuffer) -> None:
         """Get a topic's metadata for its first records (retried, then reported).
@@ -804,6 +829,7 @@ class Sender(ProducerState):
                     if self._spill is not None:
                         self._spill.kafka_ok = False
                     now = anyio.current_time()
+                    self._note_waiting(now - marks[0][0], error)
                     self._expire_waiting(t, marks, now, error)
                     marks.append((now, t.taken + len(t.values)))
                     delay = min(

@@ -116,6 +116,7 @@ class ProducerState:
     _force_at: float
     _force_pending: bool
     _retry_at: float
+    _waiting_logged_at: float  # anyio clock: the last 'records wait' warning
 
     # Settings.
     _acks: int

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 
+import anyio
 import pytest
 
 from kafka_asgi import Producer
 from kafka_asgi.integrations.lifespan import producer_lifespan
 from kafka_asgi.network.errors import ConnectError
+from kafka_asgi.producer import sender
 from tests.support.fake_client import FakeClient
 from tests.support.timing import eventually
 
@@ -61,3 +63,35 @@ async def test_lifespan_shutdown_log_names_the_connection_error(
     message = warning.getMessage()
     assert "last error: None" not in message
     assert "127.0.0.1:1" in message, message
+
+
+@pytest.mark.parametrize("known_topic", [True, False], ids=["produce", "metadata"])
+async def test_a_long_wait_is_logged_rate_limited(
+    anyio_backend: str,
+    known_topic: bool,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Records waiting for a broker show in a WARNING once they have waited long (5 s;
+    0.2 here), then at most every 10 s (0.6 here), before delivery_timeout reports
+    anything; delivered once the broker is back."""
+    monkeypatch.setattr(sender, "_WAITING_LOG_AFTER", 0.2)
+    monkeypatch.setattr(sender, "_WAITING_LOG_EVERY", 0.6)
+    caplog.set_level(logging.WARNING, logger="kafka_asgi")
+    client = FakeClient()
+    if known_topic:
+        client.add_topic("t", 1)
+    client.down = True
+    async with Producer(client=client, delivery_timeout=60, retry_backoff=0.05) as producer:
+        producer.send_nowait("t", b"v")
+        await anyio.sleep(1.5)
+        waits = [r.getMessage() for r in caplog.records if "waiting" in r.getMessage()]
+        assert 1 <= len(waits) <= 3, waits  # 0.2 s in, then every 0.6 s at most
+        assert "1 records held" in waits[0] and "delivery_timeout=60" in waits[0]
+        assert "ConnectError" in waits[0] or "reachable" in waits[0], waits[0]
+        assert producer.stats().failed == 0
+        if not known_topic:
+            client.add_topic("t", 1)
+        client.down = False
+        await producer.flush(timeout=5)
+        assert producer.stats().delivered == 1
