@@ -791,7 +791,7 @@ class Sender(ProducerState):
         self._waiting_logged_at = now
         logger.warning(
             "kafka_asgi producer: %d records held, the oldest waiting %.0fs for Kafka"
-            " (reported after delivery_timeout=%ss): %s",
+            " (kept up to delivery_timeout=%ss): %s",
             self._held,
             waited,
             self._delivery_timeout,
