@@ -4,8 +4,6 @@ back (up to delivery_timeout) instead of being reported after max_retry."""
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from collections import Counter
 from typing import Any
@@ -18,6 +16,7 @@ from kafka_asgi.producer import Producer
 from kafka_asgi.producer.hooks import ProduceRequestInfo
 from tests.support.brokers import topic_at
 from tests.support.inflight import InFlightProbe
+from tests.support.processes import freeze_group, thaw_group
 from tests.support.readers import Outcomes, read_back
 from tests.support.timing import scaled
 
@@ -169,7 +168,7 @@ class FreezeAtFive(InFlightProbe):
         if self.armed and not self.frozen:
             out = max((n for (t, _), n in self.now.items() if t == self.topic), default=0)
             if out >= 5:
-                os.killpg(self.pid, signal.SIGSTOP)
+                freeze_group(self.pid)
                 self.frozen = out
         return token
 
@@ -220,7 +219,7 @@ class FrozenStream:
             await self.tick()
 
     def thaw(self) -> None:
-        os.killpg(self.pid, signal.SIGCONT)
+        thaw_group(self.pid)
 
 
 async def test_a_frozen_broker_gets_every_record_once_and_in_order(

@@ -9,8 +9,6 @@ plus topic creation and leader look-ups through kafka_asgi's own client.
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 import uuid
 from collections.abc import Mapping
@@ -22,6 +20,7 @@ import anyio
 
 from kafka_asgi.cluster.client import KafkaClient
 from kafka_asgi.cluster.metadata import TopicMetadata
+from tests.support.processes import freeze_group, thaw_group
 
 
 def _in_thread(fn: Any) -> Any:
@@ -76,16 +75,17 @@ class ThreeBrokers:
 
     def freeze(self, node: int) -> None:
         """SIGSTOP ``node``'s broker: it hangs mid-request, its sockets stay open and
-        its kernel still accepts connections, nothing is answered until ``thaw``."""
+        its kernel still accepts connections, nothing is answered until ``thaw``.
+        Returns once every thread of the broker has stopped."""
         pid = self.pid(node)
         assert pid is not None, f"node {node} is not running"
-        os.killpg(pid, signal.SIGSTOP)
+        freeze_group(pid)
 
     def thaw(self, node: int) -> None:
         """SIGCONT ``node``'s broker: it goes on with what it had read."""
         pid = self.pid(node)
         if pid is not None:
-            os.killpg(pid, signal.SIGCONT)
+            thaw_group(pid)
 
     def start(self, node: int, timeout: float = 120.0) -> None:
         """Start ``node`` again on its data; returns once the cluster lists it."""
