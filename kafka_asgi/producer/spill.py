@@ -207,6 +207,11 @@ class SpillStore:
             except ValueError:
                 continue
             seg = Segment(directory, seq, size=path.stat().st_size, sealed=True)
+            if seg.size <= len(SEGMENT_HEADER):
+                # Killed between creating a segment and its first frame: nothing in it.
+                path.unlink(missing_ok=True)
+                seg.ack_path.unlink(missing_ok=True)
+                continue
             try:
                 seg.acked = decode_acks(seg.ack_path.read_bytes())
             except FileNotFoundError:
@@ -237,6 +242,8 @@ class SpillStore:
                 return
             self.closed = True
             self._sync_sealed()
+            for seg in [s for s in self._segments if s.size <= len(SEGMENT_HEADER)]:
+                self._drop(seg)  # rolled, never written to: nothing to replay
             for seg in self._segments:
                 self._close_fds(seg, sync=self.fsync != "never")
             for directory, fd in list(self._locks.items()):
@@ -446,7 +453,7 @@ class SpillStore:
     @property
     def backlog_bytes(self) -> int:
         """Bytes of segments not read back yet."""
-        return sum(s.size - s.read_pos for s in self._segments if not s.read_done)
+        return sum(max(0, s.size - s.read_pos) for s in self._segments if not s.read_done)
 
     def has_unread(self) -> bool:
         return any(not s.read_done for s in self._segments)

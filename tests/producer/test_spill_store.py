@@ -194,6 +194,34 @@ def test_truncated_segment_loses_only_the_cut_frame(tmp_path: Path) -> None:
     b.close()
 
 
+def test_segments_without_frames_are_not_left_behind(tmp_path: Path) -> None:
+    # A worker killed between creating a segment and writing its first frame leaves
+    # a segment of the file header only (or of less: a torn header). It holds nothing
+    # to replay: the next producer deletes it when adopting the directory, instead of
+    # counting no backlog for it and leaving it on disk for every later start.
+    a = _store(tmp_path)
+    a.append([_frame(i) for i in range(3)])
+    a._roll()  # header only
+    torn = a._roll()
+    _die(a)
+    os.truncate(torn.path, 3)
+    assert a.own is not None
+    assert len(list(a.own.glob("*.seg"))) == 3
+    b = _store(tmp_path)
+    assert b.adopted == [a.own]
+    (kept,) = a.own.glob("*.seg")
+    assert b.backlog_bytes == kept.stat().st_size - 8
+    got = _read_all(b)
+    assert len(got) == 3
+    for seg, frame in got:
+        b.ack(seg, frame.offset)  # type: ignore[arg-type, attr-defined]
+    assert not a.own.exists()
+    # Its own segment rolled and never written to goes at close, with its directory.
+    b._roll()
+    b.close()
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_unwritable_directory_raises_oserror(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
