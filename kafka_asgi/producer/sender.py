@@ -766,7 +766,7 @@ class Sender(ProducerState):
             )
             self._fail_batch(b, expired, not b.maybe_written)
             return
-        self._note_waiting(now - b.born, error)
+        self._note_waiting(now, now - b.born, error)
         cap = max(STALL_BACKOFF_CAP, self._backoff)
         delay = min(self._backoff * (1 << min(b.stalls, 16)), cap)
         b.stalls += 1
@@ -780,12 +780,12 @@ class Sender(ProducerState):
                 self._hooks.records_retried, b.part.topic.name, b.part.index, len(b.values), error
             )
 
-    def _note_waiting(self, waited: float, error: KafkaError) -> None:
-        """Records have waited ``waited`` seconds for a broker or a leader: a
-        WARNING once that is long, rate-limited (see _WAITING_LOG_AFTER)."""
+    def _note_waiting(self, now: float, waited: float, error: KafkaError) -> None:
+        """Records have waited ``waited`` seconds (at ``now``, the anyio clock) for a
+        broker or a leader: a WARNING once that is long, rate-limited (see
+        _WAITING_LOG_AFTER)."""
         if waited < _WAITING_LOG_AFTER:
             return
-        now = anyio.current_time()
         if now < self._waiting_logged_at + _WAITING_LOG_EVERY:
             return
         self._waiting_logged_at = now
@@ -829,7 +829,7 @@ class Sender(ProducerState):
                     if self._spill is not None:
                         self._spill.kafka_ok = False
                     now = anyio.current_time()
-                    self._note_waiting(now - marks[0][0], error)
+                    self._note_waiting(now, now - marks[0][0], error)
                     self._expire_waiting(t, marks, now, error)
                     marks.append((now, t.taken + len(t.values)))
                     delay = min(

@@ -25,12 +25,18 @@ pytestmark = pytest.mark.anyio
 NOBODY = "127.0.0.1:1"
 
 
-@pytest.mark.parametrize("known_topic", [True, False], ids=["produce", "metadata"])
-async def test_last_error_during_an_outage(anyio_backend: str, known_topic: bool) -> None:
+def _down_client(known_topic: bool) -> FakeClient:
+    """No broker reachable; topic "t" known to the metadata (produce) or not yet."""
     client = FakeClient()
     if known_topic:
         client.add_topic("t", 1)
     client.down = True
+    return client
+
+
+@pytest.mark.parametrize("known_topic", [True, False], ids=["produce", "metadata"])
+async def test_last_error_during_an_outage(anyio_backend: str, known_topic: bool) -> None:
+    client = _down_client(known_topic)
     async with Producer(client=client, delivery_timeout=60, close_timeout=0.5) as producer:
         producer.send_nowait("t", b"v")
         assert await eventually(lambda: producer.stats().last_error is not None, 5)
@@ -78,10 +84,7 @@ async def test_a_long_wait_is_logged_rate_limited(
     monkeypatch.setattr(sender, "_WAITING_LOG_AFTER", 0.2)
     monkeypatch.setattr(sender, "_WAITING_LOG_EVERY", 0.6)
     caplog.set_level(logging.WARNING, logger="kafka_asgi")
-    client = FakeClient()
-    if known_topic:
-        client.add_topic("t", 1)
-    client.down = True
+    client = _down_client(known_topic)
     async with Producer(client=client, delivery_timeout=60, retry_backoff=0.05) as producer:
         producer.send_nowait("t", b"v")
         await anyio.sleep(1.5)
