@@ -239,7 +239,15 @@ class KafkaClient:
     ) -> BrokerConnection:
         broker = self._metadata.brokers.get(node_id)
         if broker is None:
-            await self.refresh([])
+            try:
+                await self.refresh([])
+            except NetworkError as exc:
+                if isinstance(exc, ConnectError):
+                    raise
+                # No request of the caller's was written: not a connection it lost.
+                raise ConnectError(
+                    f"node {node_id} is not in the cached metadata, and refreshing it failed: {exc}"
+                ) from exc
             broker = self._metadata.brokers.get(node_id)
             if broker is None:
                 raise BrokerNotAvailableError(

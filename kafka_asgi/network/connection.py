@@ -253,6 +253,11 @@ class BrokerConnection:
             error = exc if isinstance(exc, KafkaError) else ConnectionClosedError("connect aborted")
             self._fail(error)
             await self._close_stream()
+            if isinstance(exc, (ConnectionClosedError, ClientRequestTimeoutError)):
+                # Closed (or silent) before the handshake finished: a broker shutting
+                # down, a proxy in front of one that is down. Nothing of the caller's
+                # was written: a failure to connect, as retries and backoff read it.
+                raise ConnectError(f"{self.address}: closed during the handshake: {exc}") from exc
             raise
         self._state = "open"
         self.last_used = anyio.current_time()
