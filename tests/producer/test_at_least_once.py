@@ -17,18 +17,12 @@ import pytest
 
 from kafka_asgi import Producer
 from kafka_asgi.network.errors import ConnectionClosedError
-from kafka_asgi.protocol.messages import MetadataResponse
-from kafka_asgi.protocol.messages.metadata import (
-    MetadataResponseBroker,
-    MetadataResponsePartition,
-    MetadataResponseTopic,
-)
 from kafka_asgi.protocol.messages.produce import (
     PartitionProduceResponse,
     ProduceResponse,
     TopicProduceResponse,
 )
-from tests.support.fake_peer import Peer, all_versions, fake_broker
+from tests.support.fake_peer import Peer, all_versions, fake_broker, one_broker_metadata
 from tests.support.timing import scaled
 
 pytestmark = pytest.mark.anyio
@@ -63,21 +57,7 @@ def _dies_once(produced: list[int]) -> Callable[[Peer], Awaitable[None]]:
                 )
                 await peer.respond(correlation_id, response, version)
             elif api_key == _METADATA:
-                metadata = MetadataResponse(
-                    brokers=[MetadataResponseBroker(node_id=0, host="127.0.0.1", port=port)],
-                    cluster_id="fake",
-                    controller_id=0,
-                    topics=[
-                        MetadataResponseTopic(
-                            name=TOPIC,
-                            partitions=[
-                                MetadataResponsePartition(
-                                    partition_index=0, leader_id=0, replica_nodes=[0], isr_nodes=[0]
-                                )
-                            ],
-                        )
-                    ],
-                )
+                metadata = one_broker_metadata(TOPIC, port)
                 await peer.respond(correlation_id, metadata, version)
             else:
                 await peer.respond(correlation_id, all_versions(), version)

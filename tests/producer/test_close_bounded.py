@@ -21,11 +21,6 @@ from kafka_asgi.cluster.client import KafkaClient
 from kafka_asgi.network.connection import BrokerConnection
 from kafka_asgi.network.errors import ConnectionClosedError
 from kafka_asgi.protocol.messages import MetadataResponse, ProduceRequest
-from kafka_asgi.protocol.messages.metadata import (
-    MetadataResponseBroker,
-    MetadataResponsePartition,
-    MetadataResponseTopic,
-)
 from kafka_asgi.protocol.messages.produce import (
     PartitionProduceData,
     PartitionProduceResponse,
@@ -34,7 +29,7 @@ from kafka_asgi.protocol.messages.produce import (
     TopicProduceResponse,
 )
 from kafka_asgi.protocol.records import encode_batch
-from tests.support.fake_peer import Peer, all_versions, fake_broker
+from tests.support.fake_peer import Peer, all_versions, fake_broker, one_broker_metadata
 from tests.support.timing import scaled
 
 pytestmark = pytest.mark.anyio
@@ -50,23 +45,8 @@ _PRODUCE = 0
 
 
 def _metadata(port: int) -> MetadataResponse:
-    return MetadataResponse(
-        brokers=[MetadataResponseBroker(node_id=0, host="127.0.0.1", port=port)],
-        cluster_id="fake",
-        controller_id=0,
-        topics=[
-            MetadataResponseTopic(
-                name=TOPIC,
-                # Several partitions: several requests in flight at once.
-                partitions=[
-                    MetadataResponsePartition(
-                        partition_index=i, leader_id=0, replica_nodes=[0], isr_nodes=[0]
-                    )
-                    for i in range(PARTITIONS)
-                ],
-            )
-        ],
-    )
+    # Several partitions: several requests in flight at once.
+    return one_broker_metadata(TOPIC, port, PARTITIONS)
 
 
 def _small_receive_buffer(peer: Peer) -> None:

@@ -20,13 +20,7 @@ from kafka_asgi.network.connection import BrokerConnection
 from kafka_asgi.network.errors import ConnectError
 from kafka_asgi.producer.errors import DeliveryTimeoutError
 from kafka_asgi.protocol.errors import KafkaError
-from kafka_asgi.protocol.messages import MetadataResponse
-from kafka_asgi.protocol.messages.metadata import (
-    MetadataResponseBroker,
-    MetadataResponsePartition,
-    MetadataResponseTopic,
-)
-from tests.support.fake_peer import Peer, all_versions, fake_broker
+from tests.support.fake_peer import Peer, all_versions, fake_broker, one_broker_metadata
 from tests.support.timing import eventually, scaled
 
 pytestmark = pytest.mark.anyio
@@ -48,21 +42,7 @@ def metadata_naming(leader_port: int) -> object:
             if api_key == _API_VERSIONS:
                 await peer.respond(correlation_id, all_versions(), version)
             elif api_key == _METADATA:
-                response = MetadataResponse(
-                    brokers=[MetadataResponseBroker(node_id=0, host="127.0.0.1", port=leader_port)],
-                    cluster_id="fake",
-                    controller_id=0,
-                    topics=[
-                        MetadataResponseTopic(
-                            name=TOPIC,
-                            partitions=[
-                                MetadataResponsePartition(
-                                    partition_index=0, leader_id=0, replica_nodes=[0], isr_nodes=[0]
-                                )
-                            ],
-                        )
-                    ],
-                )
+                response = one_broker_metadata(TOPIC, leader_port)
                 await peer.respond(correlation_id, response, version)
             else:
                 await anyio.sleep_forever()

@@ -16,8 +16,18 @@ from anyio.abc import SocketAttribute, SocketStream
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from kafka_asgi.protocol.framing import response_header_version
-from kafka_asgi.protocol.messages import REQUEST_TYPES, ApiVersionsResponse, Message
+from kafka_asgi.protocol.messages import (
+    REQUEST_TYPES,
+    ApiVersionsResponse,
+    Message,
+    MetadataResponse,
+)
 from kafka_asgi.protocol.messages.api_versions import ApiVersion
+from kafka_asgi.protocol.messages.metadata import (
+    MetadataResponseBroker,
+    MetadataResponsePartition,
+    MetadataResponseTopic,
+)
 
 
 class Peer:
@@ -76,6 +86,27 @@ def all_versions(
             for key, r in ranges.items()
             if r is not None
         ]
+    )
+
+
+def one_broker_metadata(topic: str, port: int, partitions: int = 1) -> MetadataResponse:
+    """Metadata of a one-broker cluster: node 0 at 127.0.0.1:``port``, leader of each of
+    ``topic``'s ``partitions``."""
+    return MetadataResponse(
+        brokers=[MetadataResponseBroker(node_id=0, host="127.0.0.1", port=port)],
+        cluster_id="fake",
+        controller_id=0,
+        topics=[
+            MetadataResponseTopic(
+                name=topic,
+                partitions=[
+                    MetadataResponsePartition(
+                        partition_index=i, leader_id=0, replica_nodes=[0], isr_nodes=[0]
+                    )
+                    for i in range(partitions)
+                ],
+            )
+        ],
     )
 
 
