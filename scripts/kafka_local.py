@@ -64,6 +64,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+import zipfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -149,6 +150,15 @@ class HarnessError(RuntimeError):
 
 
 # --------------------------------------------------------------------------- jars
+
+
+def _jar_names(jar: Path) -> set[str]:
+    """The entry names of a jar (empty when it cannot be read)."""
+    try:
+        with zipfile.ZipFile(jar) as z:
+            return set(z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return set()
 
 
 def resolve_jars(quiet: bool = False, version: str | None = None) -> Path:
@@ -1042,6 +1052,37 @@ class LocalKafka:
         libs = resolve_jars(version=self.kafka_version)
         self._launch(node, libs)
         self._await_nodes([node], deadline, timeout)
+
+    def set_client_quota(self, client_id: str, timeout: float = 120.0, **quotas: float) -> None:
+        """Set client quotas (``producer_byte_rate=...``, ``request_percentage=...``)
+        for ``client_id`` with Kafka's own ConfigCommand (AlterClientQuotas)."""
+        libs = resolve_jars(version=self.kafka_version)
+        config = ",".join(f"{k}={v}" for k, v in quotas.items())
+        tool = "kafka.admin.ConfigCommand"
+        if not any(
+            "kafka/admin/ConfigCommand.class" in _jar_names(jar) for jar in libs.glob("kafka_*.jar")
+        ):
+            tool = "org.apache.kafka.tools.ConfigCommand"  # (moved in later versions)
+        cmd = [
+            java(),
+            "-Xmx256m",
+            "-cp",
+            f"{libs}/*",
+            *log_options(self.state, self.kafka_version),
+            tool,
+            "--bootstrap-server",
+            self.node_plaintext(0),
+            "--alter",
+            "--add-config",
+            config,
+            "--entity-type",
+            "clients",
+            "--entity-name",
+            client_id,
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0:
+            raise HarnessError(f"setting quotas {config} failed:\n{proc.stdout}{proc.stderr}")
 
     def _check_index(self, node: int) -> None:
         if isinstance(node, bool) or not isinstance(node, int) or not 0 <= node < self.nodes:
