@@ -138,6 +138,12 @@ class PrometheusMetrics(ProducerHooks):
             namespace=ns,
             registry=reg,
         )
+        self.throttle_seconds_total = Counter(
+            "producer_throttle_seconds",
+            "Time the brokers asked the producer to wait (client quotas, KIP-219)",
+            namespace=ns,
+            registry=reg,
+        )
         self.sent_bytes_total = Counter(
             "producer_sent_bytes",
             "Bytes of acknowledged record batches",
@@ -309,6 +315,8 @@ class PrometheusMetrics(ProducerHooks):
         self.request_duration_seconds.observe(time.perf_counter() - token)
         for p in info.partitions:
             self.batch_size_bytes.observe(p.size)
+        if info.throttle_time_ms:
+            self.throttle_seconds_total.inc(info.throttle_time_ms / 1000)
 
     def batch_delivered(self, topic: str, partition: int, records: int, size: int) -> None:
         self.records_sent_total.labels(topic).inc(records)

@@ -44,6 +44,9 @@ class ProduceRequestInfo(NamedTuple):
 
     node: int
     partitions: Sequence[ProducedPartition]
+    throttle_time_ms: int = 0
+    """In ``request_finished``: how long the broker asked the client to wait before
+    its next request (a client quota, KIP-219); 0 when not throttled."""
 
 
 class ProducerHooks:

@@ -170,6 +170,9 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
         self._waiting_logged_at = -_INF
         self._node_inflight: dict[int, int] = {}
         self._node_gate: dict[int, anyio.Event] = {}
+        self._throttled: dict[int, float] = {}
+        self._throttle_ms = 0
+        self._throttle_logged_at = -_INF
         self._room_event: anyio.Event | None = None
         self._progress_event: anyio.Event | None = None
 
@@ -523,6 +526,7 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
             bytes_sent=self._bytes_sent,
             batches_sent=self._batches_sent,
             last_error=self._last_error,
+            throttle_time_ms=self._throttle_ms,
             **({} if self._spill is None else self._spill.stats()),
         )
 

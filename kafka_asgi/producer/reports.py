@@ -71,6 +71,10 @@ class ProducerStats:
     """The latest error: of a record reported as failed, or of a try that failed
     (a broker unreachable during an outage, a retriable broker error, a metadata
     request or InitProducerId that failed), even while the records still wait."""
+    throttle_time_ms: int = 0
+    """Milliseconds the brokers asked this producer to wait, summed over their Produce
+    responses (client quotas, KIP-219): Produce requests to a broker wait that long
+    before they go."""
     spilled: int = 0
     """Records written to ``spill_dir`` (each time one was)."""
     spilled_bytes: int = 0

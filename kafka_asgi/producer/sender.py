@@ -102,6 +102,8 @@ def offload_threshold(codec: Compression) -> int | None:
 # outage is visible in the logs before delivery_timeout reports anything.
 _WAITING_LOG_AFTER = 5.0
 _WAITING_LOG_EVERY = 10.0
+# A broker throttling the producer (a client quota) is told at most this often.
+_THROTTLE_LOG_EVERY = 60.0
 
 # Produce v3 is the first to carry magic-2 record batches (KIP-98).
 _PRODUCE_MIN_VERSION = 3
@@ -139,6 +141,11 @@ class Sender(ProducerState):
         idempotent = self._idempotent
         gen = self._pid_gen
         offload = self._offload_min is not None
+        throttled = self._throttled
+        if throttled:
+            for node, until in list(throttled.items()):
+                if until <= now:
+                    del throttled[node]
         for p in list(self._active):
             if force and p.pending and p.batches:
                 # Cut records behind a batch still in flight or waiting to be
@@ -148,6 +155,13 @@ class Sender(ProducerState):
             inflight = p.inflight
             if inflight >= limit:
                 continue
+            if throttled:
+                paused = throttled.get(self._leader(p))
+                if paused is not None:
+                    # Its leader asked for a pause (a quota): nothing goes to it before.
+                    if paused < retry_at:
+                        retry_at = paused
+                    continue
             picked: list[Batch] = []
             batches = p.batches
             i = 0
@@ -613,10 +627,18 @@ class Sender(ProducerState):
         probe: Probe | None,
     ) -> ProduceResponse | None:
         """The Produce request's round trip, told to the hooks installed when it began."""
+        version = -1
+
+        def build(v: int) -> ProduceRequest:
+            nonlocal version
+            version = v
+            return request
+
         try:
-            response: ProduceResponse | None = await self._client.send(
+            response: ProduceResponse | None = await self._client.send_built(
                 node,
-                request,
+                ProduceRequest.API_KEY,
+                build,
                 min_version=_PRODUCE_MIN_VERSION,
                 expect_response=self._acks != 0,
                 request_timeout=self._request_wait,
@@ -628,6 +650,8 @@ class Sender(ProducerState):
             if probe is not None:
                 call_hook(probe[0].request_finished, probe[2], probe[1], exc)
             raise
+        if response is not None and response.throttle_time_ms > 0:
+            self._note_throttle(node, response.throttle_time_ms, version)
         if probe is None:
             return response
         hooks, info, token = probe
@@ -643,9 +667,38 @@ class Sender(ProducerState):
                 if a is not None:
                     p = p._replace(base_offset=a.base_offset, error_code=a.error_code)
                 parts.append(p)
-            info = info._replace(partitions=parts)
+            info = info._replace(partitions=parts, throttle_time_ms=response.throttle_time_ms)
         call_hook(hooks.request_finished, token, info, None)
         return response
+
+    def _note_throttle(self, node: int, ms: int, version: int) -> None:
+        """Broker ``node`` answered with ``throttle_time_ms`` (a client quota: KIP-219).
+
+        From Produce v6 (Kafka 2.0) the broker answers at once, then reads nothing
+        more from the connection for that long: requests sent meanwhile sit in the
+        socket, their time running (Java's client sends none: the broker is not
+        ready until then). Nothing goes to the broker before that time, at most
+        request_timeout (a bound on what a broker may ask); its batches keep filling
+        meanwhile. Before v6 the broker delayed the response itself: counted only."""
+        self._throttle_ms += ms
+        if version < 6:
+            return
+        now = anyio.current_time()
+        until = now + min(ms / 1000, self.options.request_timeout)
+        if until > self._throttled.get(node, -_INF):
+            self._throttled[node] = until
+            if until < self._retry_at:
+                self._retry_at = until
+        if now >= self._throttle_logged_at + _THROTTLE_LOG_EVERY:
+            self._throttle_logged_at = now
+            logger.warning(
+                "kafka_asgi producer: broker %d throttles this client (a client quota on"
+                " its client_id or user) for %d ms; Produce requests to it wait"
+                " (%d ms asked so far, stats().throttle_time_ms)",
+                node,
+                ms,
+                self._throttle_ms,
+            )
 
     def _settle(self, batches: list[Batch], count: int, node: int) -> None:
         """The request is over: its partitions and node slot are free again."""

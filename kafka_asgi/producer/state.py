@@ -79,6 +79,19 @@ class ProducerClient(Protocol):
         handshake_timeout: float | None = None,
     ) -> Any: ...
 
+    async def send_built(
+        self,
+        node_id: int | None,
+        api_key: int,
+        build: Any,
+        *,
+        min_version: int | None = None,
+        max_version: int | None = None,
+        expect_response: bool = True,
+        request_timeout: float | None = None,
+        handshake_timeout: float | None = None,
+    ) -> Any: ...
+
     async def send_any(
         self,
         request: Any,
@@ -165,6 +178,11 @@ class ProducerState:
     # Per broker, an event set once the latest Produce request started to it has
     # reached the connection: the next one waits for it (requests keep their order).
     _node_gate: dict[int, anyio.Event]
+    # Client quotas (KIP-219): per broker, the anyio time until which it asked us
+    # to send it nothing (a Produce response's throttle_time_ms); the sum asked.
+    _throttled: dict[int, float]
+    _throttle_ms: int
+    _throttle_logged_at: float  # anyio clock: the last 'throttled' warning
 
     # Counters.
     _delivered: int

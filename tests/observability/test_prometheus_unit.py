@@ -31,6 +31,19 @@ class CountingMiddleware:
         return {"emitted": self.emitted, "dropped": self.dropped, "sampled_out": 0}
 
 
+def test_throttle_time_is_counted_in_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    registry = CollectorRegistry()
+    producer = FakeProducer()
+    register(producer, registry=registry)
+    name = "kafka_asgi_producer_throttle_seconds_total"
+    producer.request(ProduceRequestInfo(1, [ProducedPartition("a", 0, 1, 10)]))
+    assert registry.get_sample_value(name) == 0
+    producer.request(ProduceRequestInfo(1, [ProducedPartition("a", 0, 1, 10)], 1500))
+    producer.request(ProduceRequestInfo(2, [ProducedPartition("a", 0, 1, 10)], 250))
+    assert registry.get_sample_value(name) == 1.75
+
+
 def test_values_equal_stats(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     registry = CollectorRegistry()

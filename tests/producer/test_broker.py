@@ -455,21 +455,21 @@ async def test_answers_lost_before_a_clean_restart_are_not_written_twice(
     values = [b"%04d" % i for i in range(31)]
     async with producer:
         await producer.send(topic, values[0])  # the producer id, sequence 0 acknowledged
-        real_send = producer._client.send
+        real_send = producer._client.send_built
         answered = anyio.Event()
         held = 0
 
-        async def answer_lost(node: int, request: Any, **kwargs: Any) -> Any:
+        async def answer_lost(node: int, api_key: int, build: Any, **kwargs: Any) -> Any:
             # The broker takes the request and answers; the answer never arrives.
             nonlocal held
-            response = await real_send(node, request, **kwargs)
-            if isinstance(request, ProduceRequest) and not answered.is_set():
+            response = await real_send(node, api_key, build, **kwargs)
+            if api_key == ProduceRequest.API_KEY and not answered.is_set():
                 held += 1
                 await answered.wait()
                 raise ConnectionClosedError("the answer was lost (test)")
             return response
 
-        producer._client.send = answer_lost  # type: ignore[method-assign]
+        producer._client.send_built = answer_lost  # type: ignore[method-assign]
         for k in range(3):  # three batches of ten, each sent before the next is made
             for v in values[1 + 10 * k : 11 + 10 * k]:
                 producer.send_nowait(topic, v)

@@ -93,6 +93,13 @@ class FakeClient:
     # As Kafka 2.5 to 4.4: a partition with no state for a producer takes any first
     # sequence number from it (KAFKA-15591: 4.5 takes only 0 where nothing was written).
     any_first_sequence: bool = False
+    # throttle_time_ms of the next Produce responses, one each (then 0)
+    throttles: deque[int] = field(default_factory=deque)
+    produce_version: int = 9  # the version send_built builds Produce requests at
+    sent_at: list[float] = field(default_factory=list)  # anyio time of each Produce
+
+    async def send_built(self, node_id: int, api_key: int, build: Any, **kwargs: Any) -> Any:
+        return await self.send(node_id, build(self.produce_version), **kwargs)
 
     def add_topic(self, name: str, count: int, leader: int = 0) -> None:
         self.partitions[name] = count
@@ -175,6 +182,7 @@ class FakeClient:
         assert kwargs.get("min_version") == 3
         self._refuse()
         self.requests.append(request)
+        self.sent_at.append(anyio.current_time())
         # gate_error: the request waits for the gate, then fails unwritten.
         gated = self.gate_error if self.gate is not None else None
         # Taken in the order sent, as a broker does the requests of one connection.
@@ -245,7 +253,8 @@ class FakeClient:
             for pd in td.partition_data:
                 parts.append(self._append(td.name, pd.index, pd.records or b""))
             topics.append(TopicProduceResponse(name=td.name, partition_responses=parts))
-        return ProduceResponse(responses=topics)
+        throttle = self.throttles.popleft() if self.throttles else 0
+        return ProduceResponse(responses=topics, throttle_time_ms=throttle)
 
     def _append(self, topic: str, partition: int, data: bytes) -> PartitionProduceResponse:
         key = (topic, partition)

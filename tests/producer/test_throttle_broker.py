@@ -1,0 +1,85 @@
+"""A client quota on the real broker (KIP-219): the broker answers a producer over
+its quota with throttle_time_ms, then reads nothing more from it for that long; the
+producer sends that broker nothing meanwhile (the logic alone, against the in-memory
+client: tests/producer/test_throttle.py)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from functools import partial
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import pytest
+
+from kafka_asgi import Producer
+from kafka_asgi.producer.hooks import ProduceRequestInfo, ProducerHooks
+from tests.support.brokers import topic_at
+from tests.support.readers import read_back
+
+pytestmark = [pytest.mark.anyio, pytest.mark.broker]
+
+# A broker of the module's own, measuring rates over 2 windows of 1 s (Kafka's
+# default, 11 windows, averages a burst over 10 s: 500 KB would stay under 100 KB/s).
+OWN_BROKER_PROPERTIES = {"quota.window.num": "2", "quota.window.size.seconds": "1"}
+
+RATE = 100_000  # bytes/s: the quota
+RECORDS = 500
+VALUE = 1000  # bytes: 500 KB in all, about 5 s at the quota
+BATCH = 16 * 1024  # some thirty requests, one at a time (acks=1)
+# The pause starts when the producer reads the response, a little before the hook
+# is told; a request started within this of the pause's end counts as after it.
+SLACK = 0.05
+
+
+class Requests(ProducerHooks):
+    def __init__(self) -> None:
+        self.started: list[tuple[float, int]] = []  # (time, node)
+        self.finished: list[tuple[float, int, int]] = []  # (time, node, throttle_time_ms)
+
+    def request_started(self, info: ProduceRequestInfo) -> Any:
+        self.started.append((time.monotonic(), info.node))
+
+    def request_finished(
+        self, token: Any, info: ProduceRequestInfo, error: BaseException | None
+    ) -> None:
+        assert error is None, error
+        self.finished.append((time.monotonic(), info.node, info.throttle_time_ms))
+
+
+async def test_a_quota_holds_the_next_request_for_the_throttle_time(
+    own_broker: Any, anyio_backend: str
+) -> None:
+    bootstrap = own_broker.addresses().plaintext
+    client_id = f"quota-{uuid.uuid4().hex[:8]}"
+    await anyio.to_thread.run_sync(
+        partial(own_broker.set_client_quota, client_id, producer_byte_rate=RATE)
+    )
+    topic = await anyio.to_thread.run_sync(topic_at, bootstrap, "quota", 1)
+    hooks = Requests()
+    sent = [b"%06d" % i + b"x" * (VALUE - 6) for i in range(RECORDS)]
+    async with Producer(
+        bootstrap, client_id=client_id, batch_size=BATCH, flush_time=0.01
+    ) as producer:
+        producer.add_hooks(hooks)
+        for value in sent:
+            producer.send_nowait(topic, value)
+        await producer.flush(timeout=120)
+        stats = producer.stats()
+    throttled = [(at, node, ms) for at, node, ms in hooks.finished if ms > 0]
+    print(
+        f"\n[{anyio_backend}] {len(hooks.started)} requests, {len(throttled)} throttled,"
+        f" {stats.throttle_time_ms} ms asked in all"
+    )
+    assert throttled, "the quota never throttled the producer"
+    assert stats.throttle_time_ms == sum(ms for _, _, ms in throttled)
+    # Nothing went to the broker during a pause it asked for (before: the next
+    # request went at once, to wait in a socket the broker did not read).
+    for at, node, ms in throttled:
+        early = [s - at for s, n in hooks.started if n == node and at < s < at + ms / 1000 - SLACK]
+        assert not early, (ms, early)
+    assert stats.delivered == RECORDS and stats.failed == 0
+    read = await anyio.to_thread.run_sync(read_back, bootstrap, topic, 1, RECORDS)
+    assert [v for _, _, v, _ in read[0]] == sent
