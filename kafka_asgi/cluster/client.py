@@ -241,9 +241,9 @@ class KafkaClient:
         if broker is None:
             try:
                 await self.refresh([])
+            except ConnectError:
+                raise
             except NetworkError as exc:
-                if isinstance(exc, ConnectError):
-                    raise
                 # No request of the caller's was written: not a connection it lost.
                 raise ConnectError(
                     f"node {node_id} is not in the cached metadata, and refreshing it failed: {exc}"

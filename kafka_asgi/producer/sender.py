@@ -685,10 +685,9 @@ class Sender(ProducerState):
             return
         now = anyio.current_time()
         until = now + min(ms / 1000, self.options.request_timeout)
+        # (The flusher's next cycle, which the response wakes, waits for it: _dispatch.)
         if until > self._throttled.get(node, -_INF):
             self._throttled[node] = until
-            if until < self._retry_at:
-                self._retry_at = until
         if now >= self._throttle_logged_at + _THROTTLE_LOG_EVERY:
             self._throttle_logged_at = now
             logger.warning(
