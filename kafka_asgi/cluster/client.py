@@ -47,7 +47,7 @@ from kafka_asgi.network.errors import (
     NetworkError,
     TLSError,
 )
-from kafka_asgi.network.host import TaskHost
+from kafka_asgi.network.host import TaskHost, keep_running
 from kafka_asgi.protocol.errors import (
     NO_ERROR,
     BrokerNotAvailableError,
@@ -151,8 +151,24 @@ class KafkaClient:
         await host.start()
         self._host = host
         self._tg = host.task_group
-        self._tg.start_soon(self._refresher)
-        self._tg.start_soon(self._reaper)
+        # Each goes on if a bug or a stray cancellation ends it (keep_running): a
+        # stopped refresher would leave a moved leader unknown for good.
+        for body, what in (
+            (self._refresher, "the metadata refresher"),
+            (self._reaper, "the idle-connection reaper"),
+        ):
+            self._tg.start_soon(
+                keep_running,
+                body,
+                self._tg,
+                what,
+                "kafka_asgi client",
+                self._is_closed,
+                name=f"kafka_asgi client.{body.__name__}",
+            )
+
+    def _is_closed(self) -> bool:
+        return self._closed
 
     async def aclose(self) -> None:
         """Close every connection and stop the background tasks (bounded; any task

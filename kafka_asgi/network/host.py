@@ -17,14 +17,15 @@ and can be called from any task, inside any cancel scope.
 from __future__ import annotations
 
 import logging
+import math
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import anyio
 import anyio.abc
 
-__all__ = ["TaskHost"]
+__all__ = ["TaskHost", "keep_running", "withdraw_stray_cancellation"]
 
 logger = logging.getLogger("kafka_asgi.network")
 
@@ -42,6 +43,90 @@ def _in_trio() -> bool:
     except RuntimeError:
         return False
     return True
+
+
+# keep_running: the pause before a task that failed runs again, doubling up to the cap.
+_RESTART_DELAY = 0.1
+_RESTART_DELAY_CAP = 30.0
+
+
+def _uncancel() -> None:
+    """Withdraw an asyncio task's pending cancellation request after handling it (a
+    later cancel scope in the task would otherwise take it as a new one)."""
+    if _in_trio():
+        return
+    import asyncio
+
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:
+        return
+    # Task.cancelling()/uncancel(): Python 3.11+ (3.10 keeps no count to withdraw).
+    if task is not None and getattr(task, "cancelling", lambda: 0)():
+        task.uncancel()  # type: ignore[attr-defined,unused-ignore]
+
+
+def withdraw_stray_cancellation(
+    exc: BaseException,
+    tg: anyio.abc.TaskGroup | None,
+    what: str,
+    owner: str,
+    stopping: bool = False,
+) -> bool:
+    """``what``, a task of ``owner``'s task group ``tg``, caught the cancellation
+    ``exc``: True if no one who may stop it asked for it, which is then logged and
+    withdrawn so that the task goes on.
+
+    On asyncio a cancellation can reach a task that no cancel scope of its own or of
+    its owner ordered (``Task.cancel()`` from elsewhere, one leaking from a cancel
+    scope, the event loop shutting down).  A task ended by it makes anyio cancel the
+    whole task group, and with it every other background task, silently.  A
+    cancellation ordered by the task group (``stopping``: its owner is closing) or by
+    a cancel scope around the task is not stray: anyio goes on cancelling, so the
+    task must end.
+    """
+    if (
+        tg is None
+        or stopping
+        or tg.cancel_scope.cancel_called
+        or anyio.current_effective_deadline() == -math.inf
+    ):
+        return False
+    logger.error(
+        "%s: %s was cancelled while it runs (not by its aclose()); it goes on",
+        owner,
+        what,
+        exc_info=exc,
+    )
+    _uncancel()
+    return True
+
+
+async def keep_running(
+    body: Callable[[], Awaitable[object]],
+    tg: anyio.abc.TaskGroup | None,
+    what: str,
+    owner: str,
+    stopping: Callable[[], bool] = lambda: False,
+) -> None:
+    """Run ``body()`` (a background task of ``owner``'s task group ``tg``) until it
+    returns.  Ended by an unexpected exception (a bug) or by a stray cancellation
+    (see :func:`withdraw_stray_cancellation`), it is logged and run again, after a
+    pause doubling from 0.1 s to 30 s: one task failing must not stop the others,
+    as anyio's task group would by cancelling them all."""
+    delay = 0.0
+    while True:
+        try:
+            if delay:
+                await anyio.sleep(delay)
+            await body()
+            return
+        except anyio.get_cancelled_exc_class() as exc:
+            if not withdraw_stray_cancellation(exc, tg, what, owner, stopping()):
+                raise
+        except Exception:
+            logger.exception("%s: %s failed; it runs again", owner, what)
+        delay = min(max(delay * 2, _RESTART_DELAY), _RESTART_DELAY_CAP)
 
 
 def _single(exc: BaseException) -> BaseException:

@@ -358,6 +358,10 @@ class Idempotence(ProducerState):
             why = "DescribeProducers timed out"
         except KafkaError as exc:  # the connection, no such API (Kafka < 3.0), ...
             why = repr(exc)
+        except anyio.get_cancelled_exc_class() as exc:
+            if not self._stray_cancellation(exc, f"DescribeProducers for {p!r}"):
+                raise
+            why = "DescribeProducers cancelled"
         except Exception as exc:
             # A bug must not stop deliveries: the epoch is bumped as without the question.
             logger.exception("kafka_asgi producer: DescribeProducers for %r failed", p)

@@ -291,17 +291,23 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
                 if self._idempotent:
                     self._pid_wanted = anyio.Event()
                     self._pid_wanted.set()
-                    tg.start_soon(self._producer_id_task)
+                    tg.start_soon(
+                        self._keep_running,
+                        self._producer_id_task,
+                        "the producer-id task",
+                        name="kafka_asgi producer._producer_id_task",
+                    )
                 task_status.started()
+        finally:
             if self._state == "running":
-                # Not stopped by aclose(): a task of the group ended by a cancellation
-                # no one asked for made anyio cancel the group (see
-                # _stray_cancellation).  Nothing is sent until aclose() reports it.
+                # Not stopped by aclose(): the group was cancelled (this task
+                # cancelled from outside, say, or a task failing; each withstands a
+                # cancellation of its own, see _stray_cancellation).  Nothing is
+                # sent until aclose() reports it.
                 logger.error(
                     "kafka_asgi producer: its background tasks stopped while it runs;"
                     " records are held until aclose() reports them"
                 )
-        finally:
             if self._own_client:
                 # Bounded, and not cancelled by the host stopping.
                 with anyio.CancelScope(shield=True), anyio.move_on_after(_CLIENT_CLOSE_WAIT):

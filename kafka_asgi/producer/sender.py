@@ -16,7 +16,6 @@ batches behind it, in order; theirs are compressed meanwhile (two workers, at mo
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 from typing import Any, TypeAlias
@@ -77,18 +76,6 @@ _OFFLOAD_MIN = {Compression.GZIP: 16 * 1024, Compression.ZSTD: 256 * 1024}
 # for the GIL (up to the interpreter's switch interval, 5 ms, while the loop runs
 # Python) to hand its result back; a second one compresses meanwhile.
 _OFFLOAD_THREADS = 2
-
-
-def _uncancel() -> None:
-    """Withdraw an asyncio task's pending cancellation request after handling it (a
-    later cancel scope in the task would otherwise take it as a new one)."""
-    try:
-        task = asyncio.current_task()
-    except RuntimeError:  # not asyncio (trio)
-        return
-    # Task.cancelling()/uncancel(): Python 3.11+ (3.10 keeps no count to withdraw).
-    if task is not None and getattr(task, "cancelling", lambda: 0)():
-        task.uncancel()  # type: ignore[attr-defined,unused-ignore]
 
 
 def offload_threshold(codec: Compression) -> int | None:
@@ -251,35 +238,6 @@ class Sender(ProducerState):
             return
         for node, rounds in by_node.items():
             self._send_to(node, rounds)
-
-    def _stray_cancellation(self, exc: BaseException, what: str) -> bool:
-        """``what`` (a task of the producer's task group) was cancelled: True if the
-        producer did not ask for it (its task group is not being cancelled), which
-        is then logged and withdrawn so that the task goes on.
-
-        On asyncio a cancellation can reach a task that no cancel scope of its own
-        or of the producer ordered (one leaking from a cancel scope, or the event
-        loop shutting down while the producer runs).  A task ended by it makes
-        anyio cancel the whole task group: every delivery would stop, silently,
-        until aclose() reported what was held."""
-        tg = self._tg
-        if (
-            tg is None
-            or tg.cancel_scope.cancel_called
-            or self._state == "closed"
-            # A cancelled scope around the task (the producer's host stopping):
-            # anyio goes on cancelling it, so it must end.
-            or anyio.current_effective_deadline() == -_INF
-        ):
-            return False
-        logger.error(
-            "kafka_asgi producer: %s was cancelled while the producer runs (not by"
-            " aclose()); it goes on",
-            what,
-            exc_info=exc,
-        )
-        _uncancel()
-        return True
 
     def _may_send(self, p: PartitionBuffer, b: Batch, out: int, gen: int, now: float) -> bool:
         """With idempotence, may ``b`` (``p``'s first batch not in flight) go while
@@ -453,6 +411,11 @@ class Sender(ProducerState):
                         await self._compress_one(b, section)
                 finally:
                     b.zbusy = False
+        except anyio.get_cancelled_exc_class() as exc:
+            if not self._stray_cancellation(exc, "a compression task"):
+                raise
+            # The batch is compressed again (on the loop or here) by the next cycle.
+            self._wake()
         finally:
             self._zworkers -= 1
             if not self._zworkers:
@@ -897,6 +860,10 @@ class Sender(ProducerState):
                     self._fail_topic(t, error)
                     return
                 await anyio.sleep(self._backoff)
+        except anyio.get_cancelled_exc_class() as exc:
+            if not self._stray_cancellation(exc, f"the metadata request for topic {t.name!r}"):
+                raise
+            # The next cycle starts another (woken below).
         finally:
             t.fetching = False
             self._wake()

@@ -17,6 +17,7 @@ for the type checker, the methods one part calls on another.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
@@ -24,7 +25,7 @@ import anyio.abc
 
 from kafka_asgi.cluster.metadata import TopicMetadata
 from kafka_asgi.network.errors import ConnectError, TLSError
-from kafka_asgi.network.host import TaskHost
+from kafka_asgi.network.host import TaskHost, keep_running, withdraw_stray_cancellation
 from kafka_asgi.protocol.compression import Compression
 from kafka_asgi.protocol.errors import KafkaError
 
@@ -201,6 +202,21 @@ class ProducerState:
     # > 0 while a user callback (error_handle, on_delivery) runs: the producer may be
     # in the middle of a loop over its batches then (spill evacuation waits).
     _in_callback: int = 0
+
+    def _stray_cancellation(self, exc: BaseException, what: str) -> bool:
+        """``what`` (a task of the producer's task group) was cancelled: True if the
+        producer did not ask for it, which is then logged and withdrawn so that the
+        task goes on (see kafka_asgi.network.host.withdraw_stray_cancellation)."""
+        return withdraw_stray_cancellation(
+            exc, self._tg, what, "kafka_asgi producer", self._state == "closed"
+        )
+
+    async def _keep_running(self, body: Callable[[], Awaitable[object]], what: str) -> None:
+        """``body()``, run again if a bug or a stray cancellation ends it (see
+        kafka_asgi.network.host.keep_running)."""
+        await keep_running(
+            body, self._tg, what, "kafka_asgi producer", lambda: self._state == "closed"
+        )
 
     if TYPE_CHECKING:
         # Defined by one part, called by another.

@@ -13,14 +13,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 
 import anyio
 import pytest
 
 from kafka_asgi import Producer
-from kafka_asgi.producer import ProducerClosedError
-from tests.support.fake_client import FakeClient
-from tests.support.timing import scaled
+from kafka_asgi.cluster.client import KafkaClient
+from kafka_asgi.network.errors import ConnectionClosedError
+from kafka_asgi.producer import ProducerClosedError, sender
+from kafka_asgi.protocol.compression import compress
+from tests.support.fake_client import FakeClient, Fault
+from tests.support.pipelining import burst, opts, stored
+from tests.support.producers import Reports, running
+from tests.support.timing import eventually, scaled
 
 pytestmark = pytest.mark.anyio
 
@@ -38,7 +45,7 @@ def _stray_errors(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         r.getMessage()
         for r in caplog.records
-        if r.levelno == logging.ERROR and "while the producer runs" in r.getMessage()
+        if r.levelno == logging.ERROR and "was cancelled while it runs" in r.getMessage()
     ]
 
 
@@ -100,12 +107,156 @@ async def test_the_flusher_cancelled_from_outside_goes_on(
     assert len(_stray_errors(caplog)) == 1
 
 
+async def test_the_producer_id_task_cancelled_from_outside_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = FakeClient()
+    client.add_topic("t", 1)
+    client.hold = anyio.Event()  # InitProducerId waits: the task is in its request
+    producer = Producer(client=client, enable_idempotence=True, required_acks=-1, flush_time=0.01)
+    async with producer:
+        producer.send_nowait("t", b"x")
+        (pid_task,) = _tasks("._producer_id_task")
+        await anyio.sleep(0.05)
+        pid_task.cancel()
+        await anyio.sleep(0.05)
+        assert not pid_task.done()
+        client.hold.set()
+        with anyio.fail_after(scaled(5)):
+            await producer.flush()
+        stats = producer.stats()
+    assert stats.delivered == 1 and stats.failed == 0
+    assert [s.value for s in client.logs[("t", 0)]] == [b"x"]
+    assert len(_stray_errors(caplog)) == 1
+
+
+async def test_a_metadata_request_cancelled_from_outside_is_made_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = FakeClient()
+    client.add_topic("t", 2)
+    client.hold = anyio.Event()  # the topic's metadata request waits
+    producer = Producer(client=client, flush_time=0.01)
+    async with producer:
+        producer.send_nowait("t", b"a", partition=0)
+        producer.send_nowait("t", b"b", partition=1)
+        for _ in range(500):
+            if _tasks("._fetch_topic"):
+                break
+            await anyio.sleep(0.01)
+        await anyio.sleep(0.05)  # in its request, which waits
+        (fetch,) = _tasks("._fetch_topic")
+        fetch.cancel()
+        await anyio.sleep(0.05)
+        client.hold.set()
+        with anyio.fail_after(scaled(5)):
+            await producer.flush()
+        stats = producer.stats()
+    assert stats.delivered == 2 and stats.failed == 0
+    assert [s.value for s in client.logs[("t", 0)]] == [b"a"]
+    assert [s.value for s in client.logs[("t", 1)]] == [b"b"]
+    assert client.fetches == 2  # the cancelled request, then another
+    assert len(_stray_errors(caplog)) == 1
+
+
+async def test_describe_producers_cancelled_from_outside_bumps_the_epoch(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The question after an out-of-order refusal (test_pipelining.py) cancelled
+    from outside: the producer goes on as when it gets no answer (a new epoch, as
+    Java's client does), every record written, in order, none reported."""
+    fake = FakeClient()
+    fake.add_topic("one", 1)
+    reports = Reports()
+    for _ in range(3):
+        fake.faults.append(Fault(ConnectionClosedError("gone"), written=True))
+    async with running(fake, reports, **opts(max_in_flight=3, retry_backoff=0.3)) as producer:
+        await burst(fake, producer, 50, 3)
+        assert await eventually(lambda: producer.stats().retried > 0, 5.0, interval=0.005)
+        fake.restart()
+        written = len(stored(fake))
+        fake.hold = anyio.Event()
+        assert fake.gate is not None
+        fake.gate.set()
+        for _ in range(500):
+            if _tasks("._ask_sequence"):
+                break
+            await anyio.sleep(0.01)
+        await anyio.sleep(0.05)  # in its request, which waits
+        (ask,) = _tasks("._ask_sequence")
+        ask.cancel()
+        await anyio.sleep(0.05)
+        fake.hold.set()
+    assert not reports.errors
+    assert stored(fake) == [*range(written), *range(50)]
+    assert list(fake.epochs.values()) == [1]
+    assert fake.describes == 0  # cancelled before the broker answered
+    assert len(_stray_errors(caplog)) == 1
+
+
+async def test_a_compression_task_cancelled_from_outside_is_done_again(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started = threading.Event()
+
+    def slow(codec: int, data: bytes, level: int | None = None) -> bytes:
+        started.set()
+        time.sleep(0.2)
+        return compress(codec, data, level)
+
+    monkeypatch.setattr(sender, "compress", slow)
+    client = FakeClient()
+    client.add_topic("t", 1)
+    producer = Producer(client=client, compression="gzip", batch_size=1 << 20, flush_time=0.01)
+    values = [b"%06d" % i + b"x" * 994 for i in range(40)]  # 40 KB: on a worker thread
+    async with producer:
+        for v in values:
+            producer.send_nowait("t", v)
+        for _ in range(500):
+            if started.is_set():
+                break
+            await anyio.sleep(0.01)
+        (task,) = _tasks("._compress_off_loop")
+        task.cancel()
+        with anyio.fail_after(scaled(5)):
+            await producer.flush()
+        stats = producer.stats()
+    assert stats.delivered == len(values) and stats.failed == 0
+    assert [s.value for s in client.logs[("t", 0)]] == values
+    assert len(_stray_errors(caplog)) == 1
+
+
+async def test_the_client_refresher_and_reaper_cancelled_from_outside_go_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    refreshes = 0
+    client = KafkaClient("127.0.0.1:1", refresh_interval=None, retry_backoff=0.01, idle_timeout=0.1)
+
+    async def counted(topics: object = None, **kwargs: object) -> None:
+        nonlocal refreshes
+        refreshes += 1
+
+    client.refresh = counted  # type: ignore[method-assign,assignment]
+    async with client:
+        await anyio.sleep(0.05)
+        tasks = _tasks("client._refresher") + _tasks("client._reaper")
+        assert len(tasks) == 2
+        for task in tasks:
+            task.cancel()
+        await anyio.sleep(0.2)
+        assert not any(task.done() for task in tasks)
+        before = refreshes
+        client.request_refresh()
+        assert await eventually(lambda: refreshes > before, 5.0, interval=0.01)
+    assert len(_stray_errors(caplog)) == 2
+
+
 async def test_background_tasks_stopped_are_reported_not_waited_for(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A task without that guard (here the producer-id task) ended by such a
-    cancellation still takes the task group down: that is logged, flush() says so
-    at once instead of waiting out its timeout, and aclose() reports the records."""
+    """The task that holds the producer's task group cancelled from outside stops
+    every background task: that is logged, flush() says so at once instead of
+    waiting out its timeout, and aclose() reports the records."""
     client = FakeClient()
     client.add_topic("t", 1)
     client.gate = anyio.Event()  # the record stays in flight
@@ -122,8 +273,8 @@ async def test_background_tasks_stopped_are_reported_not_waited_for(
     await producer.start()
     producer.send_nowait("t", b"x")
     await anyio.sleep(0.05)
-    (pid_task,) = _tasks("._producer_id_task")
-    pid_task.cancel()
+    (runner,) = _tasks("._runner")
+    runner.cancel()
     await anyio.sleep(0.05)
     with anyio.fail_after(scaled(5)):
         with pytest.raises(ProducerClosedError, match="background tasks stopped"):

@@ -69,6 +69,8 @@ class FakeClient:
     # With a gate: Produce requests wait for it, then fail with this, not written.
     gate_error: KafkaError | None = None
     hang: bool = False  # Produce requests never get an answer
+    # when set, metadata, InitProducerId and DescribeProducers requests wait for it
+    hold: anyio.Event | None = None
     metadata_error: KafkaError | None = None
     down: bool = False  # no broker reachable: every call raises ConnectError
     connect_failures: int = 0
@@ -154,9 +156,14 @@ class FakeClient:
             self.connect_failures += 1
             raise ConnectError("no broker reachable: connection refused")
 
+    async def _held(self) -> None:
+        await anyio.lowlevel.checkpoint()
+        if self.hold is not None:
+            await self.hold.wait()
+
     async def fetch_metadata(self, topic: str) -> TopicMetadata:
         self.fetches += 1
-        await anyio.lowlevel.checkpoint()
+        await self._held()
         self._refuse()
         if self.metadata_error is not None:
             raise self.metadata_error
@@ -168,7 +175,7 @@ class FakeClient:
         return meta
 
     async def send_any(self, request: Any, **kwargs: Any) -> Any:
-        await anyio.lowlevel.checkpoint()
+        await self._held()
         assert isinstance(request, InitProducerIdRequest)
         self._refuse()
         if self.pid_faults:
@@ -208,7 +215,7 @@ class FakeClient:
     async def _describe_producers(
         self, request: DescribeProducersRequest
     ) -> DescribeProducersResponse:
-        await anyio.lowlevel.checkpoint()
+        await self._held()
         self._refuse()
         self.describes += 1
         if self.describe_error is not None:
