@@ -49,6 +49,16 @@ def _stray_errors(caplog: pytest.LogCaptureFixture) -> list[str]:
     ]
 
 
+async def _cancel_from_outside(suffix: str) -> asyncio.Task[object]:
+    """Cancel the one task named ``...suffix`` natively once it waits inside (a task
+    cancelled before its first step never enters its own code)."""
+    assert await eventually(lambda: bool(_tasks(suffix)), 5.0, interval=0.01)
+    await anyio.sleep(0.05)
+    (task,) = _tasks(suffix)
+    task.cancel()
+    return task
+
+
 async def test_requests_cancelled_from_outside_are_retried(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -116,9 +126,7 @@ async def test_the_producer_id_task_cancelled_from_outside_goes_on(
     producer = Producer(client=client, enable_idempotence=True, required_acks=-1, flush_time=0.01)
     async with producer:
         producer.send_nowait("t", b"x")
-        (pid_task,) = _tasks("._producer_id_task")
-        await anyio.sleep(0.05)
-        pid_task.cancel()
+        pid_task = await _cancel_from_outside("._producer_id_task")
         await anyio.sleep(0.05)
         assert not pid_task.done()
         client.hold.set()
@@ -140,13 +148,7 @@ async def test_a_metadata_request_cancelled_from_outside_is_made_again(
     async with producer:
         producer.send_nowait("t", b"a", partition=0)
         producer.send_nowait("t", b"b", partition=1)
-        for _ in range(500):
-            if _tasks("._fetch_topic"):
-                break
-            await anyio.sleep(0.01)
-        await anyio.sleep(0.05)  # in its request, which waits
-        (fetch,) = _tasks("._fetch_topic")
-        fetch.cancel()
+        await _cancel_from_outside("._fetch_topic")
         await anyio.sleep(0.05)
         client.hold.set()
         with anyio.fail_after(scaled(5)):
@@ -178,13 +180,7 @@ async def test_describe_producers_cancelled_from_outside_bumps_the_epoch(
         fake.hold = anyio.Event()
         assert fake.gate is not None
         fake.gate.set()
-        for _ in range(500):
-            if _tasks("._ask_sequence"):
-                break
-            await anyio.sleep(0.01)
-        await anyio.sleep(0.05)  # in its request, which waits
-        (ask,) = _tasks("._ask_sequence")
-        ask.cancel()
+        await _cancel_from_outside("._ask_sequence")
         await anyio.sleep(0.05)
         fake.hold.set()
     assert not reports.errors
