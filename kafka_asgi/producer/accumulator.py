@@ -101,12 +101,15 @@ NEVER_ACKED = float("-inf")  # PartitionBuffer.acked_at before any acknowledgeme
 class Delivery:
     """Where the flusher leaves the outcome of one sync ``send()``."""
 
-    __slots__ = ("error", "event", "metadata")
+    __slots__ = ("abandoned", "error", "event", "metadata")
 
     def __init__(self) -> None:
         self.event = anyio.Event()
         self.metadata: Any = None
         self.error: KafkaError | None = None
+        # The caller stopped waiting (its own timeout, a cancellation, or
+        # delivery_timeout): a failure must then be told some other way.
+        self.abandoned = False
 
 
 Waiters = list[tuple[int, Delivery]]

@@ -452,12 +452,19 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
             self._force_at = force_at
         self._wake()
         limit = self.options.delivery_timeout
-        with anyio.move_on_after(limit):
-            await delivery.event.wait()
+        try:
+            with anyio.move_on_after(limit):
+                await delivery.event.wait()
+        finally:
+            if not delivery.event.is_set():
+                # No one reads the outcome from here: a failure is reported as a
+                # send_nowait one is (error_handle, on_delivery, else logged).
+                delivery.abandoned = True
         if not delivery.event.is_set():
             raise DeliveryTimeoutError(
                 f"no acknowledgement for the record to {topic!r} within {limit}s; it is "
-                "still in the producer and will be reported to on_delivery/error_handle"
+                "still in the producer; if it fails, on_delivery/error_handle are told (it is "
+                "logged without them)"
             )
         if delivery.error is not None:
             raise delivery.error

@@ -253,10 +253,13 @@ class Reports(ProducerState):
                         logger.exception("kafka_asgi producer: on_delivery raised")
         finally:
             self._in_callback -= 1
-        if not handled and not waiters:
+        # Without callbacks, the records no send() is still waiting for are logged
+        # (those of send_nowait, and of a send() that stopped waiting).
+        told = sum(1 for _, d in waiters if not d.abandoned) if waiters else 0
+        if not handled and told < n:
             logger.error(
                 "kafka_asgi producer: %d record(s) for %s[%d] not delivered (retriable=%s): %s",
-                n,
+                n - told,
                 topic,
                 partition,
                 retriable,

@@ -135,6 +135,7 @@ class FrameTicket(Delivery):
         self.event = cast(anyio.Event, _Countdown(self))
         self.metadata: Any = None
         self.error: KafkaError | None = None
+        self.abandoned = False  # the seam settles every ticket
         self.seam = seam
         self.seg = seg
         self.offset = offset

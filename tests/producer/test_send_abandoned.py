@@ -1,0 +1,106 @@
+"""A failure of a record whose ``send()`` stopped waiting is not lost in silence.
+
+``await producer.send()`` inside the caller's own ``fail_after`` (or past
+``delivery_timeout``) leaves the record in the producer.  Should it fail later, no
+caller reads the exception: with no ``error_handle`` or ``on_delivery`` it is
+logged, as a ``send_nowait`` record's failure is.  Before, any record with a
+``send()`` behind it, waiting or not, was left out of that log, and so were the
+``send_nowait`` records sharing its batch.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import anyio
+import pytest
+
+from kafka_asgi import Producer
+from kafka_asgi.producer import DeliveryTimeoutError
+from kafka_asgi.protocol.error_codes import InvalidRecordError
+from tests.support.fake_client import FakeClient
+from tests.support.timing import eventually, scaled
+
+pytestmark = pytest.mark.anyio
+
+
+def _not_delivered(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.ERROR and "not delivered" in r.getMessage()
+    ]
+
+
+def _refusing() -> FakeClient:
+    """Produce requests wait for the gate, then fail for good (not written)."""
+    fake = FakeClient()
+    fake.add_topic("t", 1)
+    fake.gate = anyio.Event()
+    fake.gate_error = InvalidRecordError("refused")
+    return fake
+
+
+async def test_a_send_cancelled_by_its_caller_then_failing_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake = _refusing()
+    async with Producer(client=fake, max_retry=0) as producer:
+        with anyio.move_on_after(0.1) as scope:
+            await producer.send("t", b"x")
+        assert scope.cancelled_caught
+        assert producer.stats().failed == 0  # still in the producer
+        assert fake.gate is not None
+        fake.gate.set()
+        assert await eventually(lambda: producer.stats().failed == 1, 5.0)
+    (message,) = _not_delivered(caplog)
+    assert "1 record(s) for t[0]" in message and "refused" in message
+
+
+async def test_a_send_past_delivery_timeout_then_failing_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake = _refusing()
+    async with Producer(client=fake, max_retry=0, delivery_timeout=0.1) as producer:
+        with anyio.fail_after(scaled(5)), pytest.raises(DeliveryTimeoutError, match="logged"):
+            await producer.send("t", b"x")
+        assert fake.gate is not None
+        fake.gate.set()
+        assert await eventually(lambda: producer.stats().failed == 1, 5.0)
+    assert len(_not_delivered(caplog)) == 1
+
+
+async def test_a_waiting_send_gets_the_error_and_its_batch_neighbours_are_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake = _refusing()
+    async with Producer(client=fake, max_retry=0, flush_time=60) as producer:
+        producer.send_nowait("t", b"a")
+        producer.send_nowait("t", b"b")
+
+        async def release() -> None:
+            assert await eventually(lambda: len(fake.requests) == 1, 5.0)
+            assert fake.gate is not None
+            fake.gate.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(release)
+            with anyio.fail_after(scaled(5)), pytest.raises(InvalidRecordError):
+                await producer.send("t", b"c")
+        assert producer.stats().failed == 3
+    # One batch of three: the caller of send() has its error; the other two, logged.
+    assert [len(fake.requests)] == [1]
+    (message,) = _not_delivered(caplog)
+    assert "2 record(s) for t[0]" in message
+
+
+async def test_a_waiting_send_alone_is_not_logged_twice(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake = _refusing()
+    assert fake.gate is not None
+    fake.gate.set()
+    async with Producer(client=fake, max_retry=0) as producer:
+        with anyio.fail_after(scaled(5)), pytest.raises(InvalidRecordError):
+            await producer.send("t", b"x")
+    assert _not_delivered(caplog) == []
