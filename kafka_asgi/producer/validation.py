@@ -66,6 +66,18 @@ def check_topic(topic: object) -> str:
     return topic
 
 
+def _utf8(text: str, what: str, hint: str = "; pass bytes instead") -> bytes:
+    """``text`` in UTF-8, or a ValueError naming ``what`` (a lone surrogate, such as
+    one left by ``os.fsdecode`` or ``surrogateescape``, has no UTF-8 form)."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{what} {text!r:.80} cannot be encoded as UTF-8 ({exc.reason} at position "
+            f"{exc.start}){hint}"
+        ) from None
+
+
 def as_bytes(value: object, what: str, serializer: Serializer | None) -> bytes | None:
     """The bytes of a value or key (``what``); bytes-like and str pass without the
     serializer, anything else needs one."""
@@ -79,12 +91,12 @@ def as_bytes(value: object, what: str, serializer: Serializer | None) -> bytes |
         except Exception as exc:
             raise TypeError(f"{what}_serializer failed on {value!r:.80}: {exc!r}") from exc
         if isinstance(out, str):
-            return out.encode()
+            return _utf8(out, f"{what}_serializer's result", "; return bytes instead")
         if not isinstance(out, _BYTES_LIKE):
             raise TypeError(f"{what}_serializer must return bytes, returned {type(out).__name__}")
         return bytes(out)
     if isinstance(value, str):
-        return value.encode()
+        return _utf8(value, what)
     if isinstance(value, _BYTES_LIKE):
         return bytes(value)
     raise TypeError(
@@ -114,9 +126,12 @@ def coerce_headers(headers: object) -> list[tuple[str, bytes | None]] | None:
         name, value = item
         if not isinstance(name, str):
             raise TypeError(f"header name must be a str, not {name!r:.80}")
+        if not name.isascii():
+            # Encoded with the batch: one that cannot be would fail the whole batch.
+            _utf8(name, "header name", "")
         if value is not None and value.__class__ is not bytes:
             if isinstance(value, str):
-                value = value.encode()
+                value = _utf8(value, f"header {name!r} value")
             elif isinstance(value, (bytearray, memoryview)):
                 value = bytes(value)
             else:

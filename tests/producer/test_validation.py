@@ -44,6 +44,12 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("headers-list-pair", {"headers": [["a", b"x"]]}, {}),
     ("header-name", {"headers": {1: b"x"}}, {}),
     ("header-value", {"headers": {"a": 1}}, {}),
+    # Lone surrogates (os.fsdecode, surrogateescape) have no UTF-8 form.
+    ("value-surrogate", {"value": "a\udcff"}, {}),
+    ("key-surrogate", {"key": "\ud800"}, {}),
+    ("header-name-surrogate", {"headers": {"\ud800": b"x"}}, {}),
+    ("header-value-surrogate", {"headers": [("a", "\udcff")]}, {}),
+    ("serializer-returns-surrogate", {"value": 5}, {"value_serializer": lambda v: "\ud800"}),
     ("partition-negative", {"partition": -1}, {}),
     ("partition-bool", {"partition": True}, {}),
     ("partition-str", {"partition": "0"}, {}),
@@ -135,6 +141,31 @@ async def test_same_input_same_bytes(
     event = fake.events[0]
     assert (event.value, event.key, event.headers) == (stored.value, stored.key, stored.headers)
     assert event.timestamp == stored.timestamp == 1000
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"value": "a\udcff"}, r"value 'a\\udcff' cannot be encoded as UTF-8"),
+        ({"headers": {"\ud800": b"x"}}, r"header name '\\ud800' cannot be encoded as UTF-8"),
+        ({"headers": {"a": "\udcff"}}, r"header 'a' value '\\udcff' cannot be encoded"),
+    ],
+)
+async def test_unencodable_text_is_refused_at_the_call_and_spoils_no_batch(
+    anyio_backend: str, kwargs: dict[str, Any], message: str
+) -> None:
+    # A header name used to be encoded with the batch: one bad name failed every
+    # record of its batch.  Now each is refused at its call, naming the value.
+    client = FakeClient()
+    client.add_topic("t", 1)
+    async with Producer(client=client, flush_time=60) as producer:
+        producer.send_nowait("t", b"before")
+        with pytest.raises(ValueError, match=message):
+            producer.send_nowait("t", **{"value": b"v", **kwargs})
+        producer.send_nowait("t", b"after")
+        await producer.flush()
+        assert producer.stats().failed == 0
+    assert [r.value for r in client.logs[("t", 0)]] == [b"before", b"after"]
 
 
 def test_bad_serializer_option_same_exception() -> None:
