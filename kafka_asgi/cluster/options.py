@@ -128,6 +128,11 @@ class ClientOptions:
 def _check_host(host: object, entry: object) -> str:
     if not isinstance(host, str) or not host.strip() or any(c.isspace() for c in host):
         raise ValueError(f"bootstrap entry {entry!r}: bad host {host!r}")
+    if not host.isascii():
+        try:
+            host.encode()
+        except UnicodeEncodeError:
+            raise ValueError(f"bootstrap entry {entry!r}: bad host {host!r}") from None
     return host
 
 

@@ -30,7 +30,14 @@ def check_timeout(name: str, value: object, *, allow_none: bool = False) -> floa
 def _check_client_id(value: object) -> str:
     if not isinstance(value, str):
         raise TypeError(f"client_id must be a str, not {type(value).__name__}")
-    if len(value.encode("utf-8", "surrogatepass")) > 0x7FFF:
+    try:
+        data = value.encode()
+    except UnicodeEncodeError as exc:
+        # Every request carries it: it would fail each one.
+        raise ValueError(
+            f"client_id {value!r:.80} cannot be encoded as UTF-8 ({exc.reason})"
+        ) from None
+    if len(data) > 0x7FFF:
         raise ValueError("client_id is longer than 32767 bytes")
     return value
 

@@ -85,6 +85,9 @@ CONNECT_ERRORS: Mapping[type[BaseException], type[KafkaError]] = {
     anyio.IncompleteRead: ConnectError,
     anyio.ClosedResourceError: ConnectError,
     OSError: ConnectError,
+    # A host name IDNA cannot encode (the idna package's errors are UnicodeErrors):
+    # as one that does not resolve, that broker cannot be reached.
+    UnicodeError: ConnectError,
 }
 
 IO_ERRORS: Mapping[type[BaseException], type[KafkaError]] = {

@@ -53,6 +53,7 @@ def test_bootstrap_forms(bootstrap: Any, expected: tuple[tuple[str, int], ...]) 
         ("::1:9092", ValueError, "IPv6"),
         ("[::1:9092", ValueError, "unclosed"),
         ("a b:1", ValueError, "'a b:1'"),
+        ("k\udcff:1", ValueError, "bad host 'k\\udcff'"),  # no UTF-8 (nor IDNA) form
         (["a:1", 5], TypeError, "5"),
         ([("a",)], ValueError, "(host, port)"),
         ([("a", "b")], ValueError, "'b'"),
@@ -89,6 +90,10 @@ def test_bad_bootstrap(bootstrap: Any, exc: type[Exception], fragment: str) -> N
         ({"ssl_certfile": "/no/such/cert.pem"}, ValueError, "ssl_certfile"),
         ({"requst_timeout": 1}, TypeError, "requst_timeout"),
         ({"acks": 1}, TypeError, "acks"),
+        ({"client_id": 5}, TypeError, "client_id"),
+        ({"client_id": "x" * 32768}, ValueError, "client_id"),
+        # No UTF-8 form: every request's header would fail to encode.
+        ({"client_id": "app-\udcff"}, ValueError, "client_id 'app-\\\\udcff'"),
     ],
 )
 def test_bad_client_options(options: dict[str, Any], exc: type[Exception], name: str) -> None:

@@ -225,6 +225,18 @@ async def test_resolver_failure_is_a_connect_error(anyio_backend: str) -> None:
             pass
 
 
+@pytest.mark.parametrize("host", ["\u3002", "xn--a.\u3002", "a\u00adb..c"])
+async def test_a_host_name_idna_cannot_encode_is_a_connect_error(
+    anyio_backend: str, host: str
+) -> None:
+    # A broker may advertise any string: one with no IDNA form is unreachable, as
+    # one that does not resolve (the records wait for the broker), not a crash.
+    with anyio.fail_after(10):
+        with pytest.raises(ConnectError, match="connecting to"):
+            async with BrokerConnection(host, 9092, connect_timeout=2):
+                pass
+
+
 # ---------------------------------------------------------------- requests
 
 
