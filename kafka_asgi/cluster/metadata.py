@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass, field
 
@@ -16,10 +17,23 @@ __all__ = [
     "ClusterMetadata",
     "PartitionMetadata",
     "TopicMetadata",
+    "check_topic",
     "topic_from_response",
 ]
 
 _ZERO_UUID = uuid.UUID(int=0)
+_TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
+
+
+def check_topic(topic: object) -> str:
+    """A topic name Kafka accepts (1 to 249 of ``[a-zA-Z0-9._-]``, not '.' or '..')."""
+    if not isinstance(topic, str):
+        raise TypeError(f"topic must be a str, not {type(topic).__name__}")
+    if not _TOPIC_NAME.fullmatch(topic) or topic in (".", ".."):
+        raise ValueError(
+            f"invalid topic name {topic!r}: 1 to 249 characters of a-z, A-Z, 0-9, '.', '_' and '-'"
+        )
+    return topic
 
 
 @dataclass(frozen=True, slots=True)

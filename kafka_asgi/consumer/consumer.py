@@ -16,6 +16,7 @@ from typing import Any, Literal, overload
 import anyio
 
 from kafka_asgi.cluster.client import KafkaClient
+from kafka_asgi.cluster.metadata import check_topic
 from kafka_asgi.consumer.results import (
     EARLIEST,
     LATEST,
@@ -65,12 +66,6 @@ class _Retry(Exception):
     def __init__(self, error: KafkaError) -> None:
         super().__init__(str(error))
         self.error = error
-
-
-def _check_topic(topic: object) -> str:
-    if not isinstance(topic, str) or not topic:
-        raise ValueError(f"topic must be a non-empty str, got {topic!r}")
-    return topic
 
 
 def _check_partition(partition: object) -> int:
@@ -190,7 +185,7 @@ class BasicConsumer:
         first offset whose record timestamp is at or after it, or None when no record is
         that recent.
         """
-        _check_topic(topic)
+        check_topic(topic)
         _check_partition(partition)
         if isinstance(timestamp, bool) or not isinstance(timestamp, int):
             raise ValueError(
@@ -382,7 +377,7 @@ class BasicConsumer:
         Raises OffsetOutOfRangeError when ``offset`` is outside the log and
         UnknownTopicOrPartitionError for a topic or partition that does not exist.
         """
-        _check_topic(topic)
+        check_topic(topic)
         _check_partition(partition)
         _check_int("offset", offset, -2, (1 << 63) - 1)
         max_bytes, max_wait_ms = self._check_fetch_options(max_bytes, max_wait)
@@ -435,7 +430,7 @@ class BasicConsumer:
         topic later are not followed.  A leader moving or a broker restarting is
         retried (refreshing metadata, with backoff) for up to ``request_timeout``.
         """
-        _check_topic(topic)
+        check_topic(topic)
         _check_int("offset", offset, -2, (1 << 63) - 1)
         if max_records is not None:
             _check_int("max_records", max_records, 1, 1 << 63)

@@ -13,10 +13,11 @@ call with several bad arguments fails on the same one in both producers.
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
+
+from kafka_asgi.cluster.metadata import check_topic
 
 __all__ = [
     "Serializer",
@@ -34,7 +35,6 @@ __all__ = [
 Serializer = Callable[[Any], bytes]
 """A value_serializer/key_serializer: object -> bytes (a str returned is UTF-8 encoded)."""
 
-_TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 _INT64_MAX = (1 << 63) - 1
 _BYTES_LIKE = (bytes, bytearray, memoryview)
 
@@ -53,17 +53,6 @@ def resolve_serializer(name: str, value: object) -> Serializer | None:
     if callable(value):
         return value
     raise TypeError(f"{name} must be None, 'json' or a callable obj -> bytes, not {value!r}")
-
-
-def check_topic(topic: object) -> str:
-    """A topic name Kafka accepts (1 to 249 of ``[a-zA-Z0-9._-]``, not '.' or '..')."""
-    if not isinstance(topic, str):
-        raise TypeError(f"topic must be a str, not {type(topic).__name__}")
-    if not _TOPIC_NAME.fullmatch(topic) or topic in (".", ".."):
-        raise ValueError(
-            f"invalid topic name {topic!r}: 1 to 249 characters of a-z, A-Z, 0-9, '.', '_' and '-'"
-        )
-    return topic
 
 
 def _utf8(text: str, what: str, hint: str = "; pass bytes instead") -> bytes:
