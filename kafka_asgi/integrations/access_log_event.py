@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import ipaddress
 import json.encoder
+import re
 import time
 from collections.abc import Callable, Collection, Mapping
 from random import random
 from typing import Any
 
+from kafka_asgi.cluster.metadata import check_topic
 from kafka_asgi.integrations.event_logger import default_serializer, new_request_id, warn_drop
 from kafka_asgi.integrations.middleware_stats import track_middleware
 from kafka_asgi.integrations.producer_api import ProducerLike
@@ -40,6 +42,8 @@ __all__ = [
 ]
 
 _time_ns = time.time_ns
+# An HTTP header name (RFC 9110's token).
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 ACCESS_LOG_FIELDS = (
     "timestamp",
@@ -171,8 +175,7 @@ class AccessLogOptions:
         websockets: bool = True,
         trace_context: bool = True,
     ) -> None:
-        if not isinstance(topic, str) or not topic:
-            raise ValueError(f"topic must be a non-empty str, not {topic!r}")
+        check_topic(topic)  # every event would be refused otherwise
         if not isinstance(cluster, str) or not cluster:
             raise ValueError(f"cluster must be a non-empty str, not {cluster!r}")
         if isinstance(key, str) and key not in ACCESS_LOG_FIELDS and key not in (extra or {}):
@@ -191,18 +194,18 @@ class AccessLogOptions:
             or not (0.0 <= sample_rate <= 1.0)
         ):
             raise ValueError(f"sample_rate must be a number in [0, 1], not {sample_rate!r}")
-        if isinstance(exclude_paths, str):
-            raise TypeError(
-                f"exclude_paths must be a collection of paths, not a string: {exclude_paths!r}"
-            )
+        if isinstance(exclude_paths, str) or not isinstance(exclude_paths, Collection):
+            raise TypeError(f"exclude_paths must be a collection of paths, not {exclude_paths!r}")
         for p in exclude_paths:
             if not isinstance(p, str) or not p.startswith("/"):
                 raise ValueError(
                     f"exclude_paths entries must be paths starting with '/', not {p!r}"
                 )
         if request_id_header is not None and (
-            not isinstance(request_id_header, str) or not request_id_header
+            not isinstance(request_id_header, str) or not _TOKEN.fullmatch(request_id_header)
         ):
+            # Echoed in every response: a name HTTP does not allow (a space, a colon)
+            # would make the server refuse each one.
             raise ValueError(
                 f"request_id_header must be a header name or None, not {request_id_header!r}"
             )

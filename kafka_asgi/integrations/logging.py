@@ -39,6 +39,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from kafka_asgi.cluster.metadata import check_topic
 from kafka_asgi.integrations.background import BackgroundProducer
 from kafka_asgi.integrations.event_logger import default_serializer
 from kafka_asgi.integrations.sender import (
@@ -93,8 +94,7 @@ class KafkaLogHandler(logging.Handler):
         producer_options: Mapping[str, Any] | None = None,
         close_timeout: float = 10.0,
     ) -> None:
-        if not isinstance(topic, str) or not topic:
-            raise ValueError(f"topic must be a non-empty str, not {topic!r}")
+        check_topic(topic)  # every record would be refused otherwise
         if not isinstance(cluster, str) or not cluster:
             raise ValueError(f"cluster must be a non-empty str, not {cluster!r}")
         if isinstance(max_queue, bool) or not isinstance(max_queue, int) or max_queue < 1:

@@ -384,6 +384,13 @@ async def test_websocket_closed_by_the_client(anyio_backend: str, events: InMemo
         ({"trusted_proxies": "10.0.0.1"}, ValueError, "trusted_proxies"),
         ({"trusted_proxies": ["10.0.0.0/33"]}, ValueError, "trusted_proxies"),
         ({"request_id_header": ""}, ValueError, "request_id_header"),
+        # Echoed in every response: a name HTTP does not allow would break each one.
+        ({"request_id_header": "x request id"}, ValueError, "'x request id'"),
+        ({"request_id_header": "x-id:"}, ValueError, "'x-id:'"),
+        # A topic Kafka cannot have: every event would be refused.
+        ({"topic": "access logs"}, ValueError, "invalid topic name 'access logs'"),
+        ({"topic": 5}, TypeError, "topic must be a str"),
+        ({"exclude_paths": 5}, TypeError, "exclude_paths must be a collection of paths, not 5"),
     ],
 )
 def test_bad_options_are_named(options: dict[str, Any], exc: type[Exception], match: str) -> None:

@@ -137,6 +137,7 @@ def test_with_a_background_producer(log: logging.Logger) -> None:
     ("kwargs", "exc", "match"),
     [
         ({"topic": ""}, ValueError, "topic"),
+        ({"topic": "app logs"}, ValueError, "invalid topic name 'app logs'"),
         ({"topic": "t", "max_queue": 0}, ValueError, "max_queue"),
         ({"topic": "t", "cluster": ""}, ValueError, "cluster"),
         ({"topic": "t", "key": "k"}, TypeError, "key"),
