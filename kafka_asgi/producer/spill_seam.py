@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ from typing import Any, cast
 import anyio
 import anyio.abc
 
+from kafka_asgi.network.host import keep_running, withdraw_stray_cancellation
 from kafka_asgi.protocol.errors import KafkaError, UnknownTopicOrPartitionError
 from kafka_asgi.protocol.records import RecordTuple
 from kafka_asgi.protocol.spill import encode_frame
@@ -60,7 +62,7 @@ from .errors import (
     SpillMovedError,
 )
 from .options import ProducerOptions
-from .spill import Segment, SpillStore
+from .spill import ReadResult, Segment, SpillStore
 
 __all__ = [
     "FRAME_RECORDS",
@@ -79,6 +81,8 @@ WHEN_FULL = ("drop_newest", "block")
 FRAME_RECORDS = 64
 _READ_BYTES = 256 * 1024
 _PROBE_INTERVAL = 1.0
+# How long a read interrupted by a stray cancellation is waited for.
+_READ_WAIT = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +249,7 @@ class SpillSeam:
         self._room: anyio.Event | None = None
         self._probe_at = 0.0
         self._host: SpillHost | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
         self._chunks: list[tuple[str, int, int, list[PendingRecord]]] = []
         # Counters (stats()).
         self.spilled = 0
@@ -599,8 +604,18 @@ class SpillSeam:
         self._unread = bool(self.store.adopted)
         self.write_now()  # what was handed over while the store opened
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._writer)
-            tg.start_soon(self._replayer)
+            self._tg = tg
+            # Each goes on after a bug or a stray cancellation (keep_running).
+            tasks = ((self._writer, "the spill writer"), (self._replayer, "the replayer"))
+            for body, what in tasks:
+                tg.start_soon(
+                    keep_running,
+                    body,
+                    tg,
+                    what,
+                    "kafka_asgi producer",
+                    name=f"kafka_asgi spill.{body.__name__}",
+                )
 
     def _fail(self, error: SpillError) -> None:
         """The spill cannot be used: report what was queued, take nothing more."""
@@ -771,7 +786,7 @@ class SpillSeam:
                 continue
             given_back = self._given_back
             try:
-                result = await anyio.to_thread.run_sync(self.store.read, read_bytes)
+                result = await self._read(read_bytes)
             except OSError as exc:
                 self._error(SpillError(f"cannot read spill_dir: {exc}"))
                 await anyio.sleep(1.0)
@@ -812,6 +827,37 @@ class SpillSeam:
                         error = exc if isinstance(exc, KafkaError) else KafkaError(str(exc))
                         ticket.settled(((*record[:2], _hdrs(record[2]), record[3]), error))
             await anyio.lowlevel.checkpoint()
+
+    async def _read(self, read_bytes: int) -> ReadResult:
+        """``store.read(read_bytes)`` on a worker thread.  A stray cancellation
+        meanwhile (see kafka_asgi.network.host) does not lose the frames it read: the
+        read finishes in its thread, and they are taken once it has."""
+        done = threading.Event()
+        outcome: list[ReadResult | OSError] = []
+
+        def read() -> None:
+            try:
+                outcome.append(self.store.read(read_bytes))
+            except OSError as exc:
+                outcome.append(exc)
+            finally:
+                done.set()
+
+        try:
+            await anyio.to_thread.run_sync(read)
+        except anyio.get_cancelled_exc_class() as exc:
+            if not withdraw_stray_cancellation(
+                exc, self._tg, "the replayer", "kafka_asgi producer"
+            ):
+                raise
+            # Bounded as the read is (a disk that stopped answering is not waited for).
+            await anyio.to_thread.run_sync(done.wait, _READ_WAIT)
+        if not outcome:  # still reading after _READ_WAIT, or not an OSError
+            raise OSError("a spill_dir read interrupted by a cancellation did not finish")
+        result = outcome[0]
+        if isinstance(result, OSError):
+            raise result
+        return result
 
     async def close(self, timeout: float) -> None:  # noqa: ASYNC109
         """Write what is queued and settled, then close the store (bounded)."""

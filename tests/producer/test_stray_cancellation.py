@@ -15,6 +15,9 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -23,6 +26,7 @@ from kafka_asgi import Producer
 from kafka_asgi.cluster.client import KafkaClient
 from kafka_asgi.network.errors import ConnectionClosedError
 from kafka_asgi.producer import ProducerClosedError, sender
+from kafka_asgi.producer.spill import SpillStore
 from kafka_asgi.protocol.compression import compress
 from tests.support.fake_client import FakeClient, Fault
 from tests.support.pipelining import burst, opts, stored
@@ -282,3 +286,80 @@ async def test_background_tasks_stopped_are_reported_not_waited_for(
         r.levelno == logging.ERROR and "background tasks stopped" in r.getMessage()
         for r in caplog.records
     )
+
+
+def _spilling_producer(fake: FakeClient, tmp_path: Path) -> Any:
+    return running(
+        fake,
+        Reports(),
+        spill_dir=str(tmp_path / "spill"),
+        delivery_timeout=0.3,
+        max_buffering=100,
+        wait_on_buffer_full=True,
+    )
+
+
+async def _spill_through_an_outage(
+    fake: FakeClient, producer: Producer, during: Callable[[], Awaitable[None]]
+) -> list[bytes]:
+    """300 records through an outage (most of them spilled), ``during()`` while
+    Kafka is away; returns what was sent."""
+    sent = [b"%04d" % i for i in range(300)]
+    fake.down = True
+    for value in sent:
+        await producer.send_buffered("t", value)
+    assert await eventually(lambda: producer.stats().spilled >= 200, 10)
+    await during()
+    fake.down = False
+    assert await eventually(lambda: producer.stats().delivered == len(sent), 30), producer.stats()
+    return sent
+
+
+async def test_the_spill_tasks_cancelled_from_outside_go_on(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    fake = FakeClient()
+    fake.add_topic("t", 1)
+
+    async def cancel_both() -> None:
+        for suffix in ("spill._writer", "spill._replayer"):
+            await _cancel_from_outside(suffix)
+        await anyio.sleep(0.1)
+        assert len(_tasks("spill._writer") + _tasks("spill._replayer")) == 2
+
+    async with _spilling_producer(fake, tmp_path) as producer:
+        sent = await _spill_through_an_outage(fake, producer, cancel_both)
+        assert producer.stats().failed == 0
+    assert [s.value for s in fake.records("t", 0)] == sent
+    assert len(_stray_errors(caplog)) == 2
+
+
+async def test_a_spill_read_cancelled_from_outside_loses_no_frame(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reading = threading.Event()
+    slow = threading.Event()
+    original = SpillStore.read
+
+    def read(store: SpillStore, max_bytes: int | None = None) -> Any:
+        if slow.is_set():
+            slow.clear()
+            reading.set()
+            time.sleep(0.3)  # the cancellation arrives meanwhile
+        return original(store, max_bytes)
+
+    monkeypatch.setattr(SpillStore, "read", read)
+    fake = FakeClient()
+    fake.add_topic("t", 1)
+
+    async def cancel_in_a_read() -> None:
+        slow.set()
+        assert await eventually(reading.is_set, 10, interval=0.005)
+        (replayer,) = _tasks("spill._replayer")
+        replayer.cancel()
+
+    async with _spilling_producer(fake, tmp_path) as producer:
+        sent = await _spill_through_an_outage(fake, producer, cancel_in_a_read)
+        assert producer.stats().failed == 0
+    assert [s.value for s in fake.records("t", 0)] == sent
+    assert len(_stray_errors(caplog)) == 1
