@@ -193,7 +193,7 @@ class Reports(ProducerState):
         spill = self._spill
         if b.done or spill is None or not spill.usable():
             return False
-        if b.waiters and any(d.__class__ is Delivery for _, d in b.waiters):
+        if b.waiters and any(d.__class__ is Delivery and not d.abandoned for _, d in b.waiters):
             return False
         self._fail_batch(b, SpillMovedError("moved to spill_dir behind an older batch"), True)
         return True

@@ -338,7 +338,9 @@ class SpillSeam:
         live: list[PendingRecord] = []
         for i, record in enumerate(records):
             d = by_index.get(i)
-            if d is None:
+            if d is None or d.abandoned:
+                # No send() waits for it (or its caller stopped waiting): the disk keeps
+                # it as a send_nowait record.
                 if spillable:
                     live.append(record)
                 else:

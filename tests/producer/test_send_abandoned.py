@@ -11,6 +11,7 @@ logged, as a ``send_nowait`` record's failure is.  Before, any record with a
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import anyio
 import pytest
@@ -103,4 +104,25 @@ async def test_a_waiting_send_alone_is_not_logged_twice(
     async with Producer(client=fake, max_retry=0) as producer:
         with anyio.fail_after(scaled(5)), pytest.raises(InvalidRecordError):
             await producer.send("t", b"x")
+    assert _not_delivered(caplog) == []
+
+
+async def test_a_send_its_caller_stopped_waiting_for_goes_to_the_spill(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # With spill_dir, a record whose send() timed out waits on disk through the
+    # outage as a send_nowait record does, instead of failing at delivery_timeout.
+    fake = FakeClient()
+    fake.add_topic("t", 1)
+    fake.down = True
+    async with Producer(
+        client=fake, spill_dir=str(tmp_path / "spill"), delivery_timeout=0.2
+    ) as producer:
+        with anyio.move_on_after(0.1):
+            await producer.send("t", b"x")
+        assert await eventually(lambda: producer.stats().spilled == 1, 5.0), producer.stats()
+        fake.down = False
+        assert await eventually(lambda: producer.stats().delivered == 1, 10.0), producer.stats()
+        assert producer.stats().failed == 0
+    assert [s.value for s in fake.records("t", 0)] == [b"x"]
     assert _not_delivered(caplog) == []
