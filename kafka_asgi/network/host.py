@@ -116,6 +116,7 @@ async def keep_running(
     as anyio's task group would by cancelling them all."""
     delay = 0.0
     while True:
+        started = anyio.current_time()
         try:
             if delay:
                 await anyio.sleep(delay)
@@ -126,6 +127,8 @@ async def keep_running(
                 raise
         except Exception:
             logger.exception("%s: %s failed; it runs again", owner, what)
+        if anyio.current_time() - started > _RESTART_DELAY_CAP + delay:
+            delay = 0.0  # it had been running a while: a new failure starts the pauses over
         delay = min(max(delay * 2, _RESTART_DELAY), _RESTART_DELAY_CAP)
 
 

@@ -4,6 +4,7 @@ has are in tests/producer/test_stray_cancellation.py)."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 
 import anyio
@@ -66,3 +67,25 @@ async def test_a_cancel_scope_around_it_ends_it() -> None:
             with anyio.move_on_after(0.05):
                 await keep_running(body, tg, "the task", "owner")
     assert runs == 1
+
+
+async def test_the_pause_starts_over_after_a_long_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Failures far apart each get the shortest pause, not the longest reached before.
+    monkeypatch.setattr(host, "_RESTART_DELAY", 0.05)
+    monkeypatch.setattr(host, "_RESTART_DELAY_CAP", 0.4)
+    runs: list[float] = []
+
+    async def body() -> None:
+        runs.append(anyio.current_time())
+        if len(runs) == 5:
+            await anyio.sleep(1.0)  # a long run (beyond the cap), then a failure
+        if len(runs) < 7:
+            raise RuntimeError("bug")
+
+    async with anyio.create_task_group() as tg:
+        with anyio.fail_after(10):
+            await keep_running(body, tg, "the task", "owner")
+    pauses = [b - a for a, b in itertools.pairwise(runs)]
+    # 0.05, 0.1, 0.2, 0.4 (the cap), the long run, then 0.1 (0.4 without the reset).
+    assert pauses[3] >= 0.4
+    assert 0.1 <= pauses[5] < 0.4
