@@ -85,7 +85,10 @@ def as_bytes(value: object, what: str, serializer: Serializer | None) -> bytes |
             raise TypeError(f"{what}_serializer must return bytes, returned {type(out).__name__}")
         return bytes(out)
     if isinstance(value, str):
-        return _utf8(value, what)
+        try:
+            return value.encode()
+        except UnicodeEncodeError:
+            return _utf8(value, what)  # raises, naming it (off the common path)
     if isinstance(value, _BYTES_LIKE):
         return bytes(value)
     raise TypeError(
@@ -120,7 +123,11 @@ def coerce_headers(headers: object) -> list[tuple[str, bytes | None]] | None:
             _utf8(name, "header name", "")
         if value is not None and value.__class__ is not bytes:
             if isinstance(value, str):
-                value = _utf8(value, f"header {name!r} value")
+                try:
+                    value = value.encode()
+                except UnicodeEncodeError:
+                    _utf8(value, f"header {name!r} value")  # raises, naming it
+                    raise
             elif isinstance(value, (bytearray, memoryview)):
                 value = bytes(value)
             else:
