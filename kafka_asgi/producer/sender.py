@@ -89,11 +89,12 @@ def offload_threshold(codec: Compression) -> int | None:
 # outage is visible in the logs before delivery_timeout reports anything.
 _WAITING_LOG_AFTER = 5.0
 _WAITING_LOG_EVERY = 10.0
-# A broker throttling the producer (a client quota) is told at most this often.
-_THROTTLE_LOG_EVERY = 60.0
 
 # Produce v3 is the first to carry magic-2 record batches (KIP-98).
 _PRODUCE_MIN_VERSION = 3
+# From Produce v6 (Kafka 2.0, KIP-219) a throttling broker answers at once and mutes
+# the connection; before, it delayed the response.
+_PRODUCE_MUTES_FROM = 6
 # The hooks installed when a Produce request began, what they were told, their token.
 Probe: TypeAlias = "tuple[ProducerHooks, ProduceRequestInfo, Any]"
 # Codes whose meaning is "the broker may have written the batch" (the leader
@@ -128,7 +129,7 @@ class Sender(ProducerState):
         idempotent = self._idempotent
         gen = self._pid_gen
         offload = self._offload_min is not None
-        throttled = self._throttled
+        throttled = self._throttles.paused
         if throttled:
             for node, until in list(throttled.items()):
                 if until <= now:
@@ -614,7 +615,15 @@ class Sender(ProducerState):
                 call_hook(probe[0].request_finished, probe[2], probe[1], exc)
             raise
         if response is not None and response.throttle_time_ms > 0:
-            self._note_throttle(node, response.throttle_time_ms, version)
+            # Nothing goes to the broker before the pause is over; its batches keep
+            # filling meanwhile (the flusher's next cycle, which the response wakes,
+            # waits for it: _dispatch).
+            self._throttles.note(
+                node,
+                response.throttle_time_ms,
+                version >= _PRODUCE_MUTES_FROM,
+                self.options.request_timeout,
+            )
         if probe is None:
             return response
         hooks, info, token = probe
@@ -633,34 +642,6 @@ class Sender(ProducerState):
             info = info._replace(partitions=parts, throttle_time_ms=response.throttle_time_ms)
         call_hook(hooks.request_finished, token, info, None)
         return response
-
-    def _note_throttle(self, node: int, ms: int, version: int) -> None:
-        """Broker ``node`` answered with ``throttle_time_ms`` (a client quota: KIP-219).
-
-        From Produce v6 (Kafka 2.0) the broker answers at once, then reads nothing
-        more from the connection for that long: requests sent meanwhile sit in the
-        socket, their time running (Java's client sends none: the broker is not
-        ready until then). Nothing goes to the broker before that time, at most
-        request_timeout (a bound on what a broker may ask); its batches keep filling
-        meanwhile. Before v6 the broker delayed the response itself: counted only."""
-        self._throttle_ms += ms
-        if version < 6:
-            return
-        now = anyio.current_time()
-        until = now + min(ms / 1000, self.options.request_timeout)
-        # (The flusher's next cycle, which the response wakes, waits for it: _dispatch.)
-        if until > self._throttled.get(node, -_INF):
-            self._throttled[node] = until
-        if now >= self._throttle_logged_at + _THROTTLE_LOG_EVERY:
-            self._throttle_logged_at = now
-            logger.warning(
-                "kafka_asgi producer: broker %d throttles this client (a client quota on"
-                " its client_id or user) for %d ms; Produce requests to it wait"
-                " (%d ms asked so far, stats().throttle_time_ms)",
-                node,
-                ms,
-                self._throttle_ms,
-            )
 
     def _settle(self, batches: list[Batch], count: int, node: int) -> None:
         """The request is over: its partitions and node slot are free again."""

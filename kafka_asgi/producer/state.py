@@ -24,6 +24,7 @@ import anyio
 import anyio.abc
 
 from kafka_asgi.cluster.metadata import TopicMetadata
+from kafka_asgi.cluster.throttle import Throttles
 from kafka_asgi.network.errors import ConnectError, TLSError
 from kafka_asgi.network.host import TaskHost, keep_running, withdraw_stray_cancellation
 from kafka_asgi.protocol.compression import Compression
@@ -179,11 +180,9 @@ class ProducerState:
     # Per broker, an event set once the latest Produce request started to it has
     # reached the connection: the next one waits for it (requests keep their order).
     _node_gate: dict[int, anyio.Event]
-    # Client quotas (KIP-219): per broker, the anyio time until which it asked us
-    # to send it nothing (a Produce response's throttle_time_ms); the sum asked.
-    _throttled: dict[int, float]
-    _throttle_ms: int
-    _throttle_logged_at: float  # anyio clock: the last 'throttled' warning
+    # Client quotas (KIP-219): the pauses brokers asked for (a Produce response's
+    # throttle_time_ms) and their sum.
+    _throttles: Throttles
 
     # Counters.
     _delivered: int

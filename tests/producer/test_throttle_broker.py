@@ -6,8 +6,6 @@ client: tests/producer/test_throttle.py)."""
 from __future__ import annotations
 
 import time
-import uuid
-from functools import partial
 from typing import Any
 
 import anyio
@@ -16,7 +14,7 @@ import pytest
 
 from kafka_asgi import Producer
 from kafka_asgi.producer.hooks import ProduceRequestInfo, ProducerHooks
-from tests.support.brokers import topic_at
+from tests.support.quotas import quota_client
 from tests.support.readers import read_back
 
 pytestmark = [pytest.mark.anyio, pytest.mark.broker]
@@ -53,11 +51,7 @@ async def test_a_quota_holds_the_next_request_for_the_throttle_time(
     own_broker: Any, anyio_backend: str
 ) -> None:
     bootstrap = own_broker.addresses().plaintext
-    client_id = f"quota-{uuid.uuid4().hex[:8]}"
-    await anyio.to_thread.run_sync(
-        partial(own_broker.set_client_quota, client_id, producer_byte_rate=RATE)
-    )
-    topic = await anyio.to_thread.run_sync(topic_at, bootstrap, "quota", 1)
+    client_id, topic = await quota_client(own_broker, "quota", producer_byte_rate=RATE)
     hooks = Requests()
     sent = [b"%06d" % i + b"x" * (VALUE - 6) for i in range(RECORDS)]
     async with Producer(
