@@ -38,6 +38,7 @@ from kafka_asgi.cluster.metadata import (
 )
 from kafka_asgi.cluster.options import BootstrapSpec, ClientOptions, parse_bootstrap
 from kafka_asgi.cluster.pool import BrokerPools, backoff, error_copy
+from kafka_asgi.cluster.throttle import Throttles
 from kafka_asgi.network.connection import BrokerConnection
 from kafka_asgi.network.errors import (
     AuthenticationError,
@@ -83,6 +84,9 @@ class ClientStats:
     """Seconds since the last successful metadata refresh (None: never)."""
     reauthentications: int = 0
     """KIP-368 re-authentications done by the connections open now."""
+    throttle_time_ms: int = 0
+    """The throttle time brokers have asked of this client in all (client quotas,
+    KIP-219): requests to a broker wait that long after its answer."""
 
 
 class KafkaClient:
@@ -119,6 +123,12 @@ class KafkaClient:
         self._topic_errors: dict[str, int] = {}
         # Counters for stats() (the pools count connections).
         self._metadata_requests = 0
+        # The pauses brokers asked for (client quotas) and their sum: every request
+        # sent through send_built waits out its broker's (the producer's flusher also
+        # reads them, to leave a paused broker's batches for later).
+        self.throttles = Throttles(
+            logger, "client", "requests to it wait", "stats().throttle_time_ms"
+        )
 
     def __repr__(self) -> str:
         hosts = ",".join(f"{h}:{p}" for h, p in self.bootstrap)
@@ -235,6 +245,7 @@ class KafkaClient:
             reauthentications=sum(
                 c.reauthentications for pool in self._pools for c in pool.connections
             ),
+            throttle_time_ms=self.throttles.asked_ms,
         )
 
     async def confirm_writes(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
@@ -306,13 +317,20 @@ class KafkaClient:
 
     def _candidates(self) -> list[tuple[str, int, int | None]]:
         """Where to send a request any broker can answer: known brokers with an open
-        connection first, then the other known brokers, then the bootstrap list."""
+        connection first, then the other known brokers, then the bootstrap list; in
+        each, a broker that asked for a pause (a client quota) last."""
         known: list[tuple[str, int, int | None]] = [
             (b.host, b.port, b.node_id) for b in self._metadata.brokers.values()
         ]
         random.shuffle(known)
         connected = [k for k in known if self._pools.connected(k[0], k[1])]
         others = [k for k in known if k not in connected]
+        paused = self.throttles.paused
+        if paused:
+            # A broker that asked for a pause (a client quota) after the others.
+            now = anyio.current_time()
+            connected.sort(key=lambda k: paused.get(k[2], now) > now)  # type: ignore[arg-type]
+            others.sort(key=lambda k: paused.get(k[2], now) > now)  # type: ignore[arg-type]
         seen = {(h, p) for h, p, _ in known}
         boot: list[tuple[str, int, int | None]] = [
             (h, p, None) for h, p in self.bootstrap if (h, p) not in seen
@@ -365,25 +383,43 @@ class KafkaClient:
     ) -> Any:
         """Send the request ``build(version)`` makes for the negotiated version (some
         fields exist only in some versions) to ``node_id``, or any broker for None.
-        Timeouts as :meth:`send`'s."""
+        Timeouts as :meth:`send`'s.
+
+        A broker that asked for a pause (a client quota's ``throttle_time_ms``, at
+        most request_timeout) is sent nothing before it is over: the request waits
+        here first, as the Java client's do, rather than in a socket the broker
+        does not read meanwhile (KIP-219), its timeout running.
+        """
         self._task_group()
         # A broker that accepts connections and answers nothing (a frozen process)
         # holds a caller no longer than the caller's own timeout, in a new
         # connection's handshake as in its request.
         setup = request_timeout if handshake_timeout is None else handshake_timeout
+        throttles = self.throttles
         try:
             if node_id is None:
                 conn = await self._any_connection(setup)
+                node = conn.node_id  # (None: a bootstrap address)
+                if node is not None and throttles.paused:
+                    await throttles.wait(node)
             else:
+                node = node_id
+                if throttles.paused:
+                    await throttles.wait(node)
                 conn = await self._node_connection(node_id, setup)
             version = conn.choose_api_version(api_key, min_version, max_version)
             try:
-                return await conn.request(
+                response = await conn.request(
                     build(version),
                     version,
                     expect_response=expect_response,
                     request_timeout=request_timeout,
                 )
+                if response is not None:
+                    throttles.answered(
+                        node, api_key, version, response, self.options.connection.request_timeout
+                    )
+                return response
             except ClientRequestTimeoutError as exc:
                 # The broker answered nothing in time on this connection (it closed):
                 # its other connections wait on the same broker (a frozen process, a

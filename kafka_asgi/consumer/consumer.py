@@ -18,7 +18,6 @@ import anyio
 
 from kafka_asgi.cluster.client import KafkaClient
 from kafka_asgi.cluster.metadata import check_topic
-from kafka_asgi.cluster.throttle import Throttles
 from kafka_asgi.consumer.results import (
     EARLIEST,
     LATEST,
@@ -62,11 +61,6 @@ _LIST_OFFSETS_MIN_VERSION = 1
 # aborted transactions; Kafka 4 no longer speaks v0-3.
 _FETCH_MIN_VERSION = 4
 _MAX_BACKOFF = 1.0
-# Client quotas (KIP-219, Kafka 2.0): from Fetch v8 and ListOffsets v3 the broker
-# answers at once with throttle_time_ms, then reads nothing more from the connection
-# for that long; before, it delayed the response itself.
-_FETCH_MUTES_FROM = 8
-_LIST_OFFSETS_MUTES_FROM = 3
 
 
 class _Retry(Exception):
@@ -115,8 +109,6 @@ class BasicConsumer:
         self._client = KafkaClient(bootstrap, **options)
         self._request_timeout = self._client.options.connection.request_timeout
         self._retry_backoff = self._client.options.retry_backoff
-        # The pauses brokers asked for (client quotas) and their sum.
-        self._throttles = Throttles(logger, "consumer", "requests to it wait", "throttle_time_ms")
 
     @property
     def client(self) -> KafkaClient:
@@ -132,42 +124,7 @@ class BasicConsumer:
         """The throttle time brokers have asked of this consumer in all, in ms (a client
         quota on its client_id or user: KIP-219). Requests to a broker wait that long
         after its answer, as the Java client's do."""
-        return self._throttles.asked_ms
-
-    async def _send(
-        self,
-        node: int,
-        request: FetchRequest | ListOffsetsRequest,
-        mutes_from: int,
-        *,
-        min_version: int,
-        max_version: int | None = None,
-        request_timeout: float | None = None,
-        handshake_timeout: float | None = None,
-    ) -> Any:
-        """Send ``request`` to broker ``node`` once a throttle it asked for is over;
-        note the throttle its response asks for."""
-        await self._throttles.wait(node)
-        used = -1
-
-        def build(version: int) -> FetchRequest | ListOffsetsRequest:
-            nonlocal used
-            used = version
-            return request
-
-        response = await self._client.send_built(
-            node,
-            request.API_KEY,
-            build,
-            min_version=min_version,
-            max_version=max_version,
-            request_timeout=request_timeout,
-            handshake_timeout=handshake_timeout,
-        )
-        ms = response.throttle_time_ms
-        if ms > 0:
-            self._throttles.note(node, ms, used >= mutes_from, self._request_timeout)
-        return response
+        return self._client.throttles.asked_ms
 
     async def start(self) -> None:
         await self._client.start()
@@ -265,8 +222,8 @@ class BasicConsumer:
         )
 
         async def call(leader: int) -> int:
-            response = await self._send(
-                leader, request, _LIST_OFFSETS_MUTES_FROM, min_version=_LIST_OFFSETS_MIN_VERSION
+            response = await self._client.send(
+                leader, request, min_version=_LIST_OFFSETS_MIN_VERSION
             )
             assert isinstance(response, ListOffsetsResponse)
             for t in response.topics:
@@ -352,10 +309,9 @@ class BasicConsumer:
         )
         give_up = anyio.current_time() + self._request_timeout
         while True:
-            response = await self._send(
+            response = await self._client.send(
                 leader,
                 request,
-                _FETCH_MUTES_FROM,
                 min_version=_FETCH_MIN_VERSION,
                 max_version=None if use_id else _FETCH_TOPIC_ID_VERSION - 1,
                 # The broker may hold the request for max_wait before it answers.
@@ -368,7 +324,7 @@ class BasicConsumer:
             if not (response.throttle_time_ms > 0 and not response.responses):
                 break
             # Over a quota, the broker answers with no partitions at all (KIP-219):
-            # asked again once the pause is over (_send waits it out), for up to
+            # asked again once the pause is over (the client waits it out), for up to
             # request_timeout.
             if anyio.current_time() >= give_up:
                 raise KafkaError(

@@ -39,7 +39,6 @@ import anyio.lowlevel
 
 from kafka_asgi.cluster.client import KafkaClient
 from kafka_asgi.cluster.options import split_client_options
-from kafka_asgi.cluster.throttle import Throttles
 from kafka_asgi.network.host import TaskHost
 from kafka_asgi.protocol.errors import KafkaError
 from kafka_asgi.protocol.records import BATCH_OVERHEAD
@@ -171,9 +170,6 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
         self._waiting_logged_at = -_INF
         self._node_inflight: dict[int, int] = {}
         self._node_gate: dict[int, anyio.Event] = {}
-        self._throttles = Throttles(
-            logger, "producer", "Produce requests to it wait", "stats().throttle_time_ms"
-        )
         self._room_event: anyio.Event | None = None
         self._progress_event: anyio.Event | None = None
 
@@ -540,7 +536,7 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
             bytes_sent=self._bytes_sent,
             batches_sent=self._batches_sent,
             last_error=self._last_error,
-            throttle_time_ms=self._throttles.asked_ms,
+            throttle_time_ms=self._client.throttles.asked_ms,
             **({} if self._spill is None else self._spill.stats()),
         )
 

@@ -72,9 +72,10 @@ class ProducerStats:
     (a broker unreachable during an outage, a retriable broker error, a metadata
     request or InitProducerId that failed), even while the records still wait."""
     throttle_time_ms: int = 0
-    """Milliseconds the brokers asked this producer to wait, summed over their Produce
-    responses (client quotas, KIP-219): Produce requests to a broker wait that long
-    before they go."""
+    """Milliseconds the brokers asked this producer's client to wait, summed over
+    their responses (client quotas, KIP-219: Produce, and Metadata, InitProducerId...
+    under a request quota): requests to a broker wait that long before they go. A
+    client shared by several producers (``client=``) has one sum."""
     spilled: int = 0
     """Records written to ``spill_dir`` (each time one was)."""
     spilled_bytes: int = 0

@@ -92,9 +92,6 @@ _WAITING_LOG_EVERY = 10.0
 
 # Produce v3 is the first to carry magic-2 record batches (KIP-98).
 _PRODUCE_MIN_VERSION = 3
-# From Produce v6 (Kafka 2.0, KIP-219) a throttling broker answers at once and mutes
-# the connection; before, it delayed the response.
-_PRODUCE_MUTES_FROM = 6
 # The hooks installed when a Produce request began, what they were told, their token.
 Probe: TypeAlias = "tuple[ProducerHooks, ProduceRequestInfo, Any]"
 # Codes whose meaning is "the broker may have written the batch" (the leader
@@ -129,7 +126,7 @@ class Sender(ProducerState):
         idempotent = self._idempotent
         gen = self._pid_gen
         offload = self._offload_min is not None
-        throttled = self._throttles.paused
+        throttled = self._client.throttles.paused
         if throttled:
             for node, until in list(throttled.items()):
                 if until <= now:
@@ -591,18 +588,12 @@ class Sender(ProducerState):
         probe: Probe | None,
     ) -> ProduceResponse | None:
         """The Produce request's round trip, told to the hooks installed when it began."""
-        version = -1
-
-        def build(v: int) -> ProduceRequest:
-            nonlocal version
-            version = v
-            return request
-
         try:
+            # (a throttled broker's pause, a client quota, is waited out in there)
             response: ProduceResponse | None = await self._client.send_built(
                 node,
                 ProduceRequest.API_KEY,
-                build,
+                lambda _: request,
                 min_version=_PRODUCE_MIN_VERSION,
                 expect_response=self._acks != 0,
                 request_timeout=self._request_wait,
@@ -614,16 +605,6 @@ class Sender(ProducerState):
             if probe is not None:
                 call_hook(probe[0].request_finished, probe[2], probe[1], exc)
             raise
-        if response is not None and response.throttle_time_ms > 0:
-            # Nothing goes to the broker before the pause is over; its batches keep
-            # filling meanwhile (the flusher's next cycle, which the response wakes,
-            # waits for it: _dispatch).
-            self._throttles.note(
-                node,
-                response.throttle_time_ms,
-                version >= _PRODUCE_MUTES_FROM,
-                self.options.request_timeout,
-            )
         if probe is None:
             return response
         hooks, info, token = probe

@@ -55,6 +55,10 @@ def unreachable(error: KafkaError) -> bool:
 class ProducerClient(Protocol):
     """What the producer uses of KafkaClient (an in-memory double can stand in)."""
 
+    # Client quotas (KIP-219): the pauses brokers asked for, noted by send_built, and
+    # their sum.
+    throttles: Throttles
+
     async def start(self) -> None: ...
 
     async def aclose(self) -> None: ...
@@ -180,9 +184,6 @@ class ProducerState:
     # Per broker, an event set once the latest Produce request started to it has
     # reached the connection: the next one waits for it (requests keep their order).
     _node_gate: dict[int, anyio.Event]
-    # Client quotas (KIP-219): the pauses brokers asked for (a Produce response's
-    # throttle_time_ms) and their sum.
-    _throttles: Throttles
 
     # Counters.
     _delivered: int

@@ -1,15 +1,20 @@
-"""Throttles: the pauses brokers ask of a client (KIP-219), shared by the producer and
-the consumer (their real-broker tests: tests/producer/test_throttle_broker.py and
-tests/consumer/test_consumer_throttle_broker.py)."""
+"""Throttles: the pauses brokers ask of a client (KIP-219), kept by KafkaClient for
+every request (the real-broker tests: tests/cluster/test_throttle_broker.py,
+tests/producer/test_throttle_broker.py and tests/consumer/test_consumer_throttle_broker.py)."""
 
 from __future__ import annotations
 
 import logging
+import re
+from pathlib import Path
 
 import anyio
 import pytest
 
-from kafka_asgi.cluster.throttle import Throttles
+from kafka_asgi.cluster.client import KafkaClient
+from kafka_asgi.cluster.metadata import BrokerMetadata
+from kafka_asgi.cluster.throttle import MUTES_FROM, Throttles
+from kafka_asgi.protocol.messages import FetchResponse, MetadataResponse, ProduceResponse
 
 pytestmark = pytest.mark.anyio
 
@@ -61,3 +66,57 @@ async def test_one_warning_a_minute(anyio_backend: str, caplog: pytest.LogCaptur
     assert len(messages) == 1, messages
     assert "kafka_asgi consumer: broker 3 throttles this client" in messages[0]
     assert "requests to it wait (10 ms asked so far, throttle_time_ms)" in messages[0]
+
+
+SPEC_DIR = Path(__file__).resolve().parents[2] / "spec" / "kafka-messages"
+_MUTES_NOTE = re.compile(
+    r"Starting in version (\d+), on quota violation,? brokers send out\s*(?://\s*)?"
+    r"responses before throttling"
+)
+
+
+def test_the_versions_that_mute_are_those_of_the_message_definitions() -> None:
+    noted = {}
+    for path in sorted(SPEC_DIR.glob("*Response.json")):
+        text = path.read_text()
+        found = _MUTES_NOTE.search(text)
+        if found is None:
+            continue
+        # (the definitions have // comments: the api key is read from its line)
+        key = re.search(r'"apiKey":\s*(\d+)', text)
+        assert key is not None, path
+        noted[int(key.group(1))] = int(found.group(1))
+    assert len(noted) >= 30, "the definitions' notes were not found"
+    expected = {**noted, 0: 6}  # Produce v6, which its definition does not note
+    assert MUTES_FROM == expected
+
+
+async def test_a_response_notes_its_throttle_by_api_and_version(anyio_backend: str) -> None:
+    throttles = Throttles(log, "client", "requests to it wait", "stats().throttle_time_ms")
+    throttles.answered(1, MetadataResponse.API_KEY, 5, MetadataResponse(throttle_time_ms=100), 30)
+    assert throttles.paused == {}  # Metadata v5: the broker delayed its answer itself
+    throttles.answered(1, MetadataResponse.API_KEY, 6, MetadataResponse(throttle_time_ms=100), 30)
+    assert set(throttles.paused) == {1}
+    throttles.answered(None, FetchResponse.API_KEY, 12, FetchResponse(throttle_time_ms=50), 30)
+    assert set(throttles.paused) == {1}  # a bootstrap address: counted, nothing to hold
+    throttles.answered(2, ProduceResponse.API_KEY, 9, ProduceResponse(throttle_time_ms=0), 30)
+    throttles.answered(2, 61, 0, ProduceResponse(throttle_time_ms=10), 30)  # newer API: v0
+    assert set(throttles.paused) == {1, 2}
+    throttles.answered(3, 18, 3, object(), 30)  # no throttle field
+    assert throttles.asked_ms == 100 + 100 + 50 + 10
+
+
+async def test_a_request_for_any_broker_tries_a_paused_one_last(anyio_backend: str) -> None:
+    client = KafkaClient("127.0.0.1:1")  # (not started: no connection is opened)
+    for node in (1, 2, 3):
+        client.metadata.brokers[node] = BrokerMetadata(node, f"10.0.0.{node}", 9092)
+    places = set()
+    for _ in range(40):  # the order is shuffled
+        client.throttles.paused.clear()
+        client.throttles.note(2, 5000, True, 30.0)
+        candidates = client._candidates()
+        assert candidates[2][2] == 2  # after 1 and 3, before the bootstrap address
+        assert candidates[3] == ("127.0.0.1", 1, None)
+        client.throttles.paused[2] = anyio.current_time() - 1  # over: in any place again
+        places.add([c[2] for c in client._candidates()].index(2))
+    assert places == {0, 1, 2}

@@ -14,6 +14,7 @@ import pytest
 
 from kafka_asgi import Producer
 from kafka_asgi.consumer import BasicConsumer
+from kafka_asgi.network.connection import BrokerConnection
 from kafka_asgi.protocol.errors import KafkaError
 from kafka_asgi.protocol.messages.fetch import FetchRequest
 from kafka_asgi.protocol.messages.list_offsets import ListOffsetsRequest
@@ -36,25 +37,30 @@ BATCH = 16 * 1024
 # below sees it return; a request started within this of the pause's end counts as
 # after it.
 SLACK = 0.05
-# The consumer's own requests (the client's metadata requests are not held back).
+# The consumer's own requests, whose throttle times are summed below (a consumer
+# quota throttles only these; the client holds back every request to the broker).
 OWN = (FetchRequest.API_KEY, ListOffsetsRequest.API_KEY)
 
 
 class Recorder:
-    """Wraps a client's send_built: when each request started, and what each answered."""
+    """Wraps BrokerConnection.request, where a request is written (after any pause
+    the client waits out): when each request started, and what each answered."""
 
-    def __init__(self, send_built: Any) -> None:
-        self._send_built = send_built
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.started: list[tuple[float, int | None, int]] = []  # (time, node, api key)
         # (time, node, throttle ms) of the consumer's own requests
         self.answered: list[tuple[float, int | None, int]] = []
+        request = BrokerConnection.request
 
-    async def __call__(self, node: int | None, api_key: int, *args: Any, **kwargs: Any) -> Any:
-        self.started.append((time.monotonic(), node, api_key))
-        response = await self._send_built(node, api_key, *args, **kwargs)
-        if api_key in OWN:
-            self.answered.append((time.monotonic(), node, response.throttle_time_ms))
-        return response
+        async def recorded(conn: BrokerConnection, message: Any, *args: Any, **kwargs: Any) -> Any:
+            api_key = message.API_KEY
+            self.started.append((time.monotonic(), conn.node_id, api_key))
+            response = await request(conn, message, *args, **kwargs)
+            if api_key in OWN:
+                self.answered.append((time.monotonic(), conn.node_id, response.throttle_time_ms))
+            return response
+
+        monkeypatch.setattr(BrokerConnection, "request", recorded)
 
 
 async def _produce(bootstrap: str, topic: str, values: list[bytes], batch_size: int) -> None:
@@ -66,7 +72,7 @@ async def _produce(bootstrap: str, topic: str, values: list[bytes], batch_size: 
 
 
 async def test_a_quota_holds_the_next_fetch_for_the_throttle_time(
-    own_broker: Any, anyio_backend: str
+    own_broker: Any, anyio_backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bootstrap = own_broker.addresses().plaintext
     client_id, topic = await quota_client(own_broker, "consumer-quota", consumer_byte_rate=RATE)
@@ -74,8 +80,7 @@ async def test_a_quota_holds_the_next_fetch_for_the_throttle_time(
     await _produce(bootstrap, topic, sent, BATCH)
 
     async with BasicConsumer(bootstrap, client_id=client_id) as consumer:
-        recorder = Recorder(consumer.client.send_built)
-        consumer.client.send_built = recorder  # type: ignore[method-assign]
+        recorder = Recorder(monkeypatch)
         with anyio.fail_after(120):
             read = [
                 r.value
@@ -92,13 +97,14 @@ async def test_a_quota_holds_the_next_fetch_for_the_throttle_time(
         f" {asked} ms asked in all"
     )
     assert throttled, "the quota never throttled the consumer"
-    # Nothing went to the broker during a pause it asked for (before: the next fetch
-    # went at once, to wait in a socket the broker did not read).
+    # Nothing went to the broker during a pause it asked for, a metadata request no
+    # more than a fetch (before: the next fetch went at once, to wait in a socket the
+    # broker did not read).
     for at, node, ms in throttled:
         early = [
-            s - at
+            (s - at, key)
             for s, n, key in recorder.started
-            if key in OWN and n == node and at < s < at + ms / 1000 - SLACK
+            if n == node and at < s < at + ms / 1000 - SLACK
         ]
         assert not early, (ms, early)
     assert asked == sum(ms for _, _, ms in throttled)

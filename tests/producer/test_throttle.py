@@ -33,7 +33,7 @@ async def test_a_throttled_broker_gets_nothing_until_its_throttle_time_is_over(
     anyio_backend: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     fake = _fake()
-    fake.throttles.append(2000)
+    fake.produce_throttles.append(2000)
     async with running(fake, flush_time=0.005) as producer:
         first = await _sent(producer, fake, "one", 1)
         answered = anyio.current_time()
@@ -53,7 +53,8 @@ async def test_a_throttle_is_bounded_by_request_timeout(anyio_backend: str) -> N
     # However long a broker asks (here 2^31 - 1 ms, 24 days), the pause is at most
     # request_timeout: every wait is bounded.
     fake = _fake()
-    fake.throttles.append(2**31 - 1)
+    fake.request_timeout = 1.0  # the client's, which bounds the pause
+    fake.produce_throttles.append(2**31 - 1)
     async with running(fake, flush_time=0.005, request_timeout=1.0) as producer:
         first = await _sent(producer, fake, "one", 1)
         again = await _sent(producer, fake, "one", 2)
@@ -69,7 +70,7 @@ async def test_before_produce_v6_the_broker_delays_its_answer_itself(
     # already; the producer counts it and sends on.
     fake = _fake()
     fake.produce_version = 5
-    fake.throttles.append(2000)
+    fake.produce_throttles.append(2000)
     async with running(fake, flush_time=0.005) as producer:
         first = await _sent(producer, fake, "one", 1)
         again = await _sent(producer, fake, "one", 2)

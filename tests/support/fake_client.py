@@ -10,6 +10,7 @@ after the batch is written), responses held back, topics without a leader.
 from __future__ import annotations
 
 import itertools
+import logging
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import anyio
 
 from kafka_asgi.cluster.metadata import PartitionMetadata, TopicMetadata
+from kafka_asgi.cluster.throttle import Throttles
 from kafka_asgi.network.errors import ConnectError
 from kafka_asgi.protocol.errors import KafkaError, UnknownTopicOrPartitionError
 from kafka_asgi.protocol.messages import (
@@ -96,12 +98,26 @@ class FakeClient:
     # sequence number from it (KAFKA-15591: 4.5 takes only 0 where nothing was written).
     any_first_sequence: bool = False
     # throttle_time_ms of the next Produce responses, one each (then 0)
-    throttles: deque[int] = field(default_factory=deque)
+    produce_throttles: deque[int] = field(default_factory=deque)
     produce_version: int = 9  # the version send_built builds Produce requests at
     sent_at: list[float] = field(default_factory=list)  # anyio time of each Produce
+    # The pauses those asked for, kept as KafkaClient keeps them (its send_built waits
+    # them out; the producer's flusher reads them), and their sum.
+    throttles: Throttles = field(
+        default_factory=lambda: Throttles(
+            logging.getLogger("tests.fake_client"), "client", "requests wait", "stats()"
+        )
+    )
+    request_timeout: float = 30.0
 
     async def send_built(self, node_id: int, api_key: int, build: Any, **kwargs: Any) -> Any:
-        return await self.send(node_id, build(self.produce_version), **kwargs)
+        if self.throttles.paused:
+            await self.throttles.wait(node_id)
+        version = self.produce_version
+        response = await self.send(node_id, build(version), **kwargs)
+        if response is not None:
+            self.throttles.answered(node_id, api_key, version, response, self.request_timeout)
+        return response
 
     def add_topic(self, name: str, count: int, leader: int = 0) -> None:
         self.partitions[name] = count
@@ -260,7 +276,7 @@ class FakeClient:
             for pd in td.partition_data:
                 parts.append(self._append(td.name, pd.index, pd.records or b""))
             topics.append(TopicProduceResponse(name=td.name, partition_responses=parts))
-        throttle = self.throttles.popleft() if self.throttles else 0
+        throttle = self.produce_throttles.popleft() if self.produce_throttles else 0
         return ProduceResponse(responses=topics, throttle_time_ms=throttle)
 
     def _append(self, topic: str, partition: int, data: bytes) -> PartitionProduceResponse:
