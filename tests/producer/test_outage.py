@@ -173,7 +173,8 @@ class FreezeAtFive(InFlightProbe):
         return token
 
 
-PER_TICK = 100  # records every 20 ms: 5 batches in flight per partition soon
+PER_TICK = 100  # records every 20 ms
+BURST = 600  # records of a tick once the freeze is armed (at 4 KiB, ~16 batches a partition)
 
 
 class FrozenStream:
@@ -201,10 +202,10 @@ class FrozenStream:
         self.probe = FreezeAtFive(self.topic, pid)
         self.producer.add_hooks(self.probe)
 
-    async def tick(self) -> None:
-        """PER_TICK records, then 20 ms."""
+    async def tick(self, records: int = PER_TICK) -> None:
+        """``records`` records, then 20 ms."""
         sent = self.sent
-        for _ in range(PER_TICK):
+        for _ in range(records):
             value = b"%07d" % len(sent) + LOG_PAD
             self.producer.send_nowait(self.topic, value, key=b"%d" % (len(sent) % 30))
             sent.append(value)
@@ -212,11 +213,15 @@ class FrozenStream:
 
     async def until_frozen(self, after: float) -> None:
         """Stream; from ``after`` seconds on, freeze the broker once a partition has
-        5 batches in flight (at most 8 s in: the test then finds ``probe.frozen`` 0)."""
+        5 batches in flight (at most 8 s in: the test then finds ``probe.frozen`` 0).
+        Armed, each tick hands over BURST records at once, several batches of each
+        partition, which go out as up to 5 requests together: a broker answering
+        within a tick's 20 ms rarely has 5 of a partition's in flight otherwise (a CI
+        run once found none in the 6.5 s armed)."""
         start = anyio.current_time()
         while not self.probe.frozen and anyio.current_time() - start < 8.0:
-            self.probe.armed = anyio.current_time() - start >= after
-            await self.tick()
+            armed = self.probe.armed = anyio.current_time() - start >= after
+            await self.tick(BURST if armed else PER_TICK)
 
     def thaw(self) -> None:
         thaw_group(self.pid)
