@@ -327,10 +327,14 @@ class KafkaClient:
         others = [k for k in known if k not in connected]
         paused = self.throttles.paused
         if paused:
-            # A broker that asked for a pause (a client quota) after the others.
             now = anyio.current_time()
-            connected.sort(key=lambda k: paused.get(k[2], now) > now)  # type: ignore[arg-type]
-            others.sort(key=lambda k: paused.get(k[2], now) > now)  # type: ignore[arg-type]
+
+            def held(candidate: tuple[str, int, int | None]) -> bool:
+                node = candidate[2]
+                return node is not None and paused.get(node, now) > now
+
+            connected.sort(key=held)  # (stable: the shuffled order otherwise)
+            others.sort(key=held)
         seen = {(h, p) for h, p, _ in known}
         boot: list[tuple[str, int, int | None]] = [
             (h, p, None) for h, p in self.bootstrap if (h, p) not in seen

@@ -8,7 +8,6 @@ retries, with backoff, for up to ``request_timeout``.
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from types import TracebackType
@@ -44,8 +43,6 @@ from kafka_asgi.protocol.messages.list_offsets import (
 from kafka_asgi.protocol.records import decode_batches
 
 __all__ = ["BasicConsumer"]
-
-logger = logging.getLogger("kafka_asgi.consumer")
 
 DEFAULT_MAX_BYTES = 1 << 20
 DEFAULT_MAX_WAIT = 0.5
