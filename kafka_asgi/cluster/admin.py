@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from kafka_asgi.cluster.pool import backoff
-from kafka_asgi.network.connection import check_timeout
+from kafka_asgi.network.config import check_timeout, timeout_ms
 from kafka_asgi.network.errors import ClientRequestTimeoutError
 from kafka_asgi.protocol.errors import error_for_code
 from kafka_asgi.protocol.messages import (
@@ -157,7 +157,7 @@ async def create_topics(
             )
             for name, parts in wanted.items()
         ],
-        timeout_ms=int(limit * 1000),
+        timeout_ms=timeout_ms(limit),
     )
     client.require_started()
     with anyio.move_on_after(limit + _refresh_limit(client)) as scope:
@@ -199,9 +199,9 @@ async def delete_topics(
         if version >= 6:
             return DeleteTopicsRequest(
                 topics=[DeleteTopicState(name=n) for n in wanted],
-                timeout_ms=int(limit * 1000),
+                timeout_ms=timeout_ms(limit),
             )
-        return DeleteTopicsRequest(topic_names=wanted, timeout_ms=int(limit * 1000))
+        return DeleteTopicsRequest(topic_names=wanted, timeout_ms=timeout_ms(limit))
 
     with anyio.move_on_after(limit + _refresh_limit(client)) as scope:
         response: DeleteTopicsResponse = await _send_controller(
@@ -239,7 +239,7 @@ async def create_partitions(
             CreatePartitionsTopic(name=name, count=count, assignments=None)
             for name, count in wanted.items()
         ],
-        timeout_ms=int(limit * 1000),
+        timeout_ms=timeout_ms(limit),
     )
     client.require_started()
     with anyio.move_on_after(limit + _refresh_limit(client)) as scope:
@@ -284,7 +284,7 @@ async def elect_preferred_leaders(
     request = ElectLeadersRequest(
         election_type=0,  # preferred (KIP-460)
         topic_partitions=[TopicPartitions(topic=t, partitions=p) for t, p in wanted.items()],
-        timeout_ms=int(limit * 1000),
+        timeout_ms=timeout_ms(limit),
     )
     client.require_started()
     with anyio.move_on_after(limit + _refresh_limit(client)) as scope:

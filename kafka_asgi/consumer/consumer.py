@@ -26,6 +26,7 @@ from kafka_asgi.consumer.results import (
     IsolationLevel,
     select_records,
 )
+from kafka_asgi.network.config import timeout_ms
 from kafka_asgi.protocol.errors import KafkaError, ProtocolError, error_for_code
 from kafka_asgi.protocol.messages.fetch import (
     FetchPartition,
@@ -215,7 +216,7 @@ class BasicConsumer:
                     ],
                 )
             ],
-            timeout_ms=int(self._request_timeout * 1000),
+            timeout_ms=timeout_ms(self._request_timeout),
         )
 
         async def call(leader: int) -> int:

@@ -35,6 +35,7 @@ from kafka_asgi.integrations.sender import (
     get_sender,
 )
 from kafka_asgi.producer import BufferFullError
+from kafka_asgi.producer.validation import check_wait
 
 __all__ = ["BackgroundProducer"]
 
@@ -113,15 +114,19 @@ class BackgroundProducer:
                 )
                 self._thread.start()
 
-    def ensure_started(self, timeout: float = 10.0) -> ThreadSafeSender:
-        """Start if needed and wait (at most ``timeout`` s) until the producer is up."""
+    def ensure_started(self, timeout: float | None = 10.0) -> ThreadSafeSender:
+        """Start if needed and wait (at most ``timeout`` s, None: 10) until the producer
+        is up."""
         sender = self.sender
         if sender is not None and self._ready.is_set() and self._pid == os.getpid():
             return sender
+        limit = check_wait("timeout", timeout)
+        if limit is None:
+            limit = 10.0
         self.start_soon()
         ready = self._ready
-        if not ready.wait(timeout):
-            raise TimeoutError(f"background producer for {self.cluster!r} not up after {timeout}s")
+        if not ready.wait(limit):
+            raise TimeoutError(f"background producer for {self.cluster!r} not up after {limit}s")
         if self._error is not None:
             raise RuntimeError(
                 f"background producer for {self.cluster!r} failed to start: {self._error}"
@@ -198,8 +203,9 @@ class BackgroundProducer:
 
         Events that never reached the producer are counted in ``dropped`` and logged.
         """
-        if timeout is None:
-            timeout = self.options.shutdown_timeout + self.options.startup_timeout + 5.0
+        limit = check_wait("timeout", timeout)
+        if limit is None:
+            limit = self.options.shutdown_timeout + self.options.startup_timeout + 5.0
         with self._lock:
             thread = self._thread
             mine = self._pid == os.getpid()
@@ -209,12 +215,12 @@ class BackgroundProducer:
             stop = self._stop
             if stop is not None:
                 stop()
-            thread.join(timeout)
+            thread.join(limit)
             if thread.is_alive():
                 logger.warning(
                     "kafka_asgi: background producer for %r still running after %.1fs",
                     self.cluster,
-                    timeout,
+                    limit,
                 )
         self.sender = None
         self._thread = None

@@ -38,7 +38,7 @@ from kafka_asgi.producer import (
     register_producer,
     unregister_producer,
 )
-from kafka_asgi.producer.validation import coerce_record, resolve_serializer
+from kafka_asgi.producer.validation import check_wait, coerce_record, resolve_serializer
 from kafka_asgi.protocol.errors import KafkaError
 
 __all__ = [
@@ -161,8 +161,7 @@ class InMemoryProducer:
         await anyio.lowlevel.checkpoint()
 
     async def flush(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - Producer API
-        if timeout is not None and timeout < 0:
-            raise ValueError(f"timeout must be >= 0 or None, not {timeout!r}")
+        check_wait("timeout", timeout)
         self.flushes += 1
         await anyio.lowlevel.checkpoint()
 

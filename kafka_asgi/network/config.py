@@ -11,7 +11,7 @@ from kafka_asgi.network.oauthbearer import OAuthBearerCredentials, TokenProvider
 from kafka_asgi.network.sasl import SaslCredentials
 from kafka_asgi.network.tls import build_ssl_context
 
-__all__ = ["ConnectionConfig", "Credentials", "check_timeout"]
+__all__ = ["ConnectionConfig", "Credentials", "check_timeout", "timeout_ms"]
 
 Credentials = SaslCredentials | OAuthBearerCredentials
 
@@ -25,6 +25,13 @@ def check_timeout(name: str, value: object, *, allow_none: bool = False) -> floa
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
     return float(value)
+
+
+def timeout_ms(seconds: float) -> int:
+    """A request's ``timeout_ms`` field for a timeout of ``seconds``: milliseconds,
+    capped at the int32 the field is (about 24.8 days), so that a long timeout the
+    options accept never makes a request that cannot be encoded."""
+    return min(int(seconds * 1000), 0x7FFFFFFF)
 
 
 def _check_client_id(value: object) -> str:

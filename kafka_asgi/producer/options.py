@@ -80,7 +80,8 @@ Added here:
     through untouched), or a callable ``obj -> bytes``.
 ``max_request_size`` (1 MiB)
     A record that cannot fit a request of this size is refused at the call
-    (RecordTooLargeError); requests are built no larger.
+    (RecordTooLargeError); requests are built no larger.  At most 2 GiB less
+    1 MiB: a request's size is an int32 on the wire, with its header on top.
 ``close_timeout`` (10.0)
     How long closing may take to deliver what is buffered; what is left is
     reported as undelivered (ProducerClosedError).
@@ -142,6 +143,9 @@ ErrorHandle = Callable[..., Any]
 OnDelivery = Callable[..., Any]
 
 _MIB = 1024 * 1024
+# A Produce request's size prefix is an int32; its header (client_id up to 32 KiB,
+# the topics' names) goes on top of the record batches max_request_size bounds.
+MAX_REQUEST_SIZE = (1 << 31) - _MIB
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,7 +245,9 @@ class ProducerOptions:
             enable_idempotence=idempotent,
             value_serializer=resolve_serializer("value_serializer", o.get("value_serializer")),
             key_serializer=resolve_serializer("key_serializer", o.get("key_serializer")),
-            max_request_size=_int("max_request_size", o.get("max_request_size", _MIB), 1024),
+            max_request_size=_int(
+                "max_request_size", o.get("max_request_size", _MIB), 1024, MAX_REQUEST_SIZE
+            ),
             close_timeout=_seconds("close_timeout", o.get("close_timeout", 10.0), 0.0),
             delivery_timeout=_seconds("delivery_timeout", o.get("delivery_timeout", 120.0), 0.001),
             cluster_name=_name(o.get("cluster_name")),
@@ -255,11 +261,13 @@ class ProducerOptions:
 PRODUCER_OPTION_NAMES = frozenset(ProducerOptions.__dataclass_fields__)
 
 
-def _int(name: str, value: object, minimum: int) -> int:
+def _int(name: str, value: object, minimum: int, maximum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, not {type(value).__name__} {value!r}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, not {value!r}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, not {value!r}")
     return value
 
 
@@ -328,9 +336,11 @@ def _name(value: object) -> str | None:
 def _spill_options(o: dict[str, Any]) -> dict[str, Any]:
     directory = o.get("spill_dir")
     if directory is not None:
-        if not isinstance(directory, (str, os.PathLike)) or not os.fspath(directory):
+        if not isinstance(directory, (str, os.PathLike)):
             raise TypeError(f"spill_dir must be a path (str) or None, not {directory!r}")
         directory = os.fspath(directory)
+        if not directory:
+            raise ValueError("spill_dir must be a directory's path or None (no spill), not ''")
     when_full = o.get("spill_when_full", "drop_newest")
     if when_full not in ("drop_newest", "block"):
         raise ValueError(f"spill_when_full must be 'drop_newest' or 'block', not {when_full!r}")

@@ -39,6 +39,7 @@ import anyio.lowlevel
 
 from kafka_asgi.cluster.client import KafkaClient
 from kafka_asgi.cluster.options import split_client_options
+from kafka_asgi.network.config import timeout_ms
 from kafka_asgi.network.host import TaskHost
 from kafka_asgi.protocol.errors import KafkaError
 from kafka_asgi.protocol.records import BATCH_OVERHEAD
@@ -70,7 +71,14 @@ from .sender import Sender, offload_threshold
 from .spill_host import SpillSupport
 from .spill_seam import SpillHost, spill_seam
 from .state import ProducerClient
-from .validation import as_bytes, check_partition, check_topic, coerce_headers, timestamp_ns
+from .validation import (
+    as_bytes,
+    check_partition,
+    check_topic,
+    check_wait,
+    coerce_headers,
+    timestamp_ns,
+)
 
 __all__ = ["Producer", "ProducerStats", "RecordMetadata"]
 
@@ -139,7 +147,7 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
         self._active: set[PartitionBuffer] = set()
         self._cap = min(opts.batch_size, opts.max_request_size - BATCH_OVERHEAD - 64)
         self._acks = opts.required_acks
-        self._timeout_ms = min(int(opts.request_timeout * 1000), 0x7FFFFFFF)
+        self._timeout_ms = timeout_ms(opts.request_timeout)
         # The client waits a little longer than the broker may take, so a slow
         # acknowledgement arrives as REQUEST_TIMED_OUT rather than a lost connection.
         self._request_wait = opts.request_timeout + 5.0
@@ -492,13 +500,13 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
         """Send everything buffered now and wait until each of those records is
         acknowledged or reported (at most ``timeout``, default ``delivery_timeout``;
         then DeliveryTimeoutError, the records staying in the producer)."""
+        limit = check_wait("timeout", timeout)
         if self._state != "running":
             if self._held == 0:
                 return
             raise ProducerClosedError(f"cannot flush a {self._state} producer")
-        limit = self.options.delivery_timeout if timeout is None else timeout
-        if isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit < 0:
-            raise ValueError(f"timeout must be None or a number of seconds >= 0, not {timeout!r}")
+        if limit is None:
+            limit = self.options.delivery_timeout
         with anyio.move_on_after(limit):
             await self._flush_all()
             return

@@ -13,6 +13,7 @@ call with several bad arguments fails on the same one in both producers.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -25,6 +26,7 @@ __all__ = [
     "check_partition",
     "check_timestamp",
     "check_topic",
+    "check_wait",
     "coerce_headers",
     "coerce_record",
     "json_serializer",
@@ -36,7 +38,21 @@ Serializer = Callable[[Any], bytes]
 """A value_serializer/key_serializer: object -> bytes (a str returned is UTF-8 encoded)."""
 
 _INT64_MAX = (1 << 63) - 1
+_INT32_MAX = (1 << 31) - 1
 _BYTES_LIKE = (bytes, bytearray, memoryview)
+
+
+def check_wait(name: str, value: object) -> float | None:
+    """A caller's own wait (``flush(timeout=...)``, ``close(timeout=...)``): None (the
+    default applies) or a number of seconds >= 0, ``inf`` waiting as long as it takes;
+    else a TypeError or ValueError naming ``name`` and the value."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be None or a number of seconds, not {value!r}")
+    if math.isnan(value) or value < 0:
+        raise ValueError(f"{name} must be None or a number of seconds >= 0, not {value!r}")
+    return float(value)
 
 
 def json_serializer(value: Any) -> bytes:
@@ -148,7 +164,9 @@ def check_timestamp(timestamp: object) -> int | None:
             f"not {type(timestamp).__name__}"
         )
     if not 0 <= timestamp <= _INT64_MAX:
-        raise ValueError(f"timestamp must be >= 0 (milliseconds), not {timestamp!r}")
+        raise ValueError(
+            f"timestamp must be between 0 and {_INT64_MAX} (milliseconds), not {timestamp!r}"
+        )
     return timestamp
 
 
@@ -160,13 +178,13 @@ def timestamp_ns(timestamp: object) -> int:
 
 
 def check_partition(partition: object) -> int | None:
-    """An explicit partition: None (the partitioner picks) or an int >= 0."""
+    """An explicit partition: None (the partitioner picks) or an int32 >= 0."""
     if partition is None:
         return None
     if isinstance(partition, bool) or not isinstance(partition, int):
         raise TypeError(f"partition must be an int or None, not {partition!r}")
-    if partition < 0:
-        raise ValueError(f"partition must be >= 0, not {partition!r}")
+    if not 0 <= partition <= _INT32_MAX:
+        raise ValueError(f"partition must be between 0 and {_INT32_MAX}, not {partition!r}")
     return partition
 
 

@@ -8,7 +8,9 @@ from typing import Any
 import anyio
 import pytest
 
+from kafka_asgi import Producer
 from kafka_asgi.cluster.client import KafkaClient
+from kafka_asgi.consumer import LATEST, BasicConsumer
 from kafka_asgi.errors import (
     AuthenticationError,
     BrokerNotAvailableError,
@@ -246,6 +248,29 @@ async def test_create_topic_configs_reach_the_broker(
             await client.create_topics([name], configs={"cleanup.policy": "compact"})
             assert client.cached_topic(name) is not None
             await client.delete_topics([name])
+
+
+async def test_timeouts_beyond_an_int32_of_milliseconds(
+    anyio_backend: str, kafka: KafkaCluster
+) -> None:
+    """A request's timeout_ms is an int32 (24.8 days); the options take any finite
+    timeout, so longer ones go to the broker capped, not as an EncodeError raised
+    from the request (before: create_topics, delete_topics and list_offset failed)."""
+    month = 30 * 86_400.0
+    name = unique_name("long")
+    async with KafkaClient(kafka.plaintext, request_timeout=month) as client:
+        with anyio.fail_after(60):
+            await client.create_topics([name], timeout=month)
+            assert client.cached_topic(name) is not None
+    async with Producer(kafka.plaintext, request_timeout=month, required_acks=-1) as producer:
+        with anyio.fail_after(60):
+            meta = await producer.send(name, b"v")
+    async with BasicConsumer(kafka.plaintext, request_timeout=month) as consumer:
+        with anyio.fail_after(60):
+            assert await consumer.list_offset(name, 0, LATEST) == meta.offset + 1
+    async with KafkaClient(kafka.plaintext) as client:
+        with anyio.fail_after(60):
+            await client.delete_topics([name], timeout=month)
 
 
 async def test_create_topics_bad_arguments(anyio_backend: str, kafka: KafkaCluster) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -183,6 +184,9 @@ async def test_capture_events_overrides_the_lifespans(anyio_backend: str) -> Non
         ({"on_unreachable": "retry"}, ValueError, "on_unreachable"),
         ({"startup_timeout": -1}, ValueError, "startup_timeout"),
         ({"shutdown_timeout": "10"}, ValueError, "shutdown_timeout"),
+        # Both bound a wait: NaN and infinity are refused too.
+        ({"startup_timeout": math.nan}, ValueError, "startup_timeout.*nan"),
+        ({"shutdown_timeout": math.inf}, ValueError, "shutdown_timeout.*inf"),
         ({"cluster": ""}, ValueError, "cluster"),
         ({"create_topics": "logs"}, TypeError, "create_topics"),
         ({"create_topics": [("logs", 0)]}, ValueError, "create_topics"),

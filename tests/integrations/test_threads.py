@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import threading
+from typing import Any
 
 import anyio
 import pytest
@@ -110,6 +112,23 @@ def test_background_producer_for_wsgi() -> None:
     assert producer.closed and producer.flushes >= 1
     with pytest.raises(LookupError):
         get_producer("bg")
+
+
+@pytest.mark.parametrize(
+    ("timeout", "exc"), [(math.nan, ValueError), (-1, ValueError), ("5", TypeError)]
+)
+def test_background_producer_bad_timeouts_are_named(timeout: Any, exc: type[Exception]) -> None:
+    # Before: Event.wait and Thread.join took NaN or a string, and raised their own
+    # error (or none) deep in the threading module.
+    producer = InMemoryProducer()
+    bg = BackgroundProducer(cluster="bg-timeouts", producer_factory=lambda: producer)
+    with pytest.raises(exc, match=rf"timeout must be None or a number of seconds.*{timeout!r}"):
+        bg.ensure_started(timeout=timeout)
+    bg.ensure_started()
+    with pytest.raises(exc, match=rf"timeout must be None or a number of seconds.*{timeout!r}"):
+        bg.stop(timeout=timeout)
+    bg.stop()
+    assert producer.closed
 
 
 def test_background_producer_startup_failure_is_raised() -> None:

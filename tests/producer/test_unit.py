@@ -75,6 +75,9 @@ def reports() -> Reports:
         ("value_serializer", "pickle", TypeError),
         ("key_serializer", 5, TypeError),
         ("max_request_size", 10, ValueError),
+        # Beyond what a request's int32 size prefix can hold.
+        ("max_request_size", 1 << 31, ValueError),
+        ("spill_dir", "", ValueError),
         ("close_timeout", -1, ValueError),
         ("delivery_timeout", 0, ValueError),
         ("cluster_name", "", ValueError),
@@ -331,6 +334,14 @@ async def test_bad_input_raises_at_the_call(fake: FakeClient) -> None:
             producer.send_nowait("t", b"v", timestamp=-5)
         with pytest.raises(ValueError, match="partition"):
             producer.send_nowait("t", b"v", partition=-1)
+        # Kafka's partition is an int32, its timestamp an int64: the message names
+        # the value and the range, not "must be >= 0".
+        with pytest.raises(ValueError, match=r"between 0 and 2147483647, not 2147483648"):
+            producer.send_nowait("t", b"v", partition=1 << 31)
+        with pytest.raises(
+            ValueError, match=r"0 and 9223372036854775807 \(milliseconds\), not 9223372036854775808"
+        ):
+            producer.send_nowait("t", b"v", timestamp=1 << 63)
         with pytest.raises(TypeError, match="partition"):
             producer.send_nowait("t", b"v", partition="0")
         with pytest.raises(ValueError, match="topic"):

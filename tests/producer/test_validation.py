@@ -7,6 +7,7 @@ the same bytes.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -54,6 +55,7 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("partition-bool", {"partition": True}, {}),
     ("partition-str", {"partition": "0"}, {}),
     ("partition-float", {"partition": 1.5}, {}),
+    ("partition-beyond-int32", {"partition": 1 << 31}, {}),
     ("timestamp-str", {"timestamp": "now"}, {}),
     ("timestamp-negative", {"timestamp": -1}, {}),
     ("timestamp-bool", {"timestamp": True}, {}),
@@ -173,4 +175,28 @@ def test_bad_serializer_option_same_exception() -> None:
         Producer(client=FakeClient(), value_serializer=5)
     with pytest.raises(TypeError) as fake:
         InMemoryProducer(value_serializer=5)
+    assert str(fake.value) == str(real.value)
+
+
+@pytest.mark.parametrize(
+    ("timeout", "exc"),
+    [(math.nan, ValueError), (-1, ValueError), ("5", TypeError), (True, TypeError)],
+)
+async def test_flush_bad_timeout_same_exception(
+    anyio_backend: str, timeout: Any, exc: type[Exception]
+) -> None:
+    # Before: NaN reached anyio ("deadline must not be NaN", not naming the argument),
+    # and the in-memory producer took NaN and failed on "5" with a comparison's error.
+    client = FakeClient()
+    client.add_topic("t", 3)
+    async with Producer(client=client) as producer:
+        with pytest.raises(exc) as real:
+            await producer.flush(timeout=timeout)
+    # A closed producer with nothing held checks it too.
+    with pytest.raises(exc):
+        await producer.flush(timeout=timeout)
+    with pytest.raises(exc) as fake:
+        await InMemoryProducer().flush(timeout=timeout)
+    assert "timeout must be None or a number of seconds" in str(real.value)
+    assert repr(timeout) in str(real.value)
     assert str(fake.value) == str(real.value)
