@@ -130,6 +130,9 @@ class LifespanOptions:
             raise TypeError(f"producer_options must be a mapping, not {self.producer_options!r}")
         if self.producer_factory is not None and not callable(self.producer_factory):
             raise TypeError(f"producer_factory must be callable, not {self.producer_factory!r}")
+        if self.producer_factory is None and self.bootstrap is not None:
+            # At the app's construction, not when the server starts it.
+            _check_producer_options(self.bootstrap, dict(self.producer_options or {}))
 
     @classmethod
     def from_kwargs(cls, owner: str, options: Mapping[str, Any]) -> LifespanOptions:
@@ -315,18 +318,34 @@ async def _shutdown(producer: ProducerLike, cluster: str, limit: float, owned: b
 _CLOSE_TIMEOUT = 2.0
 
 
-def _make_producer(bootstrap: str | Sequence[Any], options: dict[str, Any]) -> tuple[Any, Any]:
-    """A KafkaClient from the client options, and a Producer using it for the rest."""
-    from kafka_asgi.cluster.client import KafkaClient
-    from kafka_asgi.cluster.options import split_client_options
-    from kafka_asgi.producer import Producer
+def _check_producer_options(bootstrap: object, options: dict[str, Any]) -> None:
+    """The bootstrap addresses and the producer's own options, checked as the producer
+    will (a client option's value, such as a TLS file, is checked when it is made)."""
+    from kafka_asgi.cluster.options import parse_bootstrap, split_client_options
+    from kafka_asgi.producer.options import ProducerOptions
 
+    parse_bootstrap(bootstrap)
     if "client" in options or "cluster_name" in options:
         bad = "client" if "client" in options else "cluster_name"
         raise TypeError(
             f"producer_options may not set {bad!r}: the lifespan makes the client and "
             "registers the producer under its cluster name"
         )
+    client_options, producer_only = split_client_options(options)
+    # Both a client option and a producer setting (see Producer).
+    for name in ("request_timeout", "retry_backoff"):
+        if name in client_options:
+            producer_only[name] = client_options[name]
+    ProducerOptions.from_options(producer_only)
+
+
+def _make_producer(bootstrap: str | Sequence[Any], options: dict[str, Any]) -> tuple[Any, Any]:
+    """A KafkaClient from the client options, and a Producer using it for the rest."""
+    from kafka_asgi.cluster.client import KafkaClient
+    from kafka_asgi.cluster.options import split_client_options
+    from kafka_asgi.producer import Producer
+
+    _check_producer_options(bootstrap, options)
     client_options, producer_only = split_client_options(options)
     producer_only.setdefault("close_timeout", _CLOSE_TIMEOUT)
     client = KafkaClient(bootstrap, **client_options)

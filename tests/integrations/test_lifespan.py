@@ -191,6 +191,16 @@ async def test_capture_events_overrides_the_lifespans(anyio_backend: str) -> Non
         ({"create_topics": "logs"}, TypeError, "create_topics"),
         ({"create_topics": [("logs", 0)]}, ValueError, "create_topics"),
         ({"bootstrap_servers": "x"}, TypeError, "bootstrap_servers"),
+        # The producer's own options and the addresses, before the server starts it.
+        ({"bootstrap": "kafka:99999"}, ValueError, "port must be 1..65535"),
+        ({"bootstrap": "k:9092", "producer_options": {"batch_num": 0}}, ValueError, "batch_num"),
+        ({"bootstrap": "k:9092", "producer_options": {"bogus": 1}}, TypeError, "bogus"),
+        ({"bootstrap": "k:9092", "producer_options": {"client": 1}}, TypeError, "client"),
+        (
+            {"bootstrap": "k:9092", "producer_options": {"request_timeout": 0}},
+            ValueError,
+            "request_timeout",
+        ),
     ],
 )
 def test_bad_options_fail_at_construction(
