@@ -74,6 +74,14 @@ class CapturedEvent:
         raise KeyError(name)
 
 
+def _wait_limit(timeout: object) -> float:
+    """A test's wait: a number of seconds >= 0 (NaN would never time out)."""
+    limit = check_wait("timeout", timeout)
+    if limit is None:
+        raise TypeError("timeout must be a number of seconds, not None")
+    return limit
+
+
 class InMemoryProducer:
     """A producer that captures events in memory; same public methods as Producer.
 
@@ -233,22 +241,28 @@ class InMemoryProducer:
         timeout: float = 5.0,  # noqa: ASYNC109 - mirrors wait_for_sync
     ) -> None:
         """Wait until ``count`` events (on ``topic``, or any) were captured; TimeoutError."""
-        with anyio.fail_after(timeout):
+        limit = _wait_limit(timeout)
+        with anyio.move_on_after(limit):
             # Polling, not an Event: events also arrive from other threads, which cannot
             # set an anyio.Event.
             while self._count(topic) < count:  # noqa: ASYNC110
                 await anyio.sleep(0.005)
+            return
+        raise self._timed_out(count, topic, limit)
 
     def wait_for_sync(self, count: int, topic: str | None = None, timeout: float = 5.0) -> None:
         """:meth:`wait_for` for synchronous tests (events sent from other threads)."""
-        deadline = time.monotonic() + timeout
+        limit = _wait_limit(timeout)
+        deadline = time.monotonic() + limit
         while self._count(topic) < count:
             if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"{self._count(topic)} of {count} events on {topic or 'any topic'} "
-                    f"after {timeout}s"
-                )
+                raise self._timed_out(count, topic, limit)
             time.sleep(0.005)
+
+    def _timed_out(self, count: int, topic: str | None, limit: float) -> TimeoutError:
+        return TimeoutError(
+            f"{self._count(topic)} of {count} events on {topic or 'any topic'} after {limit}s"
+        )
 
     def _count(self, topic: str | None) -> int:
         if topic is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 
 import anyio
@@ -135,10 +136,15 @@ async def test_wait_for(anyio_backend: str) -> None:
     timer = threading.Timer(0.05, later)
     timer.start()
     await p.wait_for(1, topic="t", timeout=5)
-    with pytest.raises(TimeoutError):
+    with pytest.raises(TimeoutError, match=r"1 of 2 events on any topic after 0\.05s"):
         await p.wait_for(2, timeout=0.05)
     with pytest.raises(TimeoutError, match="1 of 2"):
         p.wait_for_sync(2, topic="t", timeout=0.05)
+    # NaN never times out: refused, as flush's (wait_for_sync waited forever before).
+    with pytest.raises(ValueError, match="timeout must be None or a number of seconds"):
+        p.wait_for_sync(2, timeout=math.nan)
+    with pytest.raises(ValueError, match="timeout must be None or a number of seconds"):
+        await p.wait_for(2, timeout=math.nan)
     await anyio.to_thread.run_sync(timer.join)
 
 
