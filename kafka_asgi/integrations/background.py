@@ -117,10 +117,10 @@ class BackgroundProducer:
     def ensure_started(self, timeout: float | None = 10.0) -> ThreadSafeSender:
         """Start if needed and wait (at most ``timeout`` s, None: 10) until the producer
         is up."""
+        limit = check_wait("timeout", timeout)
         sender = self.sender
         if sender is not None and self._ready.is_set() and self._pid == os.getpid():
             return sender
-        limit = check_wait("timeout", timeout)
         if limit is None:
             limit = 10.0
         self.start_soon()

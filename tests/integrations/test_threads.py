@@ -125,6 +125,9 @@ def test_background_producer_bad_timeouts_are_named(timeout: Any, exc: type[Exce
     with pytest.raises(exc, match=rf"timeout must be None or a number of seconds.*{timeout!r}"):
         bg.ensure_started(timeout=timeout)
     bg.ensure_started()
+    # Started: the quick path checks it too.
+    with pytest.raises(exc, match=rf"timeout must be None or a number of seconds.*{timeout!r}"):
+        bg.ensure_started(timeout=timeout)
     with pytest.raises(exc, match=rf"timeout must be None or a number of seconds.*{timeout!r}"):
         bg.stop(timeout=timeout)
     bg.stop()
