@@ -321,8 +321,8 @@ _CLOSE_TIMEOUT = 2.0
 def _check_producer_options(bootstrap: object, options: dict[str, Any]) -> None:
     """The bootstrap addresses and the producer's own options, checked as the producer
     will (a client option's value, such as a TLS file, is checked when it is made)."""
-    from kafka_asgi.cluster.options import parse_bootstrap, split_client_options
-    from kafka_asgi.producer.options import ProducerOptions
+    from kafka_asgi.cluster.options import parse_bootstrap
+    from kafka_asgi.producer.options import ProducerOptions, split_producer_options
 
     parse_bootstrap(bootstrap)
     if "client" in options or "cluster_name" in options:
@@ -331,12 +331,7 @@ def _check_producer_options(bootstrap: object, options: dict[str, Any]) -> None:
             f"producer_options may not set {bad!r}: the lifespan makes the client and "
             "registers the producer under its cluster name"
         )
-    client_options, producer_only = split_client_options(options)
-    # Both a client option and a producer setting (see Producer).
-    for name in ("request_timeout", "retry_backoff"):
-        if name in client_options:
-            producer_only[name] = client_options[name]
-    ProducerOptions.from_options(producer_only)
+    ProducerOptions.from_options(split_producer_options(options)[1])
 
 
 def _make_producer(bootstrap: str | Sequence[Any], options: dict[str, Any]) -> tuple[Any, Any]:

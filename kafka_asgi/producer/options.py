@@ -132,12 +132,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from kafka_asgi.cluster.options import split_client_options
 from kafka_asgi.protocol.compression import Compression, check_level, ensure_available
 
 from .partitioner import BUILTIN_PARTITIONERS, PartitionerFunc
 from .validation import Serializer, resolve_serializer
 
-__all__ = ["PRODUCER_OPTION_NAMES", "ProducerOptions", "Serializer"]
+__all__ = [
+    "PRODUCER_OPTION_NAMES",
+    "SHARED_CLIENT_OPTIONS",
+    "ProducerOptions",
+    "Serializer",
+    "split_producer_options",
+]
 
 ErrorHandle = Callable[..., Any]
 OnDelivery = Callable[..., Any]
@@ -259,6 +266,19 @@ class ProducerOptions:
 
 
 PRODUCER_OPTION_NAMES = frozenset(ProducerOptions.__dataclass_fields__)
+
+SHARED_CLIENT_OPTIONS = ("request_timeout", "retry_backoff")
+"""Both a client option and a producer setting (the Produce timeout, the retry pause)."""
+
+
+def split_producer_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(client options, producer options)`` of a Producer's keyword options, the
+    :data:`SHARED_CLIENT_OPTIONS` in both."""
+    client_options, rest = split_client_options(options)
+    for name in SHARED_CLIENT_OPTIONS:
+        if name in client_options:
+            rest[name] = client_options[name]
+    return client_options, rest
 
 
 def _int(name: str, value: object, minimum: int, maximum: int | None = None) -> int:

@@ -38,7 +38,6 @@ import anyio.abc
 import anyio.lowlevel
 
 from kafka_asgi.cluster.client import KafkaClient
-from kafka_asgi.cluster.options import split_client_options
 from kafka_asgi.network.config import timeout_ms
 from kafka_asgi.network.host import TaskHost
 from kafka_asgi.protocol.errors import KafkaError
@@ -64,7 +63,7 @@ from .errors import (
 )
 from .hooks import ProducerHooks, call_hook, combine, trace_injector, without
 from .idempotence import Idempotence
-from .options import ProducerOptions
+from .options import SHARED_CLIENT_OPTIONS, ProducerOptions, split_producer_options
 from .registry import register_producer, unregister_producer
 from .reports import ProducerStats, RecordMetadata, Reports
 from .sender import Sender, offload_threshold
@@ -103,14 +102,10 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
 
     def __init__(self, bootstrap: Any = None, **options: Any) -> None:
         client: Any = options.pop("client", None)
-        client_options, rest = split_client_options(options)
-        # Both a client option and a producer setting (Produce timeout, retry pause).
-        for name in ("request_timeout", "retry_backoff"):
-            if name in client_options:
-                rest[name] = client_options[name]
-                if client is not None:
-                    del client_options[name]
+        client_options, rest = split_producer_options(options)
         if client is not None:
+            for name in SHARED_CLIENT_OPTIONS:
+                client_options.pop(name, None)
             if client_options:
                 raise TypeError(
                     f"client options ({', '.join(sorted(client_options))}) cannot be "
