@@ -319,9 +319,9 @@ _CLOSE_TIMEOUT = 2.0
 
 
 def _check_producer_options(bootstrap: object, options: dict[str, Any]) -> None:
-    """The bootstrap addresses and the producer's own options, checked as the producer
-    will (a client option's value, such as a TLS file, is checked when it is made)."""
-    from kafka_asgi.cluster.options import parse_bootstrap
+    """The bootstrap addresses, the client's options (SASL, TLS files, timeouts) and the
+    producer's own, checked as the client and the producer will be when they are made."""
+    from kafka_asgi.cluster.options import ClientOptions, parse_bootstrap
     from kafka_asgi.producer.options import ProducerOptions, split_producer_options
 
     parse_bootstrap(bootstrap)
@@ -331,7 +331,9 @@ def _check_producer_options(bootstrap: object, options: dict[str, Any]) -> None:
             f"producer_options may not set {bad!r}: the lifespan makes the client and "
             "registers the producer under its cluster name"
         )
-    ProducerOptions.from_options(split_producer_options(options)[1])
+    client_options, producer_options = split_producer_options(options)
+    ProducerOptions.from_options(producer_options)
+    ClientOptions.from_options(**client_options)
 
 
 def _make_producer(bootstrap: str | Sequence[Any], options: dict[str, Any]) -> tuple[Any, Any]:

@@ -201,6 +201,48 @@ async def test_capture_events_overrides_the_lifespans(anyio_backend: str) -> Non
             ValueError,
             "request_timeout",
         ),
+        # The client's options too: SASL, TLS files, timeouts, the client id.
+        (
+            {"bootstrap": "k:9092", "producer_options": {"sasl_mechanism": "PLAIN"}},
+            ValueError,
+            "sasl_username and sasl_password",
+        ),
+        (
+            {
+                "bootstrap": "k:9092",
+                "producer_options": {
+                    "sasl_mechanism": "GSSAPI",
+                    "sasl_username": "u",
+                    "sasl_password": "p",
+                },
+            },
+            ValueError,
+            "'GSSAPI' is not supported",
+        ),
+        (
+            {"bootstrap": "k:9092", "producer_options": {"ssl_cafile": "/no/such/ca.pem"}},
+            ValueError,
+            "ssl_cafile='/no/such/ca.pem': no such file",
+        ),
+        (
+            {"bootstrap": "k:9092", "producer_options": {"connect_timeout": math.nan}},
+            ValueError,
+            "connect_timeout.*nan",
+        ),
+        (
+            {"bootstrap": "k:9092", "producer_options": {"metadata_max_age": -1}},
+            ValueError,
+            "metadata_max_age",
+        ),
+        ({"bootstrap": "k:9092", "producer_options": {"client_id": 5}}, TypeError, "client_id"),
+        (
+            {
+                "bootstrap": "k:9092",
+                "producer_options": {"sasl_oauth_token_provider": {"provider": "nope"}},
+            },
+            ValueError,
+            "'provider' must be one of",
+        ),
     ],
 )
 def test_bad_options_fail_at_construction(
