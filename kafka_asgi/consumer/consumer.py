@@ -28,6 +28,7 @@ from kafka_asgi.consumer.results import (
 )
 from kafka_asgi.network.config import timeout_ms
 from kafka_asgi.protocol.errors import KafkaError, ProtocolError, error_for_code
+from kafka_asgi.protocol.framing import MAX_RECORDS_SIZE
 from kafka_asgi.protocol.messages.fetch import (
     FetchPartition,
     FetchRequest,
@@ -253,7 +254,8 @@ class BasicConsumer:
     # --- Fetch -------------------------------------------------------------------
 
     def _check_fetch_options(self, max_bytes: int, max_wait: float) -> tuple[int, int]:
-        _check_int("max_bytes", max_bytes, 1, _INT32_MAX)
+        # The answer must fit in one frame the connection accepts.
+        _check_int("max_bytes", max_bytes, 1, MAX_RECORDS_SIZE)
         if (
             isinstance(max_wait, bool)
             or not isinstance(max_wait, (int, float))

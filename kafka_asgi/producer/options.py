@@ -134,6 +134,7 @@ from typing import Any
 
 from kafka_asgi.cluster.options import split_client_options
 from kafka_asgi.protocol.compression import Compression, check_level, ensure_available
+from kafka_asgi.protocol.framing import MAX_RECORDS_SIZE
 
 from .partitioner import BUILTIN_PARTITIONERS, PartitionerFunc
 from .validation import Serializer, resolve_serializer
@@ -150,9 +151,10 @@ ErrorHandle = Callable[..., Any]
 OnDelivery = Callable[..., Any]
 
 _MIB = 1024 * 1024
-# A Produce request's size prefix is an int32; its header (client_id up to 32 KiB,
-# the topics' names) goes on top of the record batches max_request_size bounds.
-MAX_REQUEST_SIZE = (1 << 31) - _MIB
+# A Produce request's header (client_id up to 32 KiB, the topics' names) goes on top
+# of the record batches max_request_size bounds; the frame stays within the client's
+# (and a default broker's socket.request.max.bytes) 100 MiB.
+MAX_REQUEST_SIZE = MAX_RECORDS_SIZE
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ from kafka_asgi.protocol.primitives import (
 
 __all__ = [
     "MAX_FRAME_SIZE",
+    "MAX_RECORDS_SIZE",
     "SIZE_PREFIX_LENGTH",
     "decode_response",
     "encode_request",
@@ -51,6 +52,12 @@ responses are bounded by the client's own fetch limits. A size beyond this cap i
 more likely a corrupted stream or a non-Kafka peer (for instance TLS spoken to a
 plaintext port) than a real message, and must not make us allocate gigabytes.
 """
+
+MAX_RECORDS_SIZE = MAX_FRAME_SIZE - 1024 * 1024
+"""The most record bytes one request may carry or one Fetch may ask for (the
+producer's ``max_request_size``, the consumer's ``max_bytes``): the frame's headers
+(client id, topic names, aborted transactions) fit in the MiB left, so the frame
+stays within :data:`MAX_FRAME_SIZE`."""
 
 _M = TypeVar("_M", bound=Message)
 

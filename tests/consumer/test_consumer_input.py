@@ -10,6 +10,8 @@ import anyio
 import pytest
 
 from kafka_asgi.consumer import BasicConsumer
+from kafka_asgi.protocol.errors import KafkaError
+from kafka_asgi.protocol.framing import MAX_FRAME_SIZE, MAX_RECORDS_SIZE
 
 pytestmark = pytest.mark.anyio
 
@@ -39,3 +41,29 @@ async def test_a_bad_topic_is_refused_at_the_call(
             with pytest.raises(exc, match=message):
                 async for _ in consumer.follow(topic, 0):
                     pass
+
+
+@pytest.mark.parametrize("max_bytes", [0, MAX_RECORDS_SIZE + 1, 1 << 31, True])
+async def test_max_bytes_beyond_one_frame_is_refused_at_the_call(
+    anyio_backend: str, max_bytes: Any
+) -> None:
+    # An answer of more than 100 MiB would be refused by the connection as a corrupt
+    # stream, so the largest max_bytes is the frame cap less room for the headers.
+    message = rf"max_bytes must be an int in \[1, {MAX_RECORDS_SIZE}\], got {max_bytes!r}"
+    async with BasicConsumer(NOBODY, request_timeout=5) as consumer:
+        with anyio.fail_after(1):
+            with pytest.raises(ValueError, match=message):
+                await consumer.fetch("t", 0, 0, max_bytes=max_bytes)
+            with pytest.raises(ValueError, match=message):
+                async for _ in consumer.follow("t", 0, max_bytes=max_bytes):
+                    pass
+
+
+async def test_the_largest_max_bytes_is_let_through(anyio_backend: str) -> None:
+    # Accepted at the call: the fetch goes on to the network, where nobody listens.
+    assert MAX_RECORDS_SIZE < MAX_FRAME_SIZE
+    async with BasicConsumer(NOBODY, request_timeout=0.5) as consumer:
+        with anyio.fail_after(10):
+            with pytest.raises(KafkaError) as info:
+                await consumer.fetch("t", 0, 0, max_bytes=MAX_RECORDS_SIZE)
+    assert not isinstance(info.value, ValueError)

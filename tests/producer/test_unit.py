@@ -27,6 +27,7 @@ from kafka_asgi.protocol.errors import (
     NotEnoughReplicasError,
     UnknownTopicOrPartitionError,
 )
+from kafka_asgi.protocol.framing import MAX_RECORDS_SIZE
 from kafka_asgi.protocol.records import decode_batches
 from tests.support.fake_client import FakeClient, Fault
 from tests.support.producers import Reports, make, running
@@ -75,7 +76,8 @@ def reports() -> Reports:
         ("value_serializer", "pickle", TypeError),
         ("key_serializer", 5, TypeError),
         ("max_request_size", 10, ValueError),
-        # Beyond what a request's int32 size prefix can hold.
+        # Beyond what one request frame (100 MiB, less its headers) can hold.
+        ("max_request_size", MAX_RECORDS_SIZE + 1, ValueError),
         ("max_request_size", 1 << 31, ValueError),
         ("spill_dir", "", ValueError),
         ("close_timeout", -1, ValueError),
@@ -90,6 +92,11 @@ def test_bad_option_names_the_option(
 ) -> None:
     with pytest.raises(error, match=option):
         Producer(client=fake, **{option: value})
+
+
+def test_the_largest_max_request_size_is_accepted(fake: FakeClient) -> None:
+    producer = Producer(client=fake, max_request_size=MAX_RECORDS_SIZE)
+    assert producer.options.max_request_size == MAX_RECORDS_SIZE
 
 
 @pytest.mark.parametrize(
