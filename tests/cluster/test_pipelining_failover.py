@@ -17,9 +17,8 @@ import pytest
 
 from kafka_asgi.cluster.client import KafkaClient
 from kafka_asgi.producer import Producer
-from kafka_asgi.producer.hooks import ProduceRequestInfo
 from tests.support.delivery import Outcome, read_log
-from tests.support.inflight import InFlightProbe
+from tests.support.inflight import StrikeAtFive
 from tests.support.timing import scaled
 
 pytestmark = [pytest.mark.anyio, pytest.mark.cluster]
@@ -30,29 +29,6 @@ BURST = 600  # records of a tick while the strike is armed (~50 batches a partit
 TICK = 0.02
 SECONDS = 6.0
 PAD = b" " * 1000
-
-
-class StrikeAtFive(InFlightProbe):
-    """Once armed, calls ``strike(partition)`` the moment a partition of ``topic`` has
-    5 Produce requests started and not finished (a True return ends the arming).
-
-    From the hook, not from the test's task between ticks: by the next tick the
-    broker has often answered them (a CI run found none of 5 in flight at any tick
-    of the armed 3.9 s, while the run's most was 5)."""
-
-    def __init__(self, topic: str) -> None:
-        super().__init__()
-        self.topic = topic
-        self.armed = False
-        self.strike: Callable[[int], bool] = lambda partition: False
-
-    def request_started(self, info: ProduceRequestInfo) -> Any:
-        token = super().request_started(info)
-        if self.armed:
-            full = [p for (t, p), n in self.now.items() if t == self.topic and n >= 5]
-            if full and self.strike(full[0]):
-                self.armed = False
-        return token
 
 
 async def _five_in_flight_then(

@@ -13,9 +13,8 @@ import anyio.to_thread
 import pytest
 
 from kafka_asgi.producer import Producer
-from kafka_asgi.producer.hooks import ProduceRequestInfo
 from tests.support.brokers import topic_at
-from tests.support.inflight import InFlightProbe
+from tests.support.inflight import StrikeAtFive
 from tests.support.processes import freeze_group, thaw_group
 from tests.support.readers import Outcomes, read_back
 from tests.support.timing import scaled
@@ -152,25 +151,17 @@ async def test_batches_compressing_ahead_survive_a_killed_broker(
     assert [v for _, _, v, _ in read[0]] == sent  # once each, in order
 
 
-class FreezeAtFive(InFlightProbe):
-    """SIGSTOPs the broker (``pid``'s process group) the moment, once armed, a
-    partition of ``topic`` has 5 Produce requests started and not finished."""
+def freeze_at_five(topic: str, pid: int) -> StrikeAtFive:
+    """A probe that SIGSTOPs the broker (``pid``'s process group) the moment, once
+    armed, a partition of ``topic`` has 5 Produce requests started and not finished."""
+    probe = StrikeAtFive(topic)
 
-    def __init__(self, topic: str, pid: int) -> None:
-        super().__init__()
-        self.topic = topic
-        self.pid = pid
-        self.armed = False
-        self.frozen = 0  # batches in flight on the partition at the freeze
+    def strike(partition: int) -> bool:
+        freeze_group(pid)
+        return True
 
-    def request_started(self, info: ProduceRequestInfo) -> Any:
-        token = super().request_started(info)
-        if self.armed and not self.frozen:
-            out = max((n for (t, _), n in self.now.items() if t == self.topic), default=0)
-            if out >= 5:
-                freeze_group(self.pid)
-                self.frozen = out
-        return token
+    probe.strike = strike
+    return probe
 
 
 PER_TICK = 100  # records every 20 ms
@@ -179,7 +170,7 @@ BURST = 600  # records of a tick once the freeze is armed (at 4 KiB, ~16 batches
 
 class FrozenStream:
     """An idempotent producer (acks=all) streaming keyed, numbered records to a new
-    3-partition topic of ``own_broker``, with a :class:`FreezeAtFive` probe."""
+    3-partition topic of ``own_broker``, with a :func:`freeze_at_five` probe."""
 
     def __init__(self, own_broker: Any, prefix: str, **options: Any) -> None:
         self.bootstrap = own_broker.addresses().plaintext
@@ -199,7 +190,7 @@ class FrozenStream:
         pid = own_broker.pid()
         assert pid is not None
         self.pid = pid
-        self.probe = FreezeAtFive(self.topic, pid)
+        self.probe = freeze_at_five(self.topic, pid)
         self.producer.add_hooks(self.probe)
 
     async def tick(self, records: int = PER_TICK) -> None:
@@ -213,13 +204,13 @@ class FrozenStream:
 
     async def until_frozen(self, after: float) -> None:
         """Stream; from ``after`` seconds on, freeze the broker once a partition has
-        5 batches in flight (at most 8 s in: the test then finds ``probe.frozen`` 0).
+        5 batches in flight (at most 8 s in: the test then finds ``probe.struck_with`` 0).
         Armed, each tick hands over BURST records at once, several batches of each
         partition, which go out as up to 5 requests together: a broker answering
         within a tick's 20 ms rarely has 5 of a partition's in flight otherwise (a CI
         run once found none in the 6.5 s armed)."""
         start = anyio.current_time()
-        while not self.probe.frozen and anyio.current_time() - start < 8.0:
+        while not self.probe.struck_with and anyio.current_time() - start < 8.0:
             armed = self.probe.armed = anyio.current_time() - start >= after
             await self.tick(BURST if armed else PER_TICK)
 
@@ -262,12 +253,12 @@ async def test_a_frozen_broker_gets_every_record_once_and_in_order(
     finally:
         run.thaw()
     print(
-        f"\n[{anyio_backend}] {probe.frozen} batches of a partition in flight at the"
+        f"\n[{anyio_backend}] {probe.struck_with} batches of a partition in flight at the"
         f" freeze (most in the run: {probe.most()});"
         f" {len(sent)} sent, {stats.delivered} delivered, {stats.retried} record retries;"
         f" while frozen: {during.failed} failed, {during.buffered + during.in_flight} held"
     )
-    assert probe.frozen == 5
+    assert probe.struck_with == 5
     assert stats.retried > 0  # the requests cut by the freeze were tried again
     assert not outcomes.failed and not outcomes.handled, outcomes.errors[:3]
     assert not outcomes.acked_twice and set(outcomes.acked) == set(sent)
@@ -314,10 +305,10 @@ async def test_close_with_the_broker_frozen_is_bounded_and_reports_the_rest(
         run.thaw()
     print(
         f"\n[{anyio_backend}] closed in {took:.2f}s with the broker frozen"
-        f" ({probe.frozen} batches of a partition in flight at the freeze): {len(sent)} sent,"
+        f" ({probe.struck_with} batches of a partition in flight at the freeze): {len(sent)} sent,"
         f" {len(outcomes.acked)} acknowledged, {sum(outcomes.failed.values())} reported"
     )
-    assert probe.frozen == 5
+    assert probe.struck_with == 5
     assert took < 2.0 + scaled(2.0)
     acked = set(outcomes.acked)
     failed = set(outcomes.failed)

@@ -1,8 +1,10 @@
 """A producer hook that counts the batches of each partition in flight (Produce
-requests started and not finished), and the most seen at once."""
+requests started and not finished), and the most seen at once; and one that acts
+(kills or freezes a broker) the moment a partition has 5 in flight."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from kafka_asgi.producer.hooks import ProduceRequestInfo, ProducerHooks
@@ -72,3 +74,29 @@ class InFlightProbe(ProducerHooks):
             if any(e[0] == "retried" and of.__name__ in e[2] for e in events):
                 lines.append(f"{key}: " + ", ".join(map(repr, events)))
         return "\n".join(lines)
+
+
+class StrikeAtFive(InFlightProbe):
+    """Once armed, calls ``strike(partition)`` the moment a partition of ``topic`` has
+    5 Produce requests started and not finished (a True return ends the arming);
+    ``struck_with`` is then how many that partition had.
+
+    From the hook, not from the test's task between ticks: by the next tick the
+    broker has often answered them (CI runs found none of 5 in flight at any tick of
+    several armed seconds, while the run's most was 5)."""
+
+    def __init__(self, topic: str) -> None:
+        super().__init__()
+        self.topic = topic
+        self.armed = False
+        self.struck_with = 0
+        self.strike: Callable[[int], bool] = lambda partition: False
+
+    def request_started(self, info: ProduceRequestInfo) -> Any:
+        token = super().request_started(info)
+        if self.armed:
+            full = [(p, n) for (t, p), n in self.now.items() if t == self.topic and n >= 5]
+            if full and self.strike(full[0][0]):
+                self.armed = False
+                self.struck_with = full[0][1]
+        return token
