@@ -12,8 +12,9 @@ Metrics (instrument names below, attributes ``messaging.system="kafka"`` and, pe
 topic, ``messaging.destination.name``): records sent/failed/retried, bytes and batches
 sent, the buffer's fill and limit, records and requests in flight, the Produce request
 duration (``messaging.client.operation.duration``) and batch size histograms, the
-disk spill's counters (``kafka_asgi.producer.spill.*``), and the access-log
-middlewares' emitted/dropped/sampled-out events.
+disk spill's counters (``kafka_asgi.producer.spill.*``), the time brokers
+enforcing a quota asked the client to wait (``kafka_asgi.producer.throttle.time``),
+and the access-log middlewares' emitted/dropped/sampled-out events.
 """
 
 from __future__ import annotations
@@ -149,6 +150,16 @@ class ProducerInstrumentation(ProducerHooks):
                 "Produce requests awaiting their answer",
             ),
         ]
+        # What brokers enforcing a client quota asked the producer's client to wait
+        # (KIP-219), for any kind of request: stats().throttle_time_ms, in seconds.
+        self._instruments.append(
+            meter.create_observable_counter(
+                "kafka_asgi.producer.throttle.time",
+                [self._observe_throttle],
+                "s",
+                "Time the brokers asked the producer's client to wait (client quotas)",
+            )
+        )
         # Disk spill (spill_dir): cumulative counters and gauges from stats().
         for field, name, unit, doc in _SPILL_INSTRUMENTS:
             make = (
@@ -177,6 +188,11 @@ class ProducerInstrumentation(ProducerHooks):
             return [Observation(getattr(self.producer.stats(), field), {_SYS: _SYSTEM})]
 
         return callback
+
+    def _observe_throttle(self, options: CallbackOptions) -> Iterable[Observation]:
+        if not self.active:
+            return []
+        return [Observation(self.producer.stats().throttle_time_ms / 1000, {_SYS: _SYSTEM})]
 
     def _observe_limit(self, options: CallbackOptions) -> Iterable[Observation]:
         limit = getattr(getattr(self.producer, "options", None), "max_buffering", None)

@@ -15,8 +15,10 @@ count live workers only (mode ``livesum``); call
 Names (``_total`` counters, base units): ``kafka_asgi_producer_records_sent_total``,
 ``..._records_failed_total``, ``..._records_retried_total``,
 ``..._sent_bytes_total``, ``..._batches_sent_total`` (label ``topic``;
-``error_type`` on failed/retried); gauges ``kafka_asgi_producer_buffered_records``,
-``..._buffer_limit_records``, ``..._in_flight_records``, ``..._in_flight_requests``;
+``error_type`` on failed/retried), ``..._throttle_seconds_total`` (what brokers
+enforcing a quota asked the client to wait, from ``stats()``); gauges
+``kafka_asgi_producer_buffered_records``, ``..._buffer_limit_records``,
+``..._in_flight_records``, ``..._in_flight_requests``;
 histograms ``kafka_asgi_producer_request_duration_seconds`` and
 ``kafka_asgi_producer_batch_size_bytes``; and
 ``kafka_asgi_access_log_events_{emitted,dropped,sampled_out}_total`` (label
@@ -99,10 +101,11 @@ class PrometheusMetrics(ProducerHooks):
     """The metric families of one registry and the producers feeding them.
 
     Counters and histograms are updated by the producers' hooks as batches and
-    requests complete; gauges and the middlewares' counters are copied from
-    ``stats()`` by :meth:`sync`: before each scrape of this process's registry, and,
-    in multiprocess mode, every ``sync_interval`` seconds by a daemon thread (another
-    worker may answer the scrape).
+    requests complete; gauges, the spill's and throttling counters and the
+    middlewares' counters are copied from ``stats()`` by :meth:`sync`: before each
+    scrape of this process's registry, and, in multiprocess mode, every
+    ``sync_interval`` seconds by a daemon thread (another worker may answer the
+    scrape).
     """
 
     def __init__(self, registry: CollectorRegistry | None, sync_interval: float = 1.0) -> None:
@@ -112,6 +115,10 @@ class PrometheusMetrics(ProducerHooks):
         self._producers: weakref.WeakSet[Any] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._seen: dict[tuple[str, str], int] = {}
+        # The stats() totals copied so far, by producer (spill) and by client
+        # (throttling: a client shared by producers has one sum): a producer removed
+        # between two syncs takes only its own totals with it.
+        self._copied: weakref.WeakKeyDictionary[Any, dict[str, int]] = weakref.WeakKeyDictionary()
         self._thread_pid = 0
         ns = "kafka_asgi"
         if not multiprocess_mode():
@@ -262,7 +269,6 @@ class PrometheusMetrics(ProducerHooks):
         with self._lock:
             producers = list(self._producers)
             buffered = in_flight = limit = queued = backlog = 0
-            spill = dict.fromkeys(self.spill_totals, 0)
             for p in producers:
                 s = p.stats()
                 buffered += s.buffered
@@ -270,13 +276,20 @@ class PrometheusMetrics(ProducerHooks):
                 limit += getattr(getattr(p, "options", None), "max_buffering", 0)
                 queued += getattr(s, "spill_queued", 0)
                 backlog += getattr(s, "spill_backlog_bytes", 0)
-                for field in spill:
-                    spill[field] += getattr(s, field, 0)
-            for field, now in spill.items():
-                before = self._seen.get(("producer", field), 0)
-                if now > before:
-                    self.spill_totals[field].inc(now - before)
-                self._seen[("producer", field)] = now
+                copied = self._copied.setdefault(p, {})
+                for field, counter in self.spill_totals.items():
+                    self._copy(copied, field, getattr(s, field, 0), counter, 1)
+                # What brokers asked this producer's client to wait, for every kind
+                # of request (a request quota throttles Metadata and InitProducerId
+                # too, not only Produce), as stats().throttle_time_ms sums it.
+                client = getattr(p, "client", p)
+                self._copy(
+                    self._copied.setdefault(client, {}),
+                    "throttle_time_ms",
+                    getattr(s, "throttle_time_ms", 0),
+                    self.throttle_seconds_total,
+                    1000,
+                )
             self.spill_queued_records.set(queued)
             self.spill_backlog_bytes.set(backlog)
             self.buffered_records.set(buffered)
@@ -290,12 +303,21 @@ class PrometheusMetrics(ProducerHooks):
                         self.access_log_events_total[field].labels(kind).inc(now - before)
                     self._seen[(kind, field)] = now
 
+    @staticmethod
+    def _copy(copied: dict[str, int], field: str, now: int, counter: Any, unit: int) -> None:
+        """Add to ``counter`` what total ``field`` grew by since it was last copied."""
+        before = copied.get(field, 0)
+        if now > before:
+            counter.inc((now - before) / unit)
+        copied[field] = now
+
     def _ensure_thread(self) -> None:
         if not multiprocess_mode() or self._thread_pid == os.getpid():
             return
         # A forked worker starts its own: threads do not survive a fork.
         self._thread_pid = os.getpid()
         self._seen.clear()
+        self._copied.clear()
         ref = weakref.ref(self)
         interval = self.sync_interval
         threading.Thread(
@@ -315,8 +337,6 @@ class PrometheusMetrics(ProducerHooks):
         self.request_duration_seconds.observe(time.perf_counter() - token)
         for p in info.partitions:
             self.batch_size_bytes.observe(p.size)
-        if info.throttle_time_ms:
-            self.throttle_seconds_total.inc(info.throttle_time_ms / 1000)
 
     def batch_delivered(self, topic: str, partition: int, records: int, size: int) -> None:
         self.records_sent_total.labels(topic).inc(records)

@@ -521,6 +521,12 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
         self._hooks = without(self._hooks, hooks)
 
     @property
+    def client(self) -> ProducerClient:
+        """The client this producer sends through: its own, or the one given as
+        ``client=`` (shared by several producers, with one ``throttle_time_ms`` sum)."""
+        return self._client
+
+    @property
     def idempotent(self) -> bool:
         """Whether the producer sends with idempotence (KIP-98): ``enable_idempotence``,
         or its default's choice; False after the cluster refused the default's

@@ -205,3 +205,12 @@ def test_spill_instruments_follow_stats(otel: Otel) -> None:
     assert otel.total("kafka_asgi.producer.spill.replayed") == 40
     assert otel.total("kafka_asgi.producer.spill.backlog") == 512
     assert otel.total("kafka_asgi.producer.spill.dropped") == 0
+
+
+def test_throttle_time_follows_stats(otel: Otel) -> None:
+    producer = FakeProducer()
+    _instrument(producer, otel)
+    assert otel.total("kafka_asgi.producer.throttle.time") == 0
+    # What the client's brokers asked, any kind of request, in seconds.
+    producer.throttle_time_ms = 1750
+    assert otel.total("kafka_asgi.producer.throttle.time") == 1.75

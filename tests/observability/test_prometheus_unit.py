@@ -31,17 +31,55 @@ class CountingMiddleware:
         return {"emitted": self.emitted, "dropped": self.dropped, "sampled_out": 0}
 
 
+class SharedClient:
+    """A client two producers send through (client=)."""
+
+
 def test_throttle_time_is_counted_in_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The counter follows stats().throttle_time_ms: what the brokers asked the
+    producer's client to wait for any request (a request quota throttles Metadata and
+    InitProducerId too, which no Produce hook sees), a shared client's sum once."""
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     registry = CollectorRegistry()
-    producer = FakeProducer()
-    register(producer, registry=registry)
     name = "kafka_asgi_producer_throttle_seconds_total"
-    producer.request(ProduceRequestInfo(1, [ProducedPartition("a", 0, 1, 10)]))
+    shared = SharedClient()
+    a, b, own = FakeProducer(client=shared), FakeProducer(client=shared), FakeProducer()
+    metrics = register(a, registry=registry)
+    register(b, registry=registry)
+    register(own, registry=registry)
     assert registry.get_sample_value(name) == 0
-    producer.request(ProduceRequestInfo(1, [ProducedPartition("a", 0, 1, 10)], 1500))
-    producer.request(ProduceRequestInfo(2, [ProducedPartition("a", 0, 1, 10)], 250))
+    # A Produce answer asking for 1.5 s: the client's sum, which both producers report.
+    a.request(ProduceRequestInfo(1, [ProducedPartition("a", 0, 1, 10)], 1500))
+    a.throttle_time_ms = b.throttle_time_ms = 1500
+    assert registry.get_sample_value(name) == 1.5
+    # A metadata answer asking for 250 ms, on the other producer's own client.
+    own.throttle_time_ms = 250
     assert registry.get_sample_value(name) == 1.75
+    # A producer leaving takes nothing back, and the others' growth still counts.
+    a.throttle_time_ms = b.throttle_time_ms = 2000
+    metrics.remove_producer(a)
+    assert registry.get_sample_value(name) == 2.25
+    metrics.remove_producer(b)
+    own.throttle_time_ms = 300
+    assert registry.get_sample_value(name) == 2.3
+
+
+def test_a_removed_producer_leaves_the_others_spill_counts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    registry = CollectorRegistry()
+    name = "kafka_asgi_producer_spilled_records_total"
+    a, b = FakeProducer(), FakeProducer()
+    metrics = register(a, registry=registry)
+    register(b, registry=registry)
+    a.spilled = 100
+    assert registry.get_sample_value(name) == 100
+    # b spills 50 and a leaves before the next scrape: b's 50 are still counted
+    # (a sum over the producers went down to 50 and counted nothing).
+    b.spilled = 50
+    metrics.remove_producer(a)
+    assert registry.get_sample_value(name) == 150
 
 
 def test_values_equal_stats(monkeypatch: pytest.MonkeyPatch) -> None:

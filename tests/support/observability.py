@@ -21,9 +21,14 @@ class FakeProducer:
     in_flight: int = 0
     bytes_sent: int = 0
     batches_sent: int = 0
+    spilled: int = 0
+    throttle_time_ms: int = 0  # what its client's brokers asked, all request kinds
+    client: Any = None  # the client it sends through; None: one of its own (itself)
 
     def __post_init__(self) -> None:
         self.options = SimpleNamespace(max_buffering=1000)
+        if self.client is None:
+            self.client = self
 
     def add_hooks(self, hooks: ProducerHooks) -> None:
         self.hooks = combine(self.hooks, hooks)
@@ -42,6 +47,8 @@ class FakeProducer:
             bytes_sent=self.bytes_sent,
             batches_sent=self.batches_sent,
             last_error=None,
+            throttle_time_ms=self.throttle_time_ms,
+            spilled=self.spilled,
         )
 
     # What the real producer does at these points, hooks included.
