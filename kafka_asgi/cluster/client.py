@@ -411,6 +411,12 @@ class KafkaClient:
                 if throttles.paused:
                     await throttles.wait(node)
                 conn = await self._node_connection(node_id, setup)
+            if conn.handshake_throttle is not None:
+                # A new connection's ApiVersions answer asked for a pause (a request
+                # quota): the request waits it out here, not in the muted socket.
+                left = throttles.handshake(node, conn, self.options.connection.request_timeout)
+                if left > 0:
+                    await anyio.sleep(left)
             version = conn.choose_api_version(api_key, min_version, max_version)
             try:
                 response = await conn.request(

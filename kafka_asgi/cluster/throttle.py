@@ -16,8 +16,12 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import TYPE_CHECKING
 
 import anyio
+
+if TYPE_CHECKING:
+    from kafka_asgi.network.connection import BrokerConnection
 
 __all__ = ["MUTES_FROM", "Throttles"]
 
@@ -67,6 +71,9 @@ MUTES_FROM: dict[int, int] = {
 }
 
 
+_API_VERSIONS_KEY = 18
+
+
 class Throttles:
     """The pauses brokers asked of one client: ``paused`` maps a broker node to the
     anyio time before which it is sent nothing; ``asked_ms`` sums what they asked."""
@@ -84,16 +91,17 @@ class Throttles:
         self._sum = sum_name
         self._logged_at = -math.inf
 
-    def note(self, node: int, ms: int, muted: bool, cap: float) -> None:
+    def note(self, node: int, ms: int, muted: bool, cap: float, since: float | None = None) -> None:
         """Broker ``node`` answered with ``throttle_time_ms`` = ``ms``; ``muted``: at a
         version where it mutes the connection meanwhile (KIP-219), so nothing goes to
         it before that time, at most ``cap`` seconds (the request timeout: a bound on
-        what a broker may ask)."""
+        what a broker may ask) from ``since`` (the anyio time of the answer; default
+        now)."""
         self.asked_ms += ms
         if not muted:
             return
         now = anyio.current_time()
-        until = now + min(ms / 1000, cap)
+        until = (now if since is None else since) + min(ms / 1000, cap)
         if until > self.paused.get(node, -math.inf):
             self.paused[node] = until
         if now >= self._logged_at + _LOG_EVERY:
@@ -122,6 +130,23 @@ class Throttles:
             self.asked_ms += ms  # (no node to hold requests back from)
         else:
             self.note(node, ms, version >= MUTES_FROM.get(api_key, 0), cap)
+
+    def handshake(self, node: int | None, conn: BrokerConnection, cap: float) -> float:
+        """Note the pause asked for in ``conn``'s handshake (its ApiVersions answer),
+        once; the seconds of it left if it mutes the connection, else 0."""
+        asked = conn.handshake_throttle
+        if asked is None:
+            return 0.0
+        conn.handshake_throttle = None
+        ms, version, since = asked
+        muted = version >= MUTES_FROM[_API_VERSIONS_KEY]
+        if node is None:
+            self.asked_ms += ms  # (a bootstrap address: no node to hold back)
+        else:
+            self.note(node, ms, muted, cap, since)
+        if not muted:
+            return 0.0
+        return max(0.0, since + min(ms / 1000, cap) - anyio.current_time())
 
     async def wait(self, node: int) -> None:
         """Sleep until a pause broker ``node`` asked for is over (none: at once)."""

@@ -124,6 +124,9 @@ class BrokerConnection:
         self.node_id = node_id
         self.config = config if config is not None else ConnectionConfig.from_options(**options)
         self.api_versions: dict[int, tuple[int, int]] = {}
+        self.handshake_throttle: tuple[int, int, float] | None = None
+        """``(throttle_time_ms, ApiVersions version, anyio time)`` of a handshake
+        answered over a client quota, until the client notes it."""
         self._stream: anyio.abc.ByteStream | None = None
         self._rx: BufferedByteReceiveStream | None = None
         self._write_lock = anyio.Lock()
@@ -412,6 +415,14 @@ class BrokerConnection:
             self.api_versions = {
                 k.api_key: (k.min_version, k.max_version) for k in response.api_keys
             }
+            if response.throttle_time_ms > 0:
+                # A client quota (a request quota counts ApiVersions too): the client
+                # that takes this connection notes it (KafkaClient.send_built).
+                self.handshake_throttle = (
+                    response.throttle_time_ms,
+                    version,
+                    anyio.current_time(),
+                )
             return
         raise ConnectError(f"{self.address}: no ApiVersions version in common with the broker")
 

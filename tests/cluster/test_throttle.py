@@ -57,6 +57,36 @@ async def test_a_shorter_pause_does_not_cut_a_longer_one(anyio_backend: str) -> 
     assert anyio.current_time() - start >= 0.35
 
 
+class HandshakenConnection:
+    """What Throttles.handshake reads of a connection."""
+
+    def __init__(self, asked: tuple[int, int, float] | None) -> None:
+        self.handshake_throttle = asked
+
+
+async def test_a_pause_asked_in_the_handshake_is_noted_once(anyio_backend: str) -> None:
+    throttles = Throttles(log, "client", "requests to it wait", "stats().throttle_time_ms")
+    now = anyio.current_time()
+    # ApiVersions v3, answered 100 ms ago with a pause of 500 ms: 400 left, for node 1.
+    conn = HandshakenConnection((500, 3, now - 0.1))
+    left = throttles.handshake(1, conn, 30.0)  # type: ignore[arg-type]
+    assert 0.35 < left <= 0.4
+    assert conn.handshake_throttle is None  # noted once
+    assert throttles.handshake(1, conn, 30.0) == 0.0  # type: ignore[arg-type]
+    assert throttles.asked_ms == 500
+    assert 0.35 < throttles.paused[1] - anyio.current_time() <= 0.4
+    # A bootstrap address (no node id yet): counted, and the request still waits.
+    assert throttles.handshake(None, HandshakenConnection((200, 3, now)), 30.0) > 0.1  # type: ignore[arg-type]
+    assert throttles.asked_ms == 700 and list(throttles.paused) == [1]
+    # ApiVersions v1 (before KIP-219): the broker delayed its answer, nothing muted.
+    assert throttles.handshake(2, HandshakenConnection((300, 1, now)), 30.0) == 0.0  # type: ignore[arg-type]
+    assert throttles.asked_ms == 1000 and 2 not in throttles.paused
+    # Whatever a broker asks, at most the cap.
+    assert throttles.handshake(3, HandshakenConnection((2**31 - 1, 3, now)), 0.2) <= 0.2  # type: ignore[arg-type]
+    # No pause asked: nothing.
+    assert throttles.handshake(4, HandshakenConnection(None), 30.0) == 0.0  # type: ignore[arg-type]
+
+
 async def test_one_warning_a_minute(anyio_backend: str, caplog: pytest.LogCaptureFixture) -> None:
     throttles = Throttles(log, "consumer", "requests to it wait", "throttle_time_ms")
     with caplog.at_level(logging.WARNING, logger="tests.throttle"):
