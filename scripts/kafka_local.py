@@ -214,6 +214,45 @@ def resolve_jars(quiet: bool = False, version: str | None = None) -> Path:
     return libs
 
 
+def resolve_tools(version: str | None = None) -> Path:
+    """Kafka's command-line tools (``kafka-tools``, where ConfigCommand lives from
+    Kafka 4.2 on), resolved with Maven once into a directory of their own: the
+    broker's class path stays as it was."""
+    version = version or KAFKA_VERSION
+    cache = CACHE_ROOT / f"kafka-{version}"
+    tools = cache / "tools"
+    marker = cache / "tools-resolved"
+    if marker.exists():
+        return tools
+    if shutil.which("mvn") is None:
+        raise HarnessError("Maven (mvn) is needed once to fetch Kafka's tools; install it")
+    cache.mkdir(parents=True, exist_ok=True)
+    pom = cache / "tools-pom.xml"
+    pom.write_text(
+        f"""<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>local.kafka-asgi</groupId><artifactId>kafka-tools</artifactId><version>1</version>
+  <dependencies>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka-tools</artifactId>
+      <version>{version}</version></dependency>
+  </dependencies>
+</project>
+"""
+    )
+    if tools.exists():
+        shutil.rmtree(tools)
+    cmd = ["mvn", "-B", "-q", "-f", str(pom), "dependency:copy-dependencies"]
+    cmd.append(f"-DoutputDirectory={tools}")
+    print(f"resolving Apache Kafka {version}'s tools with Maven (once)...", file=sys.stderr)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0 or not any(tools.glob("kafka-tools-*.jar")):
+        raise HarnessError(
+            f"maven could not resolve Kafka {version}'s tools:\n{proc.stdout}{proc.stderr}"
+        )
+    marker.write_text(version)
+    return tools
+
+
 def java() -> str:
     home = os.environ.get("JAVA_HOME")
     if home and (Path(home) / "bin" / "java").exists():
@@ -1059,15 +1098,18 @@ class LocalKafka:
         libs = resolve_jars(version=self.kafka_version)
         config = ",".join(f"{k}={v}" for k, v in quotas.items())
         tool = "kafka.admin.ConfigCommand"
+        classpath = f"{libs}/*"
         if not any(
             "kafka/admin/ConfigCommand.class" in _jar_names(jar) for jar in libs.glob("kafka_*.jar")
         ):
-            tool = "org.apache.kafka.tools.ConfigCommand"  # (moved in later versions)
+            # Moved to the kafka-tools artifact (Kafka 4.2), not among the broker's jars.
+            tool = "org.apache.kafka.tools.ConfigCommand"
+            classpath = f"{resolve_tools(self.kafka_version)}/*:{classpath}"
         cmd = [
             java(),
             "-Xmx256m",
             "-cp",
-            f"{libs}/*",
+            classpath,
             *log_options(self.state, self.kafka_version),
             tool,
             "--bootstrap-server",
