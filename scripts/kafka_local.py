@@ -215,9 +215,9 @@ def resolve_jars(quiet: bool = False, version: str | None = None) -> Path:
 
 
 def resolve_tools(version: str | None = None) -> Path:
-    """Kafka's command-line tools (``kafka-tools``, where ConfigCommand lives from
-    Kafka 4.2 on), resolved with Maven once into a directory of their own: the
-    broker's class path stays as it was."""
+    """Kafka's command-line tools (``kafka-tools``: ConfigCommand lives there in later
+    versions, 4.4.0 among them, not in the broker's jars as in 4.1.1), resolved with
+    Maven once into a directory of their own: the broker's class path stays as it was."""
     version = version or KAFKA_VERSION
     cache = CACHE_ROOT / f"kafka-{version}"
     tools = cache / "tools"
@@ -1102,7 +1102,7 @@ class LocalKafka:
         if not any(
             "kafka/admin/ConfigCommand.class" in _jar_names(jar) for jar in libs.glob("kafka_*.jar")
         ):
-            # Moved to the kafka-tools artifact (Kafka 4.2), not among the broker's jars.
+            # Moved to the kafka-tools artifact (4.4.0), not among the broker's jars.
             tool = "org.apache.kafka.tools.ConfigCommand"
             classpath = f"{resolve_tools(self.kafka_version)}/*:{classpath}"
         cmd = [
