@@ -11,12 +11,14 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from kafka_asgi.network.config import ConnectionConfig, check_timeout
+from kafka_asgi.network.tls import check_ssl_options
 
 __all__ = [
     "CLIENT_OPTION_NAMES",
     "DEFAULT_PORT",
     "BootstrapSpec",
     "ClientOptions",
+    "check_client_options",
     "parse_bootstrap",
     "split_client_options",
 ]
@@ -64,6 +66,24 @@ def split_client_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], di
     client = {k: v for k, v in options.items() if k in CLIENT_OPTION_NAMES}
     rest = {k: v for k, v in options.items() if k not in CLIENT_OPTION_NAMES}
     return client, rest
+
+
+_TLS_OPTIONS = ("ssl", "ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname")
+
+
+def check_client_options(options: Mapping[str, Any]) -> None:
+    """Check client options as KafkaClient will, but without reading the TLS files:
+    an app whose module is imported where they are absent (a build step collecting
+    static files or writing an OpenAPI document) still loads; the client reads them
+    when it is made."""
+    ClientOptions.from_options(**{k: v for k, v in options.items() if k not in _TLS_OPTIONS})
+    check_ssl_options(
+        options.get("ssl"),
+        cafile=options.get("ssl_cafile"),
+        certfile=options.get("ssl_certfile"),
+        keyfile=options.get("ssl_keyfile"),
+        check_hostname=options.get("ssl_check_hostname", True),
+    )
 
 
 def _check_count(name: str, value: object, minimum: int) -> int:

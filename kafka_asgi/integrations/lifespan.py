@@ -319,9 +319,10 @@ _CLOSE_TIMEOUT = 2.0
 
 
 def _check_producer_options(bootstrap: object, options: dict[str, Any]) -> None:
-    """The bootstrap addresses, the client's options (SASL, TLS files, timeouts) and the
-    producer's own, checked as the client and the producer will be when they are made."""
-    from kafka_asgi.cluster.options import ClientOptions, parse_bootstrap
+    """The bootstrap addresses, the client's options (SASL, TLS, timeouts) and the
+    producer's own, checked as the client and the producer will be when they are made;
+    TLS files are read then, not here (a build step importing the app may lack them)."""
+    from kafka_asgi.cluster.options import check_client_options, parse_bootstrap
     from kafka_asgi.producer.options import ProducerOptions, split_producer_options
 
     parse_bootstrap(bootstrap)
@@ -333,7 +334,7 @@ def _check_producer_options(bootstrap: object, options: dict[str, Any]) -> None:
         )
     client_options, producer_options = split_producer_options(options)
     ProducerOptions.from_options(producer_options)
-    ClientOptions.from_options(**client_options)
+    check_client_options(client_options)
 
 
 def _make_producer(bootstrap: str | Sequence[Any], options: dict[str, Any]) -> tuple[Any, Any]:

@@ -9,18 +9,59 @@ from __future__ import annotations
 import os
 import ssl
 
-__all__ = ["build_ssl_context"]
+__all__ = ["build_ssl_context", "check_ssl_options"]
 
 
-def _readable_file(option: str, path: object) -> str:
+def _path(option: str, path: object) -> str:
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"{option} must be a path (str), not {type(path).__name__}")
     text = os.fspath(path)
     if not isinstance(text, str):
         raise TypeError(f"{option} must be a str path, not bytes")
+    return text
+
+
+def _readable_file(option: str, path: object) -> str:
+    text = _path(option, path)
     if not os.path.isfile(text):
         raise ValueError(f"{option}={text!r}: no such file")
     return text
+
+
+def check_ssl_options(
+    ssl_option: bool | ssl.SSLContext | None = None,
+    *,
+    cafile: str | None = None,
+    certfile: str | None = None,
+    keyfile: str | None = None,
+    check_hostname: bool = True,
+) -> bool:
+    """Whether the options ask for TLS; TypeError/ValueError naming a bad one. The
+    files are not read (see :func:`build_ssl_context`)."""
+    if ssl_option is not None and not isinstance(ssl_option, (bool, ssl.SSLContext)):
+        raise TypeError(
+            f"ssl must be True, False, None or an ssl.SSLContext, not {type(ssl_option).__name__}"
+        )
+    if not isinstance(check_hostname, bool):
+        raise TypeError(f"ssl_check_hostname must be a bool, not {type(check_hostname).__name__}")
+    files = {"ssl_cafile": cafile, "ssl_certfile": certfile, "ssl_keyfile": keyfile}
+    given = {name: value for name, value in files.items() if value is not None}
+    if isinstance(ssl_option, ssl.SSLContext):
+        if given:
+            raise ValueError(
+                f"{', '.join(given)} cannot be combined with ssl=<SSLContext>;"
+                " load the files into the context instead"
+            )
+        return True
+    if ssl_option is False and given:
+        raise ValueError(f"ssl=False contradicts {', '.join(given)}")
+    if not ssl_option and not given:
+        return False
+    if keyfile is not None and certfile is None:
+        raise ValueError("ssl_keyfile needs ssl_certfile (the client certificate)")
+    for name, value in given.items():
+        _path(name, value)
+    return True
 
 
 def build_ssl_context(
@@ -39,27 +80,13 @@ def build_ssl_context(
     here, so a missing or malformed file fails at construction time with the option's
     name, not at the first connection.
     """
-    if ssl_option is not None and not isinstance(ssl_option, (bool, ssl.SSLContext)):
-        raise TypeError(
-            f"ssl must be True, False, None or an ssl.SSLContext, not {type(ssl_option).__name__}"
-        )
-    if not isinstance(check_hostname, bool):
-        raise TypeError(f"ssl_check_hostname must be a bool, not {type(check_hostname).__name__}")
-    files = {"ssl_cafile": cafile, "ssl_certfile": certfile, "ssl_keyfile": keyfile}
-    given = {name: value for name, value in files.items() if value is not None}
+    tls = check_ssl_options(
+        ssl_option, cafile=cafile, certfile=certfile, keyfile=keyfile, check_hostname=check_hostname
+    )
     if isinstance(ssl_option, ssl.SSLContext):
-        if given:
-            raise ValueError(
-                f"{', '.join(given)} cannot be combined with ssl=<SSLContext>;"
-                " load the files into the context instead"
-            )
         return ssl_option
-    if ssl_option is False and given:
-        raise ValueError(f"ssl=False contradicts {', '.join(given)}")
-    if not ssl_option and not given:
+    if not tls:
         return None
-    if keyfile is not None and certfile is None:
-        raise ValueError("ssl_keyfile needs ssl_certfile (the client certificate)")
 
     ca = _readable_file("ssl_cafile", cafile) if cafile is not None else None
     try:

@@ -6,6 +6,7 @@ import logging
 import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -219,11 +220,19 @@ async def test_capture_events_overrides_the_lifespans(anyio_backend: str) -> Non
             ValueError,
             "'GSSAPI' is not supported",
         ),
+        # TLS options' types and combinations (the files are read at startup).
+        ({"bootstrap": "k:9092", "producer_options": {"ssl_cafile": 5}}, TypeError, "ssl_cafile"),
         (
-            {"bootstrap": "k:9092", "producer_options": {"ssl_cafile": "/no/such/ca.pem"}},
+            {"bootstrap": "k:9092", "producer_options": {"ssl": False, "ssl_cafile": "ca.pem"}},
             ValueError,
-            "ssl_cafile='/no/such/ca.pem': no such file",
+            "ssl=False contradicts ssl_cafile",
         ),
+        (
+            {"bootstrap": "k:9092", "producer_options": {"ssl_keyfile": "key.pem"}},
+            ValueError,
+            "ssl_keyfile needs ssl_certfile",
+        ),
+        ({"bootstrap": "k:9092", "producer_options": {"ssl": "yes"}}, TypeError, "ssl must be"),
         (
             {"bootstrap": "k:9092", "producer_options": {"connect_timeout": math.nan}},
             ValueError,
@@ -252,6 +261,19 @@ def test_bad_options_fail_at_construction(
         KafkaLifespan(no_lifespan_app, **options)
     with pytest.raises(exc, match=match):
         kafka_lifespan(**options)
+
+
+async def test_tls_files_are_read_at_startup_not_at_construction(
+    anyio_backend: str, tmp_path: Path
+) -> None:
+    # An app module imported where the files are absent (a build step) still loads...
+    options = {"ssl_cafile": str(tmp_path / "ca.pem")}
+    KafkaLifespan(no_lifespan_app, bootstrap="k:9092", producer_options=options)
+    kafka_lifespan(bootstrap="k:9092", producer_options=options)
+    # ...and the server's startup says which file is missing.
+    with pytest.raises(ValueError, match=r"ssl_cafile='.*ca\.pem': no such file"):
+        async with producer_lifespan(bootstrap="k:9092", producer_options=options):
+            pass  # pragma: no cover
 
 
 async def test_lifespan_without_bootstrap_or_factory(anyio_backend: str) -> None:
