@@ -161,57 +161,71 @@ def _jar_names(jar: Path) -> set[str]:
         return set()
 
 
-def resolve_jars(quiet: bool = False, version: str | None = None) -> Path:
-    """Resolve the broker's jars with Maven once; later calls reuse the cache."""
-    version = version or KAFKA_VERSION
+def _resolve_once(
+    version: str,
+    name: str,
+    marker_name: str,
+    dependencies: list[tuple[str, str, str]],
+    expect: str,
+    what: str,
+    quiet: bool = False,
+) -> Path:
+    """Copy ``dependencies`` ((group, artifact, version)) and theirs with Maven into
+    the version's cache directory ``name``, once (``marker_name`` says it was done);
+    ``expect``: a glob of a jar that must then be there."""
     cache = CACHE_ROOT / f"kafka-{version}"
-    libs = cache / "libs"
-    marker = cache / "resolved"
+    out = cache / name
+    marker = cache / marker_name
     if marker.exists():
-        return libs
+        return out
     if shutil.which("mvn") is None:
-        raise HarnessError("Maven (mvn) is needed once to fetch Apache Kafka's jars; install it")
+        raise HarnessError(f"Maven (mvn) is needed once to fetch {what}; install it")
     cache.mkdir(parents=True, exist_ok=True)
-    pom = cache / "pom.xml"
-    if log4j_major(version) == 1:
-        group, artifact, binding_version = RELOAD4J_BINDING
-    else:
-        group, artifact, binding_version = (
-            "org.apache.logging.log4j",
-            "log4j-slf4j-impl",
-            LOG4J_VERSION,
-        )
+    pom = cache / f"{name}-pom.xml"
+    deps = "".join(
+        f"""
+    <dependency><groupId>{group}</groupId><artifactId>{artifact}</artifactId>
+      <version>{dep_version}</version></dependency>"""
+        for group, artifact, dep_version in dependencies
+    )
     pom.write_text(
         f"""<project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
-  <groupId>local.kafka-asgi</groupId><artifactId>kafka-broker</artifactId><version>1</version>
-  <dependencies>
-    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId>
-      <version>{version}</version></dependency>
-    <dependency><groupId>{group}</groupId><artifactId>{artifact}</artifactId>
-      <version>{binding_version}</version></dependency>
+  <groupId>local.kafka-asgi</groupId><artifactId>kafka-{name}</artifactId><version>1</version>
+  <dependencies>{deps}
   </dependencies>
 </project>
 """
     )
-    if libs.exists():
-        shutil.rmtree(libs)
-    cmd = [
-        "mvn",
-        "-B",
-        "-q",
-        "-f",
-        str(pom),
-        "dependency:copy-dependencies",
-        f"-DoutputDirectory={libs}",
-    ]
+    if out.exists():
+        shutil.rmtree(out)
+    cmd = ["mvn", "-B", "-q", "-f", str(pom), "dependency:copy-dependencies"]
+    cmd.append(f"-DoutputDirectory={out}")
     if not quiet:
-        print(f"resolving Apache Kafka {version} with Maven (once)...", file=sys.stderr)
+        print(f"resolving {what} with Maven (once)...", file=sys.stderr)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    if proc.returncode != 0 or not any(libs.glob("kafka_2.13-*.jar")):
-        raise HarnessError(f"maven could not resolve Kafka {version}:\n{proc.stdout}{proc.stderr}")
+    if proc.returncode != 0 or not any(out.glob(expect)):
+        raise HarnessError(f"maven could not resolve {what}:\n{proc.stdout}{proc.stderr}")
     marker.write_text(version)
-    return libs
+    return out
+
+
+def resolve_jars(quiet: bool = False, version: str | None = None) -> Path:
+    """Resolve the broker's jars with Maven once; later calls reuse the cache."""
+    version = version or KAFKA_VERSION
+    if log4j_major(version) == 1:
+        binding = RELOAD4J_BINDING
+    else:
+        binding = ("org.apache.logging.log4j", "log4j-slf4j-impl", LOG4J_VERSION)
+    return _resolve_once(
+        version,
+        "libs",
+        "resolved",
+        [("org.apache.kafka", "kafka_2.13", version), binding],
+        "kafka_2.13-*.jar",
+        f"Apache Kafka {version}",
+        quiet,
+    )
 
 
 def resolve_tools(version: str | None = None) -> Path:
@@ -219,38 +233,14 @@ def resolve_tools(version: str | None = None) -> Path:
     versions, 4.4.0 among them, not in the broker's jars as in 4.1.1), resolved with
     Maven once into a directory of their own: the broker's class path stays as it was."""
     version = version or KAFKA_VERSION
-    cache = CACHE_ROOT / f"kafka-{version}"
-    tools = cache / "tools"
-    marker = cache / "tools-resolved"
-    if marker.exists():
-        return tools
-    if shutil.which("mvn") is None:
-        raise HarnessError("Maven (mvn) is needed once to fetch Kafka's tools; install it")
-    cache.mkdir(parents=True, exist_ok=True)
-    pom = cache / "tools-pom.xml"
-    pom.write_text(
-        f"""<project xmlns="http://maven.apache.org/POM/4.0.0">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>local.kafka-asgi</groupId><artifactId>kafka-tools</artifactId><version>1</version>
-  <dependencies>
-    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka-tools</artifactId>
-      <version>{version}</version></dependency>
-  </dependencies>
-</project>
-"""
+    return _resolve_once(
+        version,
+        "tools",
+        "tools-resolved",
+        [("org.apache.kafka", "kafka-tools", version)],
+        "kafka-tools-*.jar",
+        f"Apache Kafka {version}'s tools",
     )
-    if tools.exists():
-        shutil.rmtree(tools)
-    cmd = ["mvn", "-B", "-q", "-f", str(pom), "dependency:copy-dependencies"]
-    cmd.append(f"-DoutputDirectory={tools}")
-    print(f"resolving Apache Kafka {version}'s tools with Maven (once)...", file=sys.stderr)
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    if proc.returncode != 0 or not any(tools.glob("kafka-tools-*.jar")):
-        raise HarnessError(
-            f"maven could not resolve Kafka {version}'s tools:\n{proc.stdout}{proc.stderr}"
-        )
-    marker.write_text(version)
-    return tools
 
 
 def java() -> str:
