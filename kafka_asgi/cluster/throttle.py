@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from kafka_asgi.protocol.messages import ApiVersionsRequest
+
 if TYPE_CHECKING:
     from kafka_asgi.network.connection import BrokerConnection
 
@@ -71,9 +73,6 @@ MUTES_FROM: dict[int, int] = {
 }
 
 
-_API_VERSIONS_KEY = 18
-
-
 class Throttles:
     """The pauses brokers asked of one client: ``paused`` maps a broker node to the
     anyio time before which it is sent nothing; ``asked_ms`` sums what they asked."""
@@ -118,35 +117,40 @@ class Throttles:
             )
 
     def answered(
-        self, node: int | None, api_key: int, version: int, response: object, cap: float
-    ) -> None:
+        self,
+        node: int | None,
+        api_key: int,
+        version: int,
+        response: object,
+        cap: float,
+        since: float | None = None,
+    ) -> float:
         """Broker ``node`` (None: not known, a bootstrap address) answered request
         ``api_key`` at ``version`` with ``response``: note the throttle time it asks
-        for, if any (:meth:`note`; ``cap`` as there)."""
+        for, if any (:meth:`note`; ``cap`` and ``since`` as there). Returns the seconds
+        left of the pause if it mutes the connection, else 0."""
         ms = getattr(response, "throttle_time_ms", 0)
         if not ms or ms < 0:
-            return
+            return 0.0
+        muted = version >= MUTES_FROM.get(api_key, 0)
         if node is None:
             self.asked_ms += ms  # (no node to hold requests back from)
-        else:
-            self.note(node, ms, version >= MUTES_FROM.get(api_key, 0), cap)
-
-    def handshake(self, node: int | None, conn: BrokerConnection, cap: float) -> float:
-        """Note the pause asked for in ``conn``'s handshake (its ApiVersions answer),
-        once; the seconds of it left if it mutes the connection, else 0."""
-        asked = conn.handshake_throttle
-        if asked is None:
-            return 0.0
-        conn.handshake_throttle = None
-        ms, version, since = asked
-        muted = version >= MUTES_FROM[_API_VERSIONS_KEY]
-        if node is None:
-            self.asked_ms += ms  # (a bootstrap address: no node to hold back)
         else:
             self.note(node, ms, muted, cap, since)
         if not muted:
             return 0.0
-        return max(0.0, since + min(ms / 1000, cap) - anyio.current_time())
+        now = anyio.current_time()
+        return max(0.0, (now if since is None else since) + min(ms / 1000, cap) - now)
+
+    def handshake(self, node: int | None, conn: BrokerConnection, cap: float) -> float:
+        """Note the pause asked for in ``conn``'s handshake (its ApiVersions answer),
+        once: :meth:`answered`."""
+        asked = conn.handshake_throttle
+        if asked is None:
+            return 0.0
+        conn.handshake_throttle = None
+        version, response, since = asked
+        return self.answered(node, ApiVersionsRequest.API_KEY, version, response, cap, since)
 
     async def wait(self, node: int) -> None:
         """Sleep until a pause broker ``node`` asked for is over (none: at once)."""

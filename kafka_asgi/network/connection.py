@@ -124,9 +124,9 @@ class BrokerConnection:
         self.node_id = node_id
         self.config = config if config is not None else ConnectionConfig.from_options(**options)
         self.api_versions: dict[int, tuple[int, int]] = {}
-        self.handshake_throttle: tuple[int, int, float] | None = None
-        """``(throttle_time_ms, ApiVersions version, anyio time)`` of a handshake
-        answered over a client quota, until the client notes it."""
+        self.handshake_throttle: tuple[int, ApiVersionsResponse, float] | None = None
+        """``(version, response, anyio time)`` of an ApiVersions handshake answered
+        over a client quota, until the client notes it."""
         self._stream: anyio.abc.ByteStream | None = None
         self._rx: BufferedByteReceiveStream | None = None
         self._write_lock = anyio.Lock()
@@ -418,11 +418,7 @@ class BrokerConnection:
             if response.throttle_time_ms > 0:
                 # A client quota (a request quota counts ApiVersions too): the client
                 # that takes this connection notes it (KafkaClient.send_built).
-                self.handshake_throttle = (
-                    response.throttle_time_ms,
-                    version,
-                    anyio.current_time(),
-                )
+                self.handshake_throttle = (version, response, anyio.current_time())
             return
         raise ConnectError(f"{self.address}: no ApiVersions version in common with the broker")
 

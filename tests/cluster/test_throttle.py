@@ -14,7 +14,12 @@ import pytest
 from kafka_asgi.cluster.client import KafkaClient
 from kafka_asgi.cluster.metadata import BrokerMetadata
 from kafka_asgi.cluster.throttle import MUTES_FROM, Throttles
-from kafka_asgi.protocol.messages import FetchResponse, MetadataResponse, ProduceResponse
+from kafka_asgi.protocol.messages import (
+    ApiVersionsResponse,
+    FetchResponse,
+    MetadataResponse,
+    ProduceResponse,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -58,10 +63,14 @@ async def test_a_shorter_pause_does_not_cut_a_longer_one(anyio_backend: str) -> 
 
 
 class HandshakenConnection:
-    """What Throttles.handshake reads of a connection."""
+    """What Throttles.handshake reads of a connection: ``asked`` is
+    ``(throttle_time_ms, ApiVersions version, anyio time)``."""
 
     def __init__(self, asked: tuple[int, int, float] | None) -> None:
-        self.handshake_throttle = asked
+        self.handshake_throttle: tuple[int, ApiVersionsResponse, float] | None = None
+        if asked is not None:
+            ms, version, since = asked
+            self.handshake_throttle = (version, ApiVersionsResponse(throttle_time_ms=ms), since)
 
 
 async def test_a_pause_asked_in_the_handshake_is_noted_once(anyio_backend: str) -> None:
