@@ -13,9 +13,10 @@ Extra arguments after ``test`` go to pytest.
 
 ``test-versions [--versions A,B] [pytest args]`` runs the broker tests (by default
 the interop ones: record batches and every codec, each listener with each SASL
-mechanism and mTLS, connection, producer and consumer against the broker) once per
-Kafka version, each on a broker of that version started for the run, and prints a
-line per version; pytest arguments replace the default test paths.
+mechanism and mTLS, connection, producer and consumer against the broker, client
+quotas' throttling) once per Kafka version, each on a broker of that version started
+for the run, and prints a line per version; pytest arguments replace the default
+test paths.
 """
 
 from __future__ import annotations
@@ -59,6 +60,10 @@ VERSION_TESTS = [
     "tests/network/test_connection.py",
     "tests/producer/test_broker.py",
     "tests/consumer/test_consumer_broker.py",
+    "tests/cluster/test_throttle_broker.py",
+    "tests/cluster/test_handshake_throttle_broker.py",
+    "tests/producer/test_throttle_broker.py",
+    "tests/consumer/test_consumer_throttle_broker.py",
 ]
 
 
