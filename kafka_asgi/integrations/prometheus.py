@@ -114,7 +114,7 @@ class PrometheusMetrics(ProducerHooks):
         self.sync_interval = sync_interval
         self._producers: weakref.WeakSet[Any] = weakref.WeakSet()
         self._lock = threading.Lock()
-        self._seen: dict[tuple[str, str], int] = {}
+        self._seen: dict[str, dict[str, int]] = {}  # the middlewares' totals copied, by kind
         # The stats() totals copied so far, by producer (spill) and by client
         # (throttling: a client shared by producers has one sum): a producer removed
         # between two syncs takes only its own totals with it.
@@ -296,12 +296,10 @@ class PrometheusMetrics(ProducerHooks):
             self.in_flight_records.set(in_flight)
             self.buffer_limit_records.set(limit)
             for kind, counts in middleware_totals().items():
+                seen = self._seen.setdefault(kind, {})
                 for field in _MIDDLEWARE_FIELDS:
-                    now = counts[field]
-                    before = self._seen.get((kind, field), 0)
-                    if now > before:
-                        self.access_log_events_total[field].labels(kind).inc(now - before)
-                    self._seen[(kind, field)] = now
+                    counter = self.access_log_events_total[field].labels(kind)
+                    self._copy(seen, field, counts[field], counter, 1)
 
     @staticmethod
     def _copy(copied: dict[str, int], field: str, now: int, counter: Any, unit: int) -> None:
