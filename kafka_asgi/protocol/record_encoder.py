@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 from bisect import bisect_left
 from collections.abc import Sequence
+from itertools import pairwise
 
 from kafka_asgi.protocol.compression import Compression, compress
 from kafka_asgi.protocol.crc import crc32c
@@ -528,6 +529,13 @@ _OFFSET_NULL_KEY: list[bytes] = []
 # length of a record whose value has vl bytes and whose timestamp and offset
 # deltas take c bytes together.
 _LENGTHS: dict[int, list[bytes]] = {}
+# _ATTRIBUTES_DELTA[d]: a record's attributes (0) and timestamp delta d (ms), grown
+# on demand up to _TWO_BYTES entries (batches spanning longer take runs).
+_ATTRIBUTES_DELTA: list[bytes] = []
+# Deltas below each bound take 1, 2 bytes (zigzag varints); up to 3 below the tables'
+# sizes: the bounds where a record's timestamp and offset deltas change length.
+_ONE_BYTE = 64
+_TWO_BYTES = 8192
 
 
 def _lengths(c: int, size: int) -> list[bytes]:
@@ -540,16 +548,26 @@ def _lengths(c: int, size: int) -> list[bytes]:
     return table
 
 
+def _delta_size(d: int) -> int:
+    """Bytes of the zigzag varint of ``d``, 0 <= d < ZIGZAG_TABLE_SIZE."""
+    return 1 if d < _ONE_BYTE else 2 if d < _TWO_BYTES else 3
+
+
 def _encode_values(values: Sequence[bytes | None], stamps: Sequence[int]) -> tuple[bytes, int, int]:
     """Records section of records with a value, no key and no headers, column-wise.
 
     Returns (section, first timestamp, last timestamp) in milliseconds.  Each record
     is five pieces of one ``b"".join``: its length (after the previous record's
-    header count), attributes and timestamp delta (shared by a run of records of
-    the same millisecond), offset delta and null key, value length, value; the
-    pieces of a column are written by slice assignment, without a Python-level loop
-    per record.  Optimistic: raises on anything else (a None value, a value or
-    batch beyond the tables, timestamps out of order) and the caller falls back.
+    header count), attributes and timestamp delta, offset delta and null key, value
+    length, value; the pieces of a column are written by slice assignment, without a
+    Python-level loop per record.  Optimistic: raises on anything else (a None value,
+    a value or batch beyond the tables, timestamps out of order) and the caller falls
+    back.
+
+    Timestamps are written by runs of one millisecond when there are few (a busy
+    producer's batch), else a delta per record from one list comprehension (records
+    spread over time, as a web worker's events at a few hundred a second: a run per
+    record would cost a few Python statements each).
     """
     n = len(values)
     lens = list(map(len, values))  # type: ignore[arg-type]  # TypeError for a None value
@@ -568,21 +586,45 @@ def _encode_values(values: Sequence[bytes | None], stamps: Sequence[int]) -> tup
     out[4::5] = values
     size = max(lens) + 1
     base_ms = stamps[0] // _NS_PER_MS
-    ms = base_ms
-    a = 0
-    while a < n:
-        ms = stamps[a] // _NS_PER_MS
-        b = bisect_left(stamps, (ms + 1) * _NS_PER_MS, a)
-        tsd = encode_varlong(ms - base_ms)
-        out[5 * a + 1 : 5 * b + 1 : 5] = [b"\x00" + tsd] * (b - a)
-        # Offset deltas take 1 byte below 64, 2 below 8192, 3 beyond (zigzag).
-        s = a
-        while s < b:
-            e = b if s >= 8192 else min(b, 64 if s < 64 else 8192)
-            c = len(tsd) + (1 if s < 64 else 2 if s < 8192 else 3)
+    ms = stamps[-1] // _NS_PER_MS
+    span = ms - base_ms
+    if span < _TWO_BYTES and span * 16 > n:
+        # Many milliseconds for the records: a run each would cost more than a delta
+        # per record.  (s - lo) // 1e6 is each record's ms less base_ms, on small ints.
+        table = _ATTRIBUTES_DELTA
+        if len(table) <= span:
+            table.extend(b"\x00" + ZIGZAG_BYTES[d] for d in range(len(table), span + 1))
+        lo = base_ms * _NS_PER_MS
+        deltas = [(s - lo) // _NS_PER_MS for s in stamps]
+        out[1::5] = map(table.__getitem__, deltas)
+        # The record length's table changes where either delta grows a byte: at most
+        # five ranges of records (deltas are sorted, as are the offsets).
+        cuts = {
+            0,
+            n,
+            min(n, _ONE_BYTE),
+            min(n, _TWO_BYTES),
+            bisect_left(deltas, _ONE_BYTE),
+            bisect_left(deltas, _TWO_BYTES),
+        }
+        for s, e in pairwise(sorted(cuts)):
+            c = _delta_size(deltas[s]) + _delta_size(s)
             out[5 * s : 5 * e : 5] = map(_lengths(c, size).__getitem__, lens[s:e])
-            s = e
-        a = b
+    else:
+        a = 0
+        while a < n:
+            run_ms = stamps[a] // _NS_PER_MS
+            b = bisect_left(stamps, (run_ms + 1) * _NS_PER_MS, a)
+            tsd = encode_varlong(run_ms - base_ms)
+            out[5 * a + 1 : 5 * b + 1 : 5] = [b"\x00" + tsd] * (b - a)
+            # Offset deltas take 1 byte below 64, 2 below 8192, 3 beyond (zigzag).
+            s = a
+            while s < b:
+                e = b if s >= _TWO_BYTES else min(b, _ONE_BYTE if s < _ONE_BYTE else _TWO_BYTES)
+                c = len(tsd) + _delta_size(s)
+                out[5 * s : 5 * e : 5] = map(_lengths(c, size).__getitem__, lens[s:e])
+                s = e
+            a = b
     first = out[0]
     assert first is not None
     out[0] = first[1:]

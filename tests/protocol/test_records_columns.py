@@ -21,7 +21,10 @@ def _case(
 
 
 @pytest.mark.parametrize("n", [1, 2, 63, 64, 65, 8191, 8192, 8193, 9000])
-@pytest.mark.parametrize("step", [0, 1_000, 3 * _MS, 70 * _MS])
+# step: records in one millisecond (0, 1 µs apart), spread over a few per millisecond
+# (1/2 ms apart, 1 ms: a web worker's events; a delta per record), or far apart (3 ms,
+# 70 ms: batches spanning beyond 8 s take a run per millisecond again).
+@pytest.mark.parametrize("step", [0, 1_000, _MS // 2, _MS, 3 * _MS, 70 * _MS])
 def test_plain_values_match_encode_batch(n: int, step: int) -> None:
     rng = random.Random(n * 31 + step)
     values, stamps, _, _ = _case(rng, n, step, 200)
