@@ -7,7 +7,9 @@
 implementations taking turns.)
 
 Encodes and decodes batches of 100-byte values (no key, no headers, one
-timestamp: the shape of an access-log event stream), uncompressed and lz4.
+timestamp: the shape of a busy access-log event stream), uncompressed and lz4; and
+uncompressed with the records 1 ms apart (a web worker's events at a few hundred a
+second: every record its own timestamp).
 aiokafka is measured with its C extension and with its pure-Python classes.
 Numbers are records per second, best of several repeats on this machine.
 """
@@ -55,10 +57,16 @@ def _values(n: int) -> list[bytes]:
     return out
 
 
-def _ours(values: list[bytes], codec: Compression) -> tuple[Callable[[], Any], Callable[[], Any]]:
+def _stamps_ms(n: int, spread: bool) -> list[int]:
+    return [TS + i for i in range(n)] if spread else [TS] * n
+
+
+def _ours(
+    values: list[bytes], codec: Compression, spread: bool
+) -> tuple[Callable[[], Any], Callable[[], Any]]:
     # The producer's own encoder: records held as parallel lists (values and the
     # nanosecond timestamps send_nowait takes), as its partition buffers hold them.
-    stamps = [TS * 1_000_000] * len(values)
+    stamps = [ms * 1_000_000 for ms in _stamps_ms(len(values), spread)]
     batch = encode_batch_columns(values, stamps, compression=codec)
 
     def encode() -> bytes:
@@ -71,10 +79,11 @@ def _ours(values: list[bytes], codec: Compression) -> tuple[Callable[[], Any], C
 
 
 def _ours_tuples(
-    values: list[bytes], codec: Compression
+    values: list[bytes], codec: Compression, spread: bool
 ) -> tuple[Callable[[], Any], Callable[[], Any]]:
     # The general API: one (key, value, headers, timestamp_ms) tuple per record.
-    records = [(None, v, None, TS) for v in values]
+    stamps = _stamps_ms(len(values), spread)
+    records = [(None, v, None, ms) for v, ms in zip(values, stamps, strict=True)]
     batch = encode_batch(records, compression=codec)
 
     def encode() -> bytes:
@@ -87,8 +96,10 @@ def _ours_tuples(
 
 
 def _aiokafka(
-    values: list[bytes], codec: Compression, builder_cls: Any, reader_cls: Any
+    values: list[bytes], codec: Compression, spread: bool, builder_cls: Any, reader_cls: Any
 ) -> tuple[Callable[[], Any], Callable[[], Any]]:
+    stamps = _stamps_ms(len(values), spread)
+
     def encode() -> Any:
         builder = builder_cls(
             magic=2,
@@ -101,7 +112,7 @@ def _aiokafka(
         )
         append = builder.append
         for i, v in enumerate(values):
-            append(i, timestamp=TS, key=None, value=v, headers=[])
+            append(i, timestamp=stamps[i], key=None, value=v, headers=[])
         return builder.build()
 
     batch = bytes(encode())
@@ -113,7 +124,16 @@ def _aiokafka(
     return encode, decode
 
 
-Maker = Callable[[list[bytes], Compression], tuple[Callable[[], Any], Callable[[], Any]]]
+# (codec, records 1 ms apart): a busy stream's batches, and a web worker's at a few
+# hundred events a second.
+CASES = ((Compression.NONE, False), (Compression.LZ4, False), (Compression.NONE, True))
+
+
+def _label(codec: Compression, spread: bool) -> str:
+    return codec.name.lower() + (", 1 ms apart" if spread else "")
+
+
+Maker = Callable[[list[bytes], Compression, bool], tuple[Callable[[], Any], Callable[[], Any]]]
 
 
 def _impls() -> list[tuple[str, Maker]]:
@@ -129,14 +149,16 @@ def _impls() -> list[tuple[str, Maker]]:
     impls.append(
         (
             "aiokafka (C extension)",
-            lambda v, c: _aiokafka(v, c, aio.DefaultRecordBatchBuilder, aio.DefaultRecordBatch),
+            lambda v, c, s: _aiokafka(
+                v, c, s, aio.DefaultRecordBatchBuilder, aio.DefaultRecordBatch
+            ),
         )
     )
     impls.append(
         (
             "aiokafka (pure Python)",
-            lambda v, c: _aiokafka(
-                v, c, aio._DefaultRecordBatchBuilderPy, aio._DefaultRecordBatchPy
+            lambda v, c, s: _aiokafka(
+                v, c, s, aio._DefaultRecordBatchBuilderPy, aio._DefaultRecordBatchPy
             ),
         )
     )
@@ -148,9 +170,9 @@ def run(ctx: Context, batch: int = 1000) -> list[Result]:
     values = _values(batch)
     budget = 0.1 if ctx.quick else 0.4
     results = []
-    for codec in (Compression.NONE, Compression.LZ4):
-        case = f"{batch} x {VALUE_SIZE} B, {codec.name.lower()}"
-        fns = {name: make(values, codec) for name, make in _impls()}
+    for codec, spread in CASES:
+        case = f"{batch} x {VALUE_SIZE} B, {_label(codec, spread)}"
+        fns = {name: make(values, codec, spread) for name, make in _impls()}
         samples: dict[tuple[str, str], list[float]] = {}
         for rep in range(ctx.warmup + ctx.reps):
             for name, (enc, dec) in fns.items():  # implementations take turns
@@ -175,15 +197,15 @@ def main(argv: list[str] | None = None) -> None:
 
     values = _values(args.batch)
     print(f"batches of {args.batch} records, {VALUE_SIZE}-byte values, no key, no headers")
-    header = f"{'codec':<6} {'implementation':<34} {'encode rec/s':>14} {'decode rec/s':>14}"
+    header = f"{'case':<18} {'implementation':<34} {'encode rec/s':>14} {'decode rec/s':>14}"
     print(header)
     print("-" * len(header))
-    for codec in (Compression.NONE, Compression.LZ4):
+    for codec, spread in CASES:
         for name, make in impls:
-            encode, decode = make(values, codec)
+            encode, decode = make(values, codec, spread)
             enc = _best_rate(encode, args.batch, budget, repeats)
             dec = _best_rate(decode, args.batch, budget, repeats)
-            print(f"{codec.name.lower():<6} {name:<34} {enc:>14,.0f} {dec:>14,.0f}")
+            print(f"{_label(codec, spread):<18} {name:<34} {enc:>14,.0f} {dec:>14,.0f}")
     print(
         "lz4: kafka_asgi uses lz4's fast compressor (what the Java client does at its default"
         " level); aiokafka uses LZ4HC level 9."
