@@ -18,6 +18,21 @@ over ``--records`` iterations, and the thread's CPU time per iteration is taken:
 
 Printed: each loop's median (and range) in µs per iteration, and the differences:
 the hand-off (down minus turn) and the background work (up minus down).
+
+    python -m bench.producer_share --app [--records 20000] [--reps 5] [--rounds 3]
+
+The same share inside an app: bench/middleware.py's minimal Starlette app with the
+access-log middleware, called in process with a loop turn per request, the thread's
+CPU time per request, each variant in a fresh process of its own (variants sharing a
+process disturb each other's memory), ``--rounds`` times in turn:
+
+- ``no-op producer``: the middleware's own work;
+- ``stand-in, encoding``: a stand-in that keeps each event's value and time, and every
+  239 events (a batch's size in the default run) encodes them with the producer's
+  encoder and drops them: the producer's buffering and encoding, no network;
+- ``producer, batch_num=2000``: the producer on the local broker, batches ten times
+  as large as the default's (the per-batch costs a tenth);
+- ``producer``: the producer on the local broker with its defaults.
 """
 
 from __future__ import annotations
@@ -82,13 +97,133 @@ async def _measure(
     return out
 
 
+APP_VARIANTS = {
+    "noop": "no-op producer",
+    "encoding": "stand-in, encoding",
+    "big": "producer, batch_num=2000",
+    "producer": "producer",
+}
+
+
+class _EncodingStandIn:
+    """Keeps each value and its time; every ``batch`` events encodes them, as the
+    producer's flusher would, and lets them go."""
+
+    def __init__(self, batch: int) -> None:
+        from kafka_asgi.protocol.records import encode_batch_columns
+
+        self.encode = encode_batch_columns
+        self.values: list[bytes] = []
+        self.stamps: list[int] = []
+        self.batch = batch
+
+    def send_nowait(self, topic: str, value: bytes, *args: object) -> None:
+        self.values.append(value)
+        self.stamps.append(time.time_ns())
+        if len(self.values) >= self.batch:
+            self.encode(self.values, self.stamps)
+            self.values, self.stamps = [], []
+
+
+async def _app_variant(bootstrap: str, topic: str, variant: str, n: int, reps: int) -> float:
+    """Median CPU µs per request of the middleware app with ``variant``'s producer."""
+    import anyio.lowlevel
+
+    from bench.middleware import _discard, _inprocess_apps, _NullProducer, _receive, _scope
+    from kafka_asgi import Producer
+
+    options = {"batch_num": 2000} if variant == "big" else {}
+    async with Producer(bootstrap, **options) as live:
+        await live.send(topic, b"warm-up")
+        producer = {
+            "noop": _NullProducer(),
+            "encoding": _EncodingStandIn(239),
+            "big": live,
+            "producer": live,
+        }[variant]
+        app = _inprocess_apps("Starlette", {"b": producer, "n": producer, "d": producer}, topic)[
+            "b"
+        ]
+        checkpoint = anyio.lowlevel.checkpoint
+        headers = [(b"host", b"127.0.0.1:8000")]
+        samples = []
+        for rep in range(reps + 1):  # the first one warms up
+            start = time.thread_time()
+            for _ in range(n):
+                await app(_scope(headers), _receive, _discard)
+                await checkpoint()
+            if rep:
+                samples.append((time.thread_time() - start) / n * 1e6)
+        await live.flush(timeout=60)
+        stats = live.stats()
+        if stats.failed or stats.delivered != stats.enqueued:
+            raise RuntimeError(f"not every event acknowledged: {stats}")
+    return statistics.median(samples)
+
+
+def _app(records: int, reps: int, rounds: int) -> None:
+    import json
+    import os
+    import subprocess
+
+    out: dict[str, list[float]] = {v: [] for v in APP_VARIANTS}
+    with broker() as b:
+        topic = f"bench-producer-share-{uuid.uuid4().hex[:8]}"
+        create_topics(b.bootstrap, [topic], 1)
+        try:
+            for _ in range(rounds):
+                for variant in APP_VARIANTS:
+                    proc = subprocess.run(
+                        [
+                            sys.executable,
+                            "-m",
+                            "bench.producer_share",
+                            "--app-worker",
+                            b.bootstrap,
+                            topic,
+                            variant,
+                            str(records),
+                            str(reps),
+                        ],
+                        capture_output=True,
+                        text=True,
+                        env=dict(os.environ),
+                        check=False,
+                    )
+                    if proc.returncode:
+                        raise RuntimeError(f"{variant}: {proc.stderr[-2000:]}")
+                    out[variant].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        finally:
+            delete_topics(b.bootstrap, [topic])
+    base = statistics.median(out["noop"])
+    for variant, values in out.items():
+        med = statistics.median(values)
+        extra = "" if variant == "noop" else f", {med - base:+.2f} over the no-op producer"
+        spread = f"{min(values):.2f}-{max(values):.2f}"
+        print(f"{APP_VARIANTS[variant]}: {med:.2f} µs/request ({spread}){extra}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.producer_share")
     parser.add_argument("--records", type=int, default=20_000)
-    parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--reps", type=int, default=None)
     parser.add_argument("--size", type=int, default=300)
+    parser.add_argument("--app", action="store_true", help="the share inside an app")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--app-worker", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     import anyio
+
+    if args.app_worker:
+        import json
+
+        bootstrap, topic, variant, n, reps = args.app_worker
+        print(json.dumps(anyio.run(_app_variant, bootstrap, topic, variant, int(n), int(reps))))
+        return
+    if args.app:
+        _app(args.records, args.reps or 5, args.rounds)
+        return
+    args.reps = args.reps or 7
 
     with broker() as b:
         topic = f"bench-producer-share-{uuid.uuid4().hex[:8]}"
