@@ -29,7 +29,8 @@ process disturb each other's memory), ``--rounds`` times in turn:
 - ``no-op producer``: the middleware's own work;
 - ``stand-in, encoding``: a stand-in that keeps each event's value and time, and every
   239 events (a batch's size in the default run) encodes them with the producer's
-  encoder and drops them: the producer's buffering and encoding, no network;
+  encoder, keeping the batch until the next: the producer's buffering and encoding,
+  no network;
 - ``producer, batch_num=2000``: the producer on the local broker, batches ten times
   as large as the default's (the per-batch costs a tenth);
 - ``producer``: the producer on the local broker with its defaults.
@@ -113,6 +114,7 @@ class _EncodingStandIn:
         from kafka_asgi.protocol.records import encode_batch_columns
 
         self.encode = encode_batch_columns
+        self.last = b""
         self.values: list[bytes] = []
         self.stamps: list[int] = []
         self.batch = batch
@@ -121,7 +123,8 @@ class _EncodingStandIn:
         self.values.append(value)
         self.stamps.append(time.time_ns())
         if len(self.values) >= self.batch:
-            self.encode(self.values, self.stamps)
+            # Kept until the next one, as the producer keeps a batch until acknowledged.
+            self.last = self.encode(self.values, self.stamps)
             self.values, self.stamps = [], []
 
 
