@@ -521,7 +521,11 @@ def _encode_columns_fast(
     return b"".join(out), base_ts, max_delta
 
 
-# Tables for _encode_values, grown on demand up to _COLUMN_LIMIT entries.
+# Tables for _encode_values, grown on demand (up to _COLUMN_LIMIT entries). A table
+# is never changed once published: growing one makes a longer copy and publishes that
+# (one assignment). Producers in several threads (a WSGI worker's background producer
+# beside another) may encode at once, and a list extended in place by one thread
+# while another extends it too would hold entries at the wrong index.
 _COLUMN_LIMIT = 1 << 15
 # zigzag(i) + b"\x01": a record's offset delta, then its null key.
 _OFFSET_NULL_KEY: list[bytes] = []
@@ -529,8 +533,8 @@ _OFFSET_NULL_KEY: list[bytes] = []
 # length of a record whose value has vl bytes and whose timestamp and offset
 # deltas take c bytes together.
 _LENGTHS: dict[int, list[bytes]] = {}
-# _ATTRIBUTES_DELTA[d]: a record's attributes (0) and timestamp delta d (ms), grown
-# on demand up to _TWO_BYTES entries (batches spanning longer take runs).
+# _ATTRIBUTES_DELTA[d]: a record's attributes (0) and timestamp delta d (ms), up to
+# _TWO_BYTES entries (batches spanning longer take runs).
 _ATTRIBUTES_DELTA: list[bytes] = []
 # Deltas below each bound take 1, 2 bytes (zigzag varints); up to 3 below the tables'
 # sizes: the bounds where a record's timestamp and offset deltas change length.
@@ -539,12 +543,30 @@ _TWO_BYTES = 8192
 
 
 def _lengths(c: int, size: int) -> list[bytes]:
-    table = _LENGTHS.get(c)
-    if table is None:
-        table = _LENGTHS[c] = []
-    for vl in range(len(table), size):
+    table = _LENGTHS.get(c, [])
+    if len(table) < size:
         # attributes, key length (-1) and header count: 3 bytes.
-        table.append(b"\x00" + zigzag(3 + c + len(ZIGZAG_BYTES[vl]) + vl))
+        more = (
+            b"\x00" + zigzag(3 + c + len(ZIGZAG_BYTES[vl]) + vl) for vl in range(len(table), size)
+        )
+        table = _LENGTHS[c] = [*table, *more]
+    return table
+
+
+def _offsets_null_key(n: int) -> list[bytes]:
+    global _OFFSET_NULL_KEY
+    table = _OFFSET_NULL_KEY
+    if len(table) < n:
+        table = _OFFSET_NULL_KEY = [*table, *(zigzag(i) + b"\x01" for i in range(len(table), n))]
+    return table
+
+
+def _attributes_delta(span: int) -> list[bytes]:
+    global _ATTRIBUTES_DELTA
+    table = _ATTRIBUTES_DELTA
+    if len(table) <= span:
+        more = (b"\x00" + ZIGZAG_BYTES[d] for d in range(len(table), span + 1))
+        table = _ATTRIBUTES_DELTA = [*table, *more]
     return table
 
 
@@ -577,11 +599,8 @@ def _encode_values(values: Sequence[bytes | None], stamps: Sequence[int]) -> tup
         stamps = list(stamps)
     if stamps != sorted(stamps):
         raise ValueError("timestamps out of order")
-    offsets = _OFFSET_NULL_KEY
-    if len(offsets) < n:
-        offsets.extend(zigzag(i) + b"\x01" for i in range(len(offsets), n))
     out: list[bytes | None] = [None] * (5 * n + 1)
-    out[2::5] = offsets[:n]
+    out[2::5] = _offsets_null_key(n)[:n]
     out[3::5] = map(ZIGZAG_BYTES.__getitem__, lens)
     out[4::5] = values
     size = max(lens) + 1
@@ -591,9 +610,7 @@ def _encode_values(values: Sequence[bytes | None], stamps: Sequence[int]) -> tup
     if span < _TWO_BYTES and span * 16 > n:
         # Many milliseconds for the records: a run each would cost more than a delta
         # per record.  (s - lo) // 1e6 is each record's ms less base_ms, on small ints.
-        table = _ATTRIBUTES_DELTA
-        if len(table) <= span:
-            table.extend(b"\x00" + ZIGZAG_BYTES[d] for d in range(len(table), span + 1))
+        table = _attributes_delta(span)
         lo = base_ms * _NS_PER_MS
         deltas = [(s - lo) // _NS_PER_MS for s in stamps]
         out[1::5] = map(table.__getitem__, deltas)

@@ -123,3 +123,66 @@ def test_section_leaves_unusual_input_to_the_checked_path() -> None:
     assert section is not None
     with pytest.raises(ValueError, match=f"base_ts={-(1 << 90) // _MS}"):
         assemble_batch(section[0], 1, section[1], section[2])
+
+
+def test_encoding_tables_are_never_changed_once_handed_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A table is grown by publishing a longer copy: one an encoder (another thread's)
+    # is reading keeps its entries, at their index.
+    from kafka_asgi.protocol import record_encoder as enc
+
+    monkeypatch.setattr(enc, "_LENGTHS", {})
+    monkeypatch.setattr(enc, "_OFFSET_NULL_KEY", [])
+    monkeypatch.setattr(enc, "_ATTRIBUTES_DELTA", [])
+    for grow in (
+        lambda size: enc._lengths(2, size),
+        enc._offsets_null_key,
+        enc._attributes_delta,
+    ):
+        small = grow(10)
+        before = list(small)
+        large = grow(500)
+        assert small == before
+        assert large[: len(before)] == before
+        assert len(large) >= 500
+
+
+def test_threads_encoding_at_once_make_the_same_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Producers in several threads (a WSGI worker's background producer beside
+    # another) encode at once, the tables growing under them: each batch must still be
+    # encode_batch's (an in-place extension put entries at the wrong index about one
+    # trial in two).
+    import sys
+    import threading
+
+    from kafka_asgi.protocol import record_encoder as enc
+
+    wrong: list[int] = []
+
+    def encode_some(seed: int) -> None:
+        rng = random.Random(seed)
+        for _ in range(20):
+            n = rng.randint(1, 3000)
+            step = rng.choice([_MS // 2, _MS, 2 * _MS])
+            stamps = [1_700_000_000_000_000_000 + i * step for i in range(n)]
+            values = [b"v" * rng.randint(0, 300) for _ in range(n)]
+            records = [(None, v, None, ns // _MS) for v, ns in zip(values, stamps, strict=True)]
+            if encode_batch_columns(values, stamps) != encode_batch(records):
+                wrong.append(seed)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch as often as they can
+    try:
+        for trial in range(4):
+            monkeypatch.setattr(enc, "_LENGTHS", {})
+            monkeypatch.setattr(enc, "_OFFSET_NULL_KEY", [])
+            monkeypatch.setattr(enc, "_ATTRIBUTES_DELTA", [])
+            threads = [
+                threading.Thread(target=encode_some, args=(trial * 10 + k,)) for k in range(6)
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert wrong == []
