@@ -542,12 +542,19 @@ _ONE_BYTE = 64
 _TWO_BYTES = 8192
 
 
+def _grown(have: int, need: int, limit: int) -> int:
+    """The length to grow a table of ``have`` entries to: at least ``need``, twice
+    as long where the limit allows (a copy per doubling, not per entry)."""
+    return max(need, min(2 * have, limit))
+
+
 def _lengths(c: int, size: int) -> list[bytes]:
     table = _LENGTHS.get(c, [])
     if len(table) < size:
         # attributes, key length (-1) and header count: 3 bytes.
         more = (
-            b"\x00" + zigzag(3 + c + len(ZIGZAG_BYTES[vl]) + vl) for vl in range(len(table), size)
+            b"\x00" + zigzag(3 + c + len(ZIGZAG_BYTES[vl]) + vl)
+            for vl in range(len(table), _grown(len(table), size, ZIGZAG_TABLE_SIZE))
         )
         table = _LENGTHS[c] = [*table, *more]
     return table
@@ -557,7 +564,10 @@ def _offsets_null_key(n: int) -> list[bytes]:
     global _OFFSET_NULL_KEY
     table = _OFFSET_NULL_KEY
     if len(table) < n:
-        table = _OFFSET_NULL_KEY = [*table, *(zigzag(i) + b"\x01" for i in range(len(table), n))]
+        more = (
+            zigzag(i) + b"\x01" for i in range(len(table), _grown(len(table), n, _COLUMN_LIMIT))
+        )
+        table = _OFFSET_NULL_KEY = [*table, *more]
     return table
 
 
@@ -565,7 +575,10 @@ def _attributes_delta(span: int) -> list[bytes]:
     global _ATTRIBUTES_DELTA
     table = _ATTRIBUTES_DELTA
     if len(table) <= span:
-        more = (b"\x00" + ZIGZAG_BYTES[d] for d in range(len(table), span + 1))
+        more = (
+            b"\x00" + ZIGZAG_BYTES[d]
+            for d in range(len(table), _grown(len(table), span + 1, _TWO_BYTES))
+        )
         table = _ATTRIBUTES_DELTA = [*table, *more]
     return table
 
