@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import pairwise
 
 from kafka_asgi.protocol.compression import Compression, compress
@@ -542,21 +542,26 @@ _ONE_BYTE = 64
 _TWO_BYTES = 8192
 
 
-def _grown(have: int, need: int, limit: int) -> int:
-    """The length to grow a table of ``have`` entries to: at least ``need``, twice
-    as long where the limit allows (a copy per doubling, not per entry)."""
-    return max(need, min(2 * have, limit))
+def _extended(
+    table: list[bytes], need: int, limit: int, entry: Callable[[int], bytes]
+) -> list[bytes]:
+    """A new list: ``table``'s entries, then ``entry(i)`` for the next indexes up to at
+    least ``need``, twice ``table``'s length where ``limit`` allows (a copy per
+    doubling, not per entry). ``table`` itself is left as it is."""
+    end = max(need, min(2 * len(table), limit))
+    return [*table, *map(entry, range(len(table), end))]
 
 
 def _lengths(c: int, size: int) -> list[bytes]:
     table = _LENGTHS.get(c, [])
     if len(table) < size:
         # attributes, key length (-1) and header count: 3 bytes.
-        more = (
-            b"\x00" + zigzag(3 + c + len(ZIGZAG_BYTES[vl]) + vl)
-            for vl in range(len(table), _grown(len(table), size, ZIGZAG_TABLE_SIZE))
+        table = _LENGTHS[c] = _extended(
+            table,
+            size,
+            ZIGZAG_TABLE_SIZE,
+            lambda vl: b"\x00" + zigzag(3 + c + len(ZIGZAG_BYTES[vl]) + vl),
         )
-        table = _LENGTHS[c] = [*table, *more]
     return table
 
 
@@ -564,10 +569,7 @@ def _offsets_null_key(n: int) -> list[bytes]:
     global _OFFSET_NULL_KEY
     table = _OFFSET_NULL_KEY
     if len(table) < n:
-        more = (
-            zigzag(i) + b"\x01" for i in range(len(table), _grown(len(table), n, _COLUMN_LIMIT))
-        )
-        table = _OFFSET_NULL_KEY = [*table, *more]
+        table = _OFFSET_NULL_KEY = _extended(table, n, _COLUMN_LIMIT, lambda i: zigzag(i) + b"\x01")
     return table
 
 
@@ -575,11 +577,9 @@ def _attributes_delta(span: int) -> list[bytes]:
     global _ATTRIBUTES_DELTA
     table = _ATTRIBUTES_DELTA
     if len(table) <= span:
-        more = (
-            b"\x00" + ZIGZAG_BYTES[d]
-            for d in range(len(table), _grown(len(table), span + 1, _TWO_BYTES))
+        table = _ATTRIBUTES_DELTA = _extended(
+            table, span + 1, _TWO_BYTES, lambda d: b"\x00" + ZIGZAG_BYTES[d]
         )
-        table = _ATTRIBUTES_DELTA = [*table, *more]
     return table
 
 
