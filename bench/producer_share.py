@@ -33,13 +33,25 @@ process disturb each other's memory), ``--rounds`` times in turn:
   no network;
 - ``producer, batch_num=2000``: the producer on the local broker, batches ten times
   as large as the default's (the per-batch costs a tenth);
-- ``producer``: the producer on the local broker with its defaults.
+- ``producer``: the producer on the local broker with its defaults;
+- ``no-op producer, broker loaded``: the no-op producer again, while another process
+  (pinned to the other CPU where ``os.sched_setaffinity`` allows, this one to the
+  first) sends the same records to the broker at ``--load-rate`` records/s: what
+  the broker's work alone costs this thread.
+
+    python -m bench.producer_share --app --instructions [--records 2000]
+
+The same variants (but the loaded one) counted by valgrind instead of timed: each
+runs under ``valgrind --tool=cachegrind`` with ``--records`` and three times as many
+requests after a warm-up, and the difference over the extra requests is its
+instructions per request, a figure that does not move with the machine's load.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import time
 import uuid
@@ -103,7 +115,9 @@ APP_VARIANTS = {
     "encoding": "stand-in, encoding",
     "big": "producer, batch_num=2000",
     "producer": "producer",
+    "loaded": "no-op producer, broker loaded",
 }
+WARM_UP = 300  # requests before the counted ones (--instructions)
 
 
 class _EncodingStandIn:
@@ -143,12 +157,22 @@ async def _app_variant(bootstrap: str, topic: str, variant: str, n: int, reps: i
             "encoding": _EncodingStandIn(239),
             "big": live,
             "producer": live,
+            "loaded": _NullProducer(),
         }[variant]
         app = _inprocess_apps("Starlette", {"b": producer, "n": producer, "d": producer}, topic)[
             "b"
         ]
         checkpoint = anyio.lowlevel.checkpoint
         headers = [(b"host", b"127.0.0.1:8000")]
+        if reps == 0:  # --instructions: WARM_UP requests, then n counted by valgrind
+            for _ in range(WARM_UP + n):
+                await app(_scope(headers), _receive, _discard)
+                await checkpoint()
+            await live.flush(timeout=60)
+            stats = live.stats()
+            if stats.failed or stats.delivered != stats.enqueued:
+                raise RuntimeError(f"not every event acknowledged: {stats}")
+            return 0.0
         samples = []
         for rep in range(reps + 1):  # the first one warms up
             start = time.thread_time()
@@ -164,40 +188,85 @@ async def _app_variant(bootstrap: str, topic: str, variant: str, n: int, reps: i
     return statistics.median(samples)
 
 
-def _app(records: int, reps: int, rounds: int) -> None:
-    import json
+def _cpus() -> tuple[set[int], set[int]] | None:
+    """(the app's CPU, the loader's): two of the CPUs this process may use, if it has two."""
     import os
-    import subprocess
+
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    return ({cpus[0]}, {cpus[1]}) if len(cpus) > 1 else None
+
+
+def _worker(args: list[str], cpu: set[int] | None) -> subprocess.Popen[str]:
+    import os
+
+    command = [sys.executable, "-m", "bench.producer_share", *args]
+    return subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+        preexec_fn=(lambda: os.sched_setaffinity(0, cpu)) if cpu else None,
+    )
+
+
+async def _load(bootstrap: str, topic: str, rate: int) -> None:
+    """Send ``rate`` records/s (300 B, in 1 ms ticks) until stopped; "ready" once the
+    first is acknowledged."""
+    import anyio
+
+    from kafka_asgi import Producer
+
+    values = [(b"%010d" % i).ljust(300, b"x") for i in range(10_000)]
+    per_tick = max(1, rate // 1000)
+    async with Producer(bootstrap, max_buffering=10 * rate) as p:
+        await p.send(topic, b"warm-up")
+        print("ready", flush=True)
+        i = 0
+        while True:
+            for _ in range(per_tick):
+                p.send_nowait(topic, values[i % 10_000])
+                i += 1
+            await anyio.sleep(0.001)
+
+
+def _app(records: int, reps: int, rounds: int, load_rate: int) -> None:
+    import json
 
     out: dict[str, list[float]] = {v: [] for v in APP_VARIANTS}
+    cpus = _cpus()
     with broker() as b:
         topic = f"bench-producer-share-{uuid.uuid4().hex[:8]}"
-        create_topics(b.bootstrap, [topic], 1)
+        load_topic = topic + "-load"
+        create_topics(b.bootstrap, [topic, load_topic], 1)
         try:
             for _ in range(rounds):
                 for variant in APP_VARIANTS:
-                    proc = subprocess.run(
-                        [
-                            sys.executable,
-                            "-m",
-                            "bench.producer_share",
-                            "--app-worker",
-                            b.bootstrap,
-                            topic,
-                            variant,
-                            str(records),
-                            str(reps),
-                        ],
-                        capture_output=True,
-                        text=True,
-                        env=dict(os.environ),
-                        check=False,
-                    )
+                    loader = None
+                    if variant == "loaded":
+                        loader = _worker(
+                            ["--load-worker", b.bootstrap, load_topic, str(load_rate)],
+                            cpus[1] if cpus else None,
+                        )
+                        assert loader.stdout is not None
+                        if loader.stdout.readline().strip() != "ready":
+                            loader.kill()
+                            raise RuntimeError(f"the loader did not start: {loader.stderr}")
+                    try:
+                        args = ["--app-worker", b.bootstrap, topic, variant, str(records)]
+                        proc = _worker([*args, str(reps)], cpus[0] if cpus else None)
+                        stdout, stderr = proc.communicate(timeout=600)
+                    finally:
+                        if loader is not None:
+                            loader.kill()
+                            loader.communicate(timeout=60)
                     if proc.returncode:
-                        raise RuntimeError(f"{variant}: {proc.stderr[-2000:]}")
-                    out[variant].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+                        raise RuntimeError(f"{variant}: {stderr[-2000:]}")
+                    out[variant].append(json.loads(stdout.strip().splitlines()[-1]))
         finally:
-            delete_topics(b.bootstrap, [topic])
+            delete_topics(b.bootstrap, [topic, load_topic])
     base = statistics.median(out["noop"])
     for variant, values in out.items():
         med = statistics.median(values)
@@ -206,14 +275,72 @@ def _app(records: int, reps: int, rounds: int) -> None:
         print(f"{APP_VARIANTS[variant]}: {med:.2f} µs/request ({spread}){extra}")
 
 
+def _instructions(records: int) -> None:
+    """Instructions per request of each variant (but the loaded one), by cachegrind."""
+    import re
+    import shutil
+
+    from bench.common import BenchError
+
+    if shutil.which("valgrind") is None:
+        raise BenchError("valgrind is not installed (apt-get install valgrind)")
+
+    def count(bootstrap: str, topic: str, variant: str, n: int) -> int:
+        proc = subprocess.run(
+            [
+                "valgrind",
+                "--tool=cachegrind",
+                "--cache-sim=no",
+                "--cachegrind-out-file=/dev/null",
+                sys.executable,
+                "-m",
+                "bench.producer_share",
+                "--app-worker",
+                bootstrap,
+                topic,
+                variant,
+                str(n),
+                "0",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        found = re.search(r"I\s+refs:\s+([\d,]+)", proc.stderr)
+        if proc.returncode or found is None:
+            raise BenchError(f"{variant} under valgrind: {proc.stderr[-2000:]}")
+        return int(found.group(1).replace(",", ""))
+
+    per_request: dict[str, int] = {}
+    with broker() as b:
+        topic = f"bench-producer-share-{uuid.uuid4().hex[:8]}"
+        create_topics(b.bootstrap, [topic], 1)
+        try:
+            for variant in APP_VARIANTS:
+                if variant == "loaded":
+                    continue
+                low = count(b.bootstrap, topic, variant, records)
+                high = count(b.bootstrap, topic, variant, 3 * records)
+                per_request[variant] = (high - low) // (2 * records)
+        finally:
+            delete_topics(b.bootstrap, [topic])
+    base = per_request["noop"]
+    for variant, n in per_request.items():
+        extra = "" if variant == "noop" else f", {n - base:+,} over the no-op producer"
+        print(f"{APP_VARIANTS[variant]}: {n:,} instructions/request{extra}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.producer_share")
-    parser.add_argument("--records", type=int, default=20_000)
+    parser.add_argument("--records", type=int, default=None)
     parser.add_argument("--reps", type=int, default=None)
     parser.add_argument("--size", type=int, default=300)
     parser.add_argument("--app", action="store_true", help="the share inside an app")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--load-rate", type=int, default=50_000, help="records/s (--app)")
+    parser.add_argument("--instructions", action="store_true", help="count, not time (--app)")
     parser.add_argument("--app-worker", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--load-worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     import anyio
 
@@ -223,8 +350,16 @@ def main(argv: list[str] | None = None) -> None:
         bootstrap, topic, variant, n, reps = args.app_worker
         print(json.dumps(anyio.run(_app_variant, bootstrap, topic, variant, int(n), int(reps))))
         return
+    if args.load_worker:
+        bootstrap, topic, rate = args.load_worker
+        anyio.run(_load, bootstrap, topic, int(rate))
+        return
+    if args.app and args.instructions:
+        _instructions(args.records or 2_000)
+        return
+    args.records = args.records or 20_000
     if args.app:
-        _app(args.records, args.reps or 5, args.rounds)
+        _app(args.records, args.reps or 5, args.rounds, args.load_rate)
         return
     args.reps = args.reps or 7
 
