@@ -24,7 +24,8 @@ the hand-off (down minus turn) and the background work (up minus down).
 The same share inside an app: bench/middleware.py's minimal Starlette app with the
 access-log middleware, called in process with a loop turn per request, the thread's
 CPU time per request, each variant in a fresh process of its own (variants sharing a
-process disturb each other's memory), ``--rounds`` times in turn:
+process disturb each other's memory) pinned to the first CPU this one may use (where
+``os.sched_setaffinity`` allows and there are two), ``--rounds`` times in turn:
 
 - ``no-op producer``: the middleware's own work;
 - ``stand-in, encoding``: a stand-in that keeps each event's value and time, and every
@@ -33,11 +34,12 @@ process disturb each other's memory), ``--rounds`` times in turn:
   no network;
 - ``producer, batch_num=2000``: the producer on the local broker, batches ten times
   as large as the default's (the per-batch costs a tenth);
-- ``producer``: the producer on the local broker with its defaults;
+- ``producer``: the producer on the local broker with its defaults (``--batch-num``
+  sets its ``batch_num``);
 - ``no-op producer, broker loaded``: the no-op producer again, while another process
-  (pinned to the other CPU where ``os.sched_setaffinity`` allows, this one to the
-  first) sends the same records to the broker at ``--load-rate`` records/s: what
-  the broker's work alone costs this thread.
+  pinned to the second CPU sends 300-byte records to the broker at ``--load-rate``
+  records/s (50,000 by default, about this app's request rate): what the broker's
+  work alone costs this thread.
 
     python -m bench.producer_share --app --instructions [--records 2000]
 
@@ -142,7 +144,9 @@ class _EncodingStandIn:
             self.values, self.stamps = [], []
 
 
-async def _app_variant(bootstrap: str, topic: str, variant: str, n: int, reps: int) -> float:
+async def _app_variant(
+    bootstrap: str, topic: str, variant: str, n: int, reps: int, batch_num: int = 0
+) -> float:
     """Median CPU µs per request of the middleware app with ``variant``'s producer."""
     import anyio.lowlevel
 
@@ -150,6 +154,8 @@ async def _app_variant(bootstrap: str, topic: str, variant: str, n: int, reps: i
     from kafka_asgi import Producer
 
     options = {"batch_num": 2000} if variant == "big" else {}
+    if variant == "producer" and batch_num:
+        options = {"batch_num": batch_num}
     async with Producer(bootstrap, **options) as live:
         await live.send(topic, b"warm-up")
         producer = {
@@ -232,7 +238,7 @@ async def _load(bootstrap: str, topic: str, rate: int) -> None:
             await anyio.sleep(0.001)
 
 
-def _app(records: int, reps: int, rounds: int, load_rate: int) -> None:
+def _app(records: int, reps: int, rounds: int, load_rate: int, batch_num: int) -> None:
     import json
 
     out: dict[str, list[float]] = {v: [] for v in APP_VARIANTS}
@@ -256,7 +262,8 @@ def _app(records: int, reps: int, rounds: int, load_rate: int) -> None:
                             raise RuntimeError(f"the loader did not start: {loader.stderr}")
                     try:
                         args = ["--app-worker", b.bootstrap, topic, variant, str(records)]
-                        proc = _worker([*args, str(reps)], cpus[0] if cpus else None)
+                        args += [str(reps), str(batch_num)]
+                        proc = _worker(args, cpus[0] if cpus else None)
                         stdout, stderr = proc.communicate(timeout=600)
                     finally:
                         if loader is not None:
@@ -275,7 +282,7 @@ def _app(records: int, reps: int, rounds: int, load_rate: int) -> None:
         print(f"{APP_VARIANTS[variant]}: {med:.2f} µs/request ({spread}){extra}")
 
 
-def _instructions(records: int) -> None:
+def _instructions(records: int, batch_num: int) -> None:
     """Instructions per request of each variant (but the loaded one), by cachegrind."""
     import re
     import shutil
@@ -301,6 +308,7 @@ def _instructions(records: int) -> None:
                 variant,
                 str(n),
                 "0",
+                str(batch_num),
             ],
             capture_output=True,
             text=True,
@@ -339,7 +347,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--load-rate", type=int, default=50_000, help="records/s (--app)")
     parser.add_argument("--instructions", action="store_true", help="count, not time (--app)")
-    parser.add_argument("--app-worker", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--batch-num", type=int, default=0, help="the producer variant's batch_num (--app)"
+    )
+    parser.add_argument("--app-worker", nargs=6, help=argparse.SUPPRESS)
     parser.add_argument("--load-worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     import anyio
@@ -347,19 +358,25 @@ def main(argv: list[str] | None = None) -> None:
     if args.app_worker:
         import json
 
-        bootstrap, topic, variant, n, reps = args.app_worker
-        print(json.dumps(anyio.run(_app_variant, bootstrap, topic, variant, int(n), int(reps))))
+        bootstrap, topic, variant, n, reps, batch_num = args.app_worker
+        print(
+            json.dumps(
+                anyio.run(
+                    _app_variant, bootstrap, topic, variant, int(n), int(reps), int(batch_num)
+                )
+            )
+        )
         return
     if args.load_worker:
         bootstrap, topic, rate = args.load_worker
         anyio.run(_load, bootstrap, topic, int(rate))
         return
     if args.app and args.instructions:
-        _instructions(args.records or 2_000)
+        _instructions(args.records or 2_000, args.batch_num)
         return
     args.records = args.records or 20_000
     if args.app:
-        _app(args.records, args.reps or 5, args.rounds, args.load_rate)
+        _app(args.records, args.reps or 5, args.rounds, args.load_rate, args.batch_num)
         return
     args.reps = args.reps or 7
 
