@@ -218,9 +218,12 @@ def _worker(args: list[str], cpu: set[int] | None) -> subprocess.Popen[str]:
     )
 
 
+LOAD_SECONDS = 900  # the loader stops by itself after this, should its parent die
+
+
 async def _load(bootstrap: str, topic: str, rate: int) -> None:
-    """Send ``rate`` records/s (300 B, in 1 ms ticks) until stopped; "ready" once the
-    first is acknowledged."""
+    """Send ``rate`` records/s (300 B, in 1 ms ticks) until killed (or LOAD_SECONDS);
+    "ready" once the first is acknowledged."""
     import anyio
 
     from kafka_asgi import Producer
@@ -231,7 +234,8 @@ async def _load(bootstrap: str, topic: str, rate: int) -> None:
         await p.send(topic, b"warm-up")
         print("ready", flush=True)
         i = 0
-        while True:
+        end = time.monotonic() + LOAD_SECONDS
+        while time.monotonic() < end:
             for _ in range(per_tick):
                 p.send_nowait(topic, values[i % 10_000])
                 i += 1
@@ -259,7 +263,8 @@ def _app(records: int, reps: int, rounds: int, load_rate: int, batch_num: int) -
                         assert loader.stdout is not None
                         if loader.stdout.readline().strip() != "ready":
                             loader.kill()
-                            raise RuntimeError(f"the loader did not start: {loader.stderr}")
+                            _, err = loader.communicate(timeout=60)
+                            raise RuntimeError(f"the loader did not start: {err[-2000:]}")
                     try:
                         args = ["--app-worker", b.bootstrap, topic, variant, str(records)]
                         args += [str(reps), str(batch_num)]
@@ -371,7 +376,7 @@ def main(argv: list[str] | None = None) -> None:
         bootstrap, topic, rate = args.load_worker
         anyio.run(_load, bootstrap, topic, int(rate))
         return
-    if args.app and args.instructions:
+    if args.instructions:
         _instructions(args.records or 2_000, args.batch_num)
         return
     args.records = args.records or 20_000
