@@ -576,10 +576,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         def items(text: str | None, default: str) -> list[str]:
             return [x.strip() for x in (text or default).split(",") if x.strip()]
 
+        acks_list = items(args.acks, "1")
+        for acks in acks_list:
+            if acks not in ("1", "all"):
+                parser.error(f"--acks: {acks!r} is not 1 or all")
+            if args.idempotence and acks != "all":
+                # Every client's idempotence needs acks=all: kafka_asgi would refuse
+                # the producer mid-run.
+                parser.error(f"--idempotence needs --acks all, not {acks!r}")
         cases = [
             Case(int(size), acks, codec, int(p), args.idempotence)
             for size in items(args.sizes, str(VALUE_SIZE))
-            for acks in items(args.acks, "1")
+            for acks in acks_list
             for codec in items(args.codecs, "none")
             for p in items(args.partitions, "1")
         ]

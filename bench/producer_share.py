@@ -204,6 +204,13 @@ def _cpus() -> tuple[set[int], set[int]] | None:
     return ({cpus[0]}, {cpus[1]}) if len(cpus) > 1 else None
 
 
+def _app_worker_args(
+    bootstrap: str, topic: str, variant: str, n: int, reps: int, batch_num: int
+) -> list[str]:
+    """The arguments of one in-app variant's process (``--app-worker``, parsed in main)."""
+    return ["--app-worker", bootstrap, topic, variant, str(n), str(reps), str(batch_num)]
+
+
 def _worker(args: list[str], cpu: set[int] | None) -> subprocess.Popen[str]:
     import os
 
@@ -266,8 +273,9 @@ def _app(records: int, reps: int, rounds: int, load_rate: int, batch_num: int) -
                             _, err = loader.communicate(timeout=60)
                             raise RuntimeError(f"the loader did not start: {err[-2000:]}")
                     try:
-                        args = ["--app-worker", b.bootstrap, topic, variant, str(records)]
-                        args += [str(reps), str(batch_num)]
+                        args = _app_worker_args(
+                            b.bootstrap, topic, variant, records, reps, batch_num
+                        )
                         proc = _worker(args, cpus[0] if cpus else None)
                         stdout, stderr = proc.communicate(timeout=600)
                     finally:
@@ -307,13 +315,7 @@ def _instructions(records: int, batch_num: int) -> None:
                 sys.executable,
                 "-m",
                 "bench.producer_share",
-                "--app-worker",
-                bootstrap,
-                topic,
-                variant,
-                str(n),
-                "0",
-                str(batch_num),
+                *_app_worker_args(bootstrap, topic, variant, n, 0, batch_num),
             ],
             capture_output=True,
             text=True,
