@@ -571,7 +571,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(json.dumps(_worker(kind, impl, bootstrap, topic, int(n), case)))
         return
     cases: list[Case] | None = None
-    if any((args.sizes, args.acks, args.codecs, args.partitions)):
+    chosen = any((args.sizes, args.acks, args.codecs, args.partitions))
+    if args.idempotence and not chosen:
+        parser.error(
+            "--idempotence applies to cases chosen with --sizes, --acks, --codecs or --partitions"
+        )
+    if chosen:
 
         def items(text: str | None, default: str) -> list[str]:
             return [x.strip() for x in (text or default).split(",") if x.strip()]
