@@ -77,6 +77,7 @@ __all__ = [
     "DUPLICATE_SEQUENCE",
     "OLD_RECORDS_AFTER",
     "PRODUCER_STATE_CODES",
+    "SEQ_MASK",
     "STATE_TRUSTED_FOR",
     "Idempotence",
 ]
@@ -95,7 +96,7 @@ PRODUCER_STATE_CODES = frozenset(
 """OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_PRODUCER_EPOCH, UNKNOWN_PRODUCER_ID: the
 broker lost or rejects our producer state; KIP-360: start a new one and resend."""
 _time_ns = time.time_ns
-_SEQ_MASK = 0x7FFFFFFF  # sequence numbers wrap from Int32.MAX to 0 (KIP-98)
+SEQ_MASK = 0x7FFFFFFF  # sequence numbers wrap from Int32.MAX to 0 (KIP-98)
 _MAX_EPOCH = 0x7FFF
 _REWRITE = -2  # a partition generation no batch has: all its batches get new numbers
 STATE_TRUSTED_FOR = 10.0
@@ -125,7 +126,7 @@ permission it lacks, or no such API), rather than not yet."""
 
 def _seq_after(a: int, b: int) -> bool:
     """Is sequence number ``a`` after ``b`` (modulo the wrap at Int32.MAX)?"""
-    return 0 < ((a - b) & _SEQ_MASK) < 0x40000000
+    return 0 < ((a - b) & SEQ_MASK) < 0x40000000
 
 
 class Idempotence(ProducerState):
@@ -145,7 +146,7 @@ class Idempotence(ProducerState):
             self._move_on(p)
         b.base_seq = p.next_seq
         b.pid_gen = gen
-        p.next_seq = (p.next_seq + len(b.values)) & _SEQ_MASK
+        p.next_seq = (p.next_seq + len(b.values)) & SEQ_MASK
         if b.data is not None:
             # Encoded for an earlier producer id: only the stamp changes.
             b.data = set_producer_state(
@@ -207,6 +208,21 @@ class Idempotence(ProducerState):
                 return True
         return False
 
+    @staticmethod
+    def _sent_after(p: PartitionBuffer, b: Batch) -> bool:
+        """Does ``p`` have a batch sent under ``b``'s generation, not yet done, whose
+        sequence numbers come after ``b``'s?  (One before ``b``, still in flight or
+        waiting for its retry, keeps its numbers and leaves no gap behind ``b``.)"""
+        for queued in p.batches:
+            if (
+                queued.sent
+                and queued.pid_gen == b.pid_gen
+                and not queued.done
+                and _seq_after(queued.base_seq, b.base_seq)
+            ):
+                return True
+        return False
+
     def _release_seq(self, b: Batch, error: KafkaError) -> None:
         """``b`` (removed from its partition) was not written: its sequence numbers
         go to the batches after it, or, when later ones were sent already with
@@ -215,7 +231,7 @@ class Idempotence(ProducerState):
         p = b.part
         if b.base_seq < 0 or b.pid_gen != p.pid_gen:
             return
-        if self._later_sent(p, p.pid_gen):
+        if self._sent_after(p, b):
             self._bump_for(p, error)
         else:
             self._rewind(p, b.base_seq)
@@ -232,7 +248,7 @@ class Idempotence(ProducerState):
             # Whether the broker has it is unknown: if a later batch is acknowledged
             # it has (sequence numbers are contiguous); if the next one is refused
             # as out of order, or none is left, it has not: then bump the epoch.
-            end = (b.base_seq + len(b.values)) & _SEQ_MASK
+            end = (b.base_seq + len(b.values)) & SEQ_MASK
             if p.unresolved < 0 or _seq_after(end, p.unresolved):
                 p.unresolved = end
         else:
@@ -261,7 +277,7 @@ class Idempotence(ProducerState):
             if age > OLD_RECORDS_AFTER:
                 now -= age
         p.acked_at = now
-        end = (b.base_seq + len(b.values)) & _SEQ_MASK
+        end = (b.base_seq + len(b.values)) & SEQ_MASK
         if _seq_after(end, p.acked_seq):
             p.acked_seq = end
         if p.unresolved >= 0 and not _seq_after(p.unresolved, end):
@@ -388,11 +404,11 @@ class Idempotence(ProducerState):
                     break
                 if q.base_seq != p.acked_seq:
                     break
-                if _seq_after((q.base_seq + len(q.values) - 1) & _SEQ_MASK, last):
+                if _seq_after((q.base_seq + len(q.values) - 1) & SEQ_MASK, last):
                     break
                 self._complete(q, -1, -1)
                 written += len(q.values)
-        if last is not None and written and p.acked_seq == (last + 1) & _SEQ_MASK:
+        if last is not None and written and p.acked_seq == (last + 1) & SEQ_MASK:
             self._seq_probes_resolved += 1
             logger.warning(
                 "kafka_asgi producer: %s partition %d: %d records refused as out of order "

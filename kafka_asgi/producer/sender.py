@@ -53,7 +53,7 @@ from kafka_asgi.protocol.records import (
 from .accumulator import Batch, PartitionBuffer, TopicBuffer, cut_moving_on
 from .errors import DeliveryTimeoutError
 from .hooks import ProducedPartition, ProduceRequestInfo, ProducerHooks, call_hook
-from .idempotence import DUPLICATE_SEQUENCE, PRODUCER_STATE_CODES
+from .idempotence import DUPLICATE_SEQUENCE, PRODUCER_STATE_CODES, SEQ_MASK
 from .state import STALL_BACKOFF_CAP, ProducerState, unreachable
 
 __all__ = ["Sender", "offload_threshold"]
@@ -448,12 +448,17 @@ class Sender(ProducerState):
         p = b.part
         index = p.batches.index(b)
         del p.batches[index]
-        if self._idempotent:
-            self._release_seq(b, MessageTooLargeError("batch split"))
         n = len(b.values)
         half = n // 2
         first = b.slice(0, half, b.nbytes // 2)
         second = b.slice(half, n, b.nbytes - b.nbytes // 2)
+        if b.base_seq >= 0:
+            # The halves take over b's sequence numbers, in order (as Java's client
+            # splits a batch): the broker wrote none of b, and the batches after it
+            # keep theirs, so no gap opens, whichever of them are out, and no epoch
+            # is bumped (an earlier batch's retry keeps its numbers, deduplicated).
+            first.base_seq, first.pid_gen = b.base_seq, b.pid_gen
+            second.base_seq, second.pid_gen = (b.base_seq + half) & SEQ_MASK, b.pid_gen
         if b.waiters:
             first.waiters = [(i, d) for i, d in b.waiters if i < half] or None
             second.waiters = [(i - half, d) for i, d in b.waiters if i >= half] or None

@@ -245,6 +245,36 @@ async def test_message_too_large_is_reported_not_retried(
     assert [v[:3] for _, _, v, _ in read[0] if v] == [b"%03d" % i for i in range(100)]
 
 
+async def test_idempotent_batches_split_for_the_topic_keep_order_and_epoch(
+    kafka: KafkaCluster, new_topic: Callable[..., str], anyio_backend: str
+) -> None:
+    # Batches of about 200 KB for a topic that takes 20 KB, five in flight: each is
+    # refused and halved until it fits, the halves taking over its sequence numbers.
+    # Every record once and in order, with no epoch bump (the code before bumped it
+    # at a split with a batch of the partition still out, and could then store that
+    # batch's retry twice or behind the halves).
+    topic = new_topic(partitions=1, config={"max.message.bytes": "20000"})
+    outcomes = Outcomes()
+    async with Producer(
+        kafka.plaintext,
+        required_acks=-1,
+        enable_idempotence=True,
+        batch_num=400,
+        error_handle=outcomes.error_handle,
+    ) as producer:
+        await producer.send(topic, b"warm")  # the partition pipelines from now on
+        for i in range(2000):
+            producer.send_nowait(topic, b"%04d" % i + b"y" * 500)
+        await producer.flush(timeout=60)
+        stats = producer.stats()
+        bumps = producer._epoch_bumps
+    assert not outcomes.errors
+    assert stats.failed == 0 and stats.delivered == 2001
+    assert bumps == 0
+    read = await anyio.to_thread.run_sync(read_back, kafka.plaintext, topic, 1, 2001)
+    assert [v[:4] for _, _, v, _ in read[0][1:] if v] == [b"%04d" % i for i in range(2000)]
+
+
 async def test_unknown_topic_is_reported(kafka: KafkaCluster, anyio_backend: str) -> None:
     outcomes = Outcomes()
     async with Producer(

@@ -365,3 +365,75 @@ async def test_a_batch_out_past_the_trust_holds_the_next_ones_back(
     assert stored(fake) == list(range(50))
     assert not reports.errors
     assert list(fake.epochs.values()) == [0]
+
+
+async def test_a_batch_split_behind_one_in_flight_keeps_its_numbers(
+    fake: FakeClient, reports: Reports
+) -> None:
+    # b0 is in flight (not written: NOT_ENOUGH_REPLICAS, its answer held) when the
+    # next batch encodes above max_request_size and is split. Its sequence numbers
+    # go to its halves: only a batch sent *after* it would leave a gap. The code
+    # before bumped the epoch there, sent the first half from sequence 0 under the
+    # new epoch while b0 was out, then renumbered b0's retry behind it: b0's records
+    # were stored after the next ones.
+    fake.codes[("one", 0)] = deque([19])
+    async with running(fake, reports, **opts()) as producer:
+        await burst(fake, producer, 5, 1)  # b0: records 0-3 (record 4 waits)
+        limit = producer._max_request_size
+        producer._max_request_size = 700  # the next batch (about 1 KB) must be split
+        for i in range(5, 10):
+            producer.send_nowait("one", value(i))
+        assert await eventually(lambda: len(fake.requests) >= 2, 5.0, interval=0.005)
+        producer._max_request_size = limit  # b0's retry goes whole
+        assert fake.gate is not None
+        fake.gate.set()
+    assert stored(fake) == list(range(10))
+    assert not reports.errors
+    assert list(fake.epochs.values()) == [0]
+
+
+async def test_a_batch_split_after_a_refusal_leaves_the_retry_before_it_deduplicated(
+    fake: FakeClient, reports: Reports
+) -> None:
+    # b0 (records 0-3, about 900 bytes) is written but its answer is lost; b1 (records
+    # 4-7, about 1,000 bytes) is refused as too large for the topic and split. b0's
+    # retry keeps its sequence numbers, so the broker drops the copy. The code before
+    # bumped the epoch at the split (b0, sent and not done, counted as a batch after
+    # b1) and renumbered b0's retry from 0 under the new epoch: stored twice.
+    fake.faults.append(Fault(RequestTimeout("slow"), written=True, held=True))
+    fake.max_message_bytes = 950
+    # b0's retry waits until b1's answer has been dealt with.
+    async with running(fake, reports, **opts(retry_backoff=0.3)) as producer:
+        await burst(fake, producer, 5, 1)  # b0: records 0-3 (record 4 waits)
+        for i in range(5, 10):
+            producer.send_nowait("one", b"%06d" % i + b"y" * 234)
+        assert await eventually(lambda: len(fake.requests) >= 2, 5.0, interval=0.005)
+        assert fake.gate is not None
+        fake.gate.set()
+    assert stored(fake) == list(range(10))
+    assert not reports.errors
+    assert list(fake.epochs.values()) == [0]
+
+
+async def test_a_refused_batch_behind_one_in_flight_gives_its_numbers_to_the_next(
+    fake: FakeClient, reports: Reports
+) -> None:
+    # b0 (records 0-3) is in flight, written, its answer still to come (and lost);
+    # b1 (records 4-7) is refused for good (INVALID_RECORD, nothing written) and
+    # reported. Its numbers go to the records after it, and b0's retry keeps its
+    # own, so the broker drops the copy. The code before counted b0 (sent, not done)
+    # as a batch after b1, bumped the epoch and renumbered b0's retry: stored twice.
+    fake.faults.append(Fault(RequestTimeout("slow"), written=True, held=True))
+    async with running(fake, reports, **opts()) as producer:
+        await burst(fake, producer, 5, 1)  # b0: records 0-3 (record 4 waits)
+        b0_answer = fake.gate
+        assert b0_answer is not None
+        fake.gate = None  # the requests after b0 are answered at once
+        fake.codes[("one", 0)] = deque([87])  # INVALID_RECORD, for b1
+        for i in range(5, 10):  # b1: records 4-7 (records 8 and 9 wait)
+            producer.send_nowait("one", value(i))
+        assert await eventually(lambda: len(reports.errors) == 1, 5.0, interval=0.005)
+        b0_answer.set()
+    assert [int(v[:6]) for v in reports.failed_values] == [4, 5, 6, 7]
+    assert stored(fake) == [0, 1, 2, 3, 8, 9]
+    assert list(fake.epochs.values()) == [0]

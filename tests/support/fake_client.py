@@ -56,6 +56,7 @@ class Fault:
 
     error: KafkaError
     written: bool = False  # apply the request before raising (the response got lost)
+    held: bool = False  # with a gate: raised once the gate opens, as responses are
 
 
 @dataclass
@@ -221,6 +222,8 @@ class FakeClient:
             await self.gate.wait()
             raise gated
         if fault is not None:
+            if fault.held and self.gate is not None:
+                await self.gate.wait()
             raise fault.error
         if self.gate is not None:
             await self.gate.wait()
