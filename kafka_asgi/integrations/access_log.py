@@ -6,6 +6,7 @@ The event and its options are defined in :mod:`kafka_asgi.integrations.access_lo
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Awaitable
@@ -40,6 +41,28 @@ __all__ = ["AccessLogMiddleware"]
 _perf_ns = time.perf_counter_ns
 _time_ns = time.time_ns
 _modules = sys.modules
+
+
+def _file_size(path: Any) -> int:
+    """The size of the file a ``http.response.pathsend`` names, 0 if it cannot be read
+    (the server reports that failure; the event must not)."""
+    try:
+        return os.stat(path).st_size
+    except (OSError, TypeError, ValueError):
+        return 0
+
+
+def _with_header(message: Message, header: tuple[bytes, bytes]) -> Message:
+    """``message`` (a response start or a WebSocket accept) with ``header`` added, unless
+    the app set that header itself (its own request id wins). A new message and a new
+    list: the app's may be shared (a module-level message, a Response reused across
+    requests), and each request would leave its id in it."""
+    headers = message.get("headers") or ()
+    name = header[0]
+    for item in headers:
+        if item[0].lower() == name:
+            return message
+    return {**message, "headers": [*headers, header]}
 
 
 class AccessLogMiddleware(AccessLogOptions):
@@ -98,7 +121,9 @@ class AccessLogMiddleware(AccessLogOptions):
                     trace = parse_traceparent(raw_tp, headers.get(b"tracestate"))
             if trace is not None:
                 event_logger.trace = trace
-        rid_header = (rid_name, request_id.encode()) if self._echo_rid else None
+        rid_header = (
+            (rid_name, request_id.encode()) if self._echo_rid and rid_name is not None else None
+        )
         status = 0
         response_bytes = 0
         finished = 0
@@ -114,8 +139,18 @@ class AccessLogMiddleware(AccessLogOptions):
             elif message["type"] == "http.response.start":
                 status = message["status"]
                 if rid_header is not None:
-                    # A new list: the app's may be shared (a Response reused across requests).
-                    message["headers"] = [*message.get("headers", ()), rid_header]
+                    # _with_header written out (a call less per request).
+                    headers = message.get("headers") or ()
+                    for item in headers:
+                        if item[0].lower() == rid_name:
+                            break
+                    else:
+                        message = {**message, "headers": [*headers, rid_header]}
+            elif message["type"] == "http.response.pathsend":
+                # The server sends the file itself (Starlette's FileResponse when the
+                # server offers the extension): its size is the body's.
+                response_bytes += _file_size(message.get("path"))
+                finished = _perf_ns()
             return send(message)
 
         # Declared length when there is one (servers enforce it); otherwise the body is
@@ -273,7 +308,12 @@ class AccessLogMiddleware(AccessLogOptions):
         state[STATE_KEY] = event_logger = EventLogger(scope, request_id, self.cluster)
         trace = trace_from_headers(headers) if self.trace_context else None
         event_logger.trace = trace
-        rid_header = (self._rid_header, request_id.encode("ascii")) if self._echo_rid else None
+        rid_name = self._rid_header
+        rid_header = (
+            (rid_name, request_id.encode("ascii"))
+            if self._echo_rid and rid_name is not None
+            else None
+        )
         status = 0
         close_code: int | None = None
         sent_bytes = 0
@@ -289,7 +329,7 @@ class AccessLogMiddleware(AccessLogOptions):
             elif kind == "websocket.accept":
                 status = 101
                 if rid_header is not None:
-                    message["headers"] = [*message.get("headers", ()), rid_header]
+                    message = _with_header(message, rid_header)
             elif kind == "websocket.close":
                 if close_code is None:
                     close_code = message.get("code", 1000)

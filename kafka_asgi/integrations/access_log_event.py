@@ -139,6 +139,45 @@ def access_log_event(
     }
 
 
+def _proxies(
+    trusted: Collection[str] | str,
+) -> tuple[frozenset[str], tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], bool]:
+    """``trusted_proxies`` checked: (addresses, networks, whether every peer is trusted).
+    Entries are IP addresses, networks (CIDR) or "*" (the string alone, or an entry, as
+    uvicorn's ``forwarded_allow_ips`` takes it)."""
+    if trusted == "*":
+        return frozenset(), (), True
+    if isinstance(trusted, str):
+        raise ValueError(
+            f"trusted_proxies must be '*' or a collection of addresses, not {trusted!r}"
+        )
+    if not isinstance(trusted, Collection):
+        raise TypeError(
+            f"trusted_proxies must be '*' or a collection of addresses, not {trusted!r}"
+        )
+    hosts: set[str] = set()
+    nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for entry in trusted:
+        if entry == "*":
+            return frozenset(), (), True
+        if not isinstance(entry, str):
+            raise TypeError(f"trusted_proxies entries must be strings, not {entry!r}")
+        try:
+            if "/" in entry:
+                nets.append(ipaddress.ip_network(entry, strict=False))
+            else:
+                address = ipaddress.ip_address(entry)
+                mapped = getattr(address, "ipv4_mapped", None)
+                hosts.add(str(mapped if mapped is not None else address))
+                hosts.add(entry)  # as the server writes it, matched without parsing
+        except ValueError:
+            # A host name never matches: the peer is an address.
+            raise ValueError(
+                f"trusted_proxies entries must be IP addresses, networks or '*', not {entry!r}"
+            ) from None
+    return frozenset(hosts), tuple(nets), False
+
+
 class AccessLogOptions:
     """The access-log options and the part of the work that is not ASGI-specific
     (client address, request id, event shaping, emitting); shared by the ASGI, Django
@@ -217,9 +256,18 @@ class AccessLogOptions:
             )
         if not trace_context and isinstance(key, str) and key in TRACE_FIELDS:
             raise ValueError(f"key={key!r} needs trace_context=True")
-        for name, fn in (("enrich", enrich), ("serializer", serializer)):
-            if fn is not None and not callable(fn):
-                raise TypeError(f"{name} must be callable, not {fn!r}")
+        if enrich is not None and not callable(enrich):
+            raise TypeError(f"enrich must be callable or None, not {enrich!r}")
+        if not callable(serializer):
+            # None too: every event would be dropped, one warning a minute.
+            raise TypeError(f"serializer must be callable, not {serializer!r}")
+        for name, flag in (
+            ("trust_request_id", trust_request_id),
+            ("echo_request_id", echo_request_id),
+            ("websockets", websockets),
+        ):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be True or False, not {flag!r}")
 
         self.topic = topic
         self.cluster = cluster
@@ -244,19 +292,10 @@ class AccessLogOptions:
         )
         self._trust_rid = trust_request_id and self._rid_header is not None
         self._echo_rid = echo_request_id and self._rid_header is not None
-        self._trust_all_proxies = trusted_proxies == "*"
-        proxies = () if isinstance(trusted_proxies, str) else trusted_proxies
-        if isinstance(trusted_proxies, str) and trusted_proxies != "*":
-            raise ValueError(
-                f"trusted_proxies must be '*' or a collection of addresses, not {trusted_proxies!r}"
-            )
-        self._proxy_hosts = frozenset(p for p in proxies if "/" not in p)
-        try:
-            self._proxy_nets = tuple(
-                ipaddress.ip_network(p, strict=False) for p in proxies if "/" in p
-            )
-        except ValueError as exc:
-            raise ValueError(f"trusted_proxies: {exc}") from None
+        hosts, nets, trust_all = _proxies(trusted_proxies)
+        self._trust_all_proxies = trust_all
+        self._proxy_hosts = hosts
+        self._proxy_nets = nets
         self._use_proxies = self._trust_all_proxies or bool(self._proxy_hosts or self._proxy_nets)
         self.emitted = 0
         self.dropped = 0
@@ -335,13 +374,14 @@ class AccessLogOptions:
     def _trusted(self, host: str) -> bool:
         if self._trust_all_proxies or host in self._proxy_hosts:
             return True
-        if not self._proxy_nets:
-            return False
         try:
             address = ipaddress.ip_address(host)
         except ValueError:
             return False
-        return any(address in net for net in self._proxy_nets)
+        mapped = getattr(address, "ipv4_mapped", None)
+        if mapped is not None:
+            address = mapped  # ::ffff:10.0.0.1 is 10.0.0.1 (a dual-stack listener)
+        return str(address) in self._proxy_hosts or any(address in net for net in self._proxy_nets)
 
     def default_event(
         self,

@@ -267,7 +267,12 @@ class AccessLogMiddleware:
 
     def _after(self, request: Any, response: Any, start: float) -> Any:
         logger: DjangoEventLogger = request.kafka
-        if self.access_log.echo_request_id and self._header:
+        if (
+            self.access_log.echo_request_id
+            and self._header
+            and not response.has_header(self._header)
+        ):
+            # Unless the view set it: its own request id wins (as the ASGI and WSGI ones).
             response[self._header] = logger.request_id
         if not self.enabled or self.access_log.excluded(request.path):
             return response

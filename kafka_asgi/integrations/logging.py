@@ -32,6 +32,7 @@ reported with one warning at ``close()``; never raised into the logging call.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import traceback
 import weakref
@@ -102,6 +103,16 @@ class KafkaLogHandler(logging.Handler):
         for name, fn in (("key", key), ("serializer", serializer)):
             if fn is not None and not callable(fn):
                 raise TypeError(f"{name} must be callable, not {fn!r}")
+        if (
+            isinstance(close_timeout, bool)
+            or not isinstance(close_timeout, (int, float))
+            or not math.isfinite(close_timeout)
+            or close_timeout < 0
+        ):
+            # Checked here: the handler's producer would name its own option.
+            raise ValueError(
+                f"close_timeout must be a finite number of seconds >= 0, not {close_timeout!r}"
+            )
         super().__init__(level)
         self.topic = topic
         self.cluster = cluster

@@ -265,7 +265,11 @@ class AccessLogMiddleware(AccessLogOptions):
                 if route.__class__ is str:
                     exchange.route = route
             if echo is not None:
-                headers = [*headers, echo]
+                # A new list (the app's may be shared), unless the app set the header
+                # itself: its own request id wins.
+                name = echo[0].lower()
+                if not any(n.lower() == name for n, _ in headers):
+                    headers = [*headers, echo]
             return exchange.write(start_response(status, headers, exc_info))
 
         try:

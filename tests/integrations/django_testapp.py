@@ -60,10 +60,17 @@ def echo(request: Any) -> HttpResponse:
     return HttpResponse(request.body)
 
 
+def own_id(request: Any) -> HttpResponse:
+    response = HttpResponse(b"ok")
+    response["X-Request-ID"] = "view-made"
+    return response
+
+
 urlpatterns = [
     path("items/<int:item_id>", item),
     path("async-items/<int:item_id>", async_item),
     path("stream", stream),
     path("astream", astream),
     path("echo", echo),
+    path("own-id", own_id),
 ]

@@ -265,6 +265,8 @@ async def test_failing_enrich_is_a_drop_not_an_error(
         ("*", "6.6.6.6, 1.1.1.1", "6.6.6.6"),  # every hop trusted: the first one
         (["10.0.0.7"], "10.0.0.7", "10.0.0.7"),
         (["192.168.0.1"], "1.1.1.1", "10.0.0.7"),  # the peer is not a trusted proxy
+        (["*"], "6.6.6.6, 1.1.1.1", "6.6.6.6"),  # "*" as an entry (uvicorn's list form)
+        (["::ffff:10.0.0.7"], "1.1.1.1", "1.1.1.1"),  # written as a dual-stack peer
     ],
 )
 async def test_client_address_and_trusted_proxies(
@@ -383,6 +385,16 @@ async def test_websocket_closed_by_the_client(anyio_backend: str, events: InMemo
         ({"enrich": "x"}, TypeError, "enrich"),
         ({"trusted_proxies": "10.0.0.1"}, ValueError, "trusted_proxies"),
         ({"trusted_proxies": ["10.0.0.0/33"]}, ValueError, "trusted_proxies"),
+        # A host name or a pattern never matches a peer's address: refused, not ignored.
+        ({"trusted_proxies": ["localhost"]}, ValueError, "'localhost'"),
+        ({"trusted_proxies": ["10.0.0.*"]}, ValueError, "'10.0.0.\\*'"),
+        ({"trusted_proxies": None}, TypeError, "trusted_proxies"),
+        ({"trusted_proxies": [7]}, TypeError, "trusted_proxies"),
+        # Every event would be dropped.
+        ({"serializer": None}, TypeError, "serializer must be callable, not None"),
+        ({"websockets": "no"}, TypeError, "websockets must be True or False, not 'no'"),
+        ({"echo_request_id": 1}, TypeError, "echo_request_id"),
+        ({"trust_request_id": None}, TypeError, "trust_request_id"),
         ({"request_id_header": ""}, ValueError, "request_id_header"),
         # Echoed in every response: a name HTTP does not allow would break each one.
         ({"request_id_header": "x request id"}, ValueError, "'x request id'"),
@@ -535,3 +547,93 @@ async def test_producer_from_the_lifespan_state(anyio_backend: str) -> None:
     (event,) = in_state.json_values("access")
     assert event["path"] == "/" and event["response_bytes"] == 2
     assert mw.stats() == {"emitted": 1, "dropped": 0, "sampled_out": 0}
+
+
+async def _call(app: Any, path: str = "/") -> list[dict[str, Any]]:
+    """One HTTP request through ``app`` driven by hand; the messages the server got."""
+    sent: list[dict[str, Any]] = []
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [(b"host", b"testserver")],
+        "client": ("10.0.0.7", 5555),
+        "server": ("testserver", 80),
+        "extensions": {"http.response.pathsend": {}},
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent
+
+
+async def test_a_shared_start_message_gets_one_request_id_per_response(
+    anyio_backend: str, events: InMemoryProducer
+) -> None:
+    # A plain ASGI app sending the same start message every time: each response
+    # carries its own request id once, and the app's message is left as it was (the
+    # code before stored each id in it, so the third response had three).
+    start = {"type": "http.response.start", "status": 200, "headers": [(b"x-app", b"1")]}
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send(start)
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    wrapped = AccessLogMiddleware(app, topic="access")
+    echoed = []
+    for _ in range(3):
+        first = (await _call(wrapped))[0]
+        ids = [v for n, v in first["headers"] if n == b"x-request-id"]
+        assert len(ids) == 1
+        echoed.append(ids[0].decode())
+    assert start["headers"] == [(b"x-app", b"1")]
+    assert echoed == [e["request_id"] for e in events.json_values("access")]
+    assert len(set(echoed)) == 3
+
+
+async def test_the_apps_own_request_id_header_wins(
+    anyio_backend: str, events: InMemoryProducer
+) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        headers = [(b"X-Request-ID", b"app-made")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    first = (await _call(AccessLogMiddleware(app, topic="access")))[0]
+    assert [v for n, v in first["headers"] if n.lower() == b"x-request-id"] == [b"app-made"]
+    assert len(events.json_values("access")) == 1
+
+
+async def test_a_pathsend_response_counts_the_files_bytes(
+    anyio_backend: str, events: InMemoryProducer, tmp_path: Any
+) -> None:
+    # Starlette's FileResponse hands the file to the server when it offers the
+    # extension: no body message passes the middleware.
+    served = tmp_path / "report.csv"
+    served.write_bytes(b"x" * 12_345)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.pathsend", "path": str(served)})
+
+    sent = await _call(AccessLogMiddleware(app, topic="access"))
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.pathsend"]
+    (event,) = events.json_values("access")
+    assert event["response_bytes"] == 12_345
+    assert event["status"] == 200
+
+
+def test_a_dual_stack_peer_matches_its_ipv4_network() -> None:
+    options = AccessLogMiddleware(lambda *a: None, trusted_proxies=["10.0.0.0/8"])
+    assert options.resolve_client("::ffff:10.0.0.7", "1.1.1.1") == "1.1.1.1"
+    assert options.resolve_client("::ffff:11.0.0.7", "1.1.1.1") == "::ffff:11.0.0.7"

@@ -263,3 +263,13 @@ def test_first_wsgi_request_never_waits_for_an_unreachable_kafka() -> None:
         if bg is not None:
             bg.stop()
         silent.close()
+
+
+def test_the_views_own_request_id_header_wins(bg_producer: InMemoryProducer) -> None:
+    # The middleware echoes its id only where the view set none (the code before
+    # replaced the view's).
+    r = Client().get("/own-id", HTTP_X_REQUEST_ID="rid-9")
+    assert r.status_code == 200 and r["X-Request-ID"] == "view-made"
+    bg_producer.wait_for_sync(1, topic="access")
+    (event,) = bg_producer.json_values("access")
+    assert event["request_id"] == "rid-9" and event["status"] == 200

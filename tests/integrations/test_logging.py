@@ -141,6 +141,12 @@ def test_with_a_background_producer(log: logging.Logger) -> None:
         ({"topic": "t", "max_queue": 0}, ValueError, "max_queue"),
         ({"topic": "t", "cluster": ""}, ValueError, "cluster"),
         ({"topic": "t", "key": "k"}, TypeError, "key"),
+        # Named as the handler takes it (its producer's option is shutdown_timeout).
+        (
+            {"topic": "t", "bootstrap": "127.0.0.1:1", "close_timeout": -1},
+            ValueError,
+            "close_timeout must be a finite number of seconds >= 0, not -1",
+        ),
     ],
 )
 def test_bad_options(kwargs: dict[str, object], exc: type[Exception], match: str) -> None:

@@ -346,3 +346,16 @@ def test_traceparent_reaches_the_event_and_the_request_logger() -> None:
     assert event["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
     assert event["span_id"] == "b7ad6b7169203331"
     assert producer.events_for("app")[0].header("traceparent") == parent.encode()
+
+
+def test_the_apps_own_request_id_header_wins() -> None:
+    # One X-Request-ID, the app's (the code before added a second one).
+    def own(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain"), ("x-request-ID", "app-made")])
+        return [b"ok"]
+
+    producer = InMemoryProducer()
+    r = Client(AccessLogMiddleware(own, topic="acc", producer=producer)).get("/")
+    assert r.headers.getlist("X-Request-ID") == ["app-made"]
+    (event,) = producer.json_values("acc")
+    assert event["status"] == 200 and len(event["request_id"]) == 32
