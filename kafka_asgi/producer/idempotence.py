@@ -201,24 +201,16 @@ class Idempotence(ProducerState):
                 queued.pid_gen = -1  # restamped (set_producer_state) when sent
 
     @staticmethod
-    def _later_sent(p: PartitionBuffer, gen: int) -> bool:
-        """Does ``p`` have a batch sent under generation ``gen`` not yet done?"""
-        for queued in p.batches:
-            if queued.sent and queued.pid_gen == gen and not queued.done:
-                return True
-        return False
-
-    @staticmethod
-    def _sent_after(p: PartitionBuffer, b: Batch) -> bool:
-        """Does ``p`` have a batch sent under ``b``'s generation, not yet done, whose
-        sequence numbers come after ``b``'s?  (One before ``b``, still in flight or
-        waiting for its retry, keeps its numbers and leaves no gap behind ``b``.)"""
+    def _later_sent(p: PartitionBuffer, gen: int, after: int | None = None) -> bool:
+        """Does ``p`` have a batch sent under generation ``gen`` not yet done (with
+        ``after``, one whose sequence numbers come after that one: a batch before it,
+        in flight or waiting for its retry, keeps its numbers and leaves no gap)?"""
         for queued in p.batches:
             if (
                 queued.sent
-                and queued.pid_gen == b.pid_gen
+                and queued.pid_gen == gen
                 and not queued.done
-                and _seq_after(queued.base_seq, b.base_seq)
+                and (after is None or _seq_after(queued.base_seq, after))
             ):
                 return True
         return False
@@ -231,7 +223,7 @@ class Idempotence(ProducerState):
         p = b.part
         if b.base_seq < 0 or b.pid_gen != p.pid_gen:
             return
-        if self._sent_after(p, b):
+        if self._later_sent(p, p.pid_gen, after=b.base_seq):
             self._bump_for(p, error)
         else:
             self._rewind(p, b.base_seq)
