@@ -1,9 +1,11 @@
 """BasicConsumer: offsets, fetches and a follow iterator over one partition or topic.
 
 No consumer group, no committed offsets: the caller says where to read.  Each request
-goes to the partition's leader; a sign of stale metadata (NOT_LEADER_OR_FOLLOWER, a
-leader not yet elected, a lost connection, ...) refreshes the topic's metadata and
-retries, with backoff, for up to ``request_timeout``.
+goes to the partition's leader.  A retriable error is retried, with backoff, for up to
+``request_timeout``; a sign of stale metadata among them (NOT_LEADER_OR_FOLLOWER, a
+leader not yet elected, a lost connection, ...) also refreshes the topic's metadata
+first.  Others (OFFSET_NOT_AVAILABLE, a new leader still catching up to its epoch's
+start, KIP-207) only wait, as the Java client's offset fetcher does.
 """
 
 from __future__ import annotations
@@ -63,7 +65,8 @@ _MAX_BACKOFF = 1.0
 
 
 class _Retry(Exception):
-    """Internal: a partition error that refreshed metadata may cure."""
+    """Internal: a retriable partition error (refreshed metadata may cure it when it
+    says ``invalid_metadata``; otherwise time may)."""
 
     def __init__(self, error: KafkaError) -> None:
         super().__init__(str(error))
@@ -146,10 +149,11 @@ class BasicConsumer:
     # --- leader routing ---------------------------------------------------------
 
     async def _on_leader(self, topic: str, partition: int, call: Callable[[int], Any]) -> Any:
-        """``await call(leader_node_id)``; while the outcome says the metadata was stale
-        (a moved leader, one not yet in place on a new topic, a lost connection),
-        refresh it and try again, backing off from ``retry_backoff`` up to 1 s, for up
-        to ``request_timeout`` in all (as ``follow`` does); then raise the last error."""
+        """``await call(leader_node_id)``; while the outcome is a retriable error, try
+        again, backing off from ``retry_backoff`` up to 1 s, for up to
+        ``request_timeout`` in all (as ``follow`` does); then raise the last error.  When
+        it says the metadata was stale (a moved leader, one not yet in place on a new
+        topic, a lost connection), the metadata is refreshed before the next try."""
         give_up = anyio.current_time() + self._request_timeout
         failures = 0
         while True:
@@ -159,7 +163,7 @@ class BasicConsumer:
             except _Retry as retry:
                 error = retry.error
             except KafkaError as exc:
-                if not (exc.retriable and exc.invalid_metadata):
+                if not exc.retriable:
                     raise
                 error = exc
             delay = min(self._retry_backoff * 2**failures, _MAX_BACKOFF)
@@ -167,6 +171,8 @@ class BasicConsumer:
             if anyio.current_time() + delay > give_up:
                 raise error from None
             await anyio.sleep(delay)
+            if not error.invalid_metadata:
+                continue
             try:
                 await self._client.refresh([topic])
             except KafkaError as exc:
@@ -233,7 +239,7 @@ class BasicConsumer:
                         continue
                     if p.error_code:
                         error = _partition_error(p.error_code, topic, partition)
-                        if error.retriable and error.invalid_metadata:
+                        if error.retriable:
                             raise _Retry(error)
                         raise error
                     return p.offset
@@ -414,7 +420,7 @@ class BasicConsumer:
             )
             result = results[partition]
             if isinstance(result, KafkaError):
-                if result.retriable and result.invalid_metadata:
+                if result.retriable:
                     raise _Retry(result)
                 raise result
             return result
@@ -514,11 +520,11 @@ class BasicConsumer:
             failures += 1
             # Retriable failures (a leader moving, a broker restarting) are retried
             # with backoff for up to request_timeout, then raised.
-            if not (error.retriable and error.invalid_metadata) or (
-                now - failing_since > self._request_timeout
-            ):
+            if not error.retriable or now - failing_since > self._request_timeout:
                 raise error
             await anyio.sleep(min(self._retry_backoff * 2 ** min(failures, 10), _MAX_BACKOFF))
+            if not error.invalid_metadata:
+                continue
             try:
                 await self._client.refresh([topic])
             except KafkaError as exc:

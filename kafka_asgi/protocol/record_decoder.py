@@ -130,8 +130,12 @@ def _decode_v2(buf: bytes, pos: int, end: int, verify_crc: bool, max_size: int) 
         body, start, body_end, count, base_offset, max_ts if log_append else base_ts, not log_append
     )
     control_type = None
-    if attributes & ATTR_CONTROL:
-        if not records or records[0].key is None or len(records[0].key) < CONTROL_KEY.size:
+    # A control batch with no record is no marker: the log cleaner keeps an emptied
+    # batch's header (its producer's last one, for the producer state), so a compacted
+    # transactional topic holds them. It yields nothing and is stepped over, as Java's
+    # consumer does.
+    if attributes & ATTR_CONTROL and records:
+        if records[0].key is None or len(records[0].key) < CONTROL_KEY.size:
             raise ProtocolError(f"control batch at offset {base_offset} has no valid control key")
         _, control_type = CONTROL_KEY.unpack_from(records[0].key)
         if control_type in (ControlType.ABORT, ControlType.COMMIT):

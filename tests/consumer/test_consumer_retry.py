@@ -1,6 +1,7 @@
-"""BasicConsumer's leader routing retries stale-metadata errors with backoff for up to
-request_timeout, then raises the last one (CI once saw a fresh topic's leader answer
-NOT_LEADER_OR_FOLLOWER past the single retry there was before)."""
+"""BasicConsumer's leader routing retries retriable errors with backoff for up to
+request_timeout, refreshing metadata for stale-metadata ones, then raises the last one
+(CI once saw a fresh topic's leader answer NOT_LEADER_OR_FOLLOWER past the single retry
+there was before)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,17 @@ import pytest
 
 from kafka_asgi.consumer import BasicConsumer
 from kafka_asgi.consumer.consumer import _Retry
-from kafka_asgi.protocol.errors import NotLeaderOrFollowerError, TopicAuthorizationFailedError
+from kafka_asgi.consumer.results import LATEST
+from kafka_asgi.protocol.errors import (
+    NotLeaderOrFollowerError,
+    OffsetNotAvailableError,
+    TopicAuthorizationFailedError,
+)
+from kafka_asgi.protocol.messages.list_offsets import (
+    ListOffsetsPartitionResponse,
+    ListOffsetsResponse,
+    ListOffsetsTopicResponse,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -83,3 +94,42 @@ async def test_other_errors_raise_at_once(anyio_backend: str) -> None:
     with pytest.raises(TopicAuthorizationFailedError):
         await consumer._on_leader("t", 0, call)
     assert (call.calls, client.refreshes) == (1, 0)
+
+
+class ListOffsetsLeader(FakeClient):
+    """Answers ListOffsets with ``codes`` one per request, then offset 42."""
+
+    def __init__(self, *codes: int) -> None:
+        super().__init__()
+        self.codes = list(codes)
+        self.requests = 0
+
+    async def send(self, node: int, request: Any, **kwargs: Any) -> ListOffsetsResponse:
+        self.requests += 1
+        code = self.codes.pop(0) if self.codes else 0
+        partition = ListOffsetsPartitionResponse(
+            partition_index=0, error_code=code, offset=-1 if code else 42
+        )
+        return ListOffsetsResponse(
+            topics=[ListOffsetsTopicResponse(name="t", partitions=[partition])]
+        )
+
+
+async def test_offset_not_available_is_retried_without_a_refresh(anyio_backend: str) -> None:
+    # OFFSET_NOT_AVAILABLE (KIP-207): a new leader's high watermark has not reached its
+    # epoch's start yet. Retriable, but no sign of stale metadata: the code before
+    # retried only errors that were both, and raised this one at once.
+    client = ListOffsetsLeader(78, 78)
+    consumer = consumer_with(client, request_timeout=10.0)
+    with anyio.fail_after(5):
+        assert await consumer.list_offset("t", 0, LATEST) == 42
+    assert (client.requests, client.refreshes) == (3, 0)
+
+
+async def test_offset_not_available_gives_up_after_request_timeout(anyio_backend: str) -> None:
+    client = ListOffsetsLeader(*[78] * 1000)
+    consumer = consumer_with(client, request_timeout=0.5)
+    with anyio.fail_after(10):
+        with pytest.raises(OffsetNotAvailableError, match="partition 0"):
+            await consumer.list_offset("t", 0, LATEST)
+    assert client.requests >= 3 and client.refreshes == 0

@@ -23,6 +23,7 @@ with warnings.catch_warnings():
 
 from kafka_asgi.protocol.compression import Compression, _xxh32_short, compress
 from kafka_asgi.protocol.crc import crc32c
+from kafka_asgi.consumer.results import select_records
 from kafka_asgi.protocol.errors import ProtocolError
 from kafka_asgi.protocol.records import (
     BATCH_OVERHEAD,
@@ -354,6 +355,54 @@ def test_control_batch_without_key_is_malformed() -> None:
     struct.pack_into(">I", data, 17, crc32c(bytes(data[21:])))
     with pytest.raises(ProtocolError, match="control"):
         decode_batches(bytes(data))
+
+
+def _empty_control_batch(base_offset: int, last_offset_delta: int) -> bytes:
+    # As Kafka's log cleaner writes the header it keeps of an emptied batch (a
+    # producer's last, RETAIN_EMPTY): transactional, control, no record.
+    header = bytearray(
+        struct.pack(
+            ">qiibIhiqqqhii",
+            base_offset,
+            61 - 12,  # the header alone
+            0,  # partition leader epoch
+            2,  # magic
+            0,  # crc, set below
+            0x10 | 0x20,  # transactional, control
+            last_offset_delta,
+            TS,
+            TS,
+            4,  # producer id
+            0,  # producer epoch
+            -1,
+            0,  # no record
+        )
+    )
+    struct.pack_into(">I", header, 17, crc32c(bytes(header[21:])))
+    return bytes(header)
+
+
+@pytest.mark.parametrize("read_committed", [False, True], ids=["uncommitted", "committed"])
+def test_empty_control_batch_is_stepped_over(read_committed: bool) -> None:
+    # A compacted transactional topic holds such headers once old markers are cleaned.
+    # The decoder refused them ("no valid control key"): every fetch at that offset
+    # raised, and a consumer could never read past it.
+    after = encode_batch([(None, b"next", None, TS)], base_offset=18)
+    batches = decode_batches(_empty_control_batch(15, 2) + after)
+    assert [(b.base_offset, b.is_control, b.control_type, b.records) for b in batches][0] == (
+        15,
+        True,
+        None,
+        [],
+    )
+    assert AioBatch(_empty_control_batch(15, 2)).is_control_batch  # aiokafka agrees
+    records, next_offset = select_records("t", 0, batches, 15, read_committed=read_committed)
+    assert [(r.offset, r.value) for r in records] == [(18, b"next")]
+    assert next_offset == 19
+    # Alone, it still moves the consumer past its offsets.
+    assert select_records(
+        "t", 0, decode_batches(_empty_control_batch(15, 2)), 15, read_committed=read_committed
+    ) == ([], 18)
 
 
 # --- several batches, partial tail, memoryview -------------------------------------
