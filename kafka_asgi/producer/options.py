@@ -114,7 +114,8 @@ Added here:
     and makes ``send_buffered`` wait (up to ``wait_buffer_timeout``).
 ``spill_fsync`` ("segment"), ``spill_segment_bytes`` (16 MiB)
     fsync each segment when it is closed ("segment"), at most every that many
-    seconds (a number), or never ("never"); segments are rolled at this size.
+    seconds (a number), or never ("never"); segments are rolled at this size
+    (4 KiB to 1 GiB).
 ``client`` (None)
     An already started KafkaClient to use instead of creating one; the producer
     then neither starts nor closes it (and takes no client options).
@@ -126,6 +127,7 @@ All client options (``client_id``, TLS and SASL options, ``connect_timeout``,
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 from collections.abc import Callable
@@ -333,7 +335,21 @@ def _compression(value: object) -> Compression:
 def _callable(name: str, value: object) -> Any:
     if value is not None and not callable(value):
         raise TypeError(f"{name} must be a callable or None, not {value!r}")
+    _not_async(name, value)
     return value
+
+
+def _not_async(name: str, value: object) -> None:
+    # The producer calls it and does not await what it returns: an async def would
+    # never run, and every failure it was meant to see would pass unseen.
+    if inspect.iscoroutinefunction(value) or inspect.iscoroutinefunction(
+        getattr(value, "__call__", None)  # noqa: B004 (an object with an async __call__)
+    ):
+        raise TypeError(
+            f"{name} must be a plain function, not a coroutine function: {value!r}"
+            " (it is called on the event loop and not awaited; schedule async work"
+            " from it yourself)"
+        )
 
 
 def _partitioner(value: object) -> str | PartitionerFunc:
@@ -345,6 +361,7 @@ def _partitioner(value: object) -> str | PartitionerFunc:
             )
         return value
     if callable(value):
+        _not_async("partitioner", value)
         return value
     raise TypeError(f"partitioner must be a str or a callable, not {value!r}")
 
@@ -369,7 +386,8 @@ def _spill_options(o: dict[str, Any]) -> dict[str, Any]:
     fsync = o.get("spill_fsync", "segment")
     if not (fsync in ("segment", "never") and isinstance(fsync, str)):
         fsync = _seconds("spill_fsync ('segment', 'never' or seconds)", fsync, 0.0)
-    segment = _int("spill_segment_bytes", o.get("spill_segment_bytes", 16 * _MIB), 4096)
+    # At most 1 GiB: an acknowledgement names a frame by its 32-bit offset in its segment.
+    segment = _int("spill_segment_bytes", o.get("spill_segment_bytes", 16 * _MIB), 4096, 1 << 30)
     budget = _int("spill_max_bytes", o.get("spill_max_bytes", 1024 * _MIB), 0)
     return {
         "spill_dir": directory,

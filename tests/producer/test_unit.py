@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from typing import Any
@@ -52,6 +53,15 @@ def reports() -> Reports:
 # --------------------------------------------------------------------- options
 
 
+async def _async_callback(*args: object) -> None:
+    pass
+
+
+class _AsyncCall:
+    async def __call__(self, *args: object) -> None:
+        pass
+
+
 @pytest.mark.parametrize(
     ("option", "value", "error"),
     [
@@ -67,9 +77,14 @@ def reports() -> Reports:
         ("wait_on_buffer_full", 1, TypeError),
         ("wait_buffer_timeout", -1, ValueError),
         ("error_handle", "print", TypeError),
+        # Called and never awaited: the failures it should see would go unseen.
+        ("error_handle", _async_callback, TypeError),
+        ("error_handle", _AsyncCall(), TypeError),
         ("on_delivery", 3, TypeError),
+        ("on_delivery", functools.partial(_async_callback, 1), TypeError),
         ("partitioner", "random", ValueError),
         ("partitioner", 3, TypeError),
+        ("partitioner", _async_callback, TypeError),
         ("compression", "brotli", ValueError),
         ("linger", -0.1, ValueError),
         ("max_in_flight", 0, ValueError),
@@ -80,6 +95,8 @@ def reports() -> Reports:
         ("max_request_size", MAX_RECORDS_SIZE + 1, ValueError),
         ("max_request_size", 1 << 31, ValueError),
         ("spill_dir", "", ValueError),
+        # An acknowledgement holds a frame's offset in 32 bits.
+        ("spill_segment_bytes", (1 << 30) + 1, ValueError),
         ("close_timeout", -1, ValueError),
         ("delivery_timeout", 0, ValueError),
         ("cluster_name", "", ValueError),
