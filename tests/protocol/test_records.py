@@ -21,9 +21,9 @@ with warnings.catch_warnings():
     from kafka.record.default_records import DefaultRecordBatchBuilder as KpBuilder
     from kafka.record.legacy_records import LegacyRecordBatchBuilder as KpLegacyBuilder
 
+from kafka_asgi.consumer.results import select_records
 from kafka_asgi.protocol.compression import Compression, _xxh32_short, compress
 from kafka_asgi.protocol.crc import crc32c
-from kafka_asgi.consumer.results import select_records
 from kafka_asgi.protocol.errors import ProtocolError
 from kafka_asgi.protocol.records import (
     BATCH_OVERHEAD,
@@ -389,7 +389,8 @@ def test_empty_control_batch_is_stepped_over(read_committed: bool) -> None:
     # raised, and a consumer could never read past it.
     after = encode_batch([(None, b"next", None, TS)], base_offset=18)
     batches = decode_batches(_empty_control_batch(15, 2) + after)
-    assert [(b.base_offset, b.is_control, b.control_type, b.records) for b in batches][0] == (
+    empty = batches[0]
+    assert (empty.base_offset, empty.is_control, empty.control_type, empty.records) == (
         15,
         True,
         None,
