@@ -243,7 +243,8 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
         Opens no connection: a broker that is down does not fail the start, records
         are buffered and retried (and reported if they cannot be delivered).
         With ``cluster_name`` set, registers the producer under that name (raising
-        ProducerAlreadyRegisteredError if another one holds it).
+        ProducerAlreadyRegisteredError if another one holds it).  Raises
+        ProducerClosedError if ``aclose()`` was called meanwhile (from another task).
         """
         if self._state != "new":
             raise ProducerClosedError(f"a producer can be started once (it is {self._state})")
@@ -260,6 +261,17 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
                 unregister_producer(name, self)
             self._state = "closed"
             raise
+        if self._state == "closed":
+            # aclose() ran while the tasks started (from another task): it found
+            # nothing to flush and returned, so it falls to us to stop them.
+            try:
+                if self._tg is not None:
+                    self._tg.cancel_scope.cancel()
+                await host.aclose(_CLIENT_CLOSE_WAIT + 1.0)
+            finally:
+                if name is not None:
+                    unregister_producer(name, self)
+            raise ProducerClosedError("the producer was closed while it started")
         self._host = host
         self._state = "running"
         self._topics = self._buffers
@@ -351,11 +363,16 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
                         f"(close_timeout={timeout}s)"
                     )
                 )
-                if self._spill is not None:
-                    # What is left in memory was queued for the disk just above.
-                    await self._spill.close(max(timeout, 5.0))
-                if self.options.cluster_name is not None:
-                    unregister_producer(self.options.cluster_name, self)
+                try:
+                    if self._spill is not None:
+                        # What is left in memory was queued for the disk just above;
+                        # shielded (and bounded) as the flush is: a cancelled caller
+                        # must not leave it unwritten.
+                        with anyio.CancelScope(shield=True):
+                            await self._spill.close(max(timeout, 5.0))
+                finally:
+                    if self.options.cluster_name is not None:
+                        unregister_producer(self.options.cluster_name, self)
 
     # ------------------------------------------------------------------ sending
 

@@ -10,13 +10,18 @@ calls that follow are not cancelled.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import anyio
+import anyio.abc
 import anyio.lowlevel
 import pytest
 
 from kafka_asgi import Producer
 from kafka_asgi.consumer import BasicConsumer
 from kafka_asgi.producer import ProducerClosedError
+from kafka_asgi.producer.registry import registered_names, unregister_producer
 from tests.support.fake_client import FakeClient
 from tests.support.timing import scaled
 
@@ -101,3 +106,77 @@ async def test_consumer_start_and_close_inside_timeouts(anyio_backend: str) -> N
     async with anyio.create_task_group() as tg:
         tg.start_soon(consumer.aclose)
     await _unrelated_calls_work()
+
+
+@pytest.fixture
+def names() -> Iterator[None]:
+    """The names the tests below register, freed even when a test fails."""
+    yield
+    for name in ("closed-while-starting", "spill-cancelled"):
+        unregister_producer(name)
+
+
+async def test_producer_closed_while_it_starts_does_not_come_up(
+    anyio_backend: str, names: None
+) -> None:
+    # aclose() from another task while start() waits for the background tasks: the
+    # code before returned from aclose() at once, then start() set the producer
+    # running, registered, its tasks alive, taking records after it was closed.
+    client = FakeClient()
+    client.add_topic("t", 1)
+    producer = Producer(client=client, cluster_name="closed-while-starting")
+    flusher = producer._flusher
+    gate = anyio.Event()
+
+    async def slow_flusher(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+        await gate.wait()
+        await flusher(task_status=task_status)
+
+    producer._flusher = slow_flusher  # type: ignore[method-assign]
+    outcome: list[BaseException] = []
+
+    async def start() -> None:
+        try:
+            await producer.start()
+        except ProducerClosedError as exc:
+            outcome.append(exc)
+
+    with anyio.fail_after(scaled(10)):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(start)
+            while "closed-while-starting" not in registered_names():
+                await anyio.lowlevel.checkpoint()
+            await producer.aclose()
+            gate.set()
+    assert [str(e) for e in outcome] == ["the producer was closed while it started"]
+    assert "closed-while-starting" not in registered_names()
+    with pytest.raises(ProducerClosedError):
+        producer.send_nowait("t", b"v")
+    assert producer._tg is not None and producer._tg.cancel_scope.cancel_called
+    # The name is free again.
+    again = Producer(client=client, cluster_name="closed-while-starting")
+    await again.start()
+    await again.aclose()
+
+
+async def test_producer_with_a_spill_closed_by_a_cancelled_task(
+    anyio_backend: str, tmp_path: Path, names: None
+) -> None:
+    # A server cancelling its lifespan task, then closing the producer from it: the
+    # code before raised the cancellation at the spill's last await, which skipped
+    # the store's close and left the closed producer registered under its name.
+    client = FakeClient()
+    client.add_topic("t", 1)
+    options = {"cluster_name": "spill-cancelled", "spill_dir": str(tmp_path / "spill")}
+    producer = Producer(client=client, close_timeout=1.0, **options)
+    await producer.start()
+    producer.send_nowait("t", b"v")
+    with anyio.fail_after(scaled(10)):
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await producer.aclose()
+    assert "spill-cancelled" not in registered_names()
+    assert producer.stats().delivered == 1
+    again = Producer(client=client, **options)
+    await again.start()
+    await again.aclose()
