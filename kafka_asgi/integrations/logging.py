@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import traceback
 import weakref
@@ -58,6 +59,23 @@ __all__ = ["KafkaLogHandler"]
 _RECORD_ATTRS = frozenset(
     vars(logging.LogRecord("n", logging.INFO, "p", 1, "m", None, None)).keys()
 ) | {"message", "asctime", "taskName"}
+
+
+_HANDLERS: weakref.WeakSet[KafkaLogHandler] = weakref.WeakSet()
+
+
+def _forget_parent_records() -> None:
+    """In a forked child: the records a handler queued, and its counts, are the
+    parent's (gunicorn --preload logs while importing the app in the master). Each
+    worker shipping its copy would store them once per worker; the parent ships or
+    counts them."""
+    for handler in list(_HANDLERS):
+        handler._pending.clear()
+        handler.sent = handler.dropped = handler.undelivered = 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_parent_records)
 
 
 class KafkaLogHandler(logging.Handler):
@@ -126,6 +144,7 @@ class KafkaLogHandler(logging.Handler):
         self.undelivered = 0
         self._closed = False
         self._pending: deque[tuple[bytes | str, bytes | str | None]] = deque()
+        _HANDLERS.add(self)
         self._local = threading.local()
         self._own: BackgroundProducer | None = None
         if bootstrap is not None:
@@ -177,9 +196,18 @@ class KafkaLogHandler(logging.Handler):
             event.update(self.extra)
         return event
 
+    def filter(self, record: logging.LogRecord) -> Any:
+        # kafka_asgi's own records are refused here, before Handler.handle takes the
+        # handler's lock: at exit logging.shutdown holds that lock around close(),
+        # which waits for the own producer's thread, and that thread logs its final
+        # flush ("still unsent", ...); taking the lock there would stall both until
+        # the join gave up, and the records close() should count would be lost.
+        # While closing, they are refused even with include_own_logs, for that reason.
+        if record.name.startswith("kafka_asgi") and (not self.include_own_logs or self._closed):
+            return False
+        return super().filter(record)
+
     def emit(self, record: logging.LogRecord) -> None:
-        if not self.include_own_logs and record.name.startswith("kafka_asgi"):
-            return
         # A record logged while this thread is inside emit (a serializer or the
         # producer logging) would recurse; it is skipped, not counted.
         if getattr(self._local, "busy", False):

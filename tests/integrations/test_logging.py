@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Iterator
 
@@ -180,3 +181,49 @@ def test_handler_with_its_own_producer_counts_what_it_could_not_deliver(
     handler.close()
     assert handler.sent == 5
     assert handler.undelivered + handler.dropped == 5
+
+
+def test_handler_on_the_root_logger_closes_at_exit_without_stalling() -> None:
+    # logging.shutdown() holds the handler's lock around close(); the own producer's
+    # thread logs its final flush (kafka_asgi loggers propagate to the root). The code
+    # before took the lock for those records before skipping them: the thread stalled,
+    # close() gave up joining it after close_timeout + 10 s, and counted nothing.
+    handler = KafkaLogHandler("logs", bootstrap="127.0.0.1:1", close_timeout=0.2)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        logging.getLogger("app.root-handler").warning("to nowhere")
+        # What logging.shutdown() does for each handler.
+        handler.acquire()
+        try:
+            handler.flush()
+            handler.close()
+        finally:
+            handler.release()
+    finally:
+        root.removeHandler(handler)
+    assert handler.sent == 1
+    assert handler.undelivered == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_worker_does_not_ship_the_parents_queued_records(log: logging.Logger) -> None:
+    # gunicorn --preload: a record logged while the master imports the app waits in
+    # the handler's queue; each worker inherited a copy and shipped it (stored once
+    # per worker) while the master counted it as never shipped.
+    handler = KafkaLogHandler("logs", cluster="log-fork")
+    log.addHandler(handler)
+    log.warning("app imported")
+    assert handler.pending == 1
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit status only
+        code = 1
+        try:
+            code = 0 if (handler.pending, handler.sent, handler.dropped) == (0, 0, 0) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert handler.pending == 1  # the parent's, still
+    handler.close()
+    assert handler.dropped == 1
