@@ -293,6 +293,7 @@ def client_options(
         if args.msk_iam_region and not options.get("ssl"):
             # MSK's IAM listeners are TLS only.
             options["ssl"] = True
+            options["ssl_check_hostname"] = args.ssl_check_hostname
     elif args.sasl_mechanism:
         password = args.sasl_password
         if password is None:
@@ -426,15 +427,22 @@ async def _tail(
     return 0
 
 
-def _read_lines(source: TextIO, lines: queue.Queue[str | None]) -> None:
+Line = str | None | Exception
+"""A line read, None at the end of the input, or why reading it failed."""
+
+
+def _read_lines(source: TextIO, lines: queue.Queue[Line]) -> None:
+    end: Line = None
     try:
         for line in source:
             lines.put(line)
+    except Exception as exc:  # undecodable bytes, an I/O error: not the end of the input
+        end = exc
     finally:
-        lines.put(None)
+        lines.put(end)
 
 
-async def _next_line(lines: queue.Queue[str | None]) -> str | None:
+async def _next_line(lines: queue.Queue[Line]) -> Line:
     # The reader is a daemon thread (a blocked read of stdin must not keep the
     # process alive after Ctrl-C); each wait for it is bounded so that no worker
     # thread of anyio is left blocked either.
@@ -466,15 +474,24 @@ async def _produce(
                 f"topic {args.topic} has no partition {args.partition} "
                 f"(it has {metadata.partition_count})"
             )
-        lines: queue.Queue[str | None] = queue.Queue(_STDIN_QUEUE_SIZE)
+        lines: queue.Queue[Line] = queue.Queue(_STDIN_QUEUE_SIZE)
         threading.Thread(
             target=_read_lines, args=(source, lines), name="kafka-asgi stdin", daemon=True
         ).start()
+        unread: Exception | None = None
         async with Producer(client=client) as producer:
             while (line := await _next_line(lines)) is not None:
+                if isinstance(line, Exception):
+                    unread = line
+                    break
                 value = line[:-1] if line.endswith("\n") else line
                 await producer.send_buffered(
-                    args.topic, value.encode(), key=key, partition=args.partition
+                    args.topic,
+                    # The bytes read, also where they are not UTF-8 (a POSIX locale reads
+                    # stdin with surrogateescape).
+                    value.encode("utf-8", "surrogateescape"),
+                    key=key,
+                    partition=args.partition,
                 )
                 count += 1
             await producer.flush()
@@ -483,6 +500,11 @@ async def _produce(
         raise CommandError(
             f"{stats.failed} of {count} records were not delivered to {args.topic}: "
             f"{stats.last_error}"
+        )
+    if unread is not None:
+        # What was read before went out (flushed above); the rest of the input did not.
+        raise CommandError(
+            f"reading the input failed after {count} records (sent to {args.topic}): {unread}"
         )
     err.write(f"produced {count} record{'s' if count != 1 else ''} to {args.topic}\n")
     return 0
@@ -578,7 +600,14 @@ def main(
     args = build_parser().parse_args(argv)
     try:
         bootstrap, options = client_options(args)
-    except CommandError as exc:
+        # Checked as the command's client will check them, before it runs: a bad value
+        # (a missing --ssl-cafile, a bootstrap without a port) is one line, not a
+        # traceback.
+        from kafka_asgi.cluster.options import ClientOptions, parse_bootstrap
+
+        parse_bootstrap(bootstrap)
+        ClientOptions.from_options(**options)
+    except (CommandError, ValueError, TypeError) as exc:
         # Options argparse accepts but that do not go together (a SASL mechanism
         # without its password): a failure like any other, exit 1 as documented.
         err.write(f"{PROG}: {exc}\n")

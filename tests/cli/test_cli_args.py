@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import io
 import json
+import queue
+from collections.abc import Iterator
 
 import pytest
 
-from kafka_asgi.cli import CommandError, build_parser, client_options, format_record, main
+from kafka_asgi.cli import (
+    CommandError,
+    Line,
+    _read_lines,
+    build_parser,
+    client_options,
+    format_record,
+    main,
+)
 from kafka_asgi.consumer.results import ConsumerRecord
 
 
@@ -106,6 +116,40 @@ def test_sasl_without_credentials_fails_with_exit_1() -> None:
     # One line and exit 1, as the README says of every failure (issue 16: it was 2).
     assert main(["topics", "--sasl-mechanism", "PLAIN"], stderr=err) == 1
     assert err.getvalue().count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["topics", "-b", "host:notaport"], "notaport"),
+        (["topics", "--ssl-cafile", "/nonexistent/ca.pem"], "/nonexistent/ca.pem"),
+    ],
+)
+def test_bad_option_values_are_one_line_and_exit_1(argv: list[str], message: str) -> None:
+    # They went through as a traceback (a ValueError from the client's checks).
+    err = io.StringIO()
+    assert main(argv, stderr=err) == 1
+    assert err.getvalue().startswith("kafka-asgi: ") and message in err.getvalue()
+    assert err.getvalue().count("\n") == 1
+
+
+class _Unreadable(io.StringIO):
+    """Two lines, then a read that fails (undecodable bytes on a strict stdin)."""
+
+    def __iter__(self) -> Iterator[str]:
+        yield "one\n"
+        yield "two\n"
+        raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+
+
+def test_a_failed_read_of_the_input_is_not_its_end() -> None:
+    # The reader put the end-of-input marker after a failure too: `produce` sent what it
+    # had read, said "produced N records" and exited 0.
+    lines: queue.Queue[Line] = queue.Queue()
+    _read_lines(_Unreadable(), lines)
+    got = [lines.get_nowait() for _ in range(lines.qsize())]
+    assert got[:2] == ["one\n", "two\n"]
+    assert len(got) == 3 and isinstance(got[2], UnicodeDecodeError)
 
 
 RECORD = ConsumerRecord(

@@ -277,6 +277,27 @@ def test_ctrl_c_while_produce_waits_for_stdin(
     assert err == ""
 
 
+def test_produce_stops_with_exit_1_when_the_input_cannot_be_read(
+    kafka: KafkaCluster, new_topic: Callable[..., str]
+) -> None:
+    # A strict UTF-8 stdin and a line that is not UTF-8: the reading thread failed and
+    # the command took it for the end of the input, printing "produced 1 record", exit 0.
+    topic = new_topic()
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("KAFKA_")}
+    full_env["PYTHONIOENCODING"] = "utf-8:strict"
+    result = subprocess.run(
+        [sys.executable, "-m", "kafka_asgi.cli", "-b", kafka.plaintext, "produce", topic],
+        input=b"first\n" + b"x" * 10_000 + b"\n\xff\xfe not utf-8\nlast\n",
+        capture_output=True,
+        env=full_env,
+        timeout=60,
+    )
+    err = result.stderr.decode()
+    assert result.returncode == 1, err
+    assert err.startswith("kafka-asgi: ") and "reading the input failed" in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
 def test_produce_to_a_missing_topic(kafka: KafkaCluster) -> None:
     missing = unique_name("missing")
     result = cli("-b", kafka.plaintext, "produce", missing, stdin="a\n")

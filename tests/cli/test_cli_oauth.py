@@ -60,6 +60,10 @@ def test_msk_flags() -> None:
     assert got["ssl"] is True
     assert got["sasl_mechanism"] == "OAUTHBEARER"
     assert isinstance(ClientOptions.from_options(**got).connection.sasl, OAuthBearerCredentials)
+    # TLS turned on by --msk-iam-region alone still takes --no-ssl-check-hostname (it
+    # was dropped).
+    unchecked = options("--msk-iam-region", "eu-west-1", "--no-ssl-check-hostname")
+    assert unchecked["ssl"] is True and unchecked["ssl_check_hostname"] is False
 
 
 @pytest.mark.parametrize(
