@@ -10,15 +10,17 @@ Layout under ``spill_dir``::
         000000000001.ack        offsets of the frames acknowledged so far
 
 A producer creates its own directory and locks it, so two live processes never
-write one directory.  On open it also tries the lock of every other directory:
-a lock it gets belongs to a dead producer, whose segments it adopts (keeping the
-lock, so no other live producer adopts them too) and replays before its own.  The
-dead producers' directories are replayed oldest first, by their generation: one
-more than the highest in ``spill_dir`` when the directory was made, so a producer
-that adopted another's records (and spilled newer ones after them) comes after it,
-whatever the pids (a container's worker often has the same pid at every start) or
-the clock say.  Directories named by earlier versions (``w<pid>-<random>``) come
-first, by their oldest segment's modification time.
+write one directory (it is made and locked under a name starting ``.making-``, then
+renamed: a directory another producer lists is locked already).  On open it also
+tries the lock of every other directory: a lock it gets belongs to a dead producer,
+whose segments it adopts (keeping the lock, so no other live producer adopts them
+too) and replays before its own.  The dead producers' directories are replayed
+oldest first, by their generation: one more than the highest in ``spill_dir`` when
+the directory was made, so a producer that adopted another's records (and spilled
+newer ones after them) comes after it, whatever the pids (a container's worker often
+has the same pid at every start) or the clock say.  Directories named by earlier
+versions (``w<pid>-<random>``) come first, by their oldest segment's modification
+time.
 
 Segments are rolled at ``segment_bytes`` and read back only once sealed (the
 reader seals the segment being written when it is the oldest left).  A segment is
@@ -55,6 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kafka_asgi.protocol.spill import (
+    ACK_SIZE,
     SEGMENT_HEADER,
     Damage,
     SpillFrame,
@@ -63,11 +66,14 @@ from kafka_asgi.protocol.spill import (
     encode_ack,
 )
 
-__all__ = ["FSYNC_POLICIES", "ReadResult", "Segment", "SpillStore"]
+__all__ = ["FSYNC_POLICIES", "PartialAppendError", "ReadResult", "Segment", "SpillStore"]
 
 FSYNC_POLICIES = ("segment", "never")
 """Named fsync policies; a number instead means "at most every that many seconds"."""
 _LOCK = "LOCK"
+# Prefix of a directory being made (see SpillStore.open); left behind (empty but for
+# its LOCK) only by a process killed between its mkdir and its rename.
+_MAKING = ".making-"
 _SEG = ".seg"
 _ACK = ".ack"
 
@@ -113,6 +119,17 @@ class ReadResult:
     """Frames are left to read."""
     blocked: bool = False
     """The reader stopped in front of a held frame."""
+
+
+class PartialAppendError(OSError):
+    """:meth:`SpillStore.append` failed after ``written`` of its frames were written:
+    those are on disk (they will be replayed), the others are not."""
+
+    def __init__(self, written: int, cause: OSError) -> None:
+        super().__init__(*cause.args)
+        if cause.filename is not None:
+            self.filename = cause.filename
+        self.written = written
 
 
 def _flock(fd: int) -> bool:
@@ -177,16 +194,29 @@ class SpillStore:
         """Create and lock this producer's directory; adopt the dead ones' (blocking)."""
         with self._lock:
             self.root.mkdir(parents=True, exist_ok=True)
-            aged = sorted((_age(d), d) for d in self.root.iterdir() if d.is_dir())
+            aged = sorted(
+                (_age(d), d)
+                for d in self.root.iterdir()
+                if d.is_dir() and not d.name.startswith(_MAKING)
+            )
             others = [d for _, d in aged]
             generation = (aged[-1][0][0] if aged else 0) + 1  # the highest: sorted first by it
             name = f"g{generation:010d}-{os.getpid()}-{secrets.token_hex(4)}"
             own = self.root / name
-            own.mkdir()
-            fd = os.open(own / _LOCK, os.O_CREAT | os.O_RDWR, 0o644)
+            # Made and locked under a name other producers pass over, then renamed:
+            # a producer starting alongside that listed the directory before its lock
+            # was held would take the lock itself, find no segments and remove it.
+            making = self.root / f"{_MAKING}{name}"
+            making.mkdir()
+            fd = os.open(making / _LOCK, os.O_CREAT | os.O_RDWR, 0o644)
             if not _flock(fd):  # a fresh random name: cannot be held
                 os.close(fd)
-                raise OSError(f"cannot lock {own / _LOCK}")
+                raise OSError(f"cannot lock {making / _LOCK}")
+            try:
+                making.rename(own)
+            except OSError:
+                os.close(fd)
+                raise
             self._locks[own] = fd
             self.own = own
             for other in others:  # oldest first: their records go before newer ones
@@ -283,40 +313,50 @@ class SpillStore:
 
     def append(self, frames: list[bytes]) -> int:
         """Write frames in order; return how many fit the budget (the rest were not
-        written).  Raises OSError (disk full, I/O error): then none of the frames of
-        this call is in the segment (a partial write is cut off again)."""
+        written).  Raises OSError (disk full, I/O error): the frames of the write that
+        failed are not in the segment (a partial write is cut off again), nor any
+        after them.  Frames written before it stay on disk, whole, and are replayed
+        (a call that filled a segment, then failed to roll to the next or to write
+        there): the error is then a :class:`PartialAppendError` saying how many."""
         with self._lock:
             if self.closed or self.own is None:
                 raise OSError("the spill store is closed")
             written = 0
             i = 0
             n = len(frames)
-            while i < n:
-                seg = self._writing
-                if seg is None or (
-                    seg.size > len(SEGMENT_HEADER)
-                    and seg.size + len(frames[i]) > self.segment_bytes
-                ):
-                    seg = self._roll()
-                # As many frames as fit the segment (at least one) and the budget.
-                room = self.max_bytes - self.disk_bytes
-                take: list[bytes] = []
-                size = 0
+            try:
                 while i < n:
-                    f = frames[i]
-                    if size + len(f) > room:
+                    seg = self._writing
+                    if seg is None or (
+                        seg.size > len(SEGMENT_HEADER)
+                        and seg.size + len(frames[i]) > self.segment_bytes
+                    ):
+                        seg = self._roll()
+                    # As many frames as fit the segment (at least one) and the budget.
+                    room = self.max_bytes - self.disk_bytes
+                    take: list[bytes] = []
+                    size = 0
+                    while i < n:
+                        f = frames[i]
+                        if size + len(f) > room:
+                            break
+                        if take and seg.size + size + len(f) > self.segment_bytes:
+                            break
+                        take.append(f)
+                        size += len(f)
+                        i += 1
+                    if not take:
                         break
-                    if take and seg.size + size + len(f) > self.segment_bytes:
+                    self._write(seg, b"".join(take))
+                    written += len(take)
+                    if i < n and size + len(frames[i]) > room:
                         break
-                    take.append(f)
-                    size += len(f)
-                    i += 1
-                if not take:
-                    break
-                self._write(seg, b"".join(take))
-                written += len(take)
-                if i < n and size + len(frames[i]) > room:
-                    break
+            except OSError as exc:
+                if written:
+                    # Cutting those back too would need more I/O that can fail as
+                    # well; kept, they are exactly what the caller counts as spilled.
+                    raise PartialAppendError(written, exc) from exc
+                raise
             return written
 
     def append_held(self, frame: bytes) -> tuple[Segment, int] | None:
@@ -544,12 +584,25 @@ class SpillStore:
                 if seg.sealed and seg.read_done and not seg.out:
                     continue  # the whole segment goes below: no ack to write
                 if seg.ack_fd is None:
-                    seg.ack_fd = os.open(
-                        seg.ack_path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o644
-                    )
+                    seg.ack_fd = self._open_acks(seg)
                 os.write(seg.ack_fd, encode_ack(offset))
             self._collect()
             self._maybe_sync()
+
+    @staticmethod
+    def _open_acks(seg: Segment) -> int:
+        fd = os.open(seg.ack_path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o644)
+        try:
+            # A previous owner killed in the middle of an entry left a torn one at
+            # the end: entries appended after it would be read misaligned (as
+            # garbage), and the frames they name sent again after another crash.
+            size = os.fstat(fd).st_size
+            if size % ACK_SIZE:
+                os.ftruncate(fd, size - size % ACK_SIZE)
+        except OSError:
+            os.close(fd)
+            raise
+        return fd
 
     def _collect(self) -> None:
         """Delete the segments whose every frame was acknowledged."""

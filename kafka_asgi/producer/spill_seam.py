@@ -62,7 +62,7 @@ from .errors import (
     SpillMovedError,
 )
 from .options import ProducerOptions
-from .spill import ReadResult, Segment, SpillStore
+from .spill import PartialAppendError, ReadResult, Segment, SpillStore
 
 __all__ = [
     "FRAME_RECORDS",
@@ -239,9 +239,12 @@ class SpillSeam:
         self._queued = 0
         self._replaying = 0  # records handed to the producer, not settled
         self._settle: list[tuple[Segment, int, bool]] = []
-        self._attempts: dict[tuple[int, int], int] = {}
+        # Per frame given back (keyed by its Segment, not id(): an id is reused once
+        # the segment is gone, and every segment's first frame is at the same offset),
+        # until it is settled for good.
+        self._attempts: dict[tuple[Segment, int], int] = {}
         # Frames read again after part of them was delivered (bounded by max_replays).
-        self._rereads: dict[tuple[int, int], int] = {}
+        self._rereads: dict[tuple[Segment, int], int] = {}
         self._unread = False
         # Frames given back for another read (see _replayer).
         self._given_back = 0
@@ -497,7 +500,8 @@ class SpillSeam:
             self._read_back(ticket.topic, count)
         if not failed:
             self.kafka_ok = True
-            self._rereads.pop((id(seg), offset), None)
+            self._rereads.pop((seg, offset), None)
+            self._attempts.pop((seg, offset), None)
             self._settle.append((seg, offset, True))
             self._stop_spilling(ticket.topic)  # a probe delivered its topic's last frame
         elif error is not None and _unreachable_kind(error) and len(failed) == count:
@@ -506,7 +510,7 @@ class SpillSeam:
             self._unread = True
             self._mark_backlog(ticket.topic, count)
         else:
-            key = (id(seg), offset)
+            key = (seg, offset)
             attempts = ticket.attempts
             transient = error is None or not _counts_as_replay_failure(error)
             if not transient:
@@ -534,9 +538,10 @@ class SpillSeam:
                 self._unread = True
                 self._mark_backlog(ticket.topic, count)
             else:
-                # Only the others go back to disk (a new frame): behind the frames
-                # read after this one.
+                # Only the others go back to disk (a new frame, its attempts in its
+                # header): behind the frames read after this one.
                 self._rereads.pop(key, None)
+                self._attempts.pop(key, None)
                 self._settle.append((seg, offset, True))
                 self._put(ticket.topic, ticket.partition, attempts, failed)
         self._kick()
@@ -687,14 +692,15 @@ class SpillSeam:
             encode_frame(topic, partition, cast(list[RecordTuple], records), attempts=attempts)
             for topic, partition, attempts, records in chunks
         ]
+        failure: SpillError | None = None
         try:
             written = self.store.append(frames)
         except OSError as exc:
-            error = SpillError(f"cannot write to spill_dir {str(self.store.root)!r}: {exc}")
-            self._error(error)
-            for topic, partition, _, records in chunks:
-                self._dropped(topic, partition, records, error)
-            return
+            failure = SpillError(f"cannot write to spill_dir {str(self.store.root)!r}: {exc}")
+            # Frames written before the failure (a segment filled, then the next
+            # could not be opened) are on disk and will be replayed: they are
+            # spilled, and stay in their topic's backlog, not reported as dropped.
+            written = exc.written if isinstance(exc, PartialAppendError) else 0
         for _, _, _, records in chunks[:written]:
             self._queued -= len(records)
             self.spilled += len(records)
@@ -702,7 +708,11 @@ class SpillSeam:
         if written:
             self._unread = True
         rest = chunks[written:]
-        if rest:
+        if failure is not None:
+            self._error(failure)
+            for topic, partition, _, records in rest:
+                self._dropped(topic, partition, records, failure)
+        elif rest:
             if self.when_full == "drop_newest":
                 error = SpillFullError(
                     f"spill_max_bytes={self.store.max_bytes} is used up: the newest "

@@ -9,7 +9,7 @@ import pytest
 
 from kafka_asgi.producer import spill
 from kafka_asgi.producer.spill import SpillStore
-from kafka_asgi.protocol.spill import encode_frame
+from kafka_asgi.protocol.spill import encode_ack, encode_frame
 
 TS = 1_700_000_000_000
 
@@ -123,6 +123,32 @@ def test_dead_directory_is_adopted_once_and_acks_survive(tmp_path: Path) -> None
         d.ack(seg, frame.offset)  # type: ignore[arg-type, attr-defined]
     d.close()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_torn_ack_entry_does_not_garble_the_acks_written_after_it(tmp_path: Path) -> None:
+    # A dies in the middle of an ack entry (half of it in the file). B adopts the
+    # segment and acknowledges frames: its entries, appended after the torn one, were
+    # misaligned, read as garbage by C after B died too, and the frames sent again.
+    a = _store(tmp_path)
+    a.append([_frame(i) for i in range(10)])
+    got = _read_all(a)
+    seg, frame = got[0]
+    a.ack(seg, frame.offset)  # type: ignore[arg-type, attr-defined]
+    _die(a)
+    (ack_path,) = tmp_path.glob("*/*.ack")
+    with ack_path.open("ab") as f:
+        f.write(encode_ack(got[1][1].offset)[:4])  # type: ignore[attr-defined]
+    b = _store(tmp_path)
+    assert b.adopted == [a.own]
+    rest = _read_all(b)
+    assert len(rest) == 9  # the torn entry acknowledges nothing
+    for seg, frame in rest[:5]:
+        b.ack(seg, frame.offset)  # type: ignore[arg-type, attr-defined]
+    _die(b)
+    c = _store(tmp_path)
+    again = [f.records for _, f in _read_all(c)]  # type: ignore[attr-defined]
+    assert again == [f.records for _, f in rest[5:]]  # type: ignore[attr-defined]
+    c.close()
 
 
 def test_dead_producers_are_replayed_oldest_first(

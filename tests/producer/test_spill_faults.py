@@ -1,0 +1,246 @@
+"""The spill under faults injected into its file I/O (no broker): an append that
+fails after filling a segment, producers starting together on one spill_dir, and
+what the seam keeps per frame replayed."""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kafka_asgi.errors import SpillError
+from kafka_asgi.producer import spill
+from kafka_asgi.producer.errors import DeliveryTimeoutError
+from kafka_asgi.producer.spill import SpillStore
+from kafka_asgi.producer.spill_seam import FRAME_RECORDS, FrameTicket, SpillHost, SpillSeam
+from kafka_asgi.protocol.errors import KafkaError, TopicAuthorizationFailedError
+from kafka_asgi.protocol.spill import encode_frame
+
+TS = 1_700_000_000_000
+Hook = Callable[[str, tuple[Any, ...]], None]
+
+
+class _HookedOs:
+    """The os module as spill.py sees it, with ``hook(name, args)`` called before each
+    of its functions (the hook may raise that call's error, or run something first)."""
+
+    def __init__(self, hook: Hook) -> None:
+        self._hook = hook
+
+    def __getattr__(self, name: str) -> Any:
+        real = getattr(os, name)
+        if not callable(real):
+            return real
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self._hook(name, args)
+            return real(*args, **kwargs)
+
+        return call
+
+
+def _fail_nth(name: str, nth: int, code: int, match: str = "") -> Hook:
+    """A hook failing the ``nth`` call of ``os.<name>`` (on a path ending ``match``)."""
+    seen = 0
+
+    def hook(called: str, args: tuple[Any, ...]) -> None:
+        nonlocal seen
+        if called != name or not str(args[0]).endswith(match):
+            return
+        seen += 1
+        if seen == nth:
+            raise OSError(code, os.strerror(code))
+
+    return hook
+
+
+def _store(root: Path, **kw: Any) -> SpillStore:
+    options: dict[str, Any] = {"max_bytes": 1 << 30, "segment_bytes": 1 << 20, "fsync": "never"}
+    options.update(kw)
+    store = SpillStore(root, **options)
+    store.open()
+    return store
+
+
+def _values(store: SpillStore) -> list[bytes | None]:
+    out: list[bytes | None] = []
+    while True:
+        r = store.read()
+        if not r.frames and not r.damage:
+            return out
+        out += [rec[1] for _, f in r.frames for rec in f.records]
+
+
+# A frame of 64 of these is larger than a 4096-byte segment: one frame per segment,
+# so the second frame of an append needs a second segment.
+def _records(n: int) -> list[tuple[bytes | None, bytes | None, None, int]]:
+    return [(b"k%d" % (i % 7), b"%04d" % i, None, TS) for i in range(n)]
+
+
+_SECOND_SEGMENT_FAULTS = [
+    pytest.param("open", 2, errno.EMFILE, ".seg", id="its-open-EMFILE"),
+    # Writes: header 1, frame 1, header 2, then the second segment's first frame.
+    pytest.param("write", 4, errno.ENOSPC, "", id="its-first-frame-ENOSPC"),
+]
+
+
+@pytest.mark.parametrize(("call", "nth", "code", "match"), _SECOND_SEGMENT_FAULTS)
+def test_an_append_failing_in_its_second_segment_says_what_it_wrote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, call: str, nth: int, code: int, match: str
+) -> None:
+    # The frame written to the first segment stays there and is replayed: the error
+    # must say so, or the caller reports it as not spilled while it is delivered later.
+    store = _store(tmp_path, segment_bytes=4096)
+    frames = [encode_frame("t", 0, _records(200)[i : i + 64]) for i in range(0, 200, 64)]
+    assert len(frames[0]) > 4096 - 8
+    monkeypatch.setattr(spill, "os", _HookedOs(_fail_nth(call, nth, code, match)))
+    with pytest.raises(OSError) as failed:
+        store.append(frames)
+    monkeypatch.undo()
+    assert failed.value.errno == code
+    assert getattr(failed.value, "written", None) == 1
+    assert isinstance(failed.value, spill.PartialAppendError)
+    assert store.disk_bytes == sum(p.stat().st_size for p in tmp_path.glob("*/*.seg"))
+    store.close()
+    after = _store(tmp_path)
+    assert _values(after) == [b"%04d" % i for i in range(64)]
+    after.close()
+
+
+class _Host:
+    """What the seam calls back, recording the records reported as dropped."""
+
+    def __init__(self) -> None:
+        self.dropped: list[tuple[str, list[Any], KafkaError]] = []
+
+    def report_dropped(self, topic: str, partition: int, records: list[Any], e: KafkaError) -> None:
+        self.dropped.append((topic, list(records), e))
+
+    def spill_host(self) -> SpillHost:
+        def nothing() -> None:
+            pass
+
+        def no_inject(topic: str, partition: int, record: Any, ticket: FrameTicket) -> None:
+            raise AssertionError("no replayer runs here")
+
+        return SpillHost(lambda: 0, no_inject, self.report_dropped, nothing, nothing)
+
+
+def _seam(store: SpillStore) -> tuple[SpillSeam, _Host]:
+    """A seam over an open store, as SpillSeam.run leaves it (without its tasks)."""
+    host = _Host()
+    seam = SpillSeam(store, when_full="drop_newest", queue_limit=10_000, replay_limit=64)
+    seam._host = host.spill_host()
+    seam.ready = True
+    return seam, host
+
+
+def _spill(seam: SpillSeam, records: list[Any]) -> None:
+    """Records of topic "t" that failed delivery, to the disk (the producer moves the
+    topic's memory records first: here there are none)."""
+    assert seam.intercept("t", 0, records, None, DeliveryTimeoutError("timed out")) is None
+    seam.begin_evacuation()
+    seam.end_evacuation()
+
+
+def test_records_written_before_a_failed_roll_are_not_reported_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 200 records, 4096-byte segments, the second segment cannot be opened (EMFILE):
+    # the first frame's 64 records are on disk and replayed by the next producer, so
+    # only the other 136 may be reported (they were reported too, all 200), and the
+    # topic's backlog must still count the 64 (it keeps spilling, nothing overtakes).
+    records = _records(200)
+    store = _store(tmp_path, segment_bytes=4096)
+    seam, host = _seam(store)
+    monkeypatch.setattr(spill, "os", _HookedOs(_fail_nth("open", 2, errno.EMFILE, ".seg")))
+    _spill(seam, records)
+    monkeypatch.undo()
+    reported = [r for _, rs, _ in host.dropped for r in rs]
+    assert reported == records[FRAME_RECORDS:]
+    assert all(isinstance(e, SpillError) for _, _, e in host.dropped)
+    assert isinstance(seam.last_error, SpillError)
+    assert (seam.spilled, seam.dropped, seam.queued) == (FRAME_RECORDS, 200 - FRAME_RECORDS, 0)
+    assert seam._backlog == {"t": FRAME_RECORDS}
+    assert "t" in seam.spilling
+    store.close()
+    after = _store(tmp_path)
+    assert _values(after) == [r[1] for r in records[:FRAME_RECORDS]]
+    after.close()
+
+
+@pytest.mark.parametrize("outcome", ["delivered", "half re-spilled"])
+def test_a_frame_settled_for_good_leaves_no_replay_count_behind(
+    tmp_path: Path, outcome: str
+) -> None:
+    # A frame refused for its records (not for Kafka's absence) is counted per frame
+    # until max_replays. That count must go once the frame is settled: kept, it grew
+    # for the life of the process, and keyed by id(segment) a later segment (every
+    # first frame is at offset 8) took it over and was given up after fewer replays.
+    store = _store(tmp_path)
+    seam, _ = _seam(store)
+    records = _records(2)
+    _spill(seam, records)
+    refused = TopicAuthorizationFailedError("not allowed")
+
+    def replay() -> FrameTicket:
+        (seg, frame), *more = store.read().frames
+        assert not more and [r[1] for r in frame.records] == [r[1] for r in records]
+        return FrameTicket(seam, seg, frame.offset, len(frame.records), frame.attempts, "t")
+
+    ticket = replay()
+    for record in records:
+        ticket.settled((record, refused))
+    assert seam._attempts  # counted, and given back to be read again
+    store.settle(seam._settle)
+    seam._settle.clear()
+    ticket = replay()
+    ticket.settled(None)
+    ticket.settled(None if outcome == "delivered" else (records[1], refused))
+    assert seam._settle == [(ticket.seg, ticket.offset, True)]
+    assert seam._attempts == {}
+    assert seam._rereads == {}
+    store.close()
+
+
+@pytest.mark.parametrize("window", ["open", "_flock"])
+def test_a_producer_starting_alongside_leaves_a_new_directory_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, window: str
+) -> None:
+    # Another worker's open() runs while this one makes its directory: after the
+    # mkdir, before the LOCK file is opened or before it is locked. It took the lock
+    # itself, found no segments and removed the directory: every append then failed.
+    others: list[SpillStore] = []
+
+    def start_another() -> None:
+        if not others:
+            others.append(SpillStore(tmp_path, max_bytes=1 << 20, segment_bytes=4096))
+            others[0].open()
+
+    def hook(name: str, args: tuple[Any, ...]) -> None:
+        if name == "open" and Path(args[0]).name == "LOCK":
+            start_another()
+
+    if window == "open":
+        monkeypatch.setattr(spill, "os", _HookedOs(hook))
+    else:
+        real = spill._flock
+
+        def flock(fd: int) -> bool:
+            start_another()
+            return real(fd)
+
+        monkeypatch.setattr(spill, "_flock", flock)
+    a = _store(tmp_path)
+    monkeypatch.undo()
+    (b,) = others
+    assert a.own is not None and b.own is not None
+    assert b.adopted == [] and a.adopted == []
+    assert a.append([encode_frame("t", 0, _records(1))]) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([a.own.name, b.own.name])
+    a.close()
+    b.close()
