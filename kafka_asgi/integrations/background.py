@@ -179,16 +179,32 @@ class BackgroundProducer:
 
     def _hand_over(self, sender: ThreadSafeSender) -> None:
         get = self._early.get_nowait
+        refused = 0
+        last: Exception | None = None
         while True:
             try:
                 item = get()
             except queue.Empty:
-                return
+                break
             try:
                 sender.send_nowait(*item)
-            except Exception:
-                # Counted by the sender (its queue full, or its loop gone).
-                continue
+            except Exception as exc:
+                # From another thread the sender counts its refusals (its queue full,
+                # its loop gone); on the loop's thread it hands the event straight to
+                # the producer, whose refusal (its buffer full, a record too large)
+                # nobody else counts.
+                if threading.get_ident() == self._thread_ident:
+                    refused += 1
+                    last = exc
+        if refused:
+            self.dropped += refused
+            logger.warning(
+                "kafka_asgi: the producer for cluster %r refused %d event(s) queued before"
+                " it was up: %r",
+                self.cluster,
+                refused,
+                last,
+            )
 
     @property
     def queued(self) -> int:

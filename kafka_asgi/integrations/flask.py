@@ -32,6 +32,7 @@ from typing import Any
 
 from flask import Flask, has_request_context, request
 
+from kafka_asgi.integrations.background import BackgroundProducer
 from kafka_asgi.integrations.event_logger import EventLogger, new_request_id
 from kafka_asgi.integrations.lifespan import LifespanOptions
 from kafka_asgi.integrations.wsgi import (
@@ -65,6 +66,7 @@ class KafkaExtension:
     def __init__(self, app: Flask | None = None) -> None:
         self.middleware: AccessLogMiddleware | None = None
         self.options: LifespanOptions | None = None
+        self.background: BackgroundProducer | None = None
         if app is not None:
             self.init_app(app)
 
@@ -130,8 +132,10 @@ class KafkaExtension:
         return logger
 
     def close(self, timeout: float | None = None) -> None:
-        """Flush and stop the background producer (atexit does it too)."""
-        self.background.stop(timeout)
+        """Flush and stop the background producer (atexit does it too); nothing to do
+        before ``init_app``."""
+        if self.background is not None:
+            self.background.stop(timeout)
 
 
 def _globals_with_kafka(base: type[Any], extension: KafkaExtension) -> type[Any]:

@@ -99,6 +99,20 @@ def test_producer_refusals_in_the_drain_are_counted() -> None:
     assert len(producer.events) == 1 and sender.dropped == 2
 
 
+def test_early_events_the_producer_refuses_are_counted() -> None:
+    # Events queued before the producer is up go to it from the loop's thread, where
+    # the sender hands them straight over: a refusal there (the producer's buffer
+    # full) was counted nowhere, and stop() reported nothing lost.
+    producer = InMemoryProducer(max_buffering=2)
+    bg = BackgroundProducer(cluster="bg-early", producer_factory=lambda: producer)
+    for i in range(5):
+        bg.send_nowait("t", b"%d" % i)
+    sender = bg.ensure_started()
+    bg.stop()
+    assert len(producer.events) == 2
+    assert bg.dropped + sender.dropped == 3
+
+
 def test_background_producer_for_wsgi() -> None:
     producer = InMemoryProducer()
     bg = BackgroundProducer(cluster="bg", producer_factory=lambda: producer)

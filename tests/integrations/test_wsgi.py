@@ -258,6 +258,7 @@ def test_flask_without_access_log_still_has_g_kafka() -> None:
         cluster, KAFKA_ASGI_PRODUCER_FACTORY=lambda: producer, KAFKA_ASGI_ACCESS_LOG=None
     )
     ext = KafkaExtension()
+    ext.close()  # nothing to stop yet (it raised AttributeError)
     ext.init_app(app)
     try:
         Client(app).post("/orders/1")
