@@ -92,8 +92,10 @@ Added here:
     buffered and are retried with a backoff doubling from ``retry_backoff`` up to
     1 s, without using up ``max_retry``, until delivered or until this long after
     they were handed over (then reported with DeliveryTimeoutError, a moment
-    after, never before).  Also how long ``send()`` and ``flush()`` wait at most
-    (DeliveryTimeoutError).
+    after, never before).  Counted from when a record's batch is made: records that
+    first waited for their topic's metadata (or up to ``flush_time`` in a partition)
+    are reported up to that wait later.  Also how long ``send()`` and ``flush()``
+    wait at most (DeliveryTimeoutError).
 ``cluster_name`` (None)
     When set, the producer registers itself under that name when it starts (see
     ``kafka_asgi.get_producer``) and unregisters when it closes.
