@@ -435,8 +435,10 @@ class KafkaClient:
                 # its other connections wait on the same broker (a frozen process, a
                 # paused VM), so they go too, and their requests are tried again
                 # rather than each waiting out its own timeout (the Java client has
-                # one connection per broker and closes it).
-                pool = self._pools.find(conn.host, conn.port)
+                # one connection per broker and closes it). Not when the connection
+                # is still open: the request only waited to send behind a
+                # re-authentication, and nothing says the broker is stuck.
+                pool = self._pools.find(conn.host, conn.port) if conn.closed else None
                 if pool is not None:
                     pool.abort_all(
                         ConnectionClosedError(

@@ -109,8 +109,10 @@ async def run_exchange(io: SaslIO, mechanism: SaslMechanism, *, framed: bool) ->
         else:
             assert io.send_raw is not None and io.receive_raw is not None
             await io.send_raw(len(token).to_bytes(4, "big") + token)
-            if mechanism.complete:
-                break
+            # Every raw token gets a raw answer, even a mechanism's last one: the
+            # broker (SaslServerAuthenticator without KIP-152 headers) sends PLAIN's
+            # empty response as a 0-byte frame, which left unread would be taken for
+            # the first Kafka response. A refusal closes the connection instead.
             try:
                 challenge = await io.receive_raw()
             except ConnectionClosedError:
@@ -118,6 +120,13 @@ async def run_exchange(io: SaslIO, mechanism: SaslMechanism, *, framed: bool) ->
                     f"{address}: the broker closed the connection during SASL"
                     f" {mechanism.name} authentication (wrong credentials?)"
                 ) from None
+            if mechanism.complete:
+                if challenge:
+                    raise AuthenticationError(
+                        f"{address}: SASL {mechanism.name}: unexpected {len(challenge)}"
+                        " bytes from the broker after the exchange ended"
+                    )
+                break
         token = mechanism.respond(challenge)
     logger.debug("%s: authenticated with SASL %s", address, mechanism.name)
     return lifetime_ms

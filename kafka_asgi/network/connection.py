@@ -12,6 +12,9 @@ closing producer) until the request timeout.
 
 A request that times out closes the connection (the Java client does the same): the
 broker answers in order, so every later response on it would wait behind the lost one.
+Not so one that only waited to send behind a re-authentication (KIP-368) waiting for
+the requests in flight: nothing of either is on the wire, and the re-authentication's
+own timeout bounds that wait.
 
 Setting up a connection: TCP (+ TLS) within ``connect_timeout``; then, sequentially
 and before the reader starts, ApiVersions (KIP-35, KIP-511) and SASL (KIP-43, KIP-152)
@@ -24,9 +27,10 @@ import builtins
 import itertools
 import logging
 import random
+from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio
 import anyio.abc
@@ -37,6 +41,7 @@ from kafka_asgi.network.authenticate import SaslIO, new_mechanism, run_exchange
 from kafka_asgi.network.config import ConnectionConfig, check_timeout
 from kafka_asgi.network.errors import (
     CONNECT_ERRORS,
+    HANDSHAKE_IO_ERRORS,
     IO_ERRORS,
     AuthenticationError,
     ClientRequestTimeoutError,
@@ -148,6 +153,9 @@ class BrokerConnection:
         # A session too short to renew in place: stop handing out the connection then.
         self._retire_at: float | None = None
         self._reauthenticating = False
+        # A re-authentication holds the write lock, waiting for the requests in flight
+        # to be answered: nothing of it is on the wire yet.
+        self._reauth_draining = False
         self._last_auth = 0.0
         self._drained: anyio.Event | None = None
         self.reauthentications = 0
@@ -354,15 +362,20 @@ class BrokerConnection:
 
     # ------------------------------------------------------------------ handshake I/O
 
+    def _io_errors(self) -> Mapping[type[BaseException], type[KafkaError]]:
+        # Before the reader runs, the I/O is the Kafka handshake that follows TLS's,
+        # where an SSL error is still a TLS failure (see HANDSHAKE_IO_ERRORS).
+        return IO_ERRORS if self._reader_started else HANDSHAKE_IO_ERRORS
+
     async def _send_frame(self, data: bytes) -> None:
         assert self._stream is not None
-        with map_exceptions(IO_ERRORS, f"sending to {self.address}"):
+        with map_exceptions(self._io_errors(), f"sending to {self.address}"):
             await self._stream.send(data)
 
     async def _receive_frame(self) -> bytes:
         """One size-prefixed frame, without the prefix."""
         assert self._rx is not None
-        with map_exceptions(IO_ERRORS, f"reading from {self.address}"):
+        with map_exceptions(self._io_errors(), f"reading from {self.address}"):
             prefix = await self._rx.receive_exactly(SIZE_PREFIX_LENGTH)
             try:
                 size = frame_size(prefix, MAX_FRAME_SIZE)
@@ -498,20 +511,25 @@ class BrokerConnection:
         still flow. Then new writes pause (the write lock), the requests in flight get
         their responses, the handshake runs through the reader, and writes resume:
         nothing in flight fails or changes order. A refusal closes the connection
-        with AuthenticationError.
+        with AuthenticationError. Interrupted before its first frame, the attempt is
+        dropped and the connection stays: the session is still due for renewal, so
+        the next request tries again.
         """
         credentials = self.config.sasl
         assert credentials is not None
         limit = self.config.request_timeout
         self._reauthenticating = True
+        exchanging = False
         try:
             mechanism = await new_mechanism(credentials, limit)
             with anyio.fail_after(limit):
                 async with self._write_lock:
                     try:
+                        self._reauth_draining = True
                         while self._pending and self._closed is None:
                             self._drained = anyio.Event()
                             await self._drained.wait()
+                        self._reauth_draining = False
                         if self._closed is not None:
                             return
                         io = SaslIO(
@@ -520,22 +538,34 @@ class BrokerConnection:
                             self._reauth_roundtrip,
                             self._scrub,
                         )
+                        exchanging = True
                         lifetime = await run_exchange(io, mechanism, framed=True)
                     except KafkaError as exc:
                         self._fail(exc)
                         raise
                     except BaseException:
-                        # Cancelled or out of time mid-exchange: the broker is between
-                        # handshake steps, so nothing else may be sent on this stream.
-                        self._fail(
-                            ConnectionClosedError(
-                                f"{self.address}: closed after re-authentication was interrupted"
+                        if exchanging:
+                            # Cancelled or out of time mid-exchange: the broker is
+                            # between handshake steps, so nothing else may be sent on
+                            # this stream. (Before it, only this attempt is lost.)
+                            self._fail(
+                                ConnectionClosedError(
+                                    f"{self.address}: closed after re-authentication"
+                                    " was interrupted"
+                                )
                             )
-                        )
                         raise
+                    finally:
+                        self._reauth_draining = False
             self._session_started(lifetime)
             self.reauthentications += 1
         except TimeoutError:
+            if not exchanging:
+                # The requests in flight went unanswered (or a write stayed stuck) for
+                # a whole request_timeout: a request timed out, as far as this
+                # connection can tell, and it closes as for one. This also bounds the
+                # requests queued behind the lock meanwhile, which leave it open.
+                self._timed_out("re-authentication", limit, "waiting to start")
             raise ConnectionClosedError(
                 f"{self.address}: re-authentication took longer than {limit}s"
             ) from None
@@ -594,7 +624,7 @@ class BrokerConnection:
         With ``expect_response=False`` (Produce with acks=0, where the broker sends
         nothing back) returns None once the frame is written. ``request_timeout``
         defaults to the client option of that name. Raises ClientRequestTimeoutError,
-        ConnectionClosedError, TLSError, ProtocolError; a broker error code inside the
+        ConnectionClosedError, ProtocolError; a broker error code inside the
         response is returned as is (the caller knows which ones it can retry).
         """
         response_cls = RESPONSE_TYPES.get(request.API_KEY)
@@ -643,6 +673,15 @@ class BrokerConnection:
             with anyio.move_on_after(limit) as lock_scope:
                 await lock.acquire()
             if lock_scope.cancelled_caught:
+                if self._reauth_draining:
+                    # The lock holder is a re-authentication waiting for the requests
+                    # in flight, not a write stuck on a broker that stopped reading:
+                    # nothing is wrong with the connection, and nothing of this
+                    # request was written.
+                    raise ClientRequestTimeoutError(
+                        f"{self.address}: {name} timed out after {limit}s (waiting to"
+                        " send, behind a re-authentication)"
+                    ) from None
                 return self._timed_out(name, limit, "waiting to send")
         waiter: _Waiter | None = None
         stage = "sending"
@@ -733,7 +772,7 @@ class BrokerConnection:
         )
         await self.request(request, version, request_timeout=timeout)
 
-    def _timed_out(self, name: str, limit: float, stage: str) -> Any:
+    def _timed_out(self, name: str, limit: float, stage: str) -> NoReturn:
         error = ClientRequestTimeoutError(
             f"{self.address}: {name} timed out after {limit}s ({stage})"
         )

@@ -620,12 +620,16 @@ async def test_raw_sasl_tokens_after_handshake_v0_scram(anyio_backend: str, mech
 
 
 async def test_raw_sasl_plain_token(anyio_backend: str) -> None:
+    """PLAIN's one token, answered as Java's broker does without KIP-152 headers
+    (SaslServerAuthenticator): PLAIN's empty response as a 0-byte frame, which the
+    client must read before its first request's response."""
     seen: list[str] = []
     tokens: list[bytes] = []
 
     async def legacy(peer: Peer) -> None:
         await _legacy_handshake(peer, seen)
-        tokens.append(await peer.read_raw())  # PLAIN: one token, no reply
+        tokens.append(await peer.read_raw())
+        await peer.send_token(b"")
         await peer.answer_api_versions()
         await anyio.sleep(10)
 
@@ -652,6 +656,27 @@ async def test_raw_sasl_failure_is_an_authentication_error(anyio_backend: str) -
                     "127.0.0.1",
                     port,
                     sasl_mechanism="SCRAM-SHA-256",
+                    sasl_username="u",
+                    sasl_password="secret-pw",
+                ):
+                    pass
+
+
+async def test_raw_sasl_plain_refusal_is_an_authentication_error(anyio_backend: str) -> None:
+    """A wrong PLAIN password without SaslAuthenticate: the broker closes instead of
+    sending the empty frame, which the client reads as the refusal it is."""
+
+    async def legacy(peer: Peer) -> None:
+        await _legacy_handshake(peer, [])
+        await peer.read_raw()  # the token; then hang up
+
+    async with fake_broker(legacy) as port:
+        with anyio.fail_after(10):
+            with pytest.raises(AuthenticationError, match="closed the connection during SASL"):
+                async with BrokerConnection(
+                    "127.0.0.1",
+                    port,
+                    sasl_mechanism="PLAIN",
                     sasl_username="u",
                     sasl_password="secret-pw",
                 ):

@@ -9,7 +9,12 @@ import time
 import anyio
 import pytest
 
-from kafka_asgi.errors import AuthenticationError
+from kafka_asgi.cluster.client import KafkaClient
+from kafka_asgi.errors import (
+    AuthenticationError,
+    ClientRequestTimeoutError,
+    ConnectionClosedError,
+)
 from kafka_asgi.network.connection import BrokerConnection
 from kafka_asgi.protocol.messages import (
     MetadataRequest,
@@ -143,3 +148,272 @@ async def test_in_flight_requests_finish_before_the_exchange(
     assert "UNEXPECTED" not in " ".join(log)
     # Refused: nothing more is written on the connection.
     assert log[len(expected) :] == ([] if refuse else ["request 2", "request 3"])
+
+
+# ------------------------------------------- interrupted before the exchange started
+
+PLAIN = {"sasl_mechanism": "PLAIN", "sasl_username": "u", "sasl_password": "p"}
+
+
+async def authenticate_plain(peer: Peer, log: list[str]) -> None:
+    api_key, version, corr = await peer.read_request()
+    assert api_key == SASL_HANDSHAKE
+    log.append("handshake")
+    await peer.respond(corr, SaslHandshakeResponse(mechanisms=["PLAIN"]), version)
+    api_key, version, corr = await peer.read_request()
+    assert api_key == SASL_AUTHENTICATE
+    log.append("authenticate")
+    await peer.respond(corr, SaslAuthenticateResponse(session_lifetime_ms=LIFETIME_MS), version)
+
+
+async def until_reauthentication_is_due(conn: BrokerConnection) -> None:
+    # Due at 85-90% of the session lifetime: past 90% it is due whatever was drawn.
+    assert conn.expires_at is not None
+    due = conn.expires_at - LIFETIME_MS / 1000 * 0.1 + 0.01
+    await anyio.sleep(max(due - anyio.current_time(), 0))
+
+
+class HeldRequest:
+    """A script step: the next request is a Metadata the peer answers when released."""
+
+    def __init__(self, name: str, log: list[str]) -> None:
+        self.name = name
+        self.log = log
+        self.arrived = anyio.Event()
+        self.release = anyio.Event()
+
+    async def serve(self, peer: Peer) -> None:
+        api_key, version, corr = await peer.read_request()
+        assert api_key == METADATA
+        self.log.append(f"request {self.name}")
+        self.arrived.set()
+        await self.release.wait()
+        self.log.append(f"response {self.name}")
+        await peer.respond(corr, MetadataResponse(), version)
+
+
+async def answer_metadata(peer: Peer, log: list[str], name: str) -> None:
+    api_key, version, corr = await peer.read_request()
+    assert api_key == METADATA
+    log.append(f"request {name}")
+    await peer.respond(corr, MetadataResponse(), version)
+
+
+class Outcome:
+    """What one request in a task of its own ended with."""
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.error: BaseException | None = None
+        self.scope = anyio.CancelScope()
+
+    async def run(self, conn: BrokerConnection, request_timeout: float | None = None) -> None:
+        try:
+            with self.scope:
+                version = conn.choose_api_version(MetadataRequest.API_KEY)
+                await conn.request(
+                    MetadataRequest(topics=[]), version, request_timeout=request_timeout
+                )
+        except Exception as exc:
+            self.error = exc
+        finally:
+            self.done.set()
+
+
+async def test_cancelled_before_the_exchange_keeps_the_connection(anyio_backend: str) -> None:
+    """The request that starts a re-authentication is cancelled (its caller's own
+    timeout) while waiting for a request in flight: nothing of the exchange was
+    written, so the request in flight gets its response, the connection stays open,
+    and the next request re-authenticates."""
+    log: list[str] = []
+    x = HeldRequest("X", log)
+
+    async def script(peer: Peer) -> None:
+        _, version, corr = await peer.read_request()
+        await peer.respond(corr, versions(), version)  # type: ignore[arg-type]
+        await authenticate_plain(peer, log)
+        await x.serve(peer)
+        await authenticate_plain(peer, log)
+        await answer_metadata(peer, log, "Z")
+        await anyio.sleep_forever()
+
+    async with fake_broker(script) as port:
+        with anyio.fail_after(scaled(10)):
+            async with BrokerConnection("127.0.0.1", port, **PLAIN) as conn:
+                first, second = Outcome(), Outcome()
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(first.run, conn)
+                    await x.arrived.wait()
+                    await until_reauthentication_is_due(conn)
+                    tg.start_soon(second.run, conn)
+                    # The second request now waits for X's response, lock held.
+                    await anyio.wait_all_tasks_blocked()
+                    assert conn.in_flight == 2 and log[-1] == "request X"
+                    second.scope.cancel()
+                    await second.done.wait()
+                    assert second.scope.cancelled_caught and second.error is None
+                    assert not conn.closed, conn._closed
+                    x.release.set()
+                    await first.done.wait()
+                assert first.error is None, "the request in flight must not fail"
+                await metadata(conn)
+                assert conn.reauthentications == 1
+    assert log == [
+        "handshake",
+        "authenticate",
+        "request X",
+        "response X",
+        "handshake",
+        "authenticate",
+        "request Z",
+    ]
+
+
+async def test_timed_out_behind_a_waiting_reauthentication_keeps_the_connection(
+    anyio_backend: str,
+) -> None:
+    """A request queued behind the write lock, held by a re-authentication waiting for
+    a request in flight, reaches its own timeout: it fails alone (nothing of it was
+    written, nothing is stuck on the wire), and everything else goes on."""
+    log: list[str] = []
+    x = HeldRequest("X", log)
+
+    async def script(peer: Peer) -> None:
+        _, version, corr = await peer.read_request()
+        await peer.respond(corr, versions(), version)  # type: ignore[arg-type]
+        await authenticate_plain(peer, log)
+        await x.serve(peer)
+        await authenticate_plain(peer, log)
+        await answer_metadata(peer, log, "Y")
+        await anyio.sleep_forever()
+
+    async with fake_broker(script) as port:
+        with anyio.fail_after(scaled(10)):
+            async with BrokerConnection("127.0.0.1", port, **PLAIN) as conn:
+                first, second = Outcome(), Outcome()
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(first.run, conn)
+                    await x.arrived.wait()
+                    await until_reauthentication_is_due(conn)
+                    tg.start_soon(second.run, conn)
+                    await anyio.wait_all_tasks_blocked()
+                    assert conn.in_flight == 2 and log[-1] == "request X"
+                    version = conn.choose_api_version(MetadataRequest.API_KEY)
+                    with pytest.raises(ClientRequestTimeoutError) as info:
+                        await conn.request(MetadataRequest(topics=[]), version, request_timeout=0.2)
+                    assert not conn.closed, conn._closed
+                    assert "behind a re-authentication" in str(info.value)
+                    x.release.set()
+                    await first.done.wait()
+                    await second.done.wait()
+                assert first.error is None and second.error is None
+                assert conn.reauthentications == 1
+    assert log == [
+        "handshake",
+        "authenticate",
+        "request X",
+        "response X",
+        "handshake",
+        "authenticate",
+        "request Y",
+    ]
+
+
+async def test_reauthentication_waiting_on_a_silent_broker_is_bounded(
+    anyio_backend: str,
+) -> None:
+    """A broker that stops answering while a re-authentication waits for a request in
+    flight (one with a longer timeout of its own): the re-authentication gives up after
+    request_timeout as a timed-out request does, closing the connection, and the
+    request queued behind it (which no longer closes it itself) fails then too."""
+    log: list[str] = []
+    x = HeldRequest("X", log)
+
+    async def script(peer: Peer) -> None:
+        _, version, corr = await peer.read_request()
+        await peer.respond(corr, versions(), version)  # type: ignore[arg-type]
+        await authenticate_plain(peer, log)
+        await x.serve(peer)  # never released
+
+    limit = 0.5
+    async with fake_broker(script) as port:
+        with anyio.fail_after(scaled(10)):
+            async with BrokerConnection("127.0.0.1", port, request_timeout=limit, **PLAIN) as conn:
+                first, second, third = Outcome(), Outcome(), Outcome()
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(first.run, conn, 30.0)
+                    await x.arrived.wait()
+                    await until_reauthentication_is_due(conn)
+                    started = anyio.current_time()
+                    tg.start_soon(second.run, conn)
+                    await anyio.wait_all_tasks_blocked()
+                    tg.start_soon(third.run, conn, 30.0)
+                    await second.done.wait()
+                    assert anyio.current_time() - started < limit + scaled(1)
+                    await first.done.wait()
+                    await third.done.wait()
+                assert conn.closed
+                assert isinstance(second.error, ClientRequestTimeoutError)
+                assert "re-authentication" in str(second.error)
+                assert isinstance(first.error, ConnectionClosedError)
+                assert isinstance(third.error, ConnectionClosedError)
+    assert log == ["handshake", "authenticate", "request X"]
+
+
+async def test_the_client_keeps_the_broker_connection_when_a_request_waited_behind_reauth(
+    anyio_backend: str,
+) -> None:
+    """Through KafkaClient: a request timing out behind a waiting re-authentication is
+    no sign of a stuck broker, so its connections are not all given up (the client
+    closed every connection to a broker after any request timeout, failing the
+    request in flight and the re-authentication's own)."""
+    log: list[str] = []
+    x = HeldRequest("X", log)
+
+    async def script(peer: Peer) -> None:
+        _, version, corr = await peer.read_request()
+        await peer.respond(corr, versions(), version)  # type: ignore[arg-type]
+        await authenticate_plain(peer, log)
+        await x.serve(peer)
+        await authenticate_plain(peer, log)
+        while True:  # the second request, and the refresh the timeout asks for
+            await answer_metadata(peer, log, "after")
+
+    async def send(client: KafkaClient, outcome: Outcome) -> None:
+        try:
+            await client.send(None, MetadataRequest(topics=[]))
+        except Exception as exc:
+            outcome.error = exc
+        finally:
+            outcome.done.set()
+
+    async with fake_broker(script) as port:
+        with anyio.fail_after(scaled(10)):
+            async with KafkaClient(
+                f"127.0.0.1:{port}", max_connections_per_broker=1, **PLAIN
+            ) as client:
+                first, second = Outcome(), Outcome()
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(send, client, first)
+                    await x.arrived.wait()
+                    # Due at 85-90% of the session, which started just before X.
+                    await anyio.sleep(LIFETIME_MS / 1000 * 0.9 + 0.05)
+                    tg.start_soon(send, client, second)
+                    await anyio.wait_all_tasks_blocked()
+                    with pytest.raises(ClientRequestTimeoutError, match="re-authentication"):
+                        await client.send(None, MetadataRequest(topics=[]), request_timeout=0.2)
+                    assert client.connection_count() == 1
+                    x.release.set()
+                    await first.done.wait()
+                    await second.done.wait()
+                assert first.error is None and second.error is None
+                assert client.connection_count() == 1
+    assert log[:6] == [
+        "handshake",
+        "authenticate",
+        "request X",
+        "response X",
+        "handshake",
+        "authenticate",
+    ]
+    assert log[6:] in (["request after"], ["request after"] * 2)

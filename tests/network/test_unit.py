@@ -22,7 +22,12 @@ from kafka_asgi.errors import (
     UnsupportedVersionError,
 )
 from kafka_asgi.network.connection import BrokerConnection, ConnectionConfig
-from kafka_asgi.network.errors import CONNECT_ERRORS, IO_ERRORS, map_exceptions
+from kafka_asgi.network.errors import (
+    CONNECT_ERRORS,
+    HANDSHAKE_IO_ERRORS,
+    IO_ERRORS,
+    map_exceptions,
+)
 from kafka_asgi.network.sasl import PlainMechanism, SaslCredentials, ScramMechanism
 from kafka_asgi.network.tls import build_ssl_context
 from kafka_asgi.protocol.messages import FetchRequest, MetadataRequest, ProduceRequest
@@ -51,7 +56,11 @@ def test_error_tree() -> None:
     [
         (ConnectionRefusedError(111, "refused"), CONNECT_ERRORS, ConnectError),
         (ssl.SSLCertVerificationError("bad cert"), CONNECT_ERRORS, TLSError),
-        (ssl.SSLError("alert"), IO_ERRORS, TLSError),
+        # Once open, a broken TLS record is a broken connection, retried elsewhere;
+        # in the Kafka handshake right after TLS's, a TLS 1.3 certificate alert.
+        (ssl.SSLError("bad record mac"), IO_ERRORS, ConnectionClosedError),
+        (ssl.SSLError("alert"), HANDSHAKE_IO_ERRORS, TLSError),
+        (anyio.EndOfStream(), HANDSHAKE_IO_ERRORS, ConnectionClosedError),
         (anyio.EndOfStream(), IO_ERRORS, ConnectionClosedError),
         (anyio.BrokenResourceError(), IO_ERRORS, ConnectionClosedError),
         (OSError(104, "reset"), IO_ERRORS, ConnectionClosedError),
