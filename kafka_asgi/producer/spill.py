@@ -60,6 +60,7 @@ from kafka_asgi.protocol.spill import (
     ACK_SIZE,
     SEGMENT_HEADER,
     Damage,
+    SegmentScan,
     SpillFrame,
     decode_acks,
     decode_frames,
@@ -512,31 +513,67 @@ class SpillStore:
                 if not seg.sealed:
                     self._seal(seg)
                 self._read_segment(seg, result, max_bytes or self.read_bytes)
-                if result.frames or result.damage or result.blocked:
+                if result.frames or result.blocked:
                     break
             self._collect()
             result.more = result.blocked or any(not s.read_done for s in self._segments)
             return result
 
     def _read_segment(self, seg: Segment, result: ReadResult, want: int) -> None:
+        """Read ``seg`` on from ``read_pos`` until frames to hand out (those of about
+        ``want`` bytes), a held frame or the segment's end.  A damaged region is read
+        whole, in chunks growing past ``want``, and reported once: a probe (``want``
+        of 1) that stopped at each chunk's damage would cross 29 bytes of it a read."""
         with open(seg.path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
+            # The last damage of this call: a chunk may start with more of it.
+            tail: Damage | None = None
             if seg.read_pos == len(SEGMENT_HEADER):
                 head = f.read(len(SEGMENT_HEADER))
-                if head != SEGMENT_HEADER and 0 not in seg.damaged:
+                if head != SEGMENT_HEADER:
                     # Not our file header: read on, the frames carry their own checks.
-                    seg.damaged.add(0)
-                    result.damage.append(
-                        (seg.path, Damage(0, len(head), None, "bad segment file header"))
-                    )
+                    tail = Damage(0, len(head), None, "bad segment file header")
+                    if 0 not in seg.damaged:
+                        seg.damaged.add(0)
+                        result.damage.append((seg.path, tail))
             found = len(result.frames)
+            chunk_size = want
             while True:
                 f.seek(seg.read_pos)
-                chunk = f.read(want)
+                chunk = f.read(chunk_size)
                 eof = seg.read_pos + len(chunk) >= size
                 scan = decode_frames(chunk, base=seg.read_pos, at_eof=eof)
+                skipping = bool(scan.damage) and not scan.frames
+                grown = chunk_size > want
+                if scan.frames and grown:
+                    # A chunk grown to get past damage: its frames are read again from
+                    # the first, in chunks of ``want`` (a probe's one frame, the room).
+                    first = scan.frames[0].offset
+                    scan = SegmentScan(
+                        damage=[d for d in scan.damage if d.offset < first],
+                        consumed=first - seg.read_pos,
+                    )
+                    eof = False
+                elif scan.frames and not eof:
+                    # Damage after the last frame may go on past the chunk: the next
+                    # read takes it whole.
+                    last = scan.frames[-1].end
+                    scan.damage = [d for d in scan.damage if d.offset < last]
+                    scan.consumed = last - seg.read_pos
                 seg.read_pos += scan.consumed
                 for d in scan.damage:
+                    if (
+                        tail is not None
+                        and d.records is None
+                        and d.offset == tail.offset + tail.length
+                    ):
+                        # More of the region the last chunk ended in: one report.
+                        merged = Damage(tail.offset, tail.length + d.length, None, tail.reason)
+                        if result.damage and result.damage[-1][1] is tail:
+                            result.damage[-1] = (seg.path, merged)
+                        tail = merged
+                        continue
+                    tail = d
                     if d.offset not in seg.damaged:
                         seg.damaged.add(d.offset)
                         result.damage.append((seg.path, d))
@@ -553,13 +590,23 @@ class SpillStore:
                 if eof:
                     seg.read_done = True
                     return
-                if len(result.frames) > found or scan.damage:
+                if len(result.frames) > found:
                     return
-                if not scan.consumed:
-                    want *= 2  # a frame larger than the chunk
-                # Otherwise the chunk held only frames settled or out already (held
-                # copies delivered, say): read on here. Returning empty-handed would
-                # let read() hand out the next segment's frames ahead of this one's.
+                # Nothing to hand out yet (damage, or frames settled or out already:
+                # held copies delivered, say): read on here. Returning empty-handed
+                # would let read() hand out the next segment's frames ahead of this
+                # one's, or end a probe with damage and no frame.
+                if grown and not skipping:
+                    chunk_size = want  # past the damage
+                elif not scan.consumed:
+                    want = chunk_size = want * 2  # a frame larger than the chunk
+                elif skipping:
+                    # Within a damaged region: longer chunks (bounded), so a region
+                    # takes a number of chunks that grows with its size only past
+                    # ``read_bytes``.
+                    chunk_size = min(chunk_size * 2, max(want, self.read_bytes))
+                else:
+                    chunk_size = want
 
     # ------------------------------------------------------------------ acks
 

@@ -9,7 +9,7 @@ import pytest
 
 from kafka_asgi.producer import spill
 from kafka_asgi.producer.spill import SpillStore
-from kafka_asgi.protocol.spill import encode_ack, encode_frame
+from kafka_asgi.protocol.spill import SEGMENT_HEADER, encode_ack, encode_frame
 
 TS = 1_700_000_000_000
 
@@ -350,4 +350,57 @@ def test_held_frame_needs_room_in_the_budget(tmp_path: Path) -> None:
     store = _store(tmp_path, max_bytes=len(frame) + 10)
     assert store.append_held(frame) is not None
     assert store.append_held(frame) is None
+    store.close()
+
+
+def _zero_fill(store: SpillStore, start: int, length: int) -> None:
+    """Zeros over ``length`` bytes of the segment at ``start``, as a power cut leaves
+    blocks whose data never reached the disk."""
+    assert store.own is not None
+    (seg_path,) = store.own.glob("*.seg")
+    with open(seg_path, "r+b") as f:
+        f.seek(start)
+        f.write(bytes(length))
+
+
+@pytest.mark.parametrize(
+    ("chunk", "expected"),
+    [
+        pytest.param(1, [[b"k0"], [b"k2"], [b"k3"]], id="probe"),
+        pytest.param(4096, [[b"k0"], [b"k2", b"k3"]], id="chunk-smaller-than-the-damage"),
+    ],
+)
+def test_a_damaged_region_is_read_past_at_once_and_reported_once(
+    tmp_path: Path, chunk: int, expected: list[list[bytes]]
+) -> None:
+    # 64 KiB of zeros between two frames. A read stopped at the first chunk holding
+    # damage, reported as a piece of its own: a probe (read(1), one a second while
+    # Kafka seems away) crossed 29 bytes of it per read, 2261 probes and 2260
+    # SpillDamagedError for 64 KiB before the next frame. The frames after the
+    # damage still come in reads of the size asked for (a probe's one frame).
+    store = _store(tmp_path)
+    lost = encode_frame("t", 0, [(None, b"x" * 65536, None, TS)])
+    assert store.append([_frame(0), lost, _frame(2), _frame(3)]) == 4
+    start = len(SEGMENT_HEADER) + len(_frame(0))
+    _zero_fill(store, start, len(lost))
+    reads = []
+    for _ in range(len(expected)):
+        reads.append(store.read(chunk))
+    assert [[f.records[0][0] for _, f in r.frames] for r in reads] == expected
+    damage = [(d.offset, d.length, d.records) for r in reads for _, d in r.damage]
+    assert damage == [(start, len(lost), None)]
+    assert not reads[-1].more
+    store.close()
+
+
+def test_a_zero_filled_segment_start_is_one_damage_with_its_file_header(tmp_path: Path) -> None:
+    # The file header too: one region from byte 0, not a report for the header and
+    # one for each chunk of the zeros after it.
+    store = _store(tmp_path)
+    lost = encode_frame("t", 0, [(None, b"x" * 20000, None, TS)])
+    assert store.append([lost, _frame(1)]) == 2
+    _zero_fill(store, 0, len(SEGMENT_HEADER) + len(lost))
+    first = store.read(1)
+    assert [f.records[0][0] for _, f in first.frames] == [b"k1"]
+    assert [(d.offset, d.length) for _, d in first.damage] == [(0, len(SEGMENT_HEADER) + len(lost))]
     store.close()
