@@ -67,7 +67,7 @@ from kafka_asgi.protocol.spill import (
     encode_ack,
 )
 
-__all__ = ["FSYNC_POLICIES", "PartialAppendError", "ReadResult", "Segment", "SpillStore"]
+__all__ = ["FSYNC_POLICIES", "ReadResult", "Segment", "SpillStore"]
 
 FSYNC_POLICIES = ("segment", "never")
 """Named fsync policies; a number instead means "at most every that many seconds"."""
@@ -122,9 +122,10 @@ class ReadResult:
     """The reader stopped in front of a held frame."""
 
 
-class PartialAppendError(OSError):
+class _PartialAppendError(OSError):
     """:meth:`SpillStore.append` failed after ``written`` of its frames were written:
-    those are on disk (they will be replayed), the others are not."""
+    those are on disk (they will be replayed), the others are not.  Internal (the
+    seam turns it into the SpillError it reports), so not in kafka_asgi.errors."""
 
     def __init__(self, written: int, cause: OSError) -> None:
         super().__init__(*cause.args)
@@ -318,7 +319,7 @@ class SpillStore:
         failed are not in the segment (a partial write is cut off again), nor any
         after them.  Frames written before it stay on disk, whole, and are replayed
         (a call that filled a segment, then failed to roll to the next or to write
-        there): the error is then a :class:`PartialAppendError` saying how many."""
+        there): the error is then a :class:`_PartialAppendError` saying how many."""
         with self._lock:
             if self.closed or self.own is None:
                 raise OSError("the spill store is closed")
@@ -356,7 +357,7 @@ class SpillStore:
                 if written:
                     # Cutting those back too would need more I/O that can fail as
                     # well; kept, they are exactly what the caller counts as spilled.
-                    raise PartialAppendError(written, exc) from exc
+                    raise _PartialAppendError(written, exc) from exc
                 raise
             return written
 

@@ -62,7 +62,7 @@ from .errors import (
     SpillMovedError,
 )
 from .options import ProducerOptions
-from .spill import PartialAppendError, ReadResult, Segment, SpillStore
+from .spill import ReadResult, Segment, SpillStore, _PartialAppendError
 
 __all__ = [
     "FRAME_RECORDS",
@@ -700,7 +700,7 @@ class SpillSeam:
             # Frames written before the failure (a segment filled, then the next
             # could not be opened) are on disk and will be replayed: they are
             # spilled, and stay in their topic's backlog, not reported as dropped.
-            written = exc.written if isinstance(exc, PartialAppendError) else 0
+            written = exc.written if isinstance(exc, _PartialAppendError) else 0
         for _, _, _, records in chunks[:written]:
             self._queued -= len(records)
             self.spilled += len(records)

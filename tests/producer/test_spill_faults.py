@@ -104,7 +104,7 @@ def test_an_append_failing_in_its_second_segment_says_what_it_wrote(
     monkeypatch.undo()
     assert failed.value.errno == code
     assert getattr(failed.value, "written", None) == 1
-    assert isinstance(failed.value, spill.PartialAppendError)
+    assert isinstance(failed.value, spill._PartialAppendError)
     assert store.disk_bytes == sum(p.stat().st_size for p in tmp_path.glob("*/*.seg"))
     store.close()
     after = _store(tmp_path)
