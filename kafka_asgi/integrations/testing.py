@@ -33,11 +33,16 @@ from kafka_asgi.integrations.overrides import clear_override, override_for, set_
 from kafka_asgi.integrations.producer_api import Headers
 from kafka_asgi.producer import (
     BufferFullError,
+    ProducerClosedError,
     ProducerStats,
     RecordMetadata,
+    RecordTooLargeError,
     register_producer,
     unregister_producer,
 )
+from kafka_asgi.producer.accumulator import record_bytes
+from kafka_asgi.producer.hooks import ProducerHooks
+from kafka_asgi.producer.options import largest_record
 from kafka_asgi.producer.validation import check_wait, coerce_record, resolve_serializer
 from kafka_asgi.protocol.errors import KafkaError
 
@@ -92,6 +97,10 @@ class InMemoryProducer:
     returns a RecordMetadata with per-partition offsets counted from 0 (partition
     0 unless one is given).
 
+    As the Producer, it refuses a record larger than ``max_request_size`` allows
+    (RecordTooLargeError) and anything after ``aclose()`` (ProducerClosedError).
+    ``add_hooks`` keeps the hooks (``hooks``) and calls none: no request is made.
+
     To exercise an app's failure paths, set ``buffer_full = True`` (``send_nowait``
     raises BufferFullError, as a producer at ``max_buffering`` does), or
     ``max_buffering`` to make that happen once that many events are held.
@@ -109,11 +118,15 @@ class InMemoryProducer:
         reachable: bool = True,
         value_serializer: Any = None,
         key_serializer: Any = None,
+        max_request_size: int = 1 << 20,
     ) -> None:
         self._value_serializer = resolve_serializer("value_serializer", value_serializer)
         self._key_serializer = resolve_serializer("key_serializer", key_serializer)
         if max_buffering is not None and (not isinstance(max_buffering, int) or max_buffering < 1):
             raise ValueError(f"max_buffering must be a positive int or None, not {max_buffering!r}")
+        self._largest = largest_record(max_request_size)
+        self.max_request_size = max_request_size
+        self.hooks: list[ProducerHooks] = []
         self.max_buffering = max_buffering
         self.buffer_full = False
         self.reachable = reachable
@@ -191,7 +204,7 @@ class InMemoryProducer:
 
     async def start(self) -> None:
         if self.closed:
-            raise RuntimeError("InMemoryProducer was closed; make a new one")
+            raise ProducerClosedError("InMemoryProducer was closed; make a new one")
         self.started = True
         await anyio.lowlevel.checkpoint()
 
@@ -211,6 +224,17 @@ class InMemoryProducer:
     ) -> None:
         await self.flush()
         await self.aclose()
+
+    def add_hooks(self, hooks: ProducerHooks) -> None:
+        """Keep ``hooks`` (as the Producer takes them: the metrics integrations do):
+        none is called, as no Produce request is made."""
+        if not isinstance(hooks, ProducerHooks):
+            raise TypeError(f"hooks must be a ProducerHooks, not {hooks!r}")
+        self.hooks.append(hooks)
+
+    def remove_hooks(self, hooks: ProducerHooks) -> None:
+        if hooks in self.hooks:
+            self.hooks.remove(hooks)
 
     # -- test-side helpers ----------------------------------------------------------------
 
@@ -297,7 +321,13 @@ class InMemoryProducer:
             timestamp=ms,
         )
         if self.closed:
-            raise RuntimeError("InMemoryProducer is closed")
+            raise ProducerClosedError("InMemoryProducer is closed")
+        size = record_bytes(value_bytes, key_bytes, hdrs)
+        if size > self._largest:
+            raise RecordTooLargeError(
+                f"a record of about {size} bytes for topic {name!r} cannot fit in a request"
+                f" of max_request_size={self.max_request_size} bytes"
+            )
         with self._lock:
             if self.buffer_full or (
                 self.max_buffering is not None and len(self.events) >= self.max_buffering
@@ -323,8 +353,10 @@ def capture_events(
     """
     producer = producer if producer is not None else InMemoryProducer()
     set_override(cluster, producer)
-    register_producer(cluster, producer)
     try:
+        # Inside the try: a name another producer holds (ProducerAlreadyRegisteredError)
+        # must not leave the override behind for every later test.
+        register_producer(cluster, producer)
         yield producer
     finally:
         clear_override(cluster, producer)

@@ -50,6 +50,7 @@ __all__ = [
     "cut_moving_on",
     "header_size",
     "place",
+    "record_bytes",
     "records_of",
 ]
 
@@ -92,6 +93,17 @@ def header_size(headers: list[Header]) -> int:
     size = 0
     for k, v in headers:
         size += 10 + len(k) * 4 + (len(v) if v is not None else 0)
+    return size
+
+
+def record_bytes(value: bytes | None, key: bytes | None, headers: list[Header] | None) -> int:
+    """Bytes a record adds to a batch, at most (what ``max_request_size`` is checked
+    against when it is handed over)."""
+    size = RECORD_OVERHEAD + (len(value) if value is not None else 0)
+    if key is not None:
+        size += len(key)
+    if headers is not None:
+        size += header_size(headers)
     return size
 
 

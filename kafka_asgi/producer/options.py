@@ -139,6 +139,7 @@ from typing import Any
 from kafka_asgi.cluster.options import split_client_options
 from kafka_asgi.protocol.compression import Compression, check_level, ensure_available
 from kafka_asgi.protocol.framing import MAX_RECORDS_SIZE
+from kafka_asgi.protocol.records import BATCH_OVERHEAD
 
 from .partitioner import BUILTIN_PARTITIONERS, PartitionerFunc
 from .validation import Serializer, resolve_serializer
@@ -159,6 +160,13 @@ _MIB = 1024 * 1024
 # of the record batches max_request_size bounds; the frame stays within the client's
 # (and a default broker's socket.request.max.bytes) 100 MiB.
 MAX_REQUEST_SIZE = MAX_RECORDS_SIZE
+
+
+def largest_record(max_request_size: object) -> int:
+    """The most bytes one record may take (by ``accumulator.record_bytes``) for a batch
+    holding it alone to fit in ``max_request_size`` (checked as the option)."""
+    limit = _int("max_request_size", max_request_size, 1024, MAX_REQUEST_SIZE)
+    return limit - BATCH_OVERHEAD - 20
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,8 +52,8 @@ from .accumulator import (
     Waiters,
     cut,
     cut_moving_on,
-    header_size,
     place,
+    record_bytes,
 )
 from .errors import (
     BufferFullError,
@@ -63,7 +63,12 @@ from .errors import (
 )
 from .hooks import ProducerHooks, call_hook, combine, trace_injector, without
 from .idempotence import Idempotence
-from .options import SHARED_CLIENT_OPTIONS, ProducerOptions, split_producer_options
+from .options import (
+    SHARED_CLIENT_OPTIONS,
+    ProducerOptions,
+    largest_record,
+    split_producer_options,
+)
 from .registry import register_producer, unregister_producer
 from .reports import ProducerStats, RecordMetadata, Reports
 from .sender import Sender, offload_threshold
@@ -133,8 +138,10 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
         self._batch_num = opts.batch_num
         self._batch_size = opts.batch_size
         self._max_request_size = opts.max_request_size
-        # The largest value a record without key or headers may have.
-        self._max_value = opts.max_request_size - BATCH_OVERHEAD - RECORD_OVERHEAD - 20
+        # The largest record (accumulator.record_bytes), and the largest value a
+        # record without key or headers may have.
+        self._largest = largest_record(opts.max_request_size)
+        self._max_value = self._largest - RECORD_OVERHEAD
         self._woken = False
         self._wake_event: anyio.Event | None = None
 
@@ -626,12 +633,8 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
         part = None if partition is None else check_partition(partition)
         assert value is None or isinstance(value, bytes)
         assert key is None or isinstance(key, bytes)
-        size = RECORD_OVERHEAD + (len(value) if value is not None else 0)
-        if key is not None:
-            size += len(key)
-        if hdrs is not None:
-            size += header_size(hdrs)
-        if size > self._max_request_size - BATCH_OVERHEAD - 20:
+        size = record_bytes(value, key, hdrs)
+        if size > self._largest:
             raise self._too_large(topic, size)
         if (
             spill is not None

@@ -17,7 +17,15 @@ from kafka_asgi.integrations.testing import (
     capture_events,
     override_for,
 )
-from kafka_asgi.producer import BufferFullError, get_producer
+from kafka_asgi.producer import (
+    BufferFullError,
+    ProducerAlreadyRegisteredError,
+    ProducerClosedError,
+    RecordTooLargeError,
+    get_producer,
+    register_producer,
+    unregister_producer,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -94,11 +102,13 @@ def test_buffer_full_and_max_buffering() -> None:
 
 
 async def test_closed_producer_refuses(anyio_backend: str) -> None:
+    # ProducerClosedError, as the Producer (a KafkaError: it was a RuntimeError, which
+    # an app catching KafkaError handled in production and not in its tests).
     p = InMemoryProducer()
     await p.aclose()
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(ProducerClosedError, match="closed"):
         p.send_nowait("t", b"x")
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(ProducerClosedError, match="closed"):
         await p.start()
     with pytest.raises(ValueError, match="timeout"):
         await p.flush(timeout=-1)
@@ -146,6 +156,56 @@ async def test_wait_for(anyio_backend: str) -> None:
     with pytest.raises(ValueError, match="timeout must be None or a number of seconds"):
         await p.wait_for(2, timeout=math.nan)
     await anyio.to_thread.run_sync(timer.join)
+
+
+def test_a_record_larger_than_max_request_size_is_refused_as_the_producer_does() -> None:
+    # The fake took any size: a handler logging a 2 MiB payload passed its tests and
+    # failed in production (RecordTooLargeError, a ValueError the EventLogger raises).
+    p = InMemoryProducer()
+    with pytest.raises(RecordTooLargeError, match="max_request_size=1048576"):
+        p.send_nowait("t", b"x" * (2 << 20))
+    with pytest.raises(RecordTooLargeError):
+        p.send_nowait("t", b"x", headers={"h": b"y" * (1 << 20)})
+    p.send_nowait("t", b"x" * 1_000_000)
+    roomy = InMemoryProducer(max_request_size=4 << 20)
+    roomy.send_nowait("t", b"x" * (2 << 20))
+    assert [len(e.value or b"") for e in p.events + roomy.events] == [1_000_000, 2 << 20]
+    with pytest.raises(ValueError, match="max_request_size"):
+        InMemoryProducer(max_request_size=10)
+
+
+async def test_the_metrics_integrations_take_the_in_memory_producer(anyio_backend: str) -> None:
+    # The README's setup calls prometheus.register(get_producer()) in the lifespan:
+    # under capture_events the fake had no add_hooks and the app failed to start.
+    from prometheus_client import CollectorRegistry
+
+    from kafka_asgi.integrations import prometheus
+
+    p = InMemoryProducer()
+    metrics = prometheus.register(p, registry=CollectorRegistry())
+    assert len(p.hooks) == 1
+    metrics.sync()
+    metrics.remove_producer(p)
+    assert p.hooks == []
+    with pytest.raises(TypeError, match="ProducerHooks"):
+        p.add_hooks(object())  # type: ignore[arg-type]
+
+
+def test_capture_events_clears_its_override_when_the_name_is_taken() -> None:
+    # register_producer raised (another producer holds the name) after the override was
+    # set, outside the try: every later capture_events said "already active", and
+    # every lifespan started after used the stale fake.
+    holder = InMemoryProducer()
+    register_producer("cap-taken", holder)
+    try:
+        with pytest.raises(ProducerAlreadyRegisteredError):
+            with capture_events("cap-taken"):
+                pass
+        assert override_for("cap-taken") is None
+    finally:
+        unregister_producer("cap-taken", holder)
+    with capture_events("cap-taken") as p:
+        assert get_producer("cap-taken") is p
 
 
 def test_capture_events_registers_and_restores() -> None:
