@@ -95,6 +95,10 @@ class ThreadSafeSender:
         self.producer = producer
         self.max_queue = max_queue
         self.dropped = 0
+        # The producer's own checks, run in the sending thread (Producer and
+        # InMemoryProducer have them; another producer-like object's events are
+        # checked on the loop, where a refusal is counted and logged).
+        self._check: Callable[..., tuple[Any, ...]] | None = getattr(producer, "check_record", None)
         # A deque: append and popleft are atomic (no lock, no condition to notify, as
         # queue.Queue has); the length is checked before each append.
         self._queue: deque[_Item] = deque()
@@ -145,7 +149,13 @@ class ThreadSafeSender:
         if len(events) >= self.max_queue:
             self.dropped += 1
             raise BufferFullError(f"thread hand-off queue full ({self.max_queue} events)")
-        events.append((topic, value, key, headers, partition, timestamp))
+        check = self._check
+        if check is None:
+            events.append((topic, value, key, headers, partition, timestamp))
+        else:
+            # Bad input raises here, at the call, as on the loop's thread; what is
+            # queued is converted (a bytearray copied, a serializer run) now.
+            events.append(check(topic, value, key, headers, partition, timestamp))
         # Queue first, flag second: a drain that already cleared the flag will see
         # this event, or this thread sees the cleared flag and schedules a new drain.
         if not self._scheduled:

@@ -40,7 +40,7 @@ from kafka_asgi.producer import (
     register_producer,
     unregister_producer,
 )
-from kafka_asgi.producer.accumulator import record_bytes
+from kafka_asgi.producer.accumulator import CheckedRecord, record_bytes
 from kafka_asgi.producer.hooks import ProducerHooks
 from kafka_asgi.producer.options import largest_record
 from kafka_asgi.producer.validation import check_wait, coerce_record, resolve_serializer
@@ -293,16 +293,18 @@ class InMemoryProducer:
             return len(self.events)
         return len(self.events_for(topic))
 
-    def _capture(
+    def check_record(
         self,
-        topic: object,
-        value: object,
-        key: object,
-        headers: Headers,
-        partition: object,
-        timestamp: object,
-    ) -> CapturedEvent:
-        name, value_bytes, key_bytes, hdrs, part, ms = coerce_record(
+        topic: str,
+        value: bytes | str | None,
+        key: bytes | str | None = None,
+        headers: Headers = None,
+        partition: int | None = None,
+        timestamp: int | None = None,
+    ) -> CheckedRecord:
+        """As :meth:`kafka_asgi.producer.Producer.check_record`: the record checked and
+        converted, captured nothing."""
+        checked = coerce_record(
             topic,
             value,
             key,
@@ -311,6 +313,26 @@ class InMemoryProducer:
             timestamp,
             self._value_serializer,
             self._key_serializer,
+        )
+        size = record_bytes(checked[1], checked[2], checked[3])
+        if size > self._largest:
+            raise RecordTooLargeError(
+                f"a record of about {size} bytes for topic {checked[0]!r} cannot fit in a"
+                f" request of max_request_size={self.max_request_size} bytes"
+            )
+        return checked
+
+    def _capture(
+        self,
+        topic: Any,
+        value: Any,
+        key: Any,
+        headers: Headers,
+        partition: Any,
+        timestamp: Any,
+    ) -> CapturedEvent:
+        name, value_bytes, key_bytes, hdrs, part, ms = self.check_record(
+            topic, value, key, headers, partition, timestamp
         )
         event = CapturedEvent(
             topic=name,
@@ -322,12 +344,6 @@ class InMemoryProducer:
         )
         if self.closed:
             raise ProducerClosedError("InMemoryProducer is closed")
-        size = record_bytes(value_bytes, key_bytes, hdrs)
-        if size > self._largest:
-            raise RecordTooLargeError(
-                f"a record of about {size} bytes for topic {name!r} cannot fit in a request"
-                f" of max_request_size={self.max_request_size} bytes"
-            )
         with self._lock:
             if self.buffer_full or (
                 self.max_buffering is not None and len(self.events) >= self.max_buffering

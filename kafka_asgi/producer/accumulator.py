@@ -42,6 +42,7 @@ __all__ = [
     "NEVER_ACKED",
     "RECORD_OVERHEAD",
     "Batch",
+    "CheckedRecord",
     "Delivery",
     "PartitionBuffer",
     "PendingRecord",
@@ -59,6 +60,11 @@ PendingRecord = tuple[bytes | None, bytes | None, list[Header] | None, int]
 """(key, value, headers, timestamp_ms): a record handed to the producer and not yet
 delivered, as the error callback receives it (the protocol layer's decoded record is
 :class:`kafka_asgi.protocol.records.Record`; the consumer hands out ``ConsumerRecord``)."""
+CheckedRecord = tuple[
+    str, bytes | None, bytes | None, list[tuple[str, bytes | None]] | None, int | None, int | None
+]
+"""(topic, value, key, headers, partition, timestamp_ms): a record's arguments as
+``Producer.check_record`` returns them, checked and converted."""
 Values = list[bytes | None]
 Keys = list[bytes | None]
 HeadersColumn = list[list[Header] | None]

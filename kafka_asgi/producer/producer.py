@@ -46,6 +46,7 @@ from kafka_asgi.protocol.records import BATCH_OVERHEAD
 from .accumulator import (
     RECORD_OVERHEAD,
     Batch,
+    CheckedRecord,
     Delivery,
     PartitionBuffer,
     TopicBuffer,
@@ -81,6 +82,7 @@ from .validation import (
     check_topic,
     check_wait,
     coerce_headers,
+    coerce_record,
     timestamp_ns,
 )
 
@@ -427,6 +429,47 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
         if nbytes >= t.wake_bytes or len(values) == self._batch_num:
             t.wake_bytes = _NEVER
             self._wake()
+
+    def check_record(
+        self,
+        topic: str,
+        value: bytes | str | Any,
+        key: bytes | str | Any = None,
+        headers: Any = None,
+        partition: int | None = None,
+        timestamp: int | None = None,
+    ) -> CheckedRecord:
+        """What ``send_nowait`` checks and converts, buffering nothing: ``(topic, value,
+        key, headers, partition, timestamp in ms)`` as bytes and plain values, which
+        ``send_nowait`` then takes as they are; TypeError/ValueError (RecordTooLargeError)
+        for what it would refuse.  Thread-safe: for code that hands records to the
+        producer later (the integrations' thread hand-off checks them in the thread
+        that sends, so bad input raises there, and a bytearray is copied there)."""
+        if (
+            value.__class__ is bytes
+            and key is None
+            and headers is None
+            and partition is None
+            and timestamp is None
+            and topic.__class__ is str
+            and topic in self._buffers  # a name checked before
+            and len(value) <= self._max_value
+        ):
+            return topic, value, None, None, None, None
+        name, value_bytes, key_bytes, hdrs, part, ms = coerce_record(
+            topic,
+            value,
+            key,
+            headers,
+            partition,
+            timestamp,
+            self._value_serializer,
+            self._key_serializer,
+        )
+        size = record_bytes(value_bytes, key_bytes, hdrs)
+        if size > self._largest:
+            raise self._too_large(name, size)
+        return name, value_bytes, key_bytes, hdrs, part, ms
 
     async def send(
         self,

@@ -156,3 +156,40 @@ def test_background_producer_startup_failure_is_raised() -> None:
     )
     with pytest.raises(RuntimeError, match="failed to start"):
         bg.ensure_started()
+
+
+def test_bad_events_from_other_threads_raise_at_the_call() -> None:
+    # They were queued as given and checked on the loop: refused there, counted, logged
+    # once a minute, while the caller (EventLogger.log from a WSGI view) saw success.
+    producer = InMemoryProducer(value_serializer="json")
+    sender = ThreadSafeSender(producer)
+    raised: list[str] = []
+    buffer = bytearray(b"original")
+
+    def from_a_thread() -> None:
+        for args, kwargs in (
+            (("a/b", b"x"), {}),
+            (("t", b"x"), {"key": 5}),
+            (("t", "\ud800"), {}),
+            (("t", b"x"), {"headers": {"h": 1}}),
+            (("t", b"x" * (2 << 20)), {}),
+        ):
+            try:
+                sender.send_nowait(*args, **kwargs)  # type: ignore[arg-type]
+            except (TypeError, ValueError) as exc:
+                raised.append(type(exc).__name__)
+        sender.send_nowait("t", buffer)  # type: ignore[arg-type]
+        buffer[:] = b"mutated!"
+        sender.send_nowait("t", {"n": 1})  # type: ignore[arg-type]
+
+    async def main() -> None:
+        sender.bind()
+        t = threading.Thread(target=from_a_thread)
+        t.start()
+        await anyio.to_thread.run_sync(t.join)
+        sender.close()
+
+    anyio.run(main)
+    assert raised == ["ValueError", "TypeError", "ValueError", "TypeError", "RecordTooLargeError"]
+    assert [e.value for e in producer.events] == [b"original", b'{"n":1}']
+    assert sender.dropped == 0

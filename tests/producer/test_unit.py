@@ -340,6 +340,43 @@ async def test_send_nowait_keys_headers_timestamps(fake: FakeClient, reports: Re
     assert headers == [("x", b"y")]
 
 
+async def test_check_record_checks_and_converts_as_send_nowait(fake: FakeClient) -> None:
+    # For the thread hand-off: the checks of send_nowait, run where the record is
+    # handed over, buffering nothing.
+    async with Producer(client=fake, value_serializer="json") as producer:
+        assert producer.check_record("t", {"a": 1}, key="k", headers={"h": "v"}) == (
+            "t",
+            b'{"a":1}',
+            b"k",
+            [("h", b"v")],
+            None,
+            None,
+        )
+        assert producer.check_record("t", bytearray(b"x"), timestamp=5, partition=0) == (
+            "t",
+            b"x",
+            None,
+            None,
+            0,
+            5,
+        )
+        with pytest.raises(ValueError, match="topic"):
+            producer.check_record("a/b", b"x")
+        with pytest.raises(TypeError, match="key"):
+            producer.check_record("t", b"x", key=5)
+        with pytest.raises(RecordTooLargeError):
+            producer.check_record("t", b"x" * (2 << 20))
+        with pytest.raises(RecordTooLargeError):
+            producer.check_record("t", b"x", headers={"h": b"y" * (1 << 20)})
+        producer.send_nowait("t", b"first")  # the topic is known from now on
+        value = b"plain"
+        checked = producer.check_record("t", value)
+        assert checked == ("t", value, None, None, None, None) and checked[1] is value
+        with pytest.raises(RecordTooLargeError):
+            producer.check_record("t", b"x" * (2 << 20))
+        assert producer.stats().enqueued == 1
+
+
 async def test_bad_input_raises_at_the_call(fake: FakeClient) -> None:
     async with running(fake) as producer:
         with pytest.raises(TypeError, match="value"):
