@@ -9,17 +9,22 @@ and one CLIENT span per Produce request of the background sender (a root span: i
 carries records of many requests); none per ``send_nowait`` record.
 
 Metrics (instrument names below, attributes ``messaging.system="kafka"`` and, per
-topic, ``messaging.destination.name``): records sent/failed/retried, bytes and batches
-sent, the buffer's fill and limit, records and requests in flight, the Produce request
-duration (``messaging.client.operation.duration``) and batch size histograms, the
-disk spill's counters (``kafka_asgi.producer.spill.*``), the time brokers
-enforcing a quota asked the client to wait (``kafka_asgi.producer.throttle.time``),
-and the access-log middlewares' emitted/dropped/sampled-out events.
+topic, ``messaging.destination.name``; the observed gauges and counters also carry
+``messaging.client.id``, the client's ``client_id``, which tells apart producers
+instrumented on one meter provider when they have different ones): records
+sent/failed/retried, bytes and batches sent, the buffer's fill and limit, records and
+requests in flight, the Produce request duration
+(``messaging.client.operation.duration``) and batch size histograms, the disk spill's
+counters (``kafka_asgi.producer.spill.*``), the time brokers enforcing a quota asked
+the client to wait (``kafka_asgi.producer.throttle.time``), and the access-log
+middlewares' emitted/dropped/sampled-out events.
 """
 
 from __future__ import annotations
 
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -87,6 +92,14 @@ class ProducerInstrumentation(ProducerHooks):
     ) -> None:
         self.producer = producer
         self.active = True
+        # What the observable instruments report with: their values are the producer's
+        # alone (a gauge is not summed), so each producer's points carry its client
+        # id (the client's client_id option), or two producers on one meter provider
+        # would overwrite each other's.
+        self._attrs: dict[str, str] = {_SYS: _SYSTEM}
+        client_id = _client_id(producer)
+        if client_id is not None:
+            self._attrs["messaging.client.id"] = client_id
         self._tracer: Any = (
             trace.get_tracer(_NAME, _version(), tracer_provider=tracer_provider) if traces else None
         )
@@ -124,96 +137,11 @@ class ProducerInstrumentation(ProducerHooks):
             _SIZE_BUCKETS,
         )
         self._requests_in_flight = 0
-        self._instruments: list[Any] = [
-            meter.create_observable_gauge(
-                "kafka_asgi.producer.buffer.records",
-                [self._observe("buffered")],
-                "{record}",
-                "Records held and not in flight",
-            ),
-            meter.create_observable_gauge(
-                "kafka_asgi.producer.buffer.limit",
-                [self._observe_limit],
-                "{record}",
-                "max_buffering: records the producer holds at most",
-            ),
-            meter.create_observable_gauge(
-                "kafka_asgi.producer.in_flight.records",
-                [self._observe("in_flight")],
-                "{record}",
-                "Records in Produce requests awaiting their answer",
-            ),
-            meter.create_observable_gauge(
-                "kafka_asgi.producer.in_flight.requests",
-                [self._observe_requests],
-                "{request}",
-                "Produce requests awaiting their answer",
-            ),
-        ]
-        # What brokers enforcing a client quota asked the producer's client to wait
-        # (KIP-219), for any kind of request: stats().throttle_time_ms, in seconds.
-        self._instruments.append(
-            meter.create_observable_counter(
-                "kafka_asgi.producer.throttle.time",
-                [self._observe_throttle],
-                "s",
-                "Time the brokers asked the producer's client to wait (client quotas)",
-            )
-        )
-        # Disk spill (spill_dir): cumulative counters and gauges from stats().
-        for field, name, unit, doc in _SPILL_INSTRUMENTS:
-            make = (
-                meter.create_observable_counter
-                if field in _SPILL_COUNTERS
-                else (meter.create_observable_gauge)
-            )
-            self._instruments.append(make(name, [self._observe(field)], unit, doc))
-        if access_logs:
-            for field in ("emitted", "dropped", "sampled_out"):
-                self._instruments.append(
-                    meter.create_observable_counter(
-                        f"kafka_asgi.access_log.events.{field}",
-                        [self._observe_middlewares(field)],
-                        "{event}",
-                        f"Access-log events {field.replace('_', ' ')} by the middlewares",
-                    )
-                )
-
-    # ------------------------------------------------------------------ observable
-
-    def _observe(self, field: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
-        def callback(options: CallbackOptions) -> Iterable[Observation]:
-            if not self.active:
-                return []
-            return [Observation(getattr(self.producer.stats(), field), {_SYS: _SYSTEM})]
-
-        return callback
-
-    def _observe_throttle(self, options: CallbackOptions) -> Iterable[Observation]:
-        if not self.active:
-            return []
-        return [Observation(self.producer.stats().throttle_time_ms / 1000, {_SYS: _SYSTEM})]
-
-    def _observe_limit(self, options: CallbackOptions) -> Iterable[Observation]:
-        limit = getattr(getattr(self.producer, "options", None), "max_buffering", None)
-        if not self.active or limit is None:
-            return []
-        return [Observation(limit, {_SYS: _SYSTEM})]
-
-    def _observe_requests(self, options: CallbackOptions) -> Iterable[Observation]:
-        if not self.active:
-            return []
-        return [Observation(self._requests_in_flight, {_SYS: _SYSTEM})]
-
-    @staticmethod
-    def _observe_middlewares(field: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
-        def callback(options: CallbackOptions) -> Iterable[Observation]:
-            return [
-                Observation(counts[field], {"kafka_asgi.middleware": kind})
-                for kind, counts in middleware_totals().items()
-            ]
-
-        return callback
+        # The observable instruments are the meter's, made once: the SDK ignores a
+        # second instrument of a name on a meter, with its callback, so a second
+        # producer (or a new one after uninstrument()) would never be observed.
+        self._observed = _observed_for(meter)
+        self._observed.join(self, access_logs)
 
     # ------------------------------------------------------------------ hooks
 
@@ -327,10 +255,151 @@ class ProducerInstrumentation(ProducerHooks):
 
     def uninstrument(self) -> None:
         """Remove the hooks from the producer; the observable instruments report
-        nothing from now on."""
+        nothing of it from now on (nor keep it alive)."""
         if self.active:
             self.active = False
             self.producer.remove_hooks(self)
+            self._observed.leave(self)
+
+
+_Value = Callable[[ProducerInstrumentation], "float | None"]
+
+
+def _stat(field: str) -> _Value:
+    return lambda m: getattr(m.producer.stats(), field)
+
+
+def _limit(m: ProducerInstrumentation) -> float | None:
+    limit = getattr(getattr(m.producer, "options", None), "max_buffering", None)
+    return limit if isinstance(limit, int) else None
+
+
+class _Observed:
+    """A meter's observable instruments, reporting every producer instrumented on it
+    (each point with that producer's attributes)."""
+
+    def __init__(self, meter: Any) -> None:
+        self.members: list[ProducerInstrumentation] = []
+        self._meter = weakref.ref(meter) if _weakrefable(meter) else (lambda: meter)
+        self._access_logs = False
+        gauge, counter = meter.create_observable_gauge, meter.create_observable_counter
+        gauge(
+            "kafka_asgi.producer.buffer.records",
+            [self._each(_stat("buffered"))],
+            "{record}",
+            "Records held and not in flight",
+        )
+        gauge(
+            "kafka_asgi.producer.buffer.limit",
+            [self._each(_limit)],
+            "{record}",
+            "max_buffering: records the producer holds at most",
+        )
+        gauge(
+            "kafka_asgi.producer.in_flight.records",
+            [self._each(_stat("in_flight"))],
+            "{record}",
+            "Records in Produce requests awaiting their answer",
+        )
+        gauge(
+            "kafka_asgi.producer.in_flight.requests",
+            [self._each(lambda m: m._requests_in_flight)],
+            "{request}",
+            "Produce requests awaiting their answer",
+        )
+        # What brokers enforcing a client quota asked the producer's client to wait
+        # (KIP-219), for any kind of request: stats().throttle_time_ms, in seconds.
+        counter(
+            "kafka_asgi.producer.throttle.time",
+            [self._each(lambda m: m.producer.stats().throttle_time_ms / 1000)],
+            "s",
+            "Time the brokers asked the producer's client to wait (client quotas)",
+        )
+        # Disk spill (spill_dir): cumulative counters and gauges from stats().
+        for field, name, unit, doc in _SPILL_INSTRUMENTS:
+            make = counter if field in _SPILL_COUNTERS else gauge
+            make(name, [self._each(_stat(field))], unit, doc)
+
+    def join(self, member: ProducerInstrumentation, access_logs: bool) -> None:
+        with _observed_lock:
+            self.members.append(member)
+            if not access_logs or self._access_logs:
+                return
+            self._access_logs = True
+        meter = self._meter()
+        if meter is None:
+            return
+        for field in ("emitted", "dropped", "sampled_out"):
+            meter.create_observable_counter(
+                f"kafka_asgi.access_log.events.{field}",
+                [_observe_middlewares(field)],
+                "{event}",
+                f"Access-log events {field.replace('_', ' ')} by the middlewares",
+            )
+
+    def leave(self, member: ProducerInstrumentation) -> None:
+        with _observed_lock:
+            if member in self.members:
+                self.members.remove(member)
+
+    def _each(self, value: _Value) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def callback(options: CallbackOptions) -> Iterable[Observation]:
+            with _observed_lock:
+                members = list(self.members)
+            points = []
+            for member in members:
+                observed = value(member)
+                if observed is not None:
+                    points.append(Observation(observed, member._attrs))
+            return points
+
+        return callback
+
+
+def _observe_middlewares(field: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+    def callback(options: CallbackOptions) -> Iterable[Observation]:
+        return [
+            Observation(counts[field], {"kafka_asgi.middleware": kind})
+            for kind, counts in middleware_totals().items()
+        ]
+
+    return callback
+
+
+def _weakrefable(obj: object) -> bool:
+    try:
+        weakref.ref(obj)
+    except TypeError:
+        return False
+    return True
+
+
+_observed_lock = threading.Lock()
+# Per meter (a MeterProvider hands out one meter per name and version).
+_observed_by_meter: weakref.WeakKeyDictionary[Any, _Observed] = weakref.WeakKeyDictionary()
+_observed_by_id: dict[int, _Observed] = {}  # meters that take no weak reference
+
+
+def _observed_for(meter: Any) -> _Observed:
+    with _observed_lock:
+        if _weakrefable(meter):
+            found = _observed_by_meter.get(meter)
+        else:
+            found = _observed_by_id.get(id(meter))
+    if found is not None:
+        return found
+    observed = _Observed(meter)
+    with _observed_lock:
+        if _weakrefable(meter):
+            return _observed_by_meter.setdefault(meter, observed)
+        return _observed_by_id.setdefault(id(meter), observed)
+
+
+def _client_id(producer: Any) -> str | None:
+    """The ``client_id`` of the client ``producer`` sends through, if it has one."""
+    options = getattr(getattr(producer, "client", None), "options", None)
+    client_id = getattr(getattr(options, "connection", None), "client_id", None)
+    return client_id if isinstance(client_id, str) else None
 
 
 _SYS = "messaging.system"

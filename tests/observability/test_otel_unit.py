@@ -4,6 +4,7 @@ producer reports through its hooks becomes spans and metric points."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -214,3 +215,37 @@ def test_throttle_time_follows_stats(otel: Otel) -> None:
     # What the client's brokers asked, any kind of request, in seconds.
     producer.throttle_time_ms = 1750
     assert otel.total("kafka_asgi.producer.throttle.time") == 1.75
+
+
+def test_two_producers_keep_their_own_gauges(otel: Otel) -> None:
+    # The observed points carried only messaging.system: two producers on one meter
+    # provider gave one buffer.limit point, the last callback's, the other lost.
+    def with_client_id(client_id: str, limit: int) -> FakeProducer:
+        producer = FakeProducer()
+        producer.options = SimpleNamespace(max_buffering=limit)
+        producer.client = SimpleNamespace(
+            options=SimpleNamespace(connection=SimpleNamespace(client_id=client_id))
+        )
+        return producer
+
+    a, b = with_client_id("orders", 100), with_client_id("audit", 5000)
+    _instrument(a, otel)
+    _instrument(b, otel)
+    points = otel.points()["kafka_asgi.producer.buffer.limit"]
+    assert sorted((p.attributes["messaging.client.id"], p.value) for p in points) == [
+        ("audit", 5000),
+        ("orders", 100),
+    ]
+
+
+def test_a_producer_instrumented_after_another_left_is_observed(otel: Otel) -> None:
+    # An app's lifespan run once per test: instrument(), uninstrument(), instrument()
+    # a new producer on the same meter provider. The second instrument's gauges were
+    # ignored by the SDK (a name made twice on a meter), so nothing of it was observed.
+    first = FakeProducer()
+    _instrument(first, otel).uninstrument()
+    second = FakeProducer()
+    second.buffered = 7
+    _instrument(second, otel)
+    assert otel.total("kafka_asgi.producer.buffer.records") == 7
+    assert [p.value for p in otel.points()["kafka_asgi.producer.buffer.limit"]] == [1000]
