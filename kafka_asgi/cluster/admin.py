@@ -12,11 +12,13 @@ Admin requests go to the controller; under KRaft any broker forwards them
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from kafka_asgi.cluster.metadata import check_topic
 from kafka_asgi.cluster.pool import backoff
 from kafka_asgi.network.config import check_timeout, timeout_ms
 from kafka_asgi.network.errors import ClientRequestTimeoutError
@@ -51,6 +53,15 @@ __all__ = [
 _NOT_CONTROLLER = 41
 _ELECTION_NOT_NEEDED = 84
 
+# The wire types of the fields the callers fill: partition counts and indexes are
+# int32, replication_factor an int16, config names and values Kafka strings (at most
+# 32767 bytes of UTF-8). Checked at the call: the request is encoded only once the
+# controller has been found, too late for an error that names the caller's value.
+_INT16_MAX = 2**15 - 1
+_INT32_MAX = 2**31 - 1
+_STRING_MAX_BYTES = 2**15 - 1
+_LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
+
 
 def _refresh_limit(client: KafkaClient) -> float:
     config = client.options.connection
@@ -73,27 +84,108 @@ async def _send_controller(
     )
 
 
-def topic_specs(topics: Sequence[str | tuple[str, int]], num_partitions: int) -> dict[str, int]:
-    """``{name: partitions}`` from names (``num_partitions`` each) or ``(name, n)``."""
+def _check_int(what: str, value: object, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, not {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{what} must be {low}..{high}, not {value!r}")
+    return value
+
+
+def _check_name(name: object) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"topic name must be a str, not {name!r}")
+    return check_topic(name)
+
+
+def _topic_entries(topics: object, num_partitions: object) -> list[tuple[str, int]]:
+    """``(name, partitions)`` per entry of ``topics``, each checked, in order."""
+    default = _check_int("num_partitions", num_partitions, 1, _INT32_MAX)
     if isinstance(topics, str):
         topics = [topics]
-    if isinstance(num_partitions, bool) or not isinstance(num_partitions, int):
-        raise TypeError("num_partitions must be an int")
-    result: dict[str, int] = {}
+    if isinstance(topics, (bytes, bytearray)) or not isinstance(topics, Iterable):
+        raise TypeError(f"topics must be names or (name, partitions) pairs, not {topics!r}")
+    result: list[tuple[str, int]] = []
     for entry in topics:
         if isinstance(entry, str):
-            name, parts = entry, num_partitions
+            name, parts = entry, default
         elif isinstance(entry, tuple) and len(entry) == 2:
             name, parts = entry
         else:
             raise TypeError(f"topic {entry!r}: expected a name or (name, partitions)")
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"bad topic name {name!r}")
-        if isinstance(parts, bool) or not isinstance(parts, int) or parts < 1:
-            raise ValueError(f"topic {name!r}: partitions must be an int >= 1, not {parts!r}")
-        result[name] = parts
+        name = _check_name(name)
+        result.append((name, _check_int(f"topic {name!r}: partitions", parts, 1, _INT32_MAX)))
     if not result:
         raise ValueError("no topics given")
+    return result
+
+
+def topic_specs(topics: Sequence[str | tuple[str, int]], num_partitions: int) -> dict[str, int]:
+    """``{name: partitions}`` from names (``num_partitions`` each) or ``(name, n)``.
+
+    Names follow Kafka's rule (:func:`~kafka_asgi.cluster.metadata.check_topic`);
+    counts are int32s >= 1. A topic listed twice is a ValueError (which count would
+    win?), and a mapping a TypeError: iterating it would keep the names and silently
+    drop the counts.
+    """
+    if isinstance(topics, Mapping):
+        raise TypeError(
+            f"topics must be names or (name, partitions) pairs, not a mapping: {topics!r}"
+            f" (write {list(topics.items())!r})"
+        )
+    result: dict[str, int] = {}
+    for name, parts in _topic_entries(topics, num_partitions):
+        if name in result:
+            raise ValueError(f"topic {name!r} is listed twice")
+        result[name] = parts
+    return result
+
+
+def _config_text(name: str, value: object) -> str:
+    # Kafka parses every config from its string form; Java's Boolean.parseBoolean
+    # and Double.parseDouble read what these conversions write.
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        if not _LONG_MIN <= value <= _LONG_MAX:
+            raise ValueError(f"config {name!r}: {value!r} does not fit a Kafka long")
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"config {name!r}: value must be finite, not {value!r}")
+        return repr(value)
+    raise TypeError(f"config {name!r}: value must be a str, int, float or bool, not {value!r}")
+
+
+def _kafka_string(what: str, text: str) -> str:
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} {text!r} has no UTF-8 form") from None
+    if size > _STRING_MAX_BYTES:
+        raise ValueError(f"{what} {text[:40]!r}... is {size} bytes, more than Kafka's 32767")
+    return text
+
+
+def _topic_configs(configs: object) -> list[CreatableTopicConfig]:
+    if configs is None:
+        return []
+    if not isinstance(configs, Mapping):
+        raise TypeError(f"configs must be a mapping of config name -> value, not {configs!r}")
+    result = []
+    for name, value in configs.items():
+        if not isinstance(name, str):
+            raise TypeError(f"config names must be strs, not {name!r}")
+        if not name:
+            raise ValueError(f"config name must not be empty (value {value!r})")
+        result.append(
+            CreatableTopicConfig(
+                name=_kafka_string("config name", name),
+                value=_kafka_string(f"config {name!r}: value", _config_text(name, value)),
+            )
+        )
     return result
 
 
@@ -133,20 +225,20 @@ async def create_topics(
     topics: Sequence[str | tuple[str, int]],
     num_partitions: int = 1,
     replication_factor: int = 1,
-    configs: Mapping[str, str] | None = None,
+    configs: Mapping[str, str | int | float | bool] | None = None,
     timeout: float = 30.0,  # noqa: ASYNC109 - also the broker-side timeout_ms
 ) -> None:
     """See :meth:`KafkaClient.create_topics`."""
     limit = _limit(timeout)
     wanted = topic_specs(topics, num_partitions)
     if isinstance(replication_factor, bool) or not isinstance(replication_factor, int):
-        raise TypeError("replication_factor must be an int")
-    if replication_factor < 1 and replication_factor != -1:
-        raise ValueError(f"replication_factor must be >= 1 (or -1), not {replication_factor}")
-    config_list = [
-        CreatableTopicConfig(name=str(k), value=None if v is None else str(v))
-        for k, v in (configs or {}).items()
-    ]
+        raise TypeError(f"replication_factor must be an int, not {replication_factor!r}")
+    if not (1 <= replication_factor <= _INT16_MAX or replication_factor == -1):
+        raise ValueError(
+            f"replication_factor must be 1..{_INT16_MAX} (or -1: the broker's default),"
+            f" not {replication_factor!r}"
+        )
+    config_list = _topic_configs(configs)
     request = CreateTopicsRequest(
         topics=[
             CreatableTopic(
@@ -191,7 +283,8 @@ async def delete_topics(
 ) -> None:
     """See :meth:`KafkaClient.delete_topics`."""
     limit = _limit(timeout)
-    wanted = list(topic_specs(names, 1))
+    # Deleting a topic twice asks for nothing more: duplicates just collapse.
+    wanted = list(dict.fromkeys(name for name, _ in _topic_entries(names, 1)))
     client.require_started()
 
     def build(version: int) -> DeleteTopicsRequest:
@@ -274,13 +367,14 @@ async def elect_preferred_leaders(
         )
     wanted: dict[str, list[int]] = {}
     for topic, indexes in partitions.items():
-        if not isinstance(topic, str) or not topic:
-            raise ValueError(f"bad topic name {topic!r}")
-        listed = list(indexes)
-        for index in listed:
-            if isinstance(index, bool) or not isinstance(index, int) or index < 0:
-                raise ValueError(f"topic {topic!r}: bad partition {index!r}")
-        wanted[topic] = listed
+        name = _check_name(topic)
+        if isinstance(indexes, (str, bytes, bytearray)) or not isinstance(indexes, Iterable):
+            raise TypeError(
+                f"topic {name!r}: partitions must be an iterable of ints, not {indexes!r}"
+            )
+        wanted[name] = [
+            _check_int(f"topic {name!r}: partition", index, 0, _INT32_MAX) for index in indexes
+        ]
     request = ElectLeadersRequest(
         election_type=0,  # preferred (KIP-460)
         topic_partitions=[TopicPartitions(topic=t, partitions=p) for t, p in wanted.items()],

@@ -715,14 +715,17 @@ class KafkaClient:
         topics: Sequence[str | tuple[str, int]],
         num_partitions: int = 1,
         replication_factor: int = 1,
-        configs: Mapping[str, str] | None = None,
+        configs: Mapping[str, str | int | float | bool] | None = None,
         timeout: float = 30.0,  # noqa: ASYNC109 - also the broker-side timeout_ms
     ) -> None:
         """Create topics and wait (bounded by ``timeout``) until metadata shows them
         with a leader for every partition.
 
-        ``topics`` holds names (``num_partitions`` each) or ``(name, partitions)``;
-        ``replication_factor=-1`` leaves it to the broker's default. Raises the
+        ``topics`` holds names (``num_partitions`` each) or ``(name, partitions)``, each
+        topic once (a mapping is refused: write ``[("t", 3)]``);
+        ``replication_factor=-1`` leaves it to the broker's default. ``configs`` values
+        are str, int, float or bool, sent as Kafka reads them (True as "true"). Bad
+        arguments raise TypeError/ValueError naming them, before any request. Raises the
         broker's error (TopicAlreadyExistsError, InvalidTopicError, ...) for the first
         topic that failed, ClientRequestTimeoutError when not ready in time.
         """

@@ -6,6 +6,9 @@ at the line that made the client, with the option's name in the message.
 
 from __future__ import annotations
 
+import ipaddress
+import string
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -145,19 +148,58 @@ class ClientOptions:
         )
 
 
+# What a host name is made of (RFC 1123 letters, digits, '-' and '.', plus the '_'
+# of container and cloud names); IPv4 literals are digits and dots.
+_HOST_ASCII = frozenset(string.ascii_letters + string.digits + "-._")
+# Outside ASCII (internationalized names, IDNA-encoded when connecting): letters,
+# marks and digits, the dots IDNA reads as '.' (RFC 3490 section 3.1) and the
+# joiners some scripts need inside a label (RFC 5892, CONTEXTJ).
+_IDNA_EXTRA = frozenset("\u3002\uff0e\uff61\u200c\u200d")
+
+
+def _host_char(c: str) -> bool:
+    if c.isascii():
+        return c in _HOST_ASCII
+    return c in _IDNA_EXTRA or unicodedata.category(c)[0] in "LMN"
+
+
+def _is_port_text(text: str) -> bool:
+    # ASCII digits only: str.isdigit() also holds for '²' and '٩', which int()
+    # refuses or reads as another port than the one the user saw.
+    return text.isascii() and text.isdigit()
+
+
 def _check_host(host: object, entry: object) -> str:
-    if not isinstance(host, str) or not host.strip() or any(c.isspace() for c in host):
+    if not isinstance(host, str) or not host:
         raise ValueError(f"bootstrap entry {entry!r}: bad host {host!r}")
-    if not host.isascii():
+    if ":" in host:
+        # Only an IPv6 literal holds ':' (a 'host:port' string writes it [::1]:9092).
+        address, _, zone = host.partition("%")
         try:
-            host.encode()
-        except UnicodeEncodeError:
-            raise ValueError(f"bootstrap entry {entry!r}: bad host {host!r}") from None
+            ipaddress.IPv6Address(address)
+        except ValueError:
+            raise ValueError(
+                f"bootstrap entry {entry!r}: bad host {host!r}: not an IPv6 address"
+            ) from None
+        if "%" in host and not (zone and all(c in _HOST_ASCII for c in zone)):
+            raise ValueError(f"bootstrap entry {entry!r}: bad host {host!r}: bad zone {zone!r}")
+        return host
+    if _is_port_text(host):
+        raise ValueError(
+            f"bootstrap entry {entry!r}: {host!r} is a port, not a host: write 'host:{host}'"
+        )
+    bad = next((c for c in host if not _host_char(c)), None)
+    if bad is not None:
+        raise ValueError(
+            f"bootstrap entry {entry!r}: bad host {host!r}: {bad!r} cannot be part of a host"
+            " name (letters, digits, '-', '_' and '.'; IPv6 as [::1]:9092)"
+        )
     return host
 
 
 def _check_port(port: object, entry: object) -> int:
-    if isinstance(port, str) and port.isdigit():
+    # At most 10 digits: int() refuses strings past 4300 digits with its own message.
+    if isinstance(port, str) and _is_port_text(port) and len(port) <= 10:
         port = int(port)
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         raise ValueError(f"bootstrap entry {entry!r}: port must be 1..65535, not {port!r}")
@@ -215,6 +257,19 @@ def parse_bootstrap(bootstrap: object) -> tuple[tuple[str, int], ...]:
     port means 9092; IPv6 addresses are written ``[::1]:9092``.
     """
     entries: list[object]
+    if (
+        isinstance(bootstrap, (tuple, list))
+        and len(bootstrap) == 2
+        and all(isinstance(part, str) for part in bootstrap)
+        and ":" not in bootstrap[0]
+        and _is_port_text(bootstrap[1].strip())
+    ):
+        # ("host", "9092") would read as two brokers, "host" and "9092".
+        host, port = bootstrap[0].strip(), bootstrap[1].strip()
+        raise ValueError(
+            f"bootstrap {bootstrap!r}: {port!r} is a port, not a broker address:"
+            f" write '{host}:{port}' or ({host!r}, {port})"
+        )
     if isinstance(bootstrap, str):
         entries = [part for part in bootstrap.split(",") if part.strip()]
     elif isinstance(bootstrap, Mapping):

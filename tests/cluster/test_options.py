@@ -34,6 +34,14 @@ SECRET = "top-Secret-pw-123"
         ({"host": "a", "port": "7"}, (("a", 7),)),
         ([{"host": "a"}], (("a", 9092),)),
         ([["a", 5]], (("a", 5),)),
+        # Host forms the stricter host check must keep accepting.
+        ("my_broker-1.example.com:9092", (("my_broker-1.example.com", 9092),)),
+        ("10.0.0.1:9092", (("10.0.0.1", 9092),)),
+        ("[fe80::1%eth0]:9092", (("fe80::1%eth0", 9092),)),
+        ("[::ffff:10.0.0.1]:1", (("::ffff:10.0.0.1", 1),)),
+        ([("::1", 9092)], (("::1", 9092),)),
+        ("bücher.de:9092", (("bücher.de", 9092),)),
+        ("kafka:09092", (("kafka", 9092),)),
     ],
 )
 def test_bootstrap_forms(bootstrap: Any, expected: tuple[tuple[str, int], ...]) -> None:
@@ -59,6 +67,23 @@ def test_bootstrap_forms(bootstrap: Any, expected: tuple[tuple[str, int], ...]) 
         ([("a", "b")], ValueError, "'b'"),
         ([("a", True)], ValueError, "True"),
         ([{"host": "a", "prt": 1}], ValueError, "'prt'"),
+        # A port alone is no broker: ("host", "9092") used to mean two, the second "9092".
+        (("host", "9092"), ValueError, "write 'host:9092'"),
+        (["host", "9092"], ValueError, "write 'host:9092'"),
+        ("host,9092", ValueError, "'9092' is a port, not a host: write 'host:9092'"),
+        ([("9092", 9092)], ValueError, "'9092' is a port"),
+        # Ports are ASCII digits: int() refused '²' without naming the entry, read
+        # '٩٠٩٢' as 9092, and refuses 5000 digits with a message of its own.
+        ("host:\u00b2", ValueError, "bootstrap entry 'host:\u00b2'"),
+        ("host:\u0669\u0660\u0669\u0662", ValueError, "'host:\u0669\u0660\u0669\u0662'"),
+        ({"host": "a", "port": "\u0669"}, ValueError, "not '\u0669'"),
+        pytest.param("host:" + "9" * 5000, ValueError, "port must be", id="5000-digits"),
+        # Hosts are host names or IP literals: no control characters, no '/'.
+        ("h\x00:9092", ValueError, "bad host 'h\\x00'"),
+        ("a/b:9092", ValueError, "bad host 'a/b'"),
+        ("\u2603.net:9092", ValueError, "bad host"),
+        ([("a:b", 1)], ValueError, "'a:b': not an IPv6 address"),
+        ("[fe80::1%]:9092", ValueError, "bad zone"),
         (9092, TypeError, "int"),
         (b"a:1", TypeError, "bytes"),
         (None, TypeError, "NoneType"),
