@@ -221,10 +221,19 @@ class AccessLogOptions:
             raise ValueError(f"key names no event field: {key!r} (fields: {ACCESS_LOG_FIELDS})")
         if key is not None and not isinstance(key, str) and not callable(key):
             raise TypeError(f"key must be a field name, a callable or None, not {key!r}")
+        names: tuple[str, ...] | None = None
         if fields is not None:
             if isinstance(fields, str):
                 raise TypeError(f"fields must be a collection of names, not a string: {fields!r}")
-            bad = [f for f in fields if f not in ACCESS_LOG_FIELDS]
+            try:
+                # Once: a generator would be used up by the checks below.
+                names = tuple(fields)
+            except TypeError:
+                raise TypeError(f"fields must be a collection of names, not {fields!r}") from None
+            if not names:
+                # Every event would be "{}".
+                raise ValueError("fields must name at least one field (None: all of them)")
+            bad = [f for f in names if f not in ACCESS_LOG_FIELDS]
             if bad:
                 raise ValueError(f"unknown access-log fields {bad} (known: {ACCESS_LOG_FIELDS})")
         if (
@@ -250,9 +259,9 @@ class AccessLogOptions:
             )
         if not isinstance(trace_context, bool):
             raise TypeError(f"trace_context must be True or False, not {trace_context!r}")
-        if not trace_context and fields is not None and set(fields) & set(TRACE_FIELDS):
+        if not trace_context and names is not None and set(names) & set(TRACE_FIELDS):
             raise ValueError(
-                f"fields {sorted(set(fields) & set(TRACE_FIELDS))} need trace_context=True"
+                f"fields {sorted(set(names) & set(TRACE_FIELDS))} need trace_context=True"
             )
         if not trace_context and isinstance(key, str) and key in TRACE_FIELDS:
             raise ValueError(f"key={key!r} needs trace_context=True")
@@ -279,11 +288,19 @@ class AccessLogOptions:
         self.trace_context = trace_context
         self._key_field = key if isinstance(key, str) else None
         self._key_fn = key if callable(key) else None
-        self._fields = tuple(fields) if fields is not None else None
-        if fields is None and not trace_context:
+        self._fields = names
+        if names is None and not trace_context:
             # The template path writes no trace fields; the dict path leaves them out.
             self._fields = tuple(f for f in ACCESS_LOG_FIELDS if f not in TRACE_FIELDS)
         self._extra = dict(extra) if extra else None
+        extra_json = ""
+        if self._extra and serializer is default_serializer:
+            # Rendered once now (the default event appends it as it is): a value JSON
+            # cannot carry (NaN, a cycle) fails here, not as a drop of every event.
+            try:
+                extra_json = default_serializer(self._extra).decode()[1:-1]
+            except ValueError as exc:
+                raise ValueError(f"extra cannot be sent as JSON: {exc}") from None
         self._exclude = frozenset(p for p in exclude_paths if not p.endswith("*"))
         self._exclude_prefixes = tuple(p[:-1] for p in exclude_paths if p.endswith("*"))
         self._has_exclusions = bool(self._exclude or self._exclude_prefixes)
@@ -309,13 +326,12 @@ class AccessLogOptions:
         self._dumps: Callable[[Any], bytes] | None = None
         self._tail: bytes | None = None
         if (
-            fields is None
+            names is None
             and enrich is None
             and key is None
             and serializer is default_serializer
             and not set(self._extra or ()) & set(ACCESS_LOG_FIELDS)
         ):
-            extra_json = default_serializer(self._extra).decode()[1:-1] if self._extra else ""
             # The static fields are rendered once; "%" in them must survive formatting.
             tail = ("," + extra_json).replace("%", "%%") if extra_json else ""
             # Both take HTTP_TEMPLATE's arguments and then trace_id, span_id.

@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
 from kafka_asgi.integrations.producer_api import Headers, ProducerLike
@@ -37,26 +37,41 @@ __all__ = [
 logger = logging.getLogger("kafka_asgi.integrations")
 
 STATE_KEY = "kafka"  # scope["state"][STATE_KEY] -> EventLogger (request.state.kafka)
+_TEXT_OR_BYTES = (str, bytes, bytearray, memoryview)  # iterable, but not header pairs
 
-_json_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
+# allow_nan=False: NaN and Infinity are not JSON (RFC 8259, section 6); a consumer's
+# parser would refuse the whole event, so it is refused here, at the call.
+_json_encode = json.JSONEncoder(
+    separators=(",", ":"), ensure_ascii=False, default=str, allow_nan=False
+).encode
 # JSONEncoder.encode builds a new C encoder on every call; on the access-log hot path
-# one built once saves about a quarter of the serialization time. No circular-reference
-# markers: a cyclic event raises RecursionError, which the callers count as a drop.
+# one built once saves about a quarter of the serialization time. It has no
+# circular-reference markers (a markers dict is per call, and one shared across threads
+# and failed calls would report false cycles): a cyclic event exhausts the recursion
+# limit instead, turned into a ValueError below.
 _make_c_encoder: Any = getattr(json.encoder, "c_make_encoder", None)
 _c_basestring: Any = getattr(json.encoder, "c_encode_basestring", None)
 _c_encoder: Any = (
-    _make_c_encoder(None, str, _c_basestring, None, ":", ",", False, False, True)
+    _make_c_encoder(None, str, _c_basestring, None, ":", ",", False, False, False)
     if _make_c_encoder is not None and _c_basestring is not None
     else None
 )
 
 
 def default_serializer(event: Mapping[str, Any]) -> bytes:
-    """Compact JSON (UTF-8); values JSON lacks (datetimes, UUIDs...) become str()."""
-    if _c_encoder is not None and type(event) is dict:
-        chunks: tuple[str, ...] = _c_encoder(event, 0)
-        return "".join(chunks).encode()
-    return _json_encode(event).encode()
+    """Compact JSON (UTF-8); values JSON lacks (datetimes, UUIDs...) become str().
+
+    Raises ValueError for a float NaN or infinity (JSON has none) and for an event that
+    contains itself or is nested too deeply to encode."""
+    try:
+        if _c_encoder is not None and type(event) is dict:
+            chunks: tuple[str, ...] = _c_encoder(event, 0)
+            return "".join(chunks).encode()
+        return _json_encode(event).encode()
+    except RecursionError:
+        raise ValueError(
+            "the event cannot be serialized: it contains a reference cycle or is nested too deeply"
+        ) from None
 
 
 def _reset_request_ids() -> None:
@@ -112,7 +127,8 @@ class EventLogger:
     ``route`` fields of a mapping payload (fields the payload sets itself win), and as
     the ``request_id`` / ``route`` Kafka headers for any payload. Mappings and other
     JSON-able values are serialized with ``serializer`` (compact JSON by default);
-    ``bytes`` and ``str`` payloads are sent as they are.
+    ``bytes`` and ``str`` payloads are sent as they are, ``bytearray`` and
+    ``memoryview`` as their bytes (copied at the call: the buffer may change after it).
 
     Safe to call from the request's event loop and from threads (sync endpoints run
     in a thread pool): those go through the lifespan's thread-safe sender. ``send``
@@ -190,11 +206,16 @@ class EventLogger:
         if not isinstance(topic, str) or not topic:
             raise ValueError(f"topic must be a non-empty str, not {topic!r}")
         route = self.route
+        value: bytes | str
         if isinstance(payload, (bytes, str)):
-            value: bytes | str = payload
+            value = payload
+        elif isinstance(payload, Mapping):
+            value = self.serializer({"request_id": self.request_id, "route": route, **payload})
+        elif isinstance(payload, (bytearray, memoryview)):
+            # Copied now: the event may wait in a thread hand-off queue while the caller
+            # reuses its buffer (and default=str would send "bytearray(b'...')").
+            value = bytes(payload)
         else:
-            if isinstance(payload, Mapping):
-                payload = {"request_id": self.request_id, "route": route, **payload}
             value = self.serializer(payload)
         stamp: list[tuple[str, bytes | str | None]] = [
             ("request_id", self.request_id),
@@ -202,7 +223,19 @@ class EventLogger:
         ]
         own: list[Any] = []
         if headers is not None:
-            own.extend(headers.items() if isinstance(headers, Mapping) else headers)
+            if isinstance(headers, Mapping):
+                own.extend(headers.items())
+            elif isinstance(headers, (list, tuple)) or (
+                isinstance(headers, Iterable) and not isinstance(headers, _TEXT_OR_BYTES)
+            ):
+                own.extend(headers)
+            else:
+                # Named here: extend() would say only "'int' object is not iterable",
+                # and a str would be taken apart into one-letter "pairs".
+                raise TypeError(
+                    "headers must be a mapping or a sequence of (name, value) pairs, "
+                    f"not {type(headers).__name__}"
+                )
         if self.trace is not None and not any(h[0] == "traceparent" for h in own):
             stamp.extend(trace_headers(self.trace))
         stamp.extend(own)

@@ -109,6 +109,13 @@ def parse_traceparent(
     return trace_id, span_id, text[53:55], tracestate
 
 
+# Trace Context, section 3.3: keys are ASCII (lcalpha, DIGIT, "_-*/@"). str.islower()
+# and isdigit() would let "µ", "²" or "ß" through (WSGI gives headers as latin-1 str).
+_LCALPHA = frozenset("abcdefghijklmnopqrstuvwxyz")
+_LCALPHA_DIGIT = _LCALPHA | frozenset("0123456789")
+_KEY_CHARS = _LCALPHA_DIGIT | frozenset("_-*/")
+
+
 def _valid_key(key: str) -> bool:
     # simple-key = lcalpha 0*255(lcalpha / DIGIT / "_" / "-"/ "*" / "/")
     # multi-tenant-key = tenant-id "@" system-id (tenant 1-241, system 1-14 chars)
@@ -118,14 +125,14 @@ def _valid_key(key: str) -> bool:
     if at:
         if not (1 <= len(tenant) <= 241 and 1 <= len(system) <= 14):
             return False
-        if not (tenant[0].islower() or tenant[0].isdigit()) or not system[0].islower():
+        if tenant[0] not in _LCALPHA_DIGIT or system[0] not in _LCALPHA:
             return False
         body = tenant[1:] + system[1:]
     else:
-        if not ("a" <= key[0] <= "z"):
+        if key[0] not in _LCALPHA:
             return False
         body = key[1:]
-    return body.isascii() and all(c.islower() or c.isdigit() or c in "_-*/" for c in body)
+    return _KEY_CHARS.issuperset(body)
 
 
 def _valid_value(value: str) -> bool:
@@ -143,9 +150,12 @@ def parse_tracestate(value: bytes | str | None) -> str | None:
     """
     if value is None:
         return None
+    # The header is ASCII (section 3.3); a str comes from a WSGI environ or Django's
+    # META, decoded as latin-1. Anything else is invalid: dropped, never an error later
+    # when the state is encoded onto a record.
+    if not value.isascii():
+        return None
     if isinstance(value, bytes):
-        if not value.isascii():
-            return None
         value = value.decode("ascii")
     if len(value) > _MAX_TRACESTATE_LEN * 2:
         return None

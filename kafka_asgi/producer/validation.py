@@ -56,8 +56,10 @@ def check_wait(name: str, value: object) -> float | None:
 
 
 def json_serializer(value: Any) -> bytes:
-    """``value_serializer='json'``: compact JSON, UTF-8."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    """``value_serializer='json'``: compact JSON, UTF-8. NaN and infinities raise
+    ValueError: JSON has none (RFC 8259, section 6), and a consumer's parser would
+    refuse the record."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
 def resolve_serializer(name: str, value: object) -> Serializer | None:
@@ -94,7 +96,9 @@ def as_bytes(value: object, what: str, serializer: Serializer | None) -> bytes |
         try:
             out = serializer(value)
         except Exception as exc:
-            raise TypeError(f"{what}_serializer failed on {value!r:.80}: {exc!r}") from exc
+            # A value the serializer refuses (NaN for JSON, a cycle) stays a ValueError.
+            error = ValueError if isinstance(exc, ValueError) else TypeError
+            raise error(f"{what}_serializer failed on {value!r:.80}: {exc!r}") from exc
         if isinstance(out, str):
             return _utf8(out, f"{what}_serializer's result", "; return bytes instead")
         if not isinstance(out, _BYTES_LIKE):

@@ -64,6 +64,9 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("serializer-returns-int", {"value": {"a": 1}}, {"value_serializer": lambda v: 5}),
     ("json-unserializable", {"value": Unserializable()}, {"value_serializer": "json"}),
     ("key-serializer-raises", {"key": 7}, {"key_serializer": failing_serializer}),
+    # JSON has no NaN or infinities: "NaN" on the wire would be refused by consumers.
+    ("json-nan", {"value": {"a": math.nan}}, {"value_serializer": "json"}),
+    ("json-inf-key", {"key": [math.inf]}, {"key_serializer": "json"}),
     # Several bad arguments: both fail on the same one first.
     ("value-and-partition", {"value": 1, "partition": -1}, {}),
     ("headers-and-timestamp", {"headers": 5, "timestamp": "x"}, {}),
@@ -168,6 +171,36 @@ async def test_unencodable_text_is_refused_at_the_call_and_spoils_no_batch(
         await producer.flush()
         assert producer.stats().failed == 0
     assert [r.value for r in client.logs[("t", 0)]] == [b"before", b"after"]
+
+
+def _cyclic() -> list[Any]:
+    value: list[Any] = []
+    value.append(value)
+    return value
+
+
+@pytest.mark.parametrize(
+    ("value", "cause"),
+    [
+        ({"a": math.nan}, "Out of range float values are not JSON compliant"),
+        ([math.inf], "Out of range float values are not JSON compliant"),
+        (-math.inf, "Out of range float values are not JSON compliant"),
+        (_cyclic(), "Circular reference detected"),
+    ],
+)
+async def test_json_refuses_what_json_cannot_carry_as_value_error(
+    anyio_backend: str, value: Any, cause: str
+) -> None:
+    # Before: NaN and infinities went out as "NaN"/"Infinity" (not JSON), and a
+    # value the serializer refused was a TypeError whatever the reason.
+    client = FakeClient()
+    client.add_topic("t", 1)
+    async with Producer(client=client, value_serializer="json") as producer:
+        with pytest.raises(ValueError, match=f"value_serializer failed on .*{cause}"):
+            producer.send_nowait("t", value)
+        assert producer.stats().enqueued == 0
+    with pytest.raises(ValueError, match=f"value_serializer failed on .*{cause}"):
+        InMemoryProducer(value_serializer="json").send_nowait("t", value)
 
 
 def test_bad_serializer_option_same_exception() -> None:
