@@ -36,14 +36,13 @@ from kafka_asgi.producer import (
     ProducerClosedError,
     ProducerStats,
     RecordMetadata,
-    RecordTooLargeError,
     register_producer,
     unregister_producer,
 )
-from kafka_asgi.producer.accumulator import CheckedRecord, record_bytes
+from kafka_asgi.producer.accumulator import CheckedRecord
 from kafka_asgi.producer.hooks import ProducerHooks
-from kafka_asgi.producer.options import largest_record
-from kafka_asgi.producer.validation import check_wait, coerce_record, resolve_serializer
+from kafka_asgi.producer.options import check_max_request_size
+from kafka_asgi.producer.validation import check_record, check_wait, resolve_serializer
 from kafka_asgi.protocol.errors import KafkaError
 
 __all__ = [
@@ -124,8 +123,7 @@ class InMemoryProducer:
         self._key_serializer = resolve_serializer("key_serializer", key_serializer)
         if max_buffering is not None and (not isinstance(max_buffering, int) or max_buffering < 1):
             raise ValueError(f"max_buffering must be a positive int or None, not {max_buffering!r}")
-        self._largest = largest_record(max_request_size)
-        self.max_request_size = max_request_size
+        self.max_request_size = check_max_request_size(max_request_size)
         self.hooks: list[ProducerHooks] = []
         self.max_buffering = max_buffering
         self.buffer_full = False
@@ -304,7 +302,7 @@ class InMemoryProducer:
     ) -> CheckedRecord:
         """As :meth:`kafka_asgi.producer.Producer.check_record`: the record checked and
         converted, captured nothing."""
-        checked = coerce_record(
+        return check_record(
             topic,
             value,
             key,
@@ -313,14 +311,8 @@ class InMemoryProducer:
             timestamp,
             self._value_serializer,
             self._key_serializer,
+            self.max_request_size,
         )
-        size = record_bytes(checked[1], checked[2], checked[3])
-        if size > self._largest:
-            raise RecordTooLargeError(
-                f"a record of about {size} bytes for topic {checked[0]!r} cannot fit in a"
-                f" request of max_request_size={self.max_request_size} bytes"
-            )
-        return checked
 
     def _capture(
         self,

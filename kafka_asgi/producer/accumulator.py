@@ -34,8 +34,9 @@ from typing import Any
 import anyio
 
 from kafka_asgi.protocol.errors import KafkaError, UnknownTopicOrPartitionError
+from kafka_asgi.protocol.records import BATCH_OVERHEAD
 
-from .errors import PartitionerError
+from .errors import PartitionerError, RecordTooLargeError
 from .partitioner import crc32_partition, murmur2_partition
 
 __all__ = [
@@ -50,9 +51,11 @@ __all__ = [
     "cut",
     "cut_moving_on",
     "header_size",
+    "largest_record",
     "place",
     "record_bytes",
     "records_of",
+    "too_large",
 ]
 
 Header = tuple[str, bytes | None]
@@ -111,6 +114,19 @@ def record_bytes(value: bytes | None, key: bytes | None, headers: list[Header] |
     if headers is not None:
         size += header_size(headers)
     return size
+
+
+def largest_record(max_request_size: int) -> int:
+    """The most bytes a record may take (by :func:`record_bytes`) for a batch holding
+    it alone to fit in ``max_request_size``."""
+    return max_request_size - BATCH_OVERHEAD - 20
+
+
+def too_large(topic: str, size: int, max_request_size: int) -> RecordTooLargeError:
+    return RecordTooLargeError(
+        f"a record of about {size} bytes for topic {topic!r} cannot fit in a request "
+        f"of max_request_size={max_request_size} bytes"
+    )
 
 
 NEVER_ACKED = float("-inf")  # PartitionBuffer.acked_at before any acknowledgement

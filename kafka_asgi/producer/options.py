@@ -139,7 +139,6 @@ from typing import Any
 from kafka_asgi.cluster.options import split_client_options
 from kafka_asgi.protocol.compression import Compression, check_level, ensure_available
 from kafka_asgi.protocol.framing import MAX_RECORDS_SIZE
-from kafka_asgi.protocol.records import BATCH_OVERHEAD
 
 from .partitioner import BUILTIN_PARTITIONERS, PartitionerFunc
 from .validation import Serializer, resolve_serializer
@@ -162,11 +161,9 @@ _MIB = 1024 * 1024
 MAX_REQUEST_SIZE = MAX_RECORDS_SIZE
 
 
-def largest_record(max_request_size: object) -> int:
-    """The most bytes one record may take (by ``accumulator.record_bytes``) for a batch
-    holding it alone to fit in ``max_request_size`` (checked as the option)."""
-    limit = _int("max_request_size", max_request_size, 1024, MAX_REQUEST_SIZE)
-    return limit - BATCH_OVERHEAD - 20
+def check_max_request_size(value: object) -> int:
+    """``max_request_size`` checked as the option is (1 KiB to MAX_REQUEST_SIZE)."""
+    return _int("max_request_size", value, 1024, MAX_REQUEST_SIZE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,9 +263,7 @@ class ProducerOptions:
             enable_idempotence=idempotent,
             value_serializer=resolve_serializer("value_serializer", o.get("value_serializer")),
             key_serializer=resolve_serializer("key_serializer", o.get("key_serializer")),
-            max_request_size=_int(
-                "max_request_size", o.get("max_request_size", _MIB), 1024, MAX_REQUEST_SIZE
-            ),
+            max_request_size=check_max_request_size(o.get("max_request_size", _MIB)),
             close_timeout=_seconds("close_timeout", o.get("close_timeout", 10.0), 0.0),
             delivery_timeout=_seconds("delivery_timeout", o.get("delivery_timeout", 120.0), 0.001),
             cluster_name=_name(o.get("cluster_name")),

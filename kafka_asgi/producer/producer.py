@@ -53,8 +53,10 @@ from .accumulator import (
     Waiters,
     cut,
     cut_moving_on,
+    largest_record,
     place,
     record_bytes,
+    too_large,
 )
 from .errors import (
     BufferFullError,
@@ -67,7 +69,6 @@ from .idempotence import Idempotence
 from .options import (
     SHARED_CLIENT_OPTIONS,
     ProducerOptions,
-    largest_record,
     split_producer_options,
 )
 from .registry import register_producer, unregister_producer
@@ -79,10 +80,10 @@ from .state import ProducerClient
 from .validation import (
     as_bytes,
     check_partition,
+    check_record,
     check_topic,
     check_wait,
     coerce_headers,
-    coerce_record,
     timestamp_ns,
 )
 
@@ -456,7 +457,7 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
             and len(value) <= self._max_value
         ):
             return topic, value, None, None, None, None
-        name, value_bytes, key_bytes, hdrs, part, ms = coerce_record(
+        return check_record(
             topic,
             value,
             key,
@@ -465,11 +466,8 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
             timestamp,
             self._value_serializer,
             self._key_serializer,
+            self._max_request_size,
         )
-        size = record_bytes(value_bytes, key_bytes, hdrs)
-        if size > self._largest:
-            raise self._too_large(name, size)
-        return name, value_bytes, key_bytes, hdrs, part, ms
 
     async def send(
         self,
@@ -625,10 +623,7 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
         )
 
     def _too_large(self, topic: str, size: int) -> RecordTooLargeError:
-        return RecordTooLargeError(
-            f"a record of about {size} bytes for topic {topic!r} cannot fit in a request "
-            f"of max_request_size={self._max_request_size} bytes"
-        )
+        return too_large(topic, size, self._max_request_size)
 
     def _topic(self, topic: object) -> TopicBuffer:
         if self._state != "running":

@@ -20,6 +20,8 @@ from typing import Any
 
 from kafka_asgi.cluster.metadata import check_topic
 
+from .accumulator import CheckedRecord, largest_record, record_bytes, too_large
+
 __all__ = [
     "Serializer",
     "as_bytes",
@@ -190,6 +192,28 @@ def check_partition(partition: object) -> int | None:
     if not 0 <= partition <= _INT32_MAX:
         raise ValueError(f"partition must be between 0 and {_INT32_MAX}, not {partition!r}")
     return partition
+
+
+def check_record(
+    topic: object,
+    value: object,
+    key: object,
+    headers: object,
+    partition: object,
+    timestamp: object,
+    value_serializer: Serializer | None,
+    key_serializer: Serializer | None,
+    max_request_size: int,
+) -> CheckedRecord:
+    """:func:`coerce_record`, then the record's size against ``max_request_size``
+    (RecordTooLargeError): what a producer's ``check_record`` does."""
+    checked = coerce_record(
+        topic, value, key, headers, partition, timestamp, value_serializer, key_serializer
+    )
+    size = record_bytes(checked[1], checked[2], checked[3])
+    if size > largest_record(max_request_size):
+        raise too_large(checked[0], size, max_request_size)
+    return checked
 
 
 def coerce_record(
