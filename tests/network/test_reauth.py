@@ -5,8 +5,10 @@ tests/oauth/ covers the same against the real broker's OAUTHBEARER listeners."""
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 
 import anyio
+import anyio.abc
 import pytest
 
 from kafka_asgi.cluster.client import KafkaClient
@@ -27,6 +29,7 @@ from tests.support.fake_peer import Peer, all_versions, fake_broker
 from tests.support.timing import scaled
 
 SASL_HANDSHAKE, SASL_AUTHENTICATE, METADATA = 17, 36, 3
+Script = Callable[[Peer], Awaitable[None]]
 LIFETIME_MS = 1500
 
 
@@ -220,13 +223,9 @@ class Outcome:
             self.done.set()
 
 
-async def test_cancelled_before_the_exchange_keeps_the_connection(anyio_backend: str) -> None:
-    """The request that starts a re-authentication is cancelled (its caller's own
-    timeout) while waiting for a request in flight: nothing of the exchange was
-    written, so the request in flight gets its response, the connection stays open,
-    and the next request re-authenticates."""
-    log: list[str] = []
-    x = HeldRequest("X", log)
+def held_then_reauthenticated(log: list[str], x: HeldRequest, name: str) -> Script:
+    """A peer: ApiVersions, PLAIN, request X held until released, the re-authentication,
+    then every Metadata request answered (logged as ``request <name>``)."""
 
     async def script(peer: Peer) -> None:
         _, version, corr = await peer.read_request()
@@ -234,21 +233,39 @@ async def test_cancelled_before_the_exchange_keeps_the_connection(anyio_backend:
         await authenticate_plain(peer, log)
         await x.serve(peer)
         await authenticate_plain(peer, log)
-        await answer_metadata(peer, log, "Z")
-        await anyio.sleep_forever()
+        while True:
+            await answer_metadata(peer, log, name)
 
-    async with fake_broker(script) as port:
+    return script
+
+
+async def reauthentication_waiting(
+    conn: BrokerConnection, tg: anyio.abc.TaskGroup, x: HeldRequest, log: list[str]
+) -> tuple[Outcome, Outcome]:
+    """X in flight, then a second request that finds the session due: it holds the
+    write lock, waiting for X's answer before the exchange. Their outcomes."""
+    first, second = Outcome(), Outcome()
+    tg.start_soon(first.run, conn)
+    await x.arrived.wait()
+    await until_reauthentication_is_due(conn)
+    tg.start_soon(second.run, conn)
+    await anyio.wait_all_tasks_blocked()
+    assert conn.in_flight == 2 and log[-1] == "request X"
+    return first, second
+
+
+async def test_cancelled_before_the_exchange_keeps_the_connection(anyio_backend: str) -> None:
+    """The request that starts a re-authentication is cancelled (its caller's own
+    timeout) while waiting for a request in flight: nothing of the exchange was
+    written, so the request in flight gets its response, the connection stays open,
+    and the next request re-authenticates."""
+    log: list[str] = []
+    x = HeldRequest("X", log)
+    async with fake_broker(held_then_reauthenticated(log, x, "Z")) as port:
         with anyio.fail_after(scaled(10)):
             async with BrokerConnection("127.0.0.1", port, **PLAIN) as conn:
-                first, second = Outcome(), Outcome()
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(first.run, conn)
-                    await x.arrived.wait()
-                    await until_reauthentication_is_due(conn)
-                    tg.start_soon(second.run, conn)
-                    # The second request now waits for X's response, lock held.
-                    await anyio.wait_all_tasks_blocked()
-                    assert conn.in_flight == 2 and log[-1] == "request X"
+                    first, second = await reauthentication_waiting(conn, tg, x, log)
                     second.scope.cancel()
                     await second.done.wait()
                     assert second.scope.cancelled_caught and second.error is None
@@ -277,27 +294,11 @@ async def test_timed_out_behind_a_waiting_reauthentication_keeps_the_connection(
     written, nothing is stuck on the wire), and everything else goes on."""
     log: list[str] = []
     x = HeldRequest("X", log)
-
-    async def script(peer: Peer) -> None:
-        _, version, corr = await peer.read_request()
-        await peer.respond(corr, versions(), version)  # type: ignore[arg-type]
-        await authenticate_plain(peer, log)
-        await x.serve(peer)
-        await authenticate_plain(peer, log)
-        await answer_metadata(peer, log, "Y")
-        await anyio.sleep_forever()
-
-    async with fake_broker(script) as port:
+    async with fake_broker(held_then_reauthenticated(log, x, "Y")) as port:
         with anyio.fail_after(scaled(10)):
             async with BrokerConnection("127.0.0.1", port, **PLAIN) as conn:
-                first, second = Outcome(), Outcome()
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(first.run, conn)
-                    await x.arrived.wait()
-                    await until_reauthentication_is_due(conn)
-                    tg.start_soon(second.run, conn)
-                    await anyio.wait_all_tasks_blocked()
-                    assert conn.in_flight == 2 and log[-1] == "request X"
+                    first, second = await reauthentication_waiting(conn, tg, x, log)
                     version = conn.choose_api_version(MetadataRequest.API_KEY)
                     with pytest.raises(ClientRequestTimeoutError) as info:
                         await conn.request(MetadataRequest(topics=[]), version, request_timeout=0.2)
@@ -369,15 +370,8 @@ async def test_the_client_keeps_the_broker_connection_when_a_request_waited_behi
     request in flight and the re-authentication's own)."""
     log: list[str] = []
     x = HeldRequest("X", log)
-
-    async def script(peer: Peer) -> None:
-        _, version, corr = await peer.read_request()
-        await peer.respond(corr, versions(), version)  # type: ignore[arg-type]
-        await authenticate_plain(peer, log)
-        await x.serve(peer)
-        await authenticate_plain(peer, log)
-        while True:  # the second request, and the refresh the timeout asks for
-            await answer_metadata(peer, log, "after")
+    # "after": the second request, and the refresh the timeout asks for.
+    script = held_then_reauthenticated(log, x, "after")
 
     async def send(client: KafkaClient, outcome: Outcome) -> None:
         try:
