@@ -278,6 +278,9 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
                 if self._tg is not None:
                     self._tg.cancel_scope.cancel()
                 await host.aclose(_CLIENT_CLOSE_WAIT + 1.0)
+                if self._spill is not None:  # nothing was handed over: a quick close
+                    with anyio.CancelScope(shield=True):
+                        await self._spill.close(5.0)
             finally:
                 if name is not None:
                     unregister_producer(name, self)

@@ -193,8 +193,11 @@ class SpillStore:
     # ------------------------------------------------------------------ open/close
 
     def open(self) -> None:
-        """Create and lock this producer's directory; adopt the dead ones' (blocking)."""
+        """Create and lock this producer's directory; adopt the dead ones' (blocking).
+        Refused once closed (a producer closed while its store was still to open)."""
         with self._lock:
+            if self.closed:
+                raise OSError("the spill store is closed")
             self.root.mkdir(parents=True, exist_ok=True)
             aged = sorted(
                 (_age(d), d)

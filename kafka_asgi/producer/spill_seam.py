@@ -605,6 +605,8 @@ class SpillSeam:
         try:
             await anyio.to_thread.run_sync(self.store.open)
         except OSError as exc:
+            if self.store.closed:  # the producer closed first: nothing to report
+                return
             self._fail(SpillError(f"spill_dir {str(self.store.root)!r} is not usable: {exc}"))
             return
         self.ready = True
@@ -891,11 +893,13 @@ class SpillSeam:
         for topic, partition, _, records in chunks:
             self._dropped(topic, partition, records, error)
         self._drop_queued(error)
-        if self.ready:
-            try:
-                await anyio.to_thread.run_sync(self.store.close)
-            except OSError as exc:
-                self._error(SpillError(f"closing spill_dir: {exc}"))
+        # Whether or not it finished opening: an open still running in its thread
+        # (cancelled meanwhile, it goes on) is closed once it is done, and one not
+        # begun yet is refused, so no directory stays locked behind the producer.
+        try:
+            await anyio.to_thread.run_sync(self.store.close)
+        except OSError as exc:
+            self._error(SpillError(f"closing spill_dir: {exc}"))
 
 
 def _hdrs(headers: Any) -> list[tuple[str, bytes | None]] | None:

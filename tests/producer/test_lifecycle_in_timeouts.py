@@ -116,15 +116,19 @@ def names() -> Iterator[None]:
         unregister_producer(name)
 
 
+@pytest.mark.parametrize("spill", [False, True], ids=["memory", "spill"])
 async def test_producer_closed_while_it_starts_does_not_come_up(
-    anyio_backend: str, names: None
+    anyio_backend: str, names: None, tmp_path: Path, spill: bool
 ) -> None:
     # aclose() from another task while start() waits for the background tasks: the
     # code before returned from aclose() at once, then start() set the producer
-    # running, registered, its tasks alive, taking records after it was closed.
+    # running, registered, its tasks alive, taking records after it was closed. With
+    # a spill_dir, its store (opened meanwhile in a thread) must not stay locked.
     client = FakeClient()
     client.add_topic("t", 1)
-    producer = Producer(client=client, cluster_name="closed-while-starting")
+    spill_dir = tmp_path / "spill"
+    options = {"spill_dir": str(spill_dir)} if spill else {}
+    producer = Producer(client=client, cluster_name="closed-while-starting", **options)
     flusher = producer._flusher
     gate = anyio.Event()
 
@@ -153,8 +157,10 @@ async def test_producer_closed_while_it_starts_does_not_come_up(
     with pytest.raises(ProducerClosedError):
         producer.send_nowait("t", b"v")
     assert producer._tg is not None and producer._tg.cancel_scope.cancel_called
+    if spill:  # its directory was emptied, unlocked and removed
+        assert list(spill_dir.iterdir()) == []
     # The name is free again.
-    again = Producer(client=client, cluster_name="closed-while-starting")
+    again = Producer(client=client, cluster_name="closed-while-starting", **options)
     await again.start()
     await again.aclose()
 
