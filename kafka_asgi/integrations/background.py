@@ -188,14 +188,18 @@ class BackgroundProducer:
                 break
             try:
                 sender.send_nowait(*item)
-            except Exception as exc:
-                # From another thread the sender counts its refusals (its queue full,
-                # its loop gone); on the loop's thread it hands the event straight to
-                # the producer, whose refusal (its buffer full, a record too large)
-                # nobody else counts.
+            except BufferFullError as exc:
+                # From another thread the sender counted it (its queue full, its loop
+                # gone); on the loop's thread it came from the producer (its buffer
+                # full), and nobody else counts it.
                 if threading.get_ident() == self._thread_ident:
                     refused += 1
                     last = exc
+            except Exception as exc:
+                # Refused by the producer's checks (bad input, a record too large),
+                # on any thread: its caller was told it was queued.
+                refused += 1
+                last = exc
         if refused:
             self.dropped += refused
             logger.warning(

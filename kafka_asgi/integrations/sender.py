@@ -15,6 +15,7 @@ more than everything else the access log does.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -97,8 +98,13 @@ class ThreadSafeSender:
         self.dropped = 0
         # The producer's own checks, run in the sending thread (Producer and
         # InMemoryProducer have them; another producer-like object's events are
-        # checked on the loop, where a refusal is counted and logged).
-        self._check: Callable[..., tuple[Any, ...]] | None = getattr(producer, "check_record", None)
+        # checked on the loop, where a refusal is counted and logged). Looked up on
+        # the class: a test's Mock answers every attribute, and its answer queued in
+        # place of the event would drop every event.
+        check = getattr(type(producer), "check_record", None)
+        self._check: Callable[..., tuple[Any, ...]] | None = (
+            functools.partial(check, producer) if callable(check) else None
+        )
         # A deque: append and popleft are atomic (no lock, no condition to notify, as
         # queue.Queue has); the length is checked before each append.
         self._queue: deque[_Item] = deque()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import threading
 from typing import Any
+from unittest import mock
 
 import anyio
 import pytest
@@ -192,4 +193,38 @@ def test_bad_events_from_other_threads_raise_at_the_call() -> None:
     anyio.run(main)
     assert raised == ["ValueError", "TypeError", "ValueError", "TypeError", "RecordTooLargeError"]
     assert [e.value for e in producer.events] == [b"original", b'{"n":1}']
+    assert sender.dropped == 0
+
+
+def test_early_events_refused_by_the_producers_checks_are_counted() -> None:
+    # An event queued before the producer was up is handed over by whichever thread
+    # finds the sender there (a request thread, when the sender came up between its
+    # look and its put): a bad one raised in the sender's check on that thread and
+    # went uncounted, though its caller was told it was queued.
+    producer = InMemoryProducer()
+    bg = BackgroundProducer(cluster="bg-early-bad", producer_factory=lambda: producer)
+    sender = bg.ensure_started()
+    bg._early.put_nowait(("a/b", b"bad topic", None, None, None, None))
+    bg._early.put_nowait(("t", b"good", None, None, None, None))
+    bg._hand_over(sender)  # from this thread, not the loop's
+    bg.stop()
+    assert [e.value for e in producer.events] == [b"good"]
+    assert bg.dropped == 1
+
+
+def test_a_mock_producer_gets_the_events_from_other_threads() -> None:
+    # A Mock answers every attribute: its check_record's answer (a Mock) was queued in
+    # place of the event, and the drain dropped every one.
+    producer = mock.MagicMock()
+    sender = ThreadSafeSender(producer)
+
+    async def main() -> None:
+        sender.bind()
+        t = threading.Thread(target=lambda: sender.send_nowait("t", b"x", key=b"k"))
+        t.start()
+        await anyio.to_thread.run_sync(t.join)
+        sender.close()
+
+    anyio.run(main)
+    producer.send_nowait.assert_called_once_with("t", b"x", b"k", None, None, None)
     assert sender.dropped == 0
