@@ -53,12 +53,41 @@ from kafka_asgi.integrations.sender import (
 )
 from kafka_asgi.producer import ProducerNotRegisteredError, get_producer
 
-__all__ = ["KafkaLogHandler"]
+__all__ = ["KafkaLogHandler", "log_serializer"]
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _RECORD_ATTRS = frozenset(
     vars(logging.LogRecord("n", logging.INFO, "p", 1, "m", None, None)).keys()
 ) | {"message", "asctime", "taskName"}
+
+
+_NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every float NaN or infinity as a string (JSON has none)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return _NON_FINITE.get(value, "NaN")
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def log_serializer(event: dict[str, Any]) -> bytes:
+    """The handler's default: :func:`~kafka_asgi.integrations.event_logger.default_serializer`,
+    with a float NaN or infinity (a record's ``extra=`` may hold one) written as the
+    string "NaN", "Infinity" or "-Infinity" rather than refused: a log call has no
+    caller to refuse it to."""
+    try:
+        return default_serializer(event)
+    except ValueError as exc:
+        try:
+            finite = _finite(event)
+        except RecursionError:  # a cycle: refused as default_serializer refused it
+            raise exc from None
+        return default_serializer(finite)
 
 
 _HANDLERS: weakref.WeakSet[KafkaLogHandler] = weakref.WeakSet()
@@ -107,7 +136,7 @@ class KafkaLogHandler(logging.Handler):
         max_queue: int = 10_000,
         key: Callable[[logging.LogRecord], bytes | str | None] | None = None,
         extra: Mapping[str, Any] | None = None,
-        serializer: Callable[[dict[str, Any]], bytes | str] = default_serializer,
+        serializer: Callable[[dict[str, Any]], bytes | str] = log_serializer,
         include_own_logs: bool = False,
         bootstrap: str | None = None,
         producer_options: Mapping[str, Any] | None = None,

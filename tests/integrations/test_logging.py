@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 from collections.abc import Iterator
@@ -116,6 +117,28 @@ def test_serializer_failure_goes_to_handle_error(log: logging.Logger) -> None:
     log.addHandler(handler)
     log.info("x")
     assert handler.dropped == 1 and len(errors) == 1
+
+
+async def test_a_record_with_nan_is_shipped_with_the_number_as_a_string(
+    anyio_backend: str, log: logging.Logger
+) -> None:
+    # JSON has no NaN; the default serializer refuses it (an EventLogger.log caller
+    # gets a ValueError), but a log call has no caller to refuse it to: the record is
+    # shipped, with the non-finite numbers as strings, not dropped.
+    producer = InMemoryProducer()
+    handler = KafkaLogHandler("logs", cluster="log-nan")
+    log.addHandler(handler)
+    errors: list[logging.LogRecord] = []
+    handler.handleError = errors.append  # type: ignore[method-assign]
+    cyclic: dict[str, object] = {}
+    cyclic["self"] = cyclic
+    async with producer_lifespan(cluster="log-nan", producer_factory=lambda: producer):
+        log.warning("ratio", extra={"ratio": math.nan, "limits": [math.inf, -math.inf, 1.5]})
+        log.warning("cycle", extra={"state": cyclic})
+        await producer.wait_for(1, topic="logs")
+    (event,) = producer.json_values("logs")
+    assert (event["ratio"], event["limits"]) == ("NaN", ["Infinity", "-Infinity", 1.5])
+    assert handler.sent == 1 and handler.dropped == 1 and len(errors) == 1
 
 
 def test_with_a_background_producer(log: logging.Logger) -> None:
