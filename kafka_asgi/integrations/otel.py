@@ -22,6 +22,7 @@ middlewares' emitted/dropped/sampled-out events.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import weakref
@@ -43,6 +44,8 @@ from kafka_asgi.producer.hooks import ProduceRequestInfo, ProducerHooks
 from kafka_asgi.protocol.errors import error_for_code
 
 __all__ = ["ProducerInstrumentation", "instrument"]
+
+logger = logging.getLogger("kafka_asgi.integrations")
 
 _NAME = "kafka_asgi"
 _SYSTEM = "kafka"
@@ -348,7 +351,11 @@ class _Observed:
                 members = list(self.members)
             points = []
             for member in members:
-                observed = value(member)
+                try:
+                    observed = value(member)
+                except Exception:  # one producer's failure loses only its own point
+                    logger.exception("kafka_asgi: observing a producer failed")
+                    continue
                 if observed is not None:
                     points.append(Observation(observed, member._attrs))
             return points
@@ -375,24 +382,24 @@ def _weakrefable(obj: object) -> bool:
 
 
 _observed_lock = threading.Lock()
+_making_lock = threading.Lock()
 # Per meter (a MeterProvider hands out one meter per name and version).
 _observed_by_meter: weakref.WeakKeyDictionary[Any, _Observed] = weakref.WeakKeyDictionary()
 _observed_by_id: dict[int, _Observed] = {}  # meters that take no weak reference
 
 
 def _observed_for(meter: Any) -> _Observed:
-    with _observed_lock:
-        if _weakrefable(meter):
-            found = _observed_by_meter.get(meter)
-        else:
-            found = _observed_by_id.get(id(meter))
-    if found is not None:
+    # One lock around the look-up and the making: two threads instrumenting at once
+    # must not make two (the SDK would keep the first's instruments and the second's
+    # members would never be observed). Not _observed_lock: making registers callbacks
+    # with the SDK, whose collection, holding its own lock, takes _observed_lock.
+    with _making_lock:
+        table: Any = _observed_by_meter if _weakrefable(meter) else _observed_by_id
+        key = meter if table is _observed_by_meter else id(meter)
+        found: _Observed | None = table.get(key)
+        if found is None:
+            found = table[key] = _Observed(meter)
         return found
-    observed = _Observed(meter)
-    with _observed_lock:
-        if _weakrefable(meter):
-            return _observed_by_meter.setdefault(meter, observed)
-        return _observed_by_id.setdefault(id(meter), observed)
 
 
 def _client_id(producer: Any) -> str | None:

@@ -3,6 +3,8 @@ producer reports through its hooks becomes spans and metric points."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -249,3 +251,48 @@ def test_a_producer_instrumented_after_another_left_is_observed(otel: Otel) -> N
     _instrument(second, otel)
     assert otel.total("kafka_asgi.producer.buffer.records") == 7
     assert [p.value for p in otel.points()["kafka_asgi.producer.buffer.limit"]] == [1000]
+
+
+def test_two_threads_instrumenting_at_once_are_both_observed(
+    otel: Otel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two background producers starting together: both made the meter's instruments,
+    # the SDK kept the first's, and the one kept in the table could be the second,
+    # whose callbacks the SDK never calls: no producer observed at all.
+    from kafka_asgi.integrations import otel as otel_module
+
+    made = otel_module._Observed.__init__
+    first_made = threading.Event()
+    calls: list[int] = []
+
+    def interleaved(self: Any, meter: Any) -> None:
+        # The first thread makes its instruments first and is slow to store them;
+        # a second one, made after, would be stored first.
+        calls.append(len(calls))
+        if calls[-1] == 0:
+            made(self, meter)
+            first_made.set()
+            time.sleep(0.2)
+        else:
+            first_made.wait(5)
+            made(self, meter)
+
+    monkeypatch.setattr(otel_module._Observed, "__init__", interleaved)
+    producers = []
+    for client_id, limit in (("a", 10), ("b", 20)):
+        producer = FakeProducer()
+        producer.options = SimpleNamespace(max_buffering=limit)
+        producer.client = SimpleNamespace(
+            options=SimpleNamespace(connection=SimpleNamespace(client_id=client_id))
+        )
+        producers.append(producer)
+    threads = [threading.Thread(target=_instrument, args=(p, otel)) for p in producers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    points = otel.points()["kafka_asgi.producer.buffer.limit"]
+    assert sorted((p.attributes["messaging.client.id"], p.value) for p in points) == [
+        ("a", 10),
+        ("b", 20),
+    ]
