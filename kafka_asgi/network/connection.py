@@ -511,9 +511,11 @@ class BrokerConnection:
         still flow. Then new writes pause (the write lock), the requests in flight get
         their responses, the handshake runs through the reader, and writes resume:
         nothing in flight fails or changes order. A refusal closes the connection
-        with AuthenticationError. Interrupted before its first frame, the attempt is
-        dropped and the connection stays: the session is still due for renewal, so
-        the next request tries again.
+        with AuthenticationError. Cancelled before its first frame (its caller's own
+        timeout), the attempt is dropped and the connection stays: the session is
+        still due for renewal, so the next request tries again. Out of time before it
+        (request_timeout spent waiting for the requests in flight), the connection
+        closes as for a timed-out request (ClientRequestTimeoutError).
         """
         credentials = self.config.sasl
         assert credentials is not None
@@ -560,15 +562,16 @@ class BrokerConnection:
             self._session_started(lifetime)
             self.reauthentications += 1
         except TimeoutError:
-            if not exchanging:
-                # The requests in flight went unanswered (or a write stayed stuck) for
-                # a whole request_timeout: a request timed out, as far as this
-                # connection can tell, and it closes as for one. This also bounds the
-                # requests queued behind the lock meanwhile, which leave it open.
-                self._timed_out("re-authentication", limit, "waiting to start")
-            raise ConnectionClosedError(
-                f"{self.address}: re-authentication took longer than {limit}s"
-            ) from None
+            if exchanging:  # closed above, mid-exchange
+                raise ConnectionClosedError(
+                    f"{self.address}: re-authentication took longer than {limit}s"
+                ) from None
+            # The requests in flight went unanswered (or a write stayed stuck) for a
+            # whole request_timeout: a request timed out, as far as this connection
+            # can tell, and it closes as for one (raising ClientRequestTimeoutError).
+            # This also bounds the requests queued behind the lock meanwhile, which
+            # leave it open.
+            self._timed_out("re-authentication", limit, "waiting to start")
         except AuthenticationError as exc:
             # The broker closes the connection right after refusing, and the reader may
             # have seen that first: report the refusal, not the close that followed.

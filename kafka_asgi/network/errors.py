@@ -90,18 +90,6 @@ CONNECT_ERRORS: Mapping[type[BaseException], type[KafkaError]] = {
     UnicodeError: ConnectError,
 }
 
-# The Kafka handshake (ApiVersions, SASL) right after the TLS one: with TLS 1.3 the
-# server's verdict on our certificate (none sent, not trusted) arrives as an alert on
-# the first read, and is still a configuration failure.
-HANDSHAKE_IO_ERRORS: Mapping[type[BaseException], type[KafkaError]] = {
-    ssl.SSLError: TLSError,
-    anyio.BrokenResourceError: ConnectionClosedError,
-    anyio.EndOfStream: ConnectionClosedError,
-    anyio.IncompleteRead: ConnectionClosedError,
-    anyio.ClosedResourceError: ConnectionClosedError,
-    OSError: ConnectionClosedError,
-}
-
 # Once the connection is open, an SSL error (a corrupted record, an alert mid-stream)
 # is a broken connection like any other, not a certificate that will fail again.
 IO_ERRORS: Mapping[type[BaseException], type[KafkaError]] = {
@@ -111,6 +99,15 @@ IO_ERRORS: Mapping[type[BaseException], type[KafkaError]] = {
     anyio.IncompleteRead: ConnectionClosedError,
     anyio.ClosedResourceError: ConnectionClosedError,
     OSError: ConnectionClosedError,
+}
+
+# The Kafka handshake (ApiVersions, SASL) right after the TLS one: with TLS 1.3 the
+# server's verdict on our certificate (none sent, not trusted) arrives as an alert on
+# the first read, and is still a configuration failure. (SSLError keeps its place,
+# ahead of OSError, which it is.)
+HANDSHAKE_IO_ERRORS: Mapping[type[BaseException], type[KafkaError]] = {
+    **IO_ERRORS,
+    ssl.SSLError: TLSError,
 }
 
 
