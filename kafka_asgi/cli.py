@@ -427,16 +427,24 @@ async def _tail(
     return 0
 
 
-Line = str | None | Exception
+Line = bytes | None | Exception
 """A line read, None at the end of the input, or why reading it failed."""
 
 
 def _read_lines(source: TextIO, lines: queue.Queue[Line]) -> None:
+    """The lines of ``source`` as the bytes it holds: read from its binary buffer when
+    it has one (stdin), so no locale decodes them (or fails to); a text-only source
+    (a test's StringIO) is encoded as UTF-8."""
     end: Line = None
+    raw = getattr(source, "buffer", None)
     try:
-        for line in source:
-            lines.put(line)
-    except Exception as exc:  # undecodable bytes, an I/O error: not the end of the input
+        if raw is not None:
+            for chunk in raw:
+                lines.put(chunk)
+        else:
+            for line in source:
+                lines.put(line.encode("utf-8", "surrogateescape"))
+    except Exception as exc:  # an I/O error: not the end of the input
         end = exc
     finally:
         lines.put(end)
@@ -484,12 +492,11 @@ async def _produce(
                 if isinstance(line, Exception):
                     unread = line
                     break
-                value = line[:-1] if line.endswith("\n") else line
+                # Without its line end (\n, or \r\n as text mode would read it).
+                value = line[:-2] if line.endswith(b"\r\n") else line.removesuffix(b"\n")
                 await producer.send_buffered(
                     args.topic,
-                    # The bytes read, also where they are not UTF-8 (a POSIX locale reads
-                    # stdin with surrogateescape).
-                    value.encode("utf-8", "surrogateescape"),
+                    value,
                     key=key,
                     partition=args.partition,
                 )

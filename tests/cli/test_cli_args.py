@@ -134,12 +134,12 @@ def test_bad_option_values_are_one_line_and_exit_1(argv: list[str], message: str
 
 
 class _Unreadable(io.StringIO):
-    """Two lines, then a read that fails (undecodable bytes on a strict stdin)."""
+    """Two lines, then a read that fails (an I/O error)."""
 
     def __iter__(self) -> Iterator[str]:
         yield "one\n"
-        yield "two\n"
-        raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+        yield "caf\u00e9\n"
+        raise OSError(5, "Input/output error")
 
 
 def test_a_failed_read_of_the_input_is_not_its_end() -> None:
@@ -148,8 +148,17 @@ def test_a_failed_read_of_the_input_is_not_its_end() -> None:
     lines: queue.Queue[Line] = queue.Queue()
     _read_lines(_Unreadable(), lines)
     got = [lines.get_nowait() for _ in range(lines.qsize())]
-    assert got[:2] == ["one\n", "two\n"]
-    assert len(got) == 3 and isinstance(got[2], UnicodeDecodeError)
+    assert got[:2] == [b"one\n", "caf\u00e9\n".encode()]
+    assert len(got) == 3 and isinstance(got[2], OSError)
+
+
+def test_the_input_is_read_as_the_bytes_it_holds() -> None:
+    # From the binary buffer stdin has: no locale decodes it, or fails to.
+    raw = b"first\r\n\xff\xfe not utf-8\nlast"
+    lines: queue.Queue[Line] = queue.Queue()
+    _read_lines(io.TextIOWrapper(io.BytesIO(raw), encoding="ascii"), lines)
+    got = [lines.get_nowait() for _ in range(lines.qsize())]
+    assert got == [b"first\r\n", b"\xff\xfe not utf-8\n", b"last", None]
 
 
 RECORD = ConsumerRecord(
