@@ -20,6 +20,7 @@ from kafka_asgi.producer.spill import SpillStore
 from kafka_asgi.producer.spill_seam import FRAME_RECORDS, FrameTicket, SpillHost, SpillSeam
 from kafka_asgi.protocol.errors import KafkaError, TopicAuthorizationFailedError
 from kafka_asgi.protocol.spill import SEGMENT_HEADER, encode_frame
+from tests.support.spill_files import zero_fill
 
 TS = 1_700_000_000_000
 Hook = Callable[[str, tuple[Any, ...]], None]
@@ -247,16 +248,6 @@ def test_a_producer_starting_alongside_leaves_a_new_directory_alone(
     b.close()
 
 
-def _zero_fill(store: SpillStore, start: int, length: int) -> None:
-    """Zeros over ``length`` bytes of the segment at ``start``, as a power cut leaves
-    blocks whose data never reached the disk."""
-    assert store.own is not None
-    (seg_path,) = store.own.glob("*.seg")
-    with open(seg_path, "r+b") as f:
-        f.seek(start)
-        f.write(bytes(length))
-
-
 @pytest.mark.anyio
 async def test_a_probe_reads_past_a_damaged_region_and_reports_it_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, anyio_backend: str
@@ -271,7 +262,7 @@ async def test_a_probe_reads_past_a_damaged_region_and_reports_it_once(
     store = _store(tmp_path)
     lost = encode_frame("t", 0, [(None, b"x" * 65536, None, TS)])
     assert store.append([lost, encode_frame("t", 0, [(b"k", b"after", None, TS)])]) == 2
-    _zero_fill(store, len(SEGMENT_HEADER), len(lost))
+    zero_fill(store, len(SEGMENT_HEADER), len(lost))
     errors: list[KafkaError] = []
     seam = SpillSeam(
         store,

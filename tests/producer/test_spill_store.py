@@ -10,6 +10,7 @@ import pytest
 from kafka_asgi.producer import spill
 from kafka_asgi.producer.spill import SpillStore
 from kafka_asgi.protocol.spill import SEGMENT_HEADER, encode_ack, encode_frame
+from tests.support.spill_files import zero_fill
 
 TS = 1_700_000_000_000
 
@@ -353,16 +354,6 @@ def test_held_frame_needs_room_in_the_budget(tmp_path: Path) -> None:
     store.close()
 
 
-def _zero_fill(store: SpillStore, start: int, length: int) -> None:
-    """Zeros over ``length`` bytes of the segment at ``start``, as a power cut leaves
-    blocks whose data never reached the disk."""
-    assert store.own is not None
-    (seg_path,) = store.own.glob("*.seg")
-    with open(seg_path, "r+b") as f:
-        f.seek(start)
-        f.write(bytes(length))
-
-
 @pytest.mark.parametrize(
     ("chunk", "expected"),
     [
@@ -382,7 +373,7 @@ def test_a_damaged_region_is_read_past_at_once_and_reported_once(
     lost = encode_frame("t", 0, [(None, b"x" * 65536, None, TS)])
     assert store.append([_frame(0), lost, _frame(2), _frame(3)]) == 4
     start = len(SEGMENT_HEADER) + len(_frame(0))
-    _zero_fill(store, start, len(lost))
+    zero_fill(store, start, len(lost))
     reads = []
     for _ in range(len(expected)):
         reads.append(store.read(chunk))
@@ -399,7 +390,7 @@ def test_a_zero_filled_segment_start_is_one_damage_with_its_file_header(tmp_path
     store = _store(tmp_path)
     lost = encode_frame("t", 0, [(None, b"x" * 20000, None, TS)])
     assert store.append([lost, _frame(1)]) == 2
-    _zero_fill(store, 0, len(SEGMENT_HEADER) + len(lost))
+    zero_fill(store, 0, len(SEGMENT_HEADER) + len(lost))
     first = store.read(1)
     assert [f.records[0][0] for _, f in first.frames] == [b"k1"]
     assert [(d.offset, d.length) for _, d in first.damage] == [(0, len(SEGMENT_HEADER) + len(lost))]
