@@ -125,6 +125,7 @@ class InMemoryProducer:
             raise ValueError(f"max_buffering must be a positive int or None, not {max_buffering!r}")
         self.max_request_size = check_max_request_size(max_request_size)
         self.hooks: list[ProducerHooks] = []
+        self._known: set[str] = set()
         self.max_buffering = max_buffering
         self.buffer_full = False
         self.reachable = reachable
@@ -302,7 +303,7 @@ class InMemoryProducer:
     ) -> CheckedRecord:
         """As :meth:`kafka_asgi.producer.Producer.check_record`: the record checked and
         converted, captured nothing."""
-        return check_record(
+        checked = check_record(
             topic,
             value,
             key,
@@ -312,7 +313,10 @@ class InMemoryProducer:
             self._value_serializer,
             self._key_serializer,
             self.max_request_size,
+            self._known,
         )
+        self._known.add(checked[0])  # as the Producer knows its topics' names
+        return checked
 
     def _capture(
         self,

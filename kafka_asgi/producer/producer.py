@@ -449,17 +449,6 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
         for what it would refuse.  Thread-safe: for code that hands records to the
         producer later (the integrations' thread hand-off checks them in the thread
         that sends, so bad input raises there, and a bytearray is copied there)."""
-        if (
-            value.__class__ is bytes
-            and key is None
-            and headers is None
-            and partition is None
-            and timestamp is None
-            and topic.__class__ is str
-            and topic in self._buffers  # a name checked before
-            and len(value) <= self._max_value
-        ):
-            return topic, value, None, None, None, None
         return check_record(
             topic,
             value,
@@ -470,6 +459,7 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
             self._value_serializer,
             self._key_serializer,
             self._max_request_size,
+            self._buffers,  # the names checked before
         )
 
     async def send(

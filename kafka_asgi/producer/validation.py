@@ -15,12 +15,12 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from typing import Any
 
 from kafka_asgi.cluster.metadata import check_topic
 
-from .accumulator import CheckedRecord, largest_record, record_bytes, too_large
+from .accumulator import RECORD_OVERHEAD, CheckedRecord, largest_record, record_bytes, too_large
 
 __all__ = [
     "Serializer",
@@ -204,9 +204,23 @@ def check_record(
     value_serializer: Serializer | None,
     key_serializer: Serializer | None,
     max_request_size: int,
+    known: Container[str] = (),
 ) -> CheckedRecord:
     """:func:`coerce_record`, then the record's size against ``max_request_size``
-    (RecordTooLargeError): what a producer's ``check_record`` does."""
+    (RecordTooLargeError): what a producer's ``check_record`` does. A bytes value
+    alone, for a topic in ``known`` (names checked before), is taken as it is: the
+    access logs' events, checked in the request's thread, pay a few comparisons."""
+    if (
+        value.__class__ is bytes
+        and key is None
+        and headers is None
+        and partition is None
+        and timestamp is None
+        and topic.__class__ is str
+        and topic in known
+        and len(value) + RECORD_OVERHEAD <= largest_record(max_request_size)
+    ):
+        return topic, value, None, None, None, None
     checked = coerce_record(
         topic, value, key, headers, partition, timestamp, value_serializer, key_serializer
     )

@@ -167,6 +167,10 @@ def test_a_record_larger_than_max_request_size_is_refused_as_the_producer_does()
     with pytest.raises(RecordTooLargeError):
         p.send_nowait("t", b"x", headers={"h": b"y" * (1 << 20)})
     p.send_nowait("t", b"x" * 1_000_000)
+    with pytest.raises(RecordTooLargeError):  # "t" known now: the quick check too
+        p.send_nowait("t", b"x" * (2 << 20))
+    with pytest.raises(ValueError, match="topic"):
+        p.send_nowait("a/b", b"x")
     roomy = InMemoryProducer(max_request_size=4 << 20)
     roomy.send_nowait("t", b"x" * (2 << 20))
     assert [len(e.value or b"") for e in p.events + roomy.events] == [1_000_000, 2 << 20]
