@@ -31,8 +31,7 @@ from kafka_asgi.integrations.lifespan import (
 from kafka_asgi.integrations.tracecontext import (
     OTEL_TRACE_MODULE,
     current_otel_trace,
-    parse_traceparent,
-    trace_from_headers,
+    trace_from_header_lines,
 )
 from kafka_asgi.producer import get_producer
 
@@ -115,10 +114,9 @@ class AccessLogMiddleware(AccessLogOptions):
         if self.trace_context:
             if OTEL_TRACE_MODULE in _modules:
                 trace = current_otel_trace()
-            if trace is None:
-                raw_tp = headers.get(b"traceparent")
-                if raw_tp is not None:
-                    trace = parse_traceparent(raw_tp, headers.get(b"tracestate"))
+            if trace is None and b"traceparent" in headers:
+                # The header lines, not the dict: tracestate may come on several.
+                trace = trace_from_header_lines(scope["headers"])
             if trace is not None:
                 event_logger.trace = trace
         rid_header = (
@@ -175,7 +173,12 @@ class AccessLogMiddleware(AccessLogOptions):
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            duration = (finished or _perf_ns()) - start
+            now = _perf_ns()
+            end = finished or now
+            duration = end - start
+            # The wall clock at the response's end: the app may work on after its last
+            # chunk (Starlette's background tasks run inside the app call).
+            end_ms = (_time_ns() - (now - end)) // 1_000_000
             # route_of(scope) written out: Starlette's Route object, Litestar's template.
             route = scope.get("route")
             if route.__class__ is not str:
@@ -202,7 +205,7 @@ class AccessLogMiddleware(AccessLogOptions):
                         if dumps is not None:
                             # orjson (the extra): one C call over a dict, no quoting.
                             event = {
-                                "timestamp": _time_ns() // 1_000_000,
+                                "timestamp": end_ms,
                                 "type": "http",
                                 "method": scope["method"],
                                 "scheme": scope.get("scheme", "http"),
@@ -238,7 +241,7 @@ class AccessLogMiddleware(AccessLogOptions):
                             value = (
                                 template
                                 % (
-                                    _time_ns() // 1_000_000,
+                                    end_ms,
                                     q(scope["method"]),
                                     q(scope.get("scheme", "http")),
                                     q(scope["path"]),
@@ -272,7 +275,7 @@ class AccessLogMiddleware(AccessLogOptions):
                         self.emitted += 1
                 else:
                     event = access_log_event(
-                        timestamp=_time_ns() // 1_000_000,
+                        timestamp=end_ms,
                         type="http",
                         method=scope["method"],
                         scheme=scope.get("scheme", "http"),
@@ -306,7 +309,7 @@ class AccessLogMiddleware(AccessLogOptions):
         if state is None:
             state = scope["state"] = {}
         state[STATE_KEY] = event_logger = EventLogger(scope, request_id, self.cluster)
-        trace = trace_from_headers(headers) if self.trace_context else None
+        trace = trace_from_header_lines(scope["headers"]) if self.trace_context else None
         event_logger.trace = trace
         rid_name = self._rid_header
         rid_header = (
@@ -366,7 +369,9 @@ class AccessLogMiddleware(AccessLogOptions):
                     path=scope["path"],
                     route=route,
                     query=scope["query_string"].decode("latin-1"),
-                    status=status or 403,
+                    # No accept, close or denial sent: the app raised or returned
+                    # without a handshake, and servers answer that with a 500.
+                    status=status or 500,
                     response_bytes=sent_bytes,
                     request_bytes=received_bytes,
                     duration_ms=(finished - start) / 1e6,

@@ -8,10 +8,11 @@ sampling, event shaping and emitting).
 
 Fields: ``timestamp`` (ms since the epoch, response end), ``type`` ("http" /
 "websocket"), ``method``, ``scheme``, ``path``, ``route`` (template, where the framework
-records it), ``query``, ``status`` (WebSocket: 101 accepted, else the denial status or
-403), ``response_bytes`` / ``request_bytes`` (body bytes; for a WebSocket, message bytes
-each way), ``duration_ms``, ``client``, ``user_agent``, ``request_id``,
-``http_version``, ``close_code`` (WebSocket only, else null), ``trace_id`` /
+records it), ``query``, ``status`` (WebSocket: 101 accepted, else the denial status, 403 closed
+before accepting, 500 raised or returned without a handshake), ``response_bytes`` /
+``request_bytes`` (body bytes; for a WebSocket, message bytes each way),
+``duration_ms``, ``client``, ``user_agent``, ``request_id``, ``http_version``,
+``close_code`` (WebSocket only, else null), ``trace_id`` /
 ``span_id`` (W3C trace context: the active OpenTelemetry span's, else the request's
 ``traceparent``; null when none; left out with ``trace_context=False``).
 """

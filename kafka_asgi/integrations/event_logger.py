@@ -19,7 +19,7 @@ from typing import Any
 
 from kafka_asgi.integrations.producer_api import Headers, ProducerLike
 from kafka_asgi.integrations.sender import get_sender
-from kafka_asgi.integrations.tracecontext import Trace, trace_from_headers, trace_headers
+from kafka_asgi.integrations.tracecontext import Trace, trace_from_header_lines, trace_headers
 from kafka_asgi.producer import get_producer
 
 __all__ = [
@@ -280,6 +280,6 @@ def get_event_logger(scope: MutableMapping[str, Any], cluster: str = "default") 
     made = EventLogger(scope, new_request_id(), cluster)
     headers = scope.get("headers")
     if headers:
-        made.trace = trace_from_headers(dict(headers))
+        made.trace = trace_from_header_lines(headers)
     state[STATE_KEY] = made
     return made

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import operator
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, TypeAlias
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "format_traceparent",
     "parse_traceparent",
     "parse_tracestate",
+    "trace_from_header_lines",
     "trace_from_headers",
     "trace_headers",
     "trace_of",
@@ -274,7 +275,9 @@ def current_otel_trace() -> Trace | None:
 
 def trace_from_headers(headers: Mapping[bytes, bytes]) -> Trace | None:
     """The request's trace: the active OpenTelemetry span's, else the ``traceparent``
-    header's (``headers`` as ASGI's, lowercase names), else None."""
+    header's (``headers`` lowercase names to values, one value each), else None.
+    An ASGI scope's header list, where a field may come on several lines, goes to
+    :func:`trace_from_header_lines`."""
     if _OTEL_TRACE in sys.modules:
         found = current_otel_trace()
         if found is not None:
@@ -283,6 +286,29 @@ def trace_from_headers(headers: Mapping[bytes, bytes]) -> Trace | None:
     if raw is None:
         return None
     return parse_traceparent(raw, headers.get(b"tracestate"))
+
+
+def trace_from_header_lines(lines: Iterable[tuple[bytes, bytes]]) -> Trace | None:
+    """As :func:`trace_from_headers`, given an ASGI scope's ``headers``: ``tracestate``
+    field lines are one list, joined with commas (RFC 9110, section 5.3, as WSGI
+    servers join them), and a ``traceparent`` on more than one line is invalid (the
+    Trace Context test suite's duplicated-traceparent case: start a new trace)."""
+    if _OTEL_TRACE in sys.modules:
+        found = current_otel_trace()
+        if found is not None:
+            return found
+    parent: bytes | None = None
+    states: list[bytes] = []
+    for name, value in lines:
+        if name == b"traceparent":
+            if parent is not None:
+                return None
+            parent = value
+        elif name == b"tracestate":
+            states.append(value)
+    if parent is None:
+        return None
+    return parse_traceparent(parent, b",".join(states) if states else None)
 
 
 def trace_of(traceparent: bytes | str | None, tracestate: bytes | str | None) -> Trace | None:

@@ -1,0 +1,117 @@
+"""The ASGI access log where requests and apps leave the common path: header fields on
+several lines, work after the response's end, WebSocket apps that never answer."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from kafka_asgi.integrations.asgi import AccessLogMiddleware
+from kafka_asgi.integrations.event_logger import get_event_logger
+from kafka_asgi.integrations.testing import InMemoryProducer, capture_events
+from tests.support.asgi import websocket_session
+
+pytestmark = pytest.mark.anyio
+
+TRACE = "0af7651916cd43dd8448eb211c80319c"
+SPAN = "b7ad6b7169203331"
+TRACEPARENT = f"00-{TRACE}-{SPAN}-01".encode()
+
+
+@pytest.fixture
+def events() -> Iterator[InMemoryProducer]:
+    with capture_events() as producer:
+        yield producer
+
+
+def client(app: Any) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+
+async def logging_app(scope: Any, receive: Any, send: Any) -> None:
+    get_event_logger(scope).log("orders", {"n": 1})
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def test_tracestate_on_several_lines_is_one_list(
+    anyio_backend: str, events: InMemoryProducer
+) -> None:
+    app = AccessLogMiddleware(logging_app)
+    async with client(app) as c:
+        await c.get(
+            "/",
+            headers=[
+                (b"traceparent", TRACEPARENT),
+                (b"tracestate", b"congo=t61rcWkgMzE"),
+                (b"tracestate", b"rojo=00f067aa0ba902b7"),
+            ],
+        )
+    (order,) = events.events_for("orders")
+    assert order.header("traceparent") == TRACEPARENT
+    # RFC 9110, section 5.3: both lines, in order (the WSGI servers' join).
+    assert order.header("tracestate") == b"congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"
+    (access,) = events.json_values("access-log")
+    assert (access["trace_id"], access["span_id"]) == (TRACE, SPAN)
+
+
+async def test_a_traceparent_on_two_lines_starts_no_trace(
+    anyio_backend: str, events: InMemoryProducer
+) -> None:
+    other = b"00-11111111111111111111111111111111-2222222222222222-01"
+    app = AccessLogMiddleware(logging_app)
+    async with client(app) as c:
+        await c.get("/", headers=[(b"traceparent", TRACEPARENT), (b"traceparent", other)])
+    (access,) = events.json_values("access-log")
+    assert access["trace_id"] is None and access["span_id"] is None
+    (order,) = events.events_for("orders")
+    assert "traceparent" not in dict(order.headers)
+
+
+async def test_the_timestamp_is_the_response_end_not_the_app_return(
+    anyio_backend: str, events: InMemoryProducer
+) -> None:
+    answered: list[float] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+        answered.append(time.time())
+        # Work after the last chunk, as Starlette's background tasks do.
+        await anyio.sleep(0.5)
+
+    async with client(AccessLogMiddleware(app)) as c:
+        await c.get("/")
+    (access,) = events.json_values("access-log")
+    assert abs(access["timestamp"] / 1000 - answered[0]) < 0.2
+    assert access["duration_ms"] < 200
+
+
+@pytest.mark.parametrize("how", ["raises", "returns"])
+async def test_a_websocket_app_without_a_handshake_is_logged_as_the_servers_500(
+    anyio_backend: str, events: InMemoryProducer, how: str
+) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()  # websocket.connect
+        if how == "raises":
+            raise RuntimeError("before accepting")
+
+    with pytest.raises(RuntimeError) if how == "raises" else _nothing():
+        await websocket_session(AccessLogMiddleware(app), "/ws", [])
+    (access,) = events.json_values("access-log")
+    assert access["type"] == "websocket"
+    assert access["status"] == 500
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
