@@ -13,6 +13,7 @@ which gunicorn's graceful SIGTERM runs in each worker) or on :meth:`close`.
 from __future__ import annotations
 
 import atexit
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -76,6 +77,21 @@ def close_all(timeout: float | None = None) -> None:
         bg.stop(timeout)
 
 
+def _request_path(environ: dict[str, Any], *, script_name: bool = True) -> str:
+    """The request's path as the ASGI middleware and Django log it: ``SCRIPT_NAME`` (the
+    mount prefix) + ``PATH_INFO``, decoded as UTF-8 (PEP 3333 hands the raw bytes over as
+    latin-1 text; werkzeug and Django decode them this way)."""
+    path: str = environ.get("PATH_INFO", "")
+    if script_name:
+        path = environ.get("SCRIPT_NAME", "") + path
+    if path.isascii():
+        return path
+    try:
+        return path.encode("latin-1").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # not latin-1: a server that decoded the path itself
+        return path
+
+
 def sender_for_wsgi(
     cluster: str, background: BackgroundProducer | None
 ) -> Callable[..., None] | None:
@@ -127,12 +143,14 @@ class _Exchange:
         "body",
         "closed",
         "environ",
+        "headers",
         "input",
         "logger",
         "middleware",
         "request_bytes",
         "response_bytes",
         "route",
+        "sent",
         "start",
         "status",
     )
@@ -156,18 +174,30 @@ class _Exchange:
         self.response_bytes = 0
         self.route: str | None = None
         self.body: Iterable[bytes] = ()
+        self.headers: list[tuple[str, str]] = []
+        self.sent = False  # write() was called: the headers are out
         self.closed = False
 
     def __iter__(self) -> Iterator[bytes]:
-        for chunk in self.body:
-            self.response_bytes += len(chunk)
-            yield chunk
+        sent = False
+        try:
+            for chunk in self.body:
+                self.response_bytes += len(chunk)
+                sent = True
+                yield chunk
+        except BaseException:
+            if not (sent or self.sent):
+                # The headers are not out yet, so the server answers 500 (PEP 3333's
+                # error handling; wsgiref, gunicorn), whatever start_response said.
+                self.status = 500
+            raise
 
     def write(self, write: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
         """The legacy ``write()`` callable, counting what goes through it."""
 
         def counting_write(data: bytes) -> Any:
             self.response_bytes += len(data)
+            self.sent = True
             return write(data)
 
         return counting_write
@@ -183,6 +213,40 @@ class _Exchange:
                 close()
         finally:
             self.middleware.finish(self)
+
+
+def _file_response(exchange: _Exchange, body: Any) -> Any:
+    """The app's ``wsgi.file_wrapper`` itself, so that the server still recognises it and
+    sends the file with sendfile(); its close() now also ends the exchange. The bytes
+    are counted now, as the server may never iterate it: the response's Content-Length,
+    else what is left of the file, else 0."""
+    original = getattr(body, "close", None)
+
+    def close() -> None:
+        try:
+            if original is not None:
+                original()
+        finally:
+            exchange.close()
+
+    try:
+        body.close = close
+    except AttributeError:  # slots, or a read-only close: count it chunk by chunk instead
+        return exchange
+    exchange.body = ()
+    for name, value in exchange.headers:
+        if name.lower() == "content-length":
+            exchange.response_bytes = int(value) if value.isdigit() else 0
+            return body
+    try:
+        fileno = body.filelike.fileno()
+        # From the file's current position, as gunicorn's sendfile() sends it.
+        exchange.response_bytes = max(
+            0, os.fstat(fileno).st_size - os.lseek(fileno, 0, os.SEEK_CUR)
+        )
+    except (AttributeError, OSError, ValueError):  # not a real file: size unknown
+        pass
+    return body
 
 
 class AccessLogMiddleware(AccessLogOptions):
@@ -228,7 +292,7 @@ class AccessLogMiddleware(AccessLogOptions):
     # -- the request path -----------------------------------------------------------------
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        if self._has_exclusions and self.excluded(environ.get("PATH_INFO", "")):
+        if self._has_exclusions and self._excluded_environ(environ):
             return self.app(environ, start_response)
         start = _perf_ns()
         rid_environ = self._rid_environ
@@ -257,6 +321,7 @@ class AccessLogMiddleware(AccessLogOptions):
             status: str, headers: list[tuple[str, str]], exc_info: Any = None
         ) -> Callable[[bytes], Any]:
             exchange.status = int(status[:3])
+            exchange.headers = headers
             # Flask's request, which werkzeug keeps in the environ until Flask's request
             # context ends (before the response is closed), has the URL rule.
             rule = getattr(environ.get("werkzeug.request"), "url_rule", None)
@@ -273,12 +338,28 @@ class AccessLogMiddleware(AccessLogOptions):
             return exchange.write(start_response(status, headers, exc_info))
 
         try:
-            exchange.body = self.app(environ, start_exchange)
+            body = exchange.body = self.app(environ, start_exchange)
         except BaseException:
             exchange.status = 500
             exchange.close()
             raise
+        file_wrapper = environ.get("wsgi.file_wrapper")
+        if (
+            file_wrapper is not None
+            and isinstance(file_wrapper, type)  # uWSGI's is a function
+            and isinstance(body, file_wrapper)
+        ):
+            return _file_response(exchange, body)
         return exchange
+
+    def _excluded_environ(self, environ: dict[str, Any]) -> bool:
+        """Whether ``exclude_paths`` covers the request: its path as logged (with the
+        mount prefix), or ``PATH_INFO`` alone (what was matched before the prefix was)."""
+        if self.excluded(_request_path(environ)):
+            return True
+        return bool(environ.get("SCRIPT_NAME")) and self.excluded(
+            _request_path(environ, script_name=False)
+        )
 
     def send_function(self) -> Callable[..., None] | None:
         """Where events go now (see the class docstring); None: a registered producer."""
@@ -308,7 +389,7 @@ class AccessLogMiddleware(AccessLogOptions):
         )
         protocol = environ.get("SERVER_PROTOCOL", "")
         version = protocol[5:] if protocol.startswith("HTTP/") else None
-        path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+        path = _request_path(environ)
         ua = environ.get("HTTP_USER_AGENT")
         status = exchange.status or 500
         send = logger.send
