@@ -25,7 +25,7 @@ the app's, and provides the request's EventLogger as the ``kafka`` dependency.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, TypeAlias
 
 from litestar import Litestar, Request
@@ -95,14 +95,27 @@ class KafkaPlugin(InitPlugin):
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         options = self.options.as_kwargs()
 
+        running: list[AsyncExitStack] = []
+
         @asynccontextmanager
         async def kafka_lifespan(app: Litestar) -> AsyncIterator[None]:
-            async with producer_lifespan(**options):
-                yield
+            stack = AsyncExitStack()
+            await stack.enter_async_context(producer_lifespan(**options))
+            running.append(stack)
+            yield
 
-        # First in the list: entered before the app's own, left after them, so their
-        # startup and shutdown code can still send events.
+        async def close_producer(app: Litestar) -> None:
+            if running:
+                await running.pop().aclose()
+
+        # Litestar enters its lifespan context managers before its on_startup hooks,
+        # and runs its on_shutdown hooks after leaving them (App.lifespan registers
+        # them first on its exit stack), the last hook in the list last. So the producer
+        # starts in a context manager first in the list, and is flushed and closed by
+        # an on_shutdown hook last in it: every startup and shutdown step of the app's
+        # can send events, even when one of them fails.
         app_config.lifespan = [kafka_lifespan, *app_config.lifespan]
+        app_config.on_shutdown = [*app_config.on_shutdown, close_producer]
         if self.access_log is not None:
             app_config.middleware = [
                 # Litestar's ASGI types are TypedDicts; the middleware takes any mapping.

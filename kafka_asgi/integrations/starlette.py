@@ -17,8 +17,8 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from typing import Any
 
 from starlette.requests import HTTPConnection
@@ -49,11 +49,13 @@ def kafka_lifespan(
 ) -> Callable[[Any], AbstractAsyncContextManager[dict[str, Any]]]:
     """A Starlette/FastAPI ``lifespan=`` running the producer around the app's own.
 
-    ``lifespan`` is the app's own lifespan (an async context manager factory or an
-    async generator function, as Starlette accepts); keyword options are those of
-    :class:`~kafka_asgi.integrations.lifespan.LifespanOptions`. The yielded state holds
-    ``kafka_producers`` ({cluster: producer}), ``kafka_producer`` for the "default"
-    cluster, and whatever state the app's own lifespan yields.
+    ``lifespan`` is the app's own lifespan (an async context manager factory, an async
+    generator function or a generator function, as Starlette accepts); keyword options
+    are those of :class:`~kafka_asgi.integrations.lifespan.LifespanOptions`. The yielded
+    state holds ``kafka_producers`` ({cluster: producer}), ``kafka_producer`` for the
+    "default" cluster, and whatever state the app's own lifespan yields (so the server
+    must support lifespan state; under one that does not, wrap the app in
+    :class:`~kafka_asgi.integrations.lifespan.KafkaLifespan` instead).
     """
     cluster = LifespanOptions.from_kwargs("kafka_lifespan", options).cluster
     if lifespan is not None and not callable(lifespan):
@@ -61,6 +63,8 @@ def kafka_lifespan(
     inner: Lifespan | None
     if lifespan is not None and inspect.isasyncgenfunction(lifespan):
         inner = asynccontextmanager(lifespan)
+    elif lifespan is not None and inspect.isgeneratorfunction(lifespan):
+        inner = _sync_lifespan(lifespan)
     else:
         inner = lifespan
 
@@ -79,6 +83,19 @@ def kafka_lifespan(
                 yield state
 
     return combined
+
+
+def _sync_lifespan(lifespan: Callable[[Any], Iterator[Any]]) -> Lifespan:
+    """A generator function lifespan as an async context manager factory, as Starlette
+    runs one: on the event loop, its exceptions thrown back in at its ``yield``."""
+    sync = contextmanager(lifespan)
+
+    @asynccontextmanager
+    async def lifted(app: Any) -> AsyncIterator[Any]:
+        with sync(app) as state:
+            yield state
+
+    return lifted
 
 
 def event_logger(conn: HTTPConnection, cluster: str = "default") -> EventLogger:
