@@ -17,6 +17,7 @@ MetadataRequest, so a thousand concurrent lookups cost one or two requests.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
@@ -69,6 +70,9 @@ __all__ = ["ClientStats", "KafkaClient"]
 logger = logging.getLogger("kafka_asgi.cluster")
 
 _UNKNOWN_TOPIC = UnknownTopicOrPartitionError.code
+# Metadata answers give leader epochs Kafka's clients rely on from v9 (Kafka 2.4):
+# before, a broker did not keep them accurate during a partition reassignment.
+_RELIABLE_EPOCHS_FROM = 9
 _MAX_REMEMBERED = 10_000
 # Longest wait for the connections to close in aclose().
 _CLOSE_WAIT = 5.0
@@ -87,6 +91,35 @@ class ClientStats:
     throttle_time_ms: int = 0
     """The throttle time brokers have asked of this client in all (client quotas,
     KIP-219): requests to a broker wait that long after its answer."""
+
+
+def _newest_leaders(cached: TopicMetadata, answer: TopicMetadata) -> TopicMetadata:
+    """``answer``, but with the cached partitions whose leader epoch is newer than the
+    answer's (KIP-320): a broker whose metadata lags names a leader that was replaced
+    (as the Java client's Metadata.updateLatestMetadata). Another topic id is another
+    topic (deleted and created again), whose epochs start over: its answer is taken."""
+    if (
+        cached.topic_id is not None
+        and answer.topic_id is not None
+        and cached.topic_id != answer.topic_id
+    ):
+        return answer
+    partitions = dict(answer.partitions)
+    for index, partition in answer.partitions.items():
+        known = cached.partitions.get(index)
+        if known is not None and 0 <= partition.leader_epoch < known.leader_epoch:
+            logger.debug(
+                "got metadata for an older epoch %d (current is %d) for partition %s-%d,"
+                " not updating",
+                partition.leader_epoch,
+                known.leader_epoch,
+                answer.name,
+                index,
+            )
+            partitions[index] = known
+    if partitions == answer.partitions:
+        return answer
+    return dataclasses.replace(answer, partitions=partitions)
 
 
 class KafkaClient:
@@ -349,8 +382,13 @@ class KafkaClient:
             except (AuthenticationError, TLSError):
                 # The same credentials/certificates fail everywhere: no point trying on.
                 raise
-            except NetworkError as exc:
-                errors.append(str(exc))
+            except KafkaError as exc:
+                # Not only a network error: another service on this port (a TLS or HTTP
+                # listener answers with no Kafka frame, a ProtocolError) says nothing
+                # of the next address.
+                error = str(exc)
+                address = f"{host}:{port}"
+                errors.append(error if address in error else f"{address}: {error}")
         raise ConnectError("no broker reachable: " + "; ".join(errors))
 
     async def send_any(
@@ -484,10 +522,7 @@ class KafkaClient:
                 if not isinstance(name, str) or not name:
                     raise ValueError(f"bad topic name {name!r}")
             wanted = frozenset(names)
-        if wanted is None:
-            self._queued_all = True
-        else:
-            self._queued_topics |= wanted
+        self._queue(wanted)
         since = self._next_seq
         lock = self._refresh_lock
         assert lock is not None
@@ -503,10 +538,19 @@ class KafkaClient:
                 _, failed_topics, error = failure
                 if failed_topics is None or (wanted is not None and wanted <= failed_topics):
                     raise error_copy(error, "metadata refresh failed")
+            # A refresh that failed or was cancelled may have taken this caller's
+            # topics from the queue: the request sent now must cover them.
+            self._queue(wanted)
             await self._refresh_once()
         finally:
             lock.release()
         return self._metadata
+
+    def _queue(self, topics: frozenset[str] | None) -> None:
+        if topics is None:
+            self._queued_all = True
+        else:
+            self._queued_topics |= topics
 
     async def _refresh_once(self) -> None:
         """One MetadataRequest for everything queued (lock held)."""
@@ -516,8 +560,11 @@ class KafkaClient:
         seq = self._next_seq
         self._next_seq += 1
         topics = None if take is None else [MetadataRequestTopic(name=t) for t in sorted(take)]
+        sent_version = -1
 
         def build(version: int) -> MetadataRequest:
+            nonlocal sent_version
+            sent_version = version
             # allow_auto_topic_creation exists from v4 on; before, the broker's
             # auto.create.topics.enable alone decides.
             if version >= 4:
@@ -540,13 +587,24 @@ class KafkaClient:
         except KafkaError as exc:
             self._last_failure = (seq, take, exc)
             raise
+        except BaseException:
+            # Cancelled (this caller's own timeout): the callers waiting behind it
+            # queued some of the topics it took, and nothing was learnt of them.
+            self._queue(take)
+            raise
         try:
-            self._apply(response, take, seq)
+            self._apply(response, take, seq, sent_version >= _RELIABLE_EPOCHS_FROM)
         except KafkaError as exc:  # metadata that cannot be right (metadata.py)
             self._last_failure = (seq, take, exc)
             raise
 
-    def _apply(self, response: MetadataResponse, asked: frozenset[str] | None, seq: int) -> None:
+    def _apply(
+        self,
+        response: MetadataResponse,
+        asked: frozenset[str] | None,
+        seq: int,
+        reliable_epochs: bool,
+    ) -> None:
         # Cache ages use time.monotonic: the same clock on every backend, readable
         # without an event loop (stats() may be called from anywhere).
         now = time.monotonic()
@@ -572,7 +630,11 @@ class KafkaClient:
                 self._fetched_at.pop(t.name, None)
                 self._topic_errors[t.name] = t.error_code
             else:
-                topics[t.name] = decoded[t.name]
+                topic = decoded[t.name]
+                cached = self._metadata.topics.get(t.name)
+                if reliable_epochs and cached is not None:
+                    topic = _newest_leaders(cached, topic)
+                topics[t.name] = topic
                 self._fetched_at[t.name] = now
                 self._topic_errors.pop(t.name, None)
             self._topic_seq[t.name] = seq
@@ -580,8 +642,7 @@ class KafkaClient:
             for name in list(self._fetched_at):
                 if name not in topics:
                     del self._fetched_at[name]
-        for node_id, broker in brokers.items():
-            self._pools.pool(broker.host, broker.port, node_id)
+        self._pools.place({node_id: (b.host, b.port) for node_id, b in brokers.items()})
         self._metadata = ClusterMetadata(
             brokers=brokers,
             topics=topics,

@@ -14,7 +14,7 @@ tells them which node lives where.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -79,7 +79,7 @@ class BrokerPool:
         self.options = options
         self._task_group = task_group
         self._counters = counters
-        self.node_id: int | None = None
+        self._node_id: int | None = None
         self.connections: list[BrokerConnection] = []
         self._open_lock = anyio.Lock()
         self.failures = 0
@@ -92,6 +92,22 @@ class BrokerPool:
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def node_id(self) -> int | None:
+        """The node at this address, as the latest metadata has it (None: a bootstrap
+        address, or a broker that moved or left)."""
+        return self._node_id
+
+    @node_id.setter
+    def node_id(self, node_id: int | None) -> None:
+        if node_id == self._node_id:
+            return
+        self._node_id = node_id
+        # A connection opened before the node was known (from a bootstrap address)
+        # is that node's too: the pauses its broker asks are held by node id.
+        for conn in self.connections:
+            conn.node_id = node_id
 
     @property
     def open_count(self) -> int:
@@ -259,6 +275,17 @@ class BrokerPools:
         if node_id is not None:
             pool.node_id = node_id
         return pool
+
+    def place(self, brokers: Mapping[int, tuple[str, int]]) -> None:
+        """Note where each node of the latest metadata lives (``{node_id: (host,
+        port)}``): a pool at an address no broker has now (one that moved or left)
+        is no node's, so its connections count for none."""
+        nodes = {address: node_id for node_id, address in brokers.items()}
+        for key, pool in self._pools.items():
+            if key not in nodes:
+                pool.node_id = None
+        for (host, port), node_id in nodes.items():
+            self.pool(host, port, node_id)
 
     def find(self, host: str, port: int) -> BrokerPool | None:
         return self._pools.get((host, port))
