@@ -234,15 +234,16 @@ class BrokerConnection:
             raise RuntimeError(f"{self!r} was already started")
         self._state = "connecting"
         try:
-            mechanism: SaslMechanism | None = None
-            if self.config.sasl is not None:
-                # Before the socket: a token provider that fails costs no connection.
-                mechanism = await new_mechanism(self.config.sasl, self.config.request_timeout)
-            self._stream = await self._open_stream()
-            self._rx = BufferedByteReceiveStream(self._stream)
             limit = self.config.request_timeout
             if handshake_timeout is not None:
                 limit = min(limit, handshake_timeout)
+            mechanism: SaslMechanism | None = None
+            if self.config.sasl is not None:
+                # Before the socket: a token provider that fails costs no connection.
+                # Bounded by the caller's limit too: it waits for the token as well.
+                mechanism = await new_mechanism(self.config.sasl, limit)
+            self._stream = await self._open_stream()
+            self._rx = BufferedByteReceiveStream(self._stream)
             try:
                 with anyio.fail_after(limit):
                     await self._negotiate_versions()

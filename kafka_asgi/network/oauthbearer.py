@@ -126,10 +126,8 @@ class OAuthBearerToken:
                 f"the OAuth token's expires_at must be Unix seconds, not"
                 f" {type(expires_at).__name__}"
             )
-        if not math.isfinite(expires_at):
-            raise ValueError(f"the OAuth token's expires_at must be finite, not {expires_at!r}")
         self._value = value
-        self.expires_at = float(expires_at)
+        self.expires_at = unix_seconds(expires_at, "the OAuth token's expires_at")
         self.extensions = check_extensions(extensions)
 
     @property
@@ -143,8 +141,28 @@ class OAuthBearerToken:
     __str__ = __repr__
 
 
+def unix_seconds(value: float, what: str) -> float:
+    """``value`` as a float, or ValueError naming ``what`` when it is not finite (an
+    int too large for a float included)."""
+    try:
+        seconds = float(value)
+    except OverflowError:
+        seconds = math.inf
+    if not math.isfinite(seconds):
+        # Not repr(): an int past 4300 digits cannot be turned into a str.
+        shown = repr(value)
+        if isinstance(value, int):
+            shown = f"an int of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+        raise ValueError(f"{what} must be finite, not {shown}")
+    return seconds
+
+
 def jwt_expiry(token: str) -> float | None:
-    """The ``exp`` claim of a JWT (not verified: the broker verifies), or None."""
+    """The ``exp`` claim of a JWT (not verified: the broker verifies), or None.
+
+    Raises ValueError when the claim is a number no clock can reach (infinite, or an
+    int too large for a float): that token is broken, not one without an expiry.
+    """
     parts = token.split(".")
     if len(parts) != 3:
         return None
@@ -156,7 +174,7 @@ def jwt_expiry(token: str) -> float | None:
     exp = claims.get("exp") if isinstance(claims, dict) else None
     if isinstance(exp, bool) or not isinstance(exp, (int, float)):
         return None
-    return float(exp)
+    return unix_seconds(exp, "the JWT's exp claim")
 
 
 def client_initial_response(
@@ -211,10 +229,13 @@ class OAuthBearerMechanism:
 
 
 def _coerce(result: object, extensions: Mapping[str, str]) -> OAuthBearerToken:
+    """The provider's ``result`` as a token carrying the client's ``extensions`` too
+    (the token's own win on a shared key), whichever form it came in."""
     if isinstance(result, OAuthBearerToken):
-        if extensions and not result.extensions:
-            return OAuthBearerToken(result.value, result.expires_at, extensions)
-        return result
+        if not extensions:
+            return result
+        merged = {**extensions, **result.extensions}
+        return OAuthBearerToken(result.value, result.expires_at, merged)
     if isinstance(result, tuple) and len(result) in (2, 3):
         value, expires_at = result[0], result[1]
         extra = dict(extensions)
@@ -350,34 +371,46 @@ class OAuthBearerCredentials:
             return cached
         raise AuthenticationError(str(error)) from error.__cause__
 
+    async def _ask(self) -> tuple[object, dict[str, str]]:
+        """The provider's result, and the client's extensions with its own."""
+        fetch = self._fetch
+        if inspect.iscoroutinefunction(fetch):
+            result = await fetch()
+        else:
+            result = await anyio.to_thread.run_sync(fetch, abandon_on_cancel=True)
+        if inspect.isawaitable(result):
+            result = await result
+        extensions = dict(self._extensions)
+        more = getattr(self._provider, "extensions", None)
+        if self._method is not None and callable(more):
+            found = more()
+            if inspect.isawaitable(found):
+                found = await found
+            extensions.update(check_extensions(found))
+        return result, extensions
+
     async def _call(self, limit: float) -> OAuthBearerToken:
         self.provider_calls += 1
-        fetch = self._fetch
-        try:
-            with anyio.fail_after(limit):
-                if inspect.iscoroutinefunction(fetch):
-                    result = await fetch()
-                else:
-                    result = await anyio.to_thread.run_sync(fetch, abandon_on_cancel=True)
-                if inspect.isawaitable(result):
-                    result = await result
-                extensions = dict(self._extensions)
-                more = getattr(self._provider, "extensions", None)
-                if self._method is not None and callable(more):
-                    found = more()
-                    if inspect.isawaitable(found):
-                        found = await found
-                    extensions.update(check_extensions(found))
-        except TimeoutError:
-            raise AuthenticationError(
-                f"OAUTHBEARER: the token provider gave no token within {limit}s"
-            ) from None
-        except AuthenticationError:
-            raise
-        except Exception as exc:
-            raise AuthenticationError(
-                f"OAUTHBEARER: the token provider failed: {type(exc).__name__}: {exc}"
-            ) from exc
+        answer: tuple[object, dict[str, str]] | None = None
+        late = f"OAUTHBEARER: the token provider gave no token within {limit}s"
+        # Only our own deadline is reported as one: a provider's own TimeoutError (a
+        # socket timeout, asyncio.wait_for) is its failure, reported with its cause.
+        with anyio.move_on_after(limit) as deadline:
+            try:
+                answer = await self._ask()
+            except AuthenticationError:
+                raise
+            except Exception as exc:
+                if deadline.cancel_called:
+                    # The provider turned our cancellation into an error of its own.
+                    raise AuthenticationError(late) from exc
+                reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                raise AuthenticationError(
+                    f"OAUTHBEARER: the token provider failed: {reason}"
+                ) from exc
+        if deadline.cancelled_caught or answer is None:
+            raise AuthenticationError(late)
+        result, extensions = answer
         try:
             token = _coerce(result, extensions)
         except (TypeError, ValueError) as exc:

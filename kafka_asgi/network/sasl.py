@@ -139,24 +139,40 @@ class PlainMechanism:
 
 
 class ScramMechanism:
-    """SCRAM (RFC 5802) client-first, client-final, then verifying server-final."""
+    """SCRAM (RFC 5802) client-first, client-final, then verifying server-final.
+
+    Kafka does not apply RFC 4013 SASLprep (KIP-84): the broker salts the password's
+    raw UTF-8 bytes (Java's ``ScramFormatter.normalize``) and only escapes ``,`` and
+    ``=`` in the username. scramp, which runs the exchange, prepares both by SASLprep,
+    so they are handed to it as given: a password with a no-break space, a ligature,
+    a tab or an emoji then proves what the broker stored.
+    """
 
     __slots__ = ("_client", "_step", "name")
 
     def __init__(self, name: str, username: str, password: str) -> None:
         # Imported here: scramp (and asn1crypto under it) costs ``import kafka_asgi``
         # about 4% of its instructions, and most producers never use SCRAM.
-        from scramp import ScramClient, ScramException  # type: ignore[import-untyped]
+        from scramp import ScramClient  # type: ignore[import-untyped]
 
         self.name = name
-        try:
-            self._client = ScramClient([name], username, password)
-        except ScramException:
-            # scramp's message may quote the offending character of the password.
-            raise AuthenticationError(
-                f"{name}: the username or password cannot be prepared for SCRAM"
-                " (RFC 4013 SASLprep rejects it)"
-            ) from None
+        if not username:
+            raise AuthenticationError(f"{name}: the username is empty")
+        for what, value in (("username", username), ("password", password)):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                # Not echoed: the position would point into the secret.
+                raise AuthenticationError(
+                    f"{name}: the {what} is not valid Unicode (a lone surrogate)"
+                ) from None
+        # scramp has no option to skip SASLprep: it is given ASCII stand-ins, which
+        # SASLprep leaves alone, and its objects holding them are then replaced by ones
+        # holding the values as they are.
+        client = ScramClient([name], "username", "password")
+        client.username = _unprepared(client.username, "username", username, name)
+        client.password = _unprepared(client.password, "password", password, name)
+        self._client = client
         self._step = 0
 
     def __repr__(self) -> str:
@@ -190,3 +206,33 @@ class ScramMechanism:
         except ScramException as exc:
             raise AuthenticationError(f"{self.name}: {exc}") from None
         raise AuthenticationError(f"{self.name}: unexpected message after the exchange ended")
+
+
+def _unprepared(stand_in: object, attribute: str, value: str, name: str) -> object:
+    """A copy of scramp's Username or Password ``stand_in`` holding ``value`` as it is.
+
+    scramp (1.5) keeps the SASLprep-ed string in one attribute of these objects,
+    named like them, and reads it there: ``Username.escape()`` escapes ``=`` and ``,``,
+    ``bytes(Password)`` is its UTF-8. A scramp that works otherwise fails here, loudly,
+    rather than proving a password the broker never stored.
+    """
+    raw = object.__new__(type(stand_in))
+    try:
+        if getattr(stand_in, attribute) != attribute:
+            raise AttributeError(attribute)
+        setattr(raw, attribute, value)
+        if attribute == "username":
+            works = raw.escape() == value.replace("=", "=3D").replace(",", "=2C")  # type: ignore[attr-defined]
+        else:
+            works = bytes(raw) == value.encode("utf-8")  # type: ignore[call-overload]
+    except (AttributeError, TypeError):
+        works = False
+    if not works:
+        import scramp
+
+        version = getattr(scramp, "__version__", "")
+        raise AuthenticationError(
+            f"{name}: scramp {version} is not one kafka_asgi can use: it must"
+            f" send the {attribute} without RFC 4013 SASLprep, as Kafka's brokers expect"
+        )
+    return raw

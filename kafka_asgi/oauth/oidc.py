@@ -4,10 +4,11 @@ The provider posts ``grant_type=client_credentials`` (and ``scope``) to the iden
 provider's token endpoint, authenticating as the client with HTTP Basic (RFC 6749
 2.3.1, the default, as Kafka's Java client does) or with the secret in the form, and
 returns the access token with the expiry that ``expires_in`` (or the JWT's ``exp``)
-gives. Each attempt is bounded by ``timeout``; connection failures, timeouts, HTTP 429
-and 5xx are tried again up to ``retries`` times, waiting ``retry_backoff`` doubled
-each time (capped at ``retry_backoff_max``); other refusals (wrong secret: 400/401)
-fail at once, since asking again cannot help.
+gives. Each attempt is bounded by ``timeout``; connection failures, timeouts, HTTP
+408, 425, 429 and 5xx (but 501 Not Implemented and 505 HTTP Version Not Supported)
+are tried again up to ``retries`` times, waiting ``retry_backoff`` doubled each time
+(capped at ``retry_backoff_max``); other refusals (wrong secret: 400/401) fail at
+once, since asking again cannot help.
 
 The client secret and the tokens never appear in a repr, a log line or an exception.
 """
@@ -26,13 +27,26 @@ from urllib.parse import quote, urlsplit
 import anyio
 
 from kafka_asgi.network.errors import AuthenticationError
-from kafka_asgi.network.oauthbearer import OAuthBearerToken, check_extensions, jwt_expiry
+from kafka_asgi.network.oauthbearer import (
+    OAuthBearerToken,
+    check_extensions,
+    jwt_expiry,
+    unix_seconds,
+)
 
 __all__ = ["OIDCTokenProvider"]
 
 logger = logging.getLogger("kafka_asgi.oauth")
 
-_RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+_RETRY_STATUSES = frozenset({408, 425, 429})
+# Every 5xx is the server's trouble, often passing: CDNs and gateways in front of
+# identity providers answer 520-530 of their own (Cloudflare's 522, 524). Only these
+# two say that the same request can never succeed.
+_FINAL_5XX = frozenset({501, 505})
+
+
+def _retried(status: int) -> bool:
+    return status in _RETRY_STATUSES or (500 <= status <= 599 and status not in _FINAL_5XX)
 
 
 def _positive(name: str, value: object) -> float:
@@ -167,7 +181,7 @@ class OIDCTokenProvider:
                 except httpx.TransportError as exc:
                     last = f"{type(exc).__name__}: {self._scrub(str(exc)) or 'no answer'}"
                     continue
-                if response.status_code in _RETRY_STATUSES:
+                if _retried(response.status_code):
                     last = f"HTTP {response.status_code}"
                     continue
                 return self._parse(response)
@@ -202,14 +216,15 @@ class OIDCTokenProvider:
                 f"token endpoint {self.token_url} issued a {token_type!r} token, not Bearer"
             )
         value = body["access_token"]
-        expires_in = body.get("expires_in")
-        if isinstance(expires_in, str) and expires_in.isdigit():
-            expires_in = int(expires_in)
-        # A JWT's own exp wins when it is earlier: it is what the broker checks, and
-        # it is rounded down to whole seconds.
-        expires_at = jwt_expiry(value)
-        if isinstance(expires_in, (int, float)) and not isinstance(expires_in, bool):
-            by_expires_in = time.time() + float(expires_in)
+        try:
+            # A JWT's own exp wins when it is earlier: it is what the broker checks, and
+            # it is rounded down to whole seconds.
+            expires_at = jwt_expiry(value)
+            lifetime = self._expires_in(body.get("expires_in"))
+        except ValueError as exc:
+            raise AuthenticationError(f"token endpoint {self.token_url}: {exc}") from None
+        if lifetime is not None:
+            by_expires_in = time.time() + lifetime
             expires_at = by_expires_in if expires_at is None else min(expires_at, by_expires_in)
         if expires_at is None:
             raise AuthenticationError(
@@ -219,3 +234,17 @@ class OIDCTokenProvider:
             return OAuthBearerToken(value, expires_at, self.extensions)
         except (TypeError, ValueError) as exc:
             raise AuthenticationError(f"token endpoint {self.token_url}: {exc}") from None
+
+    @staticmethod
+    def _expires_in(expires_in: object) -> float | None:
+        """Seconds the token lives (RFC 6749 5.1), None when not given or not a number;
+        ValueError for a number no clock can reach."""
+        if isinstance(expires_in, str):
+            # Some endpoints send it as a string: "3600", " 3600", "3600.0".
+            try:
+                expires_in = float(expires_in)
+            except ValueError:
+                return None
+        if isinstance(expires_in, bool) or not isinstance(expires_in, (int, float)):
+            return None
+        return unix_seconds(expires_in, "expires_in")
