@@ -83,6 +83,12 @@ CACHE_ROOT = Path(os.environ.get("KAFKA_LOCAL_CACHE", REPO / ".cache"))
 CACHE_DIR = CACHE_ROOT / f"kafka-{KAFKA_VERSION}"
 USERNAME = "admin"
 PASSWORD = "admin-secret"
+# A second SCRAM user whose password RFC 4013 SASLprep would change or refuse (a
+# no-break space, a ligature, a tab): Kafka salts its UTF-8 bytes as they are, and a
+# client must too (tests/network/test_scram_broker.py). The name is ASCII: a broker's
+# SCRAM message parser takes no other (its saslname pattern is ASCII only).
+UNICODE_USERNAME = "scram-utf8"
+UNICODE_PASSWORD = "p\u00e4s\ts\u00a0\ufb01-word"
 JVM_HEAP = os.environ.get("KAFKA_LOCAL_HEAP", "512m")
 # Each node of a cluster gets less: three JVMs share a small machine.
 CLUSTER_JVM_HEAP = os.environ.get("KAFKA_LOCAL_HEAP", "384m")
@@ -967,9 +973,19 @@ class LocalKafka:
                 f"SCRAM-SHA-256=[name={USERNAME},password={PASSWORD}]",
                 "--add-scram",
                 f"SCRAM-SHA-512=[name={USERNAME},password={PASSWORD}]",
+                "--add-scram",
+                f"SCRAM-SHA-256=[name={UNICODE_USERNAME},password={UNICODE_PASSWORD}]",
+                "--add-scram",
+                f"SCRAM-SHA-512=[name={UNICODE_USERNAME},password={UNICODE_PASSWORD}]",
             ]
             proc = subprocess.run(
-                fmt, capture_output=True, text=True, timeout=max(5.0, deadline - time.monotonic())
+                fmt,
+                capture_output=True,
+                text=True,
+                timeout=max(5.0, deadline - time.monotonic()),
+                # The JVM reads its arguments in the locale's encoding: UTF-8 keeps the
+                # second user's password whole.
+                env={**os.environ, "LC_ALL": "C.UTF-8"},
             )
             if proc.returncode != 0:
                 raise HarnessError(
