@@ -271,11 +271,19 @@ class PrometheusMetrics(ProducerHooks):
             buffered = in_flight = limit = queued = backlog = 0
             for p in producers:
                 s = p.stats()
-                buffered += s.buffered
-                in_flight += s.in_flight
-                limit += getattr(getattr(p, "options", None), "max_buffering", 0)
-                queued += getattr(s, "spill_queued", 0)
-                backlog += getattr(s, "spill_backlog_bytes", 0)
+                if _closed(p):
+                    # Its last counts are copied below; then it leaves the gauges now,
+                    # not when the collector frees it (a lifespan run again makes a
+                    # new producer, and a closed one is often kept by cycles).
+                    self._producers.discard(p)
+                    p.remove_hooks(self)
+                else:
+                    buffered += s.buffered
+                    in_flight += s.in_flight
+                    limit += getattr(getattr(p, "options", None), "max_buffering", 0)
+                    queued += getattr(s, "spill_queued", 0)
+                    backlog += getattr(s, "spill_backlog_bytes", 0)
+                # Kept for a closed one too (weakly): registered again, it adds nothing.
                 copied = self._copied.setdefault(p, {})
                 for field, counter in self.spill_totals.items():
                     self._copy(copied, field, getattr(s, field, 0), counter, 1)
@@ -350,6 +358,14 @@ class PrometheusMetrics(ProducerHooks):
         self, topic: str, partition: int, records: int, error: BaseException
     ) -> None:
         self.records_retried_total.labels(topic, type(error).__name__).inc(records)
+
+
+def _closed(producer: Any) -> bool:
+    """Whether ``producer`` is closed: a Producer's state, an InMemoryProducer's flag
+    (other stand-ins have neither: never closed)."""
+    return (
+        getattr(producer, "_state", None) == "closed" or getattr(producer, "closed", False) is True
+    )
 
 
 def _sync_loop(ref: weakref.ReferenceType[PrometheusMetrics], interval: float) -> None:

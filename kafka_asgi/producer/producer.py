@@ -49,6 +49,7 @@ from .accumulator import (
     CheckedRecord,
     Delivery,
     PartitionBuffer,
+    PendingRecord,
     TopicBuffer,
     Waiters,
     cut,
@@ -206,6 +207,11 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
         self._bytes_sent = 0
         self._batches_sent = 0
         self._last_error: KafkaError | None = None
+        # Records accepted that held + delivered + failed leave out (stats().enqueued),
+        # counted off the fast path: +1 for a record handed to the disk by the send
+        # path or taken from memory by the disk, -1 for one read back into memory or
+        # reported as dropped by the disk (as failed: see _report_spill_dropped).
+        self._off_memory = 0
         # Disk spill (kafka_asgi.producer.spill_seam), None without spill_dir.
         self._spill = spill_seam(opts)
 
@@ -308,7 +314,7 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
                     host = SpillHost(
                         self._replay_room,
                         self._replay_record,
-                        self._report_dropped,
+                        self._report_spill_dropped,
                         self._respill,
                         self._evacuate_now,
                     )
@@ -594,7 +600,9 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
     def stats(self) -> ProducerStats:
         """Counters (a snapshot)."""
         return ProducerStats(
-            enqueued=self._held + self._delivered + self._failed,
+            # Every record accepted is held, or was delivered or failed, or went to
+            # the disk since (each move between memory and disk is in _off_memory).
+            enqueued=self._held + self._delivered + self._failed + self._off_memory,
             delivered=self._delivered,
             failed=self._failed,
             retried=self._retried,
@@ -606,6 +614,13 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
             throttle_time_ms=self._client.throttles.asked_ms,
             **({} if self._spill is None else self._spill.stats()),
         )
+
+    def _report_spill_dropped(
+        self, topic: str, partition: int, records: list[PendingRecord], error: KafkaError
+    ) -> None:
+        """SpillHost.report_dropped: records leaving the disk, counted as failed now."""
+        self._off_memory -= len(records)
+        self._report_dropped(topic, partition, records, error)
 
     # ------------------------------------------------------------------ enqueue (slow path)
 
@@ -674,6 +689,7 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
         ):
             # Behind the records of its topic already on their way to the disk.
             spill.overflow(topic, key, value, hdrs, part, ts // 1_000_000)
+            self._off_memory += 1
             return
         if self._held >= self._max_buffering and not replayed:
             raise self._buffer_full()
@@ -686,6 +702,8 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
         values.append(value)
         t.stamps.append(ts)
         self._held += 1
+        if replayed:
+            self._off_memory -= 1  # accepted once already, before it went to the disk
         nbytes = t.nbytes + size
         t.nbytes = nbytes
         if nbytes >= t.wake_bytes or len(values) >= self._batch_num:

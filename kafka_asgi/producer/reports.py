@@ -97,6 +97,9 @@ class ProducerStats:
 class Reports(ProducerState):
     """Completing and failing batches and records, and telling the waiters."""
 
+    # Records accepted that are not held, delivered or failed (see Producer.__init__).
+    _off_memory: int
+
     def _complete(self, b: Batch, base_offset: int, log_append_time: int) -> None:
         p = b.part
         if b.done:
@@ -216,10 +219,12 @@ class Reports(ProducerState):
             kept = spill.intercept(topic, partition, records, waiters, error)
             if kept is None:
                 self._held -= len(records)
+                self._off_memory += len(records)
                 self._progress()
                 return True
             taken = len(records) - len(kept[0])
             self._held -= taken
+            self._off_memory += taken
             records, waiters = kept
         else:
             taken = 0
