@@ -10,7 +10,9 @@ with :func:`~kafka_asgi.integrations.lifespan.producer_lifespan` and its
 any thread: before the thread's producer is up (the first milliseconds of a worker)
 events wait in a bounded queue of their own and are handed over the moment its
 sender is registered. :meth:`BackgroundProducer.stop` flushes within the lifespan's
-``shutdown_timeout`` and counts what it could not hand over.
+``shutdown_timeout`` and counts what it could not hand over. A thread that ends on its
+own (the producer could not start) drops and counts what waits at that moment, then
+refuses events until a start tried again :data:`RESTART_DELAY` seconds later.
 """
 
 from __future__ import annotations
@@ -37,11 +39,16 @@ from kafka_asgi.integrations.sender import (
 from kafka_asgi.producer import BufferFullError
 from kafka_asgi.producer.validation import check_wait
 
-__all__ = ["BackgroundProducer"]
+__all__ = ["RESTART_DELAY", "BackgroundProducer"]
 
 logger = logging.getLogger("kafka_asgi.integrations")
 
 _Item = tuple[str, "bytes | str | None", "bytes | str | None", Headers, "int | None", "int | None"]
+
+RESTART_DELAY = 30.0
+"""Seconds after the thread failed before the next event (or ``start_soon``) starts it
+again: a missing TLS file or a wrong address should not cost a thread and an error log
+line per request, and a Kafka that was down at boot should not cost the process."""
 
 
 class BackgroundProducer:
@@ -54,7 +61,8 @@ class BackgroundProducer:
     the producer is up (and raises if it could not start); :meth:`stop` flushes and
     joins the thread, both bounded. A forked child starts its own thread on first use.
 
-    ``dropped`` counts events refused here (early queue full, or sent after stop);
+    ``dropped`` counts events refused here (early queue full, sent after stop or while
+    the producer could not start) and those waiting when its thread failed;
     ``final_stats`` holds the producer's stats once stopped.
     """
 
@@ -94,6 +102,9 @@ class BackgroundProducer:
         self._stop_requested = threading.Event()
         self._stop: Callable[[], None] | None = None
         self._error: BaseException | None = None
+        # When the thread ended without stop(): events are refused from then on, and
+        # the thread starts again RESTART_DELAY s later.
+        self._failed_at: float | None = None
         self._early: queue.Queue[_Item] = queue.Queue(self.options.thread_queue_size)
         self._stopped = False
         self.sender = None
@@ -101,12 +112,32 @@ class BackgroundProducer:
     # -- starting ---------------------------------------------------------------------------
 
     def start_soon(self) -> None:
-        """Start the thread in this process if it is not running; never waits."""
+        """Start the thread in this process if it is not running (again, if it failed
+        :data:`RESTART_DELAY` seconds ago or more); never waits."""
         if self._thread is not None and self._pid == os.getpid():
-            return
+            failed_at = self._failed_at
+            if failed_at is None or time.monotonic() - failed_at < RESTART_DELAY:
+                return
         with self._lock:
             if self._pid != os.getpid():
                 self._reset()
+            failed_at = self._failed_at
+            if (
+                failed_at is not None
+                and not self._stopped
+                # The failed thread writes to self until it sets _done.
+                and self._done.is_set()
+                and time.monotonic() - failed_at >= RESTART_DELAY
+            ):
+                logger.info(
+                    "kafka_asgi: starting the background producer for %r again", self.cluster
+                )
+                self._thread = None
+                self._stop = None
+                self._error = None
+                self._failed_at = None
+                self._ready = threading.Event()
+                self._done = threading.Event()
             if self._thread is None and not self._stopped:
                 self._pid = os.getpid()
                 self._thread = threading.Thread(
@@ -156,6 +187,10 @@ class BackgroundProducer:
             self.dropped += 1
             raise BufferFullError(f"background producer for {self.cluster!r} is stopped")
         self.start_soon()
+        if self._failed_at is not None:
+            # Nothing would drain the early queue until the next start.
+            self.dropped += 1
+            raise self._start_failure()
         try:
             self._early.put_nowait((topic, value, key, headers, partition, timestamp))
         except queue.Full:
@@ -169,6 +204,19 @@ class BackgroundProducer:
         sender = self.sender
         if sender is not None:
             self._hand_over(sender)
+        elif self._failed_at is not None:
+            # The thread failed meanwhile, and its last look at the early queue may have
+            # come before the put: this event (counted here or by the thread) is lost.
+            self._drop_early()
+            raise self._start_failure()
+
+    def _start_failure(self) -> BufferFullError:
+        error = self._error
+        return BufferFullError(
+            f"background producer for {self.cluster!r} "
+            + ("stopped on its own" if error is None else f"failed to start ({error!r})")
+            + f"; it is tried again {RESTART_DELAY:g}s after the failure"
+        )
 
     def _on_sender(self, cluster: str, sender: ThreadSafeSender) -> None:
         # Called on the loop thread by register_sender, before the reachability check.
@@ -244,6 +292,10 @@ class BackgroundProducer:
                 )
         self.sender = None
         self._thread = None
+        self._drop_early()
+
+    def _drop_early(self) -> None:
+        """Count and log the events that wait for a producer that will not take them."""
         left = 0
         while True:
             try:
@@ -253,24 +305,38 @@ class BackgroundProducer:
             left += 1
         if left:
             self.dropped += left
+            error = self._error
             logger.warning(
-                "kafka_asgi: %d event(s) for cluster %r never reached a producer "
-                "(it did not start in time)",
+                "kafka_asgi: %d event(s) for cluster %r never reached a producer (%s)",
                 left,
                 self.cluster,
+                "it did not start in time" if error is None else f"it failed: {error!r}",
             )
 
     def _run(self) -> None:
         self._thread_ident = threading.get_ident()
+        # A start tried again replaces these once _done is set; set this run's own.
+        ready, done = self._ready, self._done
         try:
             anyio.run(self._main)
         except BaseException as exc:
             self._error = exc
-            logger.error("kafka_asgi: background producer thread ended: %r", exc)
+            logger.error(
+                "kafka_asgi: background producer thread for %r ended: %r; events are "
+                "refused until it is started again, %gs from now",
+                self.cluster,
+                exc,
+                RESTART_DELAY,
+            )
         finally:
             self.sender = None
-            self._ready.set()
-            self._done.set()
+            if not self._stop_requested.is_set():
+                # Before the drop: a send_nowait that put its event after the drop sees
+                # this and drops it itself.
+                self._failed_at = time.monotonic()
+                self._drop_early()
+            ready.set()
+            done.set()
 
     async def _main(self) -> None:
         stop = anyio.Event()

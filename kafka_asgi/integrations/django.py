@@ -19,7 +19,8 @@ the route). Under ASGI the producer runs on the server's event loop, started by 
 lifespan. Under WSGI (or ASGI with Django's own ``get_asgi_application``) there is no
 lifespan: the first request of each process starts a producer on its own event loop in
 a background thread, flushed when the process exits; views and the middleware hand
-events to it through a bounded thread-safe queue.
+events to it through a bounded thread-safe queue. Requests raise ImproperlyConfigured
+when it would need one and KAFKA_ASGI has neither BOOTSTRAP nor PRODUCER_FACTORY.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import atexit
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,8 +44,10 @@ from kafka_asgi.integrations.access_log_event import (
 from kafka_asgi.integrations.background import BackgroundProducer
 from kafka_asgi.integrations.event_logger import EventLogger, sender_for, warn_drop
 from kafka_asgi.integrations.lifespan import ASGIApp, KafkaLifespan, LifespanOptions
+from kafka_asgi.integrations.overrides import override_for
 from kafka_asgi.integrations.sender import get_sender
 from kafka_asgi.integrations.tracecontext import trace_of
+from kafka_asgi.producer.registry import registered_names
 
 __all__ = [
     "AccessLogMiddleware",
@@ -186,6 +189,21 @@ def _ensure_producer(conf: KafkaSettings) -> BackgroundProducer | None:
         return None
     bg = _background.get(cluster)
     if bg is None:
+        lifespan = conf.lifespan
+        if (
+            lifespan.get("bootstrap") is None
+            and lifespan.get("producer_factory") is None
+            and override_for(cluster) is None  # capture_events: the producer to use
+        ):
+            if cluster in registered_names():
+                return None  # the app's own producer: sender_for finds it
+            # Checked here, not when the middleware is made: a lifespan may still
+            # bring the producer (get_asgi_application(bootstrap=...)). Without the
+            # check the background producer's thread would fail to start.
+            raise ImproperlyConfigured(
+                "settings.KAFKA_ASGI['BOOTSTRAP'] (or 'PRODUCER_FACTORY') is required: "
+                f"no producer runs for cluster {cluster!r} in this process"
+            )
         with _background_lock:
             bg = _background.get(cluster)
             if bg is None:
@@ -193,6 +211,21 @@ def _ensure_producer(conf: KafkaSettings) -> BackgroundProducer | None:
                 atexit.register(bg.stop)
     bg.start_soon()
     return bg
+
+
+def _bytes_read(request: Any) -> int:
+    """The body bytes Django read of a request without Content-Length (under ASGI a
+    chunked or HTTP/2 body, which Django's handler spools whole before the view)."""
+    state = vars(request)
+    body = state.get("_body")  # request.body was read
+    if isinstance(body, bytes):
+        return len(body)
+    if not state.get("_read_started"):
+        return 0
+    try:  # read through request.read(): the spool's position
+        return int(request._stream.tell())
+    except (AttributeError, OSError, ValueError):  # not seekable, or already closed
+        return 0
 
 
 def _http_version(request: Any) -> str | None:
@@ -277,42 +310,17 @@ class AccessLogMiddleware:
         if not self.enabled or self.access_log.excluded(request.path):
             return response
         if getattr(response, "streaming", False):
-            # Emitted when the server has consumed the stream (or closed it early).
-            if getattr(response, "is_async", False):
-                response.streaming_content = self._count_async(
-                    response.streaming_content, request, response, start
-                )
-            else:
-                response.streaming_content = self._count_sync(
-                    response.streaming_content, request, response, start
-                )
+            # Emitted when the server has consumed the stream, or closed it early, or
+            # closed a response a middleware outside ours put in its place.
+            kind = _CountedAsyncStream if getattr(response, "is_async", False) else _CountedStream
+            stream = kind(self, request, response, start, response.streaming_content)
+            response.streaming_content = stream  # registers stream.close with the response
+            request.close = stream.close_request
             return response
-        self._emit(request, response, start, len(response.content))
+        self._emit(request, response.status_code, start, len(response.content))
         return response
 
-    def _count_sync(
-        self, chunks: Iterable[bytes], request: Any, response: Any, start: float
-    ) -> Iterator[bytes]:
-        sent = 0
-        try:
-            for chunk in chunks:
-                sent += len(chunk)
-                yield chunk
-        finally:
-            self._emit(request, response, start, sent)
-
-    async def _count_async(
-        self, chunks: AsyncIterator[bytes], request: Any, response: Any, start: float
-    ) -> AsyncIterator[bytes]:
-        sent = 0
-        try:
-            async for chunk in chunks:
-                sent += len(chunk)
-                yield chunk
-        finally:
-            self._emit(request, response, start, sent)
-
-    def _emit(self, request: Any, response: Any, start: float, response_bytes: int) -> None:
+    def _emit(self, request: Any, status: int, start: float, response_bytes: int) -> None:
         finished = time.perf_counter()
         logger: DjangoEventLogger = request.kafka
         route = logger.route
@@ -322,7 +330,9 @@ class AccessLogMiddleware:
             return
         meta = request.META
         length = meta.get("CONTENT_LENGTH")
-        request_bytes = int(length) if isinstance(length, str) and length.isdigit() else 0
+        request_bytes = (
+            int(length) if isinstance(length, str) and length.isdigit() else _bytes_read(request)
+        )
         client = opts.resolve_client(
             meta.get("REMOTE_ADDR") or None, meta.get("HTTP_X_FORWARDED_FOR")
         )
@@ -339,7 +349,7 @@ class AccessLogMiddleware:
                 path=request.path,
                 route=route,
                 query=meta.get("QUERY_STRING", ""),
-                status=response.status_code,
+                status=status,
                 response_bytes=response_bytes,
                 request_bytes=request_bytes,
                 duration_ms=(finished - start) * 1000.0,
@@ -368,7 +378,7 @@ class AccessLogMiddleware:
                 request.path,
                 route,
                 meta.get("QUERY_STRING", ""),
-                response.status_code,
+                status,
                 response_bytes,
                 request_bytes,
                 (finished - start) * 1000.0,
@@ -386,6 +396,131 @@ class AccessLogMiddleware:
             warn_drop("Django access-log middleware", opts.topic, exc)
         else:
             opts.emitted += 1
+
+
+class _StreamCounter:
+    """A streaming response's chunks on their way to the server, counted; the request's
+    access-log event goes out exactly once: after the last chunk, when the stream
+    raises, or at ``close()`` (the server stopped early, or never iterated it).
+
+    ``close`` is one of the response's resource closers (Django registers the
+    ``close`` of what is set as ``streaming_content``): a generator's ``finally`` does
+    not run when it is closed before it started. ``close_request`` replaces
+    ``request.close``, which Django's handler adds to the closers of the response it
+    serves: a response a middleware outside ours returned in place of this one (a 304
+    from ConditionalGetMiddleware) is closed, this one never is.
+    """
+
+    __slots__ = (
+        "_chunks",
+        "_done",
+        "_middleware",
+        "_previous_close",
+        "_request",
+        "_response",
+        "_sent",
+        "_start",
+        "_started",
+        "_status",
+    )
+
+    def __init__(
+        self,
+        middleware: AccessLogMiddleware,
+        request: Any,
+        response: Any,
+        start: float,
+        chunks: Any,
+    ) -> None:
+        self._chunks: Any = chunks
+        self._middleware = middleware
+        self._request = request
+        self._previous_close: Callable[[], None] = request.close
+        # Weak: the response holds this stream; a cycle would leave both, and the
+        # request, to the cycle collector.
+        self._response: Callable[[], Any] = weakref.ref(response)
+        self._status: int = response.status_code
+        self._start = start
+        self._sent = 0
+        self._started = False
+        self._done = False
+
+    def close(self) -> None:
+        self._finish(raised=False)
+
+    def close_request(self) -> None:
+        self._finish(raised=False)
+        self._previous_close()
+
+    def _finish(self, raised: bool) -> None:
+        if self._done:
+            return
+        self._done = True
+        # Django's streaming_content holds the response (its make_bytes): a cycle
+        # through the response, left to the cycle collector if kept.
+        self._chunks = None
+        request = self._request
+        state = vars(request)
+        if state.get("close") == self.close_request:
+            del state["close"]  # request -> this stream -> request: no cycle left behind
+        response = self._response()
+        status = self._status if response is None else response.status_code
+        if raised and not self._started and getattr(request, "scope", None) is None:
+            # A WSGI server that has sent nothing answers 500. (Django's ASGI handler
+            # sends the response start before it reads the stream: the status stands.)
+            status = 500
+        self._middleware._emit(request, status, self._start, self._sent)
+
+
+class _CountedStream(_StreamCounter):
+    """:class:`_StreamCounter` of a sync iterator."""
+
+    __slots__ = ()
+
+    def __iter__(self) -> _CountedStream:
+        return self
+
+    def __next__(self) -> bytes:
+        chunks = self._chunks
+        if chunks is None:
+            raise StopIteration
+        try:
+            chunk: bytes = next(chunks)
+        except StopIteration:
+            self._finish(raised=False)
+            raise
+        except BaseException:
+            self._finish(raised=True)
+            raise
+        self._started = True
+        self._sent += len(chunk)
+        return chunk
+
+
+class _CountedAsyncStream(_StreamCounter):
+    """:class:`_StreamCounter` of an async iterator (no ``__iter__``: Django tells
+    the two kinds apart by trying ``iter()``)."""
+
+    __slots__ = ()
+
+    def __aiter__(self) -> _CountedAsyncStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunks = self._chunks
+        if chunks is None:
+            raise StopAsyncIteration
+        try:
+            chunk: bytes = await chunks.__anext__()
+        except StopAsyncIteration:
+            self._finish(raised=False)
+            raise
+        except BaseException:
+            self._finish(raised=True)
+            raise
+        self._started = True
+        self._sent += len(chunk)
+        return chunk
 
 
 KafkaMiddleware = AccessLogMiddleware

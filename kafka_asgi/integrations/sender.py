@@ -47,6 +47,8 @@ _Item = tuple[str, "bytes | str | None", "bytes | str | None", Headers, "int | N
 DRAIN_INTERVAL = 0.002
 """Seconds between drains while events from other threads keep coming (asyncio)."""
 
+_NOT_RUNNING = "the producer's event loop is not running (not started, or shut down)"
+
 
 def call_soon_threadsafe() -> Callable[[Callable[[], object]], None]:
     """A function that schedules a callback on the current event loop from any thread.
@@ -105,9 +107,13 @@ class ThreadSafeSender:
         self._check: Callable[..., tuple[Any, ...]] | None = (
             functools.partial(check, producer) if callable(check) else None
         )
-        # A deque: append and popleft are atomic (no lock, no condition to notify, as
+        # A deque: append and popleft are atomic (no condition to notify, as
         # queue.Queue has); the length is checked before each append.
         self._queue: deque[_Item] = deque()
+        # Only against close(): a thread that saw the loop running could otherwise
+        # append after close()'s final drain, an event neither handed over nor counted.
+        # Held for an attribute read and an append, never across a wait.
+        self._closing = threading.Lock()
         self._loop_thread: int | None = None
         self._schedule: Callable[[Callable[[], object]], None] | None = None
         self._call_later: Callable[[float, Callable[[], object]], Any] | None = None
@@ -123,8 +129,9 @@ class ThreadSafeSender:
 
     def close(self) -> None:
         """Detach and hand over what other threads queued (call from the loop)."""
-        self._loop_thread = None
-        self._schedule = None
+        with self._closing:
+            self._loop_thread = None
+            self._schedule = None
         timer, self._timer = self._timer, None
         if timer is not None:
             timer.cancel()
@@ -143,12 +150,9 @@ class ThreadSafeSender:
         if threading.get_ident() == self._loop_thread:
             self.producer.send_nowait(topic, value, key, headers, partition, timestamp)
             return
-        schedule = self._schedule
-        if schedule is None:
+        if self._schedule is None:
             self.dropped += 1
-            raise BufferFullError(
-                "the producer's event loop is not running (not started, or shut down)"
-            )
+            raise BufferFullError(_NOT_RUNNING)
         events = self._queue
         # Threads racing past this check at once may each add one: at most max_queue
         # plus the number of sending threads.
@@ -157,11 +161,19 @@ class ThreadSafeSender:
             raise BufferFullError(f"thread hand-off queue full ({self.max_queue} events)")
         check = self._check
         if check is None:
-            events.append((topic, value, key, headers, partition, timestamp))
+            item: _Item = (topic, value, key, headers, partition, timestamp)
         else:
             # Bad input raises here, at the call, as on the loop's thread; what is
             # queued is converted (a bytearray copied, a serializer run) now.
-            events.append(check(topic, value, key, headers, partition, timestamp))
+            item = check(topic, value, key, headers, partition, timestamp)
+        with self._closing:
+            # Looked at again: close() may have run on the loop while the check ran.
+            schedule = self._schedule
+            if schedule is not None:
+                events.append(item)
+        if schedule is None:
+            self.dropped += 1
+            raise BufferFullError(_NOT_RUNNING)
         # Queue first, flag second: a drain that already cleared the flag will see
         # this event, or this thread sees the cleared flag and schedules a new drain.
         if not self._scheduled:
