@@ -2,39 +2,18 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from flask import Flask, g
-from werkzeug.test import Client as WerkzeugClient
+from flask import g
 
 from kafka_asgi.flask import KafkaExtension
 from kafka_asgi.integrations import access_log_event
 from kafka_asgi.integrations.access_log_event import ACCESS_LOG_FIELDS
 from kafka_asgi.integrations.testing import InMemoryProducer, capture_events
 from kafka_asgi.wsgi import AccessLogMiddleware
-
-_clusters = itertools.count()
-
-
-class Client(WerkzeugClient):
-    """Buffered responses: the response iterable is read and closed, as a server does."""
-
-    def open(self, *args: Any, **kwargs: Any) -> Any:
-        kwargs.setdefault("buffered", True)
-        return super().open(*args, **kwargs)
-
-
-def cluster_name() -> str:
-    return f"wsgi-test-{next(_clusters)}"
-
-
-def hello(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-    body = environ["wsgi.input"].read() if environ.get("REQUEST_METHOD") == "POST" else b""
-    start_response("200 OK", [("Content-Type", "text/plain")])
-    return [b"hello ", body]
+from tests.support.wsgi import Client, cluster_name, hello, make_flask
 
 
 def test_event_fields_request_id_and_forwarded_for() -> None:
@@ -213,18 +192,6 @@ def test_background_producer_from_bootstrap_options() -> None:
         AccessLogMiddleware(hello, topic="acc", shutdown_timeout=1.0)
     with pytest.raises(ValueError, match="sample_rate"):
         AccessLogMiddleware(hello, sample_rate=2)
-
-
-def make_flask(cluster: str, **config: Any) -> Flask:
-    app = Flask("t")
-    app.config.update(KAFKA_ASGI_CLUSTER=cluster, **config)
-
-    @app.post("/orders/<int:order_id>")
-    def order(order_id: int) -> dict[str, Any]:
-        g.kafka.log("orders", {"order_id": order_id})
-        return {"request_id": g.kafka.request_id}
-
-    return app
 
 
 def test_flask_extension_access_log_and_g_kafka() -> None:

@@ -18,7 +18,7 @@ from kafka_asgi.flask import KafkaExtension
 from kafka_asgi.integrations.access_log_event import ACCESS_LOG_FIELDS
 from kafka_asgi.integrations.testing import InMemoryProducer
 from kafka_asgi.wsgi import AccessLogMiddleware
-from tests.integrations.test_wsgi import Client, cluster_name, hello, make_flask
+from tests.support.wsgi import Client, cluster_name, hello, make_flask
 
 StartResponse = Callable[..., Any]
 

@@ -25,7 +25,7 @@ from kafka_asgi.network.oauthbearer import (
     jwt_expiry,
 )
 from kafka_asgi.network.sasl import ScramMechanism
-from tests.network.test_oauthbearer import make_jwt
+from tests.support.oauth import make_jwt
 
 pytestmark = pytest.mark.anyio
 

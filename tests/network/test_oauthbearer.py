@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import time
-from typing import Any
 
 import anyio
 import pytest
@@ -21,15 +18,9 @@ from kafka_asgi.network.oauthbearer import (
     client_initial_response,
     jwt_expiry,
 )
+from tests.support.oauth import make_jwt
 
 TOKEN = "eyJhbGciOiJub25lIn0.c2VjcmV0LXBheWxvYWQ.c2lnbmF0dXJlLXNlY3JldA"
-
-
-def make_jwt(claims: dict[str, Any]) -> str:
-    def part(data: dict[str, Any]) -> str:
-        return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
-
-    return f"{part({'alg': 'none'})}.{part(claims)}.c2ln"
 
 
 # ---------------------------------------------------------------- the client message

@@ -13,7 +13,7 @@ import pytest
 
 from kafka_asgi.errors import AuthenticationError
 from kafka_asgi.oauth import OIDCTokenProvider
-from tests.network.test_oauthbearer import make_jwt
+from tests.support.oauth import make_jwt
 
 pytestmark = pytest.mark.anyio
 

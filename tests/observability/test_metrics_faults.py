@@ -18,10 +18,8 @@ from kafka_asgi.integrations.middleware_stats import middleware_totals, track_mi
 from kafka_asgi.integrations.otel import instrument
 from kafka_asgi.integrations.prometheus import register
 from kafka_asgi.integrations.testing import InMemoryProducer
-from tests.observability.test_otel_unit import Otel
-from tests.observability.test_prometheus_unit import CountingMiddleware
 from tests.support.fake_client import FakeClient
-from tests.support.observability import FakeProducer
+from tests.support.observability import CountingMiddleware, FakeProducer, Otel
 from tests.support.producers import running
 
 EMITTED = "kafka_asgi_access_log_events_emitted_total"

@@ -10,45 +10,13 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
 from kafka_asgi.integrations.otel import ProducerInstrumentation, instrument
 from kafka_asgi.producer import RecordMetadata
 from kafka_asgi.producer.hooks import ProducedPartition, ProduceRequestInfo
 from kafka_asgi.protocol.errors import NotLeaderOrFollowerError, RequestTimedOutError
-from tests.support.observability import FakeProducer, run_send
-
-
-class Otel:
-    def __init__(self) -> None:
-        self.spans = InMemorySpanExporter()
-        self.tracer_provider = TracerProvider()
-        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.spans))
-        self.reader = InMemoryMetricReader()
-        self.meter_provider = MeterProvider(metric_readers=[self.reader])
-
-    def points(self) -> dict[str, list[Any]]:
-        data = self.reader.get_metrics_data()
-        out: dict[str, list[Any]] = {}
-        if data is None:  # nothing recorded at all
-            return out
-        for rm in data.resource_metrics:
-            for sm in rm.scope_metrics:
-                for m in sm.metrics:
-                    out[m.name] = list(m.data.data_points)
-        return out
-
-    def total(self, name: str, **attrs: Any) -> float:
-        total = 0.0
-        for p in self.points().get(name, []):
-            if all(p.attributes.get(k) == v for k, v in attrs.items()):
-                total += p.value
-        return total
+from tests.support.observability import FakeProducer, Otel, run_send
 
 
 @pytest.fixture

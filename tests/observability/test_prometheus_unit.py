@@ -17,18 +17,9 @@ from kafka_asgi.integrations.middleware_stats import track_middleware
 from kafka_asgi.integrations.prometheus import metrics_app, register
 from kafka_asgi.producer.hooks import ProducedPartition, ProduceRequestInfo
 from kafka_asgi.protocol.errors import NotLeaderOrFollowerError, RequestTimedOutError
-from tests.support.observability import FakeProducer
+from tests.support.observability import CountingMiddleware, FakeProducer
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-class CountingMiddleware:
-    def __init__(self) -> None:
-        self.emitted = 0
-        self.dropped = 0
-
-    def stats(self) -> dict[str, int]:
-        return {"emitted": self.emitted, "dropped": self.dropped, "sampled_out": 0}
 
 
 class SharedClient:

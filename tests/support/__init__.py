@@ -14,7 +14,10 @@
 - ``messages``: strategies and examples for the generated protocol messages;
 - ``readers``: read a topic back with confluent-kafka;
 - ``cluster``: the three-broker cluster of the ``kafka_cluster`` fixture;
-- ``observability``: a fake producer for the observability hooks.
+- ``observability``: a fake producer and middleware for the observability hooks, and
+  the OpenTelemetry SDK's in-memory exporters (``Otel``);
+- ``oauth``: the test identity provider, and ``make_jwt`` (an unsigned JWT);
+- ``wsgi``: a buffered WSGI test client, a plain WSGI app, a Flask app for the extension.
 
 Tests import helpers from here, never from conftest or from another test module
 (tests/test_imports.py checks that).

@@ -1,11 +1,19 @@
 """A stand-in producer for the hooks' unit tests: counts what the hooks are told, the
-way the real producer's stats() does, so the tests can compare the two."""
+way the real producer's stats() does, so the tests can compare the two; a stand-in
+middleware whose stats() the metrics read; and the OpenTelemetry SDK's in-memory
+exporters (``Otel``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from kafka_asgi.producer import ProducerStats
 from kafka_asgi.producer.hooks import ProduceRequestInfo, ProducerHooks, combine, without
@@ -81,3 +89,39 @@ def run_send(
     assert producer.hooks is not None
     token = producer.hooks.send_started(topic, None)
     producer.hooks.send_finished(token, metadata, error)
+
+
+class CountingMiddleware:
+    def __init__(self) -> None:
+        self.emitted = 0
+        self.dropped = 0
+
+    def stats(self) -> dict[str, int]:
+        return {"emitted": self.emitted, "dropped": self.dropped, "sampled_out": 0}
+
+
+class Otel:
+    def __init__(self) -> None:
+        self.spans = InMemorySpanExporter()
+        self.tracer_provider = TracerProvider()
+        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.spans))
+        self.reader = InMemoryMetricReader()
+        self.meter_provider = MeterProvider(metric_readers=[self.reader])
+
+    def points(self) -> dict[str, list[Any]]:
+        data = self.reader.get_metrics_data()
+        out: dict[str, list[Any]] = {}
+        if data is None:  # nothing recorded at all
+            return out
+        for rm in data.resource_metrics:
+            for sm in rm.scope_metrics:
+                for m in sm.metrics:
+                    out[m.name] = list(m.data.data_points)
+        return out
+
+    def total(self, name: str, **attrs: Any) -> float:
+        total = 0.0
+        for p in self.points().get(name, []):
+            if all(p.attributes.get(k) == v for k, v in attrs.items()):
+                total += p.value
+        return total
