@@ -93,21 +93,26 @@ class ClientStats:
     KIP-219): requests to a broker wait that long after its answer."""
 
 
-def _newest_leaders(cached: TopicMetadata, answer: TopicMetadata) -> TopicMetadata:
+def _newest_leaders(
+    cached: TopicMetadata, answer: TopicMetadata, brokers: Mapping[int, object]
+) -> TopicMetadata:
     """``answer``, but with the cached partitions whose leader epoch is newer than the
     answer's (KIP-320): a broker whose metadata lags names a leader that was replaced
-    (as the Java client's Metadata.updateLatestMetadata). Another topic id is another
-    topic (deleted and created again), whose epochs start over: its answer is taken."""
-    if (
-        cached.topic_id is not None
-        and answer.topic_id is not None
-        and cached.topic_id != answer.topic_id
-    ):
+    (as the Java client's Metadata.updateLatestMetadata). An answer with another topic
+    id than the cached one (or the first id) is another topic, deleted and created
+    again, whose epochs start over: it is taken whole, as Java does. A cached leader
+    no longer among the answer's brokers is not kept either: without topic ids (an old
+    cluster) a re-created topic would otherwise stay pinned to a broker that left."""
+    if answer.topic_id is not None and answer.topic_id != cached.topic_id:
         return answer
     partitions = dict(answer.partitions)
     for index, partition in answer.partitions.items():
         known = cached.partitions.get(index)
-        if known is not None and 0 <= partition.leader_epoch < known.leader_epoch:
+        if (
+            known is not None
+            and 0 <= partition.leader_epoch < known.leader_epoch
+            and known.leader in brokers
+        ):
             logger.debug(
                 "got metadata for an older epoch %d (current is %d) for partition %s-%d,"
                 " not updating",
@@ -633,7 +638,7 @@ class KafkaClient:
                 topic = decoded[t.name]
                 cached = self._metadata.topics.get(t.name)
                 if reliable_epochs and cached is not None:
-                    topic = _newest_leaders(cached, topic)
+                    topic = _newest_leaders(cached, topic, brokers)
                 topics[t.name] = topic
                 self._fetched_at[t.name] = now
                 self._topic_errors.pop(t.name, None)

@@ -235,6 +235,28 @@ async def test_an_older_leader_epoch_does_not_replace_a_newer_one(
         assert (partitions[0].leader, partitions[0].leader_epoch) == (1, 0)
 
 
+async def test_an_older_epoch_is_taken_for_a_topic_created_again(
+    anyio_backend: str, cluster: FakeCluster
+) -> None:
+    brokers = {1: ("b1", 9092), 2: ("b2", 9092)}
+    async with KafkaClient("b1:9092") as client:
+        # Cached without a topic id; the answer has one (a cluster upgraded, then the
+        # topic deleted and created again): another topic, as Java's client reads it.
+        cluster.metadata = metadata(brokers, {"t": [(2, 5)]})
+        await client.refresh(["t"])
+        assert client.metadata.topics["t"].topic_id is None
+        cluster.metadata = metadata(brokers, {"t": [(1, 0)]}, topic_id=uuid.uuid4())
+        await client.refresh(["t"])
+        assert await client.leader_for("t", 0) == 1
+        # No topic ids at all (an old cluster): a lower epoch whose cached leader left
+        # the cluster is taken, not pinned to a broker that is gone.
+        cluster.metadata = metadata(brokers, {"u": [(2, 5)]})
+        await client.refresh(["u"])
+        cluster.metadata = metadata({1: ("b1", 9092)}, {"u": [(1, 0)]})
+        await client.refresh(["u"])
+        assert await client.leader_for("u", 0) == 1
+
+
 async def test_a_bootstrap_address_that_is_no_broker_is_skipped(
     anyio_backend: str, cluster: FakeCluster
 ) -> None:
