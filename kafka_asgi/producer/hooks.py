@@ -10,8 +10,10 @@ observer never breaks delivery).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
+
+from .validation import coerce_headers
 
 __all__ = [
     "CompositeHooks",
@@ -139,24 +141,35 @@ def call_hook(fn: Any, *args: Any) -> Any:
         return None
 
 
+class _Installed(CompositeHooks):
+    """The hooks installed on one producer, in the order ``add_hooks`` got them.
+
+    Its own class so that a :class:`CompositeHooks` a user installs stays one
+    member, never flattened into the others: ``remove_hooks`` takes out what
+    ``add_hooks`` was given, and leaves the user's composite as the user built it.
+    """
+
+    __slots__ = ()
+
+
 def combine(current: ProducerHooks | None, added: ProducerHooks) -> ProducerHooks:
     """``current`` with ``added`` installed after it."""
     if current is None:
         return added
-    if isinstance(current, CompositeHooks):
-        return CompositeHooks((*current.hooks, added))
-    return CompositeHooks((current, added))
+    if isinstance(current, _Installed):
+        return _Installed((*current.hooks, added))
+    return _Installed((current, added))
 
 
 def without(current: ProducerHooks | None, removed: ProducerHooks) -> ProducerHooks | None:
     """``current`` with ``removed`` taken out (None when nothing is left)."""
     if current is removed:
         return None
-    if isinstance(current, CompositeHooks):
+    if isinstance(current, _Installed):
         left = [h for h in current.hooks if h is not removed]
         if not left:
             return None
-        return left[0] if len(left) == 1 else CompositeHooks(left)
+        return left[0] if len(left) == 1 else _Installed(left)
     return current
 
 
@@ -173,13 +186,14 @@ def trace_injector() -> Callable[[Any], Any]:
     inject = propagate.inject
 
     def add(headers: Any) -> Any:
+        # Checked first, so that bad headers raise what they raise without injection.
+        items = coerce_headers(headers)
         carrier: dict[str, str] = {}
         inject(carrier)
         if not carrier:
-            return headers
-        if headers is None:
+            return items
+        if items is None:
             return [(k, v.encode()) for k, v in carrier.items()]
-        items = list(headers.items() if isinstance(headers, Mapping) else headers)
         have = {k for k, _ in items}
         items.extend((k, v.encode()) for k, v in carrier.items() if k not in have)
         return items

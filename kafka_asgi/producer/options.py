@@ -303,9 +303,22 @@ def _int(name: str, value: object, minimum: int, maximum: int | None = None) -> 
 def _seconds(name: str, value: object, minimum: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
-    if not math.isfinite(value) or value < minimum:
+    try:
+        seconds = float(value)
+    except OverflowError:
+        # An int beyond a float's range (math.isfinite would raise OverflowError, naming
+        # no option); its repr may be refused too (beyond sys.get_int_max_str_digits).
+        assert isinstance(value, int)
+        try:
+            shown = f"{value!r:.60}..."
+        except ValueError:
+            shown = f"an int of {value.bit_length()} bits"
+        raise ValueError(
+            f"{name} must be a finite number of seconds >= {minimum}, not {shown}"
+        ) from None
+    if not math.isfinite(seconds) or seconds < minimum:
         raise ValueError(f"{name} must be a finite number of seconds >= {minimum}, not {value!r}")
-    return float(value)
+    return seconds
 
 
 def _bool(name: str, value: object) -> bool:

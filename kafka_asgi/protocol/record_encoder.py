@@ -2,8 +2,9 @@
 
 See :mod:`kafka_asgi.protocol.records` for the API; the layout is in
 :mod:`kafka_asgi.protocol.record_batch`.  Every encoder has an optimistic fast path
-(table lookups for the common short lengths, no per-field checks) and, when that
-raises on unusual input, a checked path that names the record and field at fault.
+(table lookups for the common short lengths, no per-field checks beyond taking
+only exact bytes) and, when that raises on unusual input, a checked path that
+names the record and field at fault.
 """
 
 from __future__ import annotations
@@ -94,9 +95,22 @@ def _encode_headers_fast(headers: Sequence[Header]) -> bytes:
         kb = hk.encode()
         if hv is None:
             out += b"%s%s\x01" % (table[len(kb)], kb)
-        else:
+        elif hv.__class__ is bytes:
             out += b"%s%s%s%s" % (table[len(kb)], kb, table[len(hv)], hv)
+        else:
+            raise _not_bytes(hv)
     return out
+
+
+def _not_bytes(value: object) -> TypeError:
+    """What the fast encoders raise for a field that is not exactly bytes.
+
+    They write len() as the field's length and the object's buffer as its bytes:
+    the same count for bytes only (a memoryview's len() counts items, not bytes,
+    and would make a batch with a valid CRC that no one can decode).  The checked
+    path copies buffers to bytes and refuses the rest, naming the field.
+    """
+    return TypeError(f"not bytes: {type(value).__name__}")
 
 
 def _encode_records_fast(records: Sequence[RecordTuple], base_ts: int) -> tuple[bytes, int]:
@@ -122,19 +136,31 @@ def _encode_records_fast(records: Sequence[RecordTuple], base_ts: int) -> tuple[
             if d > max_delta:
                 max_delta = d
             tsd = table[d] if 0 < d < size else encode_varlong(d)
-        if key is None:
-            if value is not None and not headers:
-                # The common case (no key, no headers): one % format per record.
-                vl = len(value)
+        if value.__class__ is bytes:
+            # One % format per record; the value is joined as it is.
+            vl = len(value)
+            if key is None:
                 head = b"\x00%s%s\x01%s" % (tsd, table[i], table[vl])
+            elif key.__class__ is bytes:
+                head = b"\x00%s%s%s%s%s" % (tsd, table[i], table[len(key)], key, table[vl])
+            else:
+                raise _not_bytes(key)
+            if headers:
+                hp = encode_headers(headers)
+                ext((table[len(head) + vl + len(hp)], head, value, hp))
+            else:
                 ext((table[len(head) + vl + 1], head, value, b"\x00"))
-                continue
+            continue
+        if value is not None:
+            raise _not_bytes(value)
+        if key is None:
             kp = b"\x01"
-        else:
+        elif key.__class__ is bytes:
             kp = table[len(key)] + key
-        vp = b"\x01" if value is None else table[len(value)] + value
+        else:
+            raise _not_bytes(key)
         hp = encode_headers(headers) if headers else b"\x00"
-        rec = b"\x00%s%s%s%s%s" % (tsd, table[i], kp, vp, hp)
+        rec = b"\x00%s%s%s\x01%s" % (tsd, table[i], kp, hp)
         ext((table[len(rec)], rec))
     return b"".join(out), max_delta
 
@@ -513,10 +539,31 @@ def _encode_columns_fast(
             tsd = table[d] if 0 <= d < size else encode_varlong(d)
         key = None if keys is None else keys[i]
         hdrs = None if headers is None else headers[i]
-        kp = b"\x01" if key is None else table[len(key)] + key
-        vp = b"\x01" if value is None else table[len(value)] + value
+        if value.__class__ is bytes:
+            # As in _encode_records_fast.
+            vl = len(value)
+            if key is None:
+                head = b"\x00%s%s\x01%s" % (tsd, table[i], table[vl])
+            elif key.__class__ is bytes:
+                head = b"\x00%s%s%s%s%s" % (tsd, table[i], table[len(key)], key, table[vl])
+            else:
+                raise _not_bytes(key)
+            if hdrs:
+                hp = encode_headers(hdrs)
+                ext((table[len(head) + vl + len(hp)], head, value, hp))
+            else:
+                ext((table[len(head) + vl + 1], head, value, b"\x00"))
+            continue
+        if value is not None:
+            raise _not_bytes(value)
+        if key is None:
+            kp = b"\x01"
+        elif key.__class__ is bytes:
+            kp = table[len(key)] + key
+        else:
+            raise _not_bytes(key)
         hp = encode_headers(hdrs) if hdrs else b"\x00"
-        rec = b"\x00%s%s%s%s%s" % (tsd, table[i], kp, vp, hp)
+        rec = b"\x00%s%s%s\x01%s" % (tsd, table[i], kp, hp)
         ext((table[len(rec)], rec))
     return b"".join(out), base_ts, max_delta
 
@@ -606,8 +653,13 @@ def _encode_values(values: Sequence[bytes | None], stamps: Sequence[int]) -> tup
     """
     n = len(values)
     lens = list(map(len, values))  # type: ignore[arg-type]  # TypeError for a None value
-    if n > _COLUMN_LIMIT or max(lens) >= ZIGZAG_TABLE_SIZE:
+    longest = max(lens)
+    if n > _COLUMN_LIMIT or longest >= ZIGZAG_TABLE_SIZE:
         raise ValueError("beyond the tables")
+    # len() is the byte count of bytes only (see _not_bytes): one pass in C, about the
+    # cost of the max() above.
+    if list(map(type, values)).count(bytes) != n:
+        raise TypeError("a value that is not bytes")
     if not isinstance(stamps, list):
         stamps = list(stamps)
     if stamps != sorted(stamps):
@@ -616,7 +668,7 @@ def _encode_values(values: Sequence[bytes | None], stamps: Sequence[int]) -> tup
     out[2::5] = _offsets_null_key(n)[:n]
     out[3::5] = map(ZIGZAG_BYTES.__getitem__, lens)
     out[4::5] = values
-    size = max(lens) + 1
+    size = longest + 1
     base_ms = stamps[0] // _NS_PER_MS
     ms = stamps[-1] // _NS_PER_MS
     span = ms - base_ms
