@@ -13,6 +13,10 @@ sender is registered. :meth:`BackgroundProducer.stop` flushes within the lifespa
 ``shutdown_timeout`` and counts what it could not hand over. A thread that ends on its
 own (the producer could not start) drops and counts what waits at that moment, then
 refuses events until a start tried again :data:`RESTART_DELAY` seconds later.
+
+:func:`restart_for` stops the running ones of a cluster and lets their next event start
+them again: ``capture_events()`` calls it when a capture begins and ends, as a lifespan
+takes the producer to use (the capture's, or its own) once, when it starts.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from kafka_asgi.integrations.sender import (
 from kafka_asgi.producer import BufferFullError
 from kafka_asgi.producer.validation import check_wait
 
-__all__ = ["RESTART_DELAY", "BackgroundProducer"]
+__all__ = ["RESTART_DELAY", "BackgroundProducer", "restart_for"]
 
 logger = logging.getLogger("kafka_asgi.integrations")
 
@@ -49,6 +53,25 @@ RESTART_DELAY = 30.0
 """Seconds after the thread failed before the next event (or ``start_soon``) starts it
 again: a missing TLS file or a wrong address should not cost a thread and an error log
 line per request, and a Kafka that was down at boot should not cost the process."""
+
+# Every background producer of the process, for restart_for().
+_instances: weakref.WeakSet[BackgroundProducer] = weakref.WeakSet()
+_instances_lock = threading.Lock()
+
+
+def restart_for(cluster: str, timeout: float | None = None) -> None:
+    """Restart the background producers of ``cluster`` running in this process: each
+    hands what it holds to its producer and flushes it (within ``shutdown_timeout``),
+    and its next event starts it again, with the producer a lifespan takes now.
+
+    For ``capture_events()``, which calls it when a capture begins (the producer of a
+    thread started before is not the capture's) and ends (the capture's must not get
+    the events of later tests). Waits as :meth:`BackgroundProducer.stop` does.
+    """
+    with _instances_lock:
+        found = [bg for bg in _instances if bg.cluster == cluster]
+    for bg in found:
+        bg.restart(timeout)
 
 
 class BackgroundProducer:
@@ -91,6 +114,8 @@ class BackgroundProducer:
 
         add_sender_listener(on_sender)
         os.register_at_fork(after_in_child=after_fork)
+        with _instances_lock:
+            _instances.add(self)
 
     def _reset(self) -> None:
         """Forget any thread (a forked child has none of its parent's)."""
@@ -209,6 +234,10 @@ class BackgroundProducer:
             # come before the put: this event (counted here or by the thread) is lost.
             self._drop_early()
             raise self._start_failure()
+        elif self._thread is None:
+            # restart() forgot the thread the start above found, and may have looked at
+            # the early queue before the put: nothing would take this event.
+            self.start_soon()
 
     def _start_failure(self) -> BufferFullError:
         error = self._error
@@ -293,6 +322,50 @@ class BackgroundProducer:
         self.sender = None
         self._thread = None
         self._drop_early()
+
+    def restart(self, timeout: float | None = None) -> None:
+        """Stop the thread as :meth:`stop` does (what the producer holds flushed to it),
+        and let the next event start a new one; nothing to do when none runs here.
+
+        Events sent meanwhile still go to the old producer until its lifespan ends
+        (then are counted as refused); those that waited for it in the early queue
+        go to the new one, started at once for them.
+        """
+        limit = check_wait("timeout", timeout)
+        if limit is None:
+            limit = self.options.shutdown_timeout + self.options.startup_timeout + 5.0
+        with self._lock:
+            thread = self._thread
+            if thread is None or self._pid != os.getpid() or self._stopped:
+                return
+        self._stop_requested.set()
+        stop = self._stop
+        if stop is not None:
+            stop()
+        thread.join(limit)
+        if thread.is_alive():
+            # It still writes to self: a second thread beside it would share its state.
+            logger.warning(
+                "kafka_asgi: background producer for %r still running after %.1fs; not restarted",
+                self.cluster,
+                limit,
+            )
+            return
+        with self._lock:
+            if self._thread is not thread:  # stop() or another restart came first
+                return
+            self._thread = None
+            self._stop = None
+            self._error = None
+            self._failed_at = None
+            self._ready = threading.Event()
+            self._done = threading.Event()
+            self._stop_requested = threading.Event()
+            self.sender = None
+        # A send_nowait that found the old thread still there queued its event without
+        # starting one; it starts one itself if it queued after the reset above.
+        if self._early.qsize():
+            self.start_soon()
 
     def _drop_early(self) -> None:
         """Count and log the events that wait for a producer that will not take them."""

@@ -188,7 +188,10 @@ def _ensure_producer(conf: KafkaSettings) -> BackgroundProducer | None:
     if get_sender(cluster) is not None:
         return None
     bg = _background.get(cluster)
-    if bg is None:
+    # One without bootstrap and factory was made for a capture_events() override, and
+    # serves only while one is set: after the capture, events go where they would
+    # have gone without it.
+    if bg is None or (bg.options.bootstrap is None and bg.options.producer_factory is None):
         lifespan = conf.lifespan
         if (
             lifespan.get("bootstrap") is None

@@ -82,7 +82,9 @@ _SPILL_COUNTERS = frozenset({"spilled", "spilled_bytes", "replayed", "spill_drop
 
 
 class ProducerInstrumentation(ProducerHooks):
-    """The hooks :func:`instrument` installs; ``uninstrument()`` removes them."""
+    """The hooks :func:`instrument` installs; ``uninstrument()`` removes them, as does
+    the first collection after the producer was closed or garbage-collected (it is held
+    weakly)."""
 
     def __init__(
         self,
@@ -93,7 +95,11 @@ class ProducerInstrumentation(ProducerHooks):
         access_logs: bool = True,
         traces: bool = True,
     ) -> None:
-        self.producer = producer
+        # Weak: the meter's instruments hold this (their members) as long as the meter
+        # lives, and must not keep every producer ever instrumented alive with it.
+        self._producer: Callable[[], Any] = (
+            weakref.ref(producer) if _weakrefable(producer) else lambda: producer
+        )
         self.active = True
         # What the observable instruments report with: their values are the producer's
         # alone (a gauge is not summed), so each producer's points carry its client
@@ -145,6 +151,11 @@ class ProducerInstrumentation(ProducerHooks):
         # producer (or a new one after uninstrument()) would never be observed.
         self._observed = _observed_for(meter)
         self._observed.join(self, access_logs)
+
+    @property
+    def producer(self) -> Any:
+        """The instrumented producer; None once it was garbage-collected."""
+        return self._producer()
 
     # ------------------------------------------------------------------ hooks
 
@@ -261,20 +272,32 @@ class ProducerInstrumentation(ProducerHooks):
         nothing of it from now on (nor keep it alive)."""
         if self.active:
             self.active = False
-            self.producer.remove_hooks(self)
+            producer = self._producer()
+            if producer is not None:
+                producer.remove_hooks(self)
             self._observed.leave(self)
 
 
-_Value = Callable[[ProducerInstrumentation], "float | None"]
+# What an observable instrument reports of one member, given its (live) producer.
+_Value = Callable[[ProducerInstrumentation, Any], "float | None"]
 
 
 def _stat(field: str) -> _Value:
-    return lambda m: getattr(m.producer.stats(), field)
+    return lambda m, producer: getattr(producer.stats(), field)
 
 
-def _limit(m: ProducerInstrumentation) -> float | None:
-    limit = getattr(getattr(m.producer, "options", None), "max_buffering", None)
+def _limit(m: ProducerInstrumentation, producer: Any) -> float | None:
+    limit = getattr(getattr(producer, "options", None), "max_buffering", None)
     return limit if isinstance(limit, int) else None
+
+
+def _closed(producer: Any) -> bool:
+    """Whether ``producer`` is closed: a Producer's state, an InMemoryProducer's flag
+    (other stand-ins have neither: never closed). As prometheus.py's, which this
+    module does not import (it would import prometheus-client)."""
+    return (
+        getattr(producer, "_state", None) == "closed" or getattr(producer, "closed", False) is True
+    )
 
 
 class _Observed:
@@ -306,7 +329,7 @@ class _Observed:
         )
         gauge(
             "kafka_asgi.producer.in_flight.requests",
-            [self._each(lambda m: m._requests_in_flight)],
+            [self._each(lambda m, producer: m._requests_in_flight)],
             "{request}",
             "Produce requests awaiting their answer",
         )
@@ -314,7 +337,7 @@ class _Observed:
         # (KIP-219), for any kind of request: stats().throttle_time_ms, in seconds.
         counter(
             "kafka_asgi.producer.throttle.time",
-            [self._each(lambda m: m.producer.stats().throttle_time_ms / 1000)],
+            [self._each(lambda m, producer: producer.stats().throttle_time_ms / 1000)],
             "s",
             "Time the brokers asked the producer's client to wait (client quotas)",
         )
@@ -351,8 +374,16 @@ class _Observed:
                 members = list(self.members)
             points = []
             for member in members:
+                producer = member._producer()
+                if producer is None or _closed(producer):
+                    # Closed (its lifespan ended) or collected: it leaves the instruments
+                    # now. Kept, its last values would stand beside the gauges of the
+                    # producer made after it, and add to its counters, under the same
+                    # client id (the default one, unless told otherwise).
+                    member.uninstrument()
+                    continue
                 try:
-                    observed = value(member)
+                    observed = value(member, producer)
                 except Exception:  # one producer's failure loses only its own point
                     logger.exception("kafka_asgi: observing a producer failed")
                     continue

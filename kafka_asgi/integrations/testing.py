@@ -29,6 +29,7 @@ from typing import Any
 
 import anyio
 
+from kafka_asgi.integrations.background import restart_for
 from kafka_asgi.integrations.overrides import clear_override, override_for, set_override
 from kafka_asgi.integrations.producer_api import Headers
 from kafka_asgi.producer import (
@@ -102,7 +103,9 @@ class InMemoryProducer:
 
     To exercise an app's failure paths, set ``buffer_full = True`` (``send_nowait``
     raises BufferFullError, as a producer at ``max_buffering`` does), or
-    ``max_buffering`` to make that happen once that many events are held.
+    ``max_buffering`` to make that happen once that many events are held. As with the
+    Producer, a refused event is neither enqueued nor failed in :meth:`stats`;
+    ``rejected`` counts them.
     Setting ``reachable = False`` makes :meth:`check_reachable` fail, which the
     lifespans use to decide whether Kafka is up at startup.
 
@@ -134,7 +137,7 @@ class InMemoryProducer:
         self.closed = False
         self.flushes = 0
         self._offsets: dict[tuple[str, int], int] = {}
-        self._rejected = 0
+        self.rejected = 0  # BufferFullError refusals: not in stats(), as for the Producer
         self._lock = threading.Lock()
 
     # -- the Producer API --------------------------------------------------------------
@@ -192,7 +195,7 @@ class InMemoryProducer:
         return ProducerStats(
             enqueued=n,
             delivered=n,
-            failed=self._rejected,
+            failed=0,
             retried=0,
             buffered=0,
             in_flight=0,
@@ -344,7 +347,7 @@ class InMemoryProducer:
             if self.buffer_full or (
                 self.max_buffering is not None and len(self.events) >= self.max_buffering
             ):
-                self._rejected += 1
+                self.rejected += 1
                 raise BufferFullError(
                     f"InMemoryProducer buffer is full ({len(self.events)} events held)"
                 )
@@ -362,14 +365,25 @@ def capture_events(
     access-log middleware and the request loggers find it even where no lifespan
     runs) and every kafka_asgi lifespan started meanwhile uses it instead of
     connecting to Kafka.
+
+    The process's background producers of ``cluster`` (a module-level WSGI or Flask
+    app, Django under WSGI) are restarted when the capture begins and when it ends,
+    each time flushing what they hold to the producer they had: the capture gets what
+    was sent while it was active, and neither an earlier test's producer nor a later
+    test's events come into it.
     """
     producer = producer if producer is not None else InMemoryProducer()
     set_override(cluster, producer)
     try:
         # Inside the try: a name another producer holds (ProducerAlreadyRegisteredError)
-        # must not leave the override behind for every later test.
+        # must not leave the override behind for every later test. Restarted first: a
+        # background lifespan started without a capture holds the name.
+        restart_for(cluster)
         register_producer(cluster, producer)
         yield producer
     finally:
         clear_override(cluster, producer)
+        # Unregistered before the restart: an event sent meanwhile starts the background
+        # producer again, whose own producer takes the name.
         unregister_producer(cluster, producer)
+        restart_for(cluster)
