@@ -209,8 +209,10 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
         self._last_error: KafkaError | None = None
         # Records accepted that held + delivered + failed leave out (stats().enqueued),
         # counted off the fast path: +1 for a record handed to the disk by the send
-        # path or taken from memory by the disk, -1 for one read back into memory or
-        # reported as dropped by the disk (as failed: see _report_spill_dropped).
+        # path or taken from memory by the disk, or read for the first time from a
+        # dead producer's directory (_count_inherited: accepted then), -1 for one
+        # read back into memory or reported as dropped by the disk (as failed: see
+        # _report_spill_dropped).
         self._off_memory = 0
         # Disk spill (kafka_asgi.producer.spill_seam), None without spill_dir.
         self._spill = spill_seam(opts)
@@ -317,6 +319,7 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
                         self._report_spill_dropped,
                         self._respill,
                         self._evacuate_now,
+                        self._count_inherited,
                     )
                     await tg.start(self._spill.run, host)
                 if self._idempotent:
@@ -614,6 +617,11 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
             throttle_time_ms=self._client.throttles.asked_ms,
             **({} if self._spill is None else self._spill.stats()),
         )
+
+    def _count_inherited(self, n: int) -> None:
+        """SpillHost.inherited: records a dead producer left on disk, read back for the
+        first time (handed over next, each taking its -1 as any record read back)."""
+        self._off_memory += n
 
     def _report_spill_dropped(
         self, topic: str, partition: int, records: list[PendingRecord], error: KafkaError

@@ -101,6 +101,10 @@ class SpillHost:
     """Move the memory records of the topics in ``SpillSeam.evacuate`` to the disk now,
     if the producer is not in the middle of a cycle or a callback (else it does it
     at their end)."""
+    inherited: Callable[[int], None] = lambda n: None
+    """Records read back for the first time from a dead producer's directory (see
+    kafka_asgi.producer.spill), about to be handed over: accepted by this producer
+    now (stats().enqueued), as the send methods' records were when they went to disk."""
 
 
 class _Countdown:
@@ -245,6 +249,9 @@ class SpillSeam:
         self._attempts: dict[tuple[Segment, int], int] = {}
         # Frames read again after part of them was delivered (bounded by max_replays).
         self._rereads: dict[tuple[Segment, int], int] = {}
+        # Frames of adopted directories read back (their records counted as inherited
+        # once, not again when a frame given back is read again), until settled for good.
+        self._inherited: set[tuple[Segment, int]] = set()
         self._unread = False
         # Frames given back for another read (see _replayer).
         self._given_back = 0
@@ -500,9 +507,7 @@ class SpillSeam:
             self._read_back(ticket.topic, count)
         if not failed:
             self.kafka_ok = True
-            self._rereads.pop((seg, offset), None)
-            self._attempts.pop((seg, offset), None)
-            self._settle.append((seg, offset, True))
+            self._settled_for_good(seg, offset)
             self._stop_spilling(ticket.topic)  # a probe delivered its topic's last frame
         elif error is not None and _unreachable_kind(error) and len(failed) == count:
             # Kafka went away again: read the frame again later, in its place.
@@ -517,10 +522,8 @@ class SpillSeam:
                 attempts = self._attempts.get(key, ticket.attempts) + 1
             rereads = self._rereads.get(key, 0)
             if attempts > self.max_replays:
-                self._rereads.pop(key, None)
                 assert error is not None
-                self._attempts.pop(key, None)
-                self._settle.append((seg, offset, True))
+                self._settled_for_good(seg, offset)
                 if self._host is not None:
                     self._host.report_dropped(ticket.topic, ticket.partition, failed, error)
             elif len(failed) == count:
@@ -540,11 +543,17 @@ class SpillSeam:
             else:
                 # Only the others go back to disk (a new frame, its attempts in its
                 # header): behind the frames read after this one.
-                self._rereads.pop(key, None)
-                self._attempts.pop(key, None)
-                self._settle.append((seg, offset, True))
+                self._settled_for_good(seg, offset)
                 self._put(ticket.topic, ticket.partition, attempts, failed)
         self._kick()
+
+    def _settled_for_good(self, seg: Segment, offset: int) -> None:
+        """The frame at ``offset`` is settled for good (acknowledged on disk)."""
+        key = (seg, offset)
+        self._rereads.pop(key, None)
+        self._attempts.pop(key, None)
+        self._inherited.discard(key)
+        self._settle.append((seg, offset, True))
 
     def _give_back(self, seg: Segment, offset: int) -> None:
         """The frame at ``offset`` is to be read again, before the frames after it."""
@@ -828,8 +837,12 @@ class SpillSeam:
                 self._unread = True
                 self._kick()
                 continue
+            own = self.store.own
             for seg, frame in result.frames:
                 n = len(frame.records)
+                if seg.directory != own and (seg, frame.offset) not in self._inherited:
+                    self._inherited.add((seg, frame.offset))
+                    host.inherited(n)
                 self._read_back(frame.topic, n)
                 ticket = FrameTicket(self, seg, frame.offset, n, frame.attempts, frame.topic)
                 self._replaying += n
