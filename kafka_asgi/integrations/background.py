@@ -32,8 +32,9 @@ from typing import Any
 
 import anyio
 
-from kafka_asgi.integrations.lifespan import LifespanOptions, producer_lifespan
-from kafka_asgi.integrations.producer_api import Headers
+from kafka_asgi.integrations.lifespan import LifespanOptions, run_producer
+from kafka_asgi.integrations.overrides import override_for
+from kafka_asgi.integrations.producer_api import Headers, ProducerLike
 from kafka_asgi.integrations.sender import (
     ThreadSafeSender,
     add_sender_listener,
@@ -92,7 +93,6 @@ class BackgroundProducer:
     def __init__(self, **producer_lifespan_kwargs: Any) -> None:
         # Validated here, in the caller's thread, not in the background thread.
         self.options = LifespanOptions.from_kwargs("BackgroundProducer", producer_lifespan_kwargs)
-        self._kwargs = self.options.as_kwargs()
         self.cluster: str = self.options.cluster
         self.dropped = 0
         self.final_stats: Any = None
@@ -127,6 +127,7 @@ class BackgroundProducer:
         self._stop_requested = threading.Event()
         self._stop: Callable[[], None] | None = None
         self._error: BaseException | None = None
+        self._override: ProducerLike | None = None  # capture_events' producer at start
         # When the thread ended without stop(): events are refused from then on, and
         # the thread starts again RESTART_DELAY s later.
         self._failed_at: float | None = None
@@ -165,6 +166,9 @@ class BackgroundProducer:
                 self._done = threading.Event()
             if self._thread is None and not self._stopped:
                 self._pid = os.getpid()
+                # Taken here, in the thread whose event asks for the start: the new
+                # thread's lifespan begins later, maybe after that event's capture ended.
+                self._override = override_for(self.cluster)
                 self._thread = threading.Thread(
                     target=self._run, name=f"kafka-asgi-producer-{self.cluster}", daemon=True
                 )
@@ -416,7 +420,7 @@ class BackgroundProducer:
         schedule = call_soon_threadsafe()
         self._stop = lambda: schedule(stop.set)
         started = time.monotonic()
-        async with producer_lifespan(**self._kwargs) as producer:
+        async with run_producer(self.options, self._override) as producer:
             self.sender = get_sender(self.cluster)
             self._hand_over_if_ready()
             self._ready.set()

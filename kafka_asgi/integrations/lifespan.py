@@ -42,6 +42,7 @@ __all__ = [
     "Send",
     "producer_lifespan",
     "put_state",
+    "run_producer",
 ]
 
 logger = logging.getLogger("kafka_asgi.integrations")
@@ -205,7 +206,7 @@ async def producer_lifespan(
     ``flush(timeout=shutdown_timeout)``; what is still unsent is logged as a warning,
     then the producer is closed.
     """
-    LifespanOptions(
+    options = LifespanOptions(
         cluster=cluster,
         bootstrap=bootstrap,
         producer_options=producer_options,
@@ -216,7 +217,26 @@ async def producer_lifespan(
         create_topics=create_topics,
         thread_queue_size=thread_queue_size,
     )
-    override = override_for(cluster)
+    async with run_producer(options, override_for(cluster)) as producer:
+        yield producer
+
+
+@asynccontextmanager
+async def run_producer(
+    options: LifespanOptions, override: ProducerLike | None
+) -> AsyncIterator[ProducerLike]:
+    """:func:`producer_lifespan` with ``override`` as the capture's producer (None:
+    none), as the caller saw it: a background producer's thread starts after the
+    request that asked for it, maybe once that request's capture has ended."""
+    cluster = options.cluster
+    bootstrap = options.bootstrap
+    producer_options = options.producer_options
+    producer_factory = options.producer_factory
+    on_unreachable = options.on_unreachable
+    startup_timeout = options.startup_timeout
+    shutdown_timeout = options.shutdown_timeout
+    create_topics = options.create_topics
+    thread_queue_size = options.thread_queue_size
     client: Any = None
     if override is not None:
         producer: ProducerLike = override

@@ -205,3 +205,24 @@ def test_in_memory_stats_keep_refusals_out_of_failed() -> None:
     assert (stats.enqueued, stats.delivered, stats.failed, stats.buffered) == (1, 1, 0, 0)
     assert stats.enqueued == stats.delivered + stats.failed + stats.buffered + stats.in_flight
     assert producer.rejected == 2
+
+
+def test_a_capture_ended_before_the_background_thread_is_up_keeps_its_events() -> None:
+    # The request inside the capture starts the thread; the capture ends at once, before
+    # the thread's lifespan looks for a producer: it still takes the capture's.
+    for _ in range(3):
+        cluster = cluster_name()
+        app = make_flask(
+            cluster,
+            KAFKA_ASGI_BOOTSTRAP=UNREACHABLE,
+            KAFKA_ASGI_ACCESS_LOG={"topic": "acc"},
+            **{f"KAFKA_ASGI_{k.upper()}": v for k, v in FAST.items()},
+        )
+        kafka = KafkaExtension(app)
+        try:
+            with capture_events(cluster) as captured:
+                assert Client(app).post("/orders/7").status_code == 200
+            assert [e["order_id"] for e in captured.json_values("orders")] == [7]
+            assert paths(captured) == ["/orders/7"]
+        finally:
+            kafka.close()
