@@ -80,8 +80,8 @@ Added here:
     through untouched), or a callable ``obj -> bytes``.
 ``max_request_size`` (1 MiB)
     A record that cannot fit a request of this size is refused at the call
-    (RecordTooLargeError); requests are built no larger.  At most 2 GiB less
-    1 MiB: a request's size is an int32 on the wire, with its header on top.
+    (RecordTooLargeError); requests are built no larger.  At most 99 MiB: a request
+    frame stays within the client's 100 MiB frame cap.
 ``close_timeout`` (10.0)
     How long closing may take to deliver what is buffered; what is left is
     reported as undelivered (ProducerClosedError).
