@@ -40,6 +40,8 @@ __all__ = ["AccessLogMiddleware"]
 _perf_ns = time.perf_counter_ns
 _time_ns = time.time_ns
 _modules = sys.modules
+# HTTP/2 and HTTP/3 frame the body themselves: without a Content-Length, it is counted.
+_NO_TRANSFER_ENCODING = ("2", "3")
 
 
 def _file_size(path: Any) -> int:
@@ -125,17 +127,20 @@ class AccessLogMiddleware(AccessLogOptions):
         status = 0
         response_bytes = 0
         finished = 0
+        trailers = False
 
         # A plain function returning the server's awaitable (ASGI asks only that send
         # be awaitable): no coroutine of our own per message.
         def send_wrapper(message: Message) -> Awaitable[None]:
-            nonlocal status, response_bytes, finished
+            nonlocal status, response_bytes, finished, trailers
             if message["type"] == "http.response.body":
                 response_bytes += len(message.get("body", b""))
-                if not message.get("more_body", False):
+                if not message.get("more_body", False) and not trailers:
                     finished = _perf_ns()
             elif message["type"] == "http.response.start":
                 status = message["status"]
+                # The trailers extension: such a response ends with its trailers.
+                trailers = message.get("trailers", False)
                 if rid_header is not None:
                     # _with_header written out (a call less per request).
                     headers = message.get("headers") or ()
@@ -144,6 +149,9 @@ class AccessLogMiddleware(AccessLogOptions):
                             break
                     else:
                         message = {**message, "headers": [*headers, rid_header]}
+            elif message["type"] == "http.response.trailers":
+                if not message.get("more_trailers", False):
+                    finished = _perf_ns()
             elif message["type"] == "http.response.pathsend":
                 # The server sends the file itself (Starlette's FileResponse when the
                 # server offers the extension): its size is the body's.
@@ -154,9 +162,21 @@ class AccessLogMiddleware(AccessLogOptions):
         # Declared length when there is one (servers enforce it); otherwise the body is
         # counted as it is read, which costs a wrapper per receive.
         declared = headers.get(b"content-length")
-        if declared is not None:
-            request_bytes = int(declared) if declared.isdigit() else 0
-        elif b"transfer-encoding" in headers or scope.get("http_version") == "2":
+        if (
+            declared is not None
+            and declared.isdigit()
+            # An int64 (orjson's range; h11 passes up to 20 digits): a longer one is
+            # counted as read.
+            and len(declared) < 19
+            # RFC 9112, section 6.3: Transfer-Encoding overrides Content-Length.
+            and b"transfer-encoding" not in headers
+        ):
+            request_bytes = int(declared)
+        elif (
+            declared is not None
+            or b"transfer-encoding" in headers
+            or scope.get("http_version") in _NO_TRANSFER_ENCODING
+        ):
             request_bytes = 0
             inner_receive = receive
 
@@ -250,7 +270,8 @@ class AccessLogMiddleware(AccessLogOptions):
                                     status,
                                     response_bytes,
                                     request_bytes,
-                                    duration / 1e6,
+                                    # The orjson path's rounding (to the microsecond).
+                                    (duration + 500) // 1000 / 1000,
                                     "null" if client is None else q(client),
                                     "null" if ua is None else q(ua.decode("latin-1")),
                                     q(request_id),

@@ -11,6 +11,7 @@ import anyio
 import httpx
 import pytest
 
+from kafka_asgi.integrations import access_log, access_log_event
 from kafka_asgi.integrations.asgi import AccessLogMiddleware
 from kafka_asgi.integrations.event_logger import get_event_logger
 from kafka_asgi.integrations.testing import InMemoryProducer, capture_events
@@ -115,3 +116,100 @@ class _nothing:
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+
+def http_scope(headers: list[tuple[bytes, bytes]], http_version: str = "1.1") -> dict[str, Any]:
+    return {
+        "type": "http",
+        "http_version": http_version,
+        "method": "POST",
+        "scheme": "http",
+        "path": "/upload",
+        "query_string": b"",
+        "headers": headers,
+        "client": ("10.0.0.9", 4000),
+    }
+
+
+def body_of(size: int) -> Any:
+    """A receive giving ``size`` bytes in two chunks, as a chunked or HTTP/2+ body."""
+    chunks = [
+        {"type": "http.request", "body": b"x" * (size - size // 2), "more_body": True},
+        {"type": "http.request", "body": b"x" * (size // 2), "more_body": False},
+    ]
+
+    async def receive() -> dict[str, Any]:
+        return chunks.pop(0)
+
+    return receive
+
+
+async def reading_app(scope: Any, receive: Any, send: Any) -> None:
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def discard(message: Any) -> None:
+    pass
+
+
+@pytest.fixture(params=["template", "orjson"])
+def json_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "template":
+        monkeypatch.setattr(access_log_event, "ORJSON_DUMPS", None)
+    elif access_log_event.ORJSON_DUMPS is None:
+        pytest.skip("orjson (the extra) is not installed")
+    return str(request.param)
+
+
+@pytest.mark.parametrize(
+    ("headers", "http_version"),
+    [
+        # A Content-Length h11 lets through, beyond an int64: orjson refused the event.
+        ([(b"content-length", b"9" * 20)], "1.1"),
+        # RFC 9112, section 6.3: Transfer-Encoding overrides Content-Length.
+        ([(b"content-length", b"5"), (b"transfer-encoding", b"chunked")], "1.1"),
+        # HTTP/3, as HTTP/2, frames the body itself: no Content-Length to go by.
+        ([], "3"),
+    ],
+    ids=["content-length-beyond-int64", "content-length-and-chunked", "http3"],
+)
+async def test_request_bytes_are_what_was_read_where_no_length_holds(
+    anyio_backend: str, json_path: str, headers: list[tuple[bytes, bytes]], http_version: str
+) -> None:
+    producer = InMemoryProducer()
+    app = AccessLogMiddleware(reading_app, producer=producer)
+    await app(http_scope(headers, http_version), body_of(100), discard)
+    (event,) = producer.json_values("access-log")
+    assert event["request_bytes"] == 100
+    assert app.stats()["dropped"] == 0
+
+
+async def test_a_response_with_trailers_ends_with_them(anyio_backend: str) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [], "trailers": True})
+        await send({"type": "http.response.body", "body": b"data"})
+        await anyio.sleep(0.3)  # a gRPC-style status computed after the body
+        await send({"type": "http.response.trailers", "headers": [(b"grpc-status", b"0")]})
+
+    producer = InMemoryProducer()
+    await AccessLogMiddleware(app, producer=producer)(http_scope([]), body_of(2), discard)
+    (event,) = producer.json_values("access-log")
+    assert event["duration_ms"] >= 250 and event["response_bytes"] == 4
+
+
+@pytest.mark.parametrize("nanoseconds", [4_500, 1_234_500, 2_000_499, 999_999_500])
+async def test_both_json_paths_round_the_duration_alike(
+    anyio_backend: str, json_path: str, monkeypatch: pytest.MonkeyPatch, nanoseconds: int
+) -> None:
+    clock = iter([1_000_000_000, 1_000_000_000 + nanoseconds, 1_000_000_000 + nanoseconds])
+    monkeypatch.setattr(access_log, "_perf_ns", lambda: next(clock))
+    producer = InMemoryProducer()
+    await AccessLogMiddleware(reading_app, producer=producer)(
+        http_scope([(b"content-length", b"2")]), body_of(2), discard
+    )
+    (event,) = producer.json_values("access-log")
+    # Half a microsecond up, as the orjson path always did.
+    assert event["duration_ms"] == (nanoseconds + 500) // 1000 / 1000
