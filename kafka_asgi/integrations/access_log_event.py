@@ -378,9 +378,16 @@ class AccessLogOptions:
     def resolve_client(self, host: str | None, forwarded: str | None) -> str | None:
         """The client address: the peer's, or from X-Forwarded-For when the peer is a
         trusted proxy."""
-        if not self._use_proxies or host is None or forwarded is None or not self._trusted(host):
+        if not self._use_proxies or forwarded is None:
             return host
-        hops = [h.strip() for h in forwarded.split(",") if h.strip()]
+        if host is None:
+            # A Unix socket's peer (uvicorn --uds): a proxy when every peer is trusted,
+            # as uvicorn's "*" has it.
+            if not self._trust_all_proxies:
+                return None
+        elif not self._trusted(host):
+            return host
+        hops = [_without_port(h.strip()) for h in forwarded.split(",") if h.strip()]
         # Walk back from the nearest hop: each trusted proxy vouches for the one before
         # it; the first untrusted address is the client.
         for hop in reversed(hops):
@@ -491,3 +498,14 @@ class AccessLogOptions:
             warn_drop("access-log middleware", self.topic, exc)
             return
         self.emitted += 1
+
+
+def _without_port(hop: str) -> str:
+    """An X-Forwarded-For entry without the port some proxies add ("1.2.3.4:5678",
+    "[2001:db8::7]:443"), as uvicorn reads them; a bare IPv6 address has no port."""
+    if hop.startswith("["):
+        end = hop.find("]")
+        return hop[1:end] if end > 0 else hop
+    if hop.count(":") == 1:
+        return hop.partition(":")[0]
+    return hop

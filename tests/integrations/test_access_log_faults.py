@@ -213,3 +213,33 @@ async def test_both_json_paths_round_the_duration_alike(
     (event,) = producer.json_values("access-log")
     # Half a microsecond up, as the orjson path always did.
     assert event["duration_ms"] == (nanoseconds + 500) // 1000 / 1000
+
+
+@pytest.mark.parametrize(
+    ("peer", "trusted", "forwarded", "expected"),
+    [
+        # Proxies that add the port to the entry (uvicorn strips it too).
+        (("10.0.0.1", 80), ["10.0.0.1"], "1.2.3.4:5678", "1.2.3.4"),
+        (("10.0.0.1", 80), ["10.0.0.1"], "[2001:db8::7]:443", "2001:db8::7"),
+        (("10.0.0.1", 80), ["10.0.0.1"], "1.2.3.4, 10.0.0.2:80", "10.0.0.2"),
+        (("10.0.0.1", 80), ["10.0.0.1", "10.0.0.2"], "1.2.3.4, 10.0.0.2:80", "1.2.3.4"),
+        (("10.0.0.1", 80), ["10.0.0.1"], "2001:db8::8", "2001:db8::8"),
+        # A Unix socket's peer (no address): a proxy when every peer is trusted.
+        (None, ["*"], "1.2.3.4", "1.2.3.4"),
+        (None, ["10.0.0.1"], "1.2.3.4", None),
+    ],
+)
+async def test_forwarded_client_addresses(
+    anyio_backend: str,
+    peer: tuple[str, int] | None,
+    trusted: list[str],
+    forwarded: str,
+    expected: str | None,
+) -> None:
+    producer = InMemoryProducer()
+    scope = http_scope([(b"x-forwarded-for", forwarded.encode())])
+    scope["client"] = peer
+    app = AccessLogMiddleware(reading_app, producer=producer, trusted_proxies=trusted)
+    await app(scope, body_of(2), discard)
+    (event,) = producer.json_values("access-log")
+    assert event["client"] == expected
