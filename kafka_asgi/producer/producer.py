@@ -175,6 +175,8 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
         self._error_handle = opts.error_handle
 
         self._state = "new"  # new, running, closing, closed
+        # Set once aclose() has finished closing (records reported, spill closed).
+        self._closed: anyio.Event | None = None
         self._host: TaskHost | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._next_flush = _INF
@@ -357,11 +359,18 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
         is being cancelled.
         """
         if self._state in ("closing", "closed"):
+            closed = self._closed
+            if closed is not None:
+                # Another task is closing: return once it has, as it does.  Bounded:
+                # its steps are (close_timeout, then shielded and bounded ones), and
+                # it sets this in a finally.
+                await closed.wait()
             return
         if self._state == "new":
             self._state = "closed"
             return
         self._state = "closing"
+        self._closed = closed = anyio.Event()
         self._topics = {}  # send_nowait now fails on its slow path
         timeout = self.options.close_timeout
         try:
@@ -393,8 +402,11 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
                         with anyio.CancelScope(shield=True):
                             await self._spill.close(max(timeout, 5.0))
                 finally:
-                    if self.options.cluster_name is not None:
-                        unregister_producer(self.options.cluster_name, self)
+                    try:
+                        if self.options.cluster_name is not None:
+                            unregister_producer(self.options.cluster_name, self)
+                    finally:
+                        closed.set()
 
     # ------------------------------------------------------------------ sending
 
@@ -561,17 +573,34 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
     async def flush(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
         """Send everything buffered now and wait until each of those records is
         acknowledged or reported (at most ``timeout``, default ``delivery_timeout``;
-        then DeliveryTimeoutError, the records staying in the producer)."""
+        then DeliveryTimeoutError, the records staying in the producer).  If
+        ``aclose()`` (another task) stops the producer first, raises
+        ProducerClosedError once it has reported the records it did not deliver."""
         limit = check_wait("timeout", timeout)
+        if limit is None:
+            limit = self.options.delivery_timeout
         if self._state != "running":
             if self._held == 0:
                 return
+            closed = self._closed
+            if closed is not None:
+                # aclose() in another task reports what it cannot deliver: not
+                # before that is done (bounded here by the flush's own timeout).
+                with anyio.move_on_after(limit):
+                    await closed.wait()
             raise ProducerClosedError(f"cannot flush a {self._state} producer")
-        if limit is None:
-            limit = self.options.delivery_timeout
         with anyio.move_on_after(limit):
-            await self._flush_all()
-            return
+            if await self._flush_all():
+                return
+            # aclose() (another task) took over: the records not delivered by its
+            # final flush are reported when it ends; never return before.
+            closed = self._closed
+            if closed is not None:
+                await closed.wait()
+            raise ProducerClosedError(
+                "the producer closed during flush(): the records not delivered were "
+                "reported (on_delivery, error_handle, or the log)"
+            )
         raise DeliveryTimeoutError(
             f"flush did not finish within {limit}s ({self._held} records still held)"
         )
@@ -857,8 +886,9 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
             out.extend(p.batches)
         return out
 
-    async def _flush_all(self) -> None:
-        """Wait until everything held now is delivered or reported."""
+    async def _flush_all(self) -> bool:
+        """Wait until everything held now is delivered or reported: True; False if
+        the producer stopped first (aclose() reports the rest)."""
         self._cycle(True)
         targets = self._cut_all()
         self._dispatch(anyio.current_time(), True)
@@ -887,15 +917,15 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
                     # Written is not yet read: make sure the brokers have the requests
                     # before flush() returns (and before aclose() closes the sockets).
                     await self._client.confirm_writes()
-                return
+                return True
             if self._state == "closed":
-                return
+                return False
             tg = self._tg
             if tg is not None and tg.cancel_scope.cancel_called:
                 # The background tasks stopped (see _runner; aclose() cancels them
                 # only after this flush): nothing will be sent.
                 if self._state != "running":
-                    return  # aclose() reports what is held
+                    return False  # aclose() reports what is held
                 raise ProducerClosedError(
                     f"the producer's background tasks stopped while it runs: {self._held}"
                     " records held (aclose() reports them)"

@@ -233,9 +233,30 @@ class Sender(ProducerState):
                 for rounds in by_node.values():
                     for b in rounds[0]:
                         self._attempt_failed(b, error, False, unreachable=stalled)
+            else:
+                # InitProducerId not answered yet: it may take up to twice
+                # request_timeout, longer than the records may wait (their batches
+                # are not in flight: failed as _stalled fails them).
+                self._expire_unsent(by_node, now)
             return
         for node, rounds in by_node.items():
             self._send_to(node, rounds)
+
+    def _expire_unsent(self, by_node: dict[int, list[list[Batch]]], now: float) -> None:
+        """Report the batches taken for sending past their delivery_timeout, and wake
+        at the next one's deadline (they wait for the producer id)."""
+        for rounds in by_node.values():
+            for batches in rounds:
+                for b in batches:
+                    deadline = b.born + self._delivery_timeout
+                    if now >= deadline:
+                        expired = DeliveryTimeoutError(
+                            f"not delivered within delivery_timeout={self._delivery_timeout}s "
+                            "(no producer id: InitProducerId not answered)"
+                        )
+                        self._fail_batch(b, expired, not b.maybe_written)
+                    elif deadline < self._retry_at:
+                        self._retry_at = deadline
 
     def _may_send(self, p: PartitionBuffer, b: Batch, out: int, gen: int, now: float) -> bool:
         """With idempotence, may ``b`` (``p``'s first batch not in flight) go while
@@ -703,7 +724,21 @@ class Sender(ProducerState):
         if not can_retry or b.attempts > self._max_retry:
             self._fail_batch(b, error, can_retry and not b.maybe_written)
             return
-        b.not_before = anyio.current_time() + self._backoff
+        now = anyio.current_time()
+        deadline = b.born + self._delivery_timeout
+        if now >= deadline:
+            # max_retry does not bound the time: retries of an error that comes back
+            # at once would outlast delivery_timeout by max_retry * retry_backoff.
+            # The batch has its answer (not in flight): failed as the other expiries
+            # fail one (with idempotence, _fail_batch settles its sequence numbers).
+            expired = DeliveryTimeoutError(
+                f"not delivered within delivery_timeout={self._delivery_timeout}s "
+                f"(the last try failed: {error})"
+            )
+            self._fail_batch(b, expired, not b.maybe_written)
+            return
+        # Tried again at the deadline at the latest, as _stalled does.
+        b.not_before = min(now + self._backoff, deadline)
         if b.not_before < self._retry_at:
             self._retry_at = b.not_before
         self._retried += len(b.values)
@@ -783,9 +818,9 @@ class Sender(ProducerState):
     async def _fetch_topic(self, t: TopicBuffer) -> None:
         """Get a topic's metadata for its first records (retried, then reported).
 
-        While no broker answers at all, the records wait (reported once
-        delivery_timeout has passed since they were handed over) and the tries do
-        not count against max_retry.
+        While no broker answers at all, or the metadata lists the topic without
+        partitions, the records wait (reported once delivery_timeout has passed
+        since they were handed over) and the tries do not count against max_retry.
         """
         attempt = 0
         stalls = 0
@@ -793,26 +828,58 @@ class Sender(ProducerState):
         # (time, end): the records before position end were handed over by then
         # (see _expire_waiting).
         marks: list[tuple[float, int]] = [(anyio.current_time(), t.taken + len(t.values))]
+        error: KafkaError | None = None  # the last try's
+        empty = False  # it found the topic without partitions
         try:
             while True:
-                try:
-                    with anyio.fail_after(limit):
-                        await self._client.fetch_metadata(t.name)
-                    return
-                except TimeoutError:
-                    error: KafkaError = ClientRequestTimeoutError(
-                        f"metadata for topic {t.name!r} not received within {limit}s"
-                    )
-                except KafkaError as exc:
-                    error = exc
+                wait = limit
+                if marks and t.values:
+                    # An unanswered request must not hold the records past their
+                    # delivery_timeout: cut short at the oldest one's deadline.
+                    due = marks[0][0] + self._delivery_timeout - anyio.current_time()
+                    wait = min(limit, max(0.0, due))
+                # Records due now (the backoff below wakes at their deadline) are
+                # reported with the last try's error, before the next try.
+                due_now = wait <= 0 and error is not None
+                if not due_now:
+                    empty = False
+                    try:
+                        with anyio.fail_after(wait):
+                            meta = await self._client.fetch_metadata(t.name)
+                        if meta.partitions:
+                            return
+                        # Listed with no partitions and no error (a topic being made,
+                        # an odd broker): _drain cannot place the records and would
+                        # start another fetch at once, for ever.  They wait for
+                        # partitions as for a broker, up to delivery_timeout.
+                        empty = True
+                        self._client.request_refresh()
+                        error = LeaderNotAvailableError(
+                            f"the metadata of topic {t.name!r} lists no partitions"
+                        )
+                    except TimeoutError:
+                        error = ClientRequestTimeoutError(
+                            f"metadata for topic {t.name!r} not received within {wait:.3g}s"
+                        )
+                    except KafkaError as exc:
+                        error = exc
+                assert error is not None
                 self._last_error = error
-                if unreachable(error) or isinstance(error, ClientRequestTimeoutError):
+                if (
+                    due_now
+                    or empty
+                    or unreachable(error)
+                    or isinstance(error, ClientRequestTimeoutError)
+                ):
                     # A metadata request writes nothing: waiting for a broker is safe.
-                    if self._spill is not None:
+                    if self._spill is not None and not empty:
+                        # (A topic without partitions says nothing of the others.)
                         self._spill.kafka_ok = False
                     now = anyio.current_time()
                     self._note_waiting(now, now - marks[0][0], error)
                     self._expire_waiting(t, marks, now, error)
+                    if empty and not t.values:
+                        return  # the next records start another fetch (_drain)
                     marks.append((now, t.taken + len(t.values)))
                     delay = min(
                         self._backoff * (1 << min(stalls, 16)),
