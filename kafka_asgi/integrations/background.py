@@ -158,12 +158,7 @@ class BackgroundProducer:
                 logger.info(
                     "kafka_asgi: starting the background producer for %r again", self.cluster
                 )
-                self._thread = None
-                self._stop = None
-                self._error = None
-                self._failed_at = None
-                self._ready = threading.Event()
-                self._done = threading.Event()
+                self._forget_thread()
             if self._thread is None and not self._stopped:
                 self._pid = os.getpid()
                 # Taken here, in the thread whose event asks for the start: the new
@@ -304,25 +299,13 @@ class BackgroundProducer:
 
         Events that never reached the producer are counted in ``dropped`` and logged.
         """
-        limit = check_wait("timeout", timeout)
-        if limit is None:
-            limit = self.options.shutdown_timeout + self.options.startup_timeout + 5.0
+        limit = self._join_limit(timeout)
         with self._lock:
             thread = self._thread
             mine = self._pid == os.getpid()
             self._stopped = True
         if thread is not None and mine:
-            self._stop_requested.set()
-            stop = self._stop
-            if stop is not None:
-                stop()
-            thread.join(limit)
-            if thread.is_alive():
-                logger.warning(
-                    "kafka_asgi: background producer for %r still running after %.1fs",
-                    self.cluster,
-                    limit,
-                )
+            self._end_thread(thread, limit, "")
         self.sender = None
         self._thread = None
         self._drop_early()
@@ -335,41 +318,58 @@ class BackgroundProducer:
         (then are counted as refused); those that waited for it in the early queue
         go to the new one, started at once for them.
         """
-        limit = check_wait("timeout", timeout)
-        if limit is None:
-            limit = self.options.shutdown_timeout + self.options.startup_timeout + 5.0
+        limit = self._join_limit(timeout)
         with self._lock:
             thread = self._thread
             if thread is None or self._pid != os.getpid() or self._stopped:
                 return
+        # Not restarted while it runs on: it still writes to self, and a second thread
+        # beside it would share its state.
+        if not self._end_thread(thread, limit, "; not restarted"):
+            return
+        with self._lock:
+            if self._thread is not thread:  # stop() or another restart came first
+                return
+            self._forget_thread()
+        # A send_nowait that found the old thread still there queued its event without
+        # starting one; it starts one itself if it queued after the reset above.
+        if self._early.qsize():
+            self.start_soon()
+
+    def _join_limit(self, timeout: float | None) -> float:
+        limit = check_wait("timeout", timeout)
+        if limit is None:
+            limit = self.options.shutdown_timeout + self.options.startup_timeout + 5.0
+        return limit
+
+    def _end_thread(self, thread: threading.Thread, limit: float, note: str) -> bool:
+        """Ask ``thread`` to stop (its lifespan flushes the producer) and join it within
+        ``limit``; False (logged) if it still runs then."""
         self._stop_requested.set()
         stop = self._stop
         if stop is not None:
             stop()
         thread.join(limit)
         if thread.is_alive():
-            # It still writes to self: a second thread beside it would share its state.
             logger.warning(
-                "kafka_asgi: background producer for %r still running after %.1fs; not restarted",
+                "kafka_asgi: background producer for %r still running after %.1fs%s",
                 self.cluster,
                 limit,
+                note,
             )
-            return
-        with self._lock:
-            if self._thread is not thread:  # stop() or another restart came first
-                return
-            self._thread = None
-            self._stop = None
-            self._error = None
-            self._failed_at = None
-            self._ready = threading.Event()
-            self._done = threading.Event()
-            self._stop_requested = threading.Event()
-            self.sender = None
-        # A send_nowait that found the old thread still there queued its event without
-        # starting one; it starts one itself if it queued after the reset above.
-        if self._early.qsize():
-            self.start_soon()
+            return False
+        return True
+
+    def _forget_thread(self) -> None:
+        """Let the next start make a new thread (the last one has ended; lock held)."""
+        self._thread = None
+        self._stop = None
+        self._error = None
+        self._failed_at = None
+        self._ready = threading.Event()
+        self._done = threading.Event()
+        self._stop_requested = threading.Event()
+        self.sender = None
 
     def _drop_early(self) -> None:
         """Count and log the events that wait for a producer that will not take them."""

@@ -88,11 +88,18 @@ async def test_topic_listed_without_partitions_is_reported_within_delivery_timeo
 # ---------------------------------------------------- requests that are never answered
 
 
-async def test_unanswered_metadata_request_reports_records_within_delivery_timeout() -> None:
-    # The metadata request was bounded by 2 * (request_timeout + 5) only: 14 s here.
+@pytest.mark.parametrize("unanswered", ["metadata", "InitProducerId"])
+async def test_an_unanswered_request_reports_records_within_delivery_timeout(
+    unanswered: str,
+) -> None:
+    # The records waiting for metadata, or for the producer id, were reported only once
+    # that request had failed, after 2 * (request_timeout + 5): 14 s here.
     fake = FakeClient()
     fake.add_topic("t", 1)
-    fake.hold = anyio.Event()  # metadata requests wait for it
+    fake.hold = anyio.Event()  # requests wait for it
+    idempotent = unanswered == "InitProducerId"
+    if idempotent:
+        fake.known.add("t")  # its metadata is known: only InitProducerId waits
     reports = Reports()
     producer = make(
         fake,
@@ -101,7 +108,8 @@ async def test_unanswered_metadata_request_reports_records_within_delivery_timeo
         close_timeout=CLOSE_TIMEOUT,
         request_timeout=2.0,
         flush_time=0.05,
-        enable_idempotence=False,
+        enable_idempotence=idempotent,
+        **({"required_acks": -1} if idempotent else {}),
     )
     async with producer:
         producer.send_nowait("t", b"a")
@@ -112,41 +120,6 @@ async def test_unanswered_metadata_request_reports_records_within_delivery_timeo
         assert waited < DELIVERY_TIMEOUT + scaled(LATE)
 
         # The broker answers again: the next records go.
-        fake.hold.set()
-        producer.send_nowait("t", b"b")
-        with anyio.fail_after(scaled(2.0)):
-            await producer.flush()
-    assert [r.value for r in fake.records("t", 0)] == [b"b"]
-    assert _reported(reports, b"a") == 1
-    assert _reported(reports, b"b") == 1
-
-
-async def test_unanswered_init_producer_id_reports_records_within_delivery_timeout() -> None:
-    # Batches waiting for the producer id were failed only once InitProducerId had
-    # failed, after 2 * (request_timeout + 5): 14 s here.
-    fake = FakeClient()
-    fake.add_topic("t", 1)
-    fake.known.add("t")  # its metadata is known: only InitProducerId waits
-    fake.hold = anyio.Event()
-    reports = Reports()
-    producer = make(
-        fake,
-        reports,
-        delivery_timeout=DELIVERY_TIMEOUT,
-        close_timeout=CLOSE_TIMEOUT,
-        request_timeout=2.0,
-        flush_time=0.05,
-        enable_idempotence=True,
-        required_acks=-1,
-    )
-    async with producer:
-        producer.send_nowait("t", b"a")
-        waited = await _first_report(reports, 2.0)
-        ((_, _, records, error, _),) = reports.errors
-        assert isinstance(error, DeliveryTimeoutError), error
-        assert [r[1] for r in records] == [b"a"]
-        assert waited < DELIVERY_TIMEOUT + scaled(LATE)
-
         fake.hold.set()
         producer.send_nowait("t", b"b")
         with anyio.fail_after(scaled(2.0)):
