@@ -40,6 +40,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
     ) from exc
 
 from kafka_asgi.integrations.middleware_stats import middleware_totals
+from kafka_asgi.integrations.producer_api import producer_closed
 from kafka_asgi.producer.hooks import ProduceRequestInfo, ProducerHooks
 from kafka_asgi.protocol.errors import error_for_code
 
@@ -291,15 +292,6 @@ def _limit(m: ProducerInstrumentation, producer: Any) -> float | None:
     return limit if isinstance(limit, int) else None
 
 
-def _closed(producer: Any) -> bool:
-    """Whether ``producer`` is closed: a Producer's state, an InMemoryProducer's flag
-    (other stand-ins have neither: never closed). As prometheus.py's, which this
-    module does not import (it would import prometheus-client)."""
-    return (
-        getattr(producer, "_state", None) == "closed" or getattr(producer, "closed", False) is True
-    )
-
-
 class _Observed:
     """A meter's observable instruments, reporting every producer instrumented on it
     (each point with that producer's attributes)."""
@@ -375,7 +367,7 @@ class _Observed:
             points = []
             for member in members:
                 producer = member._producer()
-                if producer is None or _closed(producer):
+                if producer is None or producer_closed(producer):
                     # Closed (its lifespan ended) or collected: it leaves the instruments
                     # now. Kept, its last values would stand beside the gauges of the
                     # producer made after it, and add to its counters, under the same

@@ -64,3 +64,12 @@ class ProducerLike(Protocol):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> Any: ...
+
+
+def producer_closed(producer: Any) -> bool:
+    """Whether ``producer`` is closed, for the metrics integrations to let go of it: a
+    Producer's state, an InMemoryProducer's flag (other stand-ins have neither: never
+    closed)."""
+    return (
+        getattr(producer, "_state", None) == "closed" or getattr(producer, "closed", False) is True
+    )

@@ -57,6 +57,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
     ) from exc
 
 from kafka_asgi.integrations.middleware_stats import middleware_totals
+from kafka_asgi.integrations.producer_api import producer_closed
 from kafka_asgi.producer.hooks import ProduceRequestInfo, ProducerHooks
 
 __all__ = ["MetricsApp", "PrometheusMetrics", "metrics_app", "multiprocess_mode", "register"]
@@ -271,7 +272,7 @@ class PrometheusMetrics(ProducerHooks):
             buffered = in_flight = limit = queued = backlog = 0
             for p in producers:
                 s = p.stats()
-                if _closed(p):
+                if producer_closed(p):
                     # Its last counts are copied below; then it leaves the gauges now,
                     # not when the collector frees it (a lifespan run again makes a
                     # new producer, and a closed one is often kept by cycles).
@@ -358,14 +359,6 @@ class PrometheusMetrics(ProducerHooks):
         self, topic: str, partition: int, records: int, error: BaseException
     ) -> None:
         self.records_retried_total.labels(topic, type(error).__name__).inc(records)
-
-
-def _closed(producer: Any) -> bool:
-    """Whether ``producer`` is closed: a Producer's state, an InMemoryProducer's flag
-    (other stand-ins have neither: never closed)."""
-    return (
-        getattr(producer, "_state", None) == "closed" or getattr(producer, "closed", False) is True
-    )
 
 
 def _sync_loop(ref: weakref.ReferenceType[PrometheusMetrics], interval: float) -> None:
