@@ -128,6 +128,8 @@ class BackgroundProducer:
         self._stop: Callable[[], None] | None = None
         self._error: BaseException | None = None
         self._override: ProducerLike | None = None  # capture_events' producer at start
+        # A restart() whose thread outlived its wait: the thread is replaced once it ends.
+        self._replace = False
         # When the thread ended without stop(): events are refused from then on, and
         # the thread starts again RESTART_DELAY s later.
         self._failed_at: float | None = None
@@ -140,13 +142,16 @@ class BackgroundProducer:
     def start_soon(self) -> None:
         """Start the thread in this process if it is not running (again, if it failed
         :data:`RESTART_DELAY` seconds ago or more); never waits."""
-        if self._thread is not None and self._pid == os.getpid():
+        if self._thread is not None and self._pid == os.getpid() and not self._replace:
             failed_at = self._failed_at
             if failed_at is None or time.monotonic() - failed_at < RESTART_DELAY:
                 return
         with self._lock:
             if self._pid != os.getpid():
                 self._reset()
+            if self._replace and not self._stopped and self._done.is_set():
+                # A restart() that gave up waiting for the thread: it has ended since.
+                self._forget_thread()
             failed_at = self._failed_at
             if (
                 failed_at is not None
@@ -233,9 +238,10 @@ class BackgroundProducer:
             # come before the put: this event (counted here or by the thread) is lost.
             self._drop_early()
             raise self._start_failure()
-        elif self._thread is None:
-            # restart() forgot the thread the start above found, and may have looked at
-            # the early queue before the put: nothing would take this event.
+        elif self._thread is None or (self._replace and self._done.is_set()):
+            # restart() forgot the thread the start above found, or the thread a restart
+            # gave up on ended meanwhile; either looked at the early queue before the
+            # put: nothing would take this event.
             self.start_soon()
 
     def _start_failure(self) -> BufferFullError:
@@ -323,9 +329,10 @@ class BackgroundProducer:
             thread = self._thread
             if thread is None or self._pid != os.getpid() or self._stopped:
                 return
-        # Not restarted while it runs on: it still writes to self, and a second thread
-        # beside it would share its state.
-        if not self._end_thread(thread, limit, "; not restarted"):
+        # Not replaced while it runs on: it still writes to self, and a second thread
+        # beside it would share its state. Replaced once it has ended (start_soon).
+        if not self._end_thread(thread, limit, "; replaced once it ends"):
+            self._replace = True
             return
         with self._lock:
             if self._thread is not thread:  # stop() or another restart came first
@@ -370,6 +377,7 @@ class BackgroundProducer:
         self._done = threading.Event()
         self._stop_requested = threading.Event()
         self.sender = None
+        self._replace = False
 
     def _drop_early(self) -> None:
         """Count and log the events that wait for a producer that will not take them."""
@@ -414,6 +422,10 @@ class BackgroundProducer:
                 self._drop_early()
             ready.set()
             done.set()
+            if self._replace and self._early.qsize():
+                # A restart() gave up waiting for this thread: the events queued since
+                # are for the next one.
+                self.start_soon()
 
     async def _main(self) -> None:
         stop = anyio.Event()

@@ -209,7 +209,13 @@ def _ensure_producer(conf: KafkaSettings) -> BackgroundProducer | None:
             )
         with _background_lock:
             bg = _background.get(cluster)
-            if bg is None:
+            made_for_a_capture = bg is not None and (
+                bg.options.bootstrap is None and bg.options.producer_factory is None
+            )
+            if bg is None or (made_for_a_capture and override_for(cluster) is None):
+                if bg is not None:  # the settings now name a producer of their own
+                    bg.stop()
+                    atexit.unregister(bg.stop)
                 bg = _background[cluster] = BackgroundProducer(**conf.lifespan)
                 atexit.register(bg.stop)
     bg.start_soon()

@@ -574,8 +574,9 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
         """Send everything buffered now and wait until each of those records is
         acknowledged or reported (at most ``timeout``, default ``delivery_timeout``;
         then DeliveryTimeoutError, the records staying in the producer).  If
-        ``aclose()`` (another task) stops the producer first, raises
-        ProducerClosedError once it has reported the records it did not deliver."""
+        ``aclose()`` (another task) stops the producer meanwhile, returns (or raises
+        ProducerClosedError, when it stopped before the records were settled) only
+        once it has reported the records it did not deliver."""
         limit = check_wait("timeout", timeout)
         if limit is None:
             limit = self.options.delivery_timeout
@@ -591,6 +592,11 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
             raise ProducerClosedError(f"cannot flush a {self._state} producer")
         with anyio.move_on_after(limit):
             if await self._flush_all():
+                closed = self._closed
+                if self._state != "running" and closed is not None:
+                    # aclose() (another task) reported the records: its spill writes
+                    # those it queued for the disk, which is part of reporting them.
+                    await closed.wait()
                 return
             # aclose() (another task) took over: the records not delivered by its
             # final flush are reported when it ends; never return before.

@@ -54,7 +54,7 @@ from .accumulator import Batch, PartitionBuffer, TopicBuffer, cut_moving_on
 from .errors import DeliveryTimeoutError
 from .hooks import ProducedPartition, ProduceRequestInfo, ProducerHooks, call_hook
 from .idempotence import DUPLICATE_SEQUENCE, PRODUCER_STATE_CODES, SEQ_MASK
-from .state import STALL_BACKOFF_CAP, ProducerState, unreachable
+from .state import STALL_BACKOFF_CAP, STALL_BACKOFF_MIN, ProducerState, unreachable
 
 __all__ = ["Sender", "offload_threshold"]
 
@@ -785,7 +785,7 @@ class Sender(ProducerState):
             return
         self._note_waiting(now, now - b.born, error)
         cap = max(STALL_BACKOFF_CAP, self._backoff)
-        delay = min(self._backoff * (1 << min(b.stalls, 16)), cap)
+        delay = max(STALL_BACKOFF_MIN, min(self._backoff * (1 << min(b.stalls, 16)), cap))
         b.stalls += 1
         # Wake at the deadline at the latest, to report the batch on time.
         b.not_before = min(now + delay, deadline)
@@ -881,9 +881,12 @@ class Sender(ProducerState):
                     if empty and not t.values:
                         return  # the next records start another fetch (_drain)
                     marks.append((now, t.taken + len(t.values)))
-                    delay = min(
-                        self._backoff * (1 << min(stalls, 16)),
-                        max(STALL_BACKOFF_CAP, self._backoff),
+                    delay = max(
+                        STALL_BACKOFF_MIN,
+                        min(
+                            self._backoff * (1 << min(stalls, 16)),
+                            max(STALL_BACKOFF_CAP, self._backoff),
+                        ),
                     )
                     stalls += 1
                     due = marks[0][0] + self._delivery_timeout - now

@@ -40,6 +40,9 @@ __all__ = ["STALL_BACKOFF_CAP", "ProducerClient", "ProducerState", "unreachable"
 # Longest pause between tries while no broker can be reached (they start at
 # retry_backoff and double): a broker back from a restart is found within this.
 STALL_BACKOFF_CAP = 1.0
+# The shortest pause between tries while waiting for a broker or for partitions:
+# retry_backoff may be 0, and a try that fails at once must not spin the event loop.
+STALL_BACKOFF_MIN = 0.01
 
 
 def unreachable(error: KafkaError) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from typing import Any
 
 import anyio
@@ -153,3 +154,42 @@ def test_an_event_sent_as_the_sender_closes_is_refused_and_counted() -> None:
         producer.release.set()
     assert results == ["refused"]
     assert sender.dropped == 1 and sender.queued == 0 and producer.events == []
+
+
+def test_a_restart_that_gave_up_waiting_replaces_the_thread_once_it_ends() -> None:
+    # restart() joins the thread within a limit; past it, the thread went on to end by
+    # itself and was never replaced: events queued behind it for good.
+    made: list[InMemoryProducer] = []
+
+    class SlowToClose(InMemoryProducer):
+        async def aclose(self) -> None:
+            await anyio.sleep(0.6)  # a close_timeout spent on a Kafka that is down
+            await super().aclose()
+
+    def factory() -> InMemoryProducer:
+        made.append(SlowToClose())
+        return made[-1]
+
+    bg = BackgroundProducer(
+        cluster="restart-wedge",
+        producer_factory=factory,
+        shutdown_timeout=0.1,
+        startup_timeout=0.1,
+    )
+    try:
+        bg.send_nowait("t", b"before")
+        bg.ensure_started(2.0)
+        bg.restart(timeout=0.2)  # gives up: the old thread is still closing
+        time.sleep(1.0)  # it has ended by now, by itself
+        bg.send_nowait("t", b"during")  # starts the next thread
+        deadline = time.monotonic() + 5.0
+        while len(made) < 2 or [e.value for e in made[-1].events] != [b"during"]:
+            assert time.monotonic() < deadline, (len(made), bg.queued)
+            time.sleep(0.05)
+        bg.send_nowait("t", b"after")
+        made[-1].wait_for_sync(2, timeout=3)
+    finally:
+        bg.stop(5.0)
+    assert [e.value for e in made[0].events] == [b"before"]
+    assert [e.value for e in made[1].events] == [b"during", b"after"]
+    assert bg.dropped == 0

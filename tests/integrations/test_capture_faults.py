@@ -191,6 +191,36 @@ def test_django_capture_without_bootstrap_leaves_nothing_behind() -> None:
     assert [e["item"] for e in second.json_values("item-views")] == [3]
 
 
+def test_django_settings_given_a_producer_after_a_capture_replace_its_background() -> None:
+    """A background producer made for a capture (no BOOTSTRAP then) is replaced once
+    the settings name a producer of their own: it could never start on its own."""
+    made: list[InMemoryProducer] = []
+
+    def factory() -> InMemoryProducer:
+        made.append(InMemoryProducer())
+        return made[-1]
+
+    try:
+        with override_settings(KAFKA_ASGI={"ACCESS_LOG": {"topic": "access"}}):
+            with capture_events() as captured:
+                DjangoClient().get("/items/1")
+                captured.wait_for_sync(1, topic="item-views", timeout=3)
+        with override_settings(
+            KAFKA_ASGI={"ACCESS_LOG": {"topic": "access"}, "PRODUCER_FACTORY": factory}
+        ):
+            DjangoClient().get("/items/2")
+            deadline = time.monotonic() + 5.0
+            while not made or not made[0].json_values("item-views"):
+                assert time.monotonic() < deadline, "the factory's producer got nothing"
+                time.sleep(0.05)
+    finally:
+        bg = kdjango._background.pop("default", None)
+        if bg is not None:
+            bg.stop()
+    assert [e["item"] for e in captured.json_values("item-views")] == [1]
+    assert [e["item"] for e in made[0].json_values("item-views")] == [2]
+
+
 def test_in_memory_stats_keep_refusals_out_of_failed() -> None:
     """As for the Producer: a BufferFullError refusal is neither enqueued nor failed,
     so enqueued == delivered + failed + buffered."""

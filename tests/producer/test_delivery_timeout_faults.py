@@ -10,6 +10,7 @@ the records.
 from __future__ import annotations
 
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -315,3 +316,67 @@ async def test_second_aclose_returns_once_the_first_has_reported_the_records() -
             await producer.aclose()
             seen.append(len(reports.failed_values))
     assert sorted(seen) == [2, 2]
+
+
+async def test_no_retry_backoff_does_not_spin_on_a_topic_without_partitions() -> None:
+    # retry_backoff=0 made each wait for partitions a sleep(0): thousands of fetches.
+    fake = FakeClient()
+    fake.add_topic("z", 0)
+    reports = Reports()
+    producer = make(
+        fake,
+        reports,
+        delivery_timeout=DELIVERY_TIMEOUT,
+        close_timeout=CLOSE_TIMEOUT,
+        flush_time=0.05,
+        retry_backoff=0.0,
+        enable_idempotence=False,
+    )
+    async with producer:
+        producer.send_nowait("z", b"a")
+        await _first_report(reports, 2.0)
+    ((_, _, _, error, _),) = reports.errors
+    assert isinstance(error, DeliveryTimeoutError)
+    # At most one try per STALL_BACKOFF_MIN (10 ms) within delivery_timeout.
+    assert fake.fetches <= DELIVERY_TIMEOUT / 0.01 + 5
+
+
+async def test_flush_racing_aclose_returns_only_after_aclose_has_ended(tmp_path: Path) -> None:
+    # flush() found every record settled by aclose()'s abort and returned, before
+    # aclose() had ended: with spill_dir, before the records it queued for the disk
+    # were written there.
+    fake = FakeClient()
+    fake.add_topic("t", 1)
+    fake.hang = True
+    reports = Reports()
+    producer = make(
+        fake,
+        reports,
+        close_timeout=0.2,
+        flush_time=0.05,
+        enable_idempotence=False,
+        spill_dir=str(tmp_path),
+    )
+    await producer.start()
+    producer.send_nowait("t", b"a")
+    order: list[str] = []
+
+    async def flusher() -> None:
+        try:
+            await producer.flush(timeout=5.0)
+        except ProducerClosedError:
+            pass
+        order.append("flush")
+
+    async def closer() -> None:
+        await producer.aclose()
+        order.append("aclose")
+
+    with anyio.fail_after(scaled(5.0)):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(flusher)
+            await anyio.sleep(0.1)
+            tg.start_soon(closer)
+    assert order == ["aclose", "flush"]
+    # Not delivered: on disk for the next producer of the directory, not reported.
+    assert producer.stats().spilled == 1 and _reported(reports, b"a") == 0
