@@ -818,9 +818,9 @@ class Sender(ProducerState):
     async def _fetch_topic(self, t: TopicBuffer) -> None:
         """Get a topic's metadata for its first records (retried, then reported).
 
-        While no broker answers at all, or the metadata lists the topic without
-        partitions, the records wait (reported once delivery_timeout has passed
-        since they were handed over) and the tries do not count against max_retry.
+        While no broker answers at all, the records wait (reported once
+        delivery_timeout has passed since they were handed over) and the tries do
+        not count against max_retry.
         """
         attempt = 0
         stalls = 0
@@ -828,65 +828,30 @@ class Sender(ProducerState):
         # (time, end): the records before position end were handed over by then
         # (see _expire_waiting).
         marks: list[tuple[float, int]] = [(anyio.current_time(), t.taken + len(t.values))]
-        error: KafkaError | None = None  # the last try's
-        empty = False  # it found the topic without partitions
         try:
             while True:
-                wait = limit
-                if marks and t.values:
-                    # An unanswered request must not hold the records past their
-                    # delivery_timeout: cut short at the oldest one's deadline.
-                    due = marks[0][0] + self._delivery_timeout - anyio.current_time()
-                    wait = min(limit, max(0.0, due))
-                # Records due now (the backoff below wakes at their deadline) are
-                # reported with the last try's error, before the next try.
-                due_now = wait <= 0 and error is not None
-                if not due_now:
-                    empty = False
-                    try:
-                        with anyio.fail_after(wait):
-                            meta = await self._client.fetch_metadata(t.name)
-                        if meta.partitions:
-                            return
-                        # Listed with no partitions and no error (a topic being made,
-                        # an odd broker): _drain cannot place the records and would
-                        # start another fetch at once, for ever.  They wait for
-                        # partitions as for a broker, up to delivery_timeout.
-                        empty = True
-                        self._client.request_refresh()
-                        error = LeaderNotAvailableError(
-                            f"the metadata of topic {t.name!r} lists no partitions"
-                        )
-                    except TimeoutError:
-                        error = ClientRequestTimeoutError(
-                            f"metadata for topic {t.name!r} not received within {wait:.3g}s"
-                        )
-                    except KafkaError as exc:
-                        error = exc
-                assert error is not None
+                try:
+                    with anyio.fail_after(limit):
+                        await self._client.fetch_metadata(t.name)
+                    return
+                except TimeoutError:
+                    error: KafkaError = ClientRequestTimeoutError(
+                        f"metadata for topic {t.name!r} not received within {limit}s"
+                    )
+                except KafkaError as exc:
+                    error = exc
                 self._last_error = error
-                if (
-                    due_now
-                    or empty
-                    or unreachable(error)
-                    or isinstance(error, ClientRequestTimeoutError)
-                ):
+                if unreachable(error) or isinstance(error, ClientRequestTimeoutError):
                     # A metadata request writes nothing: waiting for a broker is safe.
-                    if self._spill is not None and not empty:
-                        # (A topic without partitions says nothing of the others.)
+                    if self._spill is not None:
                         self._spill.kafka_ok = False
                     now = anyio.current_time()
                     self._note_waiting(now, now - marks[0][0], error)
                     self._expire_waiting(t, marks, now, error)
-                    if empty and not t.values:
-                        return  # the next records start another fetch (_drain)
                     marks.append((now, t.taken + len(t.values)))
-                    delay = max(
-                        STALL_BACKOFF_MIN,
-                        min(
-                            self._backoff * (1 << min(stalls, 16)),
-                            max(STALL_BACKOFF_CAP, self._backoff),
-                        ),
+                    delay = min(
+                        self._backoff * (1 << min(stalls, 16)),
+                        max(STALL_BACKOFF_CAP, self._backoff),
                     )
                     stalls += 1
                     due = marks[0][0] + self._delivery_timeout - now
