@@ -674,6 +674,9 @@ class KafkaClient:
         if (
             cached is not None
             and not cached.error_code
+            # (A topic listed without partitions is asked for again: its partitions
+            # are what the caller waits for.)
+            and cached.partitions
             and fetched is not None
             and time.monotonic() - fetched < self.options.metadata_max_age
         ):

@@ -818,9 +818,9 @@ class Sender(ProducerState):
     async def _fetch_topic(self, t: TopicBuffer) -> None:
         """Get a topic's metadata for its first records (retried, then reported).
 
-        While no broker answers at all, the records wait (reported once
-        delivery_timeout has passed since they were handed over) and the tries do
-        not count against max_retry.
+        While no broker answers at all, or the metadata lists the topic without
+        partitions, the records wait (reported once delivery_timeout has passed
+        since they were handed over) and the tries do not count against max_retry.
         """
         attempt = 0
         stalls = 0
@@ -830,28 +830,44 @@ class Sender(ProducerState):
         marks: list[tuple[float, int]] = [(anyio.current_time(), t.taken + len(t.values))]
         try:
             while True:
+                empty = False
+                error: KafkaError
                 try:
                     with anyio.fail_after(limit):
-                        await self._client.fetch_metadata(t.name)
-                    return
+                        meta = await self._client.fetch_metadata(t.name)
+                    if meta.partitions:
+                        return
+                    # Listed with no partitions and no error (a topic being made, an
+                    # odd broker): _drain cannot place the records and would start
+                    # another fetch at once, for ever.  They wait as for a broker.
+                    empty = True
+                    error = LeaderNotAvailableError(
+                        f"the metadata of topic {t.name!r} lists no partitions"
+                    )
                 except TimeoutError:
-                    error: KafkaError = ClientRequestTimeoutError(
+                    error = ClientRequestTimeoutError(
                         f"metadata for topic {t.name!r} not received within {limit}s"
                     )
                 except KafkaError as exc:
                     error = exc
                 self._last_error = error
-                if unreachable(error) or isinstance(error, ClientRequestTimeoutError):
+                if empty or unreachable(error) or isinstance(error, ClientRequestTimeoutError):
                     # A metadata request writes nothing: waiting for a broker is safe.
-                    if self._spill is not None:
+                    if self._spill is not None and not empty:
+                        # (A topic without partitions says nothing of the others.)
                         self._spill.kafka_ok = False
                     now = anyio.current_time()
                     self._note_waiting(now, now - marks[0][0], error)
                     self._expire_waiting(t, marks, now, error)
+                    if empty and not t.values:
+                        return  # the next records start another fetch (_drain)
                     marks.append((now, t.taken + len(t.values)))
-                    delay = min(
-                        self._backoff * (1 << min(stalls, 16)),
-                        max(STALL_BACKOFF_CAP, self._backoff),
+                    delay = max(
+                        STALL_BACKOFF_MIN,
+                        min(
+                            self._backoff * (1 << min(stalls, 16)),
+                            max(STALL_BACKOFF_CAP, self._backoff),
+                        ),
                     )
                     stalls += 1
                     due = marks[0][0] + self._delivery_timeout - now
