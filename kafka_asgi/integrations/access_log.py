@@ -195,6 +195,10 @@ class AccessLogMiddleware(AccessLogOptions):
         finally:
             now = _perf_ns()
             end = finished or now
+            if scope["method"] == "HEAD":
+                # The server sends the headers only (RFC 9110, section 9.3.2); nginx's
+                # $body_bytes_sent is 0 for it too.
+                response_bytes = 0
             duration = end - start
             # The wall clock at the response's end: the app may work on after its last
             # chunk (Starlette's background tasks run inside the app call).
@@ -355,10 +359,12 @@ class AccessLogMiddleware(AccessLogOptions):
                 if rid_header is not None:
                     message = _with_header(message, rid_header)
             elif kind == "websocket.close":
-                if close_code is None:
-                    close_code = message.get("code", 1000)
                 if not status:
+                    # Before accept: the server refuses the handshake with HTTP 403;
+                    # no WebSocket was open, no close frame carries a code.
                     status = 403
+                elif close_code is None:
+                    close_code = message.get("code", 1000)
             elif kind == "websocket.http.response.start":
                 status = message["status"]
             await send(message)

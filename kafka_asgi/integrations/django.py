@@ -331,6 +331,9 @@ class AccessLogMiddleware:
 
     def _emit(self, request: Any, status: int, start: float, response_bytes: int) -> None:
         finished = time.perf_counter()
+        if request.method == "HEAD":
+            # The server sends the headers only (RFC 9110, section 9.3.2).
+            response_bytes = 0
         logger: DjangoEventLogger = request.kafka
         route = logger.route
         logger.release(route)  # logger.finish(), its route at hand

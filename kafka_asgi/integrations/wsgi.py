@@ -392,6 +392,10 @@ class AccessLogMiddleware(AccessLogOptions):
         path = _request_path(environ)
         ua = environ.get("HTTP_USER_AGENT")
         status = exchange.status or 500
+        method = environ.get("REQUEST_METHOD", "GET")
+        # A HEAD response's body (or its Content-Length) is not sent (RFC 9110,
+        # section 9.3.2): none counted, as nginx's $body_bytes_sent.
+        response_bytes = 0 if method == "HEAD" else exchange.response_bytes
         send = logger.send
         trace = logger.trace
         if self._template is not None:
@@ -399,13 +403,13 @@ class AccessLogMiddleware(AccessLogOptions):
             # cheaper here (cachegrind), unlike in the ASGI middleware.
             try:
                 value = self.default_event(
-                    environ.get("REQUEST_METHOD", "GET"),
+                    method,
                     environ.get("wsgi.url_scheme", "http"),
                     path,
                     logger.route,
                     environ.get("QUERY_STRING", ""),
                     status,
-                    exchange.response_bytes,
+                    response_bytes,
                     exchange.request_bytes,
                     duration / 1e6,
                     client,
@@ -426,13 +430,13 @@ class AccessLogMiddleware(AccessLogOptions):
         event = access_log_event(
             timestamp=_time_ns() // 1_000_000,
             type="http",
-            method=environ.get("REQUEST_METHOD", "GET"),
+            method=method,
             scheme=environ.get("wsgi.url_scheme", "http"),
             path=path,
             route=logger.route,
             query=environ.get("QUERY_STRING", ""),
             status=status,
-            response_bytes=exchange.response_bytes,
+            response_bytes=response_bytes,
             request_bytes=exchange.request_bytes,
             duration_ms=duration / 1e6,
             client=client,

@@ -338,7 +338,23 @@ async def test_starlette_http_and_websocket_sessions(
     assert events.json_values("ws-events") == [
         {"request_id": "ws-1", "route": "/ws/{room}", "hello": True}
     ]
-    assert refused["status"] == 403 and refused["close_code"] == 1000
+    # Refused before accept: an HTTP 403, no WebSocket and no close code.
+    assert refused["status"] == 403 and refused["close_code"] is None
+
+
+async def test_head_response_counts_no_body_bytes(
+    anyio_backend: str, events: InMemoryProducer
+) -> None:
+    # The app answers HEAD as GET (Starlette does); the server sends the headers only,
+    # so the event counts no body, as nginx's $body_bytes_sent does.
+    async with client(starlette_app()) as c:
+        got = await c.get("/pages/about")
+        head = await c.head("/pages/about")
+    assert got.content == b"hello" and head.status_code == 200
+    get_event, head_event, *_ = events.json_values("access")
+    assert get_event["method"] == "GET" and get_event["response_bytes"] == 5
+    assert head_event["method"] == "HEAD" and head_event["response_bytes"] == 0
+    assert head_event["status"] == 200
 
 
 async def test_websocket_closed_by_the_client(anyio_backend: str, events: InMemoryProducer) -> None:

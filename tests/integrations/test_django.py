@@ -164,6 +164,31 @@ async def test_asgi_application_runs_the_lifespan(anyio_backend: str) -> None:
     assert "default" not in kdjango._background  # the lifespan's producer was used
 
 
+@pytest.mark.parametrize("fields", [None, list(ACCESS_LOG_FIELDS)])
+def test_head_response_counts_no_body_bytes(fields: list[str] | None) -> None:
+    # Django answers HEAD with GET's view (and Content-Length); the server sends the
+    # headers only, so the event counts no body, on the template and general paths.
+    producer = InMemoryProducer()
+    conf = {
+        "PRODUCER_FACTORY": lambda: producer,
+        "ACCESS_LOG": {"topic": "access", "fields": fields},
+    }
+    try:
+        with override_settings(KAFKA_ASGI=conf):
+            c = Client()
+            got = c.get("/items/5")
+            head = c.head("/items/5")
+            producer.wait_for_sync(2, topic="access")
+    finally:
+        bg = kdjango._background.pop("default", None)
+        if bg is not None:
+            bg.stop()
+    assert got.status_code == head.status_code == 200 and len(got.content) > 0
+    get_event, head_event = producer.json_values("access")
+    assert get_event["response_bytes"] == len(got.content)
+    assert head_event["method"] == "HEAD" and head_event["response_bytes"] == 0
+
+
 def test_access_log_can_be_disabled(bg_producer: InMemoryProducer) -> None:
     conf = {"PRODUCER_FACTORY": lambda: bg_producer, "ACCESS_LOG": None}
     with override_settings(KAFKA_ASGI=conf):

@@ -46,6 +46,19 @@ def test_event_fields_request_id_and_forwarded_for() -> None:
     assert second["request_id"] == r.headers["x-request-id"] and len(second["request_id"]) == 32
 
 
+@pytest.mark.parametrize("fields", [None, list(ACCESS_LOG_FIELDS)])
+def test_head_response_counts_no_body_bytes(fields: list[str] | None) -> None:
+    # The app answers HEAD as GET; the server sends the headers only (gunicorn drops
+    # the body), so the event counts none, on the template and general paths.
+    producer = InMemoryProducer()
+    app = AccessLogMiddleware(hello, topic="acc", producer=producer, fields=fields)
+    assert Client(app).get("/").status_code == 200
+    assert Client(app).head("/").status_code == 200
+    get_event, head_event = producer.json_values("acc")
+    assert get_event["response_bytes"] == len(b"hello ")
+    assert head_event["method"] == "HEAD" and head_event["response_bytes"] == 0
+
+
 def test_streaming_body_is_logged_at_close() -> None:
     producer = InMemoryProducer()
     chunks_sent: list[int] = []
