@@ -248,6 +248,14 @@ def _http_version(request: Any) -> str | None:
     return None
 
 
+class _Options(AccessLogOptions):
+    """The Django middleware's access-log options, which count its events: labelled
+    as the middleware in the access-log metrics (not "AccessLogOptions"; not the ASGI
+    middleware's "AccessLogMiddleware" either, as a Django ASGI app may have both)."""
+
+    metrics_kind = "DjangoAccessLogMiddleware"
+
+
 class AccessLogMiddleware:
     """Django middleware: ``request.kafka`` for views, and one access-log event per
     response (after the last chunk of a streaming response).
@@ -267,7 +275,7 @@ class AccessLogMiddleware:
         options = dict(self.conf.access_log or _ACCESS_LOG_DEFAULT)
         options.setdefault("cluster", self.conf.cluster)
         try:
-            self.access_log = AccessLogOptions(**options)
+            self.access_log = _Options(**options)
         except (TypeError, ValueError) as exc:
             raise ImproperlyConfigured(f"settings.KAFKA_ASGI['ACCESS_LOG']: {exc}") from exc
         self.enabled = self.conf.access_log is not None

@@ -91,7 +91,10 @@ def track_middleware(middleware: CountingMiddleware) -> None:
     values = vars(middleware)
     if _HOLDER in values:
         return
-    counts = _Counts(type(middleware).__name__, values)
+    # The class name, unless the class names another (Django's middleware keeps its
+    # counts on an AccessLogOptions of its own).
+    kind = getattr(type(middleware), "metrics_kind", None) or type(middleware).__name__
+    counts = _Counts(kind, values)
     values[_HOLDER] = counts
     weakref.finalize(middleware, _retire, weakref.ref(counts)).atexit = False
     with _lock:
@@ -100,7 +103,8 @@ def track_middleware(middleware: CountingMiddleware) -> None:
 
 def middleware_totals() -> dict[str, dict[str, int]]:
     """``{kind: {"emitted": n, "dropped": n, "sampled_out": n}}`` summed over the
-    middlewares of each kind (``kind`` is the class name, e.g. AccessLogMiddleware)
+    middlewares of each kind (``kind`` is the class name, e.g. AccessLogMiddleware,
+    or its ``metrics_kind``: DjangoAccessLogMiddleware)
     made in this process, live or not."""
     with _lock:
         while _retiring:

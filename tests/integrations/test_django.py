@@ -14,6 +14,7 @@ from django.test import AsyncClient, Client, override_settings
 from kafka_asgi.django import KafkaMiddleware, get_asgi_application, kafka_settings
 from kafka_asgi.integrations import django as kdjango
 from kafka_asgi.integrations.access_log_event import ACCESS_LOG_FIELDS
+from kafka_asgi.integrations.middleware_stats import middleware_totals
 from kafka_asgi.integrations.testing import InMemoryProducer, capture_events
 from tests.integrations import django_testapp  # noqa: F401 - configures Django first
 from tests.support.asgi import run_lifespan
@@ -187,6 +188,17 @@ def test_head_response_counts_no_body_bytes(fields: list[str] | None) -> None:
     get_event, head_event = producer.json_values("access")
     assert get_event["response_bytes"] == len(got.content)
     assert head_event["method"] == "HEAD" and head_event["response_bytes"] == 0
+
+
+def test_events_are_counted_under_the_middlewares_name(bg_producer: InMemoryProducer) -> None:
+    # In the access-log metrics (Prometheus's and OpenTelemetry's "middleware" label).
+    def emitted(kind: str) -> int:
+        return middleware_totals().get(kind, {}).get("emitted", 0)
+
+    before = emitted("DjangoAccessLogMiddleware")
+    Client().get("/items/5")
+    bg_producer.wait_for_sync(1, topic="access")
+    assert emitted("DjangoAccessLogMiddleware") == before + 1
 
 
 def test_access_log_can_be_disabled(bg_producer: InMemoryProducer) -> None:
