@@ -815,6 +815,38 @@ class Sender(ProducerState):
             error,
         )
 
+    async def _expire_while_fetching(
+        self, t: TopicBuffer, marks: list[tuple[float, int]], stop: anyio.Event
+    ) -> None:
+        """Report the records of ``t`` whose delivery_timeout passes while a metadata
+        request for it waits, until ``stop`` is set (the request ended); the marks
+        (see _expire_waiting) gain one at least every second or tenth of
+        delivery_timeout, so records that came meanwhile are reported that much
+        after their own delivery_timeout at most, never before it."""
+        tick = max(STALL_BACKOFF_MIN, min(1.0, self._delivery_timeout / 10))
+        asked = anyio.current_time()
+        try:
+            while True:
+                wait = tick
+                if marks:
+                    wait = min(wait, marks[0][0] + self._delivery_timeout - anyio.current_time())
+                with anyio.move_on_after(max(STALL_BACKOFF_MIN, wait)):
+                    await stop.wait()
+                # (Nothing awaited from here on: once the request has ended, the
+                # marks are _fetch_topic's alone.)
+                if stop.is_set():
+                    return
+                now = anyio.current_time()
+                error = ClientRequestTimeoutError(
+                    f"no answer yet to the request made {now - asked:.3g}s ago"
+                )
+                self._expire_waiting(t, marks, now, error)
+                marks.append((now, t.taken + len(t.values)))
+        except anyio.get_cancelled_exc_class() as exc:
+            if not self._stray_cancellation(exc, f"the expiry of topic {t.name!r}'s records"):
+                raise
+            # The request's own end reports them (_fetch_topic).
+
     async def _fetch_topic(self, t: TopicBuffer) -> None:
         """Get a topic's metadata for its first records (retried, then reported).
 
@@ -832,9 +864,18 @@ class Sender(ProducerState):
             while True:
                 empty = False
                 error: KafkaError
+                # An unanswered request ends at ``limit`` (twice request_timeout, which
+                # may be longer than delivery_timeout): the records whose
+                # delivery_timeout passes meanwhile are reported as it does.
+                stop = anyio.Event()
+                if self._tg is not None:
+                    self._tg.start_soon(self._expire_while_fetching, t, marks, stop)
                 try:
-                    with anyio.fail_after(limit):
-                        meta = await self._client.fetch_metadata(t.name)
+                    try:
+                        with anyio.fail_after(limit):
+                            meta = await self._client.fetch_metadata(t.name)
+                    finally:
+                        stop.set()
                     if meta.partitions:
                         return
                     # Listed with no partitions and no error (a topic being made, an

@@ -1,7 +1,7 @@
 """delivery_timeout bounds every wait of a record, and close reports before returning.
 
-Faults found by review, each reproduced against the in-memory FakeClient: an
-InitProducerId request never answered, a retriable error answered again and again (the
+Faults found by review, each reproduced against the in-memory FakeClient: a
+metadata or InitProducerId request never answered, a retriable error answered again and again (the
 retries outlasting delivery_timeout), and flush() or a second aclose() racing the
 aclose() that reports the records.
 """
@@ -46,13 +46,10 @@ async def _first_report(reports: Reports, within: float) -> float:
     return anyio.current_time() - start
 
 
-# ------------------------------------------------------- a topic without partitions
-
-
 # ---------------------------------------------------- requests that are never answered
 
 
-@pytest.mark.parametrize("unanswered", ["InitProducerId"])
+@pytest.mark.parametrize("unanswered", ["Metadata", "InitProducerId"])
 async def test_an_unanswered_request_reports_records_within_delivery_timeout(
     unanswered: str,
 ) -> None:
@@ -82,6 +79,8 @@ async def test_an_unanswered_request_reports_records_within_delivery_timeout(
         assert isinstance(error, DeliveryTimeoutError), error
         assert [r[1] for r in records] == [b"a"]
         assert waited < DELIVERY_TIMEOUT + scaled(LATE)
+        if not idempotent:
+            assert "metadata for topic 't' not received" in str(error)
 
         # The broker answers again: the next records go.
         fake.hold.set()
@@ -91,6 +90,42 @@ async def test_an_unanswered_request_reports_records_within_delivery_timeout(
     assert [r.value for r in fake.records("t", 0)] == [b"b"]
     assert _reported(reports, b"a") == 1
     assert _reported(reports, b"b") == 1
+
+
+async def test_records_sent_during_an_unanswered_metadata_request_get_their_own_deadline() -> None:
+    # Reported as their own delivery_timeout passes, not with the first records, nor
+    # before it.
+    fake = FakeClient()
+    fake.add_topic("t", 1)
+    fake.hold = anyio.Event()
+    reported: dict[bytes, float] = {}
+
+    def note(topic: str, partition: int, records: list[Any], error: Any, retriable: bool) -> None:
+        assert isinstance(error, DeliveryTimeoutError), error
+        for record in records:
+            reported[record[1]] = anyio.current_time()
+
+    producer = make(
+        fake,
+        None,
+        error_handle=note,
+        delivery_timeout=DELIVERY_TIMEOUT,
+        close_timeout=CLOSE_TIMEOUT,
+        request_timeout=2.0,
+        flush_time=0.05,
+        enable_idempotence=False,
+    )
+    async with producer:
+        start = anyio.current_time()
+        producer.send_nowait("t", b"a")
+        await anyio.sleep(0.3)
+        sent_b = anyio.current_time()
+        producer.send_nowait("t", b"b")
+        assert await eventually(lambda: b"b" in reported, 3.0, interval=0.01)
+        assert DELIVERY_TIMEOUT <= reported[b"a"] - start < DELIVERY_TIMEOUT + scaled(LATE)
+        assert DELIVERY_TIMEOUT <= reported[b"b"] - sent_b < DELIVERY_TIMEOUT + scaled(LATE)
+        assert fake.fetches == 1  # one request, still unanswered
+        fake.hold.set()
 
 
 # ------------------------------------------------- retries bounded by delivery_timeout
