@@ -32,11 +32,14 @@ import json
 import logging
 import math
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, Union
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 import anyio.to_thread
 
 from kafka_asgi.network.errors import AuthenticationError
@@ -256,6 +259,21 @@ def _coerce(result: object, extensions: Mapping[str, str]) -> OAuthBearerToken:
     )
 
 
+def _late(limit: float) -> str:
+    return f"OAUTHBEARER: the token provider gave no token within {limit}s"
+
+
+class _Fetch:
+    """One provider call, shared by the callers waiting for it: its outcome."""
+
+    __slots__ = ("done", "error", "token")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.token: OAuthBearerToken | None = None
+        self.error: AuthenticationError | None = None
+
+
 class OAuthBearerCredentials:
     """A token provider with the cache in front of it, shared by a client's connections."""
 
@@ -294,7 +312,7 @@ class OAuthBearerCredentials:
         self._extensions = check_extensions(extensions)
         self._token: OAuthBearerToken | None = None
         self._refresh_at = 0.0
-        self._fetching: anyio.Event | None = None
+        self._fetching: _Fetch | None = None
         self._error: AuthenticationError | None = None
         self._retry_at = 0.0
         self._retry_delay = _RETRY_FIRST
@@ -317,33 +335,64 @@ class OAuthBearerCredentials:
         Raises AuthenticationError when the provider fails (or takes longer than
         ``limit`` seconds) and no unexpired token is cached. A failure is remembered
         for a short, growing while, so many connections do not storm the provider.
+
+        The provider call is shared by every caller waiting for a token, and it runs
+        to its end (or its own ``limit``) even when the caller that started it leaves
+        early, cancelled by its own deadline: a slow provider behind callers with
+        short deadlines still delivers its token, to the next caller, instead of
+        being asked again and cut short each time.
         """
-        while True:
-            now = time.time()
-            cached = self._token
-            if cached is not None and now < self._refresh_at:
-                return cached
-            if self._fetching is None:
-                break
-            with anyio.move_on_after(limit):
-                await self._fetching.wait()
-            if self._fetching is not None:
-                raise AuthenticationError(
-                    f"OAUTHBEARER: no token from the provider within {limit}s"
-                )
-        if self._error is not None and now < self._retry_at:
-            return self._fallback(self._error)
-        self._fetching = anyio.Event()
+        now = time.time()
+        cached = self._token
+        if cached is not None and now < self._refresh_at:
+            return cached
+        fetch = self._fetching
+        if fetch is None:
+            if self._error is not None and now < self._retry_at:
+                return self._fallback(self._error)
+            fetch = self._fetching = _Fetch()
+            self._start(fetch, limit)
+        with anyio.move_on_after(limit):
+            await fetch.done.wait()
+        if fetch.error is not None:
+            return self._fallback(fetch.error)
+        if fetch.token is None:
+            # Still running: it goes on, for whoever asks next.
+            raise AuthenticationError(_late(limit))
+        return fetch.token
+
+    def _start(self, fetch: _Fetch, limit: float) -> None:
+        """Run the provider call as a task of the event loop that no caller's cancel
+        scope reaches: a daemon thread hands it to the loop (its token) and waits."""
+        loop = anyio.lowlevel.current_token()
+
+        def hand_over() -> None:
+            try:
+                anyio.from_thread.run(self._fetch_now, fetch, limit, token=loop)
+            except BaseException:  # the event loop ended first: nobody waits
+                pass
+
+        try:
+            threading.Thread(target=hand_over, name="kafka-asgi-oauth-token", daemon=True).start()
+        except RuntimeError as exc:  # no thread could be started
+            self._finish(fetch, AuthenticationError(f"OAUTHBEARER: cannot ask the provider: {exc}"))
+
+    async def _fetch_now(self, fetch: _Fetch, limit: float) -> None:
+        """The provider call and its outcome, kept for every caller (never raises)."""
         try:
             fresh = await self._call(limit)
         except AuthenticationError as exc:
-            self._error = exc
-            self._retry_at = time.time() + self._retry_delay
-            self._retry_delay = min(self._retry_delay * 2, _RETRY_MAX)
-            return self._fallback(exc)
-        finally:
-            event, self._fetching = self._fetching, None
-            event.set()
+            self._finish(fetch, exc)
+            return
+        except anyio.get_cancelled_exc_class():
+            # The event loop is shutting down: nobody is left to wait.
+            self._finish(fetch, AuthenticationError("OAUTHBEARER: the event loop ended"))
+            return
+        except Exception as exc:  # a bug of ours: reported to the callers, not lost
+            self._finish(
+                fetch, AuthenticationError(f"OAUTHBEARER: the token fetch failed: {exc!r}")
+            )
+            return
         self._error = None
         self._retry_delay = _RETRY_FIRST
         fetched = time.time()
@@ -355,7 +404,18 @@ class OAuthBearerCredentials:
             "OAUTHBEARER: new token from the provider, valid for %.1fs",
             fresh.expires_at - fetched,
         )
-        return fresh
+        fetch.token = fresh
+        self._fetching = None
+        fetch.done.set()
+
+    def _finish(self, fetch: _Fetch, error: AuthenticationError) -> None:
+        """A provider call that failed: remembered for a growing while (no storm)."""
+        self._error = error
+        self._retry_at = time.time() + self._retry_delay
+        self._retry_delay = min(self._retry_delay * 2, _RETRY_MAX)
+        fetch.error = error
+        self._fetching = None
+        fetch.done.set()
 
     def _fallback(self, error: AuthenticationError) -> OAuthBearerToken:
         """The cached token while it is still valid (a refresh that failed is retried
@@ -392,7 +452,7 @@ class OAuthBearerCredentials:
     async def _call(self, limit: float) -> OAuthBearerToken:
         self.provider_calls += 1
         answer: tuple[object, dict[str, str]] | None = None
-        late = f"OAUTHBEARER: the token provider gave no token within {limit}s"
+        late = _late(limit)
         # Only our own deadline is reported as one: a provider's own TimeoutError (a
         # socket timeout, asyncio.wait_for) is its failure, reported with its cause.
         with anyio.move_on_after(limit) as deadline:

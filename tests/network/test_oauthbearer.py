@@ -297,6 +297,135 @@ async def test_slow_provider_is_bounded(anyio_backend: str) -> None:
             await creds.token(0.2)
 
 
+@pytest.mark.parametrize("kind", ["async", "sync"])
+async def test_a_caller_leaving_early_does_not_cut_the_provider_call_short(
+    anyio_backend: str, kind: str
+) -> None:
+    """The user's own deadline around a call that connects (a consumer's fetch under
+    anyio.fail_after) cancels the caller, not the provider call it started: the next
+    caller gets that call's token, and the provider is not asked again."""
+    answered = 0
+
+    async def slow_async() -> tuple[str, float]:
+        nonlocal answered
+        await anyio.sleep(0.4)
+        answered += 1
+        return TOKEN, time.time() + 60
+
+    def slow_sync() -> tuple[str, float]:
+        nonlocal answered
+        time.sleep(0.4)
+        answered += 1
+        return TOKEN, time.time() + 60
+
+    creds = OAuthBearerCredentials(slow_async if kind == "async" else slow_sync)
+    started = time.monotonic()
+    with anyio.move_on_after(0.1) as user_deadline:
+        await creds.token(5)
+    assert user_deadline.cancelled_caught
+    with anyio.fail_after(5):
+        token = await creds.token(5)
+    assert token.value == TOKEN
+    assert creds.provider_calls == 1
+    assert answered == 1
+    # The first call's answer (at 0.4 s), not a second call's (0.5 s or later).
+    assert time.monotonic() - started < 0.5 + 0.3
+
+
+async def test_short_deadlines_behind_a_slow_provider_still_get_a_token(
+    anyio_backend: str,
+) -> None:
+    """Callers retrying with a deadline shorter than the provider takes: each used to
+    start the call again and cancel it, so none ever got a token."""
+
+    async def slow() -> tuple[str, float]:
+        await anyio.sleep(0.5)
+        return TOKEN, time.time() + 60
+
+    creds = OAuthBearerCredentials(slow)
+    outcomes: list[str] = []
+    with anyio.fail_after(5):
+        while not outcomes or outcomes[-1] != TOKEN:
+            with anyio.move_on_after(0.2):
+                outcomes.append("late")
+                outcomes[-1] = (await creds.token(5)).value
+    assert outcomes[-1] == TOKEN
+    assert 2 <= len(outcomes) <= 4
+    assert creds.provider_calls == 1
+
+
+async def test_a_waiter_leaving_early_keeps_the_others_waiting(anyio_backend: str) -> None:
+    release = anyio.Event()
+
+    async def gated() -> tuple[str, float]:
+        await release.wait()
+        return TOKEN, time.time() + 60
+
+    creds = OAuthBearerCredentials(gated)
+    got: list[str] = []
+
+    async def patient() -> None:
+        got.append((await creds.token(5)).value)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(patient)
+        await anyio.sleep(0.05)
+        with anyio.move_on_after(0.05):
+            await creds.token(5)
+        release.set()
+    assert got == [TOKEN]
+    assert creds.provider_calls == 1
+
+
+async def test_a_provider_call_that_hangs_fails_for_every_waiter_at_its_limit(
+    anyio_backend: str,
+) -> None:
+    async def hangs() -> tuple[str, float]:
+        await anyio.sleep(30)
+        raise AssertionError("not reached")
+
+    creds = OAuthBearerCredentials(hangs)
+    errors: list[str] = []
+
+    async def waiter(limit: float) -> None:
+        with pytest.raises(AuthenticationError) as info:
+            await creds.token(limit)
+        errors.append(str(info.value))
+
+    started = time.monotonic()
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter, 0.2)
+            await anyio.sleep(0.05)
+            tg.start_soon(waiter, 2.0)  # shares the call: fails with it, at 0.2 s
+    assert time.monotonic() - started < 1.5
+    assert all("no token within 0.2s" in e for e in errors), errors
+    assert len(errors) == 2
+    assert creds.provider_calls == 1
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_the_event_loop_ending_during_a_provider_call_is_quiet(
+    backend: str, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    caplog.set_level(logging.DEBUG)
+
+    async def slow() -> tuple[str, float]:
+        await anyio.sleep(5)
+        return TOKEN, time.time() + 60
+
+    async def main() -> None:
+        creds = OAuthBearerCredentials(slow)
+        with anyio.move_on_after(0.1):
+            await creds.token(5)
+
+    started = time.monotonic()
+    anyio.run(main, backend=backend)
+    assert time.monotonic() - started < 3, "the loop waited for the provider call"
+    assert "unhandled exception" not in caplog.text.lower()
+    assert "Traceback" not in caplog.text + capsys.readouterr().err
+
+
 def test_credentials_repr_hides_the_token() -> None:
     creds = OAuthBearerCredentials(lambda: (TOKEN, time.time() + 60))
     assert "token=***" in repr(creds) and "function" in repr(creds)

@@ -14,6 +14,7 @@ import pytest
 
 from kafka_asgi import BasicConsumer, Producer
 from kafka_asgi.cluster.client import KafkaClient
+from kafka_asgi.consumer import LATEST
 from kafka_asgi.errors import AuthenticationError
 from tests.support.brokers import KafkaCluster, kafka_local
 from tests.support.oauth import (
@@ -167,6 +168,36 @@ async def test_refused_credentials_fail_fast_without_a_retry_storm(
     text = str(info.value) + caplog.text + repr(provider)
     secret_value = secret or idp.secret_for(client_id)
     assert secret_value not in text
+
+
+async def test_callers_with_short_deadlines_behind_a_slow_identity_provider_connect(
+    kafka: KafkaCluster, new_topic: Callable[..., str], anyio_backend: str
+) -> None:
+    """A consumer's calls under the user's own deadline (0.4 s) behind an identity
+    provider that takes a second: the first call is cut short by its deadline, the
+    token request it started goes on, and a later call connects with its token. The
+    identity provider is asked once."""
+    topic = new_topic(partitions=1)
+    client_id = new_client_id()
+    oidc = oidc_provider(kafka, client_id)
+
+    class SlowProvider:
+        async def token(self) -> Any:
+            await anyio.sleep(1.0)
+            return await oidc.token()
+
+    options = oauth_options(kafka, "oauth_plaintext", SlowProvider())
+    attempts = 0
+    end: int | None = None
+    async with BasicConsumer(address(kafka, "oauth_plaintext"), **options) as consumer:
+        with anyio.fail_after(scaled(10)):
+            while end is None:
+                attempts += 1
+                with anyio.move_on_after(0.4):
+                    end = await consumer.list_offset(topic, 0, LATEST)
+    assert end == 0
+    assert 2 <= attempts <= scaled(6)
+    assert token_requests(kafka, client_id) == 1
 
 
 async def test_the_broker_refuses_an_expired_token(kafka: KafkaCluster, anyio_backend: str) -> None:
