@@ -23,7 +23,7 @@ import anyio.abc
 
 from kafka_asgi.cluster.options import ClientOptions
 from kafka_asgi.network.connection import BrokerConnection
-from kafka_asgi.network.errors import ConnectError
+from kafka_asgi.network.errors import ConnectError, ConnectionClosedError
 from kafka_asgi.protocol.errors import KafkaError
 
 __all__ = ["BrokerPool", "BrokerPools", "PoolCounters", "backoff", "error_copy"]
@@ -63,6 +63,21 @@ class PoolCounters:
     connect_failures: int = 0
 
 
+_OPEN_MARGIN = 0.5
+"""Seconds a caller waits for a connection beyond the opening's own bounds."""
+
+
+class _Opening:
+    """A connection being opened, shared by the callers waiting for it: its outcome."""
+
+    __slots__ = ("conn", "done", "error")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.conn: BrokerConnection | None = None
+        self.error: KafkaError | None = None
+
+
 class BrokerPool:
     """The connections to one broker address: few, multiplexed, reaped when idle."""
 
@@ -81,7 +96,7 @@ class BrokerPool:
         self._counters = counters
         self._node_id: int | None = None
         self.connections: list[BrokerConnection] = []
-        self._open_lock = anyio.Lock()
+        self._opening: _Opening | None = None
         self.failures = 0
         self.last_error: KafkaError | None = None
         self.retry_at = 0.0
@@ -160,42 +175,73 @@ class BrokerPool:
         (the caller's, when shorter than the configured one) bounds the handshake of
         a new connection, and the wait for another caller's, with connect_timeout:
         a broker that accepts connections and answers nothing (a frozen process)
-        holds its caller no longer than its request would have."""
-        conn = self._pick()
-        if conn is not None:
-            return conn
+        holds its caller no longer than its request would have.
+
+        A new connection is opened in the client's task group, shared by every caller
+        that needs one meanwhile: a caller that leaves (its own deadline, its task
+        cancelled) does not cut the handshake short, so callers whose deadlines are
+        shorter than a slow handshake (TLS and SASL over a long round trip) get the
+        connection one of them started, instead of each starting over."""
         config = self.options.connection
         handshake = config.request_timeout
         if request_timeout is not None:
             handshake = min(handshake, request_timeout)
-        limit = config.connect_timeout + handshake
-        with anyio.move_on_after(limit) as scope:
-            await self._open_lock.acquire()
-        if scope.cancelled_caught:
-            raise ConnectError(f"{self.address}: timed out waiting for a connection")
-        try:
+        # An opening ends on its own by then (a token, the socket, the handshake: each
+        # bounded); the margin lets its own error, which names the cause, arrive.
+        deadline = anyio.current_time() + config.connect_timeout + 2 * handshake + _OPEN_MARGIN
+        while True:
             conn = self._pick()
             if conn is not None:
                 return conn
+            opening = self._opening
+            mine = opening is None
+            if opening is None:
+                busy = self._usable()
+                now = anyio.current_time()
+                if self.last_error is not None and now < self.retry_at:
+                    if busy:
+                        return min(busy, key=lambda c: c.in_flight)
+                    # A connection just failed: fail fast rather than storm the broker.
+                    raise error_copy(
+                        self.last_error,
+                        f"{self.address}: not retrying for {self.retry_at - now:.2f}s",
+                    )
+                opening = self._opening = _Opening()
+                self._task_group().start_soon(self._open_shared, opening, handshake)
+            with anyio.move_on_after(deadline - anyio.current_time()):
+                await opening.done.wait()
+            if not opening.done.is_set():
+                raise ConnectError(f"{self.address}: timed out waiting for a connection")
+            conn = opening.conn
+            if conn is not None:
+                if mine and conn.usable:
+                    return conn
+                # Another caller's: pick again (it, or a new one if it is full already).
+                continue
             busy = self._usable()
-            now = anyio.current_time()
-            if self.last_error is not None and now < self.retry_at:
-                if busy:
-                    return min(busy, key=lambda c: c.in_flight)
-                # A connection just failed: fail fast rather than storm the broker.
-                raise error_copy(
-                    self.last_error,
-                    f"{self.address}: not retrying for {self.retry_at - now:.2f}s",
-                )
-            try:
-                return await self._open(handshake)
-            except KafkaError:
-                if busy:
-                    # Could not add a connection; the busy ones still work.
-                    return min(busy, key=lambda c: c.in_flight)
-                raise
+            if busy:
+                # Could not add a connection; the busy ones still work.
+                return min(busy, key=lambda c: c.in_flight)
+            error = opening.error or ConnectError(f"{self.address}: the connection closed")
+            if not mine:
+                raise error_copy(error, self.address)
+            raise error
+
+    async def _open_shared(self, opening: _Opening, handshake_timeout: float) -> None:
+        """Open a connection for whoever waits on ``opening``; never raises into the
+        client's task group (its outcome is the waiters' to raise)."""
+        try:
+            opening.conn = await self._open(handshake_timeout)
+        except KafkaError as exc:
+            opening.error = exc
+        except Exception as exc:  # not ours to lose: the waiters report it
+            opening.error = ConnectError(f"{self.address}: connecting failed: {exc!r}")
+            opening.error.__cause__ = exc
         finally:
-            self._open_lock.release()
+            if opening.conn is None and opening.error is None:  # cancelled: the client closed
+                opening.error = ConnectionClosedError(f"{self.address}: the client closed")
+            self._opening = None
+            opening.done.set()
 
     async def _open(self, handshake_timeout: float) -> BrokerConnection:
         conn = BrokerConnection(self.host, self.port, self.options.connection, node_id=self.node_id)
