@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import anyio.abc
 import pytest
 
 import kafka_asgi.cluster.pool as pool_module
@@ -305,3 +307,58 @@ async def test_a_broker_that_moved_or_left_is_no_node_at_its_old_address(
         assert client.connection_count(2) == 0
         nodes = {c.address: c.node_id for c in cluster.connections}
         assert nodes == {"new:9092": 1, "old:9092": None, "b2:9092": None}
+
+
+# ------------------------------------------------- a peer that never answers (no broker)
+
+
+@asynccontextmanager
+async def silent_peer() -> AsyncIterator[tuple[str, list[int]]]:
+    """A TCP listener that accepts and never answers (a frozen broker's kernel): its
+    address and a one-item list counting the connections it accepted."""
+    accepted = [0]
+
+    async def hold(stream: anyio.abc.SocketStream) -> None:
+        accepted[0] += 1
+        async with stream:
+            await anyio.sleep_forever()
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, hold)
+        yield f"127.0.0.1:{port}", accepted
+        tg.cancel_scope.cancel()
+
+
+async def test_a_later_call_gets_the_outcome_of_the_connect_an_earlier_one_left(
+    anyio_backend: str,
+) -> None:
+    async with silent_peer() as (address, accepted):
+        async with KafkaClient(address, request_timeout=0.6, retry_backoff=5.0) as client:
+            started = anyio.current_time()
+            with anyio.move_on_after(0.1) as user_deadline:
+                await client.refresh([])
+            assert user_deadline.cancelled_caught
+            with anyio.fail_after(5), pytest.raises(KafkaError) as info:
+                await client.refresh([])
+            took = anyio.current_time() - started
+    # The handshake's own limit, counted from the first call: the connect it started
+    # went on, and the second call waited for it instead of opening another.
+    assert "no answer to the connection handshake within 0.6s" in str(info.value)
+    assert took < 0.6 + 0.5
+    assert accepted[0] == 1
+
+
+async def test_closing_the_client_during_a_connect_nobody_waits_for_is_quiet(
+    anyio_backend: str,
+) -> None:
+    async with silent_peer() as (address, accepted):
+        with anyio.fail_after(5):
+            started = anyio.current_time()
+            async with KafkaClient(address, request_timeout=30) as client:
+                with anyio.move_on_after(0.2):
+                    await client.refresh([])
+                assert accepted[0] == 1
+            # Closing cancels the connect that was left running, without an error.
+            assert anyio.current_time() - started < 2
