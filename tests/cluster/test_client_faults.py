@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
-import anyio.abc
 import pytest
 
 import kafka_asgi.cluster.pool as pool_module
@@ -24,6 +22,7 @@ from kafka_asgi.protocol.messages.metadata import (
     MetadataResponsePartition,
     MetadataResponseTopic,
 )
+from tests.support.tcp import silent_peer
 
 pytestmark = pytest.mark.anyio
 
@@ -310,25 +309,6 @@ async def test_a_broker_that_moved_or_left_is_no_node_at_its_old_address(
 
 
 # ------------------------------------------------- a peer that never answers (no broker)
-
-
-@asynccontextmanager
-async def silent_peer() -> AsyncIterator[tuple[str, list[int]]]:
-    """A TCP listener that accepts and never answers (a frozen broker's kernel): its
-    address and a one-item list counting the connections it accepted."""
-    accepted = [0]
-
-    async def hold(stream: anyio.abc.SocketStream) -> None:
-        accepted[0] += 1
-        async with stream:
-            await anyio.sleep_forever()
-
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    port = listener.extra(anyio.abc.SocketAttribute.local_port)
-    async with listener, anyio.create_task_group() as tg:
-        tg.start_soon(listener.serve, hold)
-        yield f"127.0.0.1:{port}", accepted
-        tg.cancel_scope.cancel()
 
 
 async def test_a_later_call_gets_the_outcome_of_the_connect_an_earlier_one_left(

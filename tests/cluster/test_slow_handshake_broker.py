@@ -4,52 +4,16 @@ caller short, not the connection it started opening."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 import anyio
-import anyio.abc
 import pytest
 
 from kafka_asgi.cluster.client import KafkaClient
 from tests.support.brokers import KafkaCluster
-from tests.support.listeners import client_options, host_port
+from tests.support.listeners import client_options
+from tests.support.tcp import slow_relay
 from tests.support.timing import scaled
 
 pytestmark = pytest.mark.broker
-
-
-@asynccontextmanager
-async def slow_relay(target: str, delay: float) -> AsyncIterator[tuple[str, list[int]]]:
-    """A TCP relay to ``target`` holding every chunk ``delay`` seconds, each way: a
-    round trip costs 2 x ``delay``. Yields its address and a one-item list counting
-    the connections it accepted."""
-    host, port = host_port(target)
-    accepted = [0]
-
-    async def pipe(src: anyio.abc.ByteStream, dst: anyio.abc.ByteStream) -> None:
-        try:
-            async for chunk in src:
-                await anyio.sleep(delay)
-                await dst.send(chunk)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            pass
-        finally:
-            await dst.aclose()
-
-    async def handle(client: anyio.abc.SocketStream) -> None:
-        accepted[0] += 1
-        async with client, await anyio.connect_tcp(host, port) as server:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(pipe, client, server)
-                tg.start_soon(pipe, server, client)
-
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    relay_port = listener.extra(anyio.abc.SocketAttribute.local_port)
-    async with listener, anyio.create_task_group() as tg:
-        tg.start_soon(listener.serve, handle)
-        yield f"127.0.0.1:{relay_port}", accepted
-        tg.cancel_scope.cancel()
 
 
 async def test_callers_with_deadlines_shorter_than_the_handshake_still_connect(
