@@ -224,7 +224,7 @@ class BrokerPool:
                 return min(busy, key=lambda c: c.in_flight)
             error = opening.error or ConnectError(f"{self.address}: the connection closed")
             if not mine:
-                raise error_copy(error, self.address)
+                raise error_copy(error, "the connect another call started failed")
             raise error
 
     async def _open_shared(self, opening: _Opening, handshake_timeout: float) -> None:

@@ -325,7 +325,12 @@ async def test_a_later_call_gets_the_outcome_of_the_connect_an_earlier_one_left(
             took = anyio.current_time() - started
     # The handshake's own limit, counted from the first call: the connect it started
     # went on, and the second call waited for it instead of opening another.
-    assert "no answer to the connection handshake within 0.6s" in str(info.value)
+    message = str(info.value)
+    assert "no answer to the connection handshake within 0.6s" in message
+    # The second call did not start that connect: it says so, and names the address once.
+    assert "the connect another call started failed: " in message
+    assert message.count(address) == 1, message
+    assert isinstance(info.value, ConnectError)
     assert took < 0.6 + 0.5
     assert accepted[0] == 1
 
