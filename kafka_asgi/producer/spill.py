@@ -11,7 +11,9 @@ Layout under ``spill_dir``::
 
 A producer creates its own directory and locks it, so two live processes never
 write one directory (it is made and locked under a name starting ``.making-``, then
-renamed: a directory another producer lists is locked already).  On open it also
+renamed: a directory another producer lists is locked already; one left behind by a
+process killed in between is removed by the next producer to open, a minute later
+at the earliest, once its lock is free).  On open it also
 tries the lock of every other directory: a lock it gets belongs to a dead producer,
 whose segments it adopts (keeping the lock, so no other live producer adopts them
 too) and replays before its own.  The dead producers' directories are replayed
@@ -75,6 +77,9 @@ _LOCK = "LOCK"
 # Prefix of a directory being made (see SpillStore.open); left behind (empty but for
 # its LOCK) only by a process killed between its mkdir and its rename.
 _MAKING = ".making-"
+# How old such a directory must be, unlocked, before a producer opening removes it: a
+# live producer holds one for the microseconds between its mkdir and its rename.
+_MAKING_GRACE = 60.0
 _SEG = ".seg"
 _ACK = ".ack"
 
@@ -199,6 +204,7 @@ class SpillStore:
             if self.closed:
                 raise OSError("the spill store is closed")
             self.root.mkdir(parents=True, exist_ok=True)
+            self._reclaim_making()
             aged = sorted(
                 (_age(d), d)
                 for d in self.root.iterdir()
@@ -226,6 +232,30 @@ class SpillStore:
             self.own = own
             for other in others:  # oldest first: their records go before newer ones
                 self._adopt(other)
+
+    def _reclaim_making(self) -> None:
+        """Remove the directories producers killed while making theirs left behind
+        (each holds at most a LOCK file): those older than a minute whose
+        lock nobody holds.  One that cannot be removed is left for the next open."""
+        limit = time.time() - _MAKING_GRACE
+        for making in self.root.glob(f"{_MAKING}*"):
+            try:
+                if not making.is_dir() or making.stat().st_mtime > limit:
+                    continue
+                try:
+                    fd = os.open(making / _LOCK, os.O_RDWR)
+                except FileNotFoundError:  # killed before it made the lock
+                    fd = None
+                if fd is not None:
+                    try:
+                        if not _flock(fd):
+                            continue  # its producer is alive (and stopped, or slow)
+                        (making / _LOCK).unlink(missing_ok=True)
+                    finally:
+                        os.close(fd)
+                making.rmdir()
+            except OSError:
+                continue  # renamed or removed meanwhile, or not empty: left alone
 
     def _adopt(self, directory: Path) -> None:
         try:

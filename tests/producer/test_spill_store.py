@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -100,6 +102,51 @@ def test_live_directory_is_never_shared(tmp_path: Path) -> None:
     assert len(_read_all(a)) == 3
     a.close()
     b.close()
+
+
+def _making(root: Path, name: str, *, lock: bool, age: float) -> Path:
+    """A directory as a producer killed between its mkdir and its rename leaves it."""
+    d = root / f".making-{name}"
+    d.mkdir(parents=True)
+    if lock:
+        (d / "LOCK").touch()
+    then = time.time() - age
+    os.utime(d, (then, then))
+    return d
+
+
+def test_directories_left_half_made_are_removed_once_stale_and_unlocked(
+    tmp_path: Path,
+) -> None:
+    stale_locked_file = _making(tmp_path, "g0000000001-11-aa", lock=True, age=3600)
+    stale_no_lock = _making(tmp_path, "g0000000001-12-bb", lock=False, age=3600)
+    fresh = _making(tmp_path, "g0000000001-13-cc", lock=True, age=0)
+    held = _making(tmp_path, "g0000000001-14-dd", lock=True, age=3600)
+    holder = os.open(held / "LOCK", os.O_RDWR)
+    fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)  # its producer, alive
+    os.utime(held, (time.time() - 3600,) * 2)
+    not_empty = _making(tmp_path, "g0000000001-15-ee", lock=True, age=3600)
+    (not_empty / "000000000001.seg").write_bytes(SEGMENT_HEADER)
+    os.utime(not_empty, (time.time() - 3600,) * 2)
+    try:
+        store = _store(tmp_path)
+        assert not stale_locked_file.exists()
+        assert not stale_no_lock.exists()
+        assert fresh.is_dir()  # may be a producer's, between its mkdir and its rename
+        assert held.is_dir()
+        assert (held / "LOCK").exists()
+        # Something not a producer's making put there: left alone, nothing read from it.
+        assert (not_empty / "000000000001.seg").exists()
+        assert store.adopted == []
+        assert store.own is not None and store.own.is_dir()
+        store.close()
+    finally:
+        os.close(holder)
+    # Released (its producer died holding it) and stale: the next open removes it.
+    again = _store(tmp_path)
+    assert not held.exists()
+    assert fresh.is_dir()
+    again.close()
 
 
 def test_dead_directory_is_adopted_once_and_acks_survive(tmp_path: Path) -> None:
