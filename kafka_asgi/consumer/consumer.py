@@ -44,12 +44,15 @@ from kafka_asgi.protocol.messages.list_offsets import (
     ListOffsetsResponse,
     ListOffsetsTopic,
 )
-from kafka_asgi.protocol.records import decode_batches
+from kafka_asgi.protocol.records import DecodedBatches, decode_batches
 
 __all__ = ["BasicConsumer"]
 
 DEFAULT_MAX_BYTES = 1 << 20
 DEFAULT_MAX_WAIT = 0.5
+# Records decoded from one Fetch response at most (decompressed): a compressed batch
+# may inflate a thousandfold, and a response of max_bytes holds many.
+DEFAULT_MAX_DECODED_BYTES = 64 << 20
 _MAX_WAIT_LIMIT = 600.0
 _INT32_MAX = (1 << 31) - 1
 _ZERO_UUID = uuid.UUID(int=0)
@@ -97,7 +100,10 @@ class BasicConsumer:
     ``async with BasicConsumer("127.0.0.1:9092") as consumer: ...``; takes the client
     options of :class:`~kafka_asgi.cluster.client.KafkaClient`, plus
     ``isolation_level`` ("read_uncommitted" or "read_committed": the latter leaves out
-    the records of aborted transactions and stops at the last stable offset).
+    the records of aborted transactions and stops at the last stable offset) and
+    ``max_decoded_bytes`` (the records one fetch response may decode to, decompressed:
+    the first batch always is, up to 256 MiB; the batches past the bound are left for
+    the next fetch, from ``next_offset``).
     """
 
     def __init__(
@@ -105,9 +111,11 @@ class BasicConsumer:
         bootstrap: Any,
         *,
         isolation_level: str | IsolationLevel = IsolationLevel.READ_UNCOMMITTED,
+        max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
         **options: Any,
     ) -> None:
         self._isolation = IsolationLevel.parse(isolation_level)
+        self._max_decoded = _check_int("max_decoded_bytes", max_decoded_bytes, 1, 1 << 62)
         self._client = KafkaClient(bootstrap, **options)
         self._request_timeout = self._client.options.connection.request_timeout
         self._retry_backoff = self._client.options.retry_backoff
@@ -343,6 +351,9 @@ class BasicConsumer:
                 for p in t.partitions:
                     found[p.partition_index] = p
         results: dict[int, FetchResult | KafkaError] = {}
+        # One budget for the whole response: the partitions after the one that spends
+        # it decode nothing this time (their next offset stays where it was).
+        budget = [self._max_decoded]
         for partition, offset in positions.items():
             data = found.get(partition)
             if data is None:
@@ -352,12 +363,19 @@ class BasicConsumer:
             elif data.error_code:
                 results[partition] = _partition_error(data.error_code, topic, partition)
             else:
-                results[partition] = self._result(topic, partition, offset, data)
+                results[partition] = self._result(topic, partition, offset, data, budget)
         return results
 
-    def _result(self, topic: str, partition: int, offset: int, data: PartitionData) -> FetchResult:
+    def _result(
+        self, topic: str, partition: int, offset: int, data: PartitionData, budget: list[int]
+    ) -> FetchResult:
         raw = data.records or b""
-        batches = decode_batches(raw)
+        if raw and budget[0] <= 0:
+            batches = DecodedBatches()
+            batches.limited = True
+        else:
+            batches = decode_batches(raw, max_total_size=budget[0])
+            budget[0] -= batches.size
         aborted = tuple(
             AbortedTransaction(t.producer_id, t.first_offset)
             for t in data.aborted_transactions or ()
@@ -370,7 +388,7 @@ class BasicConsumer:
             read_committed=self._isolation is IsolationLevel.READ_COMMITTED,
             aborted_transactions=aborted,
         )
-        if raw and not batches:
+        if raw and not batches and not batches.limited:
             # Since KIP-74 (Fetch v3) the broker returns the first batch whole even when
             # it exceeds max_bytes, so bytes without one complete batch cannot progress.
             raise ProtocolError(
@@ -386,7 +404,7 @@ class BasicConsumer:
             last_stable_offset=data.last_stable_offset,
             log_start_offset=data.log_start_offset,
             aborted_transactions=aborted,
-            truncated=batches.truncated,
+            truncated=batches.truncated or batches.limited,
         )
 
     async def fetch(

@@ -97,7 +97,9 @@ class FetchResult:
     """-1 when the broker did not report it."""
     aborted_transactions: tuple[AbortedTransaction, ...] = ()
     truncated: bool = False
-    """True when the response ended in a partial batch (cut at max_bytes), left out."""
+    """True when the response held records not returned: a partial batch at its end
+    (cut at max_bytes), or whole batches past the consumer's ``max_decoded_bytes``.
+    The next fetch from ``next_offset`` reads them."""
 
     @property
     def end_offset(self) -> int:

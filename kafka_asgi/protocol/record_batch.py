@@ -175,7 +175,13 @@ class DecodedBatches(list[RecordBatch]):
 
     ``truncated`` is True when the buffer ended in a partial batch, which was
     left out; ``remainder`` is the number of bytes of that partial batch.
+    ``limited`` is True when whole batches were left out because those decoded
+    reached the ``max_total_size`` asked of ``decode_batches``; ``size`` is the
+    bytes of records decoded (the records sections, decompressed; a legacy
+    message's keys and values).
     """
 
     truncated: bool = False
     remainder: int = 0
+    limited: bool = False
+    size: int = 0

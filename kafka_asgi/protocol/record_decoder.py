@@ -48,14 +48,23 @@ def decode_batches(
     *,
     verify_crc: bool = True,
     max_decompressed_size: int = MAX_DECOMPRESSED_SIZE,
+    max_total_size: int | None = None,
 ) -> DecodedBatches:
-    """Decode every complete batch in ``data`` (see the module docstring)."""
+    """Decode every complete batch in ``data`` (see the module docstring).
+
+    With ``max_total_size``, batches stop being decoded once those decoded hold that
+    many bytes of records (decompressed): the first batch always is, and the rest are
+    left out (``DecodedBatches.limited``), to be read from the next offset."""
     buf = data if isinstance(data, bytes) else bytes(data)
     result = DecodedBatches()
     pos = 0
     end = len(buf)
+    spent = [0]
     try:
         while pos < end:
+            if max_total_size is not None and spent[0] >= max_total_size and result:
+                result.limited = True
+                break
             if end - pos < LOG_OVERHEAD_SIZE:
                 result.truncated = True
                 result.remainder = end - pos
@@ -70,9 +79,13 @@ def decode_batches(
                 break
             magic = buf[pos + MAGIC_OFFSET]
             if magic == MAGIC_V2:
-                result.append(_decode_v2(buf, pos, batch_end, verify_crc, max_decompressed_size))
+                result.append(
+                    _decode_v2(buf, pos, batch_end, verify_crc, max_decompressed_size, spent)
+                )
             elif magic == 0 or magic == 1:
-                result.append(decode_legacy(buf, pos, batch_end, verify_crc, max_decompressed_size))
+                batch = decode_legacy(buf, pos, batch_end, verify_crc, max_decompressed_size)
+                spent[0] += sum(len(r.key or b"") + len(r.value or b"") for r in batch.records)
+                result.append(batch)
             else:
                 raise ProtocolError(f"record batch at byte {pos}: unknown magic {magic}")
             pos = batch_end
@@ -84,10 +97,15 @@ def decode_batches(
         raise ProtocolError(str(exc)) from exc
     except (IndexError, struct.error, ValueError, UnicodeDecodeError, OverflowError) as exc:
         raise ProtocolError(f"malformed record batch at byte {pos}: {exc}") from None
+    result.size = spent[0]
     return result
 
 
-def _decode_v2(buf: bytes, pos: int, end: int, verify_crc: bool, max_size: int) -> RecordBatch:
+def _decode_v2(
+    buf: bytes, pos: int, end: int, verify_crc: bool, max_size: int, spent: list[int]
+) -> RecordBatch:
+    """The batch in ``buf[pos:end]``; adds the size of its records section
+    (decompressed) to ``spent[0]``."""
     if end - pos < BATCH_OVERHEAD:
         raise ProtocolError(
             f"record batch at byte {pos}: length {end - pos - LOG_OVERHEAD_SIZE} too small"
@@ -125,6 +143,7 @@ def _decode_v2(buf: bytes, pos: int, end: int, verify_crc: bool, max_size: int) 
     else:
         body = buf
         body_end = end
+    spent[0] += body_end - start
     log_append = attributes & ATTR_TIMESTAMP_TYPE
     records = _decode_records(
         body, start, body_end, count, base_offset, max_ts if log_append else base_ts, not log_append

@@ -30,14 +30,18 @@ transactional=None) -> bytes``
     re-encoding its records: a retried batch must keep its sequence numbers
     (KIP-98), and a producer whose epoch was bumped must rewrite them.
 
-``decode_batches(data, *, verify_crc=True, max_decompressed_size=256 MiB) -> DecodedBatches``
+``decode_batches(data, *, verify_crc=True, max_decompressed_size=256 MiB,
+max_total_size=None) -> DecodedBatches``
     Decode every complete batch (magic 2) or legacy message (magic 0/1, one
     :class:`RecordBatch` per top-level message, a compressed wrapper holding its
     inner messages) in a buffer such as the ``records`` of a Fetch partition.
     A partial batch at the end (a Fetch response cut at ``max_bytes``) is not an
     error: it is left out and ``DecodedBatches.truncated`` is True.  Any
     malformed input raises :class:`ProtocolError`, and nothing else; so does a
-    compressed batch that would inflate beyond ``max_decompressed_size``.
+    compressed batch that would inflate beyond ``max_decompressed_size``.  With
+    ``max_total_size``, decoding stops before a batch once those decoded hold that
+    many bytes of records (decompressed; the first batch is always decoded), and
+    ``DecodedBatches.limited`` is True: a consumer's memory for one response.
 
 ``estimate_record_size(key, value, headers) -> int``
     An upper bound of the bytes one record adds to a batch (for batch sizing);

@@ -4,6 +4,7 @@ looked up) by another client: confluent-kafka (librdkafka)."""
 from __future__ import annotations
 
 import time
+import tracemalloc
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -551,3 +552,71 @@ async def test_stale_metadata_is_refreshed_and_the_fetch_retried(
         admin.delete_topics([topic], operation_timeout=30)[topic].result(timeout=30)
         with anyio.fail_after(30), pytest.raises(UnknownTopicOrPartitionError):
             await consumer.fetch(topic, 0, 0)
+
+
+MiB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def inflating(kafka: KafkaCluster) -> tuple[str, dict[int, list[bytes]]]:
+    """A two-partition topic of gzip batches of one 4 MiB record each, a few kB each
+    on the wire: a fetch of 1 MiB brings them all."""
+    topic = create_topic(kafka, partitions=2)
+    producer = Producer(
+        {
+            "bootstrap.servers": kafka.plaintext,
+            "compression.type": "gzip",
+            "message.max.bytes": 8 * MiB,
+            "linger.ms": 0,
+        }
+    )
+    values = {p: [bytes([16 * p + i + 1]) * (4 * MiB) for i in range(8)] for p in range(2)}
+    for p, vs in values.items():
+        for v in vs:  # one batch each
+            produce_all(producer, [{"topic": topic, "partition": p, "value": v}])
+    return topic, values
+
+
+async def _fetch_traced(consumer: BasicConsumer, topic: str) -> tuple[FetchResult, int]:
+    tracemalloc.start()
+    try:
+        result = await consumer.fetch(topic, 0, 0, max_wait=0.1)
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+async def test_a_fetch_of_inflating_batches_decodes_up_to_max_decoded_bytes(
+    kafka: KafkaCluster, inflating: tuple[str, dict[int, list[bytes]]], anyio_backend: str
+) -> None:
+    topic, values = inflating
+    async with BasicConsumer(kafka.plaintext) as consumer:  # 64 MiB: all of them
+        whole, whole_peak = await _fetch_traced(consumer, topic)
+    assert [r.value for r in whole.records] == values[0]
+    assert not whole.truncated and whole.next_offset == 8
+    assert whole_peak > 32 * MiB  # the measure sees the records decoded
+
+    async with BasicConsumer(kafka.plaintext, max_decoded_bytes=6 * MiB) as consumer:
+        part, peak = await _fetch_traced(consumer, topic)
+        # 4 MiB decoded is under the bound, 8 MiB is not: two batches, the rest left.
+        assert [r.offset for r in part.records] == [0, 1]
+        assert part.truncated and part.next_offset == 2
+        assert peak < 20 * MiB, f"peak {peak / MiB:.1f} MiB"
+        records, _ = await read_all(consumer, topic)
+    assert [r.value for r in records] == values[0]
+    assert [r.offset for r in records] == list(range(8))
+
+
+async def test_follow_shares_max_decoded_bytes_between_partitions_and_loses_nothing(
+    kafka: KafkaCluster, inflating: tuple[str, dict[int, list[bytes]]], anyio_backend: str
+) -> None:
+    topic, values = inflating
+    # Each response decodes one batch of the partition asked first; the other
+    # partition of the same broker decodes nothing that time and is asked again.
+    async with BasicConsumer(kafka.plaintext, max_decoded_bytes=1) as consumer:
+        with anyio.fail_after(scaled(60)):
+            records = [r async for r in consumer.follow(topic, stop_at_end=True)]
+    for p in range(2):
+        mine = [r for r in records if r.partition == p]
+        assert [r.offset for r in mine] == list(range(8))
+        assert [r.value for r in mine] == values[p]

@@ -67,3 +67,9 @@ async def test_the_largest_max_bytes_is_let_through(anyio_backend: str) -> None:
             with pytest.raises(KafkaError) as info:
                 await consumer.fetch("t", 0, 0, max_bytes=MAX_RECORDS_SIZE)
     assert not isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize("value", [0, -1, True, 1.5, "64MiB", None, 1 << 63])
+def test_a_bad_max_decoded_bytes_is_refused_at_construction(value: Any) -> None:
+    with pytest.raises(ValueError, match=rf"max_decoded_bytes .*got {value!r}"):
+        BasicConsumer(NOBODY, max_decoded_bytes=value)

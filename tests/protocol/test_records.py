@@ -720,3 +720,31 @@ def test_decompressed_size_bound(codec: Compression) -> None:
         decode_batches(data, max_decompressed_size=1_000_000)
     [batch] = decode_batches(data, max_decompressed_size=3_000_000)
     assert len(batch.records) == 20
+
+
+@pytest.mark.parametrize("codec", [Compression.NONE, *COMPRESSED])
+def test_decoding_stops_once_the_batches_decoded_reach_max_total_size(codec: Compression) -> None:
+    one = [(None, bytes(100_000), None, TS) for _ in range(3)]  # 300 kB of records each
+    data = b"".join(encode_batch(one, compression=codec, base_offset=3 * i) for i in range(4))
+    everything = decode_batches(data)
+    assert len(everything) == 4 and not everything.limited
+    assert 1_200_000 <= everything.size < 1_210_000
+
+    # Stops before the batch that starts past the bound: two batches to reach 500 kB.
+    part = decode_batches(data, max_total_size=500_000)
+    assert [b.base_offset for b in part] == [0, 3]
+    assert part.limited and not part.truncated
+    assert 600_000 <= part.size < 605_000
+    # The first batch always, whatever the bound: a fetch must move on.
+    first = decode_batches(data, max_total_size=1)
+    assert [b.base_offset for b in first] == [0] and first.limited
+    # A bound the batches do not reach leaves nothing out.
+    assert not decode_batches(data, max_total_size=1_210_000).limited
+
+
+def test_legacy_messages_count_their_keys_and_values_toward_max_total_size() -> None:
+    records = [(b"k", b"x" * 1000, TS + i) for i in range(6)]
+    data = _legacy(KpLegacyBuilder, 1, 0, records)
+    assert decode_batches(data).size == 6 * 1001
+    part = decode_batches(data, max_total_size=2500)
+    assert [b.base_offset for b in part] == [0, 1, 2] and part.limited
