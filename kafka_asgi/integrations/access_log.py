@@ -53,6 +53,15 @@ def _file_size(path: Any) -> int:
         return 0
 
 
+def _client_went_away(exc: BaseException) -> bool:
+    """Whether ``exc`` is Starlette's ``ClientDisconnect``: the request's body read after
+    the client had gone (``http.disconnect``), or a response's send failing on a closed
+    connection (ASGI 2.4 servers raise OSError there, and Starlette turns it into that)."""
+    requests = _modules.get("starlette.requests")
+    gone = getattr(requests, "ClientDisconnect", None)
+    return isinstance(gone, type) and isinstance(exc, gone)
+
+
 def _with_header(message: Message, header: tuple[bytes, bytes]) -> Message:
     """``message`` (a response start or a WebSocket accept) with ``header`` added, unless
     the app set that header itself (its own request id wins). A new message and a new
@@ -192,6 +201,13 @@ class AccessLogMiddleware(AccessLogOptions):
             request_bytes = 0
         try:
             await self.app(scope, receive, send_wrapper)
+        except Exception as exc:
+            if not response_bytes and _client_went_away(exc):
+                # Gone before any of the body was handed over (its start message may
+                # have failed to send): nginx's 499 (client closed request), not the
+                # 500 an app's own failure is logged as.
+                status = 499
+            raise
         finally:
             now = _perf_ns()
             end = finished or now
@@ -219,7 +235,8 @@ class AccessLogMiddleware(AccessLogOptions):
                     peer = scope.get("client")
                     client = peer[0] if peer else None
                 ua = headers.get(b"user-agent")
-                # An app that raised before starting a response gets a 500 from the server.
+                # An app that raised before starting a response gets a 500 from the server
+                # (a client gone meanwhile was set to 499 above).
                 status = status or 500
                 template = self._template
                 if template is not None:

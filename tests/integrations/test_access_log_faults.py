@@ -243,3 +243,144 @@ async def test_forwarded_client_addresses(
     await app(scope, body_of(2), discard)
     (event,) = producer.json_values("access-log")
     assert event["client"] == expected
+
+
+def _reading_starlette(log: list[str]) -> Any:
+    """A Starlette app whose POST reads the body, under the access log."""
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse, StreamingResponse
+    from starlette.routing import Route
+
+    async def upload(request: Request) -> PlainTextResponse:
+        try:
+            body = await request.body()
+        except Exception as exc:
+            log.append(type(exc).__name__)
+            raise
+        return PlainTextResponse(str(len(body)))
+
+    async def boom(request: Request) -> PlainTextResponse:
+        raise RuntimeError("the app's own failure")
+
+    class Chunks:
+        """Two chunks; no async generator, which a send failing midway would leave to
+        the collector to close."""
+
+        def __init__(self) -> None:
+            self.left = [b"first", b"second"]
+
+        def __aiter__(self) -> Chunks:
+            return self
+
+        async def __anext__(self) -> bytes:
+            if not self.left:
+                raise StopAsyncIteration
+            return self.left.pop(0)
+
+    async def stream(request: Request) -> StreamingResponse:
+        return StreamingResponse(Chunks())
+
+    return Starlette(
+        routes=[
+            Route("/upload", upload, methods=["POST"]),
+            Route("/boom", boom, methods=["POST"]),
+            Route("/stream", stream, methods=["POST"]),
+        ],
+        middleware=[Middleware(AccessLogMiddleware, topic="access")],
+    )
+
+
+def _gone_after(chunks: int) -> Any:
+    """A receive giving ``chunks`` parts of a body, then the client's disconnect."""
+    sent = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if sent < chunks:
+            sent += 1
+            return {"type": "http.request", "body": b"x" * 10, "more_body": True}
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
+def _failing_send(after: int) -> Any:
+    """The send of an ASGI 2.4 server whose client has gone: OSError after ``after``
+    messages."""
+    count = 0
+
+    async def send(message: Any) -> None:
+        nonlocal count
+        count += 1
+        if count > after:
+            raise OSError("the client closed the connection")
+
+    return send
+
+
+async def test_a_client_gone_before_the_response_is_logged_499_as_nginx_does(
+    anyio_backend: str, json_path: str, events: InMemoryProducer
+) -> None:
+    from starlette.requests import ClientDisconnect
+
+    log: list[str] = []
+    app = _reading_starlette(log)
+    scope = {**http_scope([(b"content-length", b"1000")]), "path": "/upload"}
+    with pytest.raises(ClientDisconnect):  # still raised, for the server
+        await app(scope, _gone_after(2), discard)
+    assert log == ["ClientDisconnect"]
+    # The app's own failure before answering stays the server's 500.
+    with pytest.raises(RuntimeError):
+        await app({**http_scope([]), "path": "/boom"}, body_of(4), discard)
+    # An ASGI 2.4 server's send failing on the start message: nothing was answered.
+    scope24 = {**http_scope([]), "path": "/stream", "asgi": {"spec_version": "2.4"}}
+    with pytest.raises(ClientDisconnect):
+        await app(scope24, body_of(4), _failing_send(0))
+    # Failing after the body began: the status the client got, and the bytes handed over.
+    with pytest.raises(ClientDisconnect):
+        await app(scope24, body_of(4), _failing_send(2))
+    upload, boom, at_start, midway = events.json_values("access")
+    assert (upload["status"], upload["path"], upload["response_bytes"]) == (499, "/upload", 0)
+    assert boom["status"] == 500
+    assert (at_start["status"], at_start["response_bytes"]) == (499, 0)
+    assert (midway["status"], midway["response_bytes"]) == (200, len(b"firstsecond"))
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # uvicorn runs on asyncio
+async def test_a_client_gone_mid_upload_under_uvicorn_is_logged_499(
+    anyio_backend: str, events: InMemoryProducer
+) -> None:
+    import uvicorn
+
+    from tests.support.ports import free_port
+    from tests.support.timing import eventually, scaled
+
+    log: list[str] = []
+    port = free_port()
+    config = uvicorn.Config(
+        _reading_starlette(log), host="127.0.0.1", port=port, lifespan="off", log_level="critical"
+    )
+    server = uvicorn.Server(config)
+    with anyio.fail_after(scaled(30)):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.serve)
+            assert await eventually(lambda: server.started, 10)
+            # A 1,000-byte upload of which 10 bytes come, then the client leaves.
+            stream = await anyio.connect_tcp("127.0.0.1", port)
+            await stream.send(
+                b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10
+            )
+            await anyio.sleep(0.2)  # the app is reading the body meanwhile
+            await stream.aclose()
+            assert await eventually(lambda: bool(events.json_values("access")), 10)
+            # A whole upload on a new connection: answered and logged as usual.
+            async with httpx.AsyncClient() as http:
+                r = await http.post(f"http://127.0.0.1:{port}/upload", content=b"y" * 1000)
+            assert r.text == "1000"
+            server.should_exit = True
+    gone, whole = events.json_values("access")
+    assert log == ["ClientDisconnect"]
+    assert (gone["status"], gone["request_bytes"], gone["response_bytes"]) == (499, 1000, 0)
+    assert (whole["status"], whole["response_bytes"]) == (200, 4)
