@@ -245,15 +245,12 @@ class SpillStore:
                 try:
                     fd = os.open(making / _LOCK, os.O_RDWR)
                 except FileNotFoundError:  # killed before it made the lock
-                    fd = None
-                if fd is not None:
-                    try:
-                        if not _flock(fd):
-                            continue  # its producer is alive (and stopped, or slow)
-                        (making / _LOCK).unlink(missing_ok=True)
-                    finally:
-                        os.close(fd)
-                making.rmdir()
+                    making.rmdir()
+                    continue
+                if not _flock(fd):
+                    os.close(fd)  # its producer is alive (and stopped, or slow)
+                    continue
+                self._remove_dir(making, fd)
             except OSError:
                 continue  # renamed or removed meanwhile, or not empty: left alone
 
