@@ -169,8 +169,11 @@ class AccessLogMiddleware(AccessLogOptions):
             return send(message)
 
         # Declared length when there is one (servers enforce it); otherwise the body is
-        # counted as it is read, which costs a wrapper per receive.
+        # counted as it is read. Either way receive is wrapped, to see an
+        # http.disconnect that comes before the response's start.
         declared = headers.get(b"content-length")
+        gone = False
+        inner_receive = receive
         if (
             declared is not None
             and declared.isdigit()
@@ -179,30 +182,38 @@ class AccessLogMiddleware(AccessLogOptions):
             and len(declared) < 19
             # RFC 9112, section 6.3: Transfer-Encoding overrides Content-Length.
             and b"transfer-encoding" not in headers
-        ):
-            request_bytes = int(declared)
-        elif (
+        ) or not (
             declared is not None
             or b"transfer-encoding" in headers
             or scope.get("http_version") in _NO_TRANSFER_ENCODING
         ):
+            request_bytes = int(declared) if declared is not None else 0
+
+            async def receive_watching() -> Message:
+                nonlocal gone
+                message = await inner_receive()
+                if message["type"] == "http.disconnect" and not status:
+                    gone = True
+                return message
+
+            receive = receive_watching
+        else:
             request_bytes = 0
-            inner_receive = receive
 
             async def receive_counting() -> Message:
-                nonlocal request_bytes
+                nonlocal request_bytes, gone
                 message = await inner_receive()
                 if message["type"] == "http.request":
                     request_bytes += len(message.get("body", b""))
+                elif message["type"] == "http.disconnect" and not status:
+                    gone = True
                 return message
 
             receive = receive_counting
-        else:
-            request_bytes = 0
         try:
             await self.app(scope, receive, send_wrapper)
         except Exception as exc:
-            if not response_bytes and _client_went_away(exc):
+            if not response_bytes and (gone or _client_went_away(exc)):
                 # Gone before any of the body was handed over (its start message may
                 # have failed to send): nginx's 499 (client closed request), not the
                 # 500 an app's own failure is logged as.
@@ -214,6 +225,12 @@ class AccessLogMiddleware(AccessLogOptions):
             if scope["method"] == "HEAD":
                 # The server sends the headers only (RFC 9110, section 9.3.2); nginx's
                 # $body_bytes_sent is 0 for it too.
+                response_bytes = 0
+            if gone:
+                # The app heard the client go (http.disconnect) before it started a
+                # response: nothing it sent after reached the client (servers drop it,
+                # or fail the send), and nginx logs such a request 499.
+                status = 499
                 response_bytes = 0
             duration = end - start
             # The wall clock at the response's end: the app may work on after its last

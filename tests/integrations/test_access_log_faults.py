@@ -384,3 +384,124 @@ async def test_a_client_gone_mid_upload_under_uvicorn_is_logged_499(
     assert log == ["ClientDisconnect"]
     assert (gone["status"], gone["request_bytes"], gone["response_bytes"]) == (499, 1000, 0)
     assert (whole["status"], whole["response_bytes"]) == (200, 4)
+
+
+async def _long_poll(scope: Any, receive: Any, send: Any) -> None:
+    """A raw ASGI long poll: reads the request, waits for the client, and returns
+    without answering once it has gone (as servers allow after http.disconnect)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _answers_after_disconnect(scope: Any, receive: Any, send: Any) -> None:
+    """Hears the client go, and answers anyway (the server drops it)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    await send({"type": "http.response.start", "status": 204, "headers": []})
+    await send({"type": "http.response.body", "body": b"late"})
+
+
+async def _reads_after_answering(scope: Any, receive: Any, send: Any) -> None:
+    """Answers, then calls receive: http.disconnect there only says the response is done."""
+    assert (await receive())["type"] == "http.request"
+    await send({"type": "http.response.start", "status": 201, "headers": []})
+    await send({"type": "http.response.body", "body": b"made"})
+    assert (await receive())["type"] == "http.disconnect"
+
+
+def _then_disconnect() -> Any:
+    """A receive giving the whole (empty) request, then the client's disconnect."""
+    given = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal given
+        if not given:
+            given = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [[], [(b"content-length", b"0")], [(b"transfer-encoding", b"chunked")]],
+    ids=["no-body", "content-length", "chunked"],
+)
+async def test_an_app_that_heard_the_client_go_before_answering_is_logged_499(
+    anyio_backend: str,
+    json_path: str,
+    events: InMemoryProducer,
+    headers: list[tuple[bytes, bytes]],
+) -> None:
+    scope = {**http_scope(headers), "method": "GET", "path": "/poll"}
+    for app in (_long_poll, _answers_after_disconnect, _reads_after_answering):
+        await AccessLogMiddleware(app, topic="access")(dict(scope), _then_disconnect(), discard)
+    returned, answered, done = events.json_values("access")
+    # Returned without a response after http.disconnect: the server sent nothing (uvicorn
+    # sends its 500 only to a client still there).
+    assert (returned["status"], returned["response_bytes"]) == (499, 0)
+    # Answered after it: the server dropped the response.
+    assert (answered["status"], answered["response_bytes"]) == (499, 0)
+    # http.disconnect after the response was complete: the request was served.
+    assert (done["status"], done["response_bytes"]) == (201, 4)
+
+
+async def test_an_app_returning_without_an_answer_to_a_client_still_there_is_a_500(
+    anyio_backend: str, json_path: str, events: InMemoryProducer
+) -> None:
+    async def returns(scope: Any, receive: Any, send: Any) -> None:
+        await receive()  # the request; the client stays
+
+    scope = {**http_scope([]), "method": "GET", "path": "/nothing"}
+    await AccessLogMiddleware(returns, topic="access")(scope, _then_disconnect(), discard)
+    (event,) = events.json_values("access")
+    assert (event["status"], event["response_bytes"]) == (500, 0)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # uvicorn runs on asyncio
+async def test_a_long_poll_whose_client_left_under_uvicorn_is_logged_499(
+    anyio_backend: str, events: InMemoryProducer
+) -> None:
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from tests.support.ports import free_port
+    from tests.support.timing import eventually, scaled
+
+    async def poll(request: Request) -> PlainTextResponse:
+        # The long poll of Starlette's docs: wait until there is news or the client left.
+        while not await request.is_disconnected():
+            if request.query_params.get("news"):
+                return PlainTextResponse("news")
+            await anyio.sleep(0.02)
+        return PlainTextResponse("nobody left to tell")
+
+    app = Starlette(
+        routes=[Route("/poll", poll)],
+        middleware=[Middleware(AccessLogMiddleware, topic="access")],
+    )
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="critical")
+    server = uvicorn.Server(config)
+    with anyio.fail_after(scaled(30)):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.serve)
+            assert await eventually(lambda: server.started, 10)
+            stream = await anyio.connect_tcp("127.0.0.1", port)
+            await stream.send(b"GET /poll HTTP/1.1\r\nHost: t\r\n\r\n")
+            await anyio.sleep(0.2)  # the app polls meanwhile
+            await stream.aclose()
+            assert await eventually(lambda: bool(events.json_values("access")), 10)
+            async with httpx.AsyncClient() as http:
+                r = await http.get(f"http://127.0.0.1:{port}/poll?news=1")
+            assert r.text == "news"
+            server.should_exit = True
+    gone, answered = events.json_values("access")
+    # Before: 200 and the 19 bytes uvicorn dropped.
+    assert (gone["status"], gone["response_bytes"]) == (499, 0)
+    assert (answered["status"], answered["response_bytes"]) == (200, 4)
