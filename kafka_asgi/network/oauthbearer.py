@@ -357,8 +357,9 @@ class OAuthBearerCredentials:
         if fetch.error is not None:
             return self._fallback(fetch.error)
         if fetch.token is None:
-            # Still running: it goes on, for whoever asks next.
-            raise AuthenticationError(_late(limit))
+            # Still running: it goes on, for whoever asks next. Meanwhile the cached
+            # token serves while it is valid (a slow provider is not a refusal).
+            return self._fallback(AuthenticationError(_late(limit)))
         return fetch.token
 
     def _start(self, fetch: _Fetch, limit: float) -> None:
@@ -400,13 +401,12 @@ class OAuthBearerCredentials:
         lifetime = fresh.expires_at - fetched
         ahead = max((1 - _REFRESH_WINDOW) * lifetime, min(_REFRESH_FLOOR, lifetime / 2))
         self._refresh_at = fresh.expires_at - ahead
-        logger.debug(
-            "OAUTHBEARER: new token from the provider, valid for %.1fs",
-            fresh.expires_at - fetched,
-        )
         fetch.token = fresh
         self._fetching = None
         fetch.done.set()
+        # Last: a logging handler that raises must not leave this fetch unfinished
+        # (every later caller would wait for it, and the provider never be asked again).
+        logger.debug("OAUTHBEARER: new token from the provider, valid for %.1fs", lifetime)
 
     def _finish(self, fetch: _Fetch, error: AuthenticationError) -> None:
         """A provider call that failed: remembered for a growing while (no storm)."""

@@ -297,6 +297,64 @@ async def test_slow_provider_is_bounded(anyio_backend: str) -> None:
             await creds.token(0.2)
 
 
+async def test_a_slow_refresh_keeps_serving_the_valid_token(anyio_backend: str) -> None:
+    """A refresh the provider takes longer over than the caller's limit: the cached
+    token, still valid, serves (the caller's wait ending before the provider call's own
+    limit raised AuthenticationError, which closed a re-authenticating connection)."""
+    release = anyio.Event()
+    issued: list[str] = []
+
+    async def provider() -> tuple[str, float]:
+        if issued:
+            await release.wait()  # the identity provider slow on the refresh
+        issued.append(f"tok{len(issued)}")
+        return issued[-1], time.time() + 3600
+
+    creds = OAuthBearerCredentials(provider)
+    with anyio.fail_after(5):
+        assert (await creds.token(5)).value == "tok0"
+        creds._refresh_at = 0.0  # in the refresh window, an hour of validity left
+        assert (await creds.token(0.1)).value == "tok0"
+        assert (await creds.token(0.1)).value == "tok0"
+        release.set()
+    assert creds.provider_calls == 2, "one refresh, shared, then backed off"
+
+
+async def test_a_logging_handler_failing_on_the_new_token_leaves_no_fetch_behind(
+    anyio_backend: str,
+) -> None:
+    """A handler whose emit raises (the standard ones catch, a custom one may not) on the
+    new token's debug line: the fetch still finishes, and the provider is asked again
+    at the next refresh (it stayed unfinished: every caller waited for it, in vain)."""
+
+    class Raising(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            raise RuntimeError("log sink down")
+
+    issued: list[str] = []
+
+    def provider() -> tuple[str, float]:
+        issued.append(f"tok{len(issued)}")
+        return issued[-1], time.time() + 3600
+
+    log = logging.getLogger("kafka_asgi.network.oauthbearer")
+    handler = Raising()
+    log.addHandler(handler)
+    level = log.level
+    log.setLevel(logging.DEBUG)
+    try:
+        creds = OAuthBearerCredentials(provider)
+        with anyio.fail_after(5):
+            assert (await creds.token(1)).value == "tok0"
+            creds._refresh_at = 0.0
+            creds._token = None  # no fallback: the refresh's own token is needed
+            assert (await creds.token(1)).value == "tok1"
+        assert creds._fetching is None
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+
+
 @pytest.mark.parametrize("kind", ["async", "sync"])
 async def test_a_caller_leaving_early_does_not_cut_the_provider_call_short(
     anyio_backend: str, kind: str
