@@ -34,6 +34,7 @@ from typing import Any, NoReturn
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from kafka_asgi._version import __version__
@@ -692,6 +693,11 @@ class BrokerConnection:
         # One scope bounds the write and the wait for the response.
         with anyio.CancelScope(deadline=deadline) as scope:
             try:
+                # A caller already cancelled (its deadline passed before it got here)
+                # leaves now, before the stream is touched: past this point a cancel
+                # counts as one mid-write and closes the connection, failing every
+                # other request on it.
+                await anyio.lowlevel.checkpoint_if_cancelled()
                 if self._closed is not None:
                     raise self._closed_error()
                 correlation_id = self._next_correlation_id()

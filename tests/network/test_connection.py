@@ -41,7 +41,7 @@ from tests.support.brokers import KafkaCluster
 from tests.support.fake_peer import Peer, all_versions, fake_broker
 from tests.support.listeners import LISTENER_CASES, client_options, host_port
 from tests.support.ports import free_port
-from tests.support.timing import scaled
+from tests.support.timing import eventually, scaled
 
 pytestmark = pytest.mark.anyio
 
@@ -382,6 +382,39 @@ async def test_cancelled_request_leaves_the_connection_usable(
             response = await _metadata(conn, [topic])
         assert response.topics[0].name == topic
         assert conn.state == "open" and conn.in_flight == 0
+
+
+async def test_a_caller_cancelled_before_writing_leaves_the_connection_to_the_others(
+    anyio_backend: str, kafka: KafkaCluster, new_topic: Callable[..., str]
+) -> None:
+    """A request whose caller's deadline has already passed (``move_on_after(0)``, or a
+    deadline spent on synchronous work) writes nothing: the connection stays open and
+    another task's request in flight gets its answer. It used to count as cancelled
+    mid-write, closing the connection and failing the other request."""
+    topic = new_topic()
+    host, port = host_port(kafka.plaintext)
+    async with BrokerConnection(host, port) as conn:
+        version = conn.choose_api_version(FetchRequest.API_KEY, min=13)
+        request = await _ready_long_poll(conn, topic, version, 1000)
+        answered: list[object] = []
+
+        async def long_poll() -> None:
+            answered.append(await conn.request(request, version))
+
+        with anyio.fail_after(scaled(20)):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(long_poll)
+                assert await eventually(lambda: conn.in_flight == 1, 10)
+                for _ in range(3):
+                    with anyio.move_on_after(0) as gone:
+                        await _metadata(conn, [topic])
+                    assert gone.cancelled_caught
+                assert conn.state == "open"
+        # The long poll was held by the broker for its 1 s and answered, empty.
+        assert len(answered) == 1
+        assert conn.state == "open" and conn.in_flight == 0
+        response = await _metadata(conn, [topic])
+        assert response.topics[0].name == topic
 
 
 async def test_acks_0_produce_expects_no_response(
