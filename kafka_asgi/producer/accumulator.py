@@ -160,6 +160,7 @@ class Batch:
         "born",
         "data",
         "done",
+        "halves",
         "headers",
         "inflight",
         "keys",
@@ -168,7 +169,6 @@ class Batch:
         "not_before",
         "part",
         "pid_gen",
-        "replaced_by",
         "sent",
         "stalls",
         "stamps",
@@ -215,8 +215,10 @@ class Batch:
         # An older batch of its partition went to the spill while this one stayed in
         # memory: it must not be retried from memory (reports.py, _follow_disk).
         self.behind_disk = False
-        # Set when the batch was split: its second half (which finishes after the first).
-        self.replaced_by: Batch | None = None
+        # Set when the batch was split: its two halves, which settle independently
+        # (with idempotence both may be in flight, and either retried after the other
+        # is acknowledged), so whoever waits for this batch waits for both.
+        self.halves: tuple[Batch, Batch] | None = None
         # A slow codec's large batch is compressed on a worker thread (sender.py):
         # zbusy while that runs, then zbody holds (compressed records section, base
         # timestamp, largest delta) until the batch is encoded around it.

@@ -99,6 +99,21 @@ _NEVER = 1 << 62
 _CLIENT_CLOSE_WAIT = 5.0
 
 
+def _unsettled(batches: list[Batch]) -> list[Batch]:
+    """The batches not yet settled among ``batches``, a split one standing for its
+    halves (and theirs, split again): with idempotence either half may still be
+    retried after the other is acknowledged."""
+    out: list[Batch] = []
+    todo = batches[::-1]
+    while todo:
+        b = todo.pop()
+        if b.halves is not None:
+            todo.extend(b.halves[::-1])
+        elif not b.done:
+            out.append(b)
+    return out
+
+
 class Producer(Sender, Idempotence, Reports, SpillSupport):
     """Ship records to Kafka in batches, from async (``send_nowait``) or sync
     (``await send``) callers.  See :mod:`kafka_asgi.producer.options` for options.
@@ -900,11 +915,7 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
         self._dispatch(anyio.current_time(), True)
         waiting = [t for t in self._buffers.values() if t.values]
         while True:
-            for i, b in enumerate(targets):
-                while b.replaced_by is not None:
-                    b = b.replaced_by
-                targets[i] = b
-            targets = [b for b in targets if not b.done]
+            targets = _unsettled(targets)
             still: list[TopicBuffer] = []
             for t in waiting:
                 if t.values and (t.fetching or self._client.cached_topic(t.name) is None):

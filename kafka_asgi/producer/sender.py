@@ -492,7 +492,7 @@ class Sender(ProducerState):
         p.batches.insert(index, second)
         p.batches.insert(index, first)
         b.done = True
-        b.replaced_by = second
+        b.halves = (first, second)
         return first
 
     def _start_request(self, node: int, batches: list[Batch]) -> None:

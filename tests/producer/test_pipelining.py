@@ -437,3 +437,64 @@ async def test_a_refused_batch_behind_one_in_flight_gives_its_numbers_to_the_nex
     assert [int(v[:6]) for v in reports.failed_values] == [4, 5, 6, 7]
     assert stored(fake) == [0, 1, 2, 3, 8, 9]
     assert list(fake.epochs.values()) == [0]
+
+
+async def _split_with_the_first_half_lost(fake: FakeClient) -> None:
+    """The batch in flight is refused as too large (its answer held until now) and
+    split; both halves go at once, the first one written but its answer lost: it
+    waits its retry backoff while the second is acknowledged (four requests in all)."""
+    assert await eventually(lambda: len(fake.requests) == 1, 5.0, interval=0.005)
+    fake.faults.append(Fault(RequestTimeout("slow"), written=True))
+    assert fake.gate is not None
+    fake.gate.set()
+
+
+async def test_flush_waits_for_both_halves_of_a_split_batch(
+    fake: FakeClient, reports: Reports
+) -> None:
+    # flush() followed only the second half of a split batch: it returned while the
+    # first half waited for its retry, its records still held.
+    async with running(fake, reports, **opts(retry_backoff=0.5)) as producer:
+        await producer.send("one", WARM)
+        fake.requests.clear()
+        fake.gate = anyio.Event()
+        fake.codes[("one", 0)] = deque([10])  # MESSAGE_TOO_LARGE for records 0-3
+        for i in range(4):
+            producer.send_nowait("one", value(i))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_split_with_the_first_half_lost, fake)
+            await producer.flush(timeout=10)
+        assert sorted(int(d[3][:6]) for d in reports.ok if d[3] != WARM) == [0, 1, 2, 3]
+        assert producer.stats().buffered == producer.stats().in_flight == 0
+    assert stored(fake) == [0, 1, 2, 3]
+    assert len(fake.requests) == 4
+    assert not reports.errors
+
+
+async def test_aclose_waits_for_both_halves_of_a_split_batch(
+    fake: FakeClient, reports: Reports
+) -> None:
+    # aclose()'s final flush followed only the second half of a split batch: the
+    # first half, waiting for its retry, was reported ProducerClosedError though the
+    # broker had stored it (and a caller sending it again would duplicate it).
+    outcomes: list[object] = []
+
+    async def send(i: int) -> None:
+        try:
+            outcomes.append(await producer.send("one", value(i)))
+        except Exception as exc:
+            outcomes.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        async with running(fake, reports, **opts(retry_backoff=0.5, linger=0.05)) as producer:
+            await producer.send("one", WARM)
+            fake.requests.clear()
+            fake.gate = anyio.Event()
+            fake.codes[("one", 0)] = deque([10])  # MESSAGE_TOO_LARGE for records 0-3
+            for i in range(4):
+                tg.start_soon(send, i)
+            await _split_with_the_first_half_lost(fake)
+    assert [type(o).__name__ for o in outcomes] == ["RecordMetadata"] * 4
+    assert sorted(stored(fake)) == [0, 1, 2, 3]  # (trio starts the sends in reverse)
+    assert len(fake.requests) == 4
+    assert not reports.errors
