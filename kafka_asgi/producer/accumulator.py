@@ -135,7 +135,7 @@ NEVER_ACKED = float("-inf")  # PartitionBuffer.acked_at before any acknowledgeme
 class Delivery:
     """Where the flusher leaves the outcome of one sync ``send()``."""
 
-    __slots__ = ("abandoned", "error", "event", "metadata")
+    __slots__ = ("abandoned", "error", "event", "metadata", "unheard")
 
     def __init__(self) -> None:
         self.event = anyio.Event()
@@ -144,6 +144,10 @@ class Delivery:
         # The caller stopped waiting (its own timeout, a cancellation, or
         # delivery_timeout): a failure must then be told some other way.
         self.abandoned = False
+        # A failure told only to the caller (no error_handle, no on_delivery): where
+        # to log it from, (topic, partition, retriable), should the caller's own
+        # cancellation win over it in the step it came (reports.py, _unheard).
+        self.unheard: tuple[str, int, bool] | None = None
 
 
 Waiters = list[tuple[int, Delivery]]

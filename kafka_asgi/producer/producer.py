@@ -549,6 +549,12 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
         try:
             with anyio.move_on_after(limit):
                 await delivery.event.wait()
+        except BaseException:
+            if delivery.event.is_set():
+                # The outcome came in the step the caller's own cancellation did: the
+                # cancellation wins, so a failure would reach no one.
+                self._unheard(delivery)
+            raise
         finally:
             if not delivery.event.is_set():
                 # No one reads the outcome from here: a failure is reported as a

@@ -261,18 +261,41 @@ class Reports(ProducerState):
             self._in_callback -= 1
         # Without callbacks, the records no send() is still waiting for are logged
         # (those of send_nowait, and of a send() that stopped waiting).
-        told = sum(1 for _, d in waiters if not d.abandoned) if waiters else 0
+        told = 0
+        if waiters:
+            for _, d in waiters:
+                if not d.abandoned:
+                    told += 1
+                    if not handled and d.__class__ is Delivery:
+                        d.unheard = (topic, partition, retriable)
         if not handled and told < n:
-            logger.error(
-                "kafka_asgi producer: %d record(s) for %s[%d] not delivered (retriable=%s): %s",
-                n - told,
-                topic,
-                partition,
-                retriable,
-                error,
-            )
+            self._log_not_delivered(topic, partition, n - told, retriable, error)
         self._progress()
         return taken > 0
+
+    def _unheard(self, d: Delivery) -> None:
+        """The ``send()`` waiting on ``d`` was cancelled in the loop step its record's
+        failure was told to it (its caller never reads it): reported as an abandoned
+        waiter's failure is (_report_failure: the callbacks had it, else logged)."""
+        where = d.unheard
+        error = d.error
+        if where is not None and error is not None:
+            d.unheard = None
+            topic, partition, retriable = where
+            self._log_not_delivered(topic, partition, 1, retriable, error)
+
+    @staticmethod
+    def _log_not_delivered(
+        topic: str, partition: int, count: int, retriable: bool, error: KafkaError
+    ) -> None:
+        logger.error(
+            "kafka_asgi producer: %d record(s) for %s[%d] not delivered (retriable=%s): %s",
+            count,
+            topic,
+            partition,
+            retriable,
+            error,
+        )
 
     def _progress(self) -> None:
         """Records left the producer: wake whoever waits for room or for a flush."""

@@ -11,7 +11,9 @@ logged, as a ``send_nowait`` record's failure is.  Before, any record with a
 from __future__ import annotations
 
 import logging
+from collections import deque
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -20,6 +22,7 @@ from kafka_asgi import Producer
 from kafka_asgi.producer import DeliveryTimeoutError
 from kafka_asgi.protocol.error_codes import InvalidRecordError
 from tests.support.fake_client import FakeClient
+from tests.support.producers import Reports
 from tests.support.timing import eventually, scaled
 
 pytestmark = pytest.mark.anyio
@@ -40,6 +43,58 @@ def _refusing() -> FakeClient:
     fake.gate = anyio.Event()
     fake.gate_error = InvalidRecordError("refused")
     return fake
+
+
+class _CancellingClient(FakeClient):
+    """Cancels ``scope`` as a Produce response comes back: the caller's own deadline
+    passes in the loop step its record's outcome is told to it."""
+
+    scope: anyio.CancelScope | None = None
+
+    async def send(self, node_id: int, request: Any, **kwargs: Any) -> Any:
+        response = await super().send(node_id, request, **kwargs)
+        if self.scope is not None:
+            self.scope.cancel()
+        return response
+
+
+async def _send_cancelled_as_it_fails(producer: Producer, fake: _CancellingClient) -> None:
+    await producer.send("t", b"warm")
+    fake.codes[("t", 0)] = deque([87])  # INVALID_RECORD: fails for good
+    with anyio.fail_after(scaled(5)):
+        with anyio.CancelScope() as scope:
+            fake.scope = scope
+            await producer.send("t", b"x")
+        fake.scope = None
+    assert scope.cancelled_caught  # the caller saw its cancellation, not the error
+    assert producer.stats().failed == 1
+
+
+async def test_a_send_cancelled_in_the_step_its_record_fails_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The failure set the send()'s event and counted it as told, then the caller's
+    # cancellation won: nothing raised, nothing logged, only stats().failed rose.
+    fake = _CancellingClient()
+    fake.add_topic("t", 1)
+    async with Producer(client=fake, enable_idempotence=False, max_retry=0) as producer:
+        await _send_cancelled_as_it_fails(producer, fake)
+    (message,) = _not_delivered(caplog)
+    assert "1 record(s) for t[0]" in message and "INVALID_RECORD" in message
+
+
+async def test_a_send_cancelled_in_the_step_its_record_fails_goes_to_error_handle_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake = _CancellingClient()
+    fake.add_topic("t", 1)
+    reports = Reports()
+    async with Producer(
+        client=fake, enable_idempotence=False, max_retry=0, error_handle=reports.error_handle
+    ) as producer:
+        await _send_cancelled_as_it_fails(producer, fake)
+    assert reports.failed_values == [b"x"]
+    assert _not_delivered(caplog) == []
 
 
 async def test_a_send_cancelled_by_its_caller_then_failing_is_logged(
