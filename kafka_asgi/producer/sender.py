@@ -165,6 +165,11 @@ class Sender(ProducerState):
                             retry_at = b.not_before
                         break
                     if idempotent and not self._may_send(p, b, out, gen, now):
+                        if self._refused_expired(b, now):
+                            continue  # reported: the next batch takes its place
+                        deadline = b.born + self._delivery_timeout
+                        if deadline < retry_at:
+                            retry_at = deadline
                         break
                 elif p.pending and (force or len(p.pending) >= batch_num or p.nbytes >= batch_size):
                     if idempotent and not self._may_send_new(p, out, gen, now):
@@ -257,6 +262,21 @@ class Sender(ProducerState):
                         self._fail_batch(b, expired, not b.maybe_written)
                     elif deadline < self._retry_at:
                         self._retry_at = deadline
+
+    def _refused_expired(self, b: Batch, now: float) -> bool:
+        """``b``, which its partition's sequence state keeps from going, has passed
+        its delivery_timeout: reported (True).  A batch held back that way gets no
+        failed try to expire it (a split batch's half can wait for batches sent
+        under an earlier producer id while those wait behind it), and must not wait
+        for ever."""
+        if now < b.born + self._delivery_timeout:
+            return False
+        expired = DeliveryTimeoutError(
+            f"not delivered within delivery_timeout={self._delivery_timeout}s "
+            "(held back to keep the partition's sequence numbers in order)"
+        )
+        self._fail_batch(b, expired, not b.maybe_written)
+        return True
 
     def _may_send(self, p: PartitionBuffer, b: Batch, out: int, gen: int, now: float) -> bool:
         """With idempotence, may ``b`` (``p``'s first batch not in flight) go while

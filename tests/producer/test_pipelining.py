@@ -17,7 +17,7 @@ from tests.support.fake_client import FakeClient, Fault
 from tests.support.inflight import InFlightProbe
 from tests.support.pipelining import WARM, burst, opts, stored, value
 from tests.support.producers import Reports, running
-from tests.support.timing import eventually
+from tests.support.timing import eventually, scaled
 
 pytestmark = pytest.mark.anyio
 
@@ -498,3 +498,31 @@ async def test_aclose_waits_for_both_halves_of_a_split_batch(
     assert sorted(stored(fake)) == [0, 1, 2, 3]  # (trio starts the sends in reverse)
     assert len(fake.requests) == 4
     assert not reports.errors
+
+
+async def test_a_split_half_held_back_by_a_new_producer_id_expires(
+    fake: FakeClient, reports: Reports
+) -> None:
+    # b0 (in flight with b1 and b2) is refused as too large and split, while another
+    # partition's INVALID_PRODUCER_EPOCH gets a new producer id. The halves (never
+    # sent) wait for b1 and b2 (sent under the old id) to be done; those wait behind
+    # the halves, refused as out of order. No try fails, so delivery_timeout never
+    # came: the partition held its records for ever (until aclose reported them).
+    fake.add_topic("two", 1)
+    async with running(fake, reports, **opts(delivery_timeout=1.0)) as producer:
+        await producer.send("two", WARM)
+        fake.codes[("one", 0)] = deque([10])  # b0: MESSAGE_TOO_LARGE, split
+        fake.codes[("two", 0)] = deque([47])  # INVALID_PRODUCER_EPOCH: a new id
+        await burst(fake, producer, 10, 2)  # b0 (0-3), b1 (4-7) in flight
+        with anyio.fail_after(scaled(5)):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(producer.send, "two", value(100))  # with b2 (8, 9)
+                assert await eventually(lambda: len(fake.requests) == 3, 5.0, interval=0.005)
+                assert fake.gate is not None
+                fake.gate.set()
+        assert await eventually(
+            lambda: producer.stats().buffered + producer.stats().in_flight == 0, 5.0
+        ), producer.stats()
+    failed = sorted(int(v[:6]) for v in reports.failed_values)
+    assert sorted(stored(fake) + failed) == list(range(10))  # each once
+    assert failed and {type(e[3]).__name__ for e in reports.errors} == {"DeliveryTimeoutError"}
