@@ -340,7 +340,10 @@ class AccessLogMiddleware(AccessLogOptions):
         try:
             body = exchange.body = self.app(environ, start_exchange)
         except BaseException:
-            exchange.status = 500
+            if not exchange.sent:
+                # As in __iter__: once write() sent the headers, the client has the
+                # app's status and the server can only cut the connection.
+                exchange.status = 500
             exchange.close()
             raise
         file_wrapper = environ.get("wsgi.file_wrapper")

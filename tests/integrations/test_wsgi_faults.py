@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import io
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from wsgiref.handlers import SimpleHandler
 from wsgiref.util import FileWrapper
@@ -57,6 +57,11 @@ def fails_after_write(environ: dict[str, Any], start: StartResponse) -> Iterator
     yield b"never"
 
 
+def raises_after_write(environ: dict[str, Any], start: StartResponse) -> Iterable[bytes]:
+    start("200 OK", [])(b"written")
+    raise RuntimeError("db gone")  # from the app call itself, not from its iterable
+
+
 @pytest.mark.parametrize(
     ("app", "wire", "status"),
     [
@@ -64,6 +69,7 @@ def fails_after_write(environ: dict[str, Any], start: StartResponse) -> Iterator
         # The headers went out: the server can only cut the connection.
         (fails_after_a_chunk, b"HTTP/1.0 200 OK", 200),
         (fails_after_write, b"HTTP/1.0 200 OK", 200),
+        (raises_after_write, b"HTTP/1.0 200 OK", 200),
     ],
 )
 def test_a_body_that_fails_before_its_first_byte_logs_the_servers_500(
