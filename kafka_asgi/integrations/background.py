@@ -292,6 +292,10 @@ class BackgroundProducer:
                 last,
             )
 
+    def on_its_thread(self) -> bool:
+        """Whether the caller runs on this producer's thread (its event loop's)."""
+        return self._thread_ident == threading.get_ident()
+
     @property
     def queued(self) -> int:
         """Events waiting for the producer to come up."""

@@ -234,6 +234,12 @@ class KafkaLogHandler(logging.Handler):
         # While closing, they are refused even with include_own_logs, for that reason.
         if record.name.startswith("kafka_asgi") and (not self.include_own_logs or self._closed):
             return False
+        # Any record of the own producer's thread, for the same reason and to keep the
+        # producer from shipping its own traffic: asyncio's debug lines ("Close <loop>",
+        # "poll took"), a warning of asyncio, anyio or ssl during the final flush.
+        own = self._own
+        if own is not None and own.on_its_thread():
+            return False
         return super().filter(record)
 
     def emit(self, record: logging.LogRecord) -> None:

@@ -114,3 +114,37 @@ def test_records_no_producer_took_are_counted_and_reported(tmp_path: Path) -> No
     assert done.returncode == 0, done.stderr
     assert "could not ship 7 record(s)" in done.stderr
     assert "no producer ran for cluster 'nobody'" in done.stderr
+
+
+def test_records_of_the_own_producers_thread_are_refused(
+    kafka: KafkaCluster, new_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    """On the root logger with asyncio's debug mode, the producer's thread logs records of
+    its own (asyncio's "Close <loop>" as its loop ends): shipped, they would feed the
+    producer its own traffic; and at exit, where logging.shutdown holds the handler's lock
+    around close() while close() waits for that thread, the thread would wait for the
+    lock, and the final flush would stall until the join gave up."""
+    topic = new_topic()
+    done = run_script(
+        """
+        import logging, os
+        from kafka_asgi.integrations.logging import KafkaLogHandler
+
+        handler = KafkaLogHandler(
+            os.environ["TOPIC"], bootstrap=os.environ["BOOTSTRAP"], close_timeout=2.0
+        )
+        stderr = logging.StreamHandler()
+        stderr.setLevel(logging.WARNING)
+        logging.basicConfig(level=logging.DEBUG, handlers=[handler, stderr])
+        logging.getLogger("myapp").info("hello")
+        """,
+        tmp_path,
+        TOPIC=topic,
+        BOOTSTRAP=kafka.plaintext,
+        PYTHONASYNCIODEBUG="1",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "still running after" not in done.stderr
+    got = read_topic(kafka.plaintext, topic, expect=1, timeout=30)
+    # basicConfig gave the handler its "LEVEL:name:message" formatter.
+    assert [(e["logger"], e["message"]) for e in got] == [("myapp", "INFO:myapp:hello")]
