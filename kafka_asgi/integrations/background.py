@@ -21,6 +21,7 @@ takes the producer to use (the capture's, or its own) once, when it starts.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import queue
@@ -44,7 +45,7 @@ from kafka_asgi.integrations.sender import (
 from kafka_asgi.producer import BufferFullError
 from kafka_asgi.producer.validation import check_wait
 
-__all__ = ["RESTART_DELAY", "BackgroundProducer", "restart_for"]
+__all__ = ["RESTART_DELAY", "BackgroundProducer", "at_exit", "cancel_at_exit", "restart_for"]
 
 logger = logging.getLogger("kafka_asgi.integrations")
 
@@ -58,6 +59,62 @@ line per request, and a Kafka that was down at boot should not cost the process.
 # Every background producer of the process, for restart_for().
 _instances: weakref.WeakSet[BackgroundProducer] = weakref.WeakSet()
 _instances_lock = threading.Lock()
+
+
+# Callbacks for the end of the main thread, newest first (see at_exit).
+_exit_calls: list[Callable[[], object]] = []
+_exit_lock = threading.Lock()
+_exit_hooked = False
+
+
+def _run_exit_calls() -> None:
+    while True:
+        with _exit_lock:
+            if not _exit_calls:
+                return
+            call = _exit_calls.pop()
+        try:
+            call()
+        except Exception:
+            logger.exception("kafka_asgi: exit callback %r failed", call)
+
+
+def at_exit(call: Callable[[], object]) -> None:
+    """Run ``call`` when the process exits normally, while threads can still resolve host
+    names: a background producer's final flush may have to open a connection.
+
+    ``atexit`` callbacks run after threading's shutdown, which shuts concurrent.futures
+    down; asyncio's ``getaddrinfo`` then fails ("cannot schedule new futures after
+    shutdown"), so a broker named by host name could not be reached. Threading's own
+    exit hook (what concurrent.futures uses; reversed order, so registered after it to
+    run first) comes before that, when the main thread has ended. ``atexit`` remains
+    the fallback, for Pythons without that hook and for calls added after it ran.
+    """
+    global _exit_hooked
+    with _exit_lock:
+        _exit_calls.append(call)
+        if _exit_hooked:
+            return
+        _exit_hooked = True
+    try:
+        import concurrent.futures.thread  # noqa: F401  # registers its hook: ours runs first
+    except RuntimeError:  # imported first during threading's shutdown: too late for both
+        pass
+
+    register = getattr(threading, "_register_atexit", None)
+    if register is not None:
+        try:
+            register(_run_exit_calls)
+        except RuntimeError:  # threading's shutdown has begun: atexit's turn comes later
+            pass
+    atexit.register(_run_exit_calls)
+
+
+def cancel_at_exit(call: Callable[[], object]) -> None:
+    """Forget ``call`` given to :func:`at_exit` (if it is still waiting)."""
+    with _exit_lock:
+        if call in _exit_calls:
+            _exit_calls.remove(call)
 
 
 def restart_for(cluster: str, timeout: float | None = None) -> None:

@@ -25,7 +25,6 @@ when it would need one and KAFKA_ASGI has neither BOOTSTRAP nor PRODUCER_FACTORY
 
 from __future__ import annotations
 
-import atexit
 import threading
 import time
 import weakref
@@ -41,7 +40,7 @@ from kafka_asgi.integrations.access_log_event import (
     AccessLogOptions,
     access_log_event,
 )
-from kafka_asgi.integrations.background import BackgroundProducer
+from kafka_asgi.integrations.background import BackgroundProducer, at_exit, cancel_at_exit
 from kafka_asgi.integrations.event_logger import EventLogger, sender_for, warn_drop
 from kafka_asgi.integrations.lifespan import ASGIApp, KafkaLifespan, LifespanOptions
 from kafka_asgi.integrations.overrides import override_for
@@ -215,9 +214,9 @@ def _ensure_producer(conf: KafkaSettings) -> BackgroundProducer | None:
             if bg is None or (made_for_a_capture and override_for(cluster) is None):
                 if bg is not None:  # the settings now name a producer of their own
                     bg.stop()
-                    atexit.unregister(bg.stop)
+                    cancel_at_exit(bg.stop)
                 bg = _background[cluster] = BackgroundProducer(**conf.lifespan)
-                atexit.register(bg.stop)
+                at_exit(bg.stop)
     bg.start_soon()
     return bg
 

@@ -159,7 +159,7 @@ class KafkaExtension:
 
     def close(self, timeout: float | None = None) -> None:
         """Flush and stop the background producers of every app given to ``init_app``
-        (atexit does it too); nothing to do before ``init_app``."""
+        (the exit hook does it too); nothing to do before ``init_app``."""
         for background in self._backgrounds:
             background.stop(timeout)
 

@@ -5,8 +5,8 @@ goes, in this order:
 
 1. the handler's own producer, when it was given ``bootstrap=`` (a plain script, a
    WSGI app): a :class:`~kafka_asgi.integrations.background.BackgroundProducer` on
-   its own thread, started by the first record and flushed by ``close()`` (which
-   ``logging.shutdown`` calls at exit);
+   its own thread, started by the first record and flushed when the main thread ends
+   (see :func:`~kafka_asgi.integrations.background.at_exit`) or by ``close()``;
 2. the thread-safe sender of a kafka_asgi lifespan running for ``cluster`` in this
    process (from any thread);
 3. a ``Producer`` registered under ``cluster`` (``cluster_name=``), when the record
@@ -42,7 +42,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from kafka_asgi.cluster.metadata import check_topic
-from kafka_asgi.integrations.background import BackgroundProducer
+from kafka_asgi.integrations.background import BackgroundProducer, at_exit, cancel_at_exit
 from kafka_asgi.integrations.event_logger import default_serializer
 from kafka_asgi.integrations.sender import (
     ThreadSafeSender,
@@ -176,6 +176,7 @@ class KafkaLogHandler(logging.Handler):
         _HANDLERS.add(self)
         self._local = threading.local()
         self._own: BackgroundProducer | None = None
+        self._stop_at_exit: Callable[[], None] | None = None
         if bootstrap is not None:
             # A cluster name of its own: a lifespan may later run the app's "default".
             self._own = BackgroundProducer(
@@ -185,6 +186,17 @@ class KafkaLogHandler(logging.Handler):
                 shutdown_timeout=close_timeout,
                 thread_queue_size=max_queue,
             )
+            # Flushed when the main thread ends, not only by close() at logging.shutdown:
+            # by then (atexit) host names can no longer be resolved (see at_exit).
+            stop = weakref.WeakMethod(self._own.stop)
+
+            def stop_own() -> None:
+                found = stop()
+                if found is not None:
+                    found()
+
+            self._stop_at_exit = stop_own
+            at_exit(stop_own)
         elif producer_options is not None:
             raise TypeError("producer_options needs bootstrap= (the handler's own producer)")
         me = weakref.ref(self)
@@ -328,6 +340,8 @@ class KafkaLogHandler(logging.Handler):
         self.flush()
         own = self._own
         if own is not None:
+            if self._stop_at_exit is not None:
+                cancel_at_exit(self._stop_at_exit)
             own.stop()
             stats = own.final_stats
             if stats is not None:

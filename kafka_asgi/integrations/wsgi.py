@@ -6,13 +6,13 @@ The event and its options are those of the ASGI middleware
 thread with its own event loop, one per worker process, started by the first request
 after the server forked (:class:`~kafka_asgi.integrations.background.BackgroundProducer`);
 requests hand events to it through a bounded thread-safe queue and never wait for
-Kafka. It is flushed within ``shutdown_timeout`` when the process exits (``atexit``,
-which gunicorn's graceful SIGTERM runs in each worker) or on :meth:`close`.
+Kafka. It is flushed within ``shutdown_timeout`` when the process exits (once its main
+thread has ended, as gunicorn's graceful SIGTERM ends each worker; see
+:func:`~kafka_asgi.integrations.background.at_exit`) or on :meth:`close`.
 """
 
 from __future__ import annotations
 
-import atexit
 import os
 import threading
 import time
@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from kafka_asgi.integrations.access_log_event import AccessLogOptions, access_log_event
-from kafka_asgi.integrations.background import BackgroundProducer
+from kafka_asgi.integrations.background import BackgroundProducer, at_exit
 from kafka_asgi.integrations.event_logger import EventLogger, warn_drop
 from kafka_asgi.integrations.lifespan import LifespanOptions
 from kafka_asgi.integrations.sender import get_sender
@@ -63,13 +63,13 @@ def background_producer(options: LifespanOptions) -> BackgroundProducer:
                 )
             return found
         made = _background[options.cluster] = BackgroundProducer(**options.as_kwargs())
-    atexit.register(made.stop)
+    at_exit(made.stop)
     return made
 
 
 def close_all(timeout: float | None = None) -> None:
     """Flush and stop every background producer of this process (each within its
-    ``shutdown_timeout``). For a server hook, e.g. gunicorn's ``worker_exit``; atexit
+    ``shutdown_timeout``). For a server hook, e.g. gunicorn's ``worker_exit``; the exit hook
     does the same when the process exits normally."""
     with _background_lock:
         found = list(_background.values())
@@ -266,7 +266,7 @@ class AccessLogMiddleware(AccessLogOptions):
     :class:`~kafka_asgi.integrations.lifespan.LifespanOptions`: ``producer_options``,
     ``on_unreachable``, ``shutdown_timeout``...); else one registered under
     ``cluster`` (``capture_events()`` in an app's tests). :meth:`close` flushes and
-    stops the background producer; atexit does it too.
+    stops the background producer; the exit hook does it too.
     """
 
     def __init__(self, app: WSGIApp, **options: Any) -> None:
