@@ -3,8 +3,9 @@ several lines, work after the response's end, WebSocket apps that never answer."
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anyio
@@ -348,38 +349,45 @@ async def test_a_client_gone_before_the_response_is_logged_499_as_nginx_does(
     assert (midway["status"], midway["response_bytes"]) == (200, len(b"firstsecond"))
 
 
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # uvicorn runs on asyncio
-async def test_a_client_gone_mid_upload_under_uvicorn_is_logged_499(
-    anyio_backend: str, events: InMemoryProducer
-) -> None:
+@contextlib.asynccontextmanager
+async def _uvicorn(app: Any) -> AsyncIterator[int]:
+    """``app`` served by uvicorn on a free port (yielded) until the block ends."""
     import uvicorn
 
     from tests.support.ports import free_port
     from tests.support.timing import eventually, scaled
 
-    log: list[str] = []
     port = free_port()
-    config = uvicorn.Config(
-        _reading_starlette(log), host="127.0.0.1", port=port, lifespan="off", log_level="critical"
-    )
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="critical")
     server = uvicorn.Server(config)
     with anyio.fail_after(scaled(30)):
         async with anyio.create_task_group() as tg:
             tg.start_soon(server.serve)
             assert await eventually(lambda: server.started, 10)
-            # A 1,000-byte upload of which 10 bytes come, then the client leaves.
-            stream = await anyio.connect_tcp("127.0.0.1", port)
-            await stream.send(
-                b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10
-            )
-            await anyio.sleep(0.2)  # the app is reading the body meanwhile
-            await stream.aclose()
-            assert await eventually(lambda: bool(events.json_values("access")), 10)
-            # A whole upload on a new connection: answered and logged as usual.
-            async with httpx.AsyncClient() as http:
-                r = await http.post(f"http://127.0.0.1:{port}/upload", content=b"y" * 1000)
-            assert r.text == "1000"
+            yield port
             server.should_exit = True
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # uvicorn runs on asyncio
+async def test_a_client_gone_mid_upload_under_uvicorn_is_logged_499(
+    anyio_backend: str, events: InMemoryProducer
+) -> None:
+    from tests.support.timing import eventually
+
+    log: list[str] = []
+    async with _uvicorn(_reading_starlette(log)) as port:
+        # A 1,000-byte upload of which 10 bytes come, then the client leaves.
+        stream = await anyio.connect_tcp("127.0.0.1", port)
+        await stream.send(
+            b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10
+        )
+        await anyio.sleep(0.2)  # the app is reading the body meanwhile
+        await stream.aclose()
+        assert await eventually(lambda: bool(events.json_values("access")), 10)
+        # A whole upload on a new connection: answered and logged as usual.
+        async with httpx.AsyncClient() as http:
+            r = await http.post(f"http://127.0.0.1:{port}/upload", content=b"y" * 1000)
+        assert r.text == "1000"
     gone, whole = events.json_values("access")
     assert log == ["ClientDisconnect"]
     assert (gone["status"], gone["request_bytes"], gone["response_bytes"]) == (499, 1000, 0)
@@ -463,15 +471,13 @@ async def test_an_app_returning_without_an_answer_to_a_client_still_there_is_a_5
 async def test_a_long_poll_whose_client_left_under_uvicorn_is_logged_499(
     anyio_backend: str, events: InMemoryProducer
 ) -> None:
-    import uvicorn
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
     from starlette.requests import Request
     from starlette.responses import PlainTextResponse
     from starlette.routing import Route
 
-    from tests.support.ports import free_port
-    from tests.support.timing import eventually, scaled
+    from tests.support.timing import eventually
 
     async def poll(request: Request) -> PlainTextResponse:
         # The long poll of Starlette's docs: wait until there is news or the client left.
@@ -485,22 +491,15 @@ async def test_a_long_poll_whose_client_left_under_uvicorn_is_logged_499(
         routes=[Route("/poll", poll)],
         middleware=[Middleware(AccessLogMiddleware, topic="access")],
     )
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="critical")
-    server = uvicorn.Server(config)
-    with anyio.fail_after(scaled(30)):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(server.serve)
-            assert await eventually(lambda: server.started, 10)
-            stream = await anyio.connect_tcp("127.0.0.1", port)
-            await stream.send(b"GET /poll HTTP/1.1\r\nHost: t\r\n\r\n")
-            await anyio.sleep(0.2)  # the app polls meanwhile
-            await stream.aclose()
-            assert await eventually(lambda: bool(events.json_values("access")), 10)
-            async with httpx.AsyncClient() as http:
-                r = await http.get(f"http://127.0.0.1:{port}/poll?news=1")
-            assert r.text == "news"
-            server.should_exit = True
+    async with _uvicorn(app) as port:
+        stream = await anyio.connect_tcp("127.0.0.1", port)
+        await stream.send(b"GET /poll HTTP/1.1\r\nHost: t\r\n\r\n")
+        await anyio.sleep(0.2)  # the app polls meanwhile
+        await stream.aclose()
+        assert await eventually(lambda: bool(events.json_values("access")), 10)
+        async with httpx.AsyncClient() as http:
+            r = await http.get(f"http://127.0.0.1:{port}/poll?news=1")
+        assert r.text == "news"
     gone, answered = events.json_values("access")
     # Before: 200 and the 19 bytes uvicorn dropped.
     assert (gone["status"], gone["response_bytes"]) == (499, 0)
