@@ -303,11 +303,21 @@ class SpillStore:
             if self.closed:
                 return
             self.closed = True
-            self._sync_sealed()
+            # A failed fsync (EIO, a full disk on NFS) is raised, but only once every
+            # file is closed and every lock released: closed is set, so nothing would
+            # close them later, and the directories would stay locked to this process.
+            failed: OSError | None = None
+            try:
+                self._sync_sealed()
+            except OSError as exc:
+                failed = exc
             for seg in [s for s in self._segments if s.size <= len(SEGMENT_HEADER)]:
                 self._drop(seg)  # rolled, never written to: nothing to replay
             for seg in self._segments:
-                self._close_fds(seg, sync=self.fsync != "never")
+                try:
+                    self._close_fds(seg, sync=self.fsync != "never")
+                except OSError as exc:
+                    failed = failed or exc
             for directory, fd in list(self._locks.items()):
                 if directory != self.own and not any(
                     s.directory == directory for s in self._segments
@@ -324,6 +334,8 @@ class SpillStore:
                     own.rmdir()
                 except OSError:
                     pass
+            if failed is not None:
+                raise failed
 
     @staticmethod
     def _close_fds(seg: Segment, sync: bool) -> None:
@@ -648,6 +660,12 @@ class SpillStore:
     def settle(self, outcomes: list[tuple[Segment, int, bool]]) -> None:
         """Acknowledge (True) or give back for another read (False) frames handed out."""
         with self._lock:
+            # An ack that cannot be written (a full disk) is raised after every outcome
+            # is taken: the frame stays acknowledged in this process (a crash before
+            # its segment is deleted sends it again: at-least-once), and the outcomes
+            # after it are not lost (a given-back frame read again in its place, a
+            # segment whose frames are all acknowledged deleted, freeing the disk).
+            failed: OSError | None = None
             for seg, offset, ok in outcomes:
                 if offset not in seg.out:
                     continue
@@ -661,11 +679,16 @@ class SpillStore:
                 seg.acked.add(offset)
                 if seg.sealed and seg.read_done and not seg.out:
                     continue  # the whole segment goes below: no ack to write
-                if seg.ack_fd is None:
-                    seg.ack_fd = self._open_acks(seg)
-                os.write(seg.ack_fd, encode_ack(offset))
+                try:
+                    if seg.ack_fd is None:
+                        seg.ack_fd = self._open_acks(seg)
+                    os.write(seg.ack_fd, encode_ack(offset))
+                except OSError as exc:
+                    failed = failed or exc
             self._collect()
             self._maybe_sync()
+            if failed is not None:
+                raise failed
 
     @staticmethod
     def _open_acks(seg: Segment) -> int:

@@ -841,9 +841,15 @@ class SpillSeam:
             for seg, frame in result.frames:
                 n = len(frame.records)
                 if seg.directory != own and (seg, frame.offset) not in self._inherited:
+                    # A dead producer's records, read for the first time: never part of
+                    # this process's backlog (which counts only what it put on disk or
+                    # gave back), so they are not taken off it. Taken off, they ended a
+                    # topic's spilling while its own records were still on disk, and
+                    # new ones went through memory ahead of them.
                     self._inherited.add((seg, frame.offset))
                     host.inherited(n)
-                self._read_back(frame.topic, n)
+                else:
+                    self._read_back(frame.topic, n)
                 ticket = FrameTicket(self, seg, frame.offset, n, frame.attempts, frame.topic)
                 self._replaying += n
                 self.replayed += n

@@ -21,6 +21,7 @@ from kafka_asgi.producer.spill_seam import FRAME_RECORDS, FrameTicket, SpillHost
 from kafka_asgi.protocol.errors import KafkaError, TopicAuthorizationFailedError
 from kafka_asgi.protocol.spill import SEGMENT_HEADER, encode_frame
 from tests.support.spill_files import zero_fill
+from tests.support.timing import eventually
 
 TS = 1_700_000_000_000
 Hook = Callable[[str, tuple[Any, ...]], None]
@@ -306,3 +307,49 @@ async def test_a_probe_reads_past_a_damaged_region_and_reports_it_once(
     assert f"{len(lost)} bytes at offset {len(SEGMENT_HEADER)}" in str(errors[0])
     assert errors[0].lost is None
     store.close()
+
+
+async def test_a_dead_producers_records_read_back_leave_this_ones_backlog_spilling(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    """Restarted during an outage: topic T has 64 records in the dead producer's
+    directory, and 10 of this producer's own went to the disk after it. The probe
+    reading the dead producer's frame took its 64 records off this producer's backlog
+    of T (they were never on it), so T stopped spilling while its own 10 were still on
+    disk, and T's new records went through memory, ahead of them."""
+    dead = SpillStore(tmp_path, max_bytes=1 << 24, segment_bytes=1 << 20)
+    dead.open()
+    dead.append([encode_frame("T", 0, [(b"k", b"old%d" % i, None, 1) for i in range(64)])])
+    dead.close()  # its lock free, its segment left: as after a crash
+
+    store = SpillStore(tmp_path, max_bytes=1 << 24, segment_bytes=1 << 20)
+    seam = SpillSeam(store, when_full="drop_newest", queue_limit=1000, replay_limit=1000)
+    probe: list[FrameTicket] = []
+    values: list[bytes] = []
+
+    def inject(topic: str, partition: int, record: Any, ticket: FrameTicket) -> None:
+        probe.append(ticket)
+        values.append(record[1])
+
+    def nothing() -> None:
+        pass
+
+    host = SpillHost(lambda: 1000, inject, _Host().report_dropped, nothing, nothing)
+    timed_out = DeliveryTimeoutError("timed out")
+    seam.intercept("T", 0, [(b"k", b"new%d" % i, None, 2) for i in range(10)], None, timed_out)
+    seam.begin_evacuation()
+    seam.end_evacuation()
+    assert not seam.kafka_ok and seam.spilling == {"T"}
+    async with anyio.create_task_group() as tg:
+        await tg.start(seam.run, host)
+        assert await eventually(lambda: len(probe) >= 64, 5)  # the probe: the dead one's frame
+        assert values == [b"old%d" % i for i in range(64)]
+        for ticket in probe:
+            ticket.event.set()  # Kafka answers: delivered
+        assert seam.spilling == {"T"}, "T's own 10 records are still on disk"
+        assert seam.takes("T", False)
+        # Kafka back: T's own records are read next, and only then does T stop spilling.
+        assert await eventually(lambda: len(values) >= 74, 5)
+        assert values[64:] == [b"new%d" % i for i in range(10)]
+        tg.cancel_scope.cancel()
+    await seam.close(2)

@@ -442,3 +442,74 @@ def test_a_zero_filled_segment_start_is_one_damage_with_its_file_header(tmp_path
     assert [f.records[0][0] for _, f in first.frames] == [b"k1"]
     assert [(d.offset, d.length) for _, d in first.damage] == [(0, len(SEGMENT_HEADER) + len(lost))]
     store.close()
+
+
+def test_an_ack_that_cannot_be_written_loses_none_of_the_outcomes_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk full as acks are written (ENOSPC): every outcome is still taken. Once
+    the first ack failed, the rest were dropped: their frames stayed handed out for
+    good, a given-back one was never read again, and the segment was never deleted."""
+    import errno
+
+    store = _store(tmp_path)
+    assert store.append([_frame(i) for i in range(4)]) == 4
+    (seg, _), *_ = read = _read_all(store)
+    offsets = [f.offset for _, f in read]  # type: ignore[attr-defined]
+    write = os.write
+
+    def full(fd: int, data: bytes) -> int:
+        if data == encode_ack(offsets[0]):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write(fd, data)
+
+    monkeypatch.setattr(spill.os, "write", full)
+    with pytest.raises(OSError, match="No space"):
+        store.settle(
+            [
+                (seg, offsets[0], True),
+                (seg, offsets[1], True),  # type: ignore[list-item]
+                (seg, offsets[2], False),
+                (seg, offsets[3], True),
+            ]
+        )  # type: ignore[list-item]
+    monkeypatch.setattr(spill.os, "write", write)
+    # The given-back frame is read again, alone: the others were taken as acknowledged.
+    again = _read_all(store)
+    assert [f.offset for _, f in again] == [offsets[2]]  # type: ignore[attr-defined]
+    store.settle([(seg, offsets[2], True)])  # type: ignore[list-item]
+    # Every frame acknowledged: the segment is deleted, its disk freed.
+    assert store.disk_bytes == 0
+    store.close()
+
+
+def test_a_failed_fsync_at_close_still_releases_every_file_and_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fsync failing at close (EIO): raised, but only after every descriptor is closed
+    and every lock released. It stopped at the error with the store marked closed, so
+    nothing closed them later: the directory stayed locked to this process, and a new
+    producer on the same spill_dir could not adopt its records."""
+    import errno
+
+    store = _store(tmp_path, segment_bytes=400, fsync="segment")
+    assert store.append([_frame(i, n=20) for i in range(6)]) == 6
+    own = store.own
+    assert own is not None
+    opened = set(os.listdir("/proc/self/fd"))
+
+    def failing(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(spill.os, "fsync", failing)
+    with pytest.raises(OSError, match="Input/output"):
+        store.close()
+    monkeypatch.undo()
+    assert len(opened - set(os.listdir("/proc/self/fd"))) >= 2  # the lock and segments
+    assert store._locks == {}
+    with open(own / "LOCK", "rb") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # free
+    after = _store(tmp_path)
+    assert own in after.adopted
+    assert len(_read_all(after)) == 6
+    after.close()
