@@ -253,6 +253,8 @@ class SpillSeam:
         # once, not again when a frame given back is read again), until settled for good.
         self._inherited: set[tuple[Segment, int]] = set()
         self._unread = False
+        # Records were lost to damage since the backlogs were last squared (_square).
+        self._damaged = False
         # Frames given back for another read (see _replayer).
         self._given_back = 0
         self._work: anyio.Event | None = None
@@ -509,6 +511,7 @@ class SpillSeam:
             self.kafka_ok = True
             self._settled_for_good(seg, offset)
             self._stop_spilling(ticket.topic)  # a probe delivered its topic's last frame
+            self._square()
         elif error is not None and _unreachable_kind(error) and len(failed) == count:
             # Kafka went away again: read the frame again later, in its place.
             self._give_back(seg, offset)
@@ -580,6 +583,28 @@ class SpillSeam:
         # its new records keep going to the disk, behind that frame, until the probe
         # is answered (a record accepted for a spilling topic is on disk when
         # send_nowait returns, probe or not).
+
+    def _square(self) -> None:
+        """Drop the backlogs that records lost to damage left: those were never read
+        back, and the damage does not say whose they were, so their topics would spill
+        for the rest of the process. Once nothing is queued, unread on disk, given back
+        or in flight, whatever backlog is left is theirs."""
+        if (
+            not self._damaged
+            or self._replaying
+            or self._queued
+            or any(self._queues.values())
+            or any(not ok for _, _, ok in self._settle)  # given back: read again
+            or self._front is not None
+            or self._newer
+            or self.store.has_unread()
+        ):
+            return
+        self._damaged = False
+        stale, self._backlog = list(self._backlog), {}
+        if self.kafka_ok:
+            for topic in stale:
+                self._stop_spilling(topic)
 
     def _stop_spilling(self, topic: str) -> None:
         """New records of ``topic`` stay in memory again, if nothing of it is on disk."""
@@ -818,6 +843,7 @@ class SpillSeam:
             if self.store.sync_due():
                 self._kick()  # the read sealed the segment being written: fsync it
             for path, damage in result.damage:
+                self._damaged = True
                 if damage.records:
                     self.lost += damage.records
                 what = f"{damage.records} record(s)" if damage.records else "records"
@@ -829,6 +855,8 @@ class SpillSeam:
                         damage.records,
                     )
                 )
+            if result.damage and not result.frames:
+                self._square()  # the damage was the last of the backlog
             if self._given_back != given_back and result.frames:
                 # A frame was given back while this read ran: the frames just read may
                 # be behind it (newer records of its keys); they go back too, unread.

@@ -353,3 +353,48 @@ async def test_a_dead_producers_records_read_back_leave_this_ones_backlog_spilli
         assert values[64:] == [b"new%d" % i for i in range(10)]
         tg.cancel_scope.cancel()
     await seam.close(2)
+
+
+@pytest.mark.parametrize("where", ["middle", "last"])
+async def test_records_lost_to_damage_do_not_keep_their_topic_spilling(
+    tmp_path: Path, anyio_backend: str, where: str
+) -> None:
+    """A record damaged on disk (a flipped byte) is lost and reported; the others are
+    delivered. Its count stayed in the topic's backlog, which nothing took it off: the
+    topic spilled for the rest of the process, every new record going through the
+    disk instead of memory."""
+    store = SpillStore(tmp_path, max_bytes=1 << 24, segment_bytes=1 << 20)
+    seam = SpillSeam(store, when_full="drop_newest", queue_limit=1000, replay_limit=1000)
+    delivered: list[bytes] = []
+
+    def inject(topic: str, partition: int, record: Any, ticket: FrameTicket) -> None:
+        delivered.append(record[1])
+        ticket.event.set()
+
+    def nothing() -> None:
+        pass
+
+    host = SpillHost(lambda: 1000, inject, _Host().report_dropped, nothing, nothing)
+    async with anyio.create_task_group() as tg:
+        await tg.start(seam.run, host)
+        assert await eventually(lambda: seam.ready, 5)
+        seam.kafka_ok = False
+        seam._probe_at = float("inf")  # no probe: Kafka away until said otherwise
+        values = [b"v%d" % i for i in range(10)]
+        seam.intercept(
+            "T", 0, [(b"k", v, None, 2) for v in values], None, DeliveryTimeoutError("x")
+        )
+        seam.begin_evacuation()
+        seam.end_evacuation()
+        assert seam.takes("T", False)
+        damaged = b"v2" if where == "middle" else b"v9"
+        path = store._segments[-1].path
+        data = path.read_bytes()
+        path.write_bytes(data.replace(damaged, b"X" + damaged[1:], 1))
+        seam.kafka_ok = True  # Kafka back
+        assert await eventually(lambda: seam.lost == 1 and len(delivered) == 9, 5)
+        assert damaged not in delivered
+        assert await eventually(lambda: not seam.takes("T", False), 5), seam._backlog
+        assert seam.spilling == set()
+        tg.cancel_scope.cancel()
+    await seam.close(2)
