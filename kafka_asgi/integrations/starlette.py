@@ -17,7 +17,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from typing import Any
 
@@ -79,7 +79,12 @@ def kafka_lifespan(
                 return
             async with inner(app) as own_state:
                 if own_state:
+                    theirs = own_state.get(PRODUCERS_STATE_KEY)
                     state.update(own_state)
+                    if isinstance(theirs, Mapping):
+                        # Merged, as KafkaLifespan's put_state does: an inner
+                        # kafka_lifespan for another cluster must not take ours out.
+                        state[PRODUCERS_STATE_KEY] = {**theirs, cluster: producer}
                 yield state
 
     return combined

@@ -291,3 +291,16 @@ async def test_other_scopes_pass_through(anyio_backend: str) -> None:
     app = KafkaLifespan(inner, producer_factory=InMemoryProducer)
     await app({"type": "http"}, None, None)
     assert calls == ["http"]
+
+
+async def test_nested_starlette_lifespans_keep_both_clusters(anyio_backend: str) -> None:
+    """An app's own lifespan that is itself a kafka_lifespan for another cluster: the
+    state's kafka_producers holds both clusters (the outer one merges, as KafkaLifespan
+    does, instead of replacing the mapping)."""
+    a, b = InMemoryProducer(), InMemoryProducer()
+    inner = kafka_lifespan(cluster="b", producer_factory=lambda: b)
+    app = Starlette(lifespan=kafka_lifespan(inner, cluster="a", producer_factory=lambda: a))
+    async with run_lifespan(app) as state:
+        assert state["kafka_producers"] == {"a": a, "b": b}
+        assert "kafka_producer" not in state
+    assert a.closed and b.closed
