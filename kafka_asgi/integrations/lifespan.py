@@ -203,8 +203,10 @@ async def producer_lifespan(
     when missing; Kafka's ``auto.create.topics.enable`` is usually off.
 
     On exit: events queued from other threads are handed over, then
-    ``flush(timeout=shutdown_timeout)``; what is still unsent is logged as a warning,
-    then the producer is closed.
+    ``flush(timeout=shutdown_timeout)``, during which other threads may still send
+    (their events are handed over as they come, and delivered by the producer's
+    close); then the thread-safe sender is closed, what is still unsent is logged as
+    a warning, and the producer is closed.
     """
     options = LifespanOptions(
         cluster=cluster,
@@ -259,15 +261,12 @@ async def run_producer(
             stack.push_async_callback(_close_client, client)
         if owned:
             await producer.__aenter__()
-            stack.callback(unregister_producer, cluster, producer)
-            stack.push_async_callback(_shutdown, producer, cluster, shutdown_timeout, owned)
+        # Unregisters the producer and closes the sender after the final flush: see there.
+        stack.push_async_callback(_shutdown, producer, cluster, shutdown_timeout, owned, sender)
+        if owned:
             register_producer(cluster, producer)
-        else:
-            stack.push_async_callback(_shutdown, producer, cluster, shutdown_timeout, owned)
         sender.bind()
-        stack.callback(sender.close)
         register_sender(cluster, sender)
-        stack.callback(unregister_sender, cluster, sender)
 
         try:
             await _check_reachable(producer, client, startup_timeout)
@@ -297,15 +296,29 @@ async def _close_client(client: Any) -> None:
     await client.aclose()
 
 
-async def _shutdown(producer: ProducerLike, cluster: str, limit: float, owned: bool) -> None:
+async def _shutdown(
+    producer: ProducerLike, cluster: str, limit: float, owned: bool, sender: ThreadSafeSender
+) -> None:
     # Shielded: a server cancelling the lifespan must not lose the final flush. The
     # flush is bounded by ``limit``; the close that follows has little left to do but
     # is bounded too.
     with anyio.CancelScope(shield=True):
+        # The sender stays registered through the flush: threads still logging (sync
+        # endpoints finishing their requests) hand their events over on the loop, for
+        # the producer's close to deliver. Closed before the flush, it left them to
+        # find the producer itself and call it from their own thread.
+        sender.drain()
         try:
             await producer.flush(timeout=limit)
         except Exception as exc:
             logger.warning("kafka_asgi: final flush for cluster %r failed: %s", cluster, exc)
+        # The producer is unregistered first, with no await between: a thread that no
+        # longer finds the sender does not find the producer either (its event is
+        # dropped and counted, as for a closed sender), never calls it directly.
+        if owned:
+            unregister_producer(cluster, producer)
+        unregister_sender(cluster, sender)
+        sender.close()
         stats = producer.stats()
         left = getattr(stats, "buffered", 0) + getattr(stats, "in_flight", 0)
         if left:

@@ -138,6 +138,10 @@ class ThreadSafeSender:
         self._scheduled = False
         self._drain()
 
+    def drain(self) -> None:
+        """Hand what other threads queued to the producer now (call from the loop)."""
+        self._drain()
+
     def send_nowait(
         self,
         topic: str,

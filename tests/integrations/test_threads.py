@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from typing import Any
 from unittest import mock
 
@@ -11,9 +12,16 @@ import anyio
 import pytest
 
 from kafka_asgi.integrations.asgi import producer_lifespan
+from kafka_asgi.integrations.event_logger import EventLogger
 from kafka_asgi.integrations.testing import InMemoryProducer
 from kafka_asgi.integrations.threads import BackgroundProducer, ThreadSafeSender, get_sender
-from kafka_asgi.producer import BufferFullError, get_producer
+from kafka_asgi.producer import (
+    BufferFullError,
+    Producer,
+    get_producer,
+    register_producer,
+    unregister_producer,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -228,3 +236,69 @@ def test_a_mock_producer_gets_the_events_from_other_threads() -> None:
     anyio.run(main)
     producer.send_nowait.assert_called_once_with("t", b"x", b"k", None, None, None)
     assert sender.dropped == 0
+
+
+async def test_threads_logging_through_the_shutdown_never_call_the_producer(
+    anyio_backend: str,
+) -> None:
+    """Sync endpoints still logging while the lifespan shuts down: their events go
+    through the sender (the producer is only ever called on the loop's thread), and
+    those logged during the final flush are delivered, not dropped."""
+    loop_thread = threading.get_ident()
+    callers: list[int] = []
+    flushing = threading.Event()
+
+    class SlowFlush(InMemoryProducer):
+        def send_nowait(self, *args: Any, **kwargs: Any) -> None:
+            callers.append(threading.get_ident())
+            super().send_nowait(*args, **kwargs)
+
+        async def flush(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+            flushing.set()
+            await anyio.sleep(0.2)
+            await super().flush(timeout)
+
+    stop = threading.Event()
+    results: list[tuple[bool, bool]] = []
+
+    def endpoint() -> None:
+        log = EventLogger(None, "rid", "shutdown-window")
+        while not stop.is_set():
+            during = flushing.is_set()
+            results.append((during, log.log("t", b"x")))
+            time.sleep(0.002)
+
+    producer = SlowFlush()
+    threads = [threading.Thread(target=endpoint) for _ in range(3)]
+    try:
+        async with producer_lifespan(
+            cluster="shutdown-window", producer_factory=lambda: producer, shutdown_timeout=5
+        ):
+            for t in threads:
+                t.start()
+            await anyio.sleep(0.02)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert callers and set(callers) == {loop_thread}
+    assert any(ok for during, ok in results if during)
+    assert len(producer.events) == sum(ok for _, ok in results)
+
+
+def test_event_logger_refuses_to_call_a_producer_from_another_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Producer registered without a lifespan (no thread-safe sender): log() from a
+    thread that runs no event loop drops the event instead of calling the producer."""
+    calls: list[int] = []
+    monkeypatch.setattr(Producer, "send_nowait", lambda self, *a, **k: calls.append(1))
+    producer = Producer("127.0.0.1:1")
+    register_producer("no-sender", producer)
+    try:
+        log = EventLogger(None, "rid", "no-sender")
+        assert log.log("t", b"x") is False
+        assert log.dropped == 1
+    finally:
+        unregister_producer("no-sender", producer)
+    assert calls == []
