@@ -107,6 +107,18 @@ class ThreadSafeSender:
         self._check: Callable[..., tuple[Any, ...]] | None = (
             functools.partial(check, producer) if callable(check) else None
         )
+        # inject_trace_context=True: the producer's send_nowait injects the context
+        # current where it runs, which for a queued event is the drain on the loop, in
+        # the context of whichever thread first woke it (another request's trace). The
+        # context is injected here instead, in the sending thread, and the drain calls
+        # the class's send_nowait, which injects nothing.
+        self._handoff: Callable[..., None] | None = None
+        inject = None
+        if isinstance(getattr(type(producer), "trace_injector", None), property):
+            inject = producer.trace_injector  # type: ignore[attr-defined]
+        if callable(inject) and self._check is not None:
+            self._handoff = functools.partial(type(producer).send_nowait, producer)
+            self._check = _injecting(self._check, inject)
         # A deque: append and popleft are atomic (no condition to notify, as
         # queue.Queue has); the length is checked before each append.
         self._queue: deque[_Item] = deque()
@@ -204,7 +216,7 @@ class ThreadSafeSender:
     def _drain(self) -> int:
         """Hand what is queued to the producer; the number of events taken."""
         take = self._queue.popleft
-        send = self.producer.send_nowait
+        send = self._handoff or self.producer.send_nowait
         taken = 0
         while True:
             try:
@@ -226,6 +238,24 @@ class ThreadSafeSender:
                         exc,
                         self.dropped,
                     )
+
+
+def _injecting(
+    check: Callable[..., tuple[Any, ...]], inject: Callable[[Any], Any]
+) -> Callable[..., tuple[Any, ...]]:
+    """``check`` with the trace context of the calling thread injected first."""
+
+    def checked(
+        topic: str,
+        value: bytes | str | None,
+        key: bytes | str | None,
+        headers: Headers,
+        partition: int | None,
+        timestamp: int | None,
+    ) -> tuple[Any, ...]:
+        return check(topic, value, key, inject(headers), partition, timestamp)
+
+    return checked
 
 
 def _call_later() -> Callable[[float, Callable[[], object]], Any] | None:

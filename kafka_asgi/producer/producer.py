@@ -30,6 +30,7 @@ import logging
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -257,6 +258,15 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
 
     def __repr__(self) -> str:
         return f"<Producer {self._state} held={self._held}>"
+
+    @property
+    def trace_injector(self) -> Callable[[Any], Any] | None:
+        """With ``inject_trace_context=True``, the ``headers -> headers`` function that
+        ``send_nowait`` applies in the caller's context (else None). Code that hands
+        records to the producer later, on another thread, applies it where the record
+        was sent and calls ``Producer.send_nowait(producer, ...)``, which does not."""
+        inject: Callable[[Any], Any] | None = self._inject
+        return inject
 
     # ------------------------------------------------------------------ lifecycle
 

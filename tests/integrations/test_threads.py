@@ -302,3 +302,55 @@ def test_event_logger_refuses_to_call_a_producer_from_another_thread(
     finally:
         unregister_producer("no-sender", producer)
     assert calls == []
+
+
+async def test_injected_trace_context_is_the_sending_threads(
+    anyio_backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """inject_trace_context=True, events from threads each in its own span: each record
+    carries its own thread's trace (not that of whichever thread woke the drain), and
+    one logged outside any span carries none."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    tracer = TracerProvider().get_tracer("app")
+    seen: dict[bytes, dict[str, bytes]] = {}
+    enqueue = Producer._enqueue
+
+    def spy(self: Producer, topic: str, value: Any, key: Any, headers: Any, *rest: Any) -> Any:
+        seen[value] = {k: v for k, v in headers or ()}
+        return enqueue(self, topic, value, key, headers, *rest)
+
+    monkeypatch.setattr(Producer, "_enqueue", spy)
+    expected: dict[bytes, str | None] = {}
+    barrier = threading.Barrier(5)
+
+    def request(i: int) -> None:
+        log = EventLogger(None, f"rid{i}", "inject")
+        value = f"req{i}".encode()
+        if i == 4:
+            expected[value] = None
+            barrier.wait()
+            assert log.log("t", value)
+            return
+        with tracer.start_as_current_span(f"request-{i}") as span:
+            expected[value] = format(span.get_span_context().trace_id, "032x")
+            barrier.wait()
+            assert log.log("t", value)
+
+    async with producer_lifespan(
+        cluster="inject",
+        bootstrap="127.0.0.1:1",
+        startup_timeout=0.1,
+        shutdown_timeout=0.1,
+        producer_options={"inject_trace_context": True, "close_timeout": 0.1},
+    ):
+        threads = [threading.Thread(target=request, args=(i,)) for i in range(5)]
+        for t in threads:
+            t.start()
+        await anyio.to_thread.run_sync(lambda: [t.join() for t in threads])
+    # Leaving the lifespan handed every queued event to the producer.
+    got = {}
+    for value, headers in seen.items():
+        traceparent = headers.get("traceparent")
+        got[value] = None if traceparent is None else traceparent.decode().split("-")[1]
+    assert got == expected
