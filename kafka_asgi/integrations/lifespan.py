@@ -296,42 +296,58 @@ async def _close_client(client: Any) -> None:
     await client.aclose()
 
 
+def _stop_taking(
+    producer: ProducerLike, cluster: str, owned: bool, sender: ThreadSafeSender
+) -> None:
+    # The producer is unregistered first, with no await between: a thread that no
+    # longer finds the sender does not find the producer either (its event is dropped
+    # and counted, as for a closed sender), never calls it directly.
+    if owned:
+        unregister_producer(cluster, producer)
+    unregister_sender(cluster, sender)
+    sender.close()
+
+
 async def _shutdown(
     producer: ProducerLike, cluster: str, limit: float, owned: bool, sender: ThreadSafeSender
 ) -> None:
     # Shielded: a server cancelling the lifespan must not lose the final flush. The
     # flush is bounded by ``limit``; the close that follows has little left to do but
     # is bounded too.
-    with anyio.CancelScope(shield=True):
-        # The sender stays registered through the flush: threads still logging (sync
-        # endpoints finishing their requests) hand their events over on the loop, for
-        # the producer's close to deliver. Closed before the flush, it left them to
-        # find the producer itself and call it from their own thread.
-        sender.drain()
-        try:
-            await producer.flush(timeout=limit)
-        except Exception as exc:
-            logger.warning("kafka_asgi: final flush for cluster %r failed: %s", cluster, exc)
-        # The producer is unregistered first, with no await between: a thread that no
-        # longer finds the sender does not find the producer either (its event is
-        # dropped and counted, as for a closed sender), never calls it directly.
+    try:
+        with anyio.CancelScope(shield=True):
+            # The sender stays registered through the flush: threads still logging
+            # (sync endpoints finishing their requests) hand their events over on the
+            # loop, for the producer's close to deliver. Closed before the flush, it
+            # left them to find the producer itself and call it from their own thread.
+            sender.drain()
+            try:
+                await producer.flush(timeout=limit)
+            except Exception as exc:
+                logger.warning("kafka_asgi: final flush for cluster %r failed: %s", cluster, exc)
+    except BaseException:
+        # A cancellation no shield holds (asyncio's Task.cancel(), from a server that
+        # gave up waiting for the lifespan) ended the flush: the producer is still
+        # closed, which reports what it holds, rather than left open with them.
+        _stop_taking(producer, cluster, owned, sender)
         if owned:
-            unregister_producer(cluster, producer)
-        unregister_sender(cluster, sender)
-        sender.close()
-        stats = producer.stats()
-        left = getattr(stats, "buffered", 0) + getattr(stats, "in_flight", 0)
-        if left:
-            logger.warning(
-                "kafka_asgi: %d event(s) for cluster %r still unsent after the %.1fs "
-                "shutdown deadline (delivered %d, failed %d, last error: %s)",
-                left,
-                cluster,
-                limit,
-                getattr(stats, "delivered", 0),
-                getattr(stats, "failed", 0),
-                getattr(stats, "last_error", None),
-            )
+            with anyio.CancelScope(shield=True):
+                await producer.__aexit__(None, None, None)
+        raise
+    _stop_taking(producer, cluster, owned, sender)
+    stats = producer.stats()
+    left = getattr(stats, "buffered", 0) + getattr(stats, "in_flight", 0)
+    if left:
+        logger.warning(
+            "kafka_asgi: %d event(s) for cluster %r still unsent after the %.1fs "
+            "shutdown deadline (delivered %d, failed %d, last error: %s)",
+            left,
+            cluster,
+            limit,
+            getattr(stats, "delivered", 0),
+            getattr(stats, "failed", 0),
+            getattr(stats, "last_error", None),
+        )
     if not owned:
         return
     # The producer's own close is bounded by its close_timeout and shielded (its

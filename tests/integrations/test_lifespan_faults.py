@@ -112,3 +112,42 @@ async def test_generator_function_lifespan(anyio_backend: str, framework: type[A
     assert stopped == [True]
     assert [e.value for e in producer.events] == [b"own-start", b"own-stop"]
     assert producer.closed
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # Task.cancel() is asyncio's
+async def test_a_server_cancelling_the_final_flush_still_gets_the_producer_closed(
+    anyio_backend: str,
+) -> None:
+    """A server that gives up waiting for the lifespan cancels its task with
+    Task.cancel(), which anyio's shield cannot hold off: the flush ends there. The
+    producer is still closed (reporting what it holds), and unregistered with its
+    sender; the close was skipped, leaving it open with its records unreported."""
+    import asyncio
+
+    from kafka_asgi.integrations import lifespan
+    from kafka_asgi.integrations.sender import ThreadSafeSender, get_sender, register_sender
+    from kafka_asgi.producer import register_producer
+
+    class Slow(InMemoryProducer):
+        closed = False
+
+        async def flush(self, timeout: float | None = None) -> None:
+            await asyncio.sleep(30)
+
+        async def __aexit__(self, *exc: object) -> None:
+            self.closed = True
+
+    producer = Slow()
+    sender = ThreadSafeSender(producer)
+    sender.bind()
+    register_producer("cancelled", producer)  # type: ignore[arg-type]
+    register_sender("cancelled", sender)
+    task = asyncio.ensure_future(lifespan._shutdown(producer, "cancelled", 30.0, True, sender))
+    await asyncio.sleep(0.05)  # in the flush
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert producer.closed
+    assert get_sender("cancelled") is None
+    with pytest.raises(ProducerNotRegisteredError):
+        get_producer("cancelled")
