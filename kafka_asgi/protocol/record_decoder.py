@@ -267,7 +267,7 @@ def _decode_records(
             headers = no_headers
             pos += 1
         else:
-            headers, pos = _decode_headers(data, pos)
+            headers, pos = _decode_headers(data, pos, rend)
         if pos != rend:
             raise ProtocolError(f"record fields do not add up to its length {rlen}")
         # tuple.__new__ skips the keyword handling of Record's generated __new__.
@@ -288,14 +288,20 @@ def _decode_records(
     return records
 
 
-def _decode_headers(data: bytes, pos: int) -> tuple[tuple[Header, ...], int]:
+def _decode_headers(data: bytes, pos: int, end: int) -> tuple[tuple[Header, ...], int]:
+    """The headers of the record ending at ``end``: each field is checked against
+    the record's end, not the buffer's, and the count against what the record can
+    hold, so a record cannot make more of them than its own bytes describe."""
     count, pos = read_zigzag(data, pos, MAX_VARINT_BYTES)
     if count < 0:
         raise ProtocolError(f"negative header count {count}")
+    # A header takes at least two bytes (an empty key's length, a null value's).
+    if count > (end - pos) // 2:
+        raise ProtocolError(f"header count {count} exceeds the record")
     headers = []
     for _ in range(count):
         n, pos = read_zigzag(data, pos, MAX_VARINT_BYTES)
-        if n < 0 or pos + n > len(data):
+        if n < 0 or pos + n > end:
             raise ProtocolError(f"invalid header key length {n}")
         hk = data[pos : pos + n].decode()
         pos += n
@@ -305,7 +311,7 @@ def _decode_headers(data: bytes, pos: int) -> tuple[tuple[Header, ...], int]:
                 raise ProtocolError(f"negative header value length {n}")
             hv = None
         else:
-            if pos + n > len(data):
+            if pos + n > end:
                 raise ProtocolError(f"header value length {n} exceeds the record")
             hv = data[pos : pos + n]
             pos += n

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import struct
+import tracemalloc
 import warnings
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -34,11 +35,13 @@ from kafka_asgi.protocol.records import (
     RecordBatch,
     RecordTuple,
     TimestampType,
+    assemble_batch,
     decode_batches,
     encode_batch,
     estimate_record_size,
     set_producer_state,
 )
+from kafka_asgi.protocol.varint import zigzag
 
 TS = 1_700_000_000_000
 
@@ -466,6 +469,32 @@ def test_malformed_headers_raise_protocol_error(mutate: Any, message: str) -> No
     struct.pack_into(">I", data, 17, crc32c(bytes(data[21:])))
     with pytest.raises(ProtocolError, match=message):
         decode_batches(bytes(data))
+
+
+def _peak_raising(call: Callable[[], object], message: str) -> int:
+    """Peak traced allocation of ``call``, which must raise ProtocolError(message)."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(ProtocolError, match=message):
+            call()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_header_count_the_record_cannot_hold_is_rejected_before_any_header() -> None:
+    # A record claiming 7 bytes, null key and value, then 2**32 headers, and 256 KiB
+    # of ("", None) pairs after it: checked against the buffer rather than the
+    # record, they became 128Ki header tuples (about 10 MiB) before the record
+    # length mismatch was seen.
+    pairs = 256 << 10
+    record = zigzag(7) + b"\x00\x00\x00\x01\x01" + zigzag(2**32) + b"\x00\x01" * (pairs // 2)
+    data = assemble_batch(record, 1, TS, 0)
+    assert _peak_raising(lambda: decode_batches(data), "header count") < 64 << 10
+    # A count the record can hold, with a header running past the record's end.
+    record = zigzag(9) + b"\x00\x00\x00\x01\x01" + zigzag(1) + zigzag(6) + b"abcdef\x01"
+    with pytest.raises(ProtocolError, match="header key length 6"):
+        decode_batches(assemble_batch(record, 1, TS, 0))
 
 
 # --- set_producer_state --------------------------------------------------------------
