@@ -101,9 +101,10 @@ class BasicConsumer:
     options of :class:`~kafka_asgi.cluster.client.KafkaClient`, plus
     ``isolation_level`` ("read_uncommitted" or "read_committed": the latter leaves out
     the records of aborted transactions and stops at the last stable offset) and
-    ``max_decoded_bytes`` (the records one fetch response may decode to, decompressed:
-    the first batch always is, up to 256 MiB; the batches past the bound are left for
-    the next fetch, from ``next_offset``).
+    ``max_decoded_bytes`` (the records one fetch response may decode to, decompressed,
+    each counting ``DECODED_RECORD_OVERHEAD`` more for its objects: the first batch
+    always is, up to 256 MiB, past which its records are left for the next fetch as
+    the batches past the bound are, from ``next_offset``).
     """
 
     def __init__(
@@ -374,7 +375,7 @@ class BasicConsumer:
             batches = DecodedBatches()
             batches.limited = True
         else:
-            batches = decode_batches(raw, max_total_size=budget[0])
+            batches = decode_batches(raw, max_total_size=budget[0], fetch_offset=offset)
             budget[0] -= batches.size
         aborted = tuple(
             AbortedTransaction(t.producer_id, t.first_offset)

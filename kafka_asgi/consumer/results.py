@@ -98,8 +98,9 @@ class FetchResult:
     aborted_transactions: tuple[AbortedTransaction, ...] = ()
     truncated: bool = False
     """True when the response held records not returned: a partial batch at its end
-    (cut at max_bytes), or whole batches past the consumer's ``max_decoded_bytes``.
-    The next fetch from ``next_offset`` reads them."""
+    (cut at max_bytes), whole batches past the consumer's ``max_decoded_bytes``, or the
+    rest of a batch of more records than one batch may decode to (256 MiB, counting
+    each record's objects). The next fetch from ``next_offset`` reads them."""
 
     @property
     def end_offset(self) -> int:
@@ -166,5 +167,6 @@ def select_records(
                             timestamp_type,
                         )
                     )
-        next_offset = max(next_offset, batch.next_offset)
+        resume = batch.resume_offset
+        next_offset = max(next_offset, batch.next_offset if resume is None else resume)
     return records, next_offset

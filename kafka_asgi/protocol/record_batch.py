@@ -144,6 +144,10 @@ class RecordBatch:
     records: list[Record]
     control_type: int | None = None
     """For a control batch, the type of its marker (a :class:`ControlType` when known)."""
+    resume_offset: int | None = None
+    """When the decoder stopped inside this batch (more records than one batch may
+    decode to, see ``decode_batches``), the offset of the first record it left out:
+    where the next fetch starts. None when ``records`` holds the whole batch."""
 
     @property
     def compression(self) -> Compression:
@@ -176,9 +180,10 @@ class DecodedBatches(list[RecordBatch]):
     ``truncated`` is True when the buffer ended in a partial batch, which was
     left out; ``remainder`` is the number of bytes of that partial batch.
     ``limited`` is True when whole batches were left out because those decoded
-    reached the ``max_total_size`` asked of ``decode_batches``; ``size`` is the
-    bytes of records decoded (the records sections, decompressed; a legacy
-    message's keys and values).
+    reached the ``max_total_size`` asked of ``decode_batches``, or when the last
+    batch was decoded in part (its ``resume_offset``); ``size`` is the bytes of
+    records decoded (the records sections, decompressed; a legacy message's keys
+    and values), plus ``DECODED_RECORD_OVERHEAD`` for each record decoded.
     """
 
     truncated: bool = False

@@ -31,17 +31,21 @@ transactional=None) -> bytes``
     (KIP-98), and a producer whose epoch was bumped must rewrite them.
 
 ``decode_batches(data, *, verify_crc=True, max_decompressed_size=256 MiB,
-max_total_size=None) -> DecodedBatches``
+max_total_size=None, fetch_offset=-1) -> DecodedBatches``
     Decode every complete batch (magic 2) or legacy message (magic 0/1, one
     :class:`RecordBatch` per top-level message, a compressed wrapper holding its
     inner messages) in a buffer such as the ``records`` of a Fetch partition.
     A partial batch at the end (a Fetch response cut at ``max_bytes``) is not an
     error: it is left out and ``DecodedBatches.truncated`` is True.  Any
     malformed input raises :class:`ProtocolError`, and nothing else; so does a
-    compressed batch that would inflate beyond ``max_decompressed_size``.  With
-    ``max_total_size``, decoding stops before a batch once those decoded hold that
-    many bytes of records (decompressed; the first batch is always decoded), and
-    ``DecodedBatches.limited`` is True: a consumer's memory for one response.
+    compressed batch that would inflate beyond ``max_decompressed_size``.  A record
+    costs its bytes (decompressed) plus ``DECODED_RECORD_OVERHEAD`` (the objects it
+    becomes).  A batch whose records would cost more than ``max_decompressed_size``
+    is decoded in part, from its first record at or after ``fetch_offset``: its
+    ``resume_offset`` is the first record left out.  With ``max_total_size``,
+    decoding stops before a batch once those decoded cost that much (the first
+    batch is always decoded), and ``DecodedBatches.limited`` is True: a consumer's
+    memory for one response.
 
 ``estimate_record_size(key, value, headers) -> int``
     An upper bound of the bytes one record adds to a batch (for batch sizing);
@@ -67,7 +71,7 @@ from kafka_asgi.protocol.record_batch import (
     RecordTuple,
     TimestampType,
 )
-from kafka_asgi.protocol.record_decoder import decode_batches
+from kafka_asgi.protocol.record_decoder import DECODED_RECORD_OVERHEAD, decode_batches
 from kafka_asgi.protocol.record_encoder import (
     assemble_batch,
     encode_batch,
@@ -80,6 +84,7 @@ from kafka_asgi.protocol.record_encoder import (
 __all__ = [
     "BATCH_OVERHEAD",
     "CREATE_TIME",
+    "DECODED_RECORD_OVERHEAD",
     "LOG_APPEND_TIME",
     "ControlType",
     "DecodedBatches",

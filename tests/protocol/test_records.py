@@ -29,8 +29,10 @@ from kafka_asgi.protocol.errors import ProtocolError
 from kafka_asgi.protocol.records import (
     BATCH_OVERHEAD,
     CREATE_TIME,
+    DECODED_RECORD_OVERHEAD,
     LOG_APPEND_TIME,
     ControlType,
+    DecodedBatches,
     Record,
     RecordBatch,
     RecordTuple,
@@ -777,3 +779,60 @@ def test_legacy_messages_count_their_keys_and_values_toward_max_total_size() -> 
     assert decode_batches(data).size == 6 * 1001
     part = decode_batches(data, max_total_size=2500)
     assert [b.base_offset for b in part] == [0, 1, 2] and part.limited
+
+
+def _null_records(n: int) -> list[RecordTuple]:
+    # Null key and value: about 7 bytes each on the wire, some 280 once decoded.
+    return [(None, None, None, TS + i) for i in range(n)]
+
+
+def test_each_record_costs_its_objects_toward_max_total_size() -> None:
+    n = 4000
+    data = b"".join(
+        encode_batch(_null_records(n), base_offset=n * i, compression=Compression.GZIP)
+        for i in range(3)
+    )
+    everything = decode_batches(data)
+    assert len(everything) == 3 and not everything.limited
+    assert everything.size > 3 * n * DECODED_RECORD_OVERHEAD
+    # The first batch alone costs more than the bound (its section is about 40 kB).
+    part = decode_batches(data, max_total_size=400_000)
+    assert [b.base_offset for b in part] == [0] and part.limited
+
+
+def _traced(call: Callable[[], DecodedBatches]) -> tuple[DecodedBatches, int]:
+    tracemalloc.start()
+    try:
+        return call(), tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_batch_of_more_records_than_one_batch_may_cost_is_decoded_in_part() -> None:
+    n, limit = 20_000, 1 << 20
+    data = encode_batch(_null_records(n), base_offset=100, compression=Compression.GZIP)
+    # Whole, the batch took 3.4 MiB (170 bytes a record) to a bound of 1 MiB.
+    part, peak = _traced(lambda: decode_batches(data, max_decompressed_size=limit))
+    assert peak < limit
+    whole = decode_batches(data)
+    assert len(whole[0].records) == n and whole[0].resume_offset is None
+    [batch] = part
+    assert part.limited and part.size <= limit and batch.resume_offset == 100 + len(batch.records)
+    # Fetched again from where it stopped, record after record, none lost or repeated.
+    offset, seen = 100, []
+    while True:
+        part = decode_batches(data, max_decompressed_size=limit, fetch_offset=offset)
+        assert part.size <= limit
+        records, offset = select_records("t", 0, part, offset)
+        seen += [r.offset for r in records]
+        if not part.limited:
+            break
+        assert offset == part[0].resume_offset
+    assert seen == list(range(100, 100 + n)) and offset == 100 + n
+
+
+def test_a_batch_decoded_in_part_returns_one_record_at_least() -> None:
+    data = encode_batch(_null_records(5), base_offset=7)
+    part = decode_batches(data, max_decompressed_size=1, fetch_offset=9)
+    assert [r.offset for r in part[0].records] == [9] and part[0].resume_offset == 10
+    assert select_records("t", 0, part, 9)[1] == 10
