@@ -104,7 +104,10 @@ def decode_batches(
                     break
             elif magic == 0 or magic == 1:
                 batch = decode_legacy(buf, pos, batch_end, verify_crc, max_decompressed_size)
-                spent[0] += sum(len(r.key or b"") + len(r.value or b"") for r in batch.records)
+                spent[0] += sum(
+                    len(r.key or b"") + len(r.value or b"") + DECODED_RECORD_OVERHEAD
+                    for r in batch.records
+                )
                 result.append(batch)
             else:
                 raise ProtocolError(f"record batch at byte {pos}: unknown magic {magic}")

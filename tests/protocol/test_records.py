@@ -776,9 +776,27 @@ def test_decoding_stops_once_the_batches_decoded_reach_max_total_size(codec: Com
 def test_legacy_messages_count_their_keys_and_values_toward_max_total_size() -> None:
     records = [(b"k", b"x" * 1000, TS + i) for i in range(6)]
     data = _legacy(KpLegacyBuilder, 1, 0, records)
-    assert decode_batches(data).size == 6 * 1001
+    assert decode_batches(data).size == 6 * (1001 + DECODED_RECORD_OVERHEAD)
     part = decode_batches(data, max_total_size=2500)
-    assert [b.base_offset for b in part] == [0, 1, 2] and part.limited
+    assert [b.base_offset for b in part] == [0, 1] and part.limited
+
+
+def _null_legacy(n: int) -> list[tuple[None, None, int]]:
+    return [(None, None, TS + i) for i in range(n)]
+
+
+def test_legacy_messages_count_their_objects_toward_max_total_size() -> None:
+    # Compressed wrappers of 2000 messages with null key and value: they counted
+    # nothing, so a budget stopped none of them.
+    wrapper = bytearray(_legacy(KpLegacyBuilder, 1, Compression.GZIP, _null_legacy(2000)))
+    data = b""
+    for i in range(3):
+        struct.pack_into(">q", wrapper, 0, 2000 * i + 1999)  # its last message's offset
+        data += wrapper
+    assert [b.base_offset for b in decode_batches(data)] == [0, 2000, 4000]
+    part = decode_batches(data, max_total_size=100_000)
+    assert [b.base_offset for b in part] == [0] and part.limited
+    assert part.size == 2000 * DECODED_RECORD_OVERHEAD
 
 
 def _null_records(n: int) -> list[RecordTuple]:
