@@ -274,7 +274,8 @@ def _bounded(module: ModuleType, data: bytes, max_size: int, codec: Compression)
 
 
 # gzip output is produced this much at a time: a "bomb" stops within one step of
-# max_size, so the peak memory is about max_size, not a multiple of it.
+# max_size, holding about max_size, not a multiple of it. Output that fits is joined
+# from its chunks at the end, so it peaks at about twice its size.
 _GZIP_STEP = 1 << 20
 
 
