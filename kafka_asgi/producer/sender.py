@@ -255,13 +255,16 @@ class Sender(ProducerState):
                 for b in batches:
                     deadline = b.born + self._delivery_timeout
                     if now >= deadline:
-                        expired = DeliveryTimeoutError(
-                            f"not delivered within delivery_timeout={self._delivery_timeout}s "
-                            "(no producer id: InitProducerId not answered)"
-                        )
-                        self._fail_batch(b, expired, not b.maybe_written)
+                        self._expire(b, "no producer id: InitProducerId not answered")
                     elif deadline < self._retry_at:
                         self._retry_at = deadline
+
+    def _expire(self, b: Batch, why: str) -> None:
+        """Report ``b`` as not delivered within delivery_timeout (``why``: what held it)."""
+        expired = DeliveryTimeoutError(
+            f"not delivered within delivery_timeout={self._delivery_timeout}s ({why})"
+        )
+        self._fail_batch(b, expired, not b.maybe_written)
 
     def _refused_expired(self, b: Batch, now: float) -> bool:
         """``b``, which its partition's sequence state keeps from going, has passed
@@ -271,11 +274,7 @@ class Sender(ProducerState):
         for ever."""
         if now < b.born + self._delivery_timeout:
             return False
-        expired = DeliveryTimeoutError(
-            f"not delivered within delivery_timeout={self._delivery_timeout}s "
-            "(held back to keep the partition's sequence numbers in order)"
-        )
-        self._fail_batch(b, expired, not b.maybe_written)
+        self._expire(b, "held back to keep the partition's sequence numbers in order")
         return True
 
     def _may_send(self, p: PartitionBuffer, b: Batch, out: int, gen: int, now: float) -> bool:
@@ -751,11 +750,7 @@ class Sender(ProducerState):
             # at once would outlast delivery_timeout by max_retry * retry_backoff.
             # The batch has its answer (not in flight): failed as the other expiries
             # fail one (with idempotence, _fail_batch settles its sequence numbers).
-            expired = DeliveryTimeoutError(
-                f"not delivered within delivery_timeout={self._delivery_timeout}s "
-                f"(the last try failed: {error})"
-            )
-            self._fail_batch(b, expired, not b.maybe_written)
+            self._expire(b, f"the last try failed: {error}")
             return
         # Tried again at the deadline at the latest, as _stalled does.
         b.not_before = min(now + self._backoff, deadline)
@@ -776,11 +771,7 @@ class Sender(ProducerState):
             return
         now = anyio.current_time()
         if now >= b.born + self._delivery_timeout:
-            expired = DeliveryTimeoutError(
-                f"not delivered within delivery_timeout={self._delivery_timeout}s "
-                f"(retried in order behind an earlier batch: {error})"
-            )
-            self._fail_batch(b, expired, not b.maybe_written)
+            self._expire(b, f"retried in order behind an earlier batch: {error}")
             return
         b.not_before = now
         self._retry_at = now
@@ -797,11 +788,7 @@ class Sender(ProducerState):
         now = anyio.current_time()
         deadline = b.born + self._delivery_timeout
         if now >= deadline:
-            expired = DeliveryTimeoutError(
-                f"not delivered within delivery_timeout={self._delivery_timeout}s "
-                f"(no broker reachable, or no leader for the partition: {error})"
-            )
-            self._fail_batch(b, expired, not b.maybe_written)
+            self._expire(b, f"no broker reachable, or no leader for the partition: {error}")
             return
         self._note_waiting(now, now - b.born, error)
         cap = max(STALL_BACKOFF_CAP, self._backoff)
