@@ -172,8 +172,6 @@ class AccessLogMiddleware(AccessLogOptions):
         # counted as it is read. Either way receive is wrapped, to see an
         # http.disconnect that comes before the response's start.
         declared = headers.get(b"content-length")
-        gone = False
-        inner_receive = receive
         if (
             declared is not None
             and declared.isdigit()
@@ -182,36 +180,30 @@ class AccessLogMiddleware(AccessLogOptions):
             and len(declared) < 19
             # RFC 9112, section 6.3: Transfer-Encoding overrides Content-Length.
             and b"transfer-encoding" not in headers
-        ) or not (
-            declared is not None
-            or b"transfer-encoding" in headers
-            or scope.get("http_version") in _NO_TRANSFER_ENCODING
         ):
-            request_bytes = int(declared) if declared is not None else 0
-
-            async def receive_watching() -> Message:
-                nonlocal gone
-                message = await inner_receive()
-                if message["type"] == "http.disconnect" and not status:
-                    gone = True
-                return message
-
-            receive = receive_watching
+            request_bytes = int(declared)
+            counting = False
         else:
             request_bytes = 0
+            counting = (
+                declared is not None
+                or b"transfer-encoding" in headers
+                or scope.get("http_version") in _NO_TRANSFER_ENCODING
+            )
+        gone = False
 
-            async def receive_counting() -> Message:
-                nonlocal request_bytes, gone
-                message = await inner_receive()
-                if message["type"] == "http.request":
+        async def receive_watching() -> Message:
+            nonlocal request_bytes, gone
+            message = await receive()
+            if message["type"] == "http.request":
+                if counting:
                     request_bytes += len(message.get("body", b""))
-                elif message["type"] == "http.disconnect" and not status:
-                    gone = True
-                return message
+            elif message["type"] == "http.disconnect" and not status:
+                gone = True
+            return message
 
-            receive = receive_counting
         try:
-            await self.app(scope, receive, send_wrapper)
+            await self.app(scope, receive_watching, send_wrapper)
         except Exception as exc:
             if not response_bytes and (gone or _client_went_away(exc)):
                 # Gone before any of the body was handed over (its start message may
