@@ -506,74 +506,58 @@ class BrokerConnection:
             return
         self._reauth_at = now + wait
 
-    async def _reauthenticate(self) -> None:
+    async def _reauthenticate(self, name: str, wait: float) -> None:
         """KIP-368: authenticate again on this open connection before the session ends.
 
         The token (or a fresh SCRAM exchange) is made ready first, while requests
         still flow. Then new writes pause (the write lock), the requests in flight get
         their responses, the handshake runs through the reader, and writes resume:
         nothing in flight fails or changes order. A refusal closes the connection
-        with AuthenticationError. Cancelled before its first frame (its caller's own
-        timeout), the attempt is dropped and the connection stays: the session is
-        still due for renewal, so the next request tries again. Out of time before it
-        (request_timeout spent waiting for the requests in flight), the connection
-        closes as for a timed-out request (ClientRequestTimeoutError).
+        with AuthenticationError.
+
+        The request ``name`` that found the session due waits for the requests in
+        flight no longer than its own timeout ``wait``: past it, or cancelled by its
+        caller, it fails alone (ClientRequestTimeoutError, nothing of it written),
+        the connection stays, and the session is still due, so the next request
+        tries again. The requests in flight keep their own timeouts: a long poll
+        (a fetch waiting up to max_wait) is answered, not cut at request_timeout,
+        and a broker that went silent is found out by them, closing the connection
+        as a timed-out request does. The exchange itself is bounded by
+        request_timeout; interrupted once started, it closes the connection.
         """
         credentials = self.config.sasl
         assert credentials is not None
         limit = self.config.request_timeout
         self._reauthenticating = True
-        exchanging = False
         try:
             mechanism = await new_mechanism(credentials, limit)
-            with anyio.fail_after(limit):
-                async with self._write_lock:
-                    try:
-                        self._reauth_draining = True
-                        while self._pending and self._closed is None:
-                            self._drained = anyio.Event()
-                            await self._drained.wait()
-                        self._reauth_draining = False
-                        if self._closed is not None:
-                            return
-                        io = SaslIO(
-                            self.address,
-                            self.choose_api_version,
-                            self._reauth_roundtrip,
-                            self._scrub,
-                        )
-                        exchanging = True
-                        lifetime = await run_exchange(io, mechanism, framed=True)
-                    except KafkaError as exc:
-                        self._fail(exc)
-                        raise
-                    except BaseException:
-                        if exchanging:
-                            # Cancelled or out of time mid-exchange: the broker is
-                            # between handshake steps, so nothing else may be sent on
-                            # this stream. (Before it, only this attempt is lost.)
-                            self._fail(
-                                ConnectionClosedError(
-                                    f"{self.address}: closed after re-authentication"
-                                    " was interrupted"
-                                )
-                            )
-                        raise
-                    finally:
-                        self._reauth_draining = False
-            self._session_started(lifetime)
+            lock = self._write_lock
+            with anyio.move_on_after(wait) as waiting:
+                await lock.acquire()
+            if waiting.cancelled_caught:
+                # The holder is a write the broker does not read (only this attempt
+                # drains): as for any request that cannot send.
+                self._timed_out(name, wait, "waiting to send")
+            try:
+                self._reauth_draining = True
+                with anyio.move_on_after(wait) as draining:
+                    while self._pending and self._closed is None:
+                        self._drained = anyio.Event()
+                        await self._drained.wait()
+                self._reauth_draining = False
+                if self._closed is not None:
+                    return
+                if draining.cancelled_caught:
+                    raise ClientRequestTimeoutError(
+                        f"{self.address}: {name} timed out after {wait}s (waiting to send:"
+                        f" a re-authentication waits for {len(self._pending)} request(s)"
+                        " in flight)"
+                    )
+                await self._reauth_exchange(mechanism, limit)
+            finally:
+                self._reauth_draining = False
+                lock.release()
             self.reauthentications += 1
-        except TimeoutError:
-            if exchanging:  # closed above, mid-exchange
-                raise ConnectionClosedError(
-                    f"{self.address}: re-authentication took longer than {limit}s"
-                ) from None
-            # The requests in flight went unanswered (or a write stayed stuck) for a
-            # whole request_timeout: a request timed out, as far as this connection
-            # can tell, and it closes as for one (raising ClientRequestTimeoutError).
-            # This also bounds the requests queued behind the lock meanwhile, which
-            # leave it open.
-            self._timed_out("re-authentication", limit, "waiting to start")
         except AuthenticationError as exc:
             # The broker closes the connection right after refusing, and the reader may
             # have seen that first: report the refusal, not the close that followed.
@@ -584,6 +568,33 @@ class BrokerConnection:
         finally:
             self._reauthenticating = False
         logger.debug("%s: re-authenticated (KIP-368)", self.address)
+
+    async def _reauth_exchange(self, mechanism: SaslMechanism, limit: float) -> None:
+        """The handshake and authentication frames, the write lock held, nothing in
+        flight. Interrupted (out of time, cancelled, a broker error), it closes the
+        connection: the broker is between handshake steps, so nothing else may be
+        sent on this stream."""
+        io = SaslIO(self.address, self.choose_api_version, self._reauth_roundtrip, self._scrub)
+        try:
+            with anyio.fail_after(limit):
+                lifetime = await run_exchange(io, mechanism, framed=True)
+        except KafkaError as exc:
+            self._fail(exc)
+            raise
+        except TimeoutError:
+            error = ConnectionClosedError(
+                f"{self.address}: re-authentication took longer than {limit}s"
+            )
+            self._fail(error)
+            raise error from None
+        except BaseException:
+            self._fail(
+                ConnectionClosedError(
+                    f"{self.address}: closed after re-authentication was interrupted"
+                )
+            )
+            raise
+        self._session_started(lifetime)
 
     async def _reauth_roundtrip(self, request: Message, version: int) -> bytes:
         """One request and its response through the reader, with the write lock held."""
@@ -650,7 +661,7 @@ class BrokerConnection:
                 and anyio.current_time() >= reauth_at
                 and self._closed is None
             ):
-                await self._reauthenticate()
+                await self._reauthenticate(f"{request.API_NAME} v{version}", limit)
             return await self._request(request, version, response_cls, expect_response, limit)
         finally:
             self.in_flight -= 1

@@ -324,9 +324,10 @@ async def test_reauthentication_waiting_on_a_silent_broker_is_bounded(
     anyio_backend: str,
 ) -> None:
     """A broker that stops answering while a re-authentication waits for a request in
-    flight (one with a longer timeout of its own): the re-authentication gives up after
-    request_timeout as a timed-out request does, closing the connection, and the
-    request queued behind it (which no longer closes it itself) fails then too."""
+    flight (one with a longer timeout of its own): the request that found the session
+    due fails after its own timeout, alone, and the request in flight closes the
+    connection at its own, as a timed-out request does; the request queued behind
+    them fails then too, long before its own timeout."""
     log: list[str] = []
     x = HeldRequest("X", log)
 
@@ -336,29 +337,75 @@ async def test_reauthentication_waiting_on_a_silent_broker_is_bounded(
         await authenticate_plain(peer, log)
         await x.serve(peer)  # never released
 
-    limit = 0.5
+    limit, own = 0.5, 3.0
     async with fake_broker(script) as port:
         with anyio.fail_after(scaled(10)):
             async with BrokerConnection("127.0.0.1", port, request_timeout=limit, **PLAIN) as conn:
                 first, second, third = Outcome(), Outcome(), Outcome()
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(first.run, conn, 30.0)
+                    started = anyio.current_time()
+                    tg.start_soon(first.run, conn, own)
                     await x.arrived.wait()
                     await until_reauthentication_is_due(conn)
-                    started = anyio.current_time()
+                    due = anyio.current_time()
                     tg.start_soon(second.run, conn)
                     await anyio.wait_all_tasks_blocked()
                     tg.start_soon(third.run, conn, 30.0)
                     await second.done.wait()
-                    assert anyio.current_time() - started < limit + scaled(1)
+                    assert anyio.current_time() - due < limit + scaled(1)
+                    assert not conn.closed, conn._closed
                     await first.done.wait()
+                    assert anyio.current_time() - started >= own
                     await third.done.wait()
+                    assert anyio.current_time() - started < own + scaled(1)
                 assert conn.closed
                 assert isinstance(second.error, ClientRequestTimeoutError)
                 assert "re-authentication" in str(second.error)
-                assert isinstance(first.error, ConnectionClosedError)
+                assert isinstance(first.error, ClientRequestTimeoutError)
                 assert isinstance(third.error, ConnectionClosedError)
+                assert conn.reauthentications == 0
     assert log == ["handshake", "authenticate", "request X"]
+
+
+async def test_a_long_poll_in_flight_outlives_a_reauthentication_due(
+    anyio_backend: str,
+) -> None:
+    """A request in flight with a timeout of its own longer than request_timeout (a
+    fetch waiting up to max_wait) is answered after request_timeout: the
+    re-authentication due meanwhile waits for it rather than closing the connection
+    under it (which failed the long poll), and happens on the next request."""
+    log: list[str] = []
+    x = HeldRequest("X", log)
+    limit = 0.5
+    async with fake_broker(held_then_reauthenticated(log, x, "Z")) as port:
+        with anyio.fail_after(scaled(10)):
+            async with BrokerConnection("127.0.0.1", port, request_timeout=limit, **PLAIN) as conn:
+                first, second = Outcome(), Outcome()
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(first.run, conn, 5.0)
+                    await x.arrived.wait()
+                    await until_reauthentication_is_due(conn)
+                    tg.start_soon(second.run, conn)
+                    await second.done.wait()
+                    assert isinstance(second.error, ClientRequestTimeoutError)
+                    assert "re-authentication" in str(second.error)
+                    await anyio.sleep(limit)  # X now held past request_timeout twice
+                    assert not conn.closed, conn._closed
+                    x.release.set()
+                    await first.done.wait()
+                assert first.error is None, "the long poll must get its answer"
+                await metadata(conn)
+                assert conn.reauthentications == 1
+                assert not conn.closed
+    assert log == [
+        "handshake",
+        "authenticate",
+        "request X",
+        "response X",
+        "handshake",
+        "authenticate",
+        "request Z",
+    ]
 
 
 async def test_the_client_keeps_the_broker_connection_when_a_request_waited_behind_reauth(
