@@ -16,7 +16,10 @@ process killed in between is removed by the next producer to open, a minute late
 at the earliest, once its lock is free).  On open it also
 tries the lock of every other directory: a lock it gets belongs to a dead producer,
 whose segments it adopts (keeping the lock, so no other live producer adopts them
-too) and replays before its own.  The dead producers' directories are replayed
+too) and replays before its own.  What of them it cannot read (a directory, a
+segment or its ack file: permissions, an I/O error) it leaves where it is, in
+:attr:`SpillStore.left_alone` for the caller to report, and adopts the rest: a
+later open tries it again.  The dead producers' directories are replayed
 oldest first, by their generation: one more than the highest in ``spill_dir`` when
 the directory was made, so a producer that adopted another's records (and spilled
 newer ones after them) comes after it, whatever the pids (a container's worker often
@@ -149,15 +152,23 @@ def _flock(fd: int) -> bool:
     return True
 
 
-def _age(directory: Path) -> tuple[int, float, str]:
-    """Sort key of a producer's directory, oldest first: its generation (see the
-    module docstring); an earlier version's directory is generation 0, dated by its
-    oldest segment."""
-    name = directory.name
+def _generation(name: str) -> int:
+    """The generation a producer's directory name says (see the module docstring);
+    0 for any other name (an earlier version's directory)."""
     if name.startswith("g"):
         generation, _, _ = name[1:].partition("-")
         if generation.isdigit():
-            return int(generation), 0.0, name
+            return int(generation)
+    return 0
+
+
+def _age(directory: Path) -> tuple[int, float, str]:
+    """Sort key of a producer's directory, oldest first: its generation; an earlier
+    version's directory is generation 0, dated by its oldest segment."""
+    name = directory.name
+    generation = _generation(name)
+    if generation:
+        return generation, 0.0, name
     try:
         made = min((p.stat().st_mtime for p in directory.glob(f"*{_SEG}")), default=0.0)
     except OSError:  # removed meanwhile (its producer emptied it)
@@ -184,6 +195,9 @@ class SpillStore:
         self.read_bytes = read_bytes
         self.own: Path | None = None
         self.adopted: list[Path] = []
+        self.left_alone: list[tuple[Path, OSError]] = []
+        """What :meth:`open` could not read in spill_dir and passed over (for the
+        caller to report): a directory, segment or ack file, and the error."""
         self._locks: dict[Path, int] = {}
         self._segments: list[Segment] = []  # oldest first: adopted ones, then own
         self._writing: Segment | None = None
@@ -205,13 +219,25 @@ class SpillStore:
                 raise OSError("the spill store is closed")
             self.root.mkdir(parents=True, exist_ok=True)
             self._reclaim_making()
-            aged = sorted(
-                (_age(d), d)
-                for d in self.root.iterdir()
-                if d.is_dir() and not d.name.startswith(_MAKING)
-            )
-            others = [d for _, d in aged]
-            generation = (aged[-1][0][0] if aged else 0) + 1  # the highest: sorted first by it
+            others: list[Path] = []
+            top = 0  # the highest generation in spill_dir
+            for d in self.root.iterdir():
+                if d.name.startswith(_MAKING):
+                    continue
+                try:
+                    if not d.is_dir():
+                        continue
+                except OSError as exc:
+                    # Perhaps a dead producer's directory: left for a later open, and
+                    # counted below, so ours still replays after it once it is adopted.
+                    self._leave(d, exc)
+                    top = max(top, _generation(d.name))
+                    continue
+                others.append(d)
+            others.sort(key=_age)  # oldest first: their records go before newer ones
+            if others:
+                top = max(top, _age(others[-1])[0])
+            generation = top + 1
             name = f"g{generation:010d}-{os.getpid()}-{secrets.token_hex(4)}"
             own = self.root / name
             # Made and locked under a name other producers pass over, then renamed:
@@ -230,7 +256,7 @@ class SpillStore:
                 raise
             self._locks[own] = fd
             self.own = own
-            for other in others:  # oldest first: their records go before newer ones
+            for other in others:
                 self._adopt(other)
 
     def _reclaim_making(self) -> None:
@@ -254,30 +280,68 @@ class SpillStore:
             except OSError:
                 continue  # renamed or removed meanwhile, or not empty: left alone
 
+    def _leave(self, path: Path, error: OSError) -> None:
+        """Pass over an entry of spill_dir that cannot be read (its permissions, an
+        I/O error): it stays where it is, for a later open to try again, and is
+        reported, rather than keeping every producer from starting its spill."""
+        self.left_alone.append((path, error))
+
     def _adopt(self, directory: Path) -> None:
+        lock = directory / _LOCK
         try:
-            fd = os.open(directory / _LOCK, os.O_CREAT | os.O_RDWR, 0o644)
-        except OSError:
+            fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+        except OSError as exc:
+            self._leave(lock, exc)
             return
-        if not _flock(fd):
-            os.close(fd)  # its producer is alive
+        try:
+            if not _flock(fd):
+                os.close(fd)  # its producer is alive
+                return
+        except OSError as exc:
+            os.close(fd)
+            self._leave(lock, exc)
+            return
+        try:
+            # Not glob(): it passes over a directory it may not list, without a word.
+            names = sorted(os.listdir(directory))
+        except OSError as exc:
+            os.close(fd)
+            self._leave(directory, exc)
             return
         segments = []
-        for path in sorted(directory.glob(f"*{_SEG}")):
+        for name in names:
+            if not name.endswith(_SEG):
+                continue
             try:
-                seq = int(path.stem)
+                seq = int(name[: -len(_SEG)])
             except ValueError:
                 continue
-            seg = Segment(directory, seq, size=path.stat().st_size, sealed=True)
+            path = directory / name
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                self._leave(path, exc)
+                continue
+            seg = Segment(directory, seq, size=size, sealed=True)
             if seg.size <= len(SEGMENT_HEADER):
                 # Killed between creating a segment and its first frame: nothing in it.
-                path.unlink(missing_ok=True)
-                seg.ack_path.unlink(missing_ok=True)
+                try:
+                    path.unlink(missing_ok=True)
+                    seg.ack_path.unlink(missing_ok=True)
+                except OSError:
+                    pass  # nothing to replay in it: it only keeps the directory
                 continue
             try:
                 seg.acked = decode_acks(seg.ack_path.read_bytes())
             except FileNotFoundError:
                 pass
+            except OSError as exc:
+                # Replayed without its acks it would send again what was delivered
+                # (and its acks could not be written either): left with them.
+                self._leave(seg.ack_path, exc)
+                continue
             segments.append(seg)
         if not segments:
             self._remove_dir(directory, fd)
@@ -288,10 +352,17 @@ class SpillStore:
         self.disk_bytes += sum(s.size for s in segments)
 
     def _remove_dir(self, directory: Path, fd: int) -> None:
-        for leftover in directory.glob(f"*{_ACK}"):
-            leftover.unlink(missing_ok=True)
-        (directory / _LOCK).unlink(missing_ok=True)
-        os.close(fd)
+        """Remove a directory with nothing left to replay, and release its lock.  A
+        segment left in it (one that could not be read) keeps it, with its acks."""
+        try:
+            for leftover in directory.glob(f"*{_ACK}"):
+                if not leftover.with_suffix(_SEG).exists():
+                    leftover.unlink(missing_ok=True)
+            (directory / _LOCK).unlink(missing_ok=True)
+        except OSError:
+            pass  # left as it is, for a later open
+        finally:
+            os.close(fd)
         try:
             directory.rmdir()
         except OSError:

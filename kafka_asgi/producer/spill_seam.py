@@ -37,10 +37,12 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import anyio
@@ -644,6 +646,14 @@ class SpillSeam:
             self._fail(SpillError(f"spill_dir {str(self.store.root)!r} is not usable: {exc}"))
             return
         self.ready = True
+        for path, cause in self.store.left_alone:
+            self._error(
+                SpillError(
+                    "an entry of spill_dir cannot be read: left as it is, its records not "
+                    "replayed (the next producer to open spill_dir tries it again): "
+                    + _naming(path, cause)
+                )
+            )
         self._unread = bool(self.store.adopted)
         self.write_now()  # what was handed over while the store opened
         async with anyio.create_task_group() as tg:
@@ -951,3 +961,10 @@ class SpillSeam:
 
 def _hdrs(headers: Any) -> list[tuple[str, bytes | None]] | None:
     return list(headers) if headers else None
+
+
+def _naming(path: Path, error: OSError) -> str:
+    """``error``, with ``path`` if it does not name it already."""
+    if error.filename is not None and os.fsdecode(error.filename) == str(path):
+        return str(error)
+    return f"{str(path)!r}: {error}"

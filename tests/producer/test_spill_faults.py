@@ -398,3 +398,142 @@ async def test_records_lost_to_damage_do_not_keep_their_topic_spilling(
         assert seam.spilling == set()
         tg.cancel_scope.cancel()
     await seam.close(2)
+
+
+def _refuse(
+    monkeypatch: pytest.MonkeyPatch, owner: Any, names: list[str], target: Path, code: int
+) -> None:
+    """``owner.<name>`` (each of ``names``) raises OSError ``code`` for ``target`` (its
+    first argument), for every caller: spill.py, and pathlib underneath it."""
+    for name in names:
+        real = getattr(owner, name)
+
+        def refusing(*args: Any, _real: Any = real, **kwargs: Any) -> Any:
+            first = args[0] if args else None
+            if isinstance(first, (str, os.PathLike)) and Path(os.fspath(first)) == target:
+                raise OSError(code, os.strerror(code), str(target))
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, refusing)
+
+
+def _one_frame_per_segment(store: SpillStore, values: list[bytes]) -> None:
+    for i, value in enumerate(values):
+        assert store.append([encode_frame("t", i, [(b"k", value, None, TS)])]) == 1
+
+
+def _two_dead_producers(root: Path) -> tuple[Path, Path]:
+    """The directories of two dead producers: the older with a1, a2, a3 (a segment
+    each), the newer with b1."""
+    a = _store(root, segment_bytes=64)
+    _one_frame_per_segment(a, [b"a1", b"a2", b"a3"])
+    b = _store(root, segment_bytes=64)  # a is alive: not adopted
+    _one_frame_per_segment(b, [b"b1"])
+    assert a.own is not None and b.own is not None and len(a._segments) == 3
+    a.close()
+    b.close()  # both locks free, their segments left: as after a crash
+    return a.own, b.own
+
+
+def _acked_values(store: SpillStore) -> list[bytes | None]:
+    """Read everything back, acknowledging it as delivered."""
+    out: list[bytes | None] = []
+    while True:
+        r = store.read()
+        if not r.frames and not r.damage:
+            return out
+        for seg, frame in r.frames:
+            out += [rec[1] for rec in frame.records]
+            store.ack(seg, frame.offset)
+
+
+_UNREADABLE_AT_ADOPTION = [
+    # (whose functions, which of them fail, for which entry of the older directory, errno)
+    pytest.param(os, ["stat"], "000000000002.seg", errno.EACCES, id="a-segment-stat"),
+    pytest.param(Path, ["read_bytes"], "000000000002.ack", errno.EIO, id="its-ack-file"),
+    pytest.param(os, ["listdir", "scandir"], "", errno.EACCES, id="the-directory-listing"),
+    pytest.param(os, ["stat"], "", errno.EIO, id="the-directory-stat"),
+    pytest.param(os, ["open"], "LOCK", errno.EACCES, id="its-lock-file"),
+]
+
+
+@pytest.mark.parametrize(("owner", "names", "entry", "code"), _UNREADABLE_AT_ADOPTION)
+def test_an_unreadable_entry_of_a_dead_producer_is_left_alone_and_the_rest_adopted(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    owner: Any,
+    names: list[str],
+    entry: str,
+    code: int,
+) -> None:
+    # A file or directory a dead producer left that this process cannot read (its
+    # permissions, an I/O error) made open() raise, at every start: the spill was
+    # unusable (records to spill reported failed) and nothing on disk was replayed.
+    # A directory it may not list was passed over without a word.
+    older, newer = _two_dead_producers(tmp_path)
+    bad = older / entry if entry else older
+    _refuse(monkeypatch, owner, names, bad, code)
+    store = _store(tmp_path)
+    whole_directory = bad == older or bad.name == "LOCK"
+    assert [(p, e.errno) for p, e in store.left_alone] == [(bad, code)]
+    assert str(bad) in str(store.left_alone[0][1])
+    assert store.adopted == ([newer] if whole_directory else [older, newer])
+    got = _acked_values(store)
+    assert got == ([b"b1"] if whole_directory else [b"a1", b"a3", b"b1"])
+    assert store.append([encode_frame("t", 0, [(b"k", b"own", None, TS)])]) == 1
+    store.close()
+    monkeypatch.undo()
+    # Left where it was, with its ack file: the next producer that can read it sends
+    # what it holds, and nothing already sent.
+    after = _store(tmp_path)
+    assert after.left_alone == []
+    left = [b"a1", b"a2", b"a3"] if whole_directory else [b"a2"]
+    assert _acked_values(after) == [*left, b"own"]
+    after.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def _delivering_host(delivered: list[bytes | None]) -> SpillHost:
+    """A host that delivers every record read back at once."""
+
+    def inject(topic: str, partition: int, record: Any, ticket: FrameTicket) -> None:
+        delivered.append(record[1])
+        ticket.event.set()
+
+    def nothing() -> None:
+        pass
+
+    return SpillHost(lambda: 1000, inject, _Host().report_dropped, nothing, nothing)
+
+
+async def test_a_producer_starts_its_spill_past_an_unreadable_segment_of_a_dead_one(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    anyio_backend: str,
+) -> None:
+    """The seam's side of the above: the spill was "not usable" at every start; now
+    the entry is reported (error_handle, the log, naming it and the error) and the
+    rest replayed."""
+    older, _ = _two_dead_producers(tmp_path)
+    bad = older / "000000000002.seg"
+    _refuse(monkeypatch, os, ["stat"], bad, errno.EACCES)
+    errors: list[KafkaError] = []
+    store = SpillStore(tmp_path, max_bytes=1 << 24, segment_bytes=1 << 20)
+    seam = SpillSeam(
+        store, when_full="drop_newest", queue_limit=1000, replay_limit=1000, on_error=errors.append
+    )
+    delivered: list[bytes | None] = []
+    async with anyio.create_task_group() as tg:
+        await tg.start(seam.run, _delivering_host(delivered))
+        assert await eventually(lambda: len(delivered) >= 3, 5), (delivered, errors)
+        assert delivered == [b"a1", b"a3", b"b1"]
+        tg.cancel_scope.cancel()
+    await seam.close(2)
+    monkeypatch.undo()
+    assert seam.usable()
+    assert len(errors) == 1 and isinstance(errors[0], SpillError)
+    assert str(bad) in str(errors[0]) and "Permission denied" in str(errors[0])
+    logged = [r.getMessage() for r in caplog.records if r.name == "kafka_asgi.producer"]
+    assert any(str(bad) in m and "Permission denied" in m for m in logged)
+    assert bad.exists()
