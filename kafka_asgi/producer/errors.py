@@ -79,7 +79,8 @@ class SpillFullError(SpillError):
 
 
 class SpillDamagedError(SpillError):
-    """Bytes of a spill segment could not be read back (a torn or corrupted frame).
+    """Bytes of a spill segment could not be read back (a torn or corrupted frame),
+    or the segment file itself could not be (an OSError: passed over, left on disk).
 
     ``lost`` is the number of records lost when the frame's header said (else None),
     ``path`` the segment file.  Reported through ``error_handle`` with no records.

@@ -30,7 +30,8 @@ time.
 Segments are rolled at ``segment_bytes`` and read back only once sealed (the
 reader seals the segment being written when it is the oldest left).  A segment is
 deleted when it is sealed, read to its end and every frame handed out was
-acknowledged (:meth:`SpillStore.ack`: delivered, or reported as failed).  Frames
+acknowledged (:meth:`SpillStore.ack`: delivered, or reported as failed).  One that
+cannot be read is passed over and left on disk (:meth:`SpillStore.read`).  Frames
 already in the ack file (a previous owner acknowledged them) are not handed out
 again; frames acknowledged after the last ack write reached the disk are shipped
 again (at-least-once).
@@ -54,6 +55,7 @@ it.  A process killed meanwhile leaves it on disk for the next one to send
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import threading
@@ -85,6 +87,9 @@ _MAKING = ".making-"
 _MAKING_GRACE = 60.0
 _SEG = ".seg"
 _ACK = ".ack"
+# Read errors that say nothing of the file (the process is out of descriptors or
+# memory): the read is retried later, rather than passing over every segment.
+_TRANSIENT = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
 
 
 @dataclass(eq=False)
@@ -106,6 +111,8 @@ class Segment:
     (also in ``out``): the reader does not go past them."""
     damaged: set[int] = field(default_factory=set)
     """Offsets of the damage already reported (a segment can be read twice)."""
+    unreadable: OSError | None = None
+    """Why the last read of it failed: it is left on disk (see :meth:`SpillStore.read`)."""
     fd: int | None = None
     ack_fd: int | None = None
 
@@ -128,6 +135,8 @@ class ReadResult:
     """Frames are left to read."""
     blocked: bool = False
     """The reader stopped in front of a held frame."""
+    unreadable: list[tuple[Path, OSError]] = field(default_factory=list)
+    """Segments that could not be read, passed over (left on disk)."""
 
 
 class _PartialAppendError(OSError):
@@ -617,7 +626,11 @@ class SpillStore:
         """The next frames not read yet, oldest first (about ``max_bytes`` of them,
         default ``read_bytes``).
 
-        Seals the segment being written when it is the oldest left to read.
+        Seals the segment being written when it is the oldest left to read.  A
+        segment that cannot be read (an OSError other than a lack of descriptors or
+        memory) is passed over, in ``result.unreadable``, and left on disk, with its
+        ack file, for the next producer that opens spill_dir: retried here, it would
+        hold up every segment after it.
         """
         with self._lock:
             result = ReadResult()
@@ -626,7 +639,16 @@ class SpillStore:
                     continue
                 if not seg.sealed:
                     self._seal(seg)
-                self._read_segment(seg, result, max_bytes or self.read_bytes)
+                try:
+                    self._read_segment(seg, result, max_bytes or self.read_bytes)
+                except OSError as exc:
+                    if exc.errno in _TRANSIENT:
+                        raise
+                    seg.unreadable = exc
+                    seg.read_done = True
+                    result.unreadable.append((seg.path, exc))
+                    continue
+                seg.unreadable = None  # read again (a frame given back), this time whole
                 if result.frames or result.blocked:
                     break
             self._collect()
@@ -748,7 +770,7 @@ class SpillStore:
                     seg.read_done = False
                     continue
                 seg.acked.add(offset)
-                if seg.sealed and seg.read_done and not seg.out:
+                if seg.sealed and seg.read_done and not seg.out and seg.unreadable is None:
                     continue  # the whole segment goes below: no ack to write
                 try:
                     if seg.ack_fd is None:
@@ -777,10 +799,14 @@ class SpillStore:
         return fd
 
     def _collect(self) -> None:
-        """Delete the segments whose every frame was acknowledged."""
+        """Delete the segments whose every frame was acknowledged; let go of those
+        that could not be read (left on disk, see :meth:`read`)."""
         done = [s for s in self._segments if s.sealed and s.read_done and not s.out]
         for seg in done:
-            self._drop(seg)
+            if seg.unreadable is None:
+                self._drop(seg)
+            else:
+                self._let_go(seg)
         keep = self._segments
         for directory in list(self.adopted):
             if not any(s.directory == directory for s in keep):
@@ -793,6 +819,11 @@ class SpillStore:
         self._close_fds(seg, sync=False)
         seg.path.unlink(missing_ok=True)
         seg.ack_path.unlink(missing_ok=True)
+        self._let_go(seg)
+
+    def _let_go(self, seg: Segment) -> None:
+        """Take ``seg`` out of the store (its files, if still there, stay)."""
+        self._close_fds(seg, sync=False)
         self.disk_bytes -= seg.size
         seg.size = 0
         if seg in self._segments:

@@ -865,7 +865,18 @@ class SpillSeam:
                         damage.records,
                     )
                 )
-            if result.damage and not result.frames:
+            for path, cause in result.unreadable:
+                self._damaged = True  # its records are not read back: as damage, squared
+                self._error(
+                    SpillDamagedError(
+                        "a spill segment cannot be read: passed over, its records not "
+                        "replayed (left on disk: the next producer to open spill_dir "
+                        "tries it again): " + _naming(path, cause),
+                        str(path),
+                        None,
+                    )
+                )
+            if (result.damage or result.unreadable) and not result.frames:
                 self._square()  # the damage was the last of the backlog
             if self._given_back != given_back and result.frames:
                 # A frame was given back while this read ran: the frames just read may

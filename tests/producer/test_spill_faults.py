@@ -4,6 +4,7 @@ what the seam keeps per frame replayed."""
 
 from __future__ import annotations
 
+import builtins
 import errno
 import os
 from collections.abc import Callable
@@ -440,7 +441,7 @@ def _acked_values(store: SpillStore) -> list[bytes | None]:
     out: list[bytes | None] = []
     while True:
         r = store.read()
-        if not r.frames and not r.damage:
+        if not r.frames and not r.damage and not r.unreadable:
             return out
         for seg, frame in r.frames:
             out += [rec[1] for rec in frame.records]
@@ -493,6 +494,36 @@ def test_an_unreadable_entry_of_a_dead_producer_is_left_alone_and_the_rest_adopt
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_segment_that_cannot_be_read_is_passed_over_and_left_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Replay stopped at a segment it could not open or read: read() raised at it
+    # every time (the replayer retried each second), and nothing behind it was sent.
+    store = _store(tmp_path, segment_bytes=64)
+    _one_frame_per_segment(store, [b"v1", b"v2", b"v3"])
+    bad = store._segments[1].path
+    # Out of descriptors says nothing of the file: raised, read again later.
+    _refuse(monkeypatch, builtins, ["open"], bad, errno.EMFILE)
+    with pytest.raises(OSError, match="Too many open files"):
+        _acked_values(store)
+    monkeypatch.undo()
+    _refuse(monkeypatch, builtins, ["open"], bad, errno.EIO)
+    r = store.read()
+    assert [(p, e.errno) for p, e in r.unreadable] == [(bad, errno.EIO)]
+    assert [rec[1] for _, f in r.frames for rec in f.records] == [b"v3"]
+    for seg, frame in r.frames:
+        store.ack(seg, frame.offset)
+    assert _acked_values(store) == []
+    assert not store.has_unread()
+    assert store.disk_bytes == 0
+    assert bad.exists()  # its records are still there, not deleted as read
+    store.close()
+    monkeypatch.undo()
+    after = _store(tmp_path)
+    assert _acked_values(after) == [b"v2"]
+    after.close()
+
+
 def _delivering_host(delivered: list[bytes | None]) -> SpillHost:
     """A host that delivers every record read back at once."""
 
@@ -537,3 +568,45 @@ async def test_a_producer_starts_its_spill_past_an_unreadable_segment_of_a_dead_
     logged = [r.getMessage() for r in caplog.records if r.name == "kafka_asgi.producer"]
     assert any(str(bad) in m and "Permission denied" in m for m in logged)
     assert bad.exists()
+
+
+async def test_replay_passes_over_a_segment_it_cannot_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, anyio_backend: str
+) -> None:
+    """Three frames of topic T in three segments, the second unreadable (EIO): the
+    replayer retried it every second, reporting the same error, and never sent the
+    third. It must report it once, send the third, and let T stop spilling."""
+    store = SpillStore(tmp_path, max_bytes=1 << 24, segment_bytes=64)
+    errors: list[KafkaError] = []
+    seam = SpillSeam(
+        store, when_full="drop_newest", queue_limit=1000, replay_limit=1000, on_error=errors.append
+    )
+    delivered: list[bytes | None] = []
+    async with anyio.create_task_group() as tg:
+        await tg.start(seam.run, _delivering_host(delivered))
+        assert await eventually(lambda: seam.ready, 5)
+        seam.kafka_ok = False
+        seam._probe_at = float("inf")  # no probe: Kafka away until said otherwise
+        timed_out = DeliveryTimeoutError("timed out")
+        for p in range(3):
+            assert seam.intercept("T", p, [(b"k", b"v%d" % p, None, TS)], None, timed_out) is None
+        seam.begin_evacuation()
+        seam.end_evacuation()
+        assert [s.seq for s in store._segments] == [1, 2, 3]
+        bad = store._segments[1].path
+        _refuse(monkeypatch, builtins, ["open"], bad, errno.EIO)
+        seam.kafka_ok = True  # Kafka back
+        assert await eventually(lambda: len(delivered) >= 2, 5), (delivered, errors)
+        assert delivered == [b"v0", b"v2"]
+        assert await eventually(lambda: not seam.takes("T", False), 5), seam._backlog
+        tg.cancel_scope.cancel()
+    await seam.close(2)
+    (error,) = errors
+    assert isinstance(error, SpillDamagedError)
+    assert error.path == str(bad) and error.lost is None
+    assert "Input/output error" in str(error)
+    assert seam.lost == 0  # how many is not known: the segment could not be read
+    monkeypatch.undo()
+    after = _store(tmp_path)
+    assert _acked_values(after) == [b"v1"]
+    after.close()
