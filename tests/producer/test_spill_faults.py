@@ -610,3 +610,59 @@ async def test_replay_passes_over_a_segment_it_cannot_read(
     after = _store(tmp_path)
     assert _acked_values(after) == [b"v1"]
     after.close()
+
+
+class _TornWriteOs(_HookedOs):
+    """os for spill.py: the first write of a frame stops half way (ENOSPC), and the
+    ftruncate that would cut it back fails (EIO)."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda name, args: None)
+        self.torn = False
+
+    def write(self, fd: int, data: Any) -> int:
+        if self.torn:
+            return os.write(fd, data)
+        self.torn = True
+        os.write(fd, bytes(data)[: len(data) // 2])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def ftruncate(self, fd: int, length: int) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+
+def test_a_torn_write_that_cannot_be_cut_back_ends_its_segment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Pinned (the code before did this already): a write failing part way is cut
+    # back; if the cut fails too, the torn frame stays at the segment's end, and the
+    # segment is sealed all the same, so nothing is appended behind the tear. Replay
+    # yields every whole record before it (those of the torn frame's head too, which
+    # the append reported as not spilled) and reports the tear as damage.
+    store = _store(tmp_path)
+    before = encode_frame("t", 0, [(b"k", b"before", None, TS)])
+    assert store.append([before]) == 1
+    (first,) = store._segments
+    monkeypatch.setattr(spill, "os", _TornWriteOs())
+    with pytest.raises(OSError) as failed:
+        store.append([encode_frame("t", 0, _records(3))])
+    monkeypatch.undo()
+    assert failed.value.errno == errno.ENOSPC
+    assert first.sealed and store._writing is None
+    torn_at = len(SEGMENT_HEADER) + len(before)
+    assert first.path.stat().st_size > torn_at  # the cut failed: the tear is there
+    assert store.append([encode_frame("t", 0, [(b"k", b"after", None, TS)])]) == 1
+    assert [s.seq for s in store._segments] == [1, 2]
+    assert store._segments[1].fd is not None  # the new segment takes the writes
+    damage: list[int] = []
+    values: list[bytes | None] = []
+    while True:
+        r = store.read()
+        if not r.frames and not r.damage:
+            break
+        damage += [d.offset for _, d in r.damage]
+        values += [rec[1] for _, f in r.frames for rec in f.records]
+    head = [r[1] for r in _records(3)][: len(values) - 2]
+    assert values == [b"before", *head, b"after"]
+    assert damage == [torn_at]  # the torn frame, its lost records counted
+    store.close()
