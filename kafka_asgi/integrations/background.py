@@ -22,6 +22,7 @@ takes the producer to use (the capture's, or its own) once, when it starts.
 from __future__ import annotations
 
 import atexit
+import contextvars
 import logging
 import os
 import queue
@@ -50,6 +51,11 @@ __all__ = ["RESTART_DELAY", "BackgroundProducer", "at_exit", "cancel_at_exit", "
 logger = logging.getLogger("kafka_asgi.integrations")
 
 _Item = tuple[str, "bytes | str | None", "bytes | str | None", Headers, "int | None", "int | None"]
+# An event of the early queue with the context of the thread that sent it: handed over
+# in that context, so that a producer with inject_trace_context=True injects the trace
+# of the request that sent it, not that of the thread handing it over (the loop's, with
+# none, or another request's).
+_Early = tuple[_Item, contextvars.Context]
 
 RESTART_DELAY = 30.0
 """Seconds after the thread failed before the next event (or ``start_soon``) starts it
@@ -190,7 +196,7 @@ class BackgroundProducer:
         # When the thread ended without stop(): events are refused from then on, and
         # the thread starts again RESTART_DELAY s later.
         self._failed_at: float | None = None
-        self._early: queue.Queue[_Item] = queue.Queue(self.options.thread_queue_size)
+        self._early: queue.Queue[_Early] = queue.Queue(self.options.thread_queue_size)
         self._stopped = False
         self.sender = None
 
@@ -278,7 +284,9 @@ class BackgroundProducer:
             self.dropped += 1
             raise self._start_failure()
         try:
-            self._early.put_nowait((topic, value, key, headers, partition, timestamp))
+            self._early.put_nowait(
+                ((topic, value, key, headers, partition, timestamp), contextvars.copy_context())
+            )
         except queue.Full:
             self.dropped += 1
             raise BufferFullError(
@@ -322,11 +330,11 @@ class BackgroundProducer:
         last: Exception | None = None
         while True:
             try:
-                item = get()
+                item, context = get()
             except queue.Empty:
                 break
             try:
-                sender.send_nowait(*item)
+                context.run(sender.send_nowait, *item)
             except BufferFullError as exc:
                 # From another thread the sender counted it (its queue full, its loop
                 # gone); on the loop's thread it came from the producer (its buffer

@@ -31,6 +31,7 @@ reported with one warning at ``close()``; never raised into the logging call.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import math
 import os
@@ -172,7 +173,10 @@ class KafkaLogHandler(logging.Handler):
         self.dropped = 0
         self.undelivered = 0
         self._closed = False
-        self._pending: deque[tuple[bytes | str, bytes | str | None]] = deque()
+        # With the context each record was logged in: handed over in it, so that a
+        # producer with inject_trace_context=True injects the trace of the request that
+        # logged it, not that of the thread that hands it over later.
+        self._pending: deque[tuple[bytes | str, bytes | str | None, contextvars.Context]] = deque()
         _HANDLERS.add(self)
         self._local = threading.local()
         self._own: BackgroundProducer | None = None
@@ -283,7 +287,7 @@ class KafkaLogHandler(logging.Handler):
             if len(self._pending) >= self.max_queue:
                 self.dropped += 1
             else:
-                self._pending.append((value, key))
+                self._pending.append((value, key, contextvars.copy_context()))
             return
         if self._pending:
             self._drain(send)
@@ -305,8 +309,8 @@ class KafkaLogHandler(logging.Handler):
 
     def _drain(self, send: Callable[..., None]) -> None:
         while self._pending:
-            value, key = self._pending.popleft()
-            self._send(send, value, key)
+            value, key, context = self._pending.popleft()
+            context.run(self._send, send, value, key)
 
     def _send(self, send: Callable[..., None], value: bytes | str, key: bytes | str | None) -> None:
         try:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import anyio
 import pytest
@@ -15,6 +17,7 @@ from kafka_asgi.integrations.asgi import producer_lifespan
 from kafka_asgi.integrations.logging import KafkaLogHandler
 from kafka_asgi.integrations.testing import InMemoryProducer
 from kafka_asgi.integrations.threads import BackgroundProducer
+from kafka_asgi.producer import Producer
 
 pytestmark = pytest.mark.anyio
 
@@ -190,6 +193,45 @@ async def test_records_before_startup_go_out_when_the_lifespan_starts(
         await producer.wait_for(1, topic="logs")
     assert [e["message"] for e in producer.json_values("logs")] == ["before"]
     assert handler.pending == 0 and handler.sent == 1
+
+
+async def test_records_logged_before_startup_carry_their_own_trace(
+    anyio_backend: str, log: logging.Logger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """inject_trace_context=True: records that waited in the handler's queue for a
+    lifespan go out with the trace context they were logged in (not the loop's, which
+    handed them over, with none); one logged outside any span carries none."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    tracer = TracerProvider().get_tracer("app")
+    seen: dict[str, str | None] = {}
+    send_nowait = Producer.send_nowait
+
+    def spy(self: Producer, topic: str, value: Any, key: Any, headers: Any, *rest: Any) -> None:
+        traceparent = dict(headers or ()).get("traceparent")
+        message = json.loads(value)["message"]
+        seen[message] = None if traceparent is None else traceparent.decode().split("-")[1]
+        send_nowait(self, topic, value, key, headers, *rest)
+
+    monkeypatch.setattr(Producer, "send_nowait", spy)
+    handler = KafkaLogHandler("logs", cluster="log-trace")
+    log.addHandler(handler)
+    expected: dict[str, str | None] = {"outside": None}
+    for name in ("first", "second"):
+        with tracer.start_as_current_span(name) as span:
+            expected[name] = format(span.get_span_context().trace_id, "032x")
+            log.warning(name)
+    log.warning("outside")
+    assert handler.pending == 3
+    async with producer_lifespan(
+        cluster="log-trace",
+        bootstrap="127.0.0.1:1",
+        startup_timeout=0.1,
+        shutdown_timeout=0.1,
+        producer_options={"inject_trace_context": True, "close_timeout": 0.1},
+    ):
+        assert handler.pending == 0
+    assert seen == expected
 
 
 def test_handler_with_its_own_producer_counts_what_it_could_not_deliver(

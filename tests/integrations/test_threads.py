@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from contextvars import copy_context
 from typing import Any
 from unittest import mock
 
@@ -212,8 +213,8 @@ def test_early_events_refused_by_the_producers_checks_are_counted() -> None:
     producer = InMemoryProducer()
     bg = BackgroundProducer(cluster="bg-early-bad", producer_factory=lambda: producer)
     sender = bg.ensure_started()
-    bg._early.put_nowait(("a/b", b"bad topic", None, None, None, None))
-    bg._early.put_nowait(("t", b"good", None, None, None, None))
+    bg._early.put_nowait((("a/b", b"bad topic", None, None, None, None), copy_context()))
+    bg._early.put_nowait((("t", b"good", None, None, None, None), copy_context()))
     bg._hand_over(sender)  # from this thread, not the loop's
     bg.stop()
     assert [e.value for e in producer.events] == [b"good"]
@@ -349,6 +350,65 @@ async def test_injected_trace_context_is_the_sending_threads(
             t.start()
         await anyio.to_thread.run_sync(lambda: [t.join() for t in threads])
     # Leaving the lifespan handed every queued event to the producer.
+    got = {}
+    for value, headers in seen.items():
+        traceparent = headers.get("traceparent")
+        got[value] = None if traceparent is None else traceparent.decode().split("-")[1]
+    assert got == expected
+
+
+def test_events_queued_before_the_background_producer_is_up_carry_their_own_trace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """inject_trace_context=True, a WSGI worker's first requests: their events wait in
+    the early queue until the producer's thread is up, then are handed over on that
+    thread. Each carries its own request's trace (not the loop thread's, which has
+    none), and one sent outside any span carries none."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    tracer = TracerProvider().get_tracer("app")
+    seen: dict[bytes, dict[str, bytes]] = {}
+    send_nowait = Producer.send_nowait
+
+    def spy(self: Producer, topic: str, value: Any, key: Any, headers: Any, *rest: Any) -> None:
+        # What the producer takes, its trace context injected (or not).
+        seen[value] = {k: v for k, v in headers or ()}
+        send_nowait(self, topic, value, key, headers, *rest)
+
+    monkeypatch.setattr(Producer, "send_nowait", spy)
+    gate = threading.Event()
+
+    def factory() -> Producer:
+        gate.wait(5)  # the thread is not up before every request has sent
+        return Producer("127.0.0.1:1", inject_trace_context=True, close_timeout=0.1)
+
+    bg = BackgroundProducer(
+        cluster="early-trace", producer_factory=factory, startup_timeout=0.1, shutdown_timeout=0.1
+    )
+    expected: dict[bytes, str | None] = {}
+
+    def request(i: int) -> None:
+        value = f"req{i}".encode()
+        if i == 3:
+            expected[value] = None
+            bg.send_nowait("t", value)
+            return
+        with tracer.start_as_current_span(f"request-{i}") as span:
+            expected[value] = format(span.get_span_context().trace_id, "032x")
+            bg.send_nowait("t", value)
+
+    try:
+        threads = [threading.Thread(target=request, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(5)
+        assert bg.queued == 4  # all in the early queue
+        gate.set()
+        bg.ensure_started()
+    finally:
+        gate.set()
+        bg.stop()
     got = {}
     for value, headers in seen.items():
         traceparent = headers.get("traceparent")
