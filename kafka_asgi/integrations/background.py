@@ -40,6 +40,7 @@ from kafka_asgi.integrations.producer_api import Headers, ProducerLike
 from kafka_asgi.integrations.sender import (
     ThreadSafeSender,
     add_sender_listener,
+    call_on_drop,
     call_soon_threadsafe,
     get_sender,
 )
@@ -54,8 +55,8 @@ _Item = tuple[str, "bytes | str | None", "bytes | str | None", Headers, "int | N
 # An event of the early queue with the context of the thread that sent it: handed over
 # in that context, so that a producer with inject_trace_context=True injects the trace
 # of the request that sent it, not that of the thread handing it over (the loop's, with
-# none, or another request's).
-_Early = tuple[_Item, contextvars.Context]
+# none, or another request's). Then its sender's on_drop, if it gave one.
+_Early = tuple[_Item, contextvars.Context, "Callable[[], object] | None"]
 
 RESTART_DELAY = 30.0
 """Seconds after the thread failed before the next event (or ``start_soon``) starts it
@@ -150,7 +151,11 @@ class BackgroundProducer:
 
     ``dropped`` counts events refused here (early queue full, sent after stop or while
     the producer could not start) and those waiting when its thread failed;
-    ``final_stats`` holds the producer's stats once stopped.
+    ``final_stats`` holds the producer's stats once stopped (a snapshot taken then, if
+    a stop or restart gave up waiting for its thread); ``left_behind`` counts the events
+    such a stop left with the thread still running: queued for its producer, or held
+    by it and not delivered yet. An event :meth:`send_nowait` took and that is dropped
+    later is also told to its sender through the ``on_drop`` it gave.
     """
 
     def __init__(self, **producer_lifespan_kwargs: Any) -> None:
@@ -159,6 +164,7 @@ class BackgroundProducer:
         self.cluster: str = self.options.cluster
         self.dropped = 0
         self.final_stats: Any = None
+        self.left_behind = 0
         self.sender: ThreadSafeSender | None = None
         self._lock = threading.Lock()
         self._reset()
@@ -199,6 +205,7 @@ class BackgroundProducer:
         self._early: queue.Queue[_Early] = queue.Queue(self.options.thread_queue_size)
         self._stopped = False
         self.sender = None
+        self._producer: ProducerLike | None = None
 
     # -- starting ---------------------------------------------------------------------------
 
@@ -269,11 +276,17 @@ class BackgroundProducer:
         headers: Headers = None,
         partition: int | None = None,
         timestamp: int | None = None,
+        *,
+        on_drop: Callable[[], object] | None = None,
     ) -> None:
-        """Queue one event from any thread; BufferFullError (counted) when it cannot be."""
+        """Queue one event from any thread; BufferFullError (counted) when it cannot be.
+
+        ``on_drop()`` is called if the event, once taken, is dropped later (the producer
+        refused it when it was handed over, or it still waited when the thread failed or
+        stopped): see :meth:`ThreadSafeSender.send_nowait`."""
         sender = self.sender
         if sender is not None:
-            sender.send_nowait(topic, value, key, headers, partition, timestamp)
+            sender.send_nowait(topic, value, key, headers, partition, timestamp, on_drop=on_drop)
             return
         if self._stopped:
             self.dropped += 1
@@ -283,10 +296,13 @@ class BackgroundProducer:
             # Nothing would drain the early queue until the next start.
             self.dropped += 1
             raise self._start_failure()
+        entry: _Early = (
+            (topic, value, key, headers, partition, timestamp),
+            contextvars.copy_context(),
+            on_drop,
+        )
         try:
-            self._early.put_nowait(
-                ((topic, value, key, headers, partition, timestamp), contextvars.copy_context())
-            )
+            self._early.put_nowait(entry)
         except queue.Full:
             self.dropped += 1
             raise BufferFullError(
@@ -300,9 +316,10 @@ class BackgroundProducer:
             self._hand_over(sender)
         elif self._failed_at is not None:
             # The thread failed meanwhile, and its last look at the early queue may have
-            # come before the put: this event (counted here or by the thread) is lost.
-            self._drop_early()
-            raise self._start_failure()
+            # come before the put: this event is lost. Raised for if it was still there;
+            # else the thread dropped it, and counted it and told its sender then.
+            if self._drop_early(entry):
+                raise self._start_failure()
         elif self._thread is None or (self._replace and self._done.is_set()):
             # restart() forgot the thread the start above found, or the thread a restart
             # gave up on ended meanwhile; either looked at the early queue before the
@@ -330,11 +347,11 @@ class BackgroundProducer:
         last: Exception | None = None
         while True:
             try:
-                item, context = get()
+                item, context, on_drop = get()
             except queue.Empty:
                 break
             try:
-                context.run(sender.send_nowait, *item)
+                context.run(sender.send_nowait, *item, on_drop=on_drop)
             except BufferFullError as exc:
                 # From another thread the sender counted it (its queue full, its loop
                 # gone); on the loop's thread it came from the producer (its buffer
@@ -342,11 +359,15 @@ class BackgroundProducer:
                 if threading.get_ident() == self._thread_ident:
                     refused += 1
                     last = exc
+                if on_drop is not None:  # its sender was told it was taken
+                    call_on_drop(on_drop)
             except Exception as exc:
                 # Refused by the producer's checks (bad input, a record too large),
                 # on any thread: its caller was told it was queued.
                 refused += 1
                 last = exc
+                if on_drop is not None:
+                    call_on_drop(on_drop)
         if refused:
             self.dropped += refused
             logger.warning(
@@ -427,14 +448,34 @@ class BackgroundProducer:
             stop()
         thread.join(limit)
         if thread.is_alive():
+            self.left_behind = left = self._held_now()
             logger.warning(
-                "kafka_asgi: background producer for %r still running after %.1fs%s",
+                "kafka_asgi: background producer for %r still running after %.1fs%s; "
+                "%d event(s) left with it, not delivered so far",
                 self.cluster,
                 limit,
                 note,
+                left,
             )
             return False
         return True
+
+    def _held_now(self) -> int:
+        """Events queued for the running producer or held by it, undelivered, as seen
+        from this thread (the producer's stats() read while its loop runs: a snapshot,
+        kept as ``final_stats``, which its thread replaces if it ends)."""
+        sender = self.sender
+        held = sender.queued if sender is not None else 0
+        producer = self._producer
+        if producer is not None:
+            try:
+                stats = producer.stats()
+            except Exception:  # read from another thread: the count is all we want
+                logger.exception("kafka_asgi: reading the producer's stats failed")
+            else:
+                self.final_stats = stats
+                held += getattr(stats, "buffered", 0) + getattr(stats, "in_flight", 0)
+        return held
 
     def _forget_thread(self) -> None:
         """Let the next start make a new thread (the last one has ended; lock held)."""
@@ -446,17 +487,26 @@ class BackgroundProducer:
         self._done = threading.Event()
         self._stop_requested = threading.Event()
         self.sender = None
+        self._producer = None
         self._replace = False
 
-    def _drop_early(self) -> None:
-        """Count and log the events that wait for a producer that will not take them."""
+    def _drop_early(self, raised_for: _Early | None = None) -> bool:
+        """Count and log the events that wait for a producer that will not take them,
+        and tell their senders, but that of ``raised_for`` (its sender is told by an
+        exception); whether ``raised_for`` was among them."""
         left = 0
+        found = False
         while True:
             try:
-                self._early.get_nowait()
+                entry = self._early.get_nowait()
             except queue.Empty:
                 break
             left += 1
+            on_drop = entry[2]
+            if entry is raised_for:
+                found = True
+            elif on_drop is not None:
+                call_on_drop(on_drop)
         if left:
             self.dropped += left
             error = self._error
@@ -466,6 +516,7 @@ class BackgroundProducer:
                 self.cluster,
                 "it did not start in time" if error is None else f"it failed: {error!r}",
             )
+        return found
 
     def _run(self) -> None:
         self._thread_ident = threading.get_ident()
@@ -475,6 +526,14 @@ class BackgroundProducer:
             anyio.run(self._main)
         except BaseException as exc:
             self._error = exc
+            producer = self._producer
+            if producer is not None:
+                # What it took and could not deliver is counted from these (its loop
+                # has ended: read from this thread, they stay as they are).
+                try:
+                    self.final_stats = producer.stats()
+                except Exception:
+                    logger.exception("kafka_asgi: reading the producer's stats failed")
             logger.error(
                 "kafka_asgi: background producer thread for %r ended: %r; events are "
                 "refused until it is started again, %gs from now",
@@ -502,6 +561,7 @@ class BackgroundProducer:
         self._stop = lambda: schedule(stop.set)
         started = time.monotonic()
         async with run_producer(self.options, self._override) as producer:
+            self._producer = producer
             self.sender = get_sender(self.cluster)
             self._hand_over_if_ready()
             self._ready.set()

@@ -14,9 +14,13 @@ goes, in this order:
 4. else the handler's own bounded queue, handed over as soon as a lifespan's sender
    is registered (or at the next record that finds a producer).
 
-What cannot be shipped is counted (``dropped``: never handed to a producer;
-``undelivered``: the own producer's records not delivered by ``close()``) and
-reported with one warning at ``close()``; never raised into the logging call.
+Every record is counted once: ``sent`` (a producer took it), ``dropped`` (never
+reached a producer: refused by the handler, or taken by the thread hand-off and
+dropped there, e.g. the producer's buffer full when the hand-off's queue was drained);
+of ``sent``, the own producer's records not delivered by ``close()`` are
+``undelivered`` (``left_behind``: those left with its thread when the join gave up
+waiting for it). What could not be shipped is reported with one warning at
+``close()``; never raised into the logging call.
 
 ::
 
@@ -32,6 +36,7 @@ reported with one warning at ``close()``; never raised into the logging call.
 from __future__ import annotations
 
 import contextvars
+import functools
 import logging
 import math
 import os
@@ -101,7 +106,8 @@ def _forget_parent_records() -> None:
     counts them."""
     for handler in list(_HANDLERS):
         handler._pending.clear()
-        handler.sent = handler.dropped = handler.undelivered = 0
+        handler._taken = handler._refused = handler._lost = 0
+        handler.undelivered = handler.left_behind = 0
 
 
 if hasattr(os, "register_at_fork"):
@@ -120,9 +126,17 @@ class KafkaLogHandler(logging.Handler):
     ``bootstrap`` (with ``producer_options`` and ``close_timeout``, the final flush's
     deadline) gives the handler a producer of its own; without it the handler ships
     through the producer running for ``cluster`` (see the module docstring).
-    ``max_queue`` bounds the records kept while no producer runs in the process;
-    ``dropped`` counts every record that could not be handed over (queue full,
-    producer buffer full, serializer failure, still queued at ``close()``).
+    ``max_queue`` bounds the records kept while no producer runs in the process.
+
+    Counts (each record in one of ``sent`` and ``dropped``): ``sent``, records a
+    producer took; ``dropped``, records that never reached one, whether the handler
+    refused them (``refused``: queue full, producer buffer full, serializer failure,
+    still queued at ``close()``) or the thread hand-off took them and dropped them
+    later (``lost_in_handoff``: its producer refused them when its queue was drained,
+    or they waited for a producer thread that failed or stopped). The own producer's
+    records not delivered by ``close()`` (failed, unsent at its deadline, or
+    ``left_behind`` with its thread when the join gave up) are ``undelivered``, out of
+    ``sent``.
     Records of kafka_asgi's own loggers are skipped unless ``include_own_logs``
     (shipping the producer's own "Kafka unreachable" warnings through the producer
     would feed back into it).
@@ -169,9 +183,15 @@ class KafkaLogHandler(logging.Handler):
         self.extra = dict(extra) if extra else None
         self.serializer = serializer
         self.include_own_logs = include_own_logs
-        self.sent = 0
-        self.dropped = 0
+        self._taken = 0  # handed to a send_nowait that took them (under self.lock)
+        self._refused = 0  # refused here, or by the send_nowait called (under self.lock)
+        # Taken, then dropped by the hand-off: told through on_drop, on the producer's
+        # thread, which must not take self.lock (logging.shutdown holds it around
+        # close(), while close() waits for that thread).
+        self._lost = 0
+        self._lost_lock = threading.Lock()
         self.undelivered = 0
+        self.left_behind = 0
         self._closed = False
         # With the context each record was logged in: handed over in it, so that a
         # producer with inject_trace_context=True injects the trace of the request that
@@ -201,6 +221,7 @@ class KafkaLogHandler(logging.Handler):
 
             self._stop_at_exit = stop_own
             at_exit(stop_own)
+            self._own_send = functools.partial(self._own.send_nowait, on_drop=self._lost_one)
         elif producer_options is not None:
             raise TypeError("producer_options needs bootstrap= (the handler's own producer)")
         me = weakref.ref(self)
@@ -209,7 +230,7 @@ class KafkaLogHandler(logging.Handler):
             handler = me()
             if handler is not None and cluster == handler.cluster and handler._pending:
                 with handler.lock:  # type: ignore[union-attr]
-                    handler._drain(sender.send_nowait)
+                    handler._drain(handler._via(sender))
 
         self._listener = on_sender
         if self._own is None:
@@ -269,7 +290,7 @@ class KafkaLogHandler(logging.Handler):
                 value = self.serializer(self.event(record))
                 key = self.key(record) if self.key is not None else None
             except Exception:
-                self.dropped += 1
+                self._refused += 1
                 self.handleError(record)
                 return
             self._ship(value, key)
@@ -280,12 +301,12 @@ class KafkaLogHandler(logging.Handler):
         # logging.Handler.handle holds self.lock around emit: the pending queue and
         # the counters are only touched under it.
         if self._own is not None:
-            self._send(self._own.send_nowait, value, key)
+            self._send(self._own_send, value, key)
             return
         send = self._route()
         if send is None:
             if len(self._pending) >= self.max_queue:
-                self.dropped += 1
+                self._refused += 1
             else:
                 self._pending.append((value, key, contextvars.copy_context()))
             return
@@ -297,7 +318,7 @@ class KafkaLogHandler(logging.Handler):
         """Where a record logged now, on this thread, can go without waiting."""
         sender = get_sender(self.cluster)
         if sender is not None:
-            return sender.send_nowait
+            return self._via(sender)
         if in_event_loop():
             try:
                 producer = get_producer(self.cluster)
@@ -306,6 +327,35 @@ class KafkaLogHandler(logging.Handler):
             send: Callable[..., None] = producer.send_nowait
             return send
         return None
+
+    def _via(self, sender: ThreadSafeSender) -> Callable[..., None]:
+        """``sender.send_nowait``, telling this handler of a record it drops later."""
+        return functools.partial(sender.send_nowait, on_drop=self._lost_one)
+
+    def _lost_one(self) -> None:
+        with self._lost_lock:
+            self._lost += 1
+
+    @property
+    def sent(self) -> int:
+        """Records a producer took (handed over, and not dropped by the hand-off)."""
+        return self._taken - self._lost
+
+    @property
+    def dropped(self) -> int:
+        """Records that never reached a producer: :attr:`refused` + :attr:`lost_in_handoff`."""
+        return self._refused + self._lost
+
+    @property
+    def refused(self) -> int:
+        """Records the handler could not hand over (its queue full, the send refused,
+        the serializer failed, still queued at ``close()``)."""
+        return self._refused
+
+    @property
+    def lost_in_handoff(self) -> int:
+        """Records the thread hand-off took and dropped later (see the class)."""
+        return self._lost
 
     def _drain(self, send: Callable[..., None]) -> None:
         while self._pending:
@@ -316,9 +366,9 @@ class KafkaLogHandler(logging.Handler):
         try:
             send(self.topic, value, key)
         except Exception:
-            self.dropped += 1
+            self._refused += 1
         else:
-            self.sent += 1
+            self._taken += 1
 
     @property
     def pending(self) -> int:
@@ -347,28 +397,39 @@ class KafkaLogHandler(logging.Handler):
             if self._stop_at_exit is not None:
                 cancel_at_exit(self._stop_at_exit)
             own.stop()
+            # Every record the own producer took: delivered, failed, still held at its
+            # deadline, or left with its thread when the join gave up (then the stats
+            # are a snapshot, and what its hand-off queue holds is counted too).
             stats = own.final_stats
-            if stats is not None:
+            failed = getattr(stats, "failed", 0) if stats is not None else 0
+            if own.left_behind:
+                self.left_behind = own.left_behind
+                self.undelivered += failed + own.left_behind
+            elif stats is not None:
                 self.undelivered += (
-                    getattr(stats, "failed", 0)
-                    + getattr(stats, "buffered", 0)
-                    + getattr(stats, "in_flight", 0)
+                    failed + getattr(stats, "buffered", 0) + getattr(stats, "in_flight", 0)
                 )
         with self.lock:  # type: ignore[union-attr]
             left = len(self._pending)
             self._pending.clear()
-            self.dropped += left + (own.dropped if own is not None else 0)
-            if own is not None:
-                own.dropped = 0
+            self._refused += left
         if self.dropped or self.undelivered:
+            refused, lost = self._refused, self._lost
             logging.getLogger("kafka_asgi.integrations").warning(
                 "kafka_asgi: KafkaLogHandler(%r) could not ship %d record(s) "
-                "(%d never reached a producer%s, %d not delivered); %d shipped",
+                "(%d never reached a producer%s: %d refused by the handler, %d dropped by "
+                "the thread hand-off; %d not delivered%s); %d shipped",
                 self.topic,
-                self.dropped + self.undelivered,
-                self.dropped,
+                refused + lost + self.undelivered,
+                refused + lost,
                 f" - no producer ran for cluster {self.cluster!r}" if left else "",
+                refused,
+                lost,
                 self.undelivered,
-                self.sent - self.undelivered,
+                f", {self.left_behind} of them left with the producer's thread, still "
+                "running when the join gave up"
+                if self.left_behind
+                else "",
+                self._taken - lost - self.undelivered,
             )
         super().close()

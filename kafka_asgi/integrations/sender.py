@@ -32,6 +32,7 @@ __all__ = [
     "DRAIN_INTERVAL",
     "ThreadSafeSender",
     "add_sender_listener",
+    "call_on_drop",
     "call_soon_threadsafe",
     "get_sender",
     "in_event_loop",
@@ -43,6 +44,8 @@ __all__ = [
 logger = logging.getLogger("kafka_asgi.integrations")
 
 _Item = tuple[str, "bytes | str | None", "bytes | str | None", Headers, "int | None", "int | None"]
+# What the queue holds: an _Item, or an _Item with its owner's on_drop after it.
+_Queued = tuple[Any, ...]
 
 DRAIN_INTERVAL = 0.002
 """Seconds between drains while events from other threads keep coming (asyncio)."""
@@ -89,7 +92,9 @@ class ThreadSafeSender:
     at most ``max_queue`` events, drained by one callback scheduled on the loop per
     batch (not per event); when the queue is full, ``send_nowait`` raises
     BufferFullError (the same signal as a full producer) and ``dropped`` counts it.
-    Events the drain cannot hand to the producer (its buffer full) count there too.
+    Events the drain cannot hand to the producer (its buffer full) count there too,
+    and their sender hears of it through the ``on_drop`` it gave ``send_nowait``, if
+    any (a sender that keeps totals of its own: the logging handler).
     """
 
     def __init__(self, producer: ProducerLike, *, max_queue: int = 10_000) -> None:
@@ -121,7 +126,7 @@ class ThreadSafeSender:
             self._check = _injecting(self._check, inject)
         # A deque: append and popleft are atomic (no condition to notify, as
         # queue.Queue has); the length is checked before each append.
-        self._queue: deque[_Item] = deque()
+        self._queue: deque[_Queued] = deque()
         # Only against close(): a thread that saw the loop running could otherwise
         # append after close()'s final drain, an event neither handed over nor counted.
         # Held for an attribute read and an append, never across a wait.
@@ -162,7 +167,14 @@ class ThreadSafeSender:
         headers: Headers = None,
         partition: int | None = None,
         timestamp: int | None = None,
+        *,
+        on_drop: Callable[[], object] | None = None,
     ) -> None:
+        """Hand one event to the producer (on its loop's thread) or queue it for the
+        loop; BufferFullError (counted) when it cannot be. ``on_drop()`` is called, on
+        the loop's thread, if an event this call queued is dropped later (the producer
+        refused it at the drain): the caller was told it was taken, and is told so
+        once it is not. Nothing is called for an event this call raised for."""
         if threading.get_ident() == self._loop_thread:
             self.producer.send_nowait(topic, value, key, headers, partition, timestamp)
             return
@@ -177,11 +189,13 @@ class ThreadSafeSender:
             raise BufferFullError(f"thread hand-off queue full ({self.max_queue} events)")
         check = self._check
         if check is None:
-            item: _Item = (topic, value, key, headers, partition, timestamp)
+            item: _Queued = (topic, value, key, headers, partition, timestamp)
         else:
             # Bad input raises here, at the call, as on the loop's thread; what is
             # queued is converted (a bytearray copied, a serializer run) now.
             item = check(topic, value, key, headers, partition, timestamp)
+        if on_drop is not None:
+            item = (*item, on_drop)
         with self._closing:
             # Looked at again: close() may have run on the loop while the check ran.
             schedule = self._schedule
@@ -225,9 +239,14 @@ class ThreadSafeSender:
                 return taken
             taken += 1
             try:
-                send(*item)
+                if len(item) == 6:
+                    send(*item)
+                else:
+                    send(*item[:6])
             except Exception as exc:
                 self.dropped += 1
+                if len(item) > 6:
+                    call_on_drop(item[6])
                 now = time.monotonic()
                 if now - self._last_warning > 60.0:
                     self._last_warning = now
@@ -238,6 +257,15 @@ class ThreadSafeSender:
                         exc,
                         self.dropped,
                     )
+
+
+def call_on_drop(on_drop: Callable[[], object]) -> None:
+    """Call an event's ``on_drop``; its failure is logged, never raised into the drain
+    (the events after it would be lost)."""
+    try:
+        on_drop()
+    except Exception:
+        logger.exception("kafka_asgi: an on_drop callback failed")
 
 
 def _injecting(

@@ -48,6 +48,33 @@ def test_a_failed_start_drops_what_waits_and_refuses_what_follows() -> None:
     assert bg.dropped == 5
 
 
+def test_taken_events_dropped_later_are_told_to_their_sender() -> None:
+    # Events the early queue took, then dropped as the thread failed: their sender
+    # (the logging handler keeps totals) counted them as sent. Each is told once,
+    # through its on_drop; one refused at the call is told by the exception alone.
+    release = threading.Event()
+
+    def factory() -> Any:
+        release.wait(5)
+        raise OSError("TLS file missing")
+
+    told: list[bytes] = []
+    bg = BackgroundProducer(cluster="bg-told", producer_factory=factory)
+    try:
+        for i in range(3):
+            value = b"%d" % i
+            bg.send_nowait("t", value, on_drop=lambda value=value: told.append(value))
+        release.set()
+        assert bg._done.wait(5)
+        assert told == [b"0", b"1", b"2"]
+        with pytest.raises(BufferFullError):
+            bg.send_nowait("t", b"late", on_drop=lambda: told.append(b"late"))
+    finally:
+        release.set()
+        bg.stop()
+    assert told == [b"0", b"1", b"2"] and bg.dropped == 4
+
+
 def test_an_event_queued_as_the_thread_fails_is_counted() -> None:
     # The event goes into the early queue just after the failing thread's last look
     # at it: the sender sees the failure and drops the event itself.

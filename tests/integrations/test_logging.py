@@ -92,6 +92,33 @@ async def test_full_producer_is_counted_not_raised(anyio_backend: str, log: logg
     assert handler.dropped == 3 and handler.sent == 2
 
 
+async def test_records_the_thread_hand_off_drops_are_counted_as_dropped(
+    anyio_backend: str, log: logging.Logger, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Logged from a thread, the records wait in the lifespan sender's queue; the drain
+    on the loop finds the producer full. They were counted as sent (the sender alone
+    counted them), and close() reported nothing lost."""
+    handler = KafkaLogHandler("logs", cluster="log-c2")
+    log.addHandler(handler)
+    producer = InMemoryProducer(max_buffering=2)
+    async with producer_lifespan(cluster="log-c2", producer_factory=lambda: producer):
+
+        def from_thread() -> None:
+            for i in range(5):
+                log.error("e%d", i)  # taken by the sender's queue: no error here
+
+        await anyio.to_thread.run_sync(from_thread)
+    assert len(producer.events) == 2
+    assert handler.sent == 2 and handler.dropped == 3
+    assert handler.refused == 0 and handler.lost_in_handoff == 3
+    with caplog.at_level(logging.WARNING, logger="kafka_asgi"):
+        handler.close()
+    (warning,) = [r.getMessage() for r in caplog.records if "could not ship" in r.getMessage()]
+    assert "could not ship 3 record(s)" in warning
+    assert "3 dropped by the thread hand-off" in warning
+    assert warning.endswith("; 2 shipped")
+
+
 async def test_own_logs_and_formatter(anyio_backend: str) -> None:
     handler = KafkaLogHandler("logs", cluster="log-d")
     handler.setFormatter(logging.Formatter("%(levelname)s|%(message)s"))
@@ -246,6 +273,60 @@ def test_handler_with_its_own_producer_counts_what_it_could_not_deliver(
     handler.close()
     assert handler.sent == 5
     assert handler.undelivered + handler.dropped == 5
+
+
+def test_own_producer_counts_each_record_once(
+    log: logging.Logger, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The own producer refuses 3 of 5 records (its buffer holds 2) when its hand-off
+    gives them over. They were counted as sent and dropped at once (the background
+    producer's count added to the handler's; those its sender dropped not at all):
+    8 records accounted for 5, "3 shipped" with none delivered."""
+    handler = KafkaLogHandler(
+        "logs",
+        bootstrap="127.0.0.1:1",
+        close_timeout=0.2,
+        producer_options={"max_buffering": 2},
+    )
+    log.addHandler(handler)
+    for i in range(5):
+        log.info("to nowhere %d", i)
+    with caplog.at_level(logging.WARNING, logger="kafka_asgi"):
+        handler.close()
+    assert (handler.sent, handler.dropped, handler.undelivered) == (2, 3, 2)
+    assert handler.lost_in_handoff == 3
+    (warning,) = [r.getMessage() for r in caplog.records if "could not ship" in r.getMessage()]
+    assert "could not ship 5 record(s)" in warning
+    assert warning.endswith("; 0 shipped")
+
+
+def test_records_left_with_a_thread_the_join_gave_up_on_are_counted(
+    log: logging.Logger, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """close() gives up waiting for the own producer's thread (still in its final
+    flush): its records were neither delivered nor counted (no final stats), and
+    close() reported nothing. They are counted as left behind, and named."""
+    monkeypatch.setattr(BackgroundProducer, "_join_limit", lambda self, timeout: 0.05)
+    handler = KafkaLogHandler("logs", bootstrap="127.0.0.1:1", close_timeout=1.0)
+    log.addHandler(handler)
+    for i in range(3):
+        log.info("to nowhere %d", i)
+    own = handler._own
+    assert own is not None
+    own.ensure_started()
+    thread = own._thread
+    assert thread is not None
+    try:
+        with caplog.at_level(logging.WARNING, logger="kafka_asgi"):
+            handler.close()
+    finally:
+        thread.join(15)  # its flush gives up after close_timeout
+    assert handler.sent == 3 and handler.dropped == 0
+    assert handler.undelivered == 3  # all of them, counted as shipped before
+    assert handler.left_behind == 3
+    (warning,) = [r.getMessage() for r in caplog.records if "could not ship" in r.getMessage()]
+    assert "could not ship 3 record(s)" in warning
+    assert "3 of them left with the producer's thread" in warning
 
 
 def test_handler_on_the_root_logger_closes_at_exit_without_stalling() -> None:

@@ -213,8 +213,8 @@ def test_early_events_refused_by_the_producers_checks_are_counted() -> None:
     producer = InMemoryProducer()
     bg = BackgroundProducer(cluster="bg-early-bad", producer_factory=lambda: producer)
     sender = bg.ensure_started()
-    bg._early.put_nowait((("a/b", b"bad topic", None, None, None, None), copy_context()))
-    bg._early.put_nowait((("t", b"good", None, None, None, None), copy_context()))
+    bg._early.put_nowait((("a/b", b"bad topic", None, None, None, None), copy_context(), None))
+    bg._early.put_nowait((("t", b"good", None, None, None, None), copy_context(), None))
     bg._hand_over(sender)  # from this thread, not the loop's
     bg.stop()
     assert [e.value for e in producer.events] == [b"good"]
