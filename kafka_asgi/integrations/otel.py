@@ -18,6 +18,11 @@ requests in flight, the Produce request duration
 counters (``kafka_asgi.producer.spill.*``), the time brokers enforcing a quota asked
 the client to wait (``kafka_asgi.producer.throttle.time``), and the access-log
 middlewares' emitted/dropped/sampled-out events.
+
+``messaging.destination.name`` on the metrics takes the first ``max_topics`` (default
+100) topics the producer sent to; any further topic's points carry ``<other>`` (one
+warning), so that an app naming topics from data cannot grow the series without end.
+Spans carry the topic as it is (a span is not a series).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
         "kafka_asgi.integrations.otel needs opentelemetry-api: pip install 'kafka-asgi[otel]'"
     ) from exc
 
+from kafka_asgi.integrations.metric_labels import DEFAULT_MAX_TOPICS, TopicLabels
 from kafka_asgi.integrations.middleware_stats import middleware_totals
 from kafka_asgi.integrations.producer_api import producer_closed
 from kafka_asgi.producer.hooks import ProduceRequestInfo, ProducerHooks
@@ -95,7 +101,9 @@ class ProducerInstrumentation(ProducerHooks):
         meter_provider: Any = None,
         access_logs: bool = True,
         traces: bool = True,
+        max_topics: int = DEFAULT_MAX_TOPICS,
     ) -> None:
+        self._topic = TopicLabels(max_topics, "OpenTelemetry metrics")
         # Weak: the meter's instruments hold this (their members) as long as the meter
         # lives, and must not keep every producer ever instrumented alive with it.
         self._producer: Callable[[], Any] = (
@@ -206,12 +214,12 @@ class ProducerInstrumentation(ProducerHooks):
         }
         topics = {p.topic for p in info.partitions}
         if len(topics) == 1:
-            attrs[_DEST] = next(iter(topics))
+            attrs[_DEST] = self._topic(next(iter(topics)))
         if kind is not None:
             attrs["error.type"] = kind
         self._duration.record(elapsed, attrs)
         for p in info.partitions:
-            self._batch_size.record(p.size, {_SYS: _SYSTEM, _DEST: p.topic})
+            self._batch_size.record(p.size, {_SYS: _SYSTEM, _DEST: self._topic(p.topic)})
         if span is not None:
             if len(info.partitions) == 1 and info.partitions[0].base_offset >= 0:
                 span.set_attribute("messaging.kafka.offset", info.partitions[0].base_offset)
@@ -221,7 +229,7 @@ class ProducerInstrumentation(ProducerHooks):
             span.end()
 
     def batch_delivered(self, topic: str, partition: int, records: int, size: int) -> None:
-        attrs = {_SYS: _SYSTEM, _DEST: topic}
+        attrs = {_SYS: _SYSTEM, _DEST: self._topic(topic)}
         self._sent.add(records, attrs)
         self._bytes.add(size, attrs)
         self._batches.add(1, attrs)
@@ -229,13 +237,15 @@ class ProducerInstrumentation(ProducerHooks):
     def records_failed(
         self, topic: str, partition: int, records: int, error: BaseException
     ) -> None:
-        self._failed.add(records, {_SYS: _SYSTEM, _DEST: topic, "error.type": type(error).__name__})
+        self._failed.add(
+            records, {_SYS: _SYSTEM, _DEST: self._topic(topic), "error.type": type(error).__name__}
+        )
 
     def records_retried(
         self, topic: str, partition: int, records: int, error: BaseException
     ) -> None:
         self._retried.add(
-            records, {_SYS: _SYSTEM, _DEST: topic, "error.type": type(error).__name__}
+            records, {_SYS: _SYSTEM, _DEST: self._topic(topic), "error.type": type(error).__name__}
         )
 
     def send_started(self, topic: str, partition: int | None) -> Any:
@@ -455,12 +465,15 @@ def instrument(
     meter_provider: Any = None,
     access_logs: bool = True,
     traces: bool = True,
+    max_topics: int = DEFAULT_MAX_TOPICS,
 ) -> ProducerInstrumentation:
     """Spans and metrics for ``producer`` (a :class:`kafka_asgi.Producer`).
 
     ``tracer_provider``/``meter_provider`` default to the global ones;
     ``access_logs=False`` leaves out the middleware event counters (give them to one
-    producer only when instrumenting several); ``traces=False`` records metrics only.
+    producer only when instrumenting several); ``traces=False`` records metrics only;
+    ``max_topics`` bounds the distinct ``messaging.destination.name`` values of its
+    metrics (further topics: ``<other>``).
     """
     if not callable(getattr(producer, "add_hooks", None)):
         raise TypeError(
@@ -472,6 +485,7 @@ def instrument(
         meter_provider=meter_provider,
         access_logs=access_logs,
         traces=traces,
+        max_topics=max_topics,
     )
     producer.add_hooks(hooks)
     return hooks

@@ -27,6 +27,10 @@ histograms ``kafka_asgi_producer_request_duration_seconds`` and
 ``..._replayed_records_total``, ``..._spill_dropped_records_total``,
 ``..._spill_lost_records_total``; gauges ``..._spill_queued_records`` and
 ``..._spill_backlog_bytes`` (copied from ``stats()``, zero without spill).
+
+The ``topic`` label takes the first ``max_topics`` (default 100) topics seen in the
+process; the metrics of any further topic are labelled ``<other>`` (one warning), so
+that an app naming topics from data cannot grow the series without end.
 """
 
 from __future__ import annotations
@@ -56,6 +60,11 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
         "pip install 'kafka-asgi[prometheus]'"
     ) from exc
 
+from kafka_asgi.integrations.metric_labels import (
+    DEFAULT_MAX_TOPICS,
+    TopicLabels,
+    check_max_topics,
+)
 from kafka_asgi.integrations.middleware_stats import middleware_totals
 from kafka_asgi.integrations.producer_api import producer_closed
 from kafka_asgi.producer.hooks import ProduceRequestInfo, ProducerHooks
@@ -106,13 +115,20 @@ class PrometheusMetrics(ProducerHooks):
     middlewares' counters are copied from ``stats()`` by :meth:`sync`: before each
     scrape of this process's registry, and, in multiprocess mode, every
     ``sync_interval`` seconds by a daemon thread (another worker may answer the
-    scrape).
+    scrape). The ``topic`` label is one of the first ``max_topics`` topics seen, or
+    ``<other>`` (see :mod:`kafka_asgi.integrations.metric_labels`).
     """
 
-    def __init__(self, registry: CollectorRegistry | None, sync_interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry | None,
+        sync_interval: float = 1.0,
+        max_topics: int = DEFAULT_MAX_TOPICS,
+    ) -> None:
         reg = REGISTRY if registry is None else registry
         self.registry = reg
         self.sync_interval = sync_interval
+        self.topics = TopicLabels(max_topics, "Prometheus metrics")
         self._producers: weakref.WeakSet[Any] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._seen: dict[str, dict[str, int]] = {}  # the middlewares' totals copied, by kind
@@ -346,19 +362,20 @@ class PrometheusMetrics(ProducerHooks):
             self.batch_size_bytes.observe(p.size)
 
     def batch_delivered(self, topic: str, partition: int, records: int, size: int) -> None:
-        self.records_sent_total.labels(topic).inc(records)
-        self.sent_bytes_total.labels(topic).inc(size)
-        self.batches_sent_total.labels(topic).inc()
+        label = self.topics(topic)
+        self.records_sent_total.labels(label).inc(records)
+        self.sent_bytes_total.labels(label).inc(size)
+        self.batches_sent_total.labels(label).inc()
 
     def records_failed(
         self, topic: str, partition: int, records: int, error: BaseException
     ) -> None:
-        self.records_failed_total.labels(topic, type(error).__name__).inc(records)
+        self.records_failed_total.labels(self.topics(topic), type(error).__name__).inc(records)
 
     def records_retried(
         self, topic: str, partition: int, records: int, error: BaseException
     ) -> None:
-        self.records_retried_total.labels(topic, type(error).__name__).inc(records)
+        self.records_retried_total.labels(self.topics(topic), type(error).__name__).inc(records)
 
 
 def _sync_loop(ref: weakref.ReferenceType[PrometheusMetrics], interval: float) -> None:
@@ -383,23 +400,35 @@ def register(
     *,
     registry: CollectorRegistry | None = None,
     sync_interval: float = 1.0,
+    max_topics: int | None = None,
 ) -> PrometheusMetrics:
     """The kafka_asgi metrics in ``registry`` (default: prometheus-client's global
     one), made on the first call; ``producer`` (if given) feeds them from now on.
 
     Call it in each worker process (the lifespan runs there); calling it again with
     another producer adds that producer. The access-log middlewares are counted
-    without being passed.
+    without being passed. ``max_topics`` (default 100) bounds the distinct values of
+    the ``topic`` label (further topics are labelled ``<other>``); the metrics of a
+    registry have one bound, set by the call that makes them.
     """
     if isinstance(sync_interval, bool) or not isinstance(sync_interval, (int, float)):
         raise ValueError(f"sync_interval must be a number of seconds > 0, not {sync_interval!r}")
     if sync_interval <= 0:
         raise ValueError(f"sync_interval must be a number of seconds > 0, not {sync_interval!r}")
+    if max_topics is not None:
+        check_max_topics(max_topics)
     reg = REGISTRY if registry is None else registry
     with _registry_lock:
         metrics = _by_registry.get(id(reg))
         if metrics is None or metrics.registry is not reg:
-            metrics = _by_registry[id(reg)] = PrometheusMetrics(reg, sync_interval)
+            metrics = _by_registry[id(reg)] = PrometheusMetrics(
+                reg, sync_interval, DEFAULT_MAX_TOPICS if max_topics is None else max_topics
+            )
+        elif max_topics is not None and max_topics != metrics.topics.max_topics:
+            raise ValueError(
+                f"max_topics={max_topics!r}: the metrics of this registry were made with "
+                f"max_topics={metrics.topics.max_topics}"
+            )
     if producer is not None:
         metrics.add_producer(producer)
     return metrics

@@ -1,10 +1,12 @@
 """The metrics through a middleware's or a producer's end (no broker): the access-log
-counters keep the events of a middleware that was dropped, and a closed producer
-leaves the Prometheus gauges when it closes, not when the collector frees it."""
+counters keep the events of a middleware that was dropped, a closed producer leaves
+the Prometheus gauges when it closes, not when the collector frees it, and topics
+named from data do not make series without end."""
 
 from __future__ import annotations
 
 import gc
+import logging
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -18,6 +20,8 @@ from kafka_asgi.integrations.middleware_stats import middleware_totals, track_mi
 from kafka_asgi.integrations.otel import instrument
 from kafka_asgi.integrations.prometheus import register
 from kafka_asgi.integrations.testing import InMemoryProducer
+from kafka_asgi.producer.hooks import ProducedPartition, ProduceRequestInfo
+from kafka_asgi.protocol.errors import RequestTimedOutError
 from tests.support.fake_client import FakeClient
 from tests.support.observability import CountingMiddleware, FakeProducer, Otel
 from tests.support.producers import running
@@ -190,3 +194,107 @@ async def test_a_closed_producer_leaves_the_gauges_before_it_is_collected(
         assert registry.get_sample_value(limit) == 500
     assert registry.get_sample_value(limit) == 0
     assert producer.stats().buffered == 0  # still referenced here
+
+
+def _deliver_to_topics(producer: FakeProducer, count: int) -> None:
+    """One batch of 2 records (100 bytes) to each of ``count`` topics, and one failed
+    and one retried record each."""
+    for i in range(count):
+        topic = f"tenant-{i}"
+        producer.request(ProduceRequestInfo(1, [ProducedPartition(topic, 0, 2, 100)]))
+        producer.fail(topic, 1, RequestTimedOutError("late"))
+        producer.retry(topic, 1, RequestTimedOutError("late"))
+
+
+def _label_values(registry: CollectorRegistry, sample: str, label: str) -> dict[str, float]:
+    return {
+        s.labels[label]: s.value
+        for metric in registry.collect()
+        for s in metric.samples
+        if s.name == sample
+    }
+
+
+def test_prometheus_topic_labels_are_bounded(caplog: pytest.LogCaptureFixture) -> None:
+    """An app logging to a topic per tenant: each topic was a series of its own in
+    every topic-labelled family, without end. The first 100 keep theirs; the rest add
+    up under "<other>", with one warning; the totals are unchanged."""
+    registry = CollectorRegistry()
+    producer = FakeProducer()
+    register(producer, registry=registry)
+    with caplog.at_level(logging.WARNING, logger="kafka_asgi"):
+        _deliver_to_topics(producer, 150)
+    for sample in (
+        "kafka_asgi_producer_records_sent_total",
+        "kafka_asgi_producer_sent_bytes_total",
+        "kafka_asgi_producer_batches_sent_total",
+        "kafka_asgi_producer_records_failed_total",
+        "kafka_asgi_producer_records_retried_total",
+    ):
+        values = _label_values(registry, sample, "topic")
+        assert len(values) == 101, sample
+        assert {f"tenant-{i}" for i in range(100)} < values.keys()
+    sent = _label_values(registry, "kafka_asgi_producer_records_sent_total", "topic")
+    assert sent["<other>"] == 100 and sum(sent.values()) == 300
+    warnings = [r.getMessage() for r in caplog.records if "distinct topics" in r.getMessage()]
+    assert len(warnings) == 1 and "'tenant-100'" in warnings[0]
+
+
+def test_prometheus_max_topics(caplog: pytest.LogCaptureFixture) -> None:
+    registry = CollectorRegistry()
+    producer = FakeProducer()
+    register(producer, registry=registry, max_topics=2)
+    _deliver_to_topics(producer, 5)
+    sent = _label_values(registry, "kafka_asgi_producer_records_sent_total", "topic")
+    assert sent == {"tenant-0": 2, "tenant-1": 2, "<other>": 6}
+    register(FakeProducer(), registry=registry)  # the bound it was made with
+    register(FakeProducer(), registry=registry, max_topics=2)
+    with pytest.raises(ValueError, match=r"max_topics=3: .* made with max_topics=2"):
+        register(FakeProducer(), registry=registry, max_topics=3)
+    for bad in (0, -1, True, 2.5, "10"):
+        with pytest.raises(ValueError, match=f"max_topics must be a positive int, not {bad!r}"):
+            register(registry=CollectorRegistry(), max_topics=bad)  # type: ignore[arg-type]
+
+
+def test_otel_topic_attributes_are_bounded(otel: Otel, caplog: pytest.LogCaptureFixture) -> None:
+    """As for Prometheus: messaging.destination.name on the metrics takes the first 100
+    topics, the rest add up under "<other>"; the spans keep the topic as it is."""
+    producer = FakeProducer()
+    instrument(producer, tracer_provider=otel.tracer_provider, meter_provider=otel.meter_provider)
+    with caplog.at_level(logging.WARNING, logger="kafka_asgi"):
+        _deliver_to_topics(producer, 150)
+    points = otel.points()
+    for name in (
+        "kafka_asgi.producer.records.sent",
+        "kafka_asgi.producer.bytes.sent",
+        "kafka_asgi.producer.batches.sent",
+        "kafka_asgi.producer.records.failed",
+        "kafka_asgi.producer.records.retried",
+        "messaging.client.operation.duration",
+        "kafka_asgi.producer.batch.size",
+    ):
+        topics = {p.attributes["messaging.destination.name"] for p in points[name]}
+        assert len(topics) == 101 and "<other>" in topics, name
+    assert otel.total("kafka_asgi.producer.records.sent") == 300
+    other = {"messaging.destination.name": "<other>"}
+    assert otel.total("kafka_asgi.producer.records.sent", **other) == 100
+    warnings = [r.getMessage() for r in caplog.records if "distinct topics" in r.getMessage()]
+    assert len(warnings) == 1
+    span_topics = {
+        s.attributes["messaging.destination.name"] for s in otel.spans.get_finished_spans()
+    }
+    assert len(span_topics) == 150
+
+
+def test_otel_max_topics(otel: Otel) -> None:
+    producer = FakeProducer()
+    providers = {"tracer_provider": otel.tracer_provider, "meter_provider": otel.meter_provider}
+    instrument(producer, max_topics=1, **providers)
+    _deliver_to_topics(producer, 3)
+    sent = {
+        p.attributes["messaging.destination.name"]: p.value
+        for p in otel.points()["kafka_asgi.producer.records.sent"]
+    }
+    assert sent == {"tenant-0": 2, "<other>": 4}
+    with pytest.raises(ValueError, match="max_topics must be a positive int, not 0"):
+        instrument(FakeProducer(), max_topics=0, **providers)
