@@ -447,51 +447,80 @@ class KafkaClient:
             if node_id is None:
                 conn = await self._any_connection(setup)
                 node = conn.node_id  # (None: a bootstrap address)
-                if node is not None and throttles.paused:
-                    await throttles.wait(node)
             else:
                 node = node_id
                 if throttles.paused:
                     await throttles.wait(node)
                 conn = await self._node_connection(node_id, setup)
-            if conn.handshake_throttle is not None:
-                # A new connection's ApiVersions answer asked for a pause (a request
-                # quota): the request waits it out here, not in the muted socket.
-                left = throttles.handshake(node, conn, self.options.connection.request_timeout)
-                if left > 0:
-                    await anyio.sleep(left)
-            version = conn.choose_api_version(api_key, min_version, max_version)
+            # The pool holds ``conn`` from its reaper until it is released: a pause
+            # waited out before the request leaves it carrying nothing meanwhile.
             try:
-                response = await conn.request(
-                    build(version),
-                    version,
-                    expect_response=expect_response,
-                    request_timeout=request_timeout,
+                if node_id is None and node is not None and throttles.paused:
+                    await throttles.wait(node)
+                return await self._send_on(
+                    conn,
+                    node,
+                    api_key,
+                    build,
+                    min_version,
+                    max_version,
+                    expect_response,
+                    request_timeout,
                 )
-                if response is not None:
-                    throttles.answered(
-                        node, api_key, version, response, self.options.connection.request_timeout
-                    )
-                return response
-            except ClientRequestTimeoutError as exc:
-                # The broker answered nothing in time on this connection (it closed):
-                # its other connections wait on the same broker (a frozen process, a
-                # paused VM), so they go too, and their requests are tried again
-                # rather than each waiting out its own timeout (the Java client has
-                # one connection per broker and closes it). Not when the connection
-                # is still open: the request only waited to send behind a
-                # re-authentication, and nothing says the broker is stuck.
-                pool = self._pools.find(conn.host, conn.port) if conn.closed else None
-                if pool is not None:
-                    pool.abort_all(
-                        ConnectionClosedError(
-                            f"{conn.address}: closed after a request on another"
-                            f" connection to this broker timed out ({exc})"
-                        )
-                    )
-                raise
+            finally:
+                self._pools.release(conn)
         except NetworkError:
             self.request_refresh()
+            raise
+
+    async def _send_on(
+        self,
+        conn: BrokerConnection,
+        node: int | None,
+        api_key: int,
+        build: Callable[[int], Message],
+        min_version: int | None,
+        max_version: int | None,
+        expect_response: bool,
+        request_timeout: float | None,
+    ) -> Any:
+        """send_built's request on ``conn``, a connection to ``node`` taken from a pool."""
+        throttles = self.throttles
+        if conn.handshake_throttle is not None:
+            # A new connection's ApiVersions answer asked for a pause (a request
+            # quota): the request waits it out here, not in the muted socket.
+            left = throttles.handshake(node, conn, self.options.connection.request_timeout)
+            if left > 0:
+                await anyio.sleep(left)
+        version = conn.choose_api_version(api_key, min_version, max_version)
+        try:
+            response = await conn.request(
+                build(version),
+                version,
+                expect_response=expect_response,
+                request_timeout=request_timeout,
+            )
+            if response is not None:
+                throttles.answered(
+                    node, api_key, version, response, self.options.connection.request_timeout
+                )
+            return response
+        except ClientRequestTimeoutError as exc:
+            # The broker answered nothing in time on this connection (it closed):
+            # its other connections wait on the same broker (a frozen process, a
+            # paused VM), so they go too, and their requests are tried again
+            # rather than each waiting out its own timeout (the Java client has
+            # one connection per broker and closes it). Not when the connection
+            # is still open: the request only waited to send behind a
+            # re-authentication, and nothing says the broker is stuck.
+            pool = self._pools.find(conn.host, conn.port) if conn.closed else None
+            if pool is not None:
+                pool.abort_all(
+                    ConnectionClosedError(
+                        f"{conn.address}: closed after a request on another"
+                        f" connection to this broker timed out ({exc})"
+                    )
+                )
             raise
 
     # ------------------------------------------------------------------ metadata

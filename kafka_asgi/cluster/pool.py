@@ -96,6 +96,10 @@ class BrokerPool:
         self._counters = counters
         self._node_id: int | None = None
         self.connections: list[BrokerConnection] = []
+        # Connections get() handed out, by callers that have not released them yet:
+        # between get() and the request (a pause a broker asked for may be waited out
+        # there) a connection carries nothing, and the reaper must not take it.
+        self._held: dict[BrokerConnection, int] = {}
         self._opening: _Opening | None = None
         self.failures = 0
         self.last_error: KafkaError | None = None
@@ -171,6 +175,25 @@ class BrokerPool:
         return best
 
     async def get(self, request_timeout: float | None = None) -> BrokerConnection:
+        """A connection to send on, held from the reaper until :meth:`release`.
+
+        See :meth:`_get`."""
+        conn = await self._get(request_timeout)
+        # (Nothing is awaited between _get's choice and this: the reaper cannot run.)
+        self._held[conn] = self._held.get(conn, 0) + 1
+        return conn
+
+    def release(self, conn: BrokerConnection) -> None:
+        """The caller that took ``conn`` from :meth:`get` is done with it (its request
+        finished, or was never sent)."""
+        count = self._held.pop(conn, 0) - 1
+        if count > 0:
+            self._held[conn] = count
+
+    def _idle(self, conn: BrokerConnection) -> bool:
+        return conn.in_flight == 0 and conn not in self._held
+
+    async def _get(self, request_timeout: float | None = None) -> BrokerConnection:
         """A connection to send on: an open one, or a new one.  ``request_timeout``
         (the caller's, when shorter than the configured one) bounds the handshake of
         a new connection, and the wait for another caller's, with connect_timeout:
@@ -270,14 +293,14 @@ class BrokerPool:
         """Close connections idle past idle_timeout, and idle ones beyond max_idle."""
         self._prune()
         options = self.options
-        idle = sorted((c for c in self.connections if c.in_flight == 0), key=lambda c: c.last_used)
+        idle = sorted((c for c in self.connections if self._idle(c)), key=lambda c: c.last_used)
         keep = options.max_idle_connections
         for index, conn in enumerate(idle):
             expired = now - conn.last_used >= options.idle_timeout
             surplus = len(idle) - index > keep
-            # Re-checked per connection: a request may have picked it up while an
-            # earlier one was closing (aclose marks it closed before awaiting).
-            if conn.in_flight == 0 and (expired or surplus or not conn.usable):
+            # Re-checked per connection: a caller may have taken it while an earlier
+            # one was closing (aclose marks it closed before awaiting).
+            if self._idle(conn) and (expired or surplus or not conn.usable):
                 await conn.aclose()
         self._prune()
 
@@ -339,6 +362,12 @@ class BrokerPools:
     def connected(self, host: str, port: int) -> bool:
         pool = self._pools.get((host, port))
         return pool is not None and pool.connected
+
+    def release(self, conn: BrokerConnection) -> None:
+        """See :meth:`BrokerPool.release`."""
+        pool = self._pools.get((conn.host, conn.port))
+        if pool is not None:
+            pool.release(conn)
 
     def backing_off(self, host: str, port: int) -> bool:
         pool = self._pools.get((host, port))

@@ -169,6 +169,37 @@ async def test_idle_connections_are_reaped(anyio_backend: str, kafka: KafkaClust
         assert client.connection_count(node) == 1
 
 
+async def test_a_connection_taken_from_the_pool_is_not_reaped_before_its_request(
+    anyio_backend: str, kafka: KafkaCluster
+) -> None:
+    """A request for any broker takes a connection from the pool, then waits out the
+    pause the broker asked for (a client quota, KIP-219) before it sends: the reaper's
+    pass meanwhile (forced here, an hour on, when every idle connection is past
+    idle_timeout) must leave that connection alone. It closed it, and the request
+    failed with 'connection closed by the client'."""
+    async with KafkaClient(kafka.plaintext) as client:
+        answers: list[MetadataResponse] = []
+
+        async def send_any() -> None:
+            answers.append(await client.send_any(MetadataRequest(topics=[]), min_version=1))
+
+        with anyio.fail_after(30):
+            [node] = (await client.refresh([])).brokers
+            [conn] = [c for pool in client._pools for c in pool.connections]
+            client.throttles.note(node, 500, True, 30.0)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(send_any)
+                await anyio.wait_all_tasks_blocked()  # send_any holds conn, pausing
+                assert conn.in_flight == 0
+                await client._pools.reap(anyio.current_time() + 3600)
+                assert not conn.closed
+        assert answers[0].brokers
+        assert client.stats().connections_opened == 1
+        # Released: the reaper takes it once it is idle.
+        await client._pools.reap(anyio.current_time() + 3600)
+        assert conn.closed
+
+
 async def test_request_refresh_coalesces(
     anyio_backend: str, kafka: KafkaCluster, new_topic: Callable[..., str]
 ) -> None:
