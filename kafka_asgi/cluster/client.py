@@ -8,7 +8,7 @@ by :meth:`KafkaClient.aclose`.
 
 The client talks to the cluster lazily: starting it opens no connection, so an
 application can start while Kafka is down; the first call that needs the cluster
-bootstraps from the addresses given, trying them in turn.
+bootstraps from the addresses given, trying them in turn from a random one.
 
 Metadata refreshes are single-flight: a caller that finds a refresh running queues the
 topics it needs and waits; the next refresh asks for all queued topics in one
@@ -377,6 +377,11 @@ class KafkaClient:
         boot: list[tuple[str, int, int | None]] = [
             (h, p, None) for h, p in self.bootstrap if (h, p) not in seen
         ]
+        # From a random one too (as Java's leastLoadedNode starts at a random node,
+        # bootstrap addresses included): every worker of an application starting
+        # with the same list must not all try a dead or frozen first address first.
+        random.shuffle(boot)
+        boot.sort(key=lambda c: not self._pools.connected(c[0], c[1]))
         return connected + others + boot
 
     async def _any_connection(self, request_timeout: float | None = None) -> BrokerConnection:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import anyio
 import pytest
 
+import kafka_asgi.cluster.client as client_module
 from kafka_asgi import Producer
 from kafka_asgi.cluster.client import KafkaClient
 from kafka_asgi.consumer import LATEST, BasicConsumer
@@ -324,7 +326,15 @@ async def test_create_topics_bad_arguments(anyio_backend: str, kafka: KafkaClust
 # ---------------------------------------------------------------- bootstrap, resolver, SASL
 
 
-async def test_bootstrap_tries_addresses_in_turn(anyio_backend: str, kafka: KafkaCluster) -> None:
+def keep_bootstrap_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client tries the bootstrap addresses from a random one: from the first here."""
+    monkeypatch.setattr(client_module, "random", SimpleNamespace(shuffle=lambda items: None))
+
+
+async def test_bootstrap_tries_addresses_in_turn(
+    anyio_backend: str, kafka: KafkaCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keep_bootstrap_order(monkeypatch)
     dead = f"127.0.0.1:{free_port()}"
     async with KafkaClient([dead, kafka.plaintext], connect_timeout=2) as client:
         with anyio.fail_after(20):

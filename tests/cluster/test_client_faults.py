@@ -274,6 +274,14 @@ async def test_a_bootstrap_address_that_is_no_broker_is_skipped(
     assert "b1:9092: refused" in str(caught.value)
 
 
+async def test_bootstrap_addresses_are_tried_from_a_random_one(anyio_backend: str) -> None:
+    # (Java's leastLoadedNode starts at a random node): a dead or frozen first address
+    # must not be every worker's first try at every start.
+    client = KafkaClient("b1:9092,b2:9092,b3:9092")  # (not started: nothing is opened)
+    firsts = {client._candidates()[0][0] for _ in range(60)}
+    assert firsts == {"b1", "b2", "b3"}
+
+
 async def test_a_pause_asked_on_the_bootstrap_connection_is_held(
     anyio_backend: str, cluster: FakeCluster
 ) -> None:
