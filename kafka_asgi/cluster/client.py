@@ -8,7 +8,8 @@ by :meth:`KafkaClient.aclose`.
 
 The client talks to the cluster lazily: starting it opens no connection, so an
 application can start while Kafka is down; the first call that needs the cluster
-bootstraps from the addresses given, trying them in turn from a random one.
+bootstraps from the addresses given, trying them in turn from a random one (see
+:meth:`KafkaClient._any_connection`).
 
 Metadata refreshes are single-flight: a caller that finds a refresh running queues the
 topics it needs and waits; the next refresh asks for all queued topics in one
@@ -38,7 +39,7 @@ from kafka_asgi.cluster.metadata import (
     topic_from_response,
 )
 from kafka_asgi.cluster.options import BootstrapSpec, ClientOptions, parse_bootstrap
-from kafka_asgi.cluster.pool import BrokerPools, backoff, error_copy
+from kafka_asgi.cluster.pool import BrokerPool, BrokerPools, backoff, error_copy
 from kafka_asgi.cluster.throttle import Throttles
 from kafka_asgi.network.connection import BrokerConnection
 from kafka_asgi.network.errors import (
@@ -125,6 +126,12 @@ def _newest_leaders(
     if partitions == answer.partitions:
         return answer
     return dataclasses.replace(answer, partitions=partitions)
+
+
+def _named(error: KafkaError, address: str) -> str:
+    """``error``'s message, naming ``address`` if it does not already."""
+    text = str(error)
+    return text if address in text else f"{address}: {text}"
 
 
 class KafkaClient:
@@ -385,10 +392,25 @@ class KafkaClient:
         return connected + others + boot
 
     async def _any_connection(self, request_timeout: float | None = None) -> BrokerConnection:
+        """A connection to any broker: the candidates in turn (:meth:`_candidates`).
+
+        A candidate not connected within connect_timeout (a frozen process, a paused
+        VM: it accepts TCP connections and answers nothing) is left connecting while
+        the next is tried, rather than holding the call for the whole handshake
+        (request_timeout); when no later one connects, the first of those left to
+        finish is taken. (Java's client bounds the setup of a connection before its
+        ApiVersions exchange likewise, socket.connection.setup.timeout.ms, and then
+        tries another node.)
+        """
+        candidates = self._candidates()
+        stagger = self.options.connection.connect_timeout
         errors: list[str] = []
-        for host, port, node_id in self._candidates():
+        slow: list[BrokerPool] = []
+        for index, (host, port, node_id) in enumerate(candidates):
+            pool = self._pools.pool(host, port, node_id)
+            wait = stagger if index < len(candidates) - 1 else None
             try:
-                return await self._pools.pool(host, port, node_id).get(request_timeout)
+                conn = await pool.get_within(wait, request_timeout)
             except (AuthenticationError, TLSError):
                 # The same credentials/certificates fail everywhere: no point trying on.
                 raise
@@ -396,10 +418,52 @@ class KafkaClient:
                 # Not only a network error: another service on this port (a TLS or HTTP
                 # listener answers with no Kafka frame, a ProtocolError) says nothing
                 # of the next address.
-                error = str(exc)
-                address = f"{host}:{port}"
-                errors.append(error if address in error else f"{address}: {error}")
+                errors.append(_named(exc, pool.address))
+                continue
+            if conn is not None:
+                return conn
+            slow.append(pool)
+        if slow:
+            conn = await self._first_connected(slow, request_timeout, errors)
+            if conn is not None:
+                return conn
         raise ConnectError("no broker reachable: " + "; ".join(errors))
+
+    async def _first_connected(
+        self, pools: list[BrokerPool], request_timeout: float | None, errors: list[str]
+    ) -> BrokerConnection | None:
+        """The connection of the first of ``pools`` (each opening one) to have one,
+        held (see BrokerPool.get); None when none does, their errors added to
+        ``errors``."""
+        won: list[BrokerConnection] = []
+        fatal: list[KafkaError] = []
+
+        async def wait_for(pool: BrokerPool, done: anyio.CancelScope) -> None:
+            try:
+                won.append(await pool.get(request_timeout))
+            except (AuthenticationError, TLSError) as exc:
+                fatal.append(exc)
+            except KafkaError as exc:
+                errors.append(_named(exc, pool.address))
+                return
+            done.cancel()
+
+        try:
+            async with anyio.create_task_group() as tg:
+                for pool in pools:
+                    tg.start_soon(wait_for, pool, tg.cancel_scope)
+        except BaseException:
+            for conn in won:
+                self._pools.release(conn)
+            raise
+        # (Two may finish in the same pass of the event loop.)
+        for conn in won[1:]:
+            self._pools.release(conn)
+        if won:
+            return won[0]
+        if fatal:
+            raise fatal[0]
+        return None
 
     async def send_any(
         self,

@@ -178,9 +178,20 @@ class BrokerPool:
         """A connection to send on, held from the reaper until :meth:`release`.
 
         See :meth:`_get`."""
-        conn = await self._get(request_timeout)
-        # (Nothing is awaited between _get's choice and this: the reaper cannot run.)
-        self._held[conn] = self._held.get(conn, 0) + 1
+        conn = await self.get_within(None, request_timeout)
+        assert conn is not None  # (with no wait, _get raises rather)
+        return conn
+
+    async def get_within(
+        self, wait: float | None, request_timeout: float | None = None
+    ) -> BrokerConnection | None:
+        """:meth:`get`, but a new connection is waited for ``wait`` seconds at most
+        (None: as long as it may take): None then, the opening going on (a later
+        call gets its outcome)."""
+        conn = await self._get(request_timeout, wait)
+        if conn is not None:
+            # (Nothing is awaited between _get's choice and this: the reaper cannot run.)
+            self._held[conn] = self._held.get(conn, 0) + 1
         return conn
 
     def release(self, conn: BrokerConnection) -> None:
@@ -193,12 +204,15 @@ class BrokerPool:
     def _idle(self, conn: BrokerConnection) -> bool:
         return conn.in_flight == 0 and conn not in self._held
 
-    async def _get(self, request_timeout: float | None = None) -> BrokerConnection:
+    async def _get(
+        self, request_timeout: float | None, wait: float | None
+    ) -> BrokerConnection | None:
         """A connection to send on: an open one, or a new one.  ``request_timeout``
         (the caller's, when shorter than the configured one) bounds the handshake of
         a new connection, and the wait for another caller's, with connect_timeout:
         a broker that accepts connections and answers nothing (a frozen process)
-        holds its caller no longer than its request would have.
+        holds its caller no longer than its request would have. With a ``wait``
+        (:meth:`get_within`), None once that has passed with the opening still going.
 
         A new connection is opened in the client's task group, shared by every caller
         that needs one meanwhile: a caller that leaves (its own deadline, its task
@@ -211,7 +225,9 @@ class BrokerPool:
             handshake = min(handshake, request_timeout)
         # An opening ends on its own by then (a token, the socket, the handshake: each
         # bounded); the margin lets its own error, which names the cause, arrive.
-        deadline = anyio.current_time() + config.connect_timeout + 2 * handshake + _OPEN_MARGIN
+        now = anyio.current_time()
+        limit = now + config.connect_timeout + 2 * handshake + _OPEN_MARGIN
+        deadline = limit if wait is None else min(limit, now + wait)
         while True:
             conn = self._pick()
             if conn is not None:
@@ -234,6 +250,8 @@ class BrokerPool:
             with anyio.move_on_after(deadline - anyio.current_time()):
                 await opening.done.wait()
             if not opening.done.is_set():
+                if deadline < limit:
+                    return None  # (the caller's wait)
                 raise ConnectError(f"{self.address}: timed out waiting for a connection")
             conn = opening.conn
             if conn is not None:

@@ -27,7 +27,8 @@ from kafka_asgi.protocol.messages import MetadataRequest, MetadataResponse
 from tests.support.brokers import KafkaCluster, unique_name
 from tests.support.listeners import LISTENER_CASES, client_options, host_port
 from tests.support.ports import free_port
-from tests.support.timing import eventually
+from tests.support.tcp import silent_peer, slow_relay
+from tests.support.timing import eventually, scaled
 
 pytestmark = pytest.mark.anyio
 
@@ -341,6 +342,44 @@ async def test_bootstrap_tries_addresses_in_turn(
             cluster = await client.refresh([])
         assert cluster.brokers
         assert client.stats().connect_failures >= 1
+
+
+async def test_a_silent_first_bootstrap_address_does_not_hold_the_first_metadata(
+    anyio_backend: str, kafka: KafkaCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first bootstrap address that accepts TCP connections and answers nothing (a
+    frozen process, a paused VM): the next address is tried after connect_timeout,
+    not after the handshake's request_timeout (the refresh waited 20 s here). The
+    list is shuffled at each attempt; kept in its order here, the silent one first,
+    so that the test does not rest on the shuffle."""
+    keep_bootstrap_order(monkeypatch)
+    async with silent_peer() as (silent, accepted):
+        async with KafkaClient(
+            [silent, kafka.plaintext], connect_timeout=1.0, request_timeout=20.0
+        ) as client:
+            started = anyio.current_time()
+            with anyio.fail_after(scaled(8)):
+                cluster = await client.refresh([])
+            took = anyio.current_time() - started
+            assert cluster.brokers
+            assert accepted[0] == 1  # tried first, and once
+            assert took < scaled(5), took
+
+
+async def test_a_slow_bootstrap_address_is_still_taken_when_the_next_is_dead(
+    anyio_backend: str, kafka: KafkaCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection to a first address slower than connect_timeout (a 0.8 s round
+    trip) goes on while the next is tried; that one dead, the first is waited for."""
+    keep_bootstrap_order(monkeypatch)
+    dead = f"127.0.0.1:{free_port()}"
+    async with slow_relay(kafka.plaintext, 0.4) as (slow, accepted):
+        async with KafkaClient([slow, dead], connect_timeout=0.3) as client:
+            with anyio.fail_after(scaled(15)):
+                cluster = await client.refresh([])
+            assert cluster.brokers
+            assert accepted[0] == 1
+            assert client.stats().connect_failures == 1  # the dead one
 
 
 async def test_resolver(anyio_backend: str, kafka: KafkaCluster) -> None:
