@@ -166,6 +166,7 @@ class KafkaClient:
         self._refreshed_at: float | None = None
         # Error codes of topics absent from the cache, from the last answer about them.
         self._topic_errors: dict[str, int] = {}
+        self._unusable_seen: set[str] = set()  # broker entries of Metadata left out
         # Counters for stats() (the pools count connections).
         self._metadata_requests = 0
         # The pauses brokers asked for (client quotas) and their sum: every request
@@ -712,7 +713,19 @@ class KafkaClient:
         # without an event loop (stats() may be called from anywhere).
         now = time.monotonic()
         # Decoded (and validated) before anything changes: bad metadata changes nothing.
-        brokers = brokers_from_response(response)
+        unusable: list[str] = []
+        brokers = brokers_from_response(response, unusable)
+        for entry in unusable:
+            # Once per entry (refreshes repeat while it stays), in a bounded set.
+            if entry not in self._unusable_seen:
+                if len(self._unusable_seen) > _MAX_REMEMBERED:
+                    self._unusable_seen.clear()
+                self._unusable_seen.add(entry)
+                logger.warning(
+                    "Metadata response: %s; left out: the partitions it leads wait for"
+                    " a later refresh",
+                    entry,
+                )
         decoded = {
             t.name: topic_from_response(t)
             for t in response.topics

@@ -355,3 +355,25 @@ async def test_closing_the_client_during_a_connect_nobody_waits_for_is_quiet(
                 assert accepted[0] == 1
             # Closing cancels the connect that was left running, without an error.
             assert anyio.current_time() - started < 2
+
+
+async def test_a_broker_entry_with_no_usable_address_is_left_out_alone(
+    anyio_backend: str, cluster: FakeCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One broker of a Metadata answer with port 0 (or an empty host) is left out, with
+    one warning; the rest of the answer is taken (it was refused whole, keeping every
+    leader stale while that entry stayed)."""
+    brokers = {1: ("b1", 9092), 2: ("b2", 9092), 3: ("b3", 0)}
+    async with KafkaClient("b1:9092") as client:
+        cluster.metadata = metadata(brokers, {"t": [(2, 1), (3, 1)]})
+        with caplog.at_level("WARNING", logger="kafka_asgi.cluster"):
+            await client.refresh(["t"])
+            cluster.metadata = metadata(brokers, {"t": [(2, 2), (3, 2)]})
+            await client.refresh(["t"])
+        assert sorted(client.metadata.brokers) == [1, 2]
+        partitions = client.metadata.topics["t"].partitions
+        assert [(p.leader, p.leader_epoch) for p in partitions.values()] == [(2, 2), (3, 2)]
+        assert await client.leader_for("t", 0) == 2
+        warnings = [r.getMessage() for r in caplog.records if "broker 3" in r.getMessage()]
+        assert len(warnings) == 1, warnings
+        assert "'b3':0" in warnings[0]
