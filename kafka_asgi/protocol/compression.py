@@ -279,30 +279,44 @@ def _bounded(module: ModuleType, data: bytes, max_size: int, codec: Compression)
 _GZIP_STEP = 1 << 20
 
 
+# ... and fed this much at a time: zlib copies what is left of its input into
+# ``unused_data`` at each member's end and into ``unconsumed_tail`` at each output
+# step, so whole-input feeding made a payload of many members (an empty gzip member
+# is 20 bytes) or a long one cost time quadratic in its length.
+_GZIP_FEED = 1 << 16
+
+
 def _gunzip(data: bytes, max_size: int) -> bytes:
     out: list[bytes] = []
     total = 0
-    rest = data
+    view = memoryview(data)
+    end = len(data)
+    pos = 0  # data[:pos] was given to zlib
     try:
         # A gzip file may hold several members one after the other (RFC 1952 2.2).
         while True:
             d = zlib.decompressobj(_GZIP_OR_ZLIB)
-            pending = rest
             while not d.eof:
-                chunk = d.decompress(pending, min(_GZIP_STEP, max_size - total + 1))
+                src: bytes | memoryview = d.unconsumed_tail
+                if not src:
+                    src = view[pos : pos + _GZIP_FEED]
+                    pos += len(src)
+                chunk = d.decompress(src, min(_GZIP_STEP, max_size - total + 1))
                 total += len(chunk)
                 if total > max_size:
                     raise _too_large(Compression.GZIP, max_size)
-                pending = d.unconsumed_tail
-                if not chunk and not pending and not d.eof:
+                if not chunk and not src and not d.eof:
                     raise ProtocolError("truncated gzip data")
-                out.append(chunk)
-            rest = d.unused_data
-            if not rest:
+                if chunk:
+                    out.append(chunk)
+            pos -= len(d.unused_data)  # (at most one feed: the next member's start)
+            if pos >= end:
                 break
     except zlib.error as exc:
         raise ProtocolError(f"invalid gzip data: {exc}") from None
-    return out[0] if len(out) == 1 else b"".join(out)
+    if len(out) == 1:
+        return out[0]
+    return b"".join(out)
 
 
 def _unsnappy(cramjam: ModuleType, data: bytes, max_size: int) -> bytes:

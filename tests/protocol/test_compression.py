@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import gzip
 import os
+import random
 import struct
 import sys
+import zlib
 
 import cramjam
 import pytest
 from aiokafka import codec as aiokafka_codec
 
+import kafka_asgi.protocol.compression as compression_module
 from kafka_asgi.protocol.compression import (
     INSTALL_HINT,
     Compression,
@@ -65,6 +68,44 @@ def test_gzip_is_a_gzip_stream_and_deterministic() -> None:
 def test_gzip_multiple_members() -> None:
     data = gzip.compress(b"first ") + gzip.compress(b"second")
     assert decompress(Compression.GZIP, data) == b"first second"
+
+
+def test_gzip_members_across_feed_boundaries() -> None:
+    """Members of every size, some straddling the slices zlib is fed, some inside
+    one: the same bytes as the standard library's reading."""
+    rng = random.Random(7)
+    parts = [os.urandom(rng.choice([0, 1, 100, 70_000, 200_000])) for _ in range(40)]
+    data = b"".join(gzip.compress(p, compresslevel=rng.choice([0, 1, 9])) for p in parts)
+    assert decompress(Compression.GZIP, data) == gzip.decompress(data) == b"".join(parts)
+    with pytest.raises(ProtocolError, match="truncated gzip"):
+        decompress(Compression.GZIP, data[:-3])
+
+
+def test_gzip_input_is_fed_to_zlib_in_bounded_slices(monkeypatch: pytest.MonkeyPatch) -> None:
+    """zlib copies the input it was given and did not use (at each member's end, at
+    each output step): fed the whole payload, a batch of 20-byte empty members (valid
+    gzip, which a broker accepts) took time quadratic in its size, seconds per MiB on
+    the event loop. Each call now gets at most one slice."""
+    fed: list[int] = []
+    real = zlib.decompressobj
+
+    class Spy:
+        def __init__(self, wbits: int) -> None:
+            self._d = real(wbits)
+
+        def decompress(self, data: bytes, max_length: int = 0) -> bytes:
+            fed.append(len(data))
+            return self._d.decompress(data, max_length)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self._d, name)
+
+    monkeypatch.setattr(compression_module.zlib, "decompressobj", Spy)
+    data = gzip.compress(b"hello" * 1000, mtime=0) + gzip.compress(b"", mtime=0) * 30_000
+    assert len(data) > 8 * compression_module._GZIP_FEED
+    assert decompress(Compression.GZIP, data) == b"hello" * 1000
+    assert len(fed) >= 30_001
+    assert max(fed) <= compression_module._GZIP_FEED
 
 
 def test_snappy_writes_xerial_framing_in_32k_blocks() -> None:
