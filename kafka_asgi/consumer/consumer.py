@@ -102,9 +102,10 @@ class BasicConsumer:
     ``isolation_level`` ("read_uncommitted" or "read_committed": the latter leaves out
     the records of aborted transactions and stops at the last stable offset) and
     ``max_decoded_bytes`` (the records one fetch response may decode to, decompressed,
-    each counting ``DECODED_RECORD_OVERHEAD`` more for its objects: the first batch
-    always is, up to 256 MiB, past which its records are left for the next fetch as
-    the batches past the bound are, from ``next_offset``).
+    each counting ``DECODED_RECORD_OVERHEAD`` more for its objects: the response's
+    first batch always is, up to 256 MiB, past which its records are left for the
+    next fetch; a batch after it only when its records fit in what is left, else it
+    and the rest of its partition are left for the next fetch, from ``next_offset``).
     """
 
     def __init__(
@@ -352,8 +353,9 @@ class BasicConsumer:
                 for p in t.partitions:
                     found[p.partition_index] = p
         results: dict[int, FetchResult | KafkaError] = {}
-        # One budget for the whole response: the partitions after the one that spends
-        # it decode nothing this time (their next offset stays where it was).
+        # One budget for the whole response: only its first batch may cost more than
+        # what is left of it; a partition's batches past that decode nothing this time
+        # (its next offset stays before them).
         budget = [self._max_decoded]
         for partition, offset in positions.items():
             data = found.get(partition)
@@ -375,7 +377,14 @@ class BasicConsumer:
             batches = DecodedBatches()
             batches.limited = True
         else:
-            batches = decode_batches(raw, max_total_size=budget[0], fetch_offset=offset)
+            batches = decode_batches(
+                raw,
+                max_total_size=budget[0],
+                fetch_offset=offset,
+                # Once an earlier partition has spent some of the budget, this one's
+                # first batch is no longer the response's first.
+                always_decode_first=budget[0] == self._max_decoded,
+            )
             budget[0] -= batches.size
         aborted = tuple(
             AbortedTransaction(t.producer_id, t.first_offset)

@@ -39,6 +39,7 @@ __all__ = [
     "check_level",
     "compress",
     "decompress",
+    "decompress_within",
     "ensure_available",
     "fix_legacy_lz4_header",
 ]
@@ -248,8 +249,24 @@ def decompress(
         raise ProtocolError(f"invalid {c.name.lower()} data: {exc}") from None
 
 
+def decompress_within(
+    codec: int, data: bytes | bytearray | memoryview, max_size: int
+) -> bytes | None:
+    """``decompress``, but None, not an error, when the output would be larger than
+    ``max_size``: for a caller that leaves such a payload for later (a batch that
+    does not fit in what is left of a fetch's decoding budget)."""
+    try:
+        return decompress(codec, data, max_size)
+    except _TooLarge:
+        return None
+
+
+class _TooLarge(ProtocolError):
+    """Output past max_size (decompress_within tells it from malformed input)."""
+
+
 def _too_large(codec: Compression, max_size: int) -> ProtocolError:
-    return ProtocolError(
+    return _TooLarge(
         f"{codec.name.lower()} data decompresses to more than max_size={max_size} bytes"
     )
 

@@ -179,11 +179,11 @@ class DecodedBatches(list[RecordBatch]):
 
     ``truncated`` is True when the buffer ended in a partial batch, which was
     left out; ``remainder`` is the number of bytes of that partial batch.
-    ``limited`` is True when whole batches were left out because those decoded
-    reached the ``max_total_size`` asked of ``decode_batches``, or when the last
-    batch was decoded in part (its ``resume_offset``); ``size`` is the bytes of
-    records decoded (the records sections, decompressed; a legacy message's keys
-    and values), plus ``DECODED_RECORD_OVERHEAD`` for each record decoded.
+    ``limited`` is True when whole batches were left out because they would have
+    taken those decoded past the ``max_total_size`` asked of ``decode_batches``, or
+    when the last batch was decoded in part (its ``resume_offset``); ``size`` is the
+    bytes of records decoded (the records sections, decompressed; a legacy message's
+    keys and values), plus ``DECODED_RECORD_OVERHEAD`` for each record decoded.
     """
 
     truncated: bool = False

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import struct
 
-from kafka_asgi.protocol.compression import MAX_DECOMPRESSED_SIZE, decompress
+from kafka_asgi.protocol.compression import (
+    MAX_DECOMPRESSED_SIZE,
+    decompress,
+    decompress_within,
+)
 from kafka_asgi.protocol.crc import crc32c
 from kafka_asgi.protocol.errors import KafkaError, ProtocolError
 from kafka_asgi.protocol.legacy import LEGACY_MIN_SIZE, decode_legacy
@@ -59,6 +63,7 @@ def decode_batches(
     max_decompressed_size: int = MAX_DECOMPRESSED_SIZE,
     max_total_size: int | None = None,
     fetch_offset: int = -1,
+    always_decode_first: bool = True,
 ) -> DecodedBatches:
     """Decode every complete batch in ``data`` (see the module docstring).
 
@@ -68,9 +73,13 @@ def decode_batches(
     after ``fetch_offset``; its ``resume_offset`` is the first record left out, and
     decoding stops there (``DecodedBatches.limited``).
 
-    With ``max_total_size``, batches stop being decoded once those decoded cost that
-    much: the first batch always is, and the rest are left out
-    (``DecodedBatches.limited``), to be read from the next offset."""
+    With ``max_total_size``, the first batch is decoded as above, and each batch
+    after it only if its records cost no more than what is left of
+    ``max_total_size``: it is decompressed no further than that, and when it would
+    cost more, it and the rest are left out (``DecodedBatches.limited``), to be read
+    from the next offset. ``always_decode_first=False`` holds the first batch to
+    ``max_total_size`` too (a later partition of a response whose budget another
+    partition has begun to spend)."""
     buf = data if isinstance(data, bytes) else bytes(data)
     result = DecodedBatches()
     pos = 0
@@ -78,9 +87,14 @@ def decode_batches(
     spent = [0]
     try:
         while pos < end:
-            if max_total_size is not None and spent[0] >= max_total_size and result:
-                result.limited = True
-                break
+            # What the next batch may cost: None for the first one, decoded whatever
+            # it costs (up to max_decompressed_size) so that a fetch moves on.
+            room = None
+            if max_total_size is not None and (result or not always_decode_first):
+                room = min(max_total_size - spent[0], max_decompressed_size)
+                if room <= 0:
+                    result.limited = True
+                    break
             if end - pos < LOG_OVERHEAD_SIZE:
                 result.truncated = True
                 result.remainder = end - pos
@@ -95,11 +109,21 @@ def decode_batches(
                 break
             magic = buf[pos + MAGIC_OFFSET]
             if magic == MAGIC_V2:
-                batch = _decode_v2(
-                    buf, pos, batch_end, verify_crc, max_decompressed_size, spent, fetch_offset
+                decoded = _decode_v2(
+                    buf,
+                    pos,
+                    batch_end,
+                    verify_crc,
+                    max_decompressed_size,
+                    spent,
+                    fetch_offset,
+                    room,
                 )
-                result.append(batch)
-                if batch.resume_offset is not None:
+                if decoded is None:
+                    result.limited = True
+                    break
+                result.append(decoded)
+                if decoded.resume_offset is not None:
                     result.limited = True
                     break
             elif magic == 0 or magic == 1:
@@ -132,9 +156,11 @@ def _decode_v2(
     max_size: int,
     spent: list[int],
     fetch_offset: int,
-) -> RecordBatch:
+    room: int | None,
+) -> RecordBatch | None:
     """The batch in ``buf[pos:end]``, in part when its records would cost more than
-    ``max_size`` (see decode_batches); adds what they cost to ``spent[0]``."""
+    ``max_size`` (see decode_batches); adds what they cost to ``spent[0]``. With
+    ``room``, the whole batch or None, when its records would cost more than that."""
     if end - pos < BATCH_OVERHEAD:
         raise ProtocolError(
             f"record batch at byte {pos}: length {end - pos - LOG_OVERHEAD_SIZE} too small"
@@ -165,8 +191,20 @@ def _decode_v2(
         raise ProtocolError(f"record batch at offset {base_offset}: negative record count {count}")
     codec = attributes & ATTR_CODEC_MASK
     start = pos + BATCH_OVERHEAD
+    if room is not None:
+        # Its records' objects first (the count is in the header): what is left bounds
+        # the section, and a compressed one is inflated no further than that.
+        room -= count * DECODED_RECORD_OVERHEAD
+        if room < 0 or (not codec and end - start > room):
+            return None
     if codec:
-        body = decompress(codec, buf[start:end], max_size)
+        if room is None:
+            body = decompress(codec, buf[start:end], max_size)
+        else:
+            inflated = decompress_within(codec, buf[start:end], room)
+            if inflated is None:
+                return None
+            body = inflated
         start = 0
         body_end = len(body)
     else:
@@ -174,9 +212,13 @@ def _decode_v2(
         body_end = end
     log_append = attributes & ATTR_TIMESTAMP_TYPE
     ts = max_ts if log_append else base_ts
-    # One bound for a batch, the records section and the objects its records become:
-    # the section is within it (decompress), and so many records as fit in the rest.
-    fit = max(1, (max_size - (body_end - start)) // DECODED_RECORD_OVERHEAD)
+    if room is None:
+        # One bound for a batch, the records section and the objects its records
+        # become: the section is within it (decompress), and as many records as fit
+        # in the rest.
+        fit = max(1, (max_size - (body_end - start)) // DECODED_RECORD_OVERHEAD)
+    else:
+        fit = count
     resume_offset = None
     if count <= fit:
         records = _decode_records(body, start, body_end, count, base_offset, ts, not log_append)

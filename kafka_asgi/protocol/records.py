@@ -31,7 +31,7 @@ transactional=None) -> bytes``
     (KIP-98), and a producer whose epoch was bumped must rewrite them.
 
 ``decode_batches(data, *, verify_crc=True, max_decompressed_size=256 MiB,
-max_total_size=None, fetch_offset=-1) -> DecodedBatches``
+max_total_size=None, fetch_offset=-1, always_decode_first=True) -> DecodedBatches``
     Decode every complete batch (magic 2) or legacy message (magic 0/1, one
     :class:`RecordBatch` per top-level message, a compressed wrapper holding its
     inner messages) in a buffer such as the ``records`` of a Fetch partition.
@@ -43,9 +43,10 @@ max_total_size=None, fetch_offset=-1) -> DecodedBatches``
     becomes).  A batch whose records would cost more than ``max_decompressed_size``
     is decoded in part, from its first record at or after ``fetch_offset``: its
     ``resume_offset`` is the first record left out.  With ``max_total_size``,
-    decoding stops before a batch once those decoded cost that much (the first
-    batch is always decoded), and ``DecodedBatches.limited`` is True: a consumer's
-    memory for one response.
+    decoding stops before a batch whose records would take those decoded past it (the
+    first batch is always decoded, unless ``always_decode_first=False``; a later one
+    is decompressed no further than what is left), and ``DecodedBatches.limited`` is
+    True: a consumer's memory for one response.
 
 ``estimate_record_size(key, value, headers) -> int``
     An upper bound of the bytes one record adds to a batch (for batch sizing);

@@ -20,6 +20,7 @@ from kafka_asgi.protocol.compression import (
     _xxh32_short,
     compress,
     decompress,
+    decompress_within,
     ensure_available,
     fix_legacy_lz4_header,
 )
@@ -356,6 +357,17 @@ def test_decompressed_size_is_bounded(codec: Compression) -> None:
     assert decompress(codec, bomb, max_size=8 * 1024 * 1024) == bytes(8 * 1024 * 1024)
     with pytest.raises(ProtocolError, match="max_size"):
         decompress(codec, bomb, max_size=8 * 1024 * 1024 - 1)
+
+
+@pytest.mark.parametrize("codec", COMPRESSED)
+def test_decompress_within_says_too_large_with_none_and_bad_data_with_an_error(
+    codec: Compression,
+) -> None:
+    data = compress(codec, bytes(1 << 20))
+    assert decompress_within(codec, data, (1 << 20) - 1) is None
+    assert decompress_within(codec, data, 1 << 20) == bytes(1 << 20)
+    with pytest.raises(ProtocolError):
+        decompress_within(codec, data[: len(data) // 2], 1 << 20)
 
 
 def test_default_bound() -> None:

@@ -761,11 +761,12 @@ def test_decoding_stops_once_the_batches_decoded_reach_max_total_size(codec: Com
     assert len(everything) == 4 and not everything.limited
     assert 1_200_000 <= everything.size < 1_210_000
 
-    # Stops before the batch that starts past the bound: two batches to reach 500 kB.
-    part = decode_batches(data, max_total_size=500_000)
+    # Stops before the batch that would take those decoded past the bound.
+    part = decode_batches(data, max_total_size=700_000)
     assert [b.base_offset for b in part] == [0, 3]
     assert part.limited and not part.truncated
     assert 600_000 <= part.size < 605_000
+    assert [b.base_offset for b in decode_batches(data, max_total_size=500_000)] == [0]
     # The first batch always, whatever the bound: a fetch must move on.
     first = decode_batches(data, max_total_size=1)
     assert [b.base_offset for b in first] == [0] and first.limited
@@ -854,3 +855,43 @@ def test_a_batch_decoded_in_part_returns_one_record_at_least() -> None:
     part = decode_batches(data, max_decompressed_size=1, fetch_offset=9)
     assert [r.offset for r in part[0].records] == [9] and part[0].resume_offset == 10
     assert select_records("t", 0, part, 9)[1] == 10
+
+
+@pytest.mark.parametrize("codec", COMPRESSED)
+def test_a_batch_after_the_first_inflates_no_further_than_what_is_left(codec: Compression) -> None:
+    # A 16 MiB record after a small batch, to a bound of 1 MiB: the second batch took
+    # the 256 MiB one batch may, whatever was left of the bound.
+    small = encode_batch([(None, b"x" * 1000, None, TS)])
+    bomb = encode_batch([(None, bytes(16 << 20), None, TS)], base_offset=1, compression=codec)
+    part, peak = _traced(lambda: decode_batches(small + bomb, max_total_size=1 << 20))
+    assert [b.base_offset for b in part] == [0] and part.limited and not part.truncated
+    assert part.size < 2000 and peak < 3 << 20, f"peak {peak / (1 << 20):.1f} MiB"
+    # Left whole for the next fetch, where it is the first batch.
+    again = decode_batches(bomb, max_total_size=1 << 20, fetch_offset=1)
+    assert [len(r.value or b"") for b in again for r in b.records] == [16 << 20]
+
+
+def test_a_batch_after_the_first_is_decoded_whole_or_left_whole() -> None:
+    # Records that would cost more than is left are not decoded in part: the batch
+    # is left for the next fetch, nothing of it skipped.
+    n = 1000
+    data = b"".join(
+        encode_batch(_null_records(n), base_offset=n * i, compression=Compression.GZIP)
+        for i in range(2)
+    )
+    one = decode_batches(data[: len(data) // 2]).size
+    for bound in (one + 1, 2 * one - 1):
+        part = decode_batches(data, max_total_size=bound)
+        assert [len(b.records) for b in part] == [n] and part.limited
+        assert select_records("t", 0, part, 0)[1] == n
+    assert not decode_batches(data, max_total_size=2 * one).limited
+
+
+def test_always_decode_first_false_holds_the_first_batch_to_the_bound() -> None:
+    data = encode_batch(_null_records(10)) + encode_batch(_null_records(10), base_offset=10)
+    one = decode_batches(data[: len(data) // 2]).size
+    for bound in (1, one - 1):
+        none = decode_batches(data, max_total_size=bound, always_decode_first=False)
+        assert list(none) == [] and none.limited and none.size == 0
+    part = decode_batches(data, max_total_size=one, always_decode_first=False)
+    assert [b.base_offset for b in part] == [0] and part.limited

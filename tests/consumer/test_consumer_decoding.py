@@ -1,0 +1,155 @@
+"""BasicConsumer's decoding budget and progress, against a broker faked from bytes: the
+fetches of a response share ``max_decoded_bytes``, the partition left out of one
+response is read by a later one, and every fetch moves on or raises."""
+
+from __future__ import annotations
+
+import struct
+import tracemalloc
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from kafka_asgi.cluster.metadata import PartitionMetadata, TopicMetadata
+from kafka_asgi.consumer import BasicConsumer, ConsumerRecord, FetchResult
+from kafka_asgi.protocol.compression import Compression
+from kafka_asgi.protocol.errors import KafkaError
+from kafka_asgi.protocol.messages.fetch import (
+    FetchableTopicResponse,
+    FetchRequest,
+    FetchResponse,
+    PartitionData,
+)
+from kafka_asgi.protocol.records import RecordTuple, encode_batch
+
+pytestmark = pytest.mark.anyio
+
+MiB = 1 << 20
+TS = 1_700_000_000_000
+# A batch's base offset and lastOffsetDelta (Kafka's "Message format").
+_BASE_OFFSET = struct.Struct(">q")
+_LAST_OFFSET_DELTA = struct.Struct(">i")
+_LAST_OFFSET_DELTA_AT = 23
+
+
+def _last_offset(batch: bytes) -> int:
+    (base,) = _BASE_OFFSET.unpack_from(batch, 0)
+    (delta,) = _LAST_OFFSET_DELTA.unpack_from(batch, _LAST_OFFSET_DELTA_AT)
+    return int(base + delta)
+
+
+class FakeBroker:
+    """Leader 0 of every partition of topic 't', answering Fetch from in-memory logs
+    of encoded batches: from the batch holding the fetch offset to the end, as a broker
+    returns them (KIP-74, max_bytes aside), after ``stale`` (bytes a broker gone wrong
+    puts first)."""
+
+    def __init__(self, logs: dict[int, list[bytes]], stale: bytes = b"") -> None:
+        self.logs = logs
+        self.stale = stale
+        self.fetches: list[dict[int, int]] = []
+
+    async def leader_for(self, topic: str, partition: int) -> int:
+        return 0
+
+    async def refresh(self, topics: list[str]) -> None:
+        pass
+
+    async def fetch_metadata(self, topic: str) -> TopicMetadata:
+        return TopicMetadata(topic, None, {p: PartitionMetadata(p, 0) for p in self.logs})
+
+    async def send(self, node: int, request: Any, **kwargs: Any) -> FetchResponse:
+        assert isinstance(request, FetchRequest)
+        await anyio.lowlevel.checkpoint()  # as a real request does
+        [topic] = request.topics
+        self.fetches.append({p.partition: p.fetch_offset for p in topic.partitions})
+        partitions = []
+        for p in topic.partitions:
+            log = self.logs[p.partition]
+            records = self.stale + b"".join(b for b in log if _last_offset(b) >= p.fetch_offset)
+            end = _last_offset(log[-1]) + 1 if log else 0
+            partitions.append(
+                PartitionData(partition_index=p.partition, high_watermark=end, records=records)
+            )
+        return FetchResponse(responses=[FetchableTopicResponse(topic="t", partitions=partitions)])
+
+
+def consumer_with(broker: FakeBroker, max_decoded_bytes: int) -> BasicConsumer:
+    consumer = BasicConsumer(
+        "127.0.0.1:1", request_timeout=5, retry_backoff=0.01, max_decoded_bytes=max_decoded_bytes
+    )
+    consumer._client = broker  # type: ignore[assignment]
+    return consumer
+
+
+def _values(*values: bytes) -> list[RecordTuple]:
+    return [(None, v, None, TS) for v in values]
+
+
+async def _traced_fetch(
+    consumer: BasicConsumer, positions: dict[int, int]
+) -> tuple[dict[int, FetchResult | KafkaError], int]:
+    tracemalloc.start()
+    try:
+        results = await consumer._fetch_from(0, "t", positions, max_bytes=MiB, max_wait_ms=0)
+        return results, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+async def test_a_later_partition_inflates_no_further_than_what_is_left(
+    anyio_backend: str,
+) -> None:
+    # Partition 1's first batch was decoded whatever partition 0 had spent of the
+    # response's budget: a 16 MiB record to a bound of 1 MiB.
+    broker = FakeBroker(
+        {
+            0: [encode_batch(_values(b"x" * 1000))],
+            1: [encode_batch(_values(bytes(16 * MiB)), compression=Compression.GZIP)],
+        }
+    )
+    consumer = consumer_with(broker, max_decoded_bytes=MiB)
+    with anyio.fail_after(10):
+        results, peak = await _traced_fetch(consumer, {0: 0, 1: 0})
+    first, second = results[0], results[1]
+    assert isinstance(first, FetchResult) and isinstance(second, FetchResult)
+    assert [r.offset for r in first.records] == [0] and first.next_offset == 1
+    assert second.records == [] and second.truncated and second.next_offset == 0
+    assert peak < 3 * MiB, f"peak {peak / MiB:.1f} MiB"
+    # Asked first, it is the response's first batch: decoded (up to 256 MiB).
+    with anyio.fail_after(10):
+        results = await consumer._fetch_from(0, "t", {1: 0, 0: 1}, max_bytes=MiB, max_wait_ms=0)
+    second = results[1]
+    assert isinstance(second, FetchResult)
+    assert [len(r.value or b"") for r in second.records] == [16 * MiB]
+    assert second.next_offset == 1 and not second.truncated
+
+
+async def test_follow_reads_every_record_of_partitions_sharing_a_small_budget(
+    anyio_backend: str,
+) -> None:
+    # Batches of one 512 KiB record, a few hundred bytes of gzip each, to a budget
+    # that holds one: each response decodes one batch, nothing is lost or repeated.
+    logs = {
+        p: [
+            encode_batch(
+                _values(bytes([16 * p + i]) * (MiB // 2)),
+                base_offset=i,
+                compression=Compression.GZIP,
+            )
+            for i in range(4)
+        ]
+        for p in range(2)
+    }
+    broker = FakeBroker(logs)
+    consumer = consumer_with(broker, max_decoded_bytes=MiB)
+    records: list[ConsumerRecord] = []
+    with anyio.fail_after(10):
+        async for record in consumer.follow("t", [0, 1], offset=0, max_records=8):
+            records.append(record)
+    for p in range(2):
+        mine = [r for r in records if r.partition == p]
+        assert [r.offset for r in mine] == [0, 1, 2, 3]
+        assert [r.value for r in mine] == [bytes([16 * p + i]) * (MiB // 2) for i in range(4)]
