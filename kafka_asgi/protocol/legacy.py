@@ -21,12 +21,18 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
-from kafka_asgi.protocol.compression import Compression, decompress, fix_legacy_lz4_header
+from kafka_asgi.protocol.compression import (
+    Compression,
+    decompress,
+    decompress_within,
+    fix_legacy_lz4_header,
+)
 from kafka_asgi.protocol.crc import crc32
 from kafka_asgi.protocol.errors import ProtocolError
 from kafka_asgi.protocol.record_batch import (
     ATTR_CODEC_MASK,
     ATTR_TIMESTAMP_TYPE,
+    DECODED_RECORD_OVERHEAD,
     LOG_OVERHEAD,
     LOG_OVERHEAD_SIZE,
     NO_HEADERS,
@@ -94,72 +100,158 @@ def _read_message(buf: bytes, pos: int, end: int, verify_crc: bool) -> _Message:
     return _Message(offset, crc, magic, attributes & 0xFF, timestamp, key, value)
 
 
-def _inner_messages(wrapper: _Message, max_size: int, verify_crc: bool) -> list[_Message]:
-    """The messages inside a compressed wrapper message."""
-    codec = wrapper.attributes & ATTR_CODEC_MASK
-    if wrapper.value is None:
-        raise ProtocolError(f"compressed legacy message at offset {wrapper.offset} has no value")
-    payload = wrapper.value
-    if codec == Compression.LZ4 and wrapper.magic == 0:
-        payload = fix_legacy_lz4_header(payload)
-    inner_buf = decompress(codec, payload, max_size)
-    inner = []
+def _scan(inner_buf: bytes, wrapper_offset: int) -> tuple[int, int, int]:
+    """How many messages the message set inside a compressed wrapper holds, and the
+    first and last one's offsets: their sizes checked, nothing built (a wrapper of
+    tiny messages holds millions)."""
+    count = first = last = 0
     p = 0
-    inner_end = len(inner_buf)
-    while p < inner_end:
-        if inner_end - p < LOG_OVERHEAD_SIZE:
+    end = len(inner_buf)
+    while p < end:
+        if end - p < LOG_OVERHEAD_SIZE:
             raise ProtocolError("truncated message inside a compressed legacy message")
-        _, size = LOG_OVERHEAD.unpack_from(inner_buf, p)
-        message_end = p + LOG_OVERHEAD_SIZE + size
-        if size < LEGACY_MIN_SIZE[0] or message_end > inner_end:
+        last, size = LOG_OVERHEAD.unpack_from(inner_buf, p)
+        if not count:
+            first = last
+        p += LOG_OVERHEAD_SIZE + size
+        if size < LEGACY_MIN_SIZE[0] or p > end:
             raise ProtocolError(f"invalid size {size} inside a compressed legacy message")
+        count += 1
+    if not count:
+        raise ProtocolError(f"compressed legacy message at offset {wrapper_offset} is empty")
+    return count, first, last
+
+
+def _inner_records(
+    wrapper: _Message,
+    inner_buf: bytes,
+    verify_crc: bool,
+    shift: int,
+    from_offset: int | None,
+    limit: int,
+) -> tuple[list[Record], int | None]:
+    """The records of the messages inside a compressed wrapper, their offsets shifted
+    by ``shift``. With ``from_offset``, at most ``limit`` of them from the first at or
+    after it, and the offset of the first left out after them (None when they reach
+    the end); the messages before it are stepped over, not read."""
+    log_append = wrapper.magic == 1 and wrapper.attributes & ATTR_TIMESTAMP_TYPE
+    records: list[Record] = []
+    previous = None
+    p = 0
+    end = len(inner_buf)
+    while p < end:
+        offset, size = LOG_OVERHEAD.unpack_from(inner_buf, p)
+        message_end = p + LOG_OVERHEAD_SIZE + size
+        offset += shift
+        if from_offset is not None:
+            # Where the next fetch resumes must be past every record returned.
+            if previous is not None and offset <= previous:
+                raise ProtocolError(
+                    f"compressed legacy message at offset {wrapper.offset}: inner offset "
+                    f"{offset} after {previous}"
+                )
+            previous = offset
+            if offset < from_offset:
+                p = message_end
+                continue
+            if len(records) == limit:
+                return records, offset
         m = _read_message(inner_buf, p, message_end, verify_crc)
         if m.attributes & ATTR_CODEC_MASK:
             raise ProtocolError("nested compression in a legacy message")
         if m.magic not in (0, 1):
             raise ProtocolError(f"unknown magic {m.magic} inside a compressed legacy message")
-        inner.append(m)
+        timestamp = wrapper.timestamp if log_append else m.timestamp
+        records.append(Record(offset, timestamp, m.key, m.value, NO_HEADERS))
         p = message_end
-    if not inner:
-        raise ProtocolError(f"compressed legacy message at offset {wrapper.offset} is empty")
-    return inner
+    return records, None
 
 
-def decode_legacy(buf: bytes, pos: int, end: int, verify_crc: bool, max_size: int) -> RecordBatch:
+def decode_legacy(
+    buf: bytes,
+    pos: int,
+    end: int,
+    verify_crc: bool,
+    max_size: int,
+    spent: list[int],
+    fetch_offset: int,
+    room: int | None,
+) -> RecordBatch | None:
     """The magic 0/1 message in ``buf[pos:end]`` as one batch (its inner messages, when
-    compressed).  Raises ProtocolError, IndexError or struct.error on malformed bytes
+    compressed), costed and bounded as decode_batches does a magic-2 batch: a plain
+    message costs its key and value, a compressed one its inner messages
+    (decompressed), and each record ``DECODED_RECORD_OVERHEAD`` more, added to
+    ``spent[0]``. A wrapper whose records would cost more than ``max_size`` is decoded
+    in part, from its first record at or after ``fetch_offset`` (``resume_offset``).
+    With ``room``, the whole message or None when it would cost more than that.
+
+    Raises ProtocolError, IndexError or struct.error on malformed bytes
     (decode_batches turns the last two into ProtocolError)."""
     msg = _read_message(buf, pos, end, verify_crc)
-    log_append = msg.magic == 1 and msg.attributes & ATTR_TIMESTAMP_TYPE
-    if not msg.attributes & ATTR_CODEC_MASK:
-        records = [Record(msg.offset, msg.timestamp, msg.key, msg.value, NO_HEADERS)]
+    codec = msg.attributes & ATTR_CODEC_MASK
+    if not codec:
+        cost = len(msg.key or b"") + len(msg.value or b"") + DECODED_RECORD_OVERHEAD
+        if room is not None and cost > room:
+            return None
+        spent[0] += cost
+        record = Record(msg.offset, msg.timestamp, msg.key, msg.value, NO_HEADERS)
+        return _batch(msg, [record], msg.offset, 0, None)
+    if msg.value is None:
+        raise ProtocolError(f"compressed legacy message at offset {msg.offset} has no value")
+    payload = msg.value
+    if codec == Compression.LZ4 and msg.magic == 0:
+        payload = fix_legacy_lz4_header(payload)
+    if room is None:
+        inner_buf = decompress(codec, payload, max_size)
     else:
-        inner = _inner_messages(msg, max_size, verify_crc)
-        # Magic 1 (KIP-31): inner offsets are relative and the wrapper carries
-        # the absolute offset of the last inner message.
-        shift = msg.offset - inner[-1].offset if msg.magic == 1 else 0
-        records = [
-            Record(
-                m.offset + shift,
-                msg.timestamp if log_append else m.timestamp,
-                m.key,
-                m.value,
-                NO_HEADERS,
-            )
-            for m in inner
-        ]
-    base = records[0].offset
+        # It holds one message at least: what is left past its objects bounds the
+        # decompression.
+        if room < DECODED_RECORD_OVERHEAD:
+            return None
+        inflated = decompress_within(codec, payload, room - DECODED_RECORD_OVERHEAD)
+        if inflated is None:
+            return None
+        inner_buf = inflated
+    count, first, last = _scan(inner_buf, msg.offset)
+    if room is None:
+        # One bound for the inner messages and the objects their records become, as for
+        # a magic-2 batch: the messages are within it, and as many records as fit in
+        # the rest.
+        fit = max(1, (max_size - len(inner_buf)) // DECODED_RECORD_OVERHEAD)
+    elif len(inner_buf) + count * DECODED_RECORD_OVERHEAD > room:
+        return None
+    else:
+        fit = count
+    # Magic 1 (KIP-31): inner offsets are relative and the wrapper carries
+    # the absolute offset of the last inner message.
+    shift = msg.offset - last if msg.magic == 1 else 0
+    records, resume_offset = _inner_records(
+        msg, inner_buf, verify_crc, shift, fetch_offset if count > fit else None, fit
+    )
+    spent[0] += len(inner_buf) + len(records) * DECODED_RECORD_OVERHEAD
+    return _batch(msg, records, first + shift, last - first, resume_offset)
+
+
+def _batch(
+    msg: _Message,
+    records: list[Record],
+    base_offset: int,
+    last_offset_delta: int,
+    resume_offset: int | None,
+) -> RecordBatch:
     return RecordBatch(
-        base,
+        base_offset,
         -1,
         msg.magic,
         msg.crc,
         msg.attributes,
-        records[-1].offset - base,
+        last_offset_delta,
         msg.timestamp,
         msg.timestamp,
         -1,
         -1,
         -1,
         records,
+        None,
+        resume_offset,
     )

@@ -40,13 +40,14 @@ max_total_size=None, fetch_offset=-1, always_decode_first=True) -> DecodedBatche
     malformed input raises :class:`ProtocolError`, and nothing else; so does a
     compressed batch that would inflate beyond ``max_decompressed_size``.  A record
     costs its bytes (decompressed) plus ``DECODED_RECORD_OVERHEAD`` (the objects it
-    becomes).  A batch whose records would cost more than ``max_decompressed_size``
-    is decoded in part, from its first record at or after ``fetch_offset``: its
-    ``resume_offset`` is the first record left out.  With ``max_total_size``,
-    decoding stops before a batch whose records would take those decoded past it (the
-    first batch is always decoded, unless ``always_decode_first=False``; a later one
-    is decompressed no further than what is left), and ``DecodedBatches.limited`` is
-    True: a consumer's memory for one response.
+    becomes).  A batch (or a compressed legacy message) whose records would cost
+    more than ``max_decompressed_size`` is decoded in part, from its first record at
+    or after ``fetch_offset``: its ``resume_offset`` is the first record left out.
+    With ``max_total_size``, decoding stops before a batch whose records would take
+    those decoded past it (the first batch is always decoded, unless
+    ``always_decode_first=False``; a later one is decompressed no further than what
+    is left), and ``DecodedBatches.limited`` is True: a consumer's memory for one
+    response.
 
 ``estimate_record_size(key, value, headers) -> int``
     An upper bound of the bytes one record adds to a batch (for batch sizing);

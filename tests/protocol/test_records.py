@@ -777,9 +777,12 @@ def test_decoding_stops_once_the_batches_decoded_reach_max_total_size(codec: Com
 def test_legacy_messages_count_their_keys_and_values_toward_max_total_size() -> None:
     records = [(b"k", b"x" * 1000, TS + i) for i in range(6)]
     data = _legacy(KpLegacyBuilder, 1, 0, records)
-    assert decode_batches(data).size == 6 * (1001 + DECODED_RECORD_OVERHEAD)
-    part = decode_batches(data, max_total_size=2500)
+    one = 1001 + DECODED_RECORD_OVERHEAD
+    assert decode_batches(data).size == 6 * one
+    part = decode_batches(data, max_total_size=2 * one)
     assert [b.base_offset for b in part] == [0, 1] and part.limited
+    part = decode_batches(data, max_total_size=2 * one - 1)
+    assert [b.base_offset for b in part] == [0] and part.limited
 
 
 def _null_legacy(n: int) -> list[tuple[None, None, int]]:
@@ -797,7 +800,9 @@ def test_legacy_messages_count_their_objects_toward_max_total_size() -> None:
     assert [b.base_offset for b in decode_batches(data)] == [0, 2000, 4000]
     part = decode_batches(data, max_total_size=100_000)
     assert [b.base_offset for b in part] == [0] and part.limited
-    assert part.size == 2000 * DECODED_RECORD_OVERHEAD
+    # And their inner messages, decompressed (34 bytes each), as a magic-2 batch
+    # counts its records section.
+    assert part.size == 2000 * (DECODED_RECORD_OVERHEAD + 34)
 
 
 def _null_records(n: int) -> list[RecordTuple]:
@@ -895,3 +900,69 @@ def test_always_decode_first_false_holds_the_first_batch_to_the_bound() -> None:
         assert list(none) == [] and none.limited and none.size == 0
     part = decode_batches(data, max_total_size=one, always_decode_first=False)
     assert [b.base_offset for b in part] == [0] and part.limited
+
+
+def _stored_wrapper(magic: int, records: Any, base: int = 0) -> bytes:
+    """A gzip wrapper of ``records`` as a broker stores it at ``base``: the wrapper
+    holds its last message's absolute offset, the inner messages their absolute
+    offsets (magic 0) or 0, 1, ... (magic 1, KIP-31)."""
+    last = base + len(records) - 1
+    if magic == 1:
+        data = bytearray(_legacy(KpLegacyBuilder, 1, Compression.GZIP, records))
+        struct.pack_into(">q", data, 0, last)
+        return bytes(data)
+    inner = bytearray(_legacy(KpLegacyBuilder, 0, 0, records))
+    pos = 0
+    while pos < len(inner):
+        (offset, size) = struct.unpack_from(">qi", inner, pos)
+        struct.pack_into(">q", inner, pos, base + offset)
+        pos += 12 + size
+    value = zlib.compress(bytes(inner), wbits=31)
+    body = struct.pack(">bbii", 0, Compression.GZIP, -1, len(value)) + value
+    message = struct.pack(">I", zlib.crc32(body)) + body
+    return struct.pack(">qi", last, len(message)) + message
+
+
+@pytest.mark.parametrize("magic", [0, 1])
+def test_a_legacy_wrapper_of_more_records_than_one_batch_may_cost_is_decoded_in_part(
+    magic: int,
+) -> None:
+    # 20,000 null messages (a 50 kB wrapper) were all decoded whatever the bound of
+    # one batch: 5.4 MB of records to a bound of 1 MiB, as magic-2 batches were before.
+    n, limit = 20_000, 1 << 20
+    data = _stored_wrapper(magic, _null_legacy(n), base=100)
+    part, peak = _traced(lambda: decode_batches(data, max_decompressed_size=limit))
+    # The bound, and the inner messages once more while gzip joins its output (the
+    # whole wrapper took 6.9 MB).
+    assert peak < 3 * limit, f"peak {peak / (1 << 20):.1f} MiB"
+    [batch] = part
+    assert part.limited and part.size <= limit and batch.resume_offset == 100 + len(batch.records)
+    assert [r.offset for r in batch.records] == list(range(100, 100 + len(batch.records)))
+    assert (batch.base_offset, batch.last_offset) == (100, 100 + n - 1)
+    # Fetched again from where it stopped, record after record, none lost or repeated.
+    offset, seen = 100, []
+    while True:
+        part = decode_batches(data, max_decompressed_size=limit, fetch_offset=offset)
+        assert part.size <= limit
+        records, offset = select_records("t", 0, part, offset)
+        seen += [r.offset for r in records]
+        if not part.limited:
+            break
+        assert offset == part[0].resume_offset
+    assert seen == list(range(100, 100 + n)) and offset == 100 + n
+
+
+def test_a_legacy_wrapper_after_the_first_inflates_no_further_than_what_is_left() -> None:
+    # A 16 MiB message in a gzip wrapper after a small batch, to a bound of 1 MiB:
+    # it was decompressed and decoded whole (up to 256 MiB) whatever was left.
+    small = encode_batch([(None, b"x" * 1000, None, TS)])
+    bomb = _stored_wrapper(1, [(None, bytes(16 << 20), TS)], base=1)
+    part, peak = _traced(lambda: decode_batches(small + bomb, max_total_size=1 << 20))
+    assert [b.base_offset for b in part] == [0] and part.limited and not part.truncated
+    assert part.size < 2000 and peak < 3 << 20, f"peak {peak / (1 << 20):.1f} MiB"
+    # So are 2,000 null messages, 612 kB once decoded, after 500 kB of a 1 MB bound.
+    first = encode_batch([(None, bytes(500_000), None, TS)])
+    wrapper = _stored_wrapper(0, _null_legacy(2000), base=1)
+    part = decode_batches(first + wrapper, max_total_size=1_000_000)
+    assert [b.base_offset for b in part] == [0] and part.limited
+    assert len(decode_batches(first + wrapper, max_total_size=1_200_000)) == 2

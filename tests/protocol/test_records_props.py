@@ -184,3 +184,61 @@ def test_flipped_legacy_bytes_raise_only_protocol_error(
     for pos, mask in flips:
         buf[pos] ^= mask
     _decode_quietly(bytes(buf), verify_crc=data.draw(st.booleans()))
+
+
+@given(
+    st.lists(st.tuples(field, field), min_size=1, max_size=10),
+    st.sampled_from([0, 1]),
+    st.sampled_from(list(Compression)),
+    st.data(),
+)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_flipped_bytes_under_small_bounds_raise_only_protocol_error(
+    messages: list[tuple[bytes | None, bytes | None]],
+    magic: int,
+    codec: Compression,
+    data: st.DataObject,
+) -> None:
+    # The paths the bounds take: a batch or wrapper decoded in part from a fetch
+    # offset, and one after the first held to what is left of max_total_size.
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from aiokafka.record.legacy_records import LegacyRecordBatchBuilder
+
+    legacy_codec = Compression.GZIP if codec is Compression.ZSTD else codec
+    if magic == 0 and legacy_codec is Compression.LZ4:
+        legacy_codec = Compression.GZIP
+    builder = LegacyRecordBatchBuilder(
+        magic=magic, compression_type=legacy_codec, batch_size=1 << 30
+    )
+    for i, (key, value) in enumerate(messages):
+        builder.append(i, timestamp=1000 + i, key=key, value=value if value is not None else b"")
+    n = len(messages)
+    wrapper = bytearray(builder.build())
+    wrapper[:8] = (2 * n - 1).to_bytes(8, "big")
+    records = [(k, v, None, 1000) for k, v in messages]
+    buf = bytearray(
+        encode_batch(records, compression=codec)
+        + wrapper
+        + encode_batch(records, base_offset=2 * n, compression=codec)
+    )
+    flips = data.draw(
+        st.lists(
+            st.tuples(st.integers(0, len(buf) - 1), st.integers(1, 255)), min_size=0, max_size=3
+        )
+    )
+    for pos, mask in flips:
+        buf[pos] ^= mask
+    try:
+        decode_batches(
+            bytes(buf),
+            verify_crc=data.draw(st.booleans()),
+            max_decompressed_size=data.draw(st.sampled_from([1, 300, 1000, 1 << 20])),
+            max_total_size=data.draw(st.sampled_from([None, 1, 300, 1000, 3000])),
+            fetch_offset=data.draw(st.integers(-1, 3 * n)),
+            always_decode_first=data.draw(st.booleans()),
+        )
+    except ProtocolError:
+        pass
