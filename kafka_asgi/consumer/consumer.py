@@ -398,12 +398,20 @@ class BasicConsumer:
             read_committed=self._isolation is IsolationLevel.READ_COMMITTED,
             aborted_transactions=aborted,
         )
-        if raw and not batches and not batches.limited:
+        if raw and not batches and not batches.skipped and not batches.limited:
             # Since KIP-74 (Fetch v3) the broker returns the first batch whole even when
             # it exceeds max_bytes, so bytes without one complete batch cannot progress.
             raise ProtocolError(
                 f"topic {topic!r} partition {partition} offset {offset}: the fetch returned "
                 f"{len(raw)} bytes without a complete record batch"
+            )
+        if raw and next_offset <= offset and (batches or not batches.limited):
+            # Batches that all end before the offset (a broker returning old data): the
+            # next fetch would ask for the same offset and get the same, for ever. Only a
+            # partition left out for the budget may stay (it comes first another time).
+            raise ProtocolError(
+                f"topic {topic!r} partition {partition} offset {offset}: the fetch returned "
+                f"{len(raw)} bytes of record batches that all end before that offset"
             )
         return FetchResult(
             topic=topic,
@@ -430,8 +438,10 @@ class BasicConsumer:
 
         Waits up to ``max_wait`` seconds for at least one byte; returns at most about
         ``max_bytes`` of batches (more when the first batch alone is larger, KIP-74).
-        Raises OffsetOutOfRangeError when ``offset`` is outside the log and
-        UnknownTopicOrPartitionError for a topic or partition that does not exist.
+        Raises OffsetOutOfRangeError when ``offset`` is outside the log,
+        UnknownTopicOrPartitionError for a topic or partition that does not exist, and
+        ProtocolError, naming the offset, when the broker returns bytes from which no
+        fetch could move on (no complete batch, or only batches ending before it).
         """
         check_topic(topic)
         _check_partition(partition)

@@ -123,6 +123,7 @@ LENGTH_OF_HEADER = BATCH_OVERHEAD - LOG_OVERHEAD_SIZE
 MAGIC_OFFSET = 16  # baseOffset (8) + batchLength (4) + partitionLeaderEpoch (4)
 CRC_OFFSET = MAGIC_OFFSET + 1
 ATTRIBUTES_OFFSET = HEAD.size  # 21: where the CRC'd region starts
+LAST_OFFSET_DELTA_OFFSET = ATTRIBUTES_OFFSET + 2  # 23: after the int16 attributes
 # producerId: after attributes, lastOffsetDelta, baseTimestamp and maxTimestamp (43).
 PRODUCER_STATE_OFFSET = ATTRIBUTES_OFFSET + struct.calcsize(">hiqq")
 PRODUCER_STATE = struct.Struct(">qhi")  # producerId, producerEpoch, baseSequence
@@ -194,10 +195,13 @@ class DecodedBatches(list[RecordBatch]):
     when the last batch was decoded in part (its ``resume_offset``); ``size`` is the
     bytes of records decoded (the records sections, decompressed; a plain legacy
     message's key and value, a compressed one's inner messages, decompressed), plus
-    ``DECODED_RECORD_OVERHEAD`` for each record decoded.
+    ``DECODED_RECORD_OVERHEAD`` for each record decoded. ``skipped`` is the number
+    of batches left out, undecoded, because they end before the ``fetch_offset``
+    asked of ``decode_batches``: none of their records could be returned.
     """
 
     truncated: bool = False
     remainder: int = 0
     limited: bool = False
     size: int = 0
+    skipped: int = 0

@@ -26,6 +26,8 @@ from kafka_asgi.protocol.record_batch import (
     BATCH_OVERHEAD,
     CONTROL_KEY,
     DECODED_RECORD_OVERHEAD,
+    HEAD,
+    LAST_OFFSET_DELTA_OFFSET,
     LOG_OVERHEAD,
     LOG_OVERHEAD_SIZE,
     MAGIC_OFFSET,
@@ -46,6 +48,8 @@ from kafka_asgi.protocol.varint import (
 )
 
 __all__ = ["DECODED_RECORD_OVERHEAD", "decode_batches"]
+
+_INT32 = struct.Struct(">i")
 
 
 def decode_batches(
@@ -71,7 +75,10 @@ def decode_batches(
     cost more, it and the rest are left out (``DecodedBatches.limited``), to be read
     from the next offset. ``always_decode_first=False`` holds the first batch to
     ``max_total_size`` too (a later partition of a response whose budget another
-    partition has begun to spend)."""
+    partition has begun to spend).
+
+    With a ``fetch_offset`` of 0 or more, a batch that ends before it is stepped over,
+    neither decoded nor counted (``DecodedBatches.skipped``); its CRC is still checked."""
     buf = data if isinstance(data, bytes) else bytes(data)
     result = DecodedBatches()
     pos = 0
@@ -100,6 +107,17 @@ def decode_batches(
                 result.remainder = end - pos
                 break
             magic = buf[pos + MAGIC_OFFSET]
+            if fetch_offset >= 0 and _ends_before(buf, pos, batch_end, magic, fetch_offset):
+                # Its records would all be dropped: it is neither decoded nor counted,
+                # nor the first batch. A broker returns the batch holding the fetch
+                # offset first; one before it is old data a broker should not send.
+                # Its lastOffsetDelta is under the CRC: a damaged one is reported,
+                # not taken for an old batch, and the records with it.
+                if verify_crc and magic == MAGIC_V2:
+                    _verify_crc(buf, pos, batch_end)
+                result.skipped += 1
+                pos = batch_end
+                continue
             if magic == MAGIC_V2:
                 decoded = _decode_v2(
                     buf,
@@ -144,6 +162,34 @@ def decode_batches(
     return result
 
 
+def _ends_before(buf: bytes, pos: int, end: int, magic: int, offset: int) -> bool:
+    """Whether the batch or legacy message in ``buf[pos:end]`` ends before ``offset``,
+    by its header: a magic-2 batch's base offset plus lastOffsetDelta, a legacy
+    message's own offset (a compressed one's is its last inner message's, as Kafka's
+    ``AbstractLegacyRecordBatch.lastOffset()`` reads it). Not for a batch too short
+    for its header or of an unknown magic: the decoder reports those."""
+    (last, _) = LOG_OVERHEAD.unpack_from(buf, pos)
+    if magic == MAGIC_V2:
+        if end - pos < BATCH_OVERHEAD:
+            return False
+        (delta,) = _INT32.unpack_from(buf, pos + LAST_OFFSET_DELTA_OFFSET)
+        last += delta
+    elif magic != 0 and magic != 1:
+        return False
+    return bool(last < offset)
+
+
+def _verify_crc(buf: bytes, pos: int, end: int) -> None:
+    """Check the CRC-32C of the magic-2 batch in ``buf[pos:end]`` (at least its header)."""
+    base_offset, _, _, _, crc = HEAD.unpack_from(buf, pos)
+    actual = crc32c(memoryview(buf)[pos + ATTRIBUTES_OFFSET : end])
+    if actual != crc:
+        raise ProtocolError(
+            f"record batch at offset {base_offset}: CRC-32C mismatch "
+            f"(stored {crc:#010x}, computed {actual:#010x})"
+        )
+
+
 def _decode_v2(
     buf: bytes,
     pos: int,
@@ -177,12 +223,7 @@ def _decode_v2(
         count,
     ) = BATCH_HEADER.unpack_from(buf, pos)
     if verify_crc:
-        actual = crc32c(memoryview(buf)[pos + ATTRIBUTES_OFFSET : end])
-        if actual != crc:
-            raise ProtocolError(
-                f"record batch at offset {base_offset}: CRC-32C mismatch "
-                f"(stored {crc:#010x}, computed {actual:#010x})"
-            )
+        _verify_crc(buf, pos, end)
     if count < 0:
         raise ProtocolError(f"record batch at offset {base_offset}: negative record count {count}")
     codec = attributes & ATTR_CODEC_MASK
@@ -381,6 +422,7 @@ def _decode_records_from(
     stepped over by their length, not built: a fetch that resumes inside a batch gets
     the whole batch again (KIP-74 returns whole batches)."""
     records: list[Record] = []
+    previous = base_offset - 1
     for _ in range(count):
         rlen, rstart = read_zigzag(data, pos, MAX_VARINT_BYTES)
         rend = rstart + rlen
@@ -389,6 +431,12 @@ def _decode_records_from(
         _, p = read_zigzag(data, rstart + 1, MAX_VARLONG_BYTES)  # attributes, timestamp
         offset_delta, _ = read_zigzag(data, p, MAX_VARINT_BYTES)
         offset = base_offset + offset_delta
+        # Where the next fetch resumes must be past every record returned.
+        if offset <= previous:
+            raise ProtocolError(
+                f"record batch at offset {base_offset}: record offset {offset} after {previous}"
+            )
+        previous = offset
         if offset >= first_offset:
             if len(records) == limit:
                 return records, offset

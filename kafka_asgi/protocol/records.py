@@ -47,7 +47,8 @@ max_total_size=None, fetch_offset=-1, always_decode_first=True) -> DecodedBatche
     those decoded past it (the first batch is always decoded, unless
     ``always_decode_first=False``; a later one is decompressed no further than what
     is left), and ``DecodedBatches.limited`` is True: a consumer's memory for one
-    response.
+    response.  With a ``fetch_offset`` of 0 or more, the batches that end before it
+    are stepped over, undecoded (``DecodedBatches.skipped``).
 
 ``estimate_record_size(key, value, headers) -> int``
     An upper bound of the bytes one record adds to a batch (for batch sizing);

@@ -4,8 +4,10 @@ response is read by a later one, and every fetch moves on or raises."""
 
 from __future__ import annotations
 
+import gzip
 import struct
 import tracemalloc
+import zlib
 from typing import Any
 
 import anyio
@@ -15,7 +17,7 @@ import pytest
 from kafka_asgi.cluster.metadata import PartitionMetadata, TopicMetadata
 from kafka_asgi.consumer import BasicConsumer, ConsumerRecord, FetchResult
 from kafka_asgi.protocol.compression import Compression
-from kafka_asgi.protocol.errors import KafkaError
+from kafka_asgi.protocol.errors import KafkaError, ProtocolError
 from kafka_asgi.protocol.messages.fetch import (
     FetchableTopicResponse,
     FetchRequest,
@@ -153,3 +155,59 @@ async def test_follow_reads_every_record_of_partitions_sharing_a_small_budget(
         mine = [r for r in records if r.partition == p]
         assert [r.offset for r in mine] == [0, 1, 2, 3]
         assert [r.value for r in mine] == [bytes([16 * p + i]) * (MiB // 2) for i in range(4)]
+
+
+def _legacy_v0_wrapper(wrapper_offset: int, inner_offsets: list[int]) -> bytes:
+    """A magic-0 gzip message holding null messages at ``inner_offsets`` (absolute, in
+    magic 0), itself at ``wrapper_offset``."""
+    inner = b""
+    for offset in inner_offsets:
+        body = struct.pack(">bbii", 0, 0, -1, -1)
+        message = struct.pack(">I", zlib.crc32(body)) + body
+        inner += struct.pack(">qi", offset, len(message)) + message
+    value = gzip.compress(inner)
+    body = struct.pack(">bbii", 0, Compression.GZIP, -1, len(value)) + value
+    message = struct.pack(">I", zlib.crc32(body)) + body
+    return struct.pack(">qi", wrapper_offset, len(message)) + message
+
+
+# What a broker gone wrong may answer a fetch at offset 3 with: a batch of offsets 0-2,
+# or a legacy message at offset 3 whose records are at 0-2.
+STALE = {
+    "old-batch": encode_batch(_values(b"a", b"b", b"c")),
+    "legacy-records-before-its-offset": _legacy_v0_wrapper(3, [0, 1, 2]),
+}
+
+
+@pytest.mark.parametrize("stale", STALE.values(), ids=STALE.keys())
+async def test_a_fetch_of_batches_that_end_before_the_offset_raises_naming_it(
+    anyio_backend: str, stale: bytes
+) -> None:
+    # It returned no record and the same offset, so follow asked for it again for ever.
+    broker = FakeBroker({0: [encode_batch(_values(b"a", b"b", b"c"))]}, stale=stale)
+    consumer = consumer_with(broker, max_decoded_bytes=MiB)
+    message = "topic 't' partition 0 offset 3: .* all end before that offset"
+    with anyio.fail_after(5):
+        with pytest.raises(ProtocolError, match=message):
+            await consumer.fetch("t", 0, 3)
+        with pytest.raises(ProtocolError, match=message):
+            async for _ in consumer.follow("t", 0, offset=3):
+                pass
+    assert len(broker.fetches) == 2
+
+
+async def test_an_old_batch_before_the_offset_is_stepped_over_not_decoded(
+    anyio_backend: str,
+) -> None:
+    # An old batch of 300 kB first spent the 100 kB budget, leaving the batch holding
+    # the offset for a next fetch that got the same answer: no record, for ever.
+    old = encode_batch(_values(*[bytes(100_000)] * 3))
+    log = [old, encode_batch(_values(b"d", b"e", b"f"), base_offset=3)]
+    broker = FakeBroker({0: log}, stale=old)
+    consumer = consumer_with(broker, max_decoded_bytes=100_000)
+    with anyio.fail_after(5):
+        result = await consumer.fetch("t", 0, 3)
+        assert [r.value for r in result.records] == [b"d", b"e", b"f"]
+        assert result.next_offset == 6 and not result.truncated
+        records = [r async for r in consumer.follow("t", 0, offset=3, max_records=3)]
+    assert [r.offset for r in records] == [3, 4, 5]

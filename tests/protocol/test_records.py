@@ -966,3 +966,41 @@ def test_a_legacy_wrapper_after_the_first_inflates_no_further_than_what_is_left(
     part = decode_batches(first + wrapper, max_total_size=1_000_000)
     assert [b.base_offset for b in part] == [0] and part.limited
     assert len(decode_batches(first + wrapper, max_total_size=1_200_000)) == 2
+
+
+def test_batches_that_end_before_the_fetch_offset_are_stepped_over() -> None:
+    # A broker returns the batch holding the fetch offset first; older ones (a broker
+    # gone wrong) were decoded, counted, and taken for the first batch, so that the
+    # one holding the offset was left for a next fetch that got the same answer.
+    old = [
+        encode_batch([(None, bytes(16 << 20), None, TS)], compression=Compression.GZIP),
+        _legacy(KpLegacyBuilder, 1, 0, [(None, b"x" * 1000, TS)]),  # at offset 0
+        _stored_wrapper(1, _null_legacy(10), base=1),  # 1 to 10
+        _stored_wrapper(0, _null_legacy(10), base=11),  # 11 to 20
+    ]
+    data = b"".join(old) + encode_batch(_null_records(3), base_offset=21)
+    part, peak = _traced(lambda: decode_batches(data, max_total_size=1, fetch_offset=21))
+    assert [b.base_offset for b in part] == [21] and part.skipped == 4
+    assert part.size == 3 * (7 + DECODED_RECORD_OVERHEAD) and peak < 1 << 20
+    assert select_records("t", 0, part, 21)[1] == 24
+    # The batch holding the offset is decoded whole, whatever it starts with.
+    part = decode_batches(data, fetch_offset=20)
+    assert [b.base_offset for b in part] == [11, 21] and part.skipped == 3
+    assert [r.offset for r in select_records("t", 0, part, 20)[0]] == [20, 21, 22, 23]
+    assert decode_batches(data).skipped == 0
+    # A lastOffsetDelta damaged to look old is reported, not taken for an old batch.
+    damaged = bytearray(encode_batch(_null_records(3), base_offset=21))
+    struct.pack_into(">i", damaged, 23, -100)
+    with pytest.raises(ProtocolError, match="CRC-32C"):
+        decode_batches(bytes(damaged), fetch_offset=21)
+
+
+def test_a_batch_decoded_in_part_whose_offsets_do_not_increase_is_malformed() -> None:
+    # Offsets 7, 8, 8, 10, 11: decoded in part from 8, it stopped at the second 8 and
+    # said to resume there, so the next fetch returned record 8 again, for ever.
+    data = bytearray(encode_batch(_null_records(5), base_offset=7))
+    data[BATCH_OVERHEAD + 2 * 7 + 3] = zigzag(1)[0]  # the third record's offset delta
+    struct.pack_into(">I", data, 17, crc32c(bytes(data[21:])))
+    assert [r.offset for r in decode_batches(bytes(data))[0].records] == [7, 8, 8, 10, 11]
+    with pytest.raises(ProtocolError, match="record offset 8 after 8"):
+        decode_batches(bytes(data), max_decompressed_size=1, fetch_offset=8)
