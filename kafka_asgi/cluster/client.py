@@ -56,6 +56,7 @@ from kafka_asgi.protocol.errors import (
     BrokerNotAvailableError,
     KafkaError,
     LeaderNotAvailableError,
+    ProtocolError,
     UnknownTopicOrPartitionError,
     error_for_code,
 )
@@ -166,7 +167,9 @@ class KafkaClient:
         self._refreshed_at: float | None = None
         # Error codes of topics absent from the cache, from the last answer about them.
         self._topic_errors: dict[str, int] = {}
-        self._unusable_seen: set[str] = set()  # broker entries of Metadata left out
+        # Brokers of the last Metadata answer left out (no usable address), by node id.
+        self._unusable: dict[int, str] = {}
+        self._unusable_seen: set[str] = set()  # what was logged of them
         # Counters for stats() (the pools count connections).
         self._metadata_requests = 0
         # The pauses brokers asked for (client quotas) and their sum: every request
@@ -323,6 +326,10 @@ class KafkaClient:
                 ) from exc
             broker = self._metadata.brokers.get(node_id)
             if broker is None:
+                entry = self._unusable.get(node_id)
+                if entry is not None:
+                    # Not retried as a broker away: its address itself is wrong.
+                    raise ProtocolError(f"Metadata response: {entry}")
                 raise BrokerNotAvailableError(
                     f"node {node_id} is not in the cluster metadata"
                     f" (known: {sorted(self._metadata.brokers) or 'none'})"
@@ -713,17 +720,17 @@ class KafkaClient:
         # without an event loop (stats() may be called from anywhere).
         now = time.monotonic()
         # Decoded (and validated) before anything changes: bad metadata changes nothing.
-        unusable: list[str] = []
+        unusable: dict[int, str] = {}
         brokers = brokers_from_response(response, unusable)
-        for entry in unusable:
+        for entry in unusable.values():
             # Once per entry (refreshes repeat while it stays), in a bounded set.
             if entry not in self._unusable_seen:
                 if len(self._unusable_seen) > _MAX_REMEMBERED:
                     self._unusable_seen.clear()
                 self._unusable_seen.add(entry)
                 logger.warning(
-                    "Metadata response: %s; left out: the partitions it leads wait for"
-                    " a later refresh",
+                    "Metadata response: %s; left out: requests for it fail until a"
+                    " later answer gives it one",
                     entry,
                 )
         decoded = {
@@ -759,6 +766,7 @@ class KafkaClient:
                 if name not in topics:
                     del self._fetched_at[name]
         self._pools.place({node_id: (b.host, b.port) for node_id, b in brokers.items()})
+        self._unusable = unusable
         self._metadata = ClusterMetadata(
             brokers=brokers,
             topics=topics,

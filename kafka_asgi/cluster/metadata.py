@@ -115,18 +115,18 @@ def topic_from_response(topic: MetadataResponseTopic) -> TopicMetadata:
 
 
 def brokers_from_response(
-    response: MetadataResponse, unusable: list[str] | None = None
+    response: MetadataResponse, unusable: dict[int, str] | None = None
 ) -> dict[int, BrokerMetadata]:
     """The brokers of a Metadata response. One that cannot be connected to (a port
-    outside 1..65535, an empty host) is left out, described in ``unusable``: the
-    partitions it leads then have a leader not available, asked about again at the
-    next refresh, rather than the whole answer refused (which kept every leader
-    stale as long as that one entry stayed)."""
+    outside 1..65535, an empty host) is left out, described in ``unusable`` by node
+    id: a request for it fails with that description (KafkaClient), rather than the
+    whole answer being refused (which kept every other leader stale as long as that
+    one entry stayed)."""
     brokers: dict[int, BrokerMetadata] = {}
     for b in response.brokers:
         if not 1 <= b.port <= 65535 or not b.host:
             if unusable is not None:
-                unusable.append(
+                unusable[b.node_id] = (
                     f"broker {b.node_id} has address {b.host!r}:{b.port} (port must be"
                     " 1 to 65535, host non-empty)"
                 )

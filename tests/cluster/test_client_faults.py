@@ -361,8 +361,9 @@ async def test_a_broker_entry_with_no_usable_address_is_left_out_alone(
     anyio_backend: str, cluster: FakeCluster, caplog: pytest.LogCaptureFixture
 ) -> None:
     """One broker of a Metadata answer with port 0 (or an empty host) is left out, with
-    one warning; the rest of the answer is taken (it was refused whole, keeping every
-    leader stale while that entry stayed)."""
+    one warning, and a request for it fails naming its address; the rest of the answer
+    is taken (it was refused whole, keeping every leader stale while that entry
+    stayed)."""
     brokers = {1: ("b1", 9092), 2: ("b2", 9092), 3: ("b3", 0)}
     async with KafkaClient("b1:9092") as client:
         cluster.metadata = metadata(brokers, {"t": [(2, 1), (3, 1)]})
@@ -374,6 +375,9 @@ async def test_a_broker_entry_with_no_usable_address_is_left_out_alone(
         partitions = client.metadata.topics["t"].partitions
         assert [(p.leader, p.leader_epoch) for p in partitions.values()] == [(2, 2), (3, 2)]
         assert await client.leader_for("t", 0) == 2
+        # A request for it fails at once, naming what is wrong (not a broker away).
+        with pytest.raises(ProtocolError, match="broker 3 has address 'b3':0"):
+            await client.send(3, MetadataRequest(topics=[]))
         warnings = [r.getMessage() for r in caplog.records if "broker 3" in r.getMessage()]
         assert len(warnings) == 1, warnings
         assert "'b3':0" in warnings[0]
