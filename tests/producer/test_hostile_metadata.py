@@ -3,8 +3,9 @@
 A scripted peer (tests/support/fake_peer.py) answers ApiVersions like Kafka and
 Metadata with what no broker sends: a broker port outside 1..65535, a partition
 index outside the topic's partition count.  The client rejects such metadata
-where it decodes it (kafka_asgi/cluster/metadata.py) with a KafkaError; the
-producer reports the records promptly, logs no traceback, and send() does not hang.
+where it decodes it (kafka_asgi/cluster/metadata.py) with a KafkaError (a broker
+with no usable address is left out, and a request for it fails so); the producer
+reports the records promptly, logs no traceback, and send() does not hang.
 """
 
 from __future__ import annotations
