@@ -73,8 +73,10 @@ class KafkaExtension:
     :class:`~kafka_asgi.integrations.event_logger.EventLogger` (the same request id as
     the access-log event, the URL rule as route), and ``app.extensions["kafka_asgi"]``
     is this extension. Bad config raises ValueError/TypeError naming the key, at
-    ``init_app``. ``middleware``, ``options`` and ``background`` are those of the
-    current app (outside an app context: of the app last given to ``init_app``).
+    ``init_app``; an app given to ``init_app`` a second time (by this extension or
+    another) raises RuntimeError, and keeps what the first call set up. ``middleware``,
+    ``options`` and ``background`` are those of the current app (outside an app
+    context: of the app last given to ``init_app``).
     """
 
     def __init__(self, app: Flask | None = None) -> None:
@@ -84,6 +86,14 @@ class KafkaExtension:
             self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
+        if _STATE_KEY in app.extensions:
+            # A second init_app would wrap wsgi_app again (two access-log events per
+            # request) and start a second producer; replacing the first would leave its
+            # background producer running unflushed. Once per app, as Flask-SQLAlchemy.
+            raise RuntimeError(
+                f"the Flask app {app.name!r} was already given to KafkaExtension.init_app "
+                "(its access log and producer are set up once per app)"
+            )
         config = app.config
         unknown = sorted(
             k

@@ -206,3 +206,28 @@ def test_flask_g_get_in_and_setdefault_see_g_kafka() -> None:
     assert seen["get"] is seen["attr"] and seen["setdefault"] is seen["attr"]
     assert seen["contains"] is True
     assert seen["own_get"] == seen["own_setdefault"] == "the app's own"
+
+
+def test_flask_init_app_twice_on_one_app_raises_and_keeps_one_access_log() -> None:
+    producer = InMemoryProducer()
+    app = make_flask(
+        cluster_name(),
+        KAFKA_ASGI_PRODUCER_FACTORY=lambda: producer,
+        KAFKA_ASGI_ACCESS_LOG={"topic": "acc"},
+    )
+    ext = KafkaExtension(app)
+    other = KafkaExtension()
+    try:
+        wsgi_app = app.wsgi_app
+        for again in (ext, other):
+            with pytest.raises(RuntimeError, match="'t' was already given to"):
+                again.init_app(app)
+        assert app.wsgi_app is wsgi_app
+        assert app.extensions["kafka_asgi"] is ext
+        Client(app).post("/orders/1")
+        producer.wait_for_sync(2)
+    finally:
+        ext.close(2)
+    # Wrapped twice, each request gave two access-log events.
+    assert len(producer.json_values("acc")) == 1
+    assert len(producer.json_values("orders")) == 1
