@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
 from kafka_asgi.integrations.producer_api import Headers, ProducerLike
-from kafka_asgi.integrations.sender import get_sender, in_event_loop
+from kafka_asgi.integrations.sender import get_sender
 from kafka_asgi.integrations.tracecontext import Trace, trace_from_header_lines, trace_headers
 from kafka_asgi.producer import BufferFullError, Producer, get_producer
 
@@ -113,14 +113,15 @@ def route_of(scope: MutableMapping[str, Any]) -> str | None:
 def sender_for(cluster: str) -> Callable[..., None]:
     """send_nowait of the cluster's producer, safe from any thread when a lifespan runs it.
 
-    Raises BufferFullError on a thread that runs no event loop when the producer is a
+    Raises BufferFullError on any thread but its event loop's when the producer is a
     :class:`~kafka_asgi.producer.Producer` with no thread-safe sender (one registered
-    outside a lifespan): its send methods belong to its event loop's thread."""
+    outside a lifespan): its send methods belong to that thread (a thread running an
+    event loop of its own, ``asyncio.run`` in a worker, is refused too)."""
     sender = get_sender(cluster)
     if sender is not None:
         return sender.send_nowait
     producer: ProducerLike = get_producer(cluster)
-    if isinstance(producer, Producer) and not in_event_loop():
+    if isinstance(producer, Producer) and producer.loop_thread != threading.get_ident():
         raise BufferFullError(
             f"no thread-safe sender runs for cluster {cluster!r} (no lifespan runs its "
             "producer), and its Producer may only be called on its event loop's thread"

@@ -10,7 +10,7 @@ goes, in this order:
 2. the thread-safe sender of a kafka_asgi lifespan running for ``cluster`` in this
    process (from any thread);
 3. a ``Producer`` registered under ``cluster`` (``cluster_name=``), when the record
-   is logged on an event loop's thread (the producer's);
+   is logged on its event loop's thread (not another thread's loop);
 4. else the handler's own bounded queue, handed over as soon as a lifespan's sender
    is registered (or at the next record that finds a producer).
 
@@ -57,7 +57,7 @@ from kafka_asgi.integrations.sender import (
     in_event_loop,
     remove_sender_listener,
 )
-from kafka_asgi.producer import ProducerNotRegisteredError, get_producer
+from kafka_asgi.producer import Producer, ProducerNotRegisteredError, get_producer
 
 __all__ = ["KafkaLogHandler", "log_serializer"]
 
@@ -323,6 +323,10 @@ class KafkaLogHandler(logging.Handler):
             try:
                 producer = get_producer(self.cluster)
             except ProducerNotRegisteredError:
+                return None
+            if isinstance(producer, Producer) and producer.loop_thread != threading.get_ident():
+                # Another thread's loop (asyncio.run in a worker): kept, as on a thread
+                # with no loop, until the producer's own thread can hand it over.
                 return None
             send: Callable[..., None] = producer.send_nowait
             return send

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -191,6 +192,7 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
         self._error_handle = opts.error_handle
 
         self._state = "new"  # new, running, closing, closed
+        self._loop_thread: int | None = None  # see loop_thread
         # Set once aclose() has finished closing (records reported, spill closed).
         self._closed: anyio.Event | None = None
         self._host: TaskHost | None = None
@@ -268,6 +270,16 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
         inject: Callable[[Any], Any] | None = self._inject
         return inject
 
+    @property
+    def loop_thread(self) -> int | None:
+        """``threading.get_ident()`` of the thread whose event loop runs the producer
+        (the one ``start()`` ran on); None before ``start()``. Its methods may be called
+        on that thread only: they touch the loop's structures without locks, and an
+        event loop of another thread (``asyncio.run`` in a worker thread, say) is not
+        its loop. Other threads hand records to that loop (the integrations' thread-safe
+        sender, ``anyio.from_thread``)."""
+        return self._loop_thread
+
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> Producer:
@@ -293,6 +305,9 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
         """
         if self._state != "new":
             raise ProducerClosedError(f"a producer can be started once (it is {self._state})")
+        # Before the registration below: a thread that finds the producer by its name
+        # checks it is on this one before calling it.
+        self._loop_thread = threading.get_ident()
         name = self.options.cluster_name
         if name is not None:
             register_producer(name, self)

@@ -222,6 +222,31 @@ async def test_records_before_startup_go_out_when_the_lifespan_starts(
     assert handler.pending == 0 and handler.sent == 1
 
 
+async def test_records_logged_on_another_threads_event_loop_wait_for_the_producers_thread(
+    anyio_backend: str, log: logging.Logger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Producer registered by cluster_name, no lifespan: a record logged on a thread
+    running an event loop of its own waits, as one logged on a thread with no loop, and
+    goes to the producer from its own thread."""
+    calls: list[int] = []
+    monkeypatch.setattr(
+        Producer, "send_nowait", lambda self, *a, **k: calls.append(threading.get_ident())
+    )
+    handler = KafkaLogHandler("logs", cluster="log-other-loop")
+    log.addHandler(handler)
+
+    async def foreign_loop() -> None:
+        log.warning("on another loop")
+
+    async with Producer("127.0.0.1:1", cluster_name="log-other-loop"):
+        await anyio.to_thread.run_sync(lambda: anyio.run(foreign_loop, backend=anyio_backend))
+        assert calls == [] and handler.pending == 1
+        log.warning("on its loop")  # hands the waiting one over first
+    handler.close()
+    assert calls == [threading.get_ident()] * 2
+    assert handler.sent == 2 and handler.dropped == 0
+
+
 async def test_records_logged_before_startup_carry_their_own_trace(
     anyio_backend: str, log: logging.Logger, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -305,6 +305,31 @@ def test_event_logger_refuses_to_call_a_producer_from_another_thread(
     assert calls == []
 
 
+async def test_event_logger_refuses_a_producer_of_another_threads_event_loop(
+    anyio_backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Producer registered by cluster_name, no lifespan: a thread running an event
+    loop of its own (asyncio.run / trio.run in a worker) is refused as a thread with no
+    loop is; the producer's own thread still calls it directly."""
+    calls: list[int] = []
+    monkeypatch.setattr(
+        Producer, "send_nowait", lambda self, *a, **k: calls.append(threading.get_ident())
+    )
+    results: list[bool] = []
+
+    async def foreign_loop() -> None:
+        log = EventLogger(None, "rid", "other-loop")
+        results.append(log.log("t", b"from another loop"))
+        results.append(log.dropped == 1)
+
+    async with Producer("127.0.0.1:1", cluster_name="other-loop") as producer:
+        assert producer.loop_thread == threading.get_ident()
+        await anyio.to_thread.run_sync(lambda: anyio.run(foreign_loop, backend=anyio_backend))
+        assert EventLogger(None, "rid", "other-loop").log("t", b"on its loop")
+    assert results == [False, True]
+    assert calls == [threading.get_ident()]
+
+
 async def test_injected_trace_context_is_the_sending_threads(
     anyio_backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
