@@ -13,6 +13,7 @@ from kafka_asgi.integrations.fastapi import (
     EventLogger,
     KafkaLogger,
     event_logger,
+    event_logger_for,
     kafka_lifespan,
 )
 
@@ -21,5 +22,6 @@ __all__ = [
     "EventLogger",
     "KafkaLogger",
     "event_logger",
+    "event_logger_for",
     "kafka_lifespan",
 ]

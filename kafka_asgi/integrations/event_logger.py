@@ -279,17 +279,53 @@ def warn_drop(who: str, topic: str, exc: BaseException) -> None:
     logger.warning("kafka_asgi: %s dropped an event for topic %r: %s", who, topic, exc)
 
 
-def get_event_logger(scope: MutableMapping[str, Any], cluster: str = "default") -> EventLogger:
-    """The request's EventLogger: the access-log middleware's, else one made and kept now."""
+_CLUSTER_LOGGERS_KEY = "kafka_asgi.loggers"  # scope["state"] -> {cluster: _ClusterLogger}
+
+
+class _ClusterLogger(EventLogger):
+    """The request's logger for a cluster other than its own logger's: the same request
+    id and trace, and the route its own logger knows (which lets go of the scope when
+    the exchange is over; this one never holds the scope)."""
+
+    __slots__ = ("_request_logger",)
+
+    def __init__(self, request_logger: EventLogger, cluster: str) -> None:
+        super().__init__(None, request_logger.request_id, cluster, request_logger.serializer)
+        self.trace = request_logger.trace
+        self._request_logger = request_logger
+
+    @property
+    def route(self) -> str | None:
+        return self._request_logger.route
+
+
+def get_event_logger(scope: MutableMapping[str, Any], cluster: str | None = None) -> EventLogger:
+    """The request's EventLogger for ``cluster``'s producer.
+
+    The request's own logger (``scope["state"]["kafka"]``, ``request.state.kafka``) is
+    the access-log middleware's, on the middleware's cluster; without one, it is made
+    now, for ``cluster`` (None: "default"), and kept there. ``cluster`` None, or the
+    own logger's cluster, gives that logger; another cluster gives a logger of that
+    cluster's producer with the same request id, trace and route, made once per
+    request and cluster (events must not go to another Kafka than the one asked for).
+    """
     state = scope.get("state")
     if state is None:
         state = scope["state"] = {}
     found = state.get(STATE_KEY)
-    if isinstance(found, EventLogger):
+    if not isinstance(found, EventLogger):
+        made = EventLogger(scope, new_request_id(), "default" if cluster is None else cluster)
+        headers = scope.get("headers")
+        if headers:
+            made.trace = trace_from_header_lines(headers)
+        state[STATE_KEY] = made
+        return made
+    if cluster is None or cluster == found.cluster:
         return found
-    made = EventLogger(scope, new_request_id(), cluster)
-    headers = scope.get("headers")
-    if headers:
-        made.trace = trace_from_header_lines(headers)
-    state[STATE_KEY] = made
-    return made
+    others: dict[str, EventLogger] | None = state.get(_CLUSTER_LOGGERS_KEY)
+    if others is None:
+        others = state[_CLUSTER_LOGGERS_KEY] = {}
+    other = others.get(cluster)
+    if other is None:
+        other = others[cluster] = _ClusterLogger(found, cluster)
+    return other

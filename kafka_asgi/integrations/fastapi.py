@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends
@@ -28,13 +29,28 @@ __all__ = [
     "EventLogger",
     "KafkaLogger",
     "event_logger",
+    "event_logger_for",
     "kafka_lifespan",
 ]
 
 
 def event_logger(conn: HTTPConnection) -> EventLogger:
-    """Dependency: the request's EventLogger (the "default" cluster's producer)."""
+    """Dependency: the request's EventLogger, ``request.state.kafka`` (the access-log
+    middleware's cluster's producer, else the "default" cluster's)."""
     return get_event_logger(conn.scope)
+
+
+def event_logger_for(cluster: str) -> Callable[[HTTPConnection], EventLogger]:
+    """Dependency factory: the request's EventLogger for ``cluster``'s producer (the same
+    request id, trace and route as the request's own)::
+
+        AuditLogger = Annotated[EventLogger, Depends(event_logger_for("audit"))]
+    """
+
+    def cluster_event_logger(conn: HTTPConnection) -> EventLogger:
+        return get_event_logger(conn.scope, cluster)
+
+    return cluster_event_logger
 
 
 KafkaLogger = Annotated[EventLogger, Depends(event_logger)]

@@ -51,8 +51,10 @@ KafkaLogger: TypeAlias = NamedDependency[EventLogger]
 receive the request's EventLogger."""
 
 
-def event_logger_provider(cluster: str = "default") -> Provide:
-    """A Litestar dependency giving the request's (or WebSocket's) EventLogger."""
+def event_logger_provider(cluster: str | None = None) -> Provide:
+    """A Litestar dependency giving the request's (or WebSocket's) EventLogger for
+    ``cluster``'s producer (None: the request's own, the access log's cluster, else
+    "default"); see :func:`~kafka_asgi.integrations.event_logger.get_event_logger`."""
 
     def provide(request: Request[Any, Any, Any]) -> EventLogger:
         return get_event_logger(request.scope, cluster)  # type: ignore[arg-type]

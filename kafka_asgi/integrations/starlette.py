@@ -103,6 +103,8 @@ def _sync_lifespan(lifespan: Callable[[Any], Iterator[Any]]) -> Lifespan:
     return lifted
 
 
-def event_logger(conn: HTTPConnection, cluster: str = "default") -> EventLogger:
-    """The request's (or WebSocket's) EventLogger, also at ``request.state.kafka``."""
+def event_logger(conn: HTTPConnection, cluster: str | None = None) -> EventLogger:
+    """The request's (or WebSocket's) EventLogger, also at ``request.state.kafka`` (the
+    access-log middleware's cluster, else "default"); with ``cluster``, the logger of
+    that cluster's producer, stamped with the same request id, trace and route."""
     return get_event_logger(conn.scope, cluster)
