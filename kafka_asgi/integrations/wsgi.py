@@ -21,11 +21,10 @@ from typing import Any
 
 from kafka_asgi.integrations.access_log_event import AccessLogOptions, access_log_event
 from kafka_asgi.integrations.background import BackgroundProducer, at_exit
-from kafka_asgi.integrations.event_logger import EventLogger, warn_drop
+from kafka_asgi.integrations.event_logger import EventLogger, sender_for, warn_drop
 from kafka_asgi.integrations.lifespan import LifespanOptions
 from kafka_asgi.integrations.sender import get_sender
 from kafka_asgi.integrations.tracecontext import trace_of
-from kafka_asgi.producer import get_producer
 
 __all__ = [
     "ENVIRON_LOGGER_KEY",
@@ -265,8 +264,10 @@ class AccessLogMiddleware(AccessLogOptions):
     given, the process's background producer for ``cluster`` (options of
     :class:`~kafka_asgi.integrations.lifespan.LifespanOptions`: ``producer_options``,
     ``on_unreachable``, ``shutdown_timeout``...); else one registered under
-    ``cluster`` (``capture_events()`` in an app's tests). :meth:`close` flushes and
-    stops the background producer; the exit hook does it too.
+    ``cluster`` (``capture_events()`` in an app's tests; a
+    :class:`~kafka_asgi.producer.Producer` there refuses the events of the server's
+    threads, counted in ``dropped``: it may only be called on its loop's thread).
+    :meth:`close` flushes and stops the background producer; the exit hook does it too.
     """
 
     def __init__(self, app: WSGIApp, **options: Any) -> None:
@@ -422,7 +423,9 @@ class AccessLogMiddleware(AccessLogOptions):
                     trace,
                 )
                 if send is None:
-                    send = get_producer(self.cluster).send_nowait
+                    # Not the registered producer's send_nowait as it is: a Producer
+                    # may be called on its loop's thread only.
+                    send = sender_for(self.cluster)
                 send(self.topic, value)
             except Exception as exc:
                 self.dropped += 1
@@ -449,6 +452,13 @@ class AccessLogMiddleware(AccessLogOptions):
             trace_id=None if trace is None else trace[0],
             span_id=None if trace is None else trace[1],
         )
+        if send is None:
+            try:
+                send = sender_for(self.cluster)
+            except Exception as exc:
+                self.dropped += 1
+                warn_drop("WSGI access-log middleware", self.topic, exc)
+                return
         self.emit(environ, event, send)
 
     # -- lifecycle ------------------------------------------------------------------------

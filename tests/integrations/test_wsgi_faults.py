@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import io
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from wsgiref.handlers import SimpleHandler
 from wsgiref.util import FileWrapper
 
+import anyio
 import pytest
 from flask import Flask, g
 
 from kafka_asgi.flask import KafkaExtension
 from kafka_asgi.integrations.access_log_event import ACCESS_LOG_FIELDS
 from kafka_asgi.integrations.testing import InMemoryProducer
+from kafka_asgi.producer import Producer
 from kafka_asgi.wsgi import AccessLogMiddleware
 from tests.support.wsgi import Client, cluster_name, hello, make_flask
 
@@ -231,3 +234,24 @@ def test_flask_init_app_twice_on_one_app_raises_and_keeps_one_access_log() -> No
     # Wrapped twice, each request gave two access-log events.
     assert len(producer.json_values("acc")) == 1
     assert len(producer.json_values("orders")) == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("fields", [None, list(ACCESS_LOG_FIELDS)])
+async def test_a_producer_registered_on_an_event_loop_is_not_called_from_a_wsgi_thread(
+    anyio_backend: str, fields: list[str] | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No bootstrap, no lifespan: the middleware falls back to the producer registered
+    under its cluster; a Producer (its loop's thread only) refuses the event, counted,
+    on the template and general paths, as the request's logger does."""
+    calls: list[int] = []
+    monkeypatch.setattr(
+        Producer, "send_nowait", lambda self, *a, **k: calls.append(threading.get_ident())
+    )
+    cluster = cluster_name()
+    app = AccessLogMiddleware(hello, topic="acc", cluster=cluster, fields=fields)
+    async with Producer("127.0.0.1:1", cluster_name=cluster):
+        r = await anyio.to_thread.run_sync(lambda: Client(app).get("/x"))
+    assert r.status_code == 200
+    assert calls == []  # before: called from the server's thread
+    assert app.dropped == 1 and app.emitted == 0
