@@ -8,8 +8,9 @@
     kafka-asgi create-topic NAME --partitions N
 
 Connection options may come before or after the command.  The bootstrap defaults to
-``$KAFKA_BOOTSTRAP_SERVERS``, else 127.0.0.1:9092; the SASL password to
-``$KAFKA_SASL_PASSWORD``; the OAuth client secret to ``$KAFKA_OAUTH_CLIENT_SECRET``.
+``$KAFKA_BOOTSTRAP_SERVERS``, else 127.0.0.1:9092 (``-b`` or the variable given empty is
+an error); the SASL password to ``$KAFKA_SASL_PASSWORD``; the OAuth client secret to
+``$KAFKA_OAUTH_CLIENT_SECRET``.
 ``--sasl-mechanism OAUTHBEARER`` takes its token from an OIDC token endpoint
 (``--oauth-token-url``, ``--oauth-client-id``, secret, ``--oauth-scope``) or from AWS
 MSK IAM (``--msk-iam-region``, optionally ``--aws-profile`` or ``--aws-role-arn``).
@@ -27,7 +28,7 @@ import queue
 import re
 import sys
 import threading
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, TextIO
 
 import anyio
@@ -257,12 +258,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _bootstrap(given: str | None, env: Mapping[str, str]) -> str:
+    """``--bootstrap``, else ``$KAFKA_BOOTSTRAP_SERVERS``, else the default. Either one
+    given empty is an error: ``-b "$BROKERS"`` with the variable unset in a script must
+    not send its records to whatever listens on 127.0.0.1:9092."""
+    if given is not None:
+        if not given.replace(",", "").strip():
+            raise CommandError(
+                f"--bootstrap is empty ({given!r}): give HOST:PORT[,...], or leave it out"
+                f" for $KAFKA_BOOTSTRAP_SERVERS, else {DEFAULT_BOOTSTRAP}"
+            )
+        return given
+    value = env.get("KAFKA_BOOTSTRAP_SERVERS")
+    if value is None:
+        return DEFAULT_BOOTSTRAP
+    if not value.replace(",", "").strip():
+        raise CommandError(
+            f"$KAFKA_BOOTSTRAP_SERVERS is set but empty ({value!r}): give HOST:PORT[,...],"
+            f" or unset it for {DEFAULT_BOOTSTRAP}"
+        )
+    return value
+
+
 def client_options(
     args: argparse.Namespace, environ: dict[str, str] | None = None
 ) -> tuple[str, dict[str, Any]]:
     """The bootstrap and the client options that ``args`` (and the environment) ask for."""
     env = os.environ if environ is None else environ
-    bootstrap = args.bootstrap or env.get("KAFKA_BOOTSTRAP_SERVERS") or DEFAULT_BOOTSTRAP
+    bootstrap = _bootstrap(args.bootstrap, env)
     options: dict[str, Any] = {
         "client_id": args.client_id,
         "connect_timeout": args.connect_timeout,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import queue
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -80,6 +81,32 @@ def test_bootstrap_default_and_environment() -> None:
     env = {"KAFKA_BOOTSTRAP_SERVERS": "k1:9092,k2:9092"}
     assert client_options(args, env)[0] == "k1:9092,k2:9092"
     assert client_options(parse("topics", "-b", "x:1"), env)[0] == "x:1"
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "named"),
+    [
+        (["topics", "-b", ""], {}, "--bootstrap is empty"),
+        (["-b", " ", "topics"], {"KAFKA_BOOTSTRAP_SERVERS": "k1:9092"}, "--bootstrap is empty"),
+        (["topics"], {"KAFKA_BOOTSTRAP_SERVERS": ""}, "$KAFKA_BOOTSTRAP_SERVERS is set but empty"),
+    ],
+)
+def test_an_empty_bootstrap_is_an_error_naming_it(
+    argv: list[str],
+    env: dict[str, str],
+    named: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `-b "$BROKERS"` with the variable unset went to 127.0.0.1:9092 (the default).
+    with pytest.raises(CommandError, match=re.escape(named)):
+        client_options(parse(*argv), env)
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    err = io.StringIO()
+    assert main(argv, stderr=err) == 1
+    assert err.getvalue().startswith(f"kafka-asgi: {named}")
+    assert err.getvalue().count("\n") == 1
 
 
 def test_tls_and_sasl_options() -> None:
