@@ -494,7 +494,9 @@ async def _produce(
     from kafka_asgi.cluster.client import KafkaClient
     from kafka_asgi.producer import Producer
 
-    key = None if args.key is None else args.key.encode()
+    # The bytes the command line held: a key that is not UTF-8 reaches us with its
+    # bytes as lone surrogates (PEP 383), which os.fsencode turns back.
+    key = None if args.key is None else os.fsencode(args.key)
     count = 0
     async with KafkaClient(bootstrap, **options) as client:
         # Fail fast, before reading any input, when Kafka is unreachable or the topic

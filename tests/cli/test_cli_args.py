@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import queue
 import re
 from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any, ClassVar
 
 import pytest
 
@@ -186,6 +189,73 @@ def test_the_input_is_read_as_the_bytes_it_holds() -> None:
     _read_lines(io.TextIOWrapper(io.BytesIO(raw), encoding="ascii"), lines)
     got = [lines.get_nowait() for _ in range(lines.qsize())]
     assert got == [b"first\r\n", b"\xff\xfe not utf-8\n", b"last", None]
+
+
+class _Metadata:
+    partitions = (0,)
+    partition_count = 1
+
+
+class _Client:
+    """The client's part `produce` uses before the producer: the topic's metadata."""
+
+    def __init__(self, bootstrap: str, **options: Any) -> None:
+        pass
+
+    async def __aenter__(self) -> _Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        pass
+
+    async def fetch_metadata(self, topic: str) -> _Metadata:
+        return _Metadata()
+
+
+class _Producer:
+    """Keeps what `produce` sends, as Kafka would get it."""
+
+    sent: ClassVar[list[tuple[str, bytes, bytes | None]]] = []
+
+    def __init__(self, client: object) -> None:
+        pass
+
+    async def __aenter__(self) -> _Producer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        pass
+
+    async def send_buffered(
+        self, topic: str, value: bytes, key: bytes | None, partition: int | None
+    ) -> None:
+        self.sent.append((topic, value, key))
+
+    async def flush(self) -> None:
+        pass
+
+    def stats(self) -> SimpleNamespace:
+        return SimpleNamespace(failed=0, last_error=None)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_produce_sends_a_key_that_is_not_utf8_as_its_bytes(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `--key $'caf\xe9'` (Latin-1, from a shell script) reaches argv as "caf\udce9"
+    # (PEP 383): its encoding to UTF-8 raised UnicodeEncodeError, a traceback.
+    import kafka_asgi.cluster.client
+    import kafka_asgi.producer
+
+    monkeypatch.setattr(kafka_asgi.cluster.client, "KafkaClient", _Client)
+    monkeypatch.setattr(kafka_asgi.producer, "Producer", _Producer)
+    monkeypatch.setattr(_Producer, "sent", [])
+    key = os.fsdecode(b"caf\xe9")
+    err = io.StringIO()
+    argv = ["-b", "k:9092", "--backend", backend, "produce", "t", "--key", key]
+    assert main(argv, stdin=io.StringIO("x\n"), stderr=err) == 0, err.getvalue()
+    assert _Producer.sent == [("t", b"x", b"caf\xe9")]
+    assert err.getvalue() == "produced 1 record to t\n"
 
 
 RECORD = ConsumerRecord(
