@@ -12,7 +12,7 @@ theirs below.  tests/test_names.py checks that no exception class is missing.
 from __future__ import annotations
 
 from kafka_asgi.cli import CommandError
-from kafka_asgi.integrations.lifespan import KafkaUnreachableError
+from kafka_asgi.integrations.lifespan import KafkaUnreachableError, TopicCreationError
 from kafka_asgi.network.errors import (
     AuthenticationError,
     ClientRequestTimeoutError,
@@ -60,4 +60,5 @@ __all__ = [
     "RequestTimeout",
     "ClientRequestTimeoutError",
     "TLSError",
+    "TopicCreationError",
 ]

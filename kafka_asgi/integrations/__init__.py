@@ -22,6 +22,7 @@ from kafka_asgi.integrations.lifespan import (
     KafkaLifespan,
     KafkaUnreachableError,
     LifespanOptions,
+    TopicCreationError,
     producer_lifespan,
 )
 from kafka_asgi.integrations.logging import KafkaLogHandler
@@ -40,6 +41,7 @@ __all__ = [
     "KafkaUnreachableError",
     "LifespanOptions",
     "ThreadSafeSender",
+    "TopicCreationError",
     "capture_events",
     "get_event_logger",
     "get_sender",

@@ -28,6 +28,7 @@ from kafka_asgi.integrations.lifespan import (
     KafkaLifespan,
     KafkaUnreachableError,
     LifespanOptions,
+    TopicCreationError,
     producer_lifespan,
 )
 
@@ -43,6 +44,7 @@ __all__ = [
     "KafkaLifespan",
     "KafkaUnreachableError",
     "LifespanOptions",
+    "TopicCreationError",
     "access_log_event",
     "default_serializer",
     "get_event_logger",

@@ -40,6 +40,7 @@ __all__ = [
     "Receive",
     "Scope",
     "Send",
+    "TopicCreationError",
     "producer_lifespan",
     "put_state",
     "run_producer",
@@ -63,6 +64,12 @@ class KafkaUnreachableError(KafkaError):
     retriable = True
 
 
+class TopicCreationError(KafkaError):
+    """Kafka refused to create a topic of ``create_topics`` at startup (no permission,
+    a controller timeout: the cause is chained) and ``on_unreachable="fail"`` was
+    chosen. A topic that already exists is not an error."""
+
+
 @dataclass(frozen=True, slots=True)
 class LifespanOptions:
     """The options of :func:`producer_lifespan`, with their defaults, validated.
@@ -72,8 +79,9 @@ class LifespanOptions:
     producer. ``on_unreachable``: "buffer" (start anyway, buffering) or "fail" when
     Kafka does not answer within ``startup_timeout`` seconds. ``shutdown_timeout``
     bounds the final flush. ``create_topics``: names, or ``(name, partitions)``, to
-    create at startup. ``thread_queue_size`` bounds the hand-off queue for events
-    sent from other threads.
+    create at startup (a refusal other than "already exists" is a warning under
+    "buffer", fails startup under "fail"). ``thread_queue_size`` bounds the hand-off
+    queue for events sent from other threads.
     """
 
     cluster: str = "default"
@@ -161,10 +169,23 @@ async def _check_reachable(producer: ProducerLike, client: Any, limit: float) ->
 
 
 async def _create_topics(
-    client: Any, topics: Sequence[str | tuple[str, int]], limit: float
+    client: Any,
+    topics: Sequence[str | tuple[str, int]],
+    limit: float,
+    cluster: str,
+    on_unreachable: Literal["buffer", "fail"],
 ) -> None:
+    """Create the topics that are missing.
+
+    A refusal other than "already exists" (the app's principal may not create topics,
+    the controller timed out) fails startup under ``on_unreachable="fail"``; under
+    "buffer" it is a warning and startup goes on, as for a Kafka that does not answer:
+    the topics may exist already, and a record sent to one that does not is reported
+    (error_handle, on_delivery) as any record that cannot be delivered.
+    """
     from kafka_asgi.protocol.errors import TopicAlreadyExistsError
 
+    refused: dict[str, list[str]] = {}  # reason -> topics, in the order given
     for topic in topics:
         spec = (topic, 1) if isinstance(topic, str) else topic
         try:
@@ -172,7 +193,25 @@ async def _create_topics(
         except TopicAlreadyExistsError:
             # Expected: every worker of the server tries, and the topic may predate us.
             continue
+        except Exception as exc:
+            reason = str(exc) or type(exc).__name__
+            if on_unreachable == "fail":
+                raise TopicCreationError(
+                    f"create_topics at startup for cluster {cluster!r}: topic {spec[0]!r}"
+                    f" ({spec[1]} partition(s)) not created: {reason} (on_unreachable='fail')"
+                ) from exc
+            refused.setdefault(reason, []).append(spec[0])
+            continue
         logger.info("kafka_asgi: created topic %r (%d partition(s))", spec[0], spec[1])
+    for reason, names in refused.items():
+        logger.warning(
+            "kafka_asgi: create_topics at startup for cluster %r: topic(s) %s not created"
+            " (%s); starting anyway (on_unreachable='buffer'): records sent to a topic that"
+            " does not exist are reported as undelivered",
+            cluster,
+            ", ".join(repr(name) for name in names),
+            reason,
+        )
 
 
 @asynccontextmanager
@@ -200,7 +239,10 @@ async def producer_lifespan(
     ``on_unreachable="buffer"`` (default) logs one warning and starts anyway, the
     producer buffering until Kafka is back; ``"fail"`` raises KafkaUnreachableError.
     ``create_topics`` names topics (or ``(name, partitions)``) to create at startup
-    when missing; Kafka's ``auto.create.topics.enable`` is usually off.
+    when missing; Kafka's ``auto.create.topics.enable`` is usually off. Kafka refusing
+    one (no permission to create topics, a controller timeout) is a warning naming the
+    topic and the error under "buffer" (startup goes on; a record sent to a topic that
+    does not exist is reported as undelivered), TopicCreationError under "fail".
 
     On exit: events queued from other threads are handed over, then
     ``flush(timeout=shutdown_timeout)``, during which other threads may still send
@@ -287,7 +329,9 @@ async def run_producer(
             )
         else:
             if client is not None and create_topics:
-                await _create_topics(client, create_topics, max(startup_timeout, 10.0))
+                await _create_topics(
+                    client, create_topics, max(startup_timeout, 10.0), cluster, on_unreachable
+                )
         yield producer
 
 

@@ -15,12 +15,19 @@ from starlette.applications import Starlette
 from kafka_asgi.integrations.asgi import (
     KafkaLifespan,
     KafkaUnreachableError,
+    TopicCreationError,
     producer_lifespan,
 )
 from kafka_asgi.integrations.starlette import kafka_lifespan
 from kafka_asgi.integrations.testing import InMemoryProducer, capture_events
 from kafka_asgi.integrations.threads import get_sender
 from kafka_asgi.producer import ProducerStats, get_producer
+from kafka_asgi.protocol.errors import (
+    ClusterAuthorizationFailedError,
+    RequestTimedOutError,
+    TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
+)
 from tests.support.asgi import LifespanFailed, run_lifespan
 
 pytestmark = pytest.mark.anyio
@@ -148,6 +155,106 @@ async def test_shutdown_reports_what_is_left(
     (warning,) = [r for r in caplog.records if "still unsent" in r.getMessage()]
     assert "3 event(s)" in warning.getMessage()
     assert producer.closed
+
+
+class RefusingClient:
+    """A client above the network: Kafka answers, but refuses CreateTopics for the
+    topics in ``refusals`` (topic -> error), and knows ``existing`` already."""
+
+    def __init__(self, refusals: dict[str, Exception], existing: tuple[str, ...] = ()) -> None:
+        self.refusals = refusals
+        self.existing = existing
+        self.asked: list[tuple[str, int]] = []
+        self.closed = False
+
+    async def start(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+    async def refresh(self, topics: list[str] | None = None) -> None:
+        pass
+
+    async def create_topics(self, specs: list[tuple[str, int]], timeout: float) -> None:
+        ((name, partitions),) = specs
+        self.asked.append((name, partitions))
+        if name in self.existing:
+            raise TopicAlreadyExistsError(f"Topic '{name}' already exists.")
+        if name in self.refusals:
+            raise self.refusals[name]
+
+
+def with_client(
+    monkeypatch: pytest.MonkeyPatch, client: RefusingClient, producer: InMemoryProducer
+) -> None:
+    from kafka_asgi.integrations import lifespan
+
+    monkeypatch.setattr(lifespan, "_make_producer", lambda bootstrap, options: (client, producer))
+
+
+async def test_create_topics_refused_under_buffer_warns_and_starts(
+    anyio_backend: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kafka answers but refuses CreateTopics (the app's principal may not create
+    topics; a controller timeout): startup failed, in every worker, although records
+    could go to the topics that exist. Now one warning per error, naming the topics."""
+    denied = ClusterAuthorizationFailedError("Cluster authorization failed.")
+    client = RefusingClient(
+        {
+            "orders": denied,
+            "audit": denied,
+            "slow": RequestTimedOutError("Timed out waiting for the controller."),
+        },
+        existing=("old",),
+    )
+    producer = InMemoryProducer()
+    with_client(monkeypatch, client, producer)
+    topics = ["orders", ("audit", 3), "old", "new", "slow"]
+    app = KafkaLifespan(no_lifespan_app, bootstrap="k:9092", create_topics=topics)
+    with caplog.at_level(logging.INFO, logger="kafka_asgi"):
+        async with run_lifespan(app) as state:
+            assert state["kafka_producer"] is producer
+            producer.send_nowait("orders", b"sent anyway")
+    assert client.asked == [("orders", 1), ("audit", 3), ("old", 1), ("new", 1), ("slow", 1)]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2
+    assert "topic(s) 'orders', 'audit' not created" in warnings[0]
+    assert "CLUSTER_AUTHORIZATION_FAILED" in warnings[0]
+    assert "on_unreachable='buffer'" in warnings[0]
+    assert "topic(s) 'slow' not created" in warnings[1]
+    assert "Timed out waiting for the controller." in warnings[1]
+    assert any("created topic 'new'" in r.getMessage() for r in caplog.records)
+    assert [e.value for e in producer.events] == [b"sent anyway"]
+    assert producer.closed and client.closed
+
+
+async def test_create_topics_refused_under_fail_names_the_step_and_topic(
+    anyio_backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    denied = TopicAuthorizationFailedError("Topic authorization failed.")
+    client = RefusingClient({"audit": denied}, existing=("orders",))
+    producer = InMemoryProducer()
+    with_client(monkeypatch, client, producer)
+    with pytest.raises(TopicCreationError) as info:
+        async with producer_lifespan(
+            bootstrap="k:9092", create_topics=["orders", "audit", "later"], on_unreachable="fail"
+        ):
+            pass  # pragma: no cover
+    message = str(info.value)
+    assert message.startswith("create_topics at startup for cluster 'default': topic 'audit'")
+    assert "TOPIC_AUTHORIZATION_FAILED" in message and "on_unreachable='fail'" in message
+    assert info.value.__cause__ is denied
+    assert client.asked == [("orders", 1), ("audit", 1)]
+    assert producer.closed and client.closed
+    # Through the ASGI wrapper: the server is told why.
+    app = KafkaLifespan(
+        no_lifespan_app, bootstrap="k:9092", create_topics=["audit"], on_unreachable="fail"
+    )
+    with_client(monkeypatch, RefusingClient({"audit": denied}), InMemoryProducer())
+    with pytest.raises(LifespanFailed, match=r"create_topics at startup .* topic 'audit'"):
+        async with run_lifespan(app):
+            pass  # pragma: no cover
 
 
 async def test_starlette_lifespan_helper_composes(anyio_backend: str) -> None:
