@@ -26,6 +26,7 @@ import anyio
 from kafka_asgi.integrations.overrides import override_for
 from kafka_asgi.integrations.producer_api import ProducerLike
 from kafka_asgi.integrations.sender import ThreadSafeSender, register_sender, unregister_sender
+from kafka_asgi.network.config import SECRET_OPTIONS
 from kafka_asgi.producer import register_producer, unregister_producer
 from kafka_asgi.protocol.errors import KafkaError
 
@@ -53,6 +54,8 @@ Message: TypeAlias = "MutableMapping[str, Any]"
 Receive: TypeAlias = "Callable[[], Awaitable[Message]]"
 Send: TypeAlias = "Callable[[Message], Awaitable[None]]"
 ASGIApp: TypeAlias = "Callable[[Scope, Receive, Send], Awaitable[None]]"
+
+_ABSENT = object()
 
 PRODUCER_STATE_KEY = "kafka_producer"  # lifespan state: the "default" cluster's producer
 PRODUCERS_STATE_KEY = "kafka_producers"  # lifespan state: {cluster: producer}
@@ -136,7 +139,10 @@ class LifespanOptions:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ValueError(f"thread_queue_size must be a positive int, not {size!r}")
         if self.producer_options is not None and not isinstance(self.producer_options, Mapping):
-            raise TypeError(f"producer_options must be a mapping, not {self.producer_options!r}")
+            # Its type only: it may hold a password.
+            raise TypeError(
+                f"producer_options must be a mapping, not {type(self.producer_options).__name__}"
+            )
         if self.producer_factory is not None and not callable(self.producer_factory):
             raise TypeError(f"producer_factory must be callable, not {self.producer_factory!r}")
         if self.producer_factory is None and self.bootstrap is not None:
@@ -154,6 +160,35 @@ class LifespanOptions:
     def as_kwargs(self) -> dict[str, Any]:
         """The options as keyword arguments of :func:`producer_lifespan`."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def differences(self, other: LifespanOptions) -> list[str]:
+        """The names of the options that differ from ``other``'s (for a
+        ``producer_options`` key: ``producer_options['key']``), never their values."""
+        names: list[str] = []
+        for f in dataclasses.fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if mine == theirs:
+                continue
+            keys: list[str] = []
+            if f.name == "producer_options":
+                a, b = dict(mine or {}), dict(theirs or {})
+                keys = sorted(
+                    (k for k in a.keys() | b.keys() if a.get(k, _ABSENT) != b.get(k, _ABSENT)),
+                    key=str,
+                )
+            names.extend([f"producer_options[{k!r}]" for k in keys] or [f.name])
+        return names
+
+    def __repr__(self) -> str:
+        # The client options that carry credentials are masked (a repr ends up in
+        # logs and error messages): the network layer's list of them.
+        fields = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "producer_options" and value is not None:
+                value = {k: "***" if k in SECRET_OPTIONS else v for k, v in value.items()}
+            fields.append(f"{f.name}={value!r}")
+        return f"LifespanOptions({', '.join(fields)})"
 
 
 async def _check_reachable(producer: ProducerLike, client: Any, limit: float) -> None:

@@ -56,9 +56,12 @@ def background_producer(options: LifespanOptions) -> BackgroundProducer:
         found = _background.get(options.cluster)
         if found is not None:
             if found.options != options:
+                # The names only: the values may be credentials.
                 raise ValueError(
                     f"a background producer for cluster {options.cluster!r} already exists "
-                    f"with other options ({found.options}); give this one another cluster="
+                    f"with other options (they differ in"
+                    f" {', '.join(found.options.differences(options))}); give this one"
+                    " another cluster="
                 )
             return found
         made = _background[options.cluster] = BackgroundProducer(**options.as_kwargs())

@@ -11,9 +11,18 @@ from kafka_asgi.network.oauthbearer import OAuthBearerCredentials, TokenProvider
 from kafka_asgi.network.sasl import SaslCredentials
 from kafka_asgi.network.tls import build_ssl_context
 
-__all__ = ["ConnectionConfig", "Credentials", "check_timeout", "timeout_ms"]
+__all__ = ["SECRET_OPTIONS", "ConnectionConfig", "Credentials", "check_timeout", "timeout_ms"]
 
 Credentials = SaslCredentials | OAuthBearerCredentials
+
+SECRET_OPTIONS = frozenset(
+    {"sasl_username", "sasl_password", "sasl_oauth_token_provider", "sasl_oauth_extensions"}
+)
+"""The client options whose values never print: what SaslCredentials and
+OAuthBearerCredentials keep out of their reprs once made (a username, as a password
+passed as the username by mistake would leak; a token provider's settings, which hold
+an OAuth client secret; the extensions, whose keys alone an OAuthBearerToken shows).
+Code that prints options as given (a lifespan's options) masks these."""
 
 
 def check_timeout(name: str, value: object, *, allow_none: bool = False) -> float | None:

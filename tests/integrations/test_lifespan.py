@@ -15,6 +15,7 @@ from starlette.applications import Starlette
 from kafka_asgi.integrations.asgi import (
     KafkaLifespan,
     KafkaUnreachableError,
+    LifespanOptions,
     TopicCreationError,
     producer_lifespan,
 )
@@ -368,6 +369,36 @@ def test_bad_options_fail_at_construction(
         KafkaLifespan(no_lifespan_app, **options)
     with pytest.raises(exc, match=match):
         kafka_lifespan(**options)
+
+
+def test_lifespan_options_repr_masks_credentials() -> None:
+    # A repr ends up in logs and error messages: it printed the SASL password, and an
+    # OAuth provider's settings with their client secret.
+    oidc = {
+        "provider": "oidc",
+        "token_url": "https://idp.example/token",
+        "client_id": "app",
+        "client_secret": "0auth-S3cret",
+    }
+    options = [
+        {"sasl_mechanism": "PLAIN", "sasl_username": "svc-user", "sasl_password": "S3cr3t"},
+        {
+            "sasl_mechanism": "OAUTHBEARER",
+            "sasl_oauth_token_provider": oidc,
+            "sasl_oauth_extensions": {"logicalCluster": "ext-value"},
+        },
+    ]
+    for producer_options in options:
+        lifespan = LifespanOptions(bootstrap="k:9092", producer_options=producer_options)
+        for text in (repr(lifespan), str(lifespan)):
+            assert text.startswith("LifespanOptions(cluster='default', bootstrap='k:9092',")
+            for secret in ("svc-user", "S3cr3t", "0auth-S3cret", "ext-value"):
+                assert secret not in text
+        assert f"'sasl_mechanism': {producer_options['sasl_mechanism']!r}" in repr(lifespan)
+    assert "'sasl_password': '***'" in repr(LifespanOptions(producer_options=options[0]))
+    with pytest.raises(TypeError) as info:
+        LifespanOptions(producer_options=[("sasl_password", "S3cr3t")])  # type: ignore[arg-type]
+    assert "S3cr3t" not in str(info.value)
 
 
 async def test_tls_files_are_read_at_startup_not_at_construction(

@@ -255,3 +255,43 @@ async def test_a_producer_registered_on_an_event_loop_is_not_called_from_a_wsgi_
     assert r.status_code == 200
     assert calls == []  # before: called from the server's thread
     assert app.dropped == 1 and app.emitted == 0
+
+
+SECRET_OPTIONS = {
+    "sasl_mechanism": "PLAIN",
+    "sasl_username": "svc-user",
+    "sasl_password": "S3cr3t-Pa55",
+}
+
+
+def test_two_front_doors_with_other_options_name_the_fields_not_the_password() -> None:
+    # The error held the first front door's whole LifespanOptions, SASL password in
+    # clear, for whatever logs a failed worker boot.
+    cluster = cluster_name()
+    options: dict[str, Any] = {
+        "cluster": cluster,
+        "bootstrap": "127.0.0.1:1",
+        "producer_options": SECRET_OPTIONS,
+    }
+    first = AccessLogMiddleware(hello, topic="acc", **options)
+    try:
+        with pytest.raises(ValueError, match=cluster) as info:
+            AccessLogMiddleware(hello, topic="acc", **options, shutdown_timeout=5.0)
+        message = str(info.value)
+        assert "S3cr3t-Pa55" not in message
+        assert "(they differ in shutdown_timeout)" in message
+        rotated = {**SECRET_OPTIONS, "sasl_password": "N3w-Pa55", "client_id": "x"}
+        with pytest.raises(ValueError) as info:
+            AccessLogMiddleware(
+                hello, topic="acc", **{**options, "producer_options": rotated}, startup_timeout=1
+            )
+        again = str(info.value)
+        assert (
+            "(they differ in producer_options['client_id'],"
+            " producer_options['sasl_password'], startup_timeout)" in again
+        )
+        for text in (message, again):
+            for secret in ("S3cr3t-Pa55", "N3w-Pa55", "svc-user"):
+                assert secret not in text
+    finally:
+        first.close()
