@@ -27,7 +27,7 @@ from kafka_asgi.integrations.overrides import override_for
 from kafka_asgi.integrations.producer_api import ProducerLike
 from kafka_asgi.integrations.sender import ThreadSafeSender, register_sender, unregister_sender
 from kafka_asgi.network.config import SECRET_OPTIONS
-from kafka_asgi.producer import register_producer, unregister_producer
+from kafka_asgi.producer import Producer, register_producer, unregister_producer
 from kafka_asgi.protocol.errors import KafkaError
 
 __all__ = [
@@ -81,10 +81,11 @@ class LifespanOptions:
     ``producer_options`` make a ``Producer`` unless ``producer_factory`` makes the
     producer. ``on_unreachable``: "buffer" (start anyway, buffering) or "fail" when
     Kafka does not answer within ``startup_timeout`` seconds. ``shutdown_timeout``
-    bounds the final flush. ``create_topics``: names, or ``(name, partitions)``, to
-    create at startup (a refusal other than "already exists" is a warning under
-    "buffer", fails startup under "fail"). ``thread_queue_size`` bounds the hand-off
-    queue for events sent from other threads.
+    bounds the whole shutdown: the final flush, then the producer's close.
+    ``create_topics``: names, or ``(name, partitions)``, to create at startup (a
+    refusal other than "already exists" is a warning under "buffer", fails startup
+    under "fail"). ``thread_queue_size`` bounds the hand-off queue for events sent
+    from other threads.
     """
 
     cluster: str = "default"
@@ -283,7 +284,8 @@ async def producer_lifespan(
     ``flush(timeout=shutdown_timeout)``, during which other threads may still send
     (their events are handed over as they come, and delivered by the producer's
     close); then the thread-safe sender is closed, what is still unsent is logged as
-    a warning, and the producer is closed.
+    a warning, and the producer is closed within what is left of ``shutdown_timeout``
+    (a Producer's ``close_timeout`` cut to it), reporting what it could not deliver.
     """
     options = LifespanOptions(
         cluster=cluster,
@@ -387,12 +389,27 @@ def _stop_taking(
     sender.close()
 
 
+async def _close(producer: ProducerLike, deadline: float) -> None:
+    """The producer's own close, within what is left before ``deadline``: a Producer's
+    close would otherwise take up to its close_timeout on top of the flush (10 s for
+    one from producer_factory), past a server's graceful timeout set above
+    shutdown_timeout, which kills the worker with the records unreported. What the
+    close cannot deliver in that time it reports (error_handle, on_delivery, the log),
+    as every close does. Shielded and bounded by the Producer itself; another
+    ProducerLike (a stand-in from producer_factory) bounds its own close."""
+    if isinstance(producer, Producer):
+        left = max(0.0, deadline - anyio.current_time())
+        await producer.aclose(timeout=min(left, producer.options.close_timeout))
+    else:
+        await producer.__aexit__(None, None, None)
+
+
 async def _shutdown(
     producer: ProducerLike, cluster: str, limit: float, owned: bool, sender: ThreadSafeSender
 ) -> None:
     # Shielded: a server cancelling the lifespan must not lose the final flush. The
-    # flush is bounded by ``limit``; the close that follows has little left to do but
-    # is bounded too.
+    # whole shutdown, the flush and then the producer's close, is bounded by ``limit``.
+    deadline = anyio.current_time() + limit
     try:
         with anyio.CancelScope(shield=True):
             # The sender stays registered through the flush: threads still logging
@@ -411,7 +428,7 @@ async def _shutdown(
         _stop_taking(producer, cluster, owned, sender)
         if owned:
             with anyio.CancelScope(shield=True):
-                await producer.__aexit__(None, None, None)
+                await _close(producer, deadline)
         raise
     _stop_taking(producer, cluster, owned, sender)
     stats = producer.stats()
@@ -429,9 +446,9 @@ async def _shutdown(
         )
     if not owned:
         return
-    # The producer's own close is bounded by its close_timeout and shielded (its
-    # tasks live in a host task of their own, so no scope of ours is needed).
-    await producer.__aexit__(None, None, None)
+    # Shielded by the producer itself (its tasks live in a host task of their own, so
+    # no scope of ours is needed).
+    await _close(producer, deadline)
     if not left:
         logger.info(
             "kafka_asgi: producer for cluster %r flushed and closed (pid %d, %d delivered)",
@@ -441,8 +458,8 @@ async def _shutdown(
         )
 
 
-# After the lifespan's own flush (bounded by shutdown_timeout), what the producer's
-# close may still spend delivering before it reports the rest as undelivered.
+# After the lifespan's own flush, what the producer's close may still spend delivering
+# (within what is left of shutdown_timeout) before it reports the rest as undelivered.
 _CLOSE_TIMEOUT = 2.0
 
 

@@ -389,15 +389,19 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
                 with anyio.CancelScope(shield=True), anyio.move_on_after(_CLIENT_CLOSE_WAIT):
                     await self._client.aclose()
 
-    async def aclose(self) -> None:
-        """Flush within ``close_timeout``, report what is left, stop.
+    # The timeout parameter is the public contract (as Java's close(Duration)).
+    async def aclose(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        """Flush within ``close_timeout`` (or ``timeout`` seconds when given: a caller
+        with a deadline of its own, such as a lifespan's ``shutdown_timeout``),
+        report what is left, stop.
 
-        Returns within ``close_timeout`` (plus a fraction of a second to close the
+        Returns within that time (plus a fraction of a second to close the
         connections), even when Kafka is unreachable or has stopped reading: requests
         still in flight are cancelled, which closes their connections (see
         kafka_asgi.network.connection). The final flush runs even if the calling task
         is being cancelled.
         """
+        wait = check_wait("timeout", timeout)
         if self._state in ("closing", "closed"):
             closed = self._closed
             if closed is not None:
@@ -412,11 +416,12 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
         self._state = "closing"
         self._closed = closed = anyio.Event()
         self._topics = {}  # send_nowait now fails on its slow path
-        timeout = self.options.close_timeout
+        limit = self.options.close_timeout if wait is None else wait
+        why = f"close_timeout={limit}s" if wait is None else f"aclose(timeout={limit})"
         try:
             # Shielded: a lifespan being cancelled still gets its final flush, and
             # move_on_after bounds it.
-            with anyio.CancelScope(shield=True), anyio.move_on_after(timeout):
+            with anyio.CancelScope(shield=True), anyio.move_on_after(limit):
                 await self._flush_all()
         finally:
             if self._tg is not None:
@@ -430,8 +435,7 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
                 self._state = "closed"
                 self._abort_all(
                     ProducerClosedError(
-                        f"the producer closed before this record was delivered "
-                        f"(close_timeout={timeout}s)"
+                        f"the producer closed before this record was delivered ({why})"
                     )
                 )
                 try:
@@ -440,7 +444,7 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
                         # shielded (and bounded) as the flush is: a cancelled caller
                         # must not leave it unwritten.
                         with anyio.CancelScope(shield=True):
-                            await self._spill.close(max(timeout, 5.0))
+                            await self._spill.close(max(limit, 5.0))
                 finally:
                     try:
                         if self.options.cluster_name is not None:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 import math
+import socket
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from starlette.applications import Starlette
 
@@ -22,7 +25,7 @@ from kafka_asgi.integrations.asgi import (
 from kafka_asgi.integrations.starlette import kafka_lifespan
 from kafka_asgi.integrations.testing import InMemoryProducer, capture_events
 from kafka_asgi.integrations.threads import get_sender
-from kafka_asgi.producer import ProducerStats, get_producer
+from kafka_asgi.producer import Producer, ProducerClosedError, ProducerStats, get_producer
 from kafka_asgi.protocol.errors import (
     ClusterAuthorizationFailedError,
     RequestTimedOutError,
@@ -30,6 +33,7 @@ from kafka_asgi.protocol.errors import (
     TopicAuthorizationFailedError,
 )
 from tests.support.asgi import LifespanFailed, run_lifespan
+from tests.support.timing import scaled
 
 pytestmark = pytest.mark.anyio
 
@@ -177,7 +181,8 @@ class RefusingClient:
     async def refresh(self, topics: list[str] | None = None) -> None:
         pass
 
-    async def create_topics(self, specs: list[tuple[str, int]], timeout: float) -> None:
+    # The timeout parameter is the client's signature.
+    async def create_topics(self, specs: list[tuple[str, int]], timeout: float) -> None:  # noqa: ASYNC109
         ((name, partitions),) = specs
         self.asked.append((name, partitions))
         if name in self.existing:
@@ -256,6 +261,39 @@ async def test_create_topics_refused_under_fail_names_the_step_and_topic(
     with pytest.raises(LifespanFailed, match=r"create_topics at startup .* topic 'audit'"):
         async with run_lifespan(app):
             pass  # pragma: no cover
+
+
+def dead_port() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"  # closed again: nothing listens there
+
+
+@pytest.mark.parametrize("made_by", ["producer_factory", "bootstrap"])
+async def test_the_whole_shutdown_is_bounded_by_shutdown_timeout(
+    anyio_backend: str, made_by: str
+) -> None:
+    """Kafka down at shutdown: the final flush took shutdown_timeout, then the
+    producer's close its own close_timeout on top (10 s for a Producer from
+    producer_factory, 2 s for one from bootstrap): a server killing the worker at a
+    graceful timeout just above shutdown_timeout lost the records unreported."""
+    errors: list[BaseException] = []
+    options: dict[str, Any] = {"on_delivery": lambda error, *rest: errors.append(error)}
+    bootstrap = dead_port()
+    if made_by == "producer_factory":
+        made: dict[str, Any] = {"producer_factory": lambda: Producer(bootstrap, **options)}
+    else:
+        made = {"bootstrap": bootstrap, "producer_options": options}
+    with anyio.fail_after(30):
+        async with producer_lifespan(**made, startup_timeout=0.5, shutdown_timeout=0.5) as p:
+            for _ in range(5):
+                p.send_nowait("t", b"x")
+            started = time.monotonic()
+        elapsed = time.monotonic() - started
+    assert elapsed < 0.5 + scaled(0.5)
+    # Reported, as the close reports what it cannot deliver.
+    assert len(errors) == 5
+    assert all(isinstance(e, ProducerClosedError) for e in errors)
 
 
 async def test_starlette_lifespan_helper_composes(anyio_backend: str) -> None:

@@ -20,6 +20,7 @@ from kafka_asgi import Producer
 from kafka_asgi.cluster.client import KafkaClient
 from kafka_asgi.network.connection import BrokerConnection
 from kafka_asgi.network.errors import ConnectionClosedError
+from kafka_asgi.producer import ProducerClosedError
 from kafka_asgi.protocol.messages import MetadataResponse, ProduceRequest
 from kafka_asgi.protocol.messages.produce import (
     PartitionProduceData,
@@ -157,6 +158,36 @@ async def test_close_is_bounded_when_the_broker_is_down(anyio_backend: str) -> N
     elapsed, outcomes = await _produce_then_close(f"127.0.0.1:{port}", 1000, 100)
     assert elapsed < CLOSE_TIMEOUT + SLACK
     assert outcomes.failed == 1000
+
+
+async def test_aclose_timeout_bounds_the_close_in_place_of_close_timeout(
+    anyio_backend: str,
+) -> None:
+    """aclose(timeout=...): a caller with a deadline of its own (a lifespan's
+    shutdown_timeout) closes within it, not within close_timeout; what is left is
+    reported as at any close."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    errors: list[BaseException] = []
+    producer = Producer(
+        f"127.0.0.1:{port}",
+        close_timeout=20.0,
+        on_delivery=lambda error, *rest: errors.append(error),
+    )
+    with anyio.fail_after(10):
+        await producer.start()
+        for _ in range(10):
+            producer.send_nowait(TOPIC, b"x")
+        with pytest.raises(ValueError, match="timeout"):
+            await producer.aclose(timeout=-1.0)
+        started = time.monotonic()
+        await producer.aclose(timeout=0.3)
+        elapsed = time.monotonic() - started
+    assert elapsed < 0.3 + SLACK
+    assert len(errors) == 10
+    assert all(isinstance(e, ProducerClosedError) for e in errors)
+    assert "aclose(timeout=0.3)" in str(errors[0])
 
 
 async def test_connection_and_client_close_while_a_write_blocks(anyio_backend: str) -> None:
