@@ -210,7 +210,8 @@ class InMemoryProducer:
         self.started = True
         await anyio.lowlevel.checkpoint()
 
-    async def aclose(self) -> None:
+    async def aclose(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - Producer API
+        check_wait("timeout", timeout)
         self.closed = True
         await anyio.lowlevel.checkpoint()
 

@@ -105,7 +105,9 @@ async def test_closed_producer_refuses(anyio_backend: str) -> None:
     # ProducerClosedError, as the Producer (a KafkaError: it was a RuntimeError, which
     # an app catching KafkaError handled in production and not in its tests).
     p = InMemoryProducer()
-    await p.aclose()
+    with pytest.raises(ValueError, match="timeout"):
+        await p.aclose(timeout=-1)
+    await p.aclose(timeout=1.0)  # as the Producer takes it (a caller's own deadline)
     with pytest.raises(ProducerClosedError, match="closed"):
         p.send_nowait("t", b"x")
     with pytest.raises(ProducerClosedError, match="closed"):
