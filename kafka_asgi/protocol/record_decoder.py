@@ -25,6 +25,7 @@ from kafka_asgi.protocol.record_batch import (
     BATCH_HEADER,
     BATCH_OVERHEAD,
     CONTROL_KEY,
+    DECODED_HEADER_OVERHEAD,
     DECODED_RECORD_OVERHEAD,
     HEAD,
     LAST_OFFSET_DELTA_OFFSET,
@@ -47,9 +48,17 @@ from kafka_asgi.protocol.varint import (
     read_zigzag,
 )
 
-__all__ = ["DECODED_RECORD_OVERHEAD", "decode_batches"]
+__all__ = ["DECODED_HEADER_OVERHEAD", "DECODED_RECORD_OVERHEAD", "decode_batches"]
 
 _INT32 = struct.Struct(">i")
+
+
+class _OverBudget(Exception):
+    """A record's headers would take its batch past what it may cost: raised from the
+    record loop before they are built, and caught in ``_decode_v2``."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
 
 
 def decode_batches(
@@ -63,11 +72,14 @@ def decode_batches(
 ) -> DecodedBatches:
     """Decode every complete batch in ``data`` (see the module docstring).
 
-    A record costs its bytes (decompressed) plus ``DECODED_RECORD_OVERHEAD``. One
+    A record costs its bytes (decompressed) plus ``DECODED_RECORD_OVERHEAD``, and
+    ``DECODED_HEADER_OVERHEAD`` for each of its headers. One
     batch may cost ``max_decompressed_size``: a batch whose records would cost more
     is decoded in part, as many records as fit (at least one) from its first at or
     after ``fetch_offset``; its ``resume_offset`` is the first record left out, and
-    decoding stops there (``DecodedBatches.limited``).
+    decoding stops there (``DecodedBatches.limited``). A record whose headers alone
+    would cost more than ``max_decompressed_size`` can never be returned: it raises
+    ProtocolError.
 
     With ``max_total_size``, the first batch is decoded as above, and each batch
     after it only if its records cost no more than what is left of
@@ -249,21 +261,53 @@ def _decode_v2(
         body_end = end
     log_append = attributes & ATTR_TIMESTAMP_TYPE
     ts = max_ts if log_append else base_ts
-    if room is None:
-        # One bound for a batch, the records section and the objects its records
-        # become: the section is within it (decompress), and as many records as fit
-        # in the rest.
-        fit = max(1, (max_size - (body_end - start)) // DECODED_RECORD_OVERHEAD)
-    else:
-        fit = count
+    section = body_end - start
     resume_offset = None
-    if count <= fit:
-        records = _decode_records(body, start, body_end, count, base_offset, ts, not log_append)
+    # Headers are counted as they come (a record's count is read before any of them is
+    # built): the objects they become are tens of times their bytes.
+    if room is None:
+        # One bound for a batch, the records section and the objects its records and
+        # their headers become: the section is within it (decompress), and as many
+        # records as fit in the rest.
+        budget = max_size - section
+        records: list[Record] | None = None
+        if count <= max(1, budget // DECODED_RECORD_OVERHEAD):
+            allowed = max(0, budget - count * DECODED_RECORD_OVERHEAD) // DECODED_HEADER_OVERHEAD
+            try:
+                records, headers = _decode_records(
+                    body, start, body_end, count, base_offset, ts, not log_append, allowed
+                )
+            except _OverBudget:
+                pass  # decoded again in part, as far as the headers leave room
+        if records is None:
+            records, resume_offset, headers = _decode_records_from(
+                body,
+                start,
+                body_end,
+                count,
+                base_offset,
+                ts,
+                not log_append,
+                fetch_offset,
+                budget,
+                max_size // DECODED_HEADER_OVERHEAD,
+            )
     else:
-        records, resume_offset = _decode_records_from(
-            body, start, body_end, count, base_offset, ts, not log_append, fetch_offset, fit
-        )
-    spent[0] += body_end - start + len(records) * DECODED_RECORD_OVERHEAD
+        # ``room`` is what is left past the records' objects and their section.
+        try:
+            records, headers = _decode_records(
+                body,
+                start,
+                body_end,
+                count,
+                base_offset,
+                ts,
+                not log_append,
+                (room - section) // DECODED_HEADER_OVERHEAD,
+            )
+        except _OverBudget:
+            return None
+    spent[0] += section + len(records) * DECODED_RECORD_OVERHEAD + headers * DECODED_HEADER_OVERHEAD
     control_type = None
     # A control batch with no record is no marker: the log cleaner keeps an emptied
     # batch's header (its producer's last one, for the producer state), so a compacted
@@ -301,13 +345,17 @@ def _decode_records(
     base_offset: int,
     base_ts: int,
     add_delta: bool,
-) -> list[Record]:
-    """Decode ``count`` records filling exactly data[pos:end].
+    allowed: int,
+) -> tuple[list[Record], int]:
+    """Decode ``count`` records filling exactly data[pos:end], and how many headers
+    they hold: at most ``allowed``, else _OverBudget is raised before the headers of
+    the record that would pass it are built.
 
     With ``add_delta`` False (log-append time), every record's timestamp is
     ``base_ts``: the broker then sets the batch's max timestamp and readers use
     it for all records.
     """
+    left = allowed
     unzig = UNZIGZAG_1
     unzig2 = UNZIGZAG_2
     read = read_zigzag
@@ -384,7 +432,8 @@ def _decode_records(
             headers = no_headers
             pos += 1
         else:
-            headers, pos = _decode_headers(data, pos, rend)
+            headers, pos = _decode_headers(data, pos, rend, left)
+            left -= len(headers)
         if pos != rend:
             raise ProtocolError(f"record fields do not add up to its length {rlen}")
         # tuple.__new__ skips the keyword handling of Record's generated __new__.
@@ -402,7 +451,7 @@ def _decode_records(
         )
     if pos != end:
         raise ProtocolError(f"{end - pos} bytes left after the {count} records of the batch")
-    return records
+    return records, allowed - left
 
 
 def _decode_records_from(
@@ -414,14 +463,20 @@ def _decode_records_from(
     base_ts: int,
     add_delta: bool,
     first_offset: int,
-    limit: int,
-) -> tuple[list[Record], int | None]:
-    """At most ``limit`` of the ``count`` records filling data[pos:end], from the first
-    at or after ``first_offset``, and the offset of the first record left out after
-    them (None when they reach the end). The records before ``first_offset`` are
-    stepped over by their length, not built: a fetch that resumes inside a batch gets
-    the whole batch again (KIP-74 returns whole batches)."""
+    budget: int,
+    max_headers: int,
+) -> tuple[list[Record], int | None, int]:
+    """The ``count`` records filling data[pos:end] that ``budget`` bytes hold (each
+    costing DECODED_RECORD_OVERHEAD and DECODED_HEADER_OVERHEAD a header; the first
+    whatever it costs), from the first at or after ``first_offset``; the offset of the
+    first record left out after them (None when they reach the end), and how many
+    headers they hold. The records before ``first_offset`` are stepped over by their
+    length, not built: a fetch that resumes inside a batch gets the whole batch again
+    (KIP-74 returns whole batches). A first record of more than ``max_headers``
+    headers raises ProtocolError: no fetch could return it."""
     records: list[Record] = []
+    headers = 0
+    left = budget
     previous = base_offset - 1
     for _ in range(count):
         rlen, rstart = read_zigzag(data, pos, MAX_VARINT_BYTES)
@@ -438,25 +493,47 @@ def _decode_records_from(
             )
         previous = offset
         if offset >= first_offset:
-            if len(records) == limit:
-                return records, offset
-            records += _decode_records(data, pos, rend, 1, base_offset, base_ts, add_delta)
+            if not records:
+                allowed = max_headers
+            elif left < DECODED_RECORD_OVERHEAD:
+                return records, offset, headers
+            else:
+                allowed = (left - DECODED_RECORD_OVERHEAD) // DECODED_HEADER_OVERHEAD
+            try:
+                one, n = _decode_records(
+                    data, pos, rend, 1, base_offset, base_ts, add_delta, allowed
+                )
+            except _OverBudget as exc:
+                if records:
+                    return records, offset, headers
+                raise ProtocolError(
+                    f"record batch at offset {base_offset}: record {offset} has {exc.count} "
+                    f"headers, more than a batch may decode to ({max_headers})"
+                ) from None
+            records += one
+            headers += n
+            left -= DECODED_RECORD_OVERHEAD + n * DECODED_HEADER_OVERHEAD
         pos = rend
     if pos != end:
         raise ProtocolError(f"{end - pos} bytes left after the {count} records of the batch")
-    return records, None
+    return records, None, headers
 
 
-def _decode_headers(data: bytes, pos: int, end: int) -> tuple[tuple[Header, ...], int]:
+def _decode_headers(
+    data: bytes, pos: int, end: int, allowed: int
+) -> tuple[tuple[Header, ...], int]:
     """The headers of the record ending at ``end``: each field is checked against
     the record's end, not the buffer's, and the count against what the record can
-    hold, so a record cannot make more of them than its own bytes describe."""
+    hold, so a record cannot make more of them than its own bytes describe, then
+    against ``allowed`` (_OverBudget), before any is built."""
     count, pos = read_zigzag(data, pos, MAX_VARINT_BYTES)
     if count < 0:
         raise ProtocolError(f"negative header count {count}")
     # A header takes at least two bytes (an empty key's length, a null value's).
     if count > (end - pos) // 2:
         raise ProtocolError(f"header count {count} exceeds the record")
+    if count > allowed:
+        raise _OverBudget(count)
     headers = []
     for _ in range(count):
         n, pos = read_zigzag(data, pos, MAX_VARINT_BYTES)

@@ -40,9 +40,12 @@ max_total_size=None, fetch_offset=-1, always_decode_first=True) -> DecodedBatche
     malformed input raises :class:`ProtocolError`, and nothing else; so does a
     compressed batch that would inflate beyond ``max_decompressed_size``.  A record
     costs its bytes (decompressed) plus ``DECODED_RECORD_OVERHEAD`` (the objects it
-    becomes).  A batch (or a compressed legacy message) whose records would cost
-    more than ``max_decompressed_size`` is decoded in part, from its first record at
-    or after ``fetch_offset``: its ``resume_offset`` is the first record left out.
+    becomes) and ``DECODED_HEADER_OVERHEAD`` for each of its headers, counted before
+    they are built; a record whose headers alone would cost more than
+    ``max_decompressed_size`` raises ProtocolError.  A batch (or a compressed legacy
+    message) whose records would cost more than ``max_decompressed_size`` is decoded
+    in part, from its first record at or after ``fetch_offset``: its
+    ``resume_offset`` is the first record left out.
     With ``max_total_size``, decoding stops before a batch whose records would take
     those decoded past it (the first batch is always decoded, unless
     ``always_decode_first=False``; a later one is decompressed no further than what
@@ -74,7 +77,11 @@ from kafka_asgi.protocol.record_batch import (
     RecordTuple,
     TimestampType,
 )
-from kafka_asgi.protocol.record_decoder import DECODED_RECORD_OVERHEAD, decode_batches
+from kafka_asgi.protocol.record_decoder import (
+    DECODED_HEADER_OVERHEAD,
+    DECODED_RECORD_OVERHEAD,
+    decode_batches,
+)
 from kafka_asgi.protocol.record_encoder import (
     assemble_batch,
     encode_batch,
@@ -87,6 +94,7 @@ from kafka_asgi.protocol.record_encoder import (
 __all__ = [
     "BATCH_OVERHEAD",
     "CREATE_TIME",
+    "DECODED_HEADER_OVERHEAD",
     "DECODED_RECORD_OVERHEAD",
     "LOG_APPEND_TIME",
     "ControlType",

@@ -29,6 +29,7 @@ from kafka_asgi.protocol.errors import ProtocolError
 from kafka_asgi.protocol.records import (
     BATCH_OVERHEAD,
     CREATE_TIME,
+    DECODED_HEADER_OVERHEAD,
     DECODED_RECORD_OVERHEAD,
     LOG_APPEND_TIME,
     ControlType,
@@ -497,6 +498,108 @@ def test_a_header_count_the_record_cannot_hold_is_rejected_before_any_header() -
     record = zigzag(9) + b"\x00\x00\x00\x01\x01" + zigzag(1) + zigzag(6) + b"abcdef\x01"
     with pytest.raises(ProtocolError, match="header key length 6"):
         decode_batches(assemble_batch(record, 1, TS, 0))
+
+
+def _held(call: Callable[[], DecodedBatches]) -> tuple[DecodedBatches, int]:
+    """What ``call`` returns and the memory it holds (traced) once it has returned."""
+    tracemalloc.start()
+    try:
+        result = call()
+        return result, tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+
+
+def _header_records(count: int, headers: int, base: int = 0) -> list[RecordTuple]:
+    return [(None, None, [("", None)] * headers, TS + i) for i in range(base, base + count)]
+
+
+def test_headers_count_toward_the_decoded_size() -> None:
+    # ("", None) headers take 2 bytes each on the wire and a tuple and a slot each once
+    # decoded (about 64 bytes): charged only their bytes, a record of 50,000 of them
+    # (100 KB) spent 100 KB of a budget and held 3 MB.
+    data = encode_batch(_header_records(1, 50_000))
+    batches, held = _held(lambda: decode_batches(data, max_total_size=1 << 20))
+    assert len(batches[0].records[0].headers) == 50_000
+    assert batches.size == len(data) - BATCH_OVERHEAD + DECODED_RECORD_OVERHEAD + (
+        50_000 * DECODED_HEADER_OVERHEAD
+    )
+    assert held <= batches.size
+
+
+def test_a_record_whose_headers_alone_pass_the_batch_bound_is_refused_unbuilt() -> None:
+    # Compressed, 4 KB of wire held 2M headers (128 MiB) for a bound of 4 MiB. No
+    # fetch could return such a record: it is malformed for this bound, and nothing
+    # of it is built.
+    bound = 4 << 20
+    n = (bound - 100) // 2
+    data = encode_batch(
+        [(None, None, [("", None)] * n, TS)], base_offset=40, compression=Compression.GZIP
+    )
+    assert len(data) < 8 << 10
+    peak = _peak_raising(
+        lambda: decode_batches(data, max_decompressed_size=bound, max_total_size=bound),
+        f"record 40 has {n} headers",
+    )
+    # The section, decompressed (and copied once): not the 128 MiB of headers.
+    assert peak < 3 * bound
+    # Whatever its section's size: headers alone within the bound are decoded.
+    fits = bound // DECODED_HEADER_OVERHEAD
+    data = encode_batch([(None, b"v" * bound, [("", None)] * fits, TS)])
+    [batch] = decode_batches(data, max_decompressed_size=bound)
+    assert len(batch.records[0].headers) == fits
+
+
+@pytest.mark.parametrize("compression", [Compression.NONE, Compression.GZIP], ids=["none", "gzip"])
+def test_headers_decode_a_first_batch_in_part_resumed_by_the_next_fetch(
+    compression: Compression,
+) -> None:
+    # Six records of 100 headers each, in a bound that holds two of them: the third
+    # is where the next fetch starts, and that fetch gets the next two.
+    cost = DECODED_RECORD_OVERHEAD + 100 * DECODED_HEADER_OVERHEAD
+    data = encode_batch(_header_records(6, 100), base_offset=10, compression=compression)
+    bound = 2 * cost + 2 * 1024
+    [batch] = decode_batches(data, max_decompressed_size=bound, fetch_offset=10)
+    assert [r.offset for r in batch.records] == [10, 11]
+    assert batch.resume_offset == 12
+    batches = decode_batches(data, max_decompressed_size=bound, fetch_offset=12)
+    assert [r.offset for r in batches[0].records] == [12, 13]
+    assert batches[0].resume_offset == 14
+    assert batches.size <= bound
+    # The records before the fetch offset are not built, nor counted.
+    [batch] = decode_batches(data, max_decompressed_size=bound, fetch_offset=15)
+    assert [r.offset for r in batch.records] == [15]
+    assert batch.resume_offset is None
+    # A first record is returned whatever its headers cost within the bound.
+    [batch] = decode_batches(data, max_decompressed_size=cost, fetch_offset=11)
+    assert [r.offset for r in batch.records] == [11]
+    assert batch.resume_offset == 12
+
+
+def test_headers_leave_a_later_batch_whole_past_what_is_left() -> None:
+    # The second batch's section (1.2 KB) fits in what is left of max_total_size; its
+    # 600 headers' objects do not: it is left whole for the next fetch.
+    first = encode_batch(_header_records(1, 0))
+    second = encode_batch(_header_records(1, 600), base_offset=1)
+    budget = 64 << 10
+    assert len(second) + DECODED_RECORD_OVERHEAD < budget < 600 * DECODED_HEADER_OVERHEAD
+    batches = decode_batches(first + second, max_total_size=budget, fetch_offset=0)
+    assert [b.base_offset for b in batches] == [0]
+    assert batches.limited
+    # Next, it comes first, and is decoded whatever is left.
+    batches = decode_batches(second, max_total_size=budget, fetch_offset=1)
+    assert len(batches[0].records[0].headers) == 600
+    assert batches.size > budget
+    # With room for them, it is decoded behind the first, its headers charged.
+    batches = decode_batches(first + second, max_total_size=budget * 2, fetch_offset=0)
+    assert [b.base_offset for b in batches] == [0, 1]
+    assert (
+        batches.size
+        == len(first + second)
+        - 2 * BATCH_OVERHEAD
+        + 2 * (DECODED_RECORD_OVERHEAD)
+        + 600 * DECODED_HEADER_OVERHEAD
+    )
 
 
 # --- set_producer_state --------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from typing import Any
 
 from aiokafka.record.default_records import DefaultRecordBatch as AioBatch
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 from kafka_asgi.protocol.compression import Compression
 from kafka_asgi.protocol.errors import ProtocolError
 from kafka_asgi.protocol.records import (
+    DecodedBatches,
     Record,
     RecordTuple,
     decode_batches,
@@ -242,3 +244,36 @@ def test_flipped_bytes_under_small_bounds_raise_only_protocol_error(
         )
     except ProtocolError:
         pass
+
+
+# Many headers to a record, often ("", None): the cheapest on the wire (2 bytes).
+many_headers = st.lists(
+    st.tuples(
+        st.one_of(st.just(""), st.text(max_size=12)),
+        st.one_of(st.none(), st.just(b""), small_bytes),
+    ),
+    max_size=64,
+)
+
+
+@given(
+    st.lists(st.tuples(field, field, many_headers, st.just(1000)), min_size=1, max_size=20),
+    st.sampled_from(list(Compression)),
+)
+@settings(max_examples=150, deadline=None)
+def test_decoded_memory_is_bounded_by_the_decoded_size(
+    records: list[RecordTuple], compression: Compression
+) -> None:
+    # What the decode budget counts (DecodedBatches.size) bounds what the decoded
+    # batch holds, headers included: a record of ("", None) headers held 30 times its
+    # size when only their bytes were counted.
+    data = encode_batch(records, compression=compression)
+    tracemalloc.start()
+    try:
+        batches: DecodedBatches = decode_batches(data)
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert len(batches[0].records) == len(records)
+    # The batch's own objects (the list, the RecordBatch, its ints) beside its records.
+    assert held <= 2 * batches.size + 1024
