@@ -211,3 +211,26 @@ async def test_an_old_batch_before_the_offset_is_stepped_over_not_decoded(
         assert result.next_offset == 6 and not result.truncated
         records = [r async for r in consumer.follow("t", 0, offset=3, max_records=3)]
     assert [r.offset for r in records] == [3, 4, 5]
+
+
+async def test_headers_spend_a_response_budget(anyio_backend: str) -> None:
+    # Records of 5,000 ("", None) headers: 10 KB each on the wire, 320 KB held once
+    # decoded. Counted by their bytes, a 1 MiB budget decoded the three in one
+    # response (any number of them: 32 MiB held for 1 MiB uncompressed); counted
+    # with their headers' objects, one response decodes one.
+    headers: list[tuple[str, bytes | None]] = [("", None)] * 5000
+    logs = {0: [encode_batch([(None, b"v", headers, TS)], base_offset=i) for i in range(3)]}
+    broker = FakeBroker(logs)
+    consumer = consumer_with(broker, max_decoded_bytes=MiB)
+    with anyio.fail_after(10):
+        results = await consumer._fetch_from(0, "t", {0: 0}, max_bytes=MiB, max_wait_ms=0)
+    first = results[0]
+    assert isinstance(first, FetchResult)
+    assert [r.offset for r in first.records] == [0] and first.next_offset == 1
+    assert first.truncated
+    records: list[ConsumerRecord] = []
+    with anyio.fail_after(10):
+        async for record in consumer.follow("t", [0], offset=0, max_records=3):
+            records.append(record)
+    assert [r.offset for r in records] == [0, 1, 2]
+    assert [len(r.headers) for r in records] == [5000] * 3
