@@ -405,8 +405,8 @@ class KafkaClient:
         A candidate not connected within connect_timeout (a frozen process, a paused
         VM: it accepts TCP connections and answers nothing) is left connecting while
         the next is tried, rather than holding the call for the whole handshake
-        (request_timeout); when no later one connects, the first of those left to
-        finish is taken. (Java's client bounds the setup of a connection before its
+        (request_timeout); when none connects within connect_timeout, the first of
+        those left connecting to finish is taken. (Java's client bounds the setup of a connection before its
         ApiVersions exchange likewise, socket.connection.setup.timeout.ms, and then
         tries another node.)
         """
@@ -414,11 +414,11 @@ class KafkaClient:
         stagger = self.options.connection.connect_timeout
         errors: list[str] = []
         slow: list[BrokerPool] = []
-        for index, (host, port, node_id) in enumerate(candidates):
+        for host, port, node_id in candidates:
             pool = self._pools.pool(host, port, node_id)
-            wait = stagger if index < len(candidates) - 1 else None
             try:
-                conn = await pool.get_within(wait, request_timeout)
+                # The last one too: a slow one left before it may finish first.
+                conn = await pool.get_within(stagger, request_timeout)
             except (AuthenticationError, TLSError):
                 # The same credentials/certificates fail everywhere: no point trying on.
                 raise

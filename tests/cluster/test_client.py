@@ -382,6 +382,28 @@ async def test_a_slow_bootstrap_address_is_still_taken_when_the_next_is_dead(
             assert client.stats().connect_failures == 1  # the dead one
 
 
+async def test_a_slow_bootstrap_address_is_taken_without_waiting_out_a_silent_last_one(
+    anyio_backend: str, kafka: KafkaCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first address slower than connect_timeout, then one that accepts and answers
+    nothing, last: the slow one, connected meanwhile, is taken after the silent one's
+    connect_timeout, not after its whole handshake (request_timeout, 20 s here: the
+    last address was waited for alone)."""
+    keep_bootstrap_order(monkeypatch)
+    async with slow_relay(kafka.plaintext, 0.4) as (slow, slow_accepted):
+        async with silent_peer() as (silent, silent_accepted):
+            async with KafkaClient(
+                [slow, silent], connect_timeout=0.3, request_timeout=20.0
+            ) as client:
+                started = anyio.current_time()
+                with anyio.fail_after(scaled(15)):
+                    cluster = await client.refresh([])
+                took = anyio.current_time() - started
+                assert cluster.brokers
+                assert slow_accepted[0] == 1 and silent_accepted[0] == 1
+                assert took < scaled(8), took
+
+
 async def test_resolver(anyio_backend: str, kafka: KafkaCluster) -> None:
     _, port = host_port(kafka.plaintext)
     asked: list[str] = []
