@@ -406,9 +406,9 @@ class KafkaClient:
         VM: it accepts TCP connections and answers nothing) is left connecting while
         the next is tried, rather than holding the call for the whole handshake
         (request_timeout); when none connects within connect_timeout, the first of
-        those left connecting to finish is taken. (Java's client bounds the setup of a connection before its
-        ApiVersions exchange likewise, socket.connection.setup.timeout.ms, and then
-        tries another node.)
+        those left connecting to finish is taken. (Java's client bounds the setup of a
+        connection before its ApiVersions exchange likewise,
+        socket.connection.setup.timeout.ms, and then tries another node.)
         """
         candidates = self._candidates()
         stagger = self.options.connection.connect_timeout
