@@ -366,7 +366,11 @@ class BasicConsumer:
             elif data.error_code:
                 results[partition] = _partition_error(data.error_code, topic, partition)
             else:
-                results[partition] = self._result(topic, partition, offset, data, budget)
+                try:
+                    results[partition] = self._result(topic, partition, offset, data, budget)
+                except ProtocolError as exc:
+                    # This partition's bytes are bad: the others' records stand.
+                    results[partition] = exc
         return results
 
     def _result(

@@ -234,3 +234,24 @@ async def test_headers_spend_a_response_budget(anyio_backend: str) -> None:
             records.append(record)
     assert [r.offset for r in records] == [0, 1, 2]
     assert [len(r.headers) for r in records] == [5000] * 3
+
+
+async def test_a_partition_whose_bytes_are_bad_spoils_only_itself(anyio_backend: str) -> None:
+    """A batch that cannot be decoded (a CRC mismatch) in one partition of a response:
+    that partition gets the error, and the others their records (the error was raised
+    for the whole response, and their records, decoded, were dropped with it)."""
+    bad = bytearray(encode_batch(_values(b"x", b"y")))
+    bad[-1] ^= 0xFF  # in the records: the CRC no longer matches
+    broker = FakeBroker({0: [bytes(bad)], 1: [encode_batch(_values(b"a", b"b"))]})
+    consumer = consumer_with(broker, max_decoded_bytes=MiB)
+    with anyio.fail_after(5):
+        results = await consumer._fetch_from(0, "t", {0: 0, 1: 0}, max_bytes=MiB, max_wait_ms=0)
+        assert isinstance(results[0], ProtocolError) and "CRC" in str(results[0])
+        good = results[1]
+        assert isinstance(good, FetchResult)
+        assert [r.value for r in good.records] == [b"a", b"b"]
+        seen: list[bytes | None] = []
+        with pytest.raises(ProtocolError, match="CRC"):
+            async for record in consumer.follow("t", [0, 1], offset=0):
+                seen.append(record.value)
+        assert seen == [b"a", b"b"]
