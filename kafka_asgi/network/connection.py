@@ -522,8 +522,10 @@ class BrokerConnection:
         tries again. The requests in flight keep their own timeouts: a long poll
         (a fetch waiting up to max_wait) is answered, not cut at request_timeout,
         and a broker that went silent is found out by them, closing the connection
-        as a timed-out request does. The exchange itself is bounded by
-        request_timeout; interrupted once started, it closes the connection.
+        as a timed-out request does. (A write stuck before it, the broker not
+        reading, closes the connection as it would for any request.) The exchange
+        itself is bounded by request_timeout; interrupted once started, it closes the
+        connection. What the caller's timeout has left after it bounds its request.
         """
         credentials = self.config.sasl
         assert credentials is not None
@@ -532,7 +534,9 @@ class BrokerConnection:
         try:
             mechanism = await new_mechanism(credentials, limit)
             lock = self._write_lock
-            with anyio.move_on_after(wait) as waiting:
+            # One deadline for the lock and the drain: the caller's timeout, once.
+            deadline = anyio.current_time() + wait
+            with anyio.CancelScope(deadline=deadline) as waiting:
                 await lock.acquire()
             if waiting.cancelled_caught:
                 # The holder is a write the broker does not read (only this attempt
@@ -540,7 +544,7 @@ class BrokerConnection:
                 self._timed_out(name, wait, "waiting to send")
             try:
                 self._reauth_draining = True
-                with anyio.move_on_after(wait) as draining:
+                with anyio.CancelScope(deadline=deadline) as draining:
                     while self._pending and self._closed is None:
                         self._drained = anyio.Event()
                         await self._drained.wait()
@@ -661,7 +665,17 @@ class BrokerConnection:
                 and anyio.current_time() >= reauth_at
                 and self._closed is None
             ):
-                await self._reauthenticate(f"{request.API_NAME} v{version}", limit)
+                name = f"{request.API_NAME} v{version}"
+                started = anyio.current_time()
+                await self._reauthenticate(name, limit)
+                left = limit - (anyio.current_time() - started)
+                if left <= 0:
+                    # Nothing of it written: it fails alone, the connection stays.
+                    raise ClientRequestTimeoutError(
+                        f"{self.address}: {name} timed out after {limit}s (waiting to"
+                        " send, behind a re-authentication)"
+                    )
+                limit = left
             return await self._request(request, version, response_cls, expect_response, limit)
         finally:
             self.in_flight -= 1

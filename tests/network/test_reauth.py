@@ -17,7 +17,7 @@ from kafka_asgi.errors import (
     ClientRequestTimeoutError,
     ConnectionClosedError,
 )
-from kafka_asgi.network.connection import BrokerConnection
+from kafka_asgi.network.connection import BrokerConnection, _Waiter
 from kafka_asgi.protocol.messages import (
     MetadataRequest,
     MetadataResponse,
@@ -458,3 +458,33 @@ async def test_the_client_keeps_the_broker_connection_when_a_request_waited_behi
         "authenticate",
     ]
     assert log[6:] in (["request after"], ["request after"] * 2)
+
+
+async def test_the_request_that_finds_the_session_due_waits_its_own_timeout_once(
+    anyio_backend: str,
+) -> None:
+    """Behind a write that holds the lock for a while, then a request in flight: the
+    request that found the session due fails after its own timeout, not that timeout
+    for the lock and a whole one again for the drain (1.5 + 2.0 s here), and nothing
+    closes the connection."""
+    conn = BrokerConnection("127.0.0.1", 9, request_timeout=30.0, **PLAIN)
+    conn._state = "open"  # (nothing is written: it fails before)
+    conn._reauth_at = 0.0  # the session is due
+    conn._pending[99] = _Waiter()  # a long poll in flight, answered much later
+    limit, held = 2.0, 1.5
+
+    async def writer() -> None:  # another request writing a large frame
+        async with conn._write_lock:
+            await anyio.sleep(held)
+
+    with anyio.fail_after(scaled(10)):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(writer)
+            await anyio.wait_all_tasks_blocked()
+            started = anyio.current_time()
+            with pytest.raises(ClientRequestTimeoutError, match="re-authentication"):
+                await conn.request(MetadataRequest(topics=[]), 1, request_timeout=limit)
+            took = anyio.current_time() - started
+    assert limit <= took < limit + min(held, scaled(1)), took
+    assert conn._closed is None and not conn._write_lock.locked()
+    assert not conn._reauthenticating
