@@ -396,7 +396,9 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
         report what is left, stop.
 
         Returns within that time (plus a fraction of a second to close the
-        connections), even when Kafka is unreachable or has stopped reading: requests
+        connections, and with a spill, up to 5 s to write what is left to disk, so
+        that a close out of time keeps the records rather than reporting them lost),
+        even when Kafka is unreachable or has stopped reading: requests
         still in flight are cancelled, which closes their connections (see
         kafka_asgi.network.connection). The final flush runs even if the calling task
         is being cancelled.
