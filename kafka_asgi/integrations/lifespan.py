@@ -222,10 +222,16 @@ async def _create_topics(
     from kafka_asgi.protocol.errors import TopicAlreadyExistsError
 
     refused: dict[str, list[str]] = {}  # reason -> topics, in the order given
+    # One deadline for them all: a controller timing out on each must not hold the
+    # startup ``limit`` seconds per topic.
+    deadline = anyio.current_time() + limit
     for topic in topics:
         spec = (topic, 1) if isinstance(topic, str) else topic
         try:
-            await client.create_topics([spec], timeout=limit)
+            left = deadline - anyio.current_time()
+            if left <= 0:
+                raise KafkaError(f"the {limit}s for create_topics at startup ran out first")
+            await client.create_topics([spec], timeout=left)
         except TopicAlreadyExistsError:
             # Expected: every worker of the server tries, and the topic may predate us.
             continue

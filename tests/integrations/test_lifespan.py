@@ -263,6 +263,42 @@ async def test_create_topics_refused_under_fail_names_the_step_and_topic(
             pass  # pragma: no cover
 
 
+class TimingOutClient(RefusingClient):
+    """Every CreateTopics takes its whole timeout, then fails (a controller timing out)."""
+
+    def __init__(self) -> None:
+        super().__init__({})
+        self.timeouts: list[float] = []
+
+    async def create_topics(self, specs: list[tuple[str, int]], timeout: float) -> None:  # noqa: ASYNC109
+        self.asked.append(specs[0])
+        self.timeouts.append(timeout)
+        await anyio.sleep(timeout)
+        raise RequestTimedOutError("Timed out waiting for the controller.")
+
+
+async def test_create_topics_at_startup_share_one_deadline(
+    anyio_backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A controller timing out on each topic: the startup spent the whole limit once
+    per topic (three topics, three times); now once for all, the topics left when it
+    has run out named in the warning."""
+    from kafka_asgi.integrations.lifespan import _create_topics
+
+    client = TimingOutClient()
+    limit = 0.3
+    with caplog.at_level(logging.WARNING, logger="kafka_asgi"):
+        with anyio.fail_after(scaled(5)):
+            await _create_topics(client, ["a", "b", "c"], limit, "default", "buffer")
+    assert sum(client.timeouts) <= limit + 0.05, client.timeouts
+    assert client.asked[0] == ("a", 1)
+    text = " ".join(r.getMessage() for r in caplog.records)
+    assert "topic(s) 'a' not created" in text
+    assert "'b', 'c' not created" in text and "ran out" in text
+    with pytest.raises(TopicCreationError, match="topic 'a'"):
+        await _create_topics(TimingOutClient(), ["a", "b"], limit, "default", "fail")
+
+
 def dead_port() -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
