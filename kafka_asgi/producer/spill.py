@@ -56,6 +56,7 @@ it.  A process killed meanwhile leaves it on disk for the next one to send
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import secrets
 import threading
@@ -81,6 +82,8 @@ FSYNC_POLICIES = ("segment", "never")
 _LOCK = "LOCK"
 # Prefix of a directory being made (see SpillStore.open); left behind (empty but for
 # its LOCK) only by a process killed between its mkdir and its rename.
+logger = logging.getLogger("kafka_asgi.producer")
+
 _MAKING = ".making-"
 # How old such a directory must be, unlocked, before a producer opening removes it: a
 # live producer holds one for the microseconds between its mkdir and its rename.
@@ -817,8 +820,23 @@ class SpillStore:
 
     def _drop(self, seg: Segment) -> None:
         self._close_fds(seg, sync=False)
-        seg.path.unlink(missing_ok=True)
-        seg.ack_path.unlink(missing_ok=True)
+        for path in (seg.path, seg.ack_path):
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:
+                # A directory it may read but not write (a dead producer's, adopted):
+                # raised here, it failed the read that had handed frames out, which
+                # then never settled. Left on disk with its acks: every record in it
+                # was delivered or reported, and a producer adopting the directory
+                # later sends those its acks do not cover again (at-least-once).
+                logger.warning(
+                    "kafka_asgi: spill segment %s cannot be deleted (%s): left on disk;"
+                    " a producer adopting %s later sends its records again",
+                    path,
+                    exc,
+                    seg.directory,
+                )
+                break
         self._let_go(seg)
 
     def _let_go(self, seg: Segment) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import builtins
 import errno
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -665,4 +666,22 @@ def test_a_torn_write_that_cannot_be_cut_back_ends_its_segment(
     head = [r[1] for r in _records(3)][: len(values) - 2]
     assert values == [b"before", *head, b"after"]
     assert damage == [torn_at]  # the torn frame, its lost records counted
+    store.close()
+
+
+def test_a_segment_that_cannot_be_deleted_is_let_go_and_reading_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A directory it may read but not write (an adopted one): the delete of a segment
+    # read to its end and acknowledged raised out of read() and ack(), failing the read
+    # that had handed frames out, which then never settled.
+    store = _store(tmp_path, segment_bytes=64)
+    _one_frame_per_segment(store, [b"v1", b"v2", b"v3"])
+    stuck = store._segments[0].path
+    _refuse(monkeypatch, os, ["unlink"], stuck, errno.EACCES)
+    with caplog.at_level(logging.WARNING, logger="kafka_asgi.producer"):
+        assert _acked_values(store) == [b"v1", b"v2", b"v3"]
+    assert not store.has_unread() and store.disk_bytes == 0
+    assert stuck.exists()
+    assert [r for r in caplog.records if "cannot be deleted" in r.getMessage()]
     store.close()
