@@ -131,29 +131,21 @@ def decode_batches(
                 pos = batch_end
                 continue
             if magic == MAGIC_V2:
-                decoded = _decode_v2(
-                    buf,
-                    pos,
-                    batch_end,
-                    verify_crc,
-                    max_decompressed_size,
-                    spent,
-                    fetch_offset,
-                    room,
-                )
+                decode = _decode_v2
             elif magic == 0 or magic == 1:
-                decoded = decode_legacy(
-                    buf,
-                    pos,
-                    batch_end,
-                    verify_crc,
-                    max_decompressed_size,
-                    spent,
-                    fetch_offset,
-                    room,
-                )
+                decode = decode_legacy
             else:
                 raise ProtocolError(f"record batch at byte {pos}: unknown magic {magic}")
+            decoded = decode(
+                buf,
+                pos,
+                batch_end,
+                verify_crc,
+                max_decompressed_size,
+                spent,
+                fetch_offset,
+                room,
+            )
             if decoded is None:
                 result.limited = True
                 break
