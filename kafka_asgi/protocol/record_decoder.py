@@ -48,7 +48,12 @@ from kafka_asgi.protocol.varint import (
     read_zigzag,
 )
 
-__all__ = ["DECODED_HEADER_OVERHEAD", "DECODED_RECORD_OVERHEAD", "decode_batches"]
+__all__ = [
+    "DECODED_HEADER_OVERHEAD",
+    "DECODED_RECORD_OVERHEAD",
+    "decode_batches",
+    "first_batch_compressed",
+]
 
 _INT32 = struct.Struct(">i")
 
@@ -164,6 +169,25 @@ def decode_batches(
         raise ProtocolError(f"malformed record batch at byte {pos}: {exc}") from None
     result.size = spent[0]
     return result
+
+
+# Where a legacy (magic 0/1) message's int8 attributes are: offset, size, crc, magic.
+_LEGACY_ATTRIBUTES_OFFSET = MAGIC_OFFSET + 1
+
+
+def first_batch_compressed(data: bytes | bytearray | memoryview) -> bool:
+    """Whether the first batch (or legacy message) in ``data`` is compressed, by its
+    attributes; False when ``data`` is too short to tell.  A producer compresses all
+    of a partition's batches alike, so this says how the rest will decode too."""
+    if len(data) <= ATTRIBUTES_OFFSET + 1:
+        return False
+    magic = data[MAGIC_OFFSET]
+    if magic == MAGIC_V2:
+        # The int16 attributes, big-endian: the codec is in the low byte.
+        return bool(data[ATTRIBUTES_OFFSET + 1] & ATTR_CODEC_MASK)
+    if magic == 0 or magic == 1:
+        return bool(data[_LEGACY_ATTRIBUTES_OFFSET] & ATTR_CODEC_MASK)
+    return False
 
 
 def _ends_before(buf: bytes, pos: int, end: int, magic: int, offset: int) -> bool:

@@ -81,6 +81,7 @@ from kafka_asgi.protocol.record_decoder import (
     DECODED_HEADER_OVERHEAD,
     DECODED_RECORD_OVERHEAD,
     decode_batches,
+    first_batch_compressed,
 )
 from kafka_asgi.protocol.record_encoder import (
     assemble_batch,
@@ -110,5 +111,6 @@ __all__ = [
     "encode_batch_columns",
     "encode_records_section",
     "estimate_record_size",
+    "first_batch_compressed",
     "set_producer_state",
 ]
