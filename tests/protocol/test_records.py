@@ -42,6 +42,7 @@ from kafka_asgi.protocol.records import (
     decode_batches,
     encode_batch,
     estimate_record_size,
+    first_batch_compressed,
     set_producer_state,
 )
 from kafka_asgi.protocol.varint import zigzag
@@ -767,6 +768,22 @@ def test_legacy_compressed(magic: int, builder: Any, codec: Compression) -> None
     assert batch.compression is codec
     assert batch.records == _legacy_expected(magic)
     assert batch.crc == zlib.crc32(data[16:])
+
+
+def test_first_batch_compressed_reads_the_codec_of_every_magic() -> None:
+    # The consumer's choice of where to decode a response rests on it: it must say
+    # what the decoder finds.
+    samples = [encode_batch([(None, b"v" * 100, None, 0)] * 3, compression=c) for c in Compression]
+    samples += [_legacy(KpLegacyBuilder, magic, 0) for magic in (0, 1)]
+    for param in LEGACY_CODECS:
+        magic, builder, codec = param.values
+        samples.append(_legacy(builder, magic, codec))
+    for data in samples:
+        batch = decode_batches(data)[0]
+        assert first_batch_compressed(data) == (batch.compression is not Compression.NONE)
+        assert first_batch_compressed(memoryview(data)) == first_batch_compressed(data)
+    assert not first_batch_compressed(b"")
+    assert not first_batch_compressed(samples[1][:22])
 
 
 def test_legacy_v1_wrapper_offsets_are_relative() -> None:
