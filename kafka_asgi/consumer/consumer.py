@@ -10,6 +10,7 @@ start, KIP-207) only wait, as the Java client's offset fetcher does.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from types import TracebackType
@@ -77,7 +78,9 @@ _MAX_BACKOFF = 1.0
 _OFFLOAD_MIN = 128 * 1024
 _OFFLOAD_MIN_COMPRESSED = 1024
 # Worker threads decoding at once, per consumer (follow fetches from each leader
-# concurrently).
+# concurrently), counting those whose caller gave up: a decode cannot be stopped
+# halfway, and a caller timing out and fetching again, over and over, would
+# otherwise start one more each time, each holding up to max_decoded_bytes.
 _OFFLOAD_THREADS = 2
 
 
@@ -149,6 +152,7 @@ class BasicConsumer:
         self._request_timeout = self._client.options.connection.request_timeout
         self._retry_backoff = self._client.options.retry_backoff
         self._decode_limiter: anyio.CapacityLimiter | None = None
+        self._decoding = threading.BoundedSemaphore(_OFFLOAD_THREADS)
 
     @property
     def client(self) -> KafkaClient:
@@ -385,11 +389,26 @@ class BasicConsumer:
         limiter = self._decode_limiter
         if limiter is None:
             limiter = self._decode_limiter = anyio.CapacityLimiter(_OFFLOAD_THREADS)
-        # Cancelled (a caller's timeout), the thread's results are dropped: the caller
-        # fetches again from the same offsets, so nothing is lost or skipped.
-        results: dict[int, FetchResult | KafkaError] = await anyio.to_thread.run_sync(
-            self._results, topic, positions, found, limiter=limiter, abandon_on_cancel=True
-        )
+        abandoned = threading.Event()
+
+        def decode() -> dict[int, FetchResult | KafkaError]:
+            # The limiter's token goes back when the caller gives up, the thread still
+            # running: the semaphore is held until it is done.
+            with self._decoding:
+                if abandoned.is_set():
+                    return {}
+                return self._results(topic, positions, found)
+
+        # Cancelled (a caller's timeout), the thread's results are dropped, and one not
+        # yet decoding does not begin: the caller fetches again from the same offsets,
+        # so nothing is lost or skipped.
+        try:
+            results: dict[int, FetchResult | KafkaError] = await anyio.to_thread.run_sync(
+                decode, limiter=limiter, abandon_on_cancel=True
+            )
+        except BaseException:
+            abandoned.set()
+            raise
         return results
 
     def _results(

@@ -18,6 +18,7 @@ from kafka_asgi.protocol.compression import Compression
 from kafka_asgi.protocol.errors import KafkaError, ProtocolError
 from kafka_asgi.protocol.records import encode_batch
 from tests.consumer.test_consumer_decoding import FakeBroker, MiB, _values, consumer_with
+from tests.support.timing import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -97,6 +98,51 @@ async def test_a_large_response_is_decoded_off_the_event_loop_and_a_timeout_cuts
         result = await consumer.fetch("t", 0, 0)
     assert [r.offset for r in result.records] == list(range(400))
     assert result.next_offset == 400
+
+
+async def test_fetches_cut_over_and_over_decode_two_responses_at_a_time(
+    anyio_backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A caller timing out and fetching again, five times, while the decode is slow:
+    the decodes already running go on (they cannot be stopped halfway) but no more
+    than two at a time, and those that had not begun never do (each cut fetch left one
+    more thread decoding, each holding up to max_decoded_bytes)."""
+    broker = FakeBroker({0: _batches(4, 1000)})
+    consumer = consumer_with(broker, max_decoded_bytes=64 * MiB)
+    real = consumer_module.decode_batches
+    release = threading.Event()
+    lock = threading.Lock()
+    running = most = calls = 0
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        nonlocal running, most, calls
+        with lock:
+            calls += 1
+            running += 1
+            most = max(most, running)
+        try:
+            release.wait(2)
+            return real(*args, **kwargs)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(consumer_module, "decode_batches", held)
+    try:
+        for _ in range(5):
+            with pytest.raises(TimeoutError):
+                with anyio.fail_after(0.1):
+                    await consumer.fetch("t", 0, 0)
+        # Let the threads that will decode begin.
+        await anyio.sleep(0.2)
+    finally:
+        release.set()
+    with anyio.fail_after(10):
+        result = await consumer.fetch("t", 0, 0)
+    assert await eventually(lambda: not running, within=5)
+    assert result.next_offset == 400
+    assert most <= 2
+    assert calls == 3, f"{calls} decodes, for two cut and one whole fetch"
 
 
 def _outcome(results: dict[int, FetchResult | KafkaError]) -> dict[int, object]:
