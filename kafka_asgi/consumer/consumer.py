@@ -392,8 +392,9 @@ class BasicConsumer:
         abandoned = threading.Event()
 
         def decode() -> dict[int, FetchResult | KafkaError]:
-            # The limiter's token goes back when the caller gives up, the thread still
-            # running: the semaphore is held until it is done.
+            # On asyncio the limiter's token goes back when the caller gives up, the
+            # thread still running (trio keeps it): the semaphore is held until the
+            # decode is done, on both.
             with self._decoding:
                 if abandoned.is_set():
                     return {}

@@ -177,8 +177,9 @@ _LEGACY_ATTRIBUTES_OFFSET = MAGIC_OFFSET + 1
 
 def first_batch_compressed(data: bytes | bytearray | memoryview) -> bool:
     """Whether the first batch (or legacy message) in ``data`` is compressed, by its
-    attributes; False when ``data`` is too short to tell.  A producer compresses all
-    of a partition's batches alike, so this says how the rest will decode too."""
+    attributes; False when ``data`` is too short to tell.  A producer compresses its
+    batches alike, so this usually says how the rest of ``data`` is compressed too
+    (not always: several producers may write a partition, with different codecs)."""
     if len(data) <= ATTRIBUTES_OFFSET + 1:
         return False
     magic = data[MAGIC_OFFSET]
