@@ -8,86 +8,17 @@ import gzip
 import struct
 import tracemalloc
 import zlib
-from typing import Any
 
 import anyio
-import anyio.lowlevel
 import pytest
 
-from kafka_asgi.cluster.metadata import PartitionMetadata, TopicMetadata
 from kafka_asgi.consumer import BasicConsumer, ConsumerRecord, FetchResult
 from kafka_asgi.protocol.compression import Compression
 from kafka_asgi.protocol.errors import KafkaError, ProtocolError
-from kafka_asgi.protocol.messages.fetch import (
-    FetchableTopicResponse,
-    FetchRequest,
-    FetchResponse,
-    PartitionData,
-)
-from kafka_asgi.protocol.records import RecordTuple, encode_batch
+from kafka_asgi.protocol.records import encode_batch
+from tests.support.fetch_broker import TS, FakeBroker, MiB, consumer_with, values_of
 
 pytestmark = pytest.mark.anyio
-
-MiB = 1 << 20
-TS = 1_700_000_000_000
-# A batch's base offset and lastOffsetDelta (Kafka's "Message format").
-_BASE_OFFSET = struct.Struct(">q")
-_LAST_OFFSET_DELTA = struct.Struct(">i")
-_LAST_OFFSET_DELTA_AT = 23
-
-
-def _last_offset(batch: bytes) -> int:
-    (base,) = _BASE_OFFSET.unpack_from(batch, 0)
-    (delta,) = _LAST_OFFSET_DELTA.unpack_from(batch, _LAST_OFFSET_DELTA_AT)
-    return int(base + delta)
-
-
-class FakeBroker:
-    """Leader 0 of every partition of topic 't', answering Fetch from in-memory logs
-    of encoded batches: from the batch holding the fetch offset to the end, as a broker
-    returns them (KIP-74, max_bytes aside), after ``stale`` (bytes a broker gone wrong
-    puts first)."""
-
-    def __init__(self, logs: dict[int, list[bytes]], stale: bytes = b"") -> None:
-        self.logs = logs
-        self.stale = stale
-        self.fetches: list[dict[int, int]] = []
-
-    async def leader_for(self, topic: str, partition: int) -> int:
-        return 0
-
-    async def refresh(self, topics: list[str]) -> None:
-        pass
-
-    async def fetch_metadata(self, topic: str) -> TopicMetadata:
-        return TopicMetadata(topic, None, {p: PartitionMetadata(p, 0) for p in self.logs})
-
-    async def send(self, node: int, request: Any, **kwargs: Any) -> FetchResponse:
-        assert isinstance(request, FetchRequest)
-        await anyio.lowlevel.checkpoint()  # as a real request does
-        [topic] = request.topics
-        self.fetches.append({p.partition: p.fetch_offset for p in topic.partitions})
-        partitions = []
-        for p in topic.partitions:
-            log = self.logs[p.partition]
-            records = self.stale + b"".join(b for b in log if _last_offset(b) >= p.fetch_offset)
-            end = _last_offset(log[-1]) + 1 if log else 0
-            partitions.append(
-                PartitionData(partition_index=p.partition, high_watermark=end, records=records)
-            )
-        return FetchResponse(responses=[FetchableTopicResponse(topic="t", partitions=partitions)])
-
-
-def consumer_with(broker: FakeBroker, max_decoded_bytes: int) -> BasicConsumer:
-    consumer = BasicConsumer(
-        "127.0.0.1:1", request_timeout=5, retry_backoff=0.01, max_decoded_bytes=max_decoded_bytes
-    )
-    consumer._client = broker  # type: ignore[assignment]
-    return consumer
-
-
-def _values(*values: bytes) -> list[RecordTuple]:
-    return [(None, v, None, TS) for v in values]
 
 
 async def _traced_fetch(
@@ -108,8 +39,8 @@ async def test_a_later_partition_inflates_no_further_than_what_is_left(
     # response's budget: a 16 MiB record to a bound of 1 MiB.
     broker = FakeBroker(
         {
-            0: [encode_batch(_values(b"x" * 1000))],
-            1: [encode_batch(_values(bytes(16 * MiB)), compression=Compression.GZIP)],
+            0: [encode_batch(values_of(b"x" * 1000))],
+            1: [encode_batch(values_of(bytes(16 * MiB)), compression=Compression.GZIP)],
         }
     )
     consumer = consumer_with(broker, max_decoded_bytes=MiB)
@@ -137,7 +68,7 @@ async def test_follow_reads_every_record_of_partitions_sharing_a_small_budget(
     logs = {
         p: [
             encode_batch(
-                _values(bytes([16 * p + i]) * (MiB // 2)),
+                values_of(bytes([16 * p + i]) * (MiB // 2)),
                 base_offset=i,
                 compression=Compression.GZIP,
             )
@@ -174,7 +105,7 @@ def _legacy_v0_wrapper(wrapper_offset: int, inner_offsets: list[int]) -> bytes:
 # What a broker gone wrong may answer a fetch at offset 3 with: a batch of offsets 0-2,
 # or a legacy message at offset 3 whose records are at 0-2.
 STALE = {
-    "old-batch": encode_batch(_values(b"a", b"b", b"c")),
+    "old-batch": encode_batch(values_of(b"a", b"b", b"c")),
     "legacy-records-before-its-offset": _legacy_v0_wrapper(3, [0, 1, 2]),
 }
 
@@ -184,7 +115,7 @@ async def test_a_fetch_of_batches_that_end_before_the_offset_raises_naming_it(
     anyio_backend: str, stale: bytes
 ) -> None:
     # It returned no record and the same offset, so follow asked for it again for ever.
-    broker = FakeBroker({0: [encode_batch(_values(b"a", b"b", b"c"))]}, stale=stale)
+    broker = FakeBroker({0: [encode_batch(values_of(b"a", b"b", b"c"))]}, stale=stale)
     consumer = consumer_with(broker, max_decoded_bytes=MiB)
     message = "topic 't' partition 0 offset 3: .* all end before that offset"
     with anyio.fail_after(5):
@@ -201,8 +132,8 @@ async def test_an_old_batch_before_the_offset_is_stepped_over_not_decoded(
 ) -> None:
     # An old batch of 300 kB first spent the 100 kB budget, leaving the batch holding
     # the offset for a next fetch that got the same answer: no record, for ever.
-    old = encode_batch(_values(*[bytes(100_000)] * 3))
-    log = [old, encode_batch(_values(b"d", b"e", b"f"), base_offset=3)]
+    old = encode_batch(values_of(*[bytes(100_000)] * 3))
+    log = [old, encode_batch(values_of(b"d", b"e", b"f"), base_offset=3)]
     broker = FakeBroker({0: log}, stale=old)
     consumer = consumer_with(broker, max_decoded_bytes=100_000)
     with anyio.fail_after(5):
@@ -240,9 +171,9 @@ async def test_a_partition_whose_bytes_are_bad_spoils_only_itself(anyio_backend:
     """A batch that cannot be decoded (a CRC mismatch) in one partition of a response:
     that partition gets the error, and the others their records (the error was raised
     for the whole response, and their records, decoded, were dropped with it)."""
-    bad = bytearray(encode_batch(_values(b"x", b"y")))
+    bad = bytearray(encode_batch(values_of(b"x", b"y")))
     bad[-1] ^= 0xFF  # in the records: the CRC no longer matches
-    broker = FakeBroker({0: [bytes(bad)], 1: [encode_batch(_values(b"a", b"b"))]})
+    broker = FakeBroker({0: [bytes(bad)], 1: [encode_batch(values_of(b"a", b"b"))]})
     consumer = consumer_with(broker, max_decoded_bytes=MiB)
     with anyio.fail_after(5):
         results = await consumer._fetch_from(0, "t", {0: 0, 1: 0}, max_bytes=MiB, max_wait_ms=0)

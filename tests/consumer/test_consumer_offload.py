@@ -17,7 +17,7 @@ from kafka_asgi.consumer import consumer as consumer_module
 from kafka_asgi.protocol.compression import Compression
 from kafka_asgi.protocol.errors import KafkaError, ProtocolError
 from kafka_asgi.protocol.records import encode_batch
-from tests.consumer.test_consumer_decoding import FakeBroker, MiB, _values, consumer_with
+from tests.support.fetch_broker import FakeBroker, MiB, consumer_with, values_of
 from tests.support.timing import eventually
 
 pytestmark = pytest.mark.anyio
@@ -29,7 +29,7 @@ def _batches(count: int, size: int, compression: Compression = Compression.NONE)
     """``count`` batches of 100 records of ``size`` bytes each, offsets from 0."""
     return [
         encode_batch(
-            _values(*[bytes([i % 251]) * size] * 100),
+            values_of(*[bytes([i % 251]) * size] * 100),
             base_offset=100 * i,
             compression=compression,
         )
@@ -248,7 +248,7 @@ SIZES = {
     "1KiB-of-zstd": (
         [
             encode_batch(
-                _values(*[bytes([i]) * 9 for i in range(256)]), compression=Compression.ZSTD
+                values_of(*[bytes([i]) * 9 for i in range(256)]), compression=Compression.ZSTD
             )
         ],
         True,
