@@ -325,6 +325,13 @@ def _decode_v2(
         except _OverBudget:
             return None
     spent[0] += section + len(records) * DECODED_RECORD_OVERHEAD + headers * DECODED_HEADER_OVERHEAD
+    if records and records[-1].offset > base_offset + last_offset_delta:
+        # Past the batch's own end: a consumer moves on from that end and would get
+        # those offsets again from the next batch.
+        raise ProtocolError(
+            f"record batch at offset {base_offset}: record offset {records[-1].offset} past"
+            f" the batch's last offset {base_offset + last_offset_delta}"
+        )
     control_type = None
     # A control batch with no record is no marker: the log cleaner keeps an emptied
     # batch's header (its producer's last one, for the producer state), so a compacted

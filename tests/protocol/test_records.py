@@ -1124,3 +1124,13 @@ def test_a_batch_decoded_in_part_whose_offsets_do_not_increase_is_malformed() ->
     assert [r.offset for r in decode_batches(bytes(data))[0].records] == [7, 8, 8, 10, 11]
     with pytest.raises(ProtocolError, match="record offset 8 after 8"):
         decode_batches(bytes(data), max_decompressed_size=1, fetch_offset=8)
+
+
+def test_a_record_past_its_batch_last_offset_is_malformed() -> None:
+    # Offsets 7..11 in a batch whose header ends at 10: the consumer moved on from 11
+    # and returned 11 again with the next batch's first record.
+    data = bytearray(encode_batch(_null_records(5), base_offset=7))
+    struct.pack_into(">i", data, 23, 3)  # lastOffsetDelta: 4 -> 3
+    struct.pack_into(">I", data, 17, crc32c(bytes(data[21:])))
+    with pytest.raises(ProtocolError, match="record offset 11 past the batch's last offset 10"):
+        decode_batches(bytes(data))
