@@ -286,6 +286,15 @@ class Idempotence(ProducerState):
             self._requeue(b, error)
             return
         if code == OutOfOrderSequenceNumberError.code:
+            if b.sent and p.unresolved < 0 and _seq_after(p.acked_seq, b.base_seq):
+                # A later batch of its generation was acknowledged: the broker takes
+                # a producer's numbers only in order, so it has this one (its answer
+                # was lost, or said "maybe written"), and refuses its retry as out of
+                # order when it restarted since and kept our last batch only. Written,
+                # its offset not known: as for DUPLICATE_SEQUENCE_NUMBER. (Bumping the
+                # epoch wrote it again, after the later batch.)
+                self._complete(b, -1, -1)
+                return
             # The batch right after the last acknowledged one (or after the batch
             # that failed maybe written), or with nothing before it left: the
             # broker has a gap (it lost our state, or that batch was not written).

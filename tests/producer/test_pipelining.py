@@ -13,6 +13,8 @@ import pytest
 from kafka_asgi.network.errors import ConnectionClosedError, RequestTimeout
 from kafka_asgi.producer import idempotence
 from kafka_asgi.protocol.errors import UnsupportedVersionError
+from kafka_asgi.protocol.messages.produce import PartitionProduceResponse
+from kafka_asgi.protocol.records import decode_batches
 from tests.support.fake_client import FakeClient, Fault
 from tests.support.inflight import InFlightProbe
 from tests.support.pipelining import WARM, burst, opts, stored, value
@@ -526,3 +528,47 @@ async def test_a_split_half_held_back_by_a_new_producer_id_expires(
     failed = sorted(int(v[:6]) for v in reports.failed_values)
     assert sorted(stored(fake) + failed) == list(range(10))  # each once
     assert failed and {type(e[3]).__name__ for e in reports.errors} == {"DeliveryTimeoutError"}
+
+
+class _RestartsAfterB(FakeClient):
+    """Batch A is written but answered NOT_ENOUGH_REPLICAS_AFTER_APPEND (maybe written);
+    the leader restarts cleanly right after writing B, the batch after it, keeping
+    our last batch only."""
+
+    a_failed = False
+
+    def _append(self, topic: str, partition: int, data: bytes) -> PartitionProduceResponse:
+        (batch,) = decode_batches(data)
+        values = [r.value for r in batch.records]
+        answer = super()._append(topic, partition, data)
+        if values == [b"A"] and not self.a_failed:
+            self.a_failed = True
+            return PartitionProduceResponse(index=partition, error_code=20, base_offset=-1)
+        if values == [b"B"] and answer.error_code == 0:
+            self.restart()
+        return answer
+
+
+async def test_a_batch_a_later_acknowledgement_proves_written_is_not_written_again(
+    reports: Reports,
+) -> None:
+    # A's retry is refused as out of order (the restarted leader knows B only), and
+    # its numbers are before what B's acknowledgement moved past: the broker has A.
+    # The epoch was bumped and A written again, after B.
+    fake = _RestartsAfterB()
+    fake.add_topic("t", 1)
+    options = opts(batch_num=1, flush_time=0.01, retry_backoff=0.05)
+    async with running(fake, reports, **options) as producer:
+        producer.send_nowait("t", b"r0")
+        await producer.flush()  # one acknowledged: the partition pipelines
+        fake.gate = anyio.Event()  # A and B both in flight
+        producer.send_nowait("t", b"A")
+        assert await eventually(lambda: len(fake.requests) == 2, 5.0, interval=0.005)
+        producer.send_nowait("t", b"B")
+        assert await eventually(lambda: len(fake.requests) == 3, 5.0, interval=0.005)
+        fake.gate.set()
+        with anyio.fail_after(scaled(10)):
+            await producer.flush()
+    assert [r.value for r in fake.records("t", 0)] == [b"r0", b"A", b"B"]
+    assert sorted(d[3] for d in reports.ok) == [b"A", b"B", b"r0"]
+    assert not reports.errors
