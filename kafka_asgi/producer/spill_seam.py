@@ -133,6 +133,7 @@ class FrameTicket(Delivery):
         "left",
         "offset",
         "partition",
+        "reported",
         "seam",
         "seg",
         "topic",
@@ -155,6 +156,9 @@ class FrameTicket(Delivery):
         self.topic = topic
         self.partition = -1
         self.failed: list[PendingRecord] = []
+        self.reported = False
+        """One of its records failed for good and was reported: the frame is never
+        read again whole (that record would be sent and reported once more)."""
         self.held = False
         """A held copy's ticket: its records count in the topic's backlog until settled."""
 
@@ -360,13 +364,14 @@ class SpillSeam:
                 else:
                     keep.append(record)
             elif isinstance(d, FrameTicket):
-                d.partition = partition
                 if spillable:
+                    d.partition = partition  # where its failed records go back
                     d.settled((record, error))
                     self._read_back_failed(topic, error)
                 else:
                     # A permanent error: reported like any record, and the frame done.
                     keep.append(record)
+                    d.reported = True
                     d.settled(None)
             else:
                 keep_waiters.append((len(keep), d))
@@ -536,11 +541,14 @@ class SpillSeam:
                 self._give_back(seg, offset)
                 self._unread = True
                 self._mark_backlog(ticket.topic, count)
-            elif transient and rereads < self.max_replays:
+            elif transient and rereads < self.max_replays and not ticket.reported:
                 # Some were delivered, the others failed only for Kafka's sake (a
                 # timeout, a leader moving): the frame is read again in its place, its
                 # delivered records with it (at-least-once), so the failed ones stay
-                # ahead of the frames read after it (the order per key).
+                # ahead of the frames read after it (the order per key).  Not when one
+                # was reported (a permanent error): read again, it was reported again
+                # at every read (its records spread over partitions, a frame written
+                # by overflow, partition -1).
                 self._rereads[key] = rereads + 1
                 self._give_back(seg, offset)
                 self._unread = True

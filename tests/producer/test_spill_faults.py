@@ -685,3 +685,56 @@ def test_a_segment_that_cannot_be_deleted_is_let_go_and_reading_goes_on(
     assert stuck.exists()
     assert [r for r in caplog.records if "cannot be deleted" in r.getMessage()]
     store.close()
+
+
+async def test_a_frame_with_a_record_reported_is_not_read_again_whole(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    """A frame written by overflow (partition -1) read back: its records go to two
+    partitions; partition 0's batch fails for good (reported by the producer, its
+    ticket settled None), partition 1's times out. The frame was read again whole up
+    to max_replays times, and the first record reported again at every read (4
+    reports). Now only the record that timed out goes back to the disk."""
+    store = SpillStore(tmp_path, max_bytes=1 << 24, segment_bytes=1 << 20)
+    seam = SpillSeam(store, when_full="drop_newest", queue_limit=1000, replay_limit=1000)
+    read: list[tuple[int, Any, FrameTicket]] = []
+
+    def inject(topic: str, partition: int, record: Any, ticket: FrameTicket) -> None:
+        read.append((partition, record, ticket))
+
+    def nothing() -> None:
+        pass
+
+    host = _Host()
+    reported: list[bytes | None] = []
+    async with anyio.create_task_group() as tg:
+        await tg.start(
+            seam.run, SpillHost(lambda: 1000, inject, host.report_dropped, nothing, nothing)
+        )
+        assert await eventually(lambda: seam.ready, 5)
+        seam.overflow("T", b"a", b"bad", None, None, 1)
+        seam.overflow("T", b"b", b"good", None, None, 1)
+        seam.begin_evacuation()
+        seam.end_evacuation()
+        assert await eventually(lambda: len(read) >= 2, 5)
+        (_, bad, t0), (_, good, t1) = read
+        assert (bad[1], good[1]) == (b"bad", b"good") and t0 is t1
+        read.clear()
+        # The producer's _report_failure, per partition's batch:
+        kept = seam.intercept("T", 0, [bad], [(0, t0)], TopicAuthorizationFailedError("no"))
+        assert kept is not None
+        reported.extend(r[1] for r in kept[0])
+        assert seam.intercept("T", 1, [good], [(0, t1)], DeliveryTimeoutError("t")) is None
+        seam.begin_evacuation()  # the producer's, T having nothing left in memory
+        seam.end_evacuation()
+        seam.kafka_ok = True
+        assert await eventually(lambda: len(read) >= 1, 5)
+        await anyio.sleep(0.3)  # nothing else is read: the frame is settled for good
+        assert [(p, r[1]) for p, r, _ in read] == [(1, b"good")]
+        read[0][2].event.set()  # delivered
+        assert await eventually(lambda: not seam.spilling, 5)
+        tg.cancel_scope.cancel()
+    await seam.close(2)
+    assert reported == [b"bad"] and host.dropped == []
+    assert not store.has_unread()
+    store.close()
