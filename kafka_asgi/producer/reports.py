@@ -210,11 +210,14 @@ class Reports(ProducerState):
         waiters: Waiters | None,
         error: KafkaError,
         retriable: bool,
+        *,
+        intercept: bool = True,
     ) -> bool:
         """Report failed records, or give the spill those that can wait: True if it
-        took any."""
+        took any.  ``intercept=False``: the spill itself reports them (it dropped
+        them); records sent from the callbacks still go through it."""
         spill = self._spill
-        if spill is not None:
+        if spill is not None and intercept:
             # Records that can wait go to the disk instead of being reported.
             kept = spill.intercept(topic, partition, records, waiters, error)
             if kept is None:

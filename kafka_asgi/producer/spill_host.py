@@ -34,11 +34,10 @@ class SpillSupport(ProducerState):
         self, topic: str, partition: int, records: list[PendingRecord], error: Any
     ) -> None:
         self._held += len(records)  # reported as failed, as if held until now
-        spill, self._spill = self._spill, None
-        try:
-            self._report_failure(topic, partition, records, None, error, False)
-        finally:
-            self._spill = spill
+        # Not offered to the spill again, which dropped them; the spill stays in
+        # place for the callbacks (a record they send for a spilling topic goes to
+        # the disk behind its backlog, not through memory ahead of it).
+        self._report_failure(topic, partition, records, None, error, False, intercept=False)
 
     def _respill(self) -> None:
         """Records of the spilling topics go through _enqueue (and then to the disk):

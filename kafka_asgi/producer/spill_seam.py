@@ -30,7 +30,9 @@ the call that handed them over returns, so ``send_nowait`` of a spilling topic
 returns with its record on disk.  Only fsync runs in a worker thread (the
 ``spill_fsync`` policy).  The exceptions, in memory until written: records behind
 a full disk budget with ``spill_when_full="block"``, records of a topic whose
-evacuation is pending, and records handed over before the store is open.
+evacuation is pending, records handed over before the store is open, and records
+handed over by a callback reporting records the seam could not write (written by
+the writer just after: see :meth:`SpillSeam.write_now`).
 """
 
 from __future__ import annotations
@@ -269,6 +271,12 @@ class SpillSeam:
         self._host: SpillHost | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._chunks: list[tuple[str, int, int, list[PendingRecord]]] = []
+        # write_now is running (its drops are being reported); a record a callback
+        # hands over meanwhile is written by the writer after it (_deferred), not by
+        # a write_now nested in the report: a callback sending each dropped record
+        # again would recurse without end while the budget stays used up.
+        self._writing = False
+        self._deferred = False
         # Counters (stats()).
         self.spilled = 0
         self.spilled_bytes = 0
@@ -731,9 +739,22 @@ class SpillSeam:
         """Write what is queued (not held for an evacuation), on the caller's thread:
         ``os.write`` only, so the records survive a SIGKILL of the process once this
         returns.  Records that do not fit the budget are dropped and reported
-        (``drop_newest``) or wait in memory for room (``block``, the writer retries)."""
+        (``drop_newest``) or wait in memory for room (``block``, the writer retries).
+        Called again from the report of those records (a callback sending a record
+        of a spilling topic), it leaves the write to the writer (see _writing)."""
         if not self.ready or self.broken is not None or self._chunks or not self._queues:
             return
+        if self._writing:
+            self._deferred = True
+            self._kick()
+            return
+        self._writing = True
+        try:
+            self._write_queued()
+        finally:
+            self._writing = False
+
+    def _write_queued(self) -> None:
         items = self._take()
         if not items:
             return
@@ -788,6 +809,12 @@ class SpillSeam:
         policy = self.store.fsync
         period = policy if not isinstance(policy, str) else math.inf
         while True:
+            if self._deferred:
+                # Handed over by a callback of a drop report (see write_now); a
+                # checkpoint, as a callback may send each dropped record again.
+                self._deferred = False
+                self.write_now()
+                await anyio.lowlevel.checkpoint()
             await self._write_settled()
             if self.store.sync_due():
                 try:
@@ -798,7 +825,7 @@ class SpillSeam:
                 await anyio.sleep(0.1)
                 self._retry_blocked()
                 continue
-            if not self._settle:
+            if not self._settle and not self._deferred:
                 self._work = anyio.Event()
                 with anyio.move_on_after(period):
                     await self._work.wait()

@@ -272,6 +272,8 @@ class ProducerState:
             waiters: Waiters | None,
             error: KafkaError,
             retriable: bool,
+            *,
+            intercept: bool = True,
         ) -> bool: ...
 
         def _progress(self) -> None: ...

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import deque
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -13,7 +14,7 @@ from kafka_asgi.errors import SpillError
 from kafka_asgi.network.errors import ClientRequestTimeoutError
 from kafka_asgi.protocol.errors import UnknownTopicOrPartitionError
 from tests.support.fake_client import FakeClient, Fault
-from tests.support.producers import Reports, running
+from tests.support.producers import Reports, make, running
 from tests.support.timing import eventually
 
 pytestmark = pytest.mark.anyio
@@ -221,3 +222,102 @@ async def test_records_left_at_close_are_shipped_by_the_next_producer(
         assert await eventually(lambda: second.stats().delivered == 50, 20), second.stats()
     assert fake.all_values("t") == [b"%02d" % i for i in range(50)]
     assert not reports.errors
+
+
+async def test_a_record_sent_from_the_report_of_a_dropped_one_goes_behind_the_disk(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    """T spills (100 records on disk, Kafka down), then the disk budget is used up and
+    the newest records are dropped and reported. error_handle sends a record of T (a
+    record sent again, a logging handler on the same producer): while the drop was
+    reported the producer had no spill, so it went through memory and reached Kafka
+    ahead of T's older records still on disk. Now it goes to the disk, behind them
+    (here dropped too: the budget is still used up)."""
+    fake = FakeClient()
+    fake.add_topic("T", 1)
+    fake.down = True
+    reported: list[bytes | None] = []
+    sent: list[bool] = []
+
+    def error_handle(
+        topic: str, partition: int, records: list[Any], error: object, retriable: bool
+    ) -> None:
+        reported.extend(r[1] for r in records)
+        if topic == "T" and not sent:
+            sent.append(b"AGAIN" in producer._buffers["T"].values)
+            producer.send_nowait("T", b"AGAIN", key=b"k")
+            sent.append(b"AGAIN" in producer._buffers["T"].values)
+
+    producer = make(
+        fake,
+        None,
+        error_handle=error_handle,
+        spill_dir=str(tmp_path / "spill"),
+        delivery_timeout=0.3,
+        max_buffering=1000,
+        spill_max_bytes=8192,
+        spill_segment_bytes=4096,
+        flush_time=0.02,
+    )
+    async with producer:
+        for i in range(100):
+            producer.send_nowait("T", b"old%02d" % i, key=b"k")
+        assert await eventually(lambda: producer.stats().spilled >= 100, 5)
+        for i in range(400):  # the budget used up: drop_newest reports them
+            producer.send_nowait("T", b"x" * 60 + b"%04d" % i, key=b"k")
+        assert sent
+        fake.down = False
+        assert await eventually(lambda: b"old99" in fake.all_values("T"), 20)
+        assert await eventually(lambda: b"AGAIN" in reported or b"AGAIN" in fake.all_values("T"), 5)
+    values = [s.value for s in fake.records("T", 0)]
+    assert [v for v in values if v.startswith(b"old")] == [b"old%02d" % i for i in range(100)]
+    if b"AGAIN" in values:  # through memory it went first, ahead of old00
+        assert values.index(b"AGAIN") > values.index(b"old99")
+        assert b"AGAIN" not in reported
+    else:
+        assert reported.count(b"AGAIN") == 1
+    assert sent == [False, False]  # not in memory
+
+
+async def test_a_callback_sending_every_dropped_record_again_does_not_recurse(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, anyio_backend: str
+) -> None:
+    """With the spill in place during the report of records it dropped, a record sent
+    again from error_handle goes to the disk, where the budget is still used up, and
+    is dropped and reported again: written by a write nested in the report, that
+    recursed until RecursionError. It is written by the spill's writer instead."""
+    fake = FakeClient()
+    fake.add_topic("T", 1)
+    fake.down = True
+    calls: list[int] = []
+
+    def error_handle(
+        topic: str, partition: int, records: list[Any], error: object, retriable: bool
+    ) -> None:
+        calls.append(len(records))
+        if topic == "T" and len(calls) < 2000:
+            for key, value, _, _ in records:
+                producer.send_nowait("T", value, key=key)
+
+    producer = make(
+        fake,
+        None,
+        error_handle=error_handle,
+        spill_dir=str(tmp_path / "spill"),
+        delivery_timeout=0.3,
+        max_buffering=1000,
+        spill_max_bytes=8192,
+        spill_segment_bytes=4096,
+        flush_time=0.02,
+    )
+    async with producer:
+        for i in range(100):
+            producer.send_nowait("T", b"old%02d" % i, key=b"k")
+        assert await eventually(lambda: producer.stats().spilled >= 100, 5)
+        for i in range(50):
+            producer.send_nowait("T", b"x" * 60 + b"%04d" % i, key=b"k")
+        assert await eventually(lambda: len(calls) >= 2000, 20)
+        fake.down = False
+        assert await eventually(lambda: b"old99" in fake.all_values("T"), 20)
+    assert "RecursionError" not in caplog.text
+    assert "error_handle raised" not in caplog.text
