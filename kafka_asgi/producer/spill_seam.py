@@ -131,6 +131,7 @@ class FrameTicket(Delivery):
         "attempts",
         "count",
         "failed",
+        "failed_at",
         "held",
         "left",
         "offset",
@@ -158,6 +159,9 @@ class FrameTicket(Delivery):
         self.topic = topic
         self.partition = -1
         self.failed: list[PendingRecord] = []
+        # The partition each failed record was sent to (a frame of partition -1
+        # spreads its records over partitions): it goes back to the same one.
+        self.failed_at: list[int] = []
         self.reported = False
         """One of its records failed for good and was reported: the frame is never
         read again whole (that record would be sent and reported once more)."""
@@ -167,6 +171,7 @@ class FrameTicket(Delivery):
     def settled(self, failed: tuple[PendingRecord, KafkaError] | None) -> None:
         if failed is not None:
             self.failed.append(failed[0])
+            self.failed_at.append(self.partition)
             self.error = failed[1]
         self.left -= 1
         if self.left == 0:
@@ -565,7 +570,11 @@ class SpillSeam:
                 # Only the others go back to disk (a new frame, its attempts in its
                 # header): behind the frames read after this one.
                 self._settled_for_good(seg, offset)
-                self._put(ticket.topic, ticket.partition, attempts, failed)
+                by_partition: dict[int, list[PendingRecord]] = {}
+                for partition, record in zip(ticket.failed_at, failed, strict=True):
+                    by_partition.setdefault(partition, []).append(record)
+                for partition, records in by_partition.items():
+                    self._put(ticket.topic, partition, attempts, records)
         self._kick()
 
     def _settled_for_good(self, seg: Segment, offset: int) -> None:

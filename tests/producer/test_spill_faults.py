@@ -738,3 +738,45 @@ async def test_a_frame_with_a_record_reported_is_not_read_again_whole(
     assert reported == [b"bad"] and host.dropped == []
     assert not store.has_unread()
     store.close()
+
+
+async def test_records_put_back_from_a_frame_keep_their_partitions(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    """A frame of partition -1 read back over three partitions: 0 and 1 time out, 2
+    fails for good (reported). The two that timed out go back to the disk, each to
+    the partition it was sent to: they went back both to the partition of the last
+    batch answered (1), its key's records then split over two partitions."""
+    store = SpillStore(tmp_path, max_bytes=1 << 24, segment_bytes=1 << 20)
+    seam = SpillSeam(store, when_full="drop_newest", queue_limit=1000, replay_limit=1000)
+    read: list[tuple[int, Any, FrameTicket]] = []
+
+    def inject(topic: str, partition: int, record: Any, ticket: FrameTicket) -> None:
+        read.append((partition, record, ticket))
+
+    def nothing() -> None:
+        pass
+
+    host = SpillHost(lambda: 1000, inject, _Host().report_dropped, nothing, nothing)
+    timed_out = DeliveryTimeoutError("timed out")
+    async with anyio.create_task_group() as tg:
+        await tg.start(seam.run, host)
+        assert await eventually(lambda: seam.ready, 5)
+        for value in (b"p0", b"p1", b"p2"):
+            seam.overflow("T", value, value, None, None, 1)
+        seam.begin_evacuation()
+        seam.end_evacuation()
+        assert await eventually(lambda: len(read) >= 3, 5)
+        (_, r0, t), (_, r1, _), (_, r2, _) = read
+        read.clear()
+        assert seam.intercept("T", 0, [r0], [(0, t)], timed_out) is None
+        assert seam.intercept("T", 1, [r1], [(0, t)], timed_out) is None
+        assert seam.intercept("T", 2, [r2], [(0, t)], TopicAuthorizationFailedError("no"))
+        seam.begin_evacuation()
+        seam.end_evacuation()
+        seam.kafka_ok = True
+        assert await eventually(lambda: len(read) >= 2, 5)
+        assert sorted((p, r[1]) for p, r, _ in read) == [(0, b"p0"), (1, b"p1")]
+        tg.cancel_scope.cancel()
+    await seam.close(2)
+    store.close()
