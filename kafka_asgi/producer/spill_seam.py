@@ -53,7 +53,7 @@ import anyio.abc
 from kafka_asgi.network.host import keep_running, withdraw_stray_cancellation
 from kafka_asgi.protocol.errors import KafkaError, UnknownTopicOrPartitionError
 from kafka_asgi.protocol.records import RecordTuple
-from kafka_asgi.protocol.spill import encode_frame
+from kafka_asgi.protocol.spill import SpillFrame, encode_frame
 
 from .accumulator import Delivery, PendingRecord, Waiters
 from .errors import (
@@ -930,29 +930,62 @@ class SpillSeam:
                 self._unread = True
                 self._kick()
                 continue
-            own = self.store.own
-            for seg, frame in result.frames:
+            self._hand_over(host, result.frames)
+            await anyio.lowlevel.checkpoint()
+
+    def _hand_over(self, host: SpillHost, frames: list[tuple[Segment, SpillFrame]]) -> None:
+        """Hand the records of one read to the producer, each frame with its ticket.
+        Whatever raises part way (a bug in the producer), every frame of the read is
+        accounted for: a record the producer refused fails (its frame replayed up
+        to max_replays, then reported with it), a frame cut short settles with the
+        records it did not hand over failed, and the frames after it are given back
+        unread, in their place. (An exception used to leave the frame unsettled and
+        off its topic's backlog, the read's other frames lost to this process, and
+        their records counted as replaying for good: with Kafka away, no probe ran
+        again.)"""
+        own = self.store.own
+        handed = 0  # frames with a ticket, which settles them
+        ticket: FrameTicket | None = None
+        records: list[RecordTuple] = []
+        reached = 0  # records of ``ticket`` handed over or failed
+        try:
+            for seg, frame in frames:
                 n = len(frame.records)
                 if seg.directory != own and (seg, frame.offset) not in self._inherited:
-                    # A dead producer's records, read for the first time: never part of
-                    # this process's backlog (which counts only what it put on disk or
-                    # gave back), so they are not taken off it. Taken off, they ended a
-                    # topic's spilling while its own records were still on disk, and
-                    # new ones went through memory ahead of them.
+                    # A dead producer's records, read for the first time: never part
+                    # of this process's backlog (which counts only what it put on
+                    # disk or gave back), so they are not taken off it. Taken off,
+                    # they ended a topic's spilling while its own records were still
+                    # on disk, and new ones went through memory ahead of them.
                     self._inherited.add((seg, frame.offset))
                     host.inherited(n)
                 else:
                     self._read_back(frame.topic, n)
                 ticket = FrameTicket(self, seg, frame.offset, n, frame.attempts, frame.topic)
+                records, reached = frame.records, 0
+                handed += 1
                 self._replaying += n
                 self.replayed += n
-                for record in frame.records:
+                for record in records:
+                    reached += 1
                     try:
                         host.inject(frame.topic, frame.partition, record, ticket)
-                    except (KafkaError, TypeError, ValueError) as exc:
-                        error = exc if isinstance(exc, KafkaError) else KafkaError(str(exc))
-                        ticket.settled(((*record[:2], _hdrs(record[2]), record[3]), error))
-            await anyio.lowlevel.checkpoint()
+                    except Exception as exc:
+                        ticket.settled((_pending(record), _refused(exc)))
+            ticket = None
+        finally:
+            if handed < len(frames):
+                for seg, frame in frames[handed:]:
+                    self._settle.append((seg, frame.offset, False))
+                self._unread = True
+                self._kick()
+            if ticket is not None and reached < len(records):
+                cut_short = KafkaError(
+                    "the replayer stopped before handing this record read back from "
+                    "spill_dir to the producer"
+                )
+                for record in records[reached:]:
+                    ticket.settled((_pending(record), cut_short))
 
     async def _read(self, read_bytes: int) -> ReadResult:
         """``store.read(read_bytes)`` on a worker thread.  A stray cancellation
@@ -1012,6 +1045,29 @@ class SpillSeam:
             await anyio.to_thread.run_sync(self.store.close)
         except OSError as exc:
             self._error(SpillError(f"closing spill_dir: {exc}"))
+
+
+def _pending(record: RecordTuple) -> PendingRecord:
+    """A record read back, as the producer reports records."""
+    return (*record[:2], _hdrs(record[2]), record[3])
+
+
+def _refused(exc: Exception) -> KafkaError:
+    """What a record read back failed with when the producer raised ``exc`` for it."""
+    if isinstance(exc, KafkaError):
+        return exc
+    if isinstance(exc, (TypeError, ValueError)):  # its serializers
+        return KafkaError(str(exc))
+    logger.error(
+        "kafka_asgi producer: a record read back from spill_dir could not be handed over",
+        exc_info=exc,
+    )
+    error = KafkaError(
+        "a record read back from spill_dir could not be handed to the producer: "
+        f"{type(exc).__name__}: {exc}"
+    )
+    error.__cause__ = exc
+    return error
 
 
 def _hdrs(headers: Any) -> list[tuple[str, bytes | None]] | None:

@@ -780,3 +780,56 @@ async def test_records_put_back_from_a_frame_keep_their_partitions(
         tg.cancel_scope.cancel()
     await seam.close(2)
     store.close()
+
+
+async def test_a_record_the_producer_refuses_on_replay_fails_alone(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, anyio_backend: str
+) -> None:
+    """The producer raises (a bug) for the 4th of a frame's 10 records read back. The
+    exception left the replayer: the frame was never settled, its 6 last records never
+    handed over, its topic taken off the spilling ones with them still on disk, and
+    its 10 records counted as replaying for good (with Kafka away, no probe again).
+    Only that record must fail; it goes back to the disk, and is read again."""
+    store = SpillStore(tmp_path, max_bytes=1 << 24, segment_bytes=1 << 20)
+    seam = SpillSeam(store, when_full="drop_newest", queue_limit=1000, replay_limit=1000)
+    injected: list[bytes] = []
+    tickets: list[FrameTicket] = []
+
+    def inject(topic: str, partition: int, record: Any, ticket: FrameTicket) -> None:
+        if record[1] == b"v3" and b"v3" not in injected and b"v9" not in injected:
+            raise RuntimeError("a bug in the producer")
+        injected.append(record[1])
+        tickets.append(ticket)
+
+    def nothing() -> None:
+        pass
+
+    reports = _Host()
+    host = SpillHost(lambda: 1000, inject, reports.report_dropped, nothing, nothing)
+    async with anyio.create_task_group() as tg:
+        await tg.start(seam.run, host)
+        assert await eventually(lambda: seam.ready, 5)
+        for i in range(10):
+            seam.overflow("T", b"k", b"v%d" % i, None, 0, TS)
+        seam.begin_evacuation()
+        seam.end_evacuation()
+        assert await eventually(lambda: len(injected) >= 9, 5), injected
+        assert injected == [b"v%d" % i for i in (0, 1, 2, 4, 5, 6, 7, 8, 9)]
+        assert seam.replaying == 10
+        for ticket in tickets:
+            ticket.event.set()  # delivered
+        # v3 failed alone: back to the disk, its topic spilling behind it.
+        assert seam.replaying == 0
+        assert seam.takes("T", False)
+        assert seam.evacuate == ["T"]
+        seam.begin_evacuation()  # the producer's evacuation: nothing in memory
+        seam.end_evacuation()
+        assert await eventually(lambda: len(injected) >= 10, 5), injected
+        assert injected[9] == b"v3"
+        tickets[-1].event.set()
+        assert await eventually(lambda: not seam.takes("T", False), 5), seam._backlog
+        assert seam.replaying == 0
+        tg.cancel_scope.cancel()
+    await seam.close(2)
+    assert reports.dropped == []
+    assert any(r.exc_info and "a bug in the producer" in str(r.exc_info[1]) for r in caplog.records)
