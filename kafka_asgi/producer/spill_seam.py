@@ -87,6 +87,10 @@ _READ_BYTES = 256 * 1024
 _PROBE_INTERVAL = 1.0
 # How long a read interrupted by a stray cancellation is waited for.
 _READ_WAIT = 30.0
+# close(timeout): the part of ``timeout`` kept for closing the store (its fsyncs),
+# at most _CLOSE_FLOOR seconds.
+_CLOSE_SHARE = 0.2
+_CLOSE_FLOOR = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -848,14 +852,29 @@ class SpillSeam:
             )
         self.write_now()
 
-    async def _write_settled(self) -> None:
-        """Write the acks of the frames settled since last time (frees the disk)."""
+    async def _write_settled(self, abandon: bool = False) -> None:
+        """Write the acks of the frames settled since last time (frees the disk).
+        ``abandon``: a cancellation leaves the write to its thread (close(), bounded)."""
         if self._settle:
             outcomes, self._settle = self._settle, []
             try:
-                await anyio.to_thread.run_sync(self.store.settle, outcomes)
+                await anyio.to_thread.run_sync(
+                    self.store.settle, outcomes, abandon_on_cancel=abandon
+                )
             except OSError as exc:
                 self._error(SpillError(f"cannot write an ack file in spill_dir: {exc}"))
+            except anyio.get_cancelled_exc_class():
+                if abandon:
+                    self._error(
+                        SpillError(
+                            f"the producer closed before the outcomes of {len(outcomes)} "
+                            "frame(s) read back were written to spill_dir (the disk did not "
+                            "answer in time; left to a thread): a frame delivered whose "
+                            "acknowledgement is not written is sent again by the next "
+                            "producer on spill_dir"
+                        )
+                    )
+                raise
 
     async def _replayer(self) -> None:
         host = self._host
@@ -1019,11 +1038,19 @@ class SpillSeam:
         return result
 
     async def close(self, timeout: float) -> None:  # noqa: ASYNC109
-        """Write what is queued and settled, then close the store (bounded)."""
+        """Write what is queued and settled, then close the store, within ``timeout``
+        (shielded: a cancelled caller still gets them written).  A disk that stops
+        answering is not waited for: its thread is left behind (the store closes its
+        files and releases its locks when the disk answers) and what could not be
+        written is reported.  Closing the store (its fsyncs) gets what is left of
+        ``timeout``: at least a fifth of it, up to half a second, kept back from the
+        writes."""
         self.evacuate = []  # everything left was just queued, oldest first
-        with anyio.CancelScope(shield=True), anyio.move_on_after(timeout):
+        start = anyio.current_time()
+        reserve = min(_CLOSE_FLOOR, timeout * _CLOSE_SHARE)
+        with anyio.CancelScope(shield=True), anyio.move_on_after(timeout - reserve):
             if self.ready and self.broken is None:
-                await self._write_settled()
+                await self._write_settled(abandon=True)
                 while (self._queues or self._chunks) and self.broken is None:
                     before = self._queued
                     if self._chunks:
@@ -1041,10 +1068,21 @@ class SpillSeam:
         # Whether or not it finished opening: an open still running in its thread
         # (cancelled meanwhile, it goes on) is closed once it is done, and one not
         # begun yet is refused, so no directory stays locked behind the producer.
-        try:
-            await anyio.to_thread.run_sync(self.store.close)
-        except OSError as exc:
-            self._error(SpillError(f"closing spill_dir: {exc}"))
+        left = max(reserve, timeout - (anyio.current_time() - start))
+        with anyio.CancelScope(shield=True), anyio.move_on_after(left) as scope:
+            try:
+                await anyio.to_thread.run_sync(self.store.close, abandon_on_cancel=True)
+            except OSError as exc:
+                self._error(SpillError(f"closing spill_dir: {exc}"))
+        if scope.cancelled_caught:
+            self._error(
+                SpillError(
+                    f"closing spill_dir did not finish within {timeout}s (the disk did not "
+                    "answer; left to a thread): its files are closed and its locks "
+                    "released when it does, and a record on disk not synced may be lost "
+                    "to a power cut"
+                )
+            )
 
 
 def _pending(record: RecordTuple) -> PendingRecord:

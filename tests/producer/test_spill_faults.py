@@ -8,6 +8,8 @@ import builtins
 import errno
 import logging
 import os
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ from kafka_asgi.producer.spill_seam import FRAME_RECORDS, FrameTicket, SpillHost
 from kafka_asgi.protocol.errors import KafkaError, TopicAuthorizationFailedError
 from kafka_asgi.protocol.spill import SEGMENT_HEADER, encode_frame
 from tests.support.spill_files import zero_fill
-from tests.support.timing import eventually
+from tests.support.timing import eventually, scaled
 
 TS = 1_700_000_000_000
 Hook = Callable[[str, tuple[Any, ...]], None]
@@ -833,3 +835,47 @@ async def test_a_record_the_producer_refuses_on_replay_fails_alone(
     await seam.close(2)
     assert reports.dropped == []
     assert any(r.exc_info and "a bug in the producer" in str(r.exc_info[1]) for r in caplog.records)
+
+
+async def test_close_is_bounded_on_a_disk_that_stops_answering(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, anyio_backend: str
+) -> None:
+    """The disk stops answering at close (NFS, a dying device): the ack write waited
+    for its thread past close's timeout, and closing the store had no bound at all
+    (close(0.5) returned after both had: 6 s here; aclose() runs it shielded, so no
+    caller's deadline cut it). Each must be left to its thread, and said."""
+    store = _store(tmp_path)
+    errors: list[KafkaError] = []
+    seam = SpillSeam(
+        store, when_full="drop_newest", queue_limit=1000, replay_limit=1000, on_error=errors.append
+    )
+    seam.ready = True
+    assert store.append([encode_frame("t", 0, [(b"k", b"v", None, TS)])]) == 1
+    ((seg, frame),) = store.read().frames
+    seam._settle.append((seg, frame.offset, True))  # delivered: its ack to write
+    answers = threading.Event()
+    settle, close = store.settle, store.close
+
+    def hung_settle(outcomes: list[Any]) -> None:
+        answers.wait(3)
+        settle(outcomes)
+
+    def hung_close() -> None:
+        answers.wait(3)
+        close()
+
+    monkeypatch.setattr(store, "settle", hung_settle)
+    monkeypatch.setattr(store, "close", hung_close)
+    began = time.monotonic()
+    with anyio.CancelScope(shield=True):  # as aclose() calls it
+        await seam.close(0.5)
+    took = time.monotonic() - began
+    answers.set()
+    assert took < 0.5 + scaled(0.5), took
+    assert [type(e) for e in errors] == [SpillError, SpillError], errors
+    assert "outcomes of 1 frame(s)" in str(errors[0]) and "did not answer" in str(errors[0])
+    assert "closing spill_dir did not finish within 0.5s" in str(errors[1])
+    # The threads left behind finish once the disk answers: the ack written, the
+    # store closed and its lock released.
+    assert await eventually(lambda: store.closed and not store._locks, 5)
+    assert seg.acked == {frame.offset}
