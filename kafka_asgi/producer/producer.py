@@ -614,7 +614,9 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
         """``send_nowait``, but with ``wait_on_buffer_full=True`` waits for room
         (up to ``wait_buffer_timeout``, then BufferFullError) instead of failing."""
         spill = self._spill
-        if self._held >= self._max_buffering or (spill is not None and spill.spilling):
+        if self._held >= self._max_buffering or (
+            spill is not None and (spill.spilling or spill.adopting)
+        ):
             if spill is None or not spill.usable():
                 await self._wait_for_room()
             else:

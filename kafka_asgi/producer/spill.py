@@ -625,6 +625,12 @@ class SpillStore:
     def has_unread(self) -> bool:
         return any(not s.read_done for s in self._segments)
 
+    def adopted_unread(self) -> bool:
+        """Segments of dead producers' directories are left to read (they are read
+        before this producer's own)."""
+        own = self.own
+        return any(not s.read_done and s.directory != own for s in self._segments)
+
     def read(self, max_bytes: int | None = None) -> ReadResult:
         """The next frames not read yet, oldest first (about ``max_bytes`` of them,
         default ``read_bytes``).

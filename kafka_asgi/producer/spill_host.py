@@ -45,7 +45,9 @@ class SpillSupport(ProducerState):
         spill = self._spill
         if self._state != "running" or spill is None:
             return
-        if spill.spilling:
+        if spill.adopting:
+            self._topics = {}  # every topic spills while a dead producer's records wait
+        elif spill.spilling:
             self._topics = {n: t for n, t in self._buffers.items() if n not in spill.spilling}
         else:
             self._topics = self._buffers
@@ -109,11 +111,11 @@ class SpillSupport(ProducerState):
         """send_buffered with the buffer full or ``topic`` spilling: wait for the
         buffer while Kafka is there (only slower than the senders), else for room in
         the write queue (the record then goes to the disk)."""
-        if spill.kafka_ok and topic not in spill.spilling and self._held >= self._max_buffering:
+        if spill.kafka_ok and not spill.spills(topic) and self._held >= self._max_buffering:
             await self._wait_for_room()
         if not (spill.full() and self.options.wait_on_buffer_full):
             return
-        if self._held >= self._max_buffering or topic in spill.spilling:
+        if self._held >= self._max_buffering or spill.spills(topic):
             limit = self.options.wait_buffer_timeout
             if not await spill.wait_room(limit):
                 raise BufferFullError(

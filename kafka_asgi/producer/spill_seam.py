@@ -16,8 +16,10 @@ What the producer calls, all from the event loop and none of them awaiting:
   memory buffer has room, so live traffic keeps its share).
 
 A topic with records queued or on disk is *spilling*: its new records go to the
-disk too, until the replayer has read the last of them back.  When a topic starts
-spilling, the records it still has in memory (older than the ones now queued)
+disk too, until the replayer has read the last of them back.  While records adopted
+from a dead producer's directory are still to be read the first time, every topic
+spills (:attr:`SpillSeam.adopting`): their topics are not known until read.  When a
+topic starts spilling, the records it still has in memory (older than the ones now queued)
 are moved to the disk first (:attr:`SpillSeam.evacuate`, done by the producer at
 the end of the cycle or the callback that started it, or before it accepts the
 next record of that topic, whichever comes first); those of its batches that
@@ -247,6 +249,10 @@ class SpillSeam:
         """Topics that started spilling: the producer moves their memory records here."""
         self.kafka_ok = True
         self.ready = False
+        self.adopting = False
+        """Dead producers' records are still to be read back the first time: every
+        topic spills (their topics are not known until read), so that no new record
+        overtakes an older one of its key waiting in their directories."""
         self.broken: KafkaError | None = None
         # Per topic: queued items [partition, attempts, records, older], oldest first;
         # older: failed records put while their topic's evacuation is pending (they
@@ -328,7 +334,11 @@ class SpillSeam:
 
     def takes(self, topic: str, memory_full: bool) -> bool:
         """A new record of ``topic`` goes to the disk (behind its backlog, or for room)."""
-        return self.broken is None and (memory_full or topic in self.spilling)
+        return self.broken is None and (memory_full or self.adopting or topic in self.spilling)
+
+    def spills(self, topic: str) -> bool:
+        """New records of ``topic`` go to the disk (its backlog, or a dead producer's)."""
+        return self.adopting or topic in self.spilling
 
     def overflow(
         self,
@@ -684,6 +694,9 @@ class SpillSeam:
                 )
             )
         self._unread = bool(self.store.adopted)
+        if self.store.adopted_unread():
+            self.adopting = True
+            host.spilling_changed()
         self.write_now()  # what was handed over while the store opened
         async with anyio.create_task_group() as tg:
             self._tg = tg
@@ -702,6 +715,7 @@ class SpillSeam:
     def _fail(self, error: SpillError) -> None:
         """The spill cannot be used: report what was queued, take nothing more."""
         self.broken = error
+        self.adopting = False
         self._error(error)
         self._drop_queued(error)
         self._notify_room()
@@ -950,7 +964,18 @@ class SpillSeam:
                 self._kick()
                 continue
             self._hand_over(host, result.frames)
+            if self.adopting and not any(not ok for _, _, ok in self._settle):
+                self._adopted_read(host)
             await anyio.lowlevel.checkpoint()
+
+    def _adopted_read(self, host: SpillHost) -> None:
+        """The dead producers' records were all read back once (those given back
+        later count in their topics' backlogs): from now on a topic spills only for
+        its own backlog.  Those in memory go out ahead of the new records of their
+        partitions."""
+        if not self.store.adopted_unread():
+            self.adopting = False
+            host.spilling_changed()
 
     def _hand_over(self, host: SpillHost, frames: list[tuple[Segment, SpillFrame]]) -> None:
         """Hand the records of one read to the producer, each frame with its ticket.

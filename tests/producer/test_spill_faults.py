@@ -24,6 +24,8 @@ from kafka_asgi.producer.spill import SpillStore
 from kafka_asgi.producer.spill_seam import FRAME_RECORDS, FrameTicket, SpillHost, SpillSeam
 from kafka_asgi.protocol.errors import KafkaError, TopicAuthorizationFailedError
 from kafka_asgi.protocol.spill import SEGMENT_HEADER, encode_frame
+from tests.support.fake_client import FakeClient
+from tests.support.producers import make
 from tests.support.spill_files import zero_fill
 from tests.support.timing import eventually, scaled
 
@@ -879,3 +881,43 @@ async def test_close_is_bounded_on_a_disk_that_stops_answering(
     # store closed and its lock released.
     assert await eventually(lambda: store.closed and not store._locks, 5)
     assert seg.acked == {frame.offset}
+
+
+async def test_a_restarted_producers_new_records_go_behind_a_dead_ones(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    """Restarted after a crash, Kafka up: the dead producer left 640 records of key k
+    on disk. Records read from its directory are in no topic's backlog, so T did not
+    spill, and the new producer's first record of key k went through memory, ahead
+    of most of them (after the first read's 192 here)."""
+    dead = SpillStore(tmp_path, max_bytes=1 << 24, segment_bytes=1 << 20)
+    dead.open()
+    old = [b"old%03d" % i for i in range(640)]
+    frames = [
+        encode_frame("T", -1, [(b"k", v, None, TS) for v in old[i : i + 64]])
+        for i in range(0, 640, 64)
+    ]
+    assert dead.append(frames) == 10
+    dead.close()  # its lock free, its segment left: as after a SIGKILL
+    fake = FakeClient()
+    fake.add_topic("T", 1)
+    errors: list[Any] = []
+    p = make(
+        fake,
+        None,
+        error_handle=lambda *a: errors.append(a),
+        spill_dir=tmp_path,
+        flush_time=0.02,
+        max_buffering=100,
+    )
+    async with p:
+        spill = p._spill
+        assert spill is not None
+        assert await eventually(lambda: spill.ready, 5)
+        p.send_nowait("T", b"NEW", key=b"k")
+        assert await eventually(lambda: len(fake.records("T", 0)) >= 641, 10)
+        assert [r.value for r in fake.records("T", 0)] == [*old, b"NEW"]
+        # Once read back, T leaves the disk path again, and so does every topic.
+        assert await eventually(lambda: not spill.takes("T", False), 5), spill._backlog
+        assert not spill.takes("U", False)
+    assert errors == []
