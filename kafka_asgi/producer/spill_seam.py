@@ -93,6 +93,7 @@ _READ_WAIT = 30.0
 # at most _CLOSE_FLOOR seconds.
 _CLOSE_SHARE = 0.2
 _CLOSE_FLOOR = 0.5
+_CLOSE_MIN = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -1093,7 +1094,9 @@ class SpillSeam:
         # Whether or not it finished opening: an open still running in its thread
         # (cancelled meanwhile, it goes on) is closed once it is done, and one not
         # begun yet is refused, so no directory stays locked behind the producer.
-        left = max(reserve, timeout - (anyio.current_time() - start))
+        # Never less than _CLOSE_MIN: a scope cancelled before its thread starts
+        # would not close the store at all (its locks held for the process's life).
+        left = max(reserve, _CLOSE_MIN, timeout - (anyio.current_time() - start))
         with anyio.CancelScope(shield=True), anyio.move_on_after(left) as scope:
             try:
                 await anyio.to_thread.run_sync(self.store.close, abandon_on_cancel=True)
