@@ -446,7 +446,7 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
                         # shielded (and bounded) as the flush is: a cancelled caller
                         # must not leave it unwritten.
                         with anyio.CancelScope(shield=True):
-                            await self._spill.close(max(limit, 5.0))
+                            await self._spill.close(5.0)
                 finally:
                     try:
                         if self.options.cluster_name is not None:
