@@ -48,12 +48,14 @@ __all__ = [
     "PartitionBuffer",
     "PendingRecord",
     "TopicBuffer",
+    "batch_bytes",
     "cut",
     "cut_moving_on",
     "header_size",
     "largest_record",
     "place",
     "record_bytes",
+    "records_bytes",
     "records_of",
     "too_large",
 ]
@@ -113,6 +115,26 @@ def record_bytes(value: bytes | None, key: bytes | None, headers: list[Header] |
         size += len(key)
     if headers is not None:
         size += header_size(headers)
+    return size
+
+
+def records_bytes(records: list[PendingRecord]) -> int:
+    """What ``records`` count in ``max_buffering_bytes``: :func:`record_bytes` without
+    the per-record overhead (value, key and headers), as the send methods counted
+    them when they were accepted; given back as they leave memory."""
+    size = -RECORD_OVERHEAD * len(records)
+    for key, value, headers, _ in records:
+        size += record_bytes(value, key, headers)
+    return size
+
+
+def batch_bytes(b: Batch) -> int:
+    """:func:`records_bytes` of a batch's records, read from its columns."""
+    size = sum(len(v) for v in b.values if v is not None)
+    if b.keys is not None:
+        size += sum(len(k) for k in b.keys if k is not None)
+    if b.headers is not None:
+        size += sum(header_size(h) for h in b.headers if h is not None)
     return size
 
 

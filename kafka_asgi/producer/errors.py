@@ -20,13 +20,16 @@ __all__ = [
 
 
 class BufferFullError(KafkaError):
-    """``max_buffering`` records are already waiting: lua-resty-kafka's "buffer overflow".
+    """``max_buffering`` records are already waiting, or the record would take the
+    bytes held past ``max_buffering_bytes``: lua-resty-kafka's "buffer overflow".
 
     Nothing was buffered; the caller may drop the record, or retry once the flusher
     has made room (``send_buffered`` with ``wait_on_buffer_full=True`` does that).
     """
 
     retriable = True
+    nbytes: int = 0
+    """The refused record's bytes when ``max_buffering_bytes`` refused it, else 0."""
 
 
 class ProducerClosedError(KafkaError):

@@ -33,6 +33,10 @@ lua-resty-kafka's producer options, with its defaults:
 ``max_buffering`` (50000)
     Records the producer holds at most, from ``send_nowait`` until acknowledged or
     reported; beyond it ``BufferFullError`` ("buffer overflow").
+``max_buffering_bytes`` (64 MiB)
+    Bytes those records take at most (their values, keys and headers); beyond it
+    ``BufferFullError``, as for ``max_buffering``.  Java's ``buffer.memory`` is
+    32 MiB; a web app's log records pile up quickly during an outage, so twice that.
 ``wait_on_buffer_full`` (False) and ``wait_buffer_timeout`` (5.0)
     Whether ``send_buffered``/``send`` wait for room, and for how long at most.
 ``error_handle`` (None)
@@ -178,6 +182,7 @@ class ProducerOptions:
     batch_num: int = 200
     batch_size: int = _MIB
     max_buffering: int = 50_000
+    max_buffering_bytes: int = 64 * _MIB
     wait_on_buffer_full: bool = False
     wait_buffer_timeout: float = 5.0
     error_handle: ErrorHandle | None = None
@@ -249,6 +254,9 @@ class ProducerOptions:
             batch_num=_int("batch_num", o.get("batch_num", 200), 1),
             batch_size=_int("batch_size", o.get("batch_size", _MIB), 1),
             max_buffering=_int("max_buffering", o.get("max_buffering", 50_000), 1),
+            max_buffering_bytes=_int(
+                "max_buffering_bytes", o.get("max_buffering_bytes", 64 * _MIB), 1
+            ),
             wait_on_buffer_full=_bool("wait_on_buffer_full", o.get("wait_on_buffer_full", False)),
             wait_buffer_timeout=_seconds(
                 "wait_buffer_timeout", o.get("wait_buffer_timeout", 5.0), 0.0

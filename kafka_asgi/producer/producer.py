@@ -156,6 +156,10 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
         self._topics: dict[str, TopicBuffer] = {}  # empty unless accepting records
         self._held = 0  # records from acceptance until delivered or reported
         self._max_buffering = opts.max_buffering
+        # Bytes of those records: value, key and headers (accumulator.records_bytes;
+        # the per-record overhead is left out so that send_nowait pays one add).
+        self._held_bytes = 0
+        self._max_buffering_bytes = opts.max_buffering_bytes
         self._batch_num = opts.batch_num
         self._batch_size = opts.batch_size
         self._max_request_size = opts.max_request_size
@@ -205,6 +209,7 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
         self._node_inflight: dict[int, int] = {}
         self._node_gate: dict[int, anyio.Event] = {}
         self._room_event: anyio.Event | None = None
+        self._room_bytes = 0  # the fewest bytes a waiter for _room_event needs
         self._progress_event: anyio.Event | None = None
 
         # Idempotence (KIP-98): producer id, epoch, and a generation number that
@@ -467,8 +472,9 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
     ) -> None:
         """Buffer one record; never awaits, never blocks.
 
-        Raises BufferFullError when ``max_buffering`` records are held,
-        RecordTooLargeError for a record larger than ``max_request_size``,
+        Raises BufferFullError when ``max_buffering`` records are held or the record
+        would take the bytes held past ``max_buffering_bytes``, RecordTooLargeError
+        for a record larger than ``max_request_size`` or ``max_buffering_bytes``,
         ProducerClosedError when not running, TypeError/ValueError for bad input.
         The outcome goes to ``on_delivery``/``error_handle``.
         """
@@ -491,10 +497,15 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
         n = len(value)
         if n > self._max_value:
             raise self._too_large(topic, n + RECORD_OVERHEAD)
+        held_bytes = self._held_bytes + n
+        if held_bytes > self._max_buffering_bytes:
+            self._enqueue(topic, value, key, headers, partition, timestamp, None)
+            return
         values = t.values
         values.append(value)
         t.stamps.append(_time_ns())
         self._held += 1
+        self._held_bytes = held_bytes
         nbytes = t.nbytes + n
         t.nbytes = nbytes
         if nbytes >= t.wake_bytes or len(values) == self._batch_num:
@@ -566,12 +577,21 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
         partition: int | None,
         timestamp: int | None,
     ) -> RecordMetadata:
-        if self._held >= self._max_buffering:
+        if self._held >= self._max_buffering or self._held_bytes >= self._max_buffering_bytes:
             await self._wait_for_room()
         if self._inject is not None:
             headers = self._inject(headers)
         delivery = Delivery()
-        self._enqueue(topic, value, key, headers, partition, timestamp, delivery)
+        while True:
+            try:
+                self._enqueue(topic, value, key, headers, partition, timestamp, delivery)
+                break
+            except BufferFullError as exc:
+                # Room for a record but not for this one's bytes: wait for those
+                # (the record is converted again then).
+                if exc.nbytes == 0:
+                    raise
+                await self._wait_for_room(exc.nbytes)
         force_at = anyio.current_time() + self.options.linger
         if force_at < self._force_at:
             self._force_at = force_at
@@ -614,14 +634,24 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
         """``send_nowait``, but with ``wait_on_buffer_full=True`` waits for room
         (up to ``wait_buffer_timeout``, then BufferFullError) instead of failing."""
         spill = self._spill
-        if self._held >= self._max_buffering or (
-            spill is not None and (spill.spilling or spill.adopting)
+        if (
+            self._held >= self._max_buffering
+            or self._held_bytes >= self._max_buffering_bytes
+            or (spill is not None and (spill.spilling or spill.adopting))
         ):
             if spill is None or not spill.usable():
                 await self._wait_for_room()
             else:
                 await self._room_or_spill(spill, topic)
-        self.send_nowait(topic, value, key, headers, partition, timestamp)
+        while True:
+            try:
+                self.send_nowait(topic, value, key, headers, partition, timestamp)
+                return
+            except BufferFullError as exc:
+                # Room for a record but not for this one's bytes (as in _send).
+                if exc.nbytes == 0:
+                    raise
+                await self._wait_for_room(exc.nbytes)
 
     # The timeout parameter is the public contract (as Java's flush(timeout)).
     async def flush(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
@@ -699,6 +729,7 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
             failed=self._failed,
             retried=self._retried,
             buffered=self._held - self._inflight_records,
+            buffered_bytes=self._held_bytes,
             in_flight=self._inflight_records,
             bytes_sent=self._bytes_sent,
             batches_sent=self._batches_sent,
@@ -721,7 +752,15 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
 
     # ------------------------------------------------------------------ enqueue (slow path)
 
-    def _buffer_full(self) -> BufferFullError:
+    def _buffer_full(self, size: int = 0) -> BufferFullError:
+        if self._held < self._max_buffering:
+            record = f" and a record of {size} bytes" if size else ""
+            exc = BufferFullError(
+                f"buffer overflow: {self._held_bytes} bytes held{record} (max_buffering_bytes="
+                f"{self._max_buffering_bytes}); Kafka is slow or unreachable"
+            )
+            exc.nbytes = size
+            return exc
         return BufferFullError(
             f"buffer overflow: {self._held} records held (max_buffering="
             f"{self._max_buffering}); Kafka is slow or unreachable"
@@ -779,17 +818,21 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
         size = record_bytes(value, key, hdrs)
         if size > self._largest:
             raise self._too_large(topic, size)
-        if (
-            spill is not None
-            and delivery is None
-            and spill.takes(topic, self._held >= self._max_buffering)
-        ):
+        nbytes = size - RECORD_OVERHEAD  # as records_bytes counts it
+        if nbytes > self._max_buffering_bytes:
+            raise RecordTooLargeError(
+                f"a record of {nbytes} bytes (value, key and headers) for topic {topic!r} "
+                f"is larger than max_buffering_bytes={self._max_buffering_bytes}"
+            )
+        full = self._held >= self._max_buffering
+        bytes_full = self._held_bytes + nbytes > self._max_buffering_bytes
+        if spill is not None and delivery is None and spill.takes(topic, full or bytes_full):
             # Behind the records of its topic already on their way to the disk.
             spill.overflow(topic, key, value, hdrs, part, ts // 1_000_000)
             self._off_memory += 1
             return
-        if self._held >= self._max_buffering and not replayed:
-            raise self._buffer_full()
+        if (full or bytes_full) and not replayed:
+            raise self._buffer_full(nbytes if bytes_full else 0)
         values = t.values
         if part is not None or delivery is not None or key is not None or hdrs is not None:
             if t.extras is None:
@@ -799,6 +842,7 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
         values.append(value)
         t.stamps.append(ts)
         self._held += 1
+        self._held_bytes += nbytes
         if replayed:
             self._off_memory -= 1  # accepted once already, before it went to the disk
         nbytes = t.nbytes + size
@@ -814,24 +858,32 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
             if event is not None:
                 event.set()
 
-    async def _wait_for_room(self) -> None:
+    async def _wait_for_room(self, nbytes: int = 0) -> None:
         if not self.options.wait_on_buffer_full:
-            raise self._buffer_full()
+            raise self._buffer_full(nbytes)
         if self._state != "running":
             raise ProducerClosedError(f"the producer is {self._state}")
         limit = self.options.wait_buffer_timeout
         with anyio.move_on_after(limit):
-            while self._held >= self._max_buffering:
+            while (
+                self._held >= self._max_buffering
+                or self._held_bytes + nbytes > self._max_buffering_bytes
+                or self._held_bytes >= self._max_buffering_bytes
+            ):
                 if self._state != "running":
                     raise ProducerClosedError(f"the producer is {self._state}")
                 if self._room_event is None:
                     self._room_event = anyio.Event()
+                    self._room_bytes = nbytes
+                else:
+                    self._room_bytes = min(self._room_bytes, nbytes)
                 self._wake()
                 await self._room_event.wait()
             return
         raise BufferFullError(
             f"buffer overflow: still {self._held} records held (max_buffering="
-            f"{self._max_buffering}) after waiting wait_buffer_timeout={limit}s"
+            f"{self._max_buffering}), {self._held_bytes} bytes (max_buffering_bytes="
+            f"{self._max_buffering_bytes}) after waiting wait_buffer_timeout={limit}s"
         )
 
     # ------------------------------------------------------------------ flusher
@@ -895,7 +947,12 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
 
     def _notify_room(self) -> None:
         room = self._room_event
-        if room is not None and self._held < self._max_buffering:
+        if (
+            room is not None
+            and self._held < self._max_buffering
+            and self._held_bytes < self._max_buffering_bytes
+            and self._held_bytes + self._room_bytes <= self._max_buffering_bytes
+        ):
             self._room_event = None
             room.set()
 

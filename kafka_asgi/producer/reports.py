@@ -24,7 +24,9 @@ from .accumulator import (
     PendingRecord,
     TopicBuffer,
     Waiters,
+    batch_bytes,
     cut,
+    records_bytes,
     records_of,
 )
 from .errors import DeliveryTimeoutError, SpillMovedError
@@ -76,6 +78,9 @@ class ProducerStats:
     their responses (client quotas, KIP-219: Produce, and Metadata, InitProducerId...
     under a request quota): requests to a broker wait that long before they go. A
     client shared by several producers (``client=``) has one sum."""
+    buffered_bytes: int = 0
+    """Bytes of the records held now, in flight or not (what ``max_buffering_bytes``
+    bounds)."""
     spilled: int = 0
     """Records written to ``spill_dir`` (each time one was)."""
     spilled_bytes: int = 0
@@ -118,6 +123,7 @@ class Reports(ProducerState):
         stamps = b.stamps
         n = len(stamps)
         self._held -= n
+        self._held_bytes -= batch_bytes(b)
         self._delivered += n
         assert b.data is not None
         self._bytes_sent += len(b.data)
@@ -222,17 +228,20 @@ class Reports(ProducerState):
             kept = spill.intercept(topic, partition, records, waiters, error)
             if kept is None:
                 self._held -= len(records)
+                self._held_bytes -= records_bytes(records)
                 self._off_memory += len(records)
                 self._progress()
                 return True
             taken = len(records) - len(kept[0])
             self._held -= taken
+            self._held_bytes -= records_bytes(records) - records_bytes(kept[0])
             self._off_memory += taken
             records, waiters = kept
         else:
             taken = 0
         n = len(records)
         self._held -= n
+        self._held_bytes -= records_bytes(records)
         self._failed += n
         self._last_error = error
         if self._hooks is not None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .accumulator import Batch, Delivery, PendingRecord, Waiters, cut
+from .accumulator import Batch, Delivery, PendingRecord, Waiters, cut, records_bytes
 from .errors import BufferFullError, SpillMovedError
 from .spill_seam import FRAME_RECORDS, SpillSeam
 from .state import ProducerState
@@ -34,6 +34,7 @@ class SpillSupport(ProducerState):
         self, topic: str, partition: int, records: list[PendingRecord], error: Any
     ) -> None:
         self._held += len(records)  # reported as failed, as if held until now
+        self._held_bytes += records_bytes(records)
         # Not offered to the spill again, which dropped them; the spill stays in
         # place for the callbacks (a record they send for a spilling topic goes to
         # the disk behind its backlog, not through memory ahead of it).

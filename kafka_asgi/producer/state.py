@@ -124,6 +124,8 @@ class ProducerState:
     _buffers: dict[str, TopicBuffer]
     _active: set[PartitionBuffer]
     _held: int
+    _held_bytes: int
+    _max_buffering_bytes: int
     _max_buffering: int
     _batch_num: int
     _batch_size: int
@@ -133,6 +135,7 @@ class ProducerState:
     _woken: bool
     _wake_event: anyio.Event | None
     _room_event: anyio.Event | None
+    _room_bytes: int
     _progress_event: anyio.Event | None
     _next_flush: float
     _force_at: float
