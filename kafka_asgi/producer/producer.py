@@ -475,6 +475,8 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
         Raises BufferFullError when ``max_buffering`` records are held or the record
         would take the bytes held past ``max_buffering_bytes``, RecordTooLargeError
         for a record larger than ``max_request_size`` or ``max_buffering_bytes``,
+        ValueError for a ``partition`` the topic does not have (when its metadata is
+        known already; else it is reported through ``error_handle``),
         ProducerClosedError when not running, TypeError/ValueError for bad input.
         The outcome goes to ``on_delivery``/``error_handle``.
         """
@@ -812,7 +814,22 @@ class Producer(Sender, Idempotence, Reports, SpillSupport):
             key = as_bytes(key, "key", self._key_serializer)
         hdrs = None if headers is None else coerce_headers(headers)
         ts = _time_ns() if timestamp is None else timestamp_ns(timestamp)
-        part = None if partition is None else check_partition(partition)
+        part: int | None = None
+        if partition is not None:
+            part = index = check_partition(partition)
+            meta = self._client.cached_topic(t.name)
+            if (
+                index is not None
+                and meta is not None
+                and meta.partitions
+                and index >= meta.partition_count
+            ):
+                # Known now: refused here, not reported later.  A topic whose metadata
+                # is not known yet has the record reported through error_handle.
+                raise ValueError(
+                    f"partition {index} of topic {t.name!r} does not exist: the topic "
+                    f"has {meta.partition_count} partitions (0..{meta.partition_count - 1})"
+                )
         assert value is None or isinstance(value, bytes)
         assert key is None or isinstance(key, bytes)
         size = record_bytes(value, key, hdrs)

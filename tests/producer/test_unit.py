@@ -598,7 +598,8 @@ async def test_explicit_partition(fake: FakeClient, reports: Reports) -> None:
     async with running(fake, reports) as producer:
         meta = await producer.send("t", b"x", key=b"k", partition=2)
         assert meta.partition == 2
-        with pytest.raises(UnknownTopicOrPartitionError, match="no partition 7"):
+        # The topic's metadata is known (the send above): refused at the call.
+        with pytest.raises(ValueError, match="partition 7 of topic 't'"):
             await producer.send("t", b"x", partition=7)
         producer.send_nowait("t", b"y", partition=1)
     assert [r.value for r in fake.records("t", 1)] == [b"y"]
