@@ -21,6 +21,11 @@ class SpillSupport(ProducerState):
     def _replay_room(self) -> int:
         if self._state != "running":
             return 0
+        if self._held_bytes >= self._max_buffering_bytes // 2:
+            # Replayed records pass the bounds (they were accepted once): read none
+            # while half the bytes are held, as while half the records are (a read is
+            # bounded in bytes by the replayer).
+            return 0
         return self._max_buffering // 2 - self._held
 
     def _replay_record(self, topic: str, partition: int, record: Any, ticket: Delivery) -> None:

@@ -321,3 +321,28 @@ async def test_a_callback_sending_every_dropped_record_again_does_not_recurse(
         assert await eventually(lambda: b"old99" in fake.all_values("T"), 20)
     assert "RecursionError" not in caplog.text
     assert "error_handle raised" not in caplog.text
+
+
+async def test_byte_bound_spills_and_replays_with_every_byte_given_back(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    """max_buffering_bytes sends records to the disk as max_buffering does, and the
+    bytes counted for them come back to 0 through spill, replay and delivery."""
+    fake = FakeClient()
+    fake.add_topic("t", 2)
+    reports = Reports()
+    limit = 20_000
+    options = {**_options(tmp_path), "max_buffering": 1000, "max_buffering_bytes": limit}
+    held: list[int] = []
+    async with running(fake, reports, **options) as producer:
+        fake.down = True
+        for i in range(300):
+            await producer.send_buffered("t", b"%04d" % i + b"v" * 996)
+            held.append(producer.stats().buffered_bytes)
+        assert max(held) <= limit
+        assert await eventually(lambda: producer.stats().spilled >= 250, 10)
+        fake.down = False
+        assert await eventually(lambda: producer.stats().delivered == 300, 30), producer.stats()
+        assert producer.stats().buffered_bytes == 0
+    assert not reports.errors
+    assert sorted(fake.all_values("t")) == sorted(b"%04d" % i + b"v" * 996 for i in range(300))
