@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 import pytest
 
+from kafka_asgi import Producer
 from kafka_asgi.errors import SpillError
 from kafka_asgi.network.errors import ClientRequestTimeoutError
 from kafka_asgi.protocol.errors import UnknownTopicOrPartitionError
@@ -204,6 +205,21 @@ async def test_unwritable_directory_is_reported_not_raised(
     assert isinstance(producer.stats().spill_error, SpillError)
 
 
+def _small_spill(fake: FakeClient, tmp_path: Path, error_handle: Any) -> Producer:
+    """A producer whose spill's budget (8 KiB) a hundred records nearly fill."""
+    return make(
+        fake,
+        None,
+        error_handle=error_handle,
+        spill_dir=str(tmp_path / "spill"),
+        delivery_timeout=0.3,
+        max_buffering=1000,
+        spill_max_bytes=8192,
+        spill_segment_bytes=4096,
+        flush_time=0.02,
+    )
+
+
 async def test_records_left_at_close_are_shipped_by_the_next_producer(
     tmp_path: Path, anyio_backend: str
 ) -> None:
@@ -248,17 +264,7 @@ async def test_a_record_sent_from_the_report_of_a_dropped_one_goes_behind_the_di
             producer.send_nowait("T", b"AGAIN", key=b"k")
             sent.append(b"AGAIN" in producer._buffers["T"].values)
 
-    producer = make(
-        fake,
-        None,
-        error_handle=error_handle,
-        spill_dir=str(tmp_path / "spill"),
-        delivery_timeout=0.3,
-        max_buffering=1000,
-        spill_max_bytes=8192,
-        spill_segment_bytes=4096,
-        flush_time=0.02,
-    )
+    producer = _small_spill(fake, tmp_path, error_handle)
     async with producer:
         for i in range(100):
             producer.send_nowait("T", b"old%02d" % i, key=b"k")
@@ -299,17 +305,7 @@ async def test_a_callback_sending_every_dropped_record_again_does_not_recurse(
             for key, value, _, _ in records:
                 producer.send_nowait("T", value, key=key)
 
-    producer = make(
-        fake,
-        None,
-        error_handle=error_handle,
-        spill_dir=str(tmp_path / "spill"),
-        delivery_timeout=0.3,
-        max_buffering=1000,
-        spill_max_bytes=8192,
-        spill_segment_bytes=4096,
-        flush_time=0.02,
-    )
+    producer = _small_spill(fake, tmp_path, error_handle)
     async with producer:
         for i in range(100):
             producer.send_nowait("T", b"old%02d" % i, key=b"k")
